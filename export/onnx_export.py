@@ -1,0 +1,84 @@
+"""Exports a scripted step module to ONNX with the TorchScript-based exporter, and checks it."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+
+from runtime._version import __version__
+from runtime.manifest import BATCH_AXIS, StateSpec, TensorSpec
+
+STEP_ONNX_NAME = "step.onnx"
+OPSET = 17  # pinned: every onnxruntime since 1.14 runs it; raise it only with a reason
+EXPORT_BATCH = 2  # the example batch the graph is traced with; tests run other batches
+
+
+def export_step_onnx(
+    scripted: torch.jit.ScriptModule,
+    path: str | os.PathLike,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    state: list[StateSpec],
+    metadata: dict[str, str],
+    opset: int = OPSET,
+) -> onnx.ModelProto:
+    """Writes ``step.onnx`` with inputs ``(*inputs, *state)`` and outputs ``(*outputs, *state outputs)``.
+
+    Every first axis is the dynamic ``batch`` axis. The saved model passes the full checker
+    and strict shape inference, and carries ``metadata`` in its ``metadata_props``.
+    """
+    input_names = [t.name for t in inputs] + [s.name for s in state]
+    output_names = [t.name for t in outputs] + [s.output for s in state]
+    examples = tuple(torch.zeros(EXPORT_BATCH, int(t.shape[1])) for t in (*inputs, *state))
+    dynamic_axes = {name: {0: BATCH_AXIS} for name in input_names + output_names}
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of torch.export; the design keeps
+        # it as the default (NOTES.md), so its deprecation warnings are expected here.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        torch.onnx.export(
+            scripted,
+            examples,
+            str(path),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            dynamo=False,
+        )
+    model = onnx.load(str(path))
+    for key, value in {**metadata, "toolkit_version": __version__}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    model.producer_name = "rnn-toolkit"
+    model.producer_version = __version__
+    onnx.checker.check_model(model, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    _check_io(inferred, input_names, output_names)
+    onnx.save(model, str(path))
+    return model
+
+
+def _check_io(model: onnx.ModelProto, input_names: list[str], output_names: list[str]) -> None:
+    """The graph's inputs and outputs must be exactly the names asked for, batch axis symbolic."""
+    got_inputs = [i.name for i in model.graph.input]
+    got_outputs = [o.name for o in model.graph.output]
+    if got_inputs != input_names or got_outputs != output_names:
+        raise RuntimeError(
+            f"exported graph has inputs {got_inputs} and outputs {got_outputs}, "
+            f"expected {input_names} and {output_names}"
+        )
+    for value in (*model.graph.input, *model.graph.output):
+        first = value.type.tensor_type.shape.dim[0]
+        if first.dim_param != BATCH_AXIS:
+            raise RuntimeError(f"exported tensor {value.name!r} has a fixed first axis, expected {BATCH_AXIS!r}")
+
+
+def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of a saved ONNX model."""
+    return {p.key: p.value for p in onnx.load(str(Path(path)), load_external_data=False).metadata_props}

@@ -1,0 +1,25 @@
+"""Scripts a step module with torch.jit.script and saves it for torch.jit.load and libtorch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+STEP_TORCHSCRIPT_NAME = "step.torchscript.pt"
+
+
+def script_step(model: torch.nn.Module) -> torch.jit.ScriptModule:
+    """``torch.jit.script`` of the step module, in eval mode."""
+    return torch.jit.script(model.eval())
+
+
+def save_torchscript(scripted: torch.jit.ScriptModule, folder: str | os.PathLike) -> Path:
+    path = Path(folder) / STEP_TORCHSCRIPT_NAME
+    scripted.save(str(path))
+    return path
+
+
+def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
+    return torch.jit.load(str(path), map_location="cpu")

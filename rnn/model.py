@@ -1,0 +1,77 @@
+"""The Elman step module of the reference tutorial, its parity tolerances, and eager loops."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+# Parity tolerances of the Elman model, as max abs error against eager float32 PyTorch.
+# The model's values are O(1) (tanh states, a readout of six of them), so absolute errors are
+# the meaningful measure; relative errors are reported beside them. NOTES.md justifies them.
+STEP_ATOL = 1e-5  # one step: a handful of float32 roundings, ~1e-7 in practice
+SEQUENCE_ATOL = 1e-5  # teacher-forced: errors do not feed back through the input
+ROLLOUT_ATOL = 1e-4  # 200 closed-loop steps: rounding differences feed back and grow
+DIVERGENCE_ATOL = 1e-3  # the divergence horizon: first step whose error against float64 passes this
+
+W1_STD = 0.4
+W2_STD = 0.3
+
+
+class ElmanRNN(nn.Module):
+    """``h' = tanh(cat(x, h) @ w1)``, ``y = h' @ w2``: no biases, as in the reference.
+
+    ``w1`` is (input_size + hidden_size, hidden_size), ``w2`` is (hidden_size, output_size).
+    """
+
+    def __init__(self, input_size: int = 1, hidden_size: int = 6, output_size: int = 1) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.output_size = output_size
+        self.w1 = nn.Parameter(torch.empty(input_size + hidden_size, hidden_size))
+        self.w2 = nn.Parameter(torch.empty(hidden_size, output_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draws w1 from N(0, 0.4) then w2 from N(0, 0.3), in that order (seed-reproducible)."""
+        with torch.no_grad():
+            self.w1.normal_(0.0, W1_STD)
+            self.w2.normal_(0.0, W2_STD)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xh = torch.cat((x, h), 1)  # (batch, input_size + hidden_size)
+        h_next = torch.tanh(xh @ self.w1)  # (batch, hidden_size)
+        y = h_next @ self.w2  # (batch, output_size)
+        return y, h_next
+
+    def initial_state(self, batch_size: int = 1) -> tuple[torch.Tensor]:
+        """Zeros, as the reference starts every epoch and every prediction."""
+        return (torch.zeros(batch_size, self.hidden_size, dtype=self.w1.dtype),)
+
+    def sizes(self) -> dict[str, int]:
+        return {"input_size": self.input_size, "hidden_size": self.hidden_size, "output_size": self.output_size}
+
+
+def predict_eager(step, xs: torch.Tensor, state: Sequence[torch.Tensor]):
+    """Teacher-forced loop: ``xs`` (steps, batch, n_in) -> outputs (steps, batch, n_out), final state."""
+    state = tuple(state)
+    ys = []
+    with torch.no_grad():
+        for x in xs:
+            y, *state = step(x, *state)
+            ys.append(y)
+    return torch.stack(ys), tuple(state)
+
+
+def generate_eager(step, x0: torch.Tensor, steps: int, state: Sequence[torch.Tensor]):
+    """Closed loop: each output is the next input. Returns (steps, batch, n_out), final state."""
+    state = tuple(state)
+    x = x0
+    ys = []
+    with torch.no_grad():
+        for _ in range(steps):
+            x, *state = step(x, *state)
+            ys.append(x)
+    return torch.stack(ys), tuple(state)

@@ -1,0 +1,44 @@
+"""Runs exported recurrent step models with onnxruntime. Imports numpy and onnxruntime only.
+
+    >>> import runtime
+    >>> model = runtime.load("artifacts/sine-elman")
+    >>> ys, state = model.generate(0.9, steps=100)   # (100, 1, 1), closed loop
+"""
+
+from ._version import __version__
+from .errors import (
+    ArtifactError,
+    DataError,
+    DeviceError,
+    DtypeError,
+    InputValueError,
+    IntegrityError,
+    ManifestError,
+    MissingDependencyError,
+    ShapeError,
+    ToolkitError,
+    VersionError,
+)
+from .manifest import FORMAT_VERSION, Manifest, read_manifest
+from .model import Model, State, load
+
+__all__ = [
+    "__version__",
+    "load",
+    "Model",
+    "State",
+    "Manifest",
+    "read_manifest",
+    "FORMAT_VERSION",
+    "ToolkitError",
+    "ShapeError",
+    "DtypeError",
+    "InputValueError",
+    "ArtifactError",
+    "ManifestError",
+    "VersionError",
+    "IntegrityError",
+    "DeviceError",
+    "DataError",
+    "MissingDependencyError",
+]

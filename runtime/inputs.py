@@ -1,0 +1,69 @@
+"""Turns what a caller hands the runtime into float32 arrays of the right shape, or a typed error."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from .errors import DtypeError, InputValueError, ShapeError
+
+DEFAULT_MAX_STEPS = 100_000_000
+DEFAULT_MAX_OUTPUT_BYTES = 1 << 30  # 1 GiB of outputs for one predict or generate call
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"{value.shape} {value.dtype}"
+    return type(value).__name__
+
+
+def as_float32(value: Any, name: str, expected: str, *, allow_nonfinite: bool) -> np.ndarray:
+    """Converts real numbers (float or integer arrays, lists, scalars) to float32.
+
+    Refuses booleans, complex numbers, strings and objects, and (unless allowed) NaN and
+    infinity. ``expected`` describes the wanted shape for the error message.
+    """
+    if isinstance(value, np.ndarray):
+        array = value
+    elif isinstance(value, (numbers.Real, list, tuple)) and not isinstance(value, bool):
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError):
+            raise DtypeError(f"input {name!r} must be {expected} float32, got a ragged {type(value).__name__}") from None
+    else:
+        raise DtypeError(f"input {name!r} must be {expected} float32, got {_describe(value)}")
+    if array.dtype.kind not in "fiu":
+        raise DtypeError(f"input {name!r} must be {expected} float32, got {_describe(array)}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not allow_nonfinite and not np.isfinite(array).all():
+        raise InputValueError(
+            f"input {name!r} contains NaN or infinity; pass allow_nonfinite=True to run it anyway"
+        )
+    return array
+
+
+def check_steps(steps: Any, max_steps: int = DEFAULT_MAX_STEPS) -> int:
+    """A positive whole number of steps, at most ``max_steps``."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise InputValueError(f"steps must be a whole number, got {steps!r} ({type(steps).__name__})")
+    steps = int(steps)
+    if not 1 <= steps <= max_steps:
+        raise InputValueError(f"steps must be between 1 and {max_steps}, got {steps}")
+    return steps
+
+
+def check_output_size(steps: int, batch_size: int, width: int, max_bytes: int) -> None:
+    """Refuses a call whose float32 output would be larger than ``max_bytes``, before allocating."""
+    size = steps * batch_size * width * 4
+    if size > max_bytes:
+        raise InputValueError(
+            f"the output of {steps} steps x batch {batch_size} x {width} would take {size / 2**20:.1f} MiB, "
+            f"more than the limit of {max_bytes / 2**20:.1f} MiB; use fewer steps or raise max_output_bytes"
+        )
+
+
+def check_batch(array: np.ndarray, name: str, expected: str) -> None:
+    if array.shape[0] == 0:
+        raise ShapeError(f"input {name!r} must be {expected} with batch >= 1, got an empty batch {array.shape}")
