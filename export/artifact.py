@@ -11,8 +11,9 @@ import onnx
 import onnxruntime
 import torch
 
-from rnn.folders import replacing_folder
-from rnn.train import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint
+from rnn.folders import check_replaceable, replacing_folder
+from rnn.config import CONFIG_NAME, WEIGHTS_NAME
+from rnn.train import load_checkpoint
 from runtime._version import __version__
 from runtime.errors import ArtifactError
 from runtime.manifest import (
@@ -49,7 +50,7 @@ def export_folder(folder: str | os.PathLike, out: str | os.PathLike | None = Non
     target = Path(out) if out is not None else source
     model, document = load_checkpoint(source)
     if target.exists() and target.resolve() != source.resolve():
-        _check_replaceable(target)
+        check_replaceable(target)
     sizes = model.sizes()
     x = TensorSpec("x", (BATCH_AXIS, sizes["input_size"]))
     y = TensorSpec("y", (BATCH_AXIS, sizes["output_size"]))
@@ -92,15 +93,3 @@ def export_folder(folder: str | os.PathLike, out: str | os.PathLike | None = Non
         )
         write_manifest(staging, manifest)  # last: a folder without it is never loadable
     return target
-
-
-def _check_replaceable(target: Path) -> None:
-    """Only an earlier artifact or trained folder, or an empty one, may be replaced whole."""
-    if not target.is_dir():
-        raise ArtifactError(f"output {str(target)!r} exists and is not a folder")
-    names = {p.name for p in target.iterdir()}
-    if names and not names & {MANIFEST_NAME, CONFIG_NAME}:
-        raise ArtifactError(
-            f"output folder {str(target)!r} is not empty and is not an artifact folder; "
-            "choose a new or empty folder"
-        )

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 import runtime
-from rnn.data import load_series, pairs, sine_series
+from rnn.config import read_config, training_series
+from rnn.data import pairs
 from rnn.model import (
     DIVERGENCE_ATOL,
     ROLLOUT_ATOL,
@@ -32,7 +33,7 @@ from rnn.model import (
     generate_eager,
     predict_eager,
 )
-from rnn.train import load_checkpoint, read_config
+from rnn.train import load_checkpoint
 from runtime.errors import ToolkitError
 from runtime.manifest import ROLE_STEP_TORCHSCRIPT, read_manifest, resolve_file
 
@@ -229,7 +230,7 @@ def verify_folder(folder: str | os.PathLike, *, write: bool = True, raise_on_fai
     for batch in STEP_BATCHES:
         x = rng.uniform(-1, 1, (batch, n_in)).astype(np.float32)
         cases.append((f"step b={batch}", "step_once", (x, random_state(batch)), STEP_ATOL))
-    data_inputs, _ = pairs(_series(folder))
+    data_inputs, _ = pairs(training_series(read_config(folder))[1])
     xs = data_inputs.astype(np.float32).reshape(-1, 1, 1)
     zero = onnx_model.initial_state(1)
     cases.append((f"sequence data T={len(xs)}", "predict", (xs, zero), SEQUENCE_ATOL))
@@ -269,16 +270,6 @@ def divergence_horizon(rollout: np.ndarray, truth: np.ndarray, threshold: float 
     errors = np.abs(np.asarray(rollout, np.float64) - truth).reshape(len(truth), -1).max(axis=1)
     over = np.nonzero(errors > threshold)[0]
     return int(over[0]) + 1 if over.size else None
-
-
-def _series(folder: Path) -> np.ndarray:
-    """The series the model was trained on, as recorded in config.json (the sine by default)."""
-    train = read_config(folder).get("train", {})
-    if train.get("data"):
-        path = Path(train["data"])
-        if path.is_file():
-            return load_series(path)
-    return sine_series(int(train.get("seq_length", 20)))
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:

@@ -75,3 +75,15 @@ def replacing_folder(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def check_replaceable(target: Path) -> None:
+    """Only an empty folder, or an earlier trained or artifact folder, may be replaced whole."""
+    if not target.is_dir():
+        raise ArtifactError(f"output {str(target)!r} exists and is not a folder")
+    names = {p.name for p in target.iterdir()}
+    if names and not names & {"manifest.json", "config.json"}:
+        raise ArtifactError(
+            f"output folder {str(target)!r} is not empty and holds no earlier artifacts; "
+            "choose a new or empty folder"
+        )

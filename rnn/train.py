@@ -14,12 +14,12 @@ import torch
 
 from runtime.errors import ArtifactError, InputValueError
 
-from .data import pairs, sine_series
+from .config import CONFIG_NAME, WEIGHTS_NAME, read_config, training_series
+from .folders import check_replaceable, replacing_folder
+from .data import pairs
 from .model import ElmanRNN, generate_eager, predict_eager
 
 TRAINERS = ("reference", "bptt")
-WEIGHTS_NAME = "weights.pt"
-CONFIG_NAME = "config.json"
 ROLLOUT_STEPS = 100  # the closed-loop figure: steps past the data, compared with sin(t)
 
 # Defaults of each trainer; a CLI option left at None takes these.
@@ -74,15 +74,31 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def train(config: TrainConfig, series: np.ndarray | None = None, progress: Progress | None = None) -> TrainResult:
-    """Trains with ``config.trainer`` on ``series`` (default: the reference sine)."""
+def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
+    """Trains with ``config.trainer`` on ``config.data`` (default: the reference sine)."""
     config = config.resolved()
-    if series is None:
-        series = sine_series(config.seq_length)
-    trainer = train_reference if config.trainer == "reference" else train_bptt
-    model, history = trainer(config, series, progress)
+    times, series, is_sine = training_series({"train": asdict(config)})
+    if config.trainer == "reference":
+        model, history = train_reference(config, series, progress)
+    else:
+        model, history = train_bptt(config, series, progress, sine_times=times if is_sine else None)
     model.eval()
-    return TrainResult(model, config, history, evaluate(model, series))
+    return TrainResult(model, config, history, evaluate(model, times, series, is_sine))
+
+
+def train_folder(config: TrainConfig, out: str | os.PathLike, progress: Progress | None = None) -> TrainResult:
+    """Trains and writes ``weights.pt`` and ``config.json`` as a new folder ``out``.
+
+    An existing ``out`` is replaced whole (atomically) if it is empty or an earlier trained or
+    artifact folder; any other folder is refused.
+    """
+    out = Path(out)
+    if out.exists():
+        check_replaceable(out)
+    result = train(config, progress)
+    with replacing_folder(out) as staging:
+        save_checkpoint(result, staging)
+    return result
 
 
 def train_reference(config: TrainConfig, series: np.ndarray, progress: Progress | None = None):
@@ -120,11 +136,16 @@ BPTT_FREE_RUN = (10, 100)  # closed-loop steps, growing linearly over training (
 BPTT_CLIP = 1.0
 
 
-def train_bptt(config: TrainConfig, series: np.ndarray, progress: Progress | None = None):
+def train_bptt(
+    config: TrainConfig,
+    series: np.ndarray,
+    progress: Progress | None = None,
+    sine_times: np.ndarray | None = None,
+):
     """Adam and backpropagation through whole windows, with closed-loop loss.
 
     Each iteration draws ``BPTT_BATCH`` windows of a sine with the reference's time step at
-    random phases, feeds the first ``BPTT_WARMUP`` points teacher-forced, then lets the model
+    random phases (when ``sine_times`` says the series is the sine), feeds the first ``BPTT_WARMUP`` points teacher-forced, then lets the model
     run on its own outputs and penalises the distance to the true continuation. The
     reference series itself is always the first window's warm-up, and its teacher-forced error
     counts again on its own, so the one-step fit to the data is not traded for the rollout. For a user's series, windows are drawn from the series itself.
@@ -134,7 +155,7 @@ def train_bptt(config: TrainConfig, series: np.ndarray, progress: Progress | Non
     model = ElmanRNN(config.input_size, config.hidden_size, config.output_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr / 20)
-    sample = _window_sampler(series, generator)
+    sample = _window_sampler(series, sine_times, generator)
     history = []
     for epoch in range(config.epochs):
         fraction = epoch / max(config.epochs - 1, 1)
@@ -166,11 +187,10 @@ def train_bptt(config: TrainConfig, series: np.ndarray, progress: Progress | Non
     return model, history
 
 
-def _window_sampler(series: np.ndarray, generator: np.random.Generator) -> Callable[[int], np.ndarray]:
+def _window_sampler(
+    series: np.ndarray, times: np.ndarray | None, generator: np.random.Generator
+) -> Callable[[int], np.ndarray]:
     """Returns ``sample(length) -> (length, BPTT_BATCH)`` windows to train on."""
-    times = None
-    if np.allclose(series, np.sin(np.linspace(2.0, 10.0, len(series)))):
-        times = np.linspace(2.0, 10.0, len(series))
     if times is not None:
         dt = times[1] - times[0]
 
@@ -188,7 +208,7 @@ def _window_sampler(series: np.ndarray, generator: np.random.Generator) -> Calla
     return sample_series
 
 
-def evaluate(model: ElmanRNN, series: np.ndarray) -> dict[str, float]:
+def evaluate(model: ElmanRNN, times: np.ndarray, series: np.ndarray, is_sine: bool) -> dict[str, float]:
     """Teacher-forced MSE on the series, and for a sine series the closed-loop error past it.
 
     ``rollout_max_error``: after a teacher-forced warm-up over the series, the model starts
@@ -200,8 +220,7 @@ def evaluate(model: ElmanRNN, series: np.ndarray) -> dict[str, float]:
     preds, state = predict_eager(model, xs, model.initial_state(1))
     preds = preds.reshape(-1).double().numpy()
     metrics = {"teacher_forced_mse": float(np.mean((preds - targets) ** 2))}
-    times = np.linspace(2.0, 10.0, len(series))
-    if np.allclose(series, np.sin(times)):
+    if is_sine:
         dt = times[1] - times[0]
         x0 = torch.tensor([[series[-1]]], dtype=torch.float32)
         rollout, _ = generate_eager(model, x0, ROLLOUT_STEPS, state)
@@ -225,26 +244,6 @@ def save_checkpoint(result: TrainResult, folder: str | os.PathLike) -> list[Path
     }
     config.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     return [weights, config]
-
-
-def read_config(folder: str | os.PathLike) -> dict[str, Any]:
-    """Reads ``config.json`` of a trained folder; ArtifactError if it is missing or bad."""
-    path = Path(folder) / CONFIG_NAME
-    if not Path(folder).is_dir():
-        raise ArtifactError(f"folder {str(folder)!r} does not exist")
-    if not path.is_file():
-        raise ArtifactError(f"{str(folder)!r} has no {CONFIG_NAME}: train into it first with 'rnn train --out'")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        sizes = document["model"]
-        if sizes.get("kind") != "elman":
-            raise ArtifactError(f"{path}: model kind {sizes.get('kind')!r} is not supported (expected 'elman')")
-        for key in ("input_size", "hidden_size", "output_size"):
-            if not isinstance(sizes[key], int) or sizes[key] < 1:
-                raise ArtifactError(f"{path}: model.{key} must be a positive integer")
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
-        raise ArtifactError(f"{path} is not a valid config: {type(error).__name__}: {error}") from None
-    return document
 
 
 def load_checkpoint(folder: str | os.PathLike) -> tuple[ElmanRNN, dict[str, Any]]:

@@ -1,0 +1,123 @@
+"""Draws the pictures of a trained folder: prediction.png, loss.png and parity.png (headless)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from .config import read_config, training_series  # noqa: E402
+from .data import pairs  # noqa: E402
+from .model import generate_eager, predict_eager  # noqa: E402
+from .train import ROLLOUT_STEPS, load_checkpoint  # noqa: E402
+
+PREDICTION_NAME = "prediction.png"
+LOSS_NAME = "loss.png"
+PARITY_NAME = "parity.png"
+
+
+def plot_folder(folder: str | os.PathLike, rollout_steps: int = ROLLOUT_STEPS) -> list[Path]:
+    """Writes prediction.png and loss.png (and parity.png where verify.json exists) into ``folder``."""
+    folder = Path(folder)
+    model, document = load_checkpoint(folder)
+    times, series, is_sine = training_series(document)
+    paths = [
+        plot_prediction(model, times, series, is_sine, folder / PREDICTION_NAME, rollout_steps, document),
+        plot_loss(document, folder / LOSS_NAME),
+    ]
+    verify = folder / "verify.json"
+    if verify.is_file():
+        paths.append(plot_parity(json.loads(verify.read_text(encoding="utf-8")), folder / PARITY_NAME))
+    return paths
+
+
+def plot_prediction(model, times, series, is_sine, path, rollout_steps, document) -> Path:
+    """The reference's picture: actual points at t[:-1], one-step predictions at t[1:]; then the
+    closed-loop rollout continued past the data (each output fed back), against sin(t)."""
+    inputs, _ = pairs(series)
+    xs = torch.tensor(inputs, dtype=torch.float32).reshape(-1, 1, 1)
+    preds, state = predict_eager(model, xs, model.initial_state(1))
+    x0 = torch.tensor([[series[-1]]], dtype=torch.float32)
+    rollout, _ = generate_eager(model, x0, rollout_steps, state)
+    dt = times[1] - times[0]
+    future = times[-1] + dt * np.arange(1, rollout_steps + 1)
+
+    figure, axis = plt.subplots(figsize=(11, 4.8))
+    if is_sine:
+        fine = np.linspace(times[0], future[-1], 2000)
+        axis.plot(fine, np.sin(fine), color="0.8", lw=1, zorder=0, label="sin(t)")
+    axis.scatter(times[:-1], inputs, s=90, label="Actual")
+    axis.scatter(times[1:], preds.reshape(-1).numpy(), label="Predicted (one step, teacher-forced)")
+    axis.plot(future, rollout.reshape(-1).numpy(), ".-", color="C3", ms=4, lw=0.8,
+              label=f"Closed-loop rollout ({rollout_steps} steps past the data)")
+    axis.axvline(times[-1], color="0.5", ls=":", lw=1)
+    metrics = document.get("metrics", {})
+    train = document.get("train", {})
+    title = f"Elman RNN, {train.get('trainer', '?')} trainer, seed {train.get('seed', '?')}"
+    if "teacher_forced_mse" in metrics:
+        title += f" - teacher-forced MSE {metrics['teacher_forced_mse']:.2e}"
+    if "rollout_max_error" in metrics:
+        title += f", rollout max error {metrics['rollout_max_error']:.3f}"
+    axis.set_title(title, fontsize=10)
+    axis.set_xlabel("t" if is_sine else "index")
+    if is_sine:
+        low, high = float(rollout.min()), float(rollout.max())
+        axis.set_ylim(min(-1.6, low - 0.1), max(1.6, high + 0.1))
+    axis.legend(loc="lower left", fontsize=8, ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_loss(document: dict, path) -> Path:
+    history = np.asarray(document.get("loss_history", []), dtype=np.float64)
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.semilogy(np.arange(1, len(history) + 1), history)
+    trainer = document.get("train", {}).get("trainer", "?")
+    unit = "epoch (total loss over the sequence)" if trainer == "reference" else "iteration (warm-up + closed-loop MSE)"
+    axis.set_xlabel(unit)
+    axis.set_ylabel("loss")
+    axis.set_title(f"Training loss, {trainer} trainer (final {history[-1]:.3g})" if history.size else "no loss history")
+    axis.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_parity(report: dict, path) -> Path:
+    """Max abs error of each form and check against eager PyTorch, with the tolerances."""
+    rows = [c for c in report.get("comparisons", []) if c.get("max_abs") is not None]
+    checks = list(dict.fromkeys(f"{c['check']} / {c['output']}" for c in rows))
+    forms = list(dict.fromkeys(c["form"] for c in rows))
+    figure, axis = plt.subplots(figsize=(10, 0.35 * len(checks) + 1.8))
+    height = 0.8 / max(len(forms), 1)
+    floor = 1e-9  # exact agreement is drawn at this floor of the log axis
+    for index, form in enumerate(forms):
+        values = {f"{c['check']} / {c['output']}": c for c in rows if c["form"] == form}
+        y = np.arange(len(checks)) + index * height
+        errors = [max(values[k]["max_abs"], floor) if k in values else np.nan for k in checks]
+        axis.barh(y, errors, height=height, label=form)
+    for position, key in enumerate(checks):
+        tolerance = next(c["tolerance"] for c in rows if f"{c['check']} / {c['output']}" == key)
+        axis.plot([tolerance, tolerance], [position - 0.1, position + 0.9], color="k", lw=1.5)
+    axis.set_xscale("log")
+    axis.set_xlim(floor / 2, 1e-2)
+    axis.set_yticks(np.arange(len(checks)) + 0.4 - height / 2)
+    axis.set_yticklabels(checks, fontsize=7)
+    axis.invert_yaxis()
+    axis.set_xlabel(f"max abs error vs eager PyTorch (black: tolerance; {floor:g} = identical)")
+    axis.set_title(f"Parity: {'passed' if report.get('passed') else 'FAILED'}")
+    axis.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)
