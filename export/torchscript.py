@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -11,8 +12,14 @@ STEP_TORCHSCRIPT_NAME = "step.torchscript.pt"
 
 
 def script_step(model: torch.nn.Module) -> torch.jit.ScriptModule:
-    """``torch.jit.script`` of the step module, in eval mode."""
-    return torch.jit.script(model.eval())
+    """``torch.jit.script`` of the step module, in eval mode.
+
+    TorchScript is deprecated in current PyTorch but is what libtorch programs load; the
+    design keeps it (NOTES.md), so its deprecation warning is silenced here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated.*", category=DeprecationWarning)
+        return torch.jit.script(model.eval())
 
 
 def save_torchscript(scripted: torch.jit.ScriptModule, folder: str | os.PathLike) -> Path:

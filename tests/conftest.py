@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny models trained with fixed seeds inside the tests, nothing downloaded."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED = REPO / "artifacts" / "sine-elman"
+
+
+@pytest.fixture(scope="session")
+def trained_folder(tmp_path_factory) -> Path:
+    """A folder trained for a few epochs of the reference trainer (seed 3), not exported."""
+    from rnn.train import TrainConfig, train_folder
+
+    folder = tmp_path_factory.mktemp("trained") / "model"
+    train_folder(TrainConfig(seed=3, epochs=20), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def exported_folder(tmp_path_factory, trained_folder) -> Path:
+    """The trained folder, exported (read-only by convention: copy it before changing it)."""
+    from export import export_folder
+
+    folder = tmp_path_factory.mktemp("exported") / "model"
+    export_folder(trained_folder, folder)
+    return folder
+
+
+@pytest.fixture()
+def exported_copy(tmp_path, exported_folder) -> Path:
+    """A private copy of the exported folder that a test may change."""
+    folder = tmp_path / "copy"
+    shutil.copytree(exported_folder, folder)
+    return folder

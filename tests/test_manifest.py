@@ -1,0 +1,111 @@
+"""The manifest schema: round trip and validation, torch-free."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from runtime.errors import ArtifactError, IntegrityError, ManifestError, VersionError
+from runtime.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    Manifest,
+    check_files,
+    read_manifest,
+    write_manifest,
+)
+
+
+def test_exported_manifest_round_trips(exported_folder):
+    manifest = read_manifest(exported_folder)
+    assert manifest.format_version == FORMAT_VERSION
+    assert [t.name for t in manifest.inputs] == ["x"] and [t.name for t in manifest.outputs] == ["y"]
+    (state,) = manifest.state
+    assert (state.name, state.output, state.shape, state.initial) == ("h", "h_out", ("batch", 6), (0.0,) * 6)
+    assert {f.role for f in manifest.files} == {"step_onnx", "step_torchscript", "weights", "config"}
+    assert {"torch", "onnx", "onnxruntime", "toolkit"} <= set(manifest.versions)
+    assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict()))) == manifest
+    check_files(exported_folder, manifest)
+
+
+def _document(folder):
+    return json.loads((folder / MANIFEST_NAME).read_text())
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (lambda d: d.pop("files"), ManifestError, "missing the field 'files'"),
+        (lambda d: d.update(format_version=99), VersionError, "format_version 99 is not supported"),
+        (lambda d: d.update(format="other"), ManifestError, "'format' must be"),
+        (lambda d: d["inputs"][0].update(shape=[3, 1]), ManifestError, "shape must be"),
+        (lambda d: d["inputs"][0].update(dtype="float64"), ManifestError, "dtype must be one of"),
+        (lambda d: d["state"][0].update(initial=[0.0]), ManifestError, "initial must be 6 numbers"),
+        (lambda d: d["files"][0].update(name="../escape.onnx"), ManifestError, "plain file name"),
+        (lambda d: d["files"][0].update(name="/etc/passwd"), ManifestError, "plain file name"),
+        (lambda d: d["files"][0].update(sha256="xyz"), ManifestError, "64 lowercase hex"),
+        (lambda d: d["outputs"][0].update(name="x"), ManifestError, "names must be unique"),
+        (lambda d: d.update(opset="17"), ManifestError, "opset must be int"),
+    ],
+)
+def test_invalid_manifests_are_refused(exported_copy, change, error, message):
+    document = _document(exported_copy)
+    change(document)
+    (exported_copy / MANIFEST_NAME).write_text(json.dumps(document))
+    with pytest.raises(error, match=message):
+        read_manifest(exported_copy)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"{not json", "not valid JSON"), (b"\xff\xfe\x00", "not UTF-8"), (b"[1, 2]", "must be a JSON object")],
+)
+def test_unreadable_manifests_are_refused(exported_copy, content, message):
+    (exported_copy / MANIFEST_NAME).write_bytes(content)
+    with pytest.raises(ManifestError, match=message):
+        read_manifest(exported_copy)
+
+
+def test_huge_manifest_is_refused_without_parsing(exported_copy):
+    (exported_copy / MANIFEST_NAME).write_bytes(b" " * (2 << 20))
+    with pytest.raises(ManifestError, match="more than"):
+        read_manifest(exported_copy)
+
+
+def test_missing_folder_and_manifest(tmp_path):
+    with pytest.raises(ArtifactError, match="does not exist"):
+        read_manifest(tmp_path / "nowhere")
+    with pytest.raises(ArtifactError, match="has no manifest.json"):
+        read_manifest(tmp_path)
+
+
+def test_tampered_truncated_and_missing_files(exported_copy):
+    manifest = read_manifest(exported_copy)
+    onnx_path = exported_copy / "step.onnx"
+    original = onnx_path.read_bytes()
+    onnx_path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # same size, one bit flipped
+    with pytest.raises(IntegrityError, match="sha256"):
+        check_files(exported_copy, manifest)
+    onnx_path.write_bytes(original[:100])
+    with pytest.raises(IntegrityError, match="truncated"):
+        check_files(exported_copy, manifest)
+    onnx_path.unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        check_files(exported_copy, manifest)
+
+
+def test_a_listed_file_that_links_outside_is_refused(exported_copy, tmp_path):
+    outside = tmp_path / "outside.onnx"
+    (exported_copy / "step.onnx").rename(outside)
+    (exported_copy / "step.onnx").symlink_to(outside)
+    with pytest.raises(IntegrityError, match="regular file inside"):
+        check_files(exported_copy, read_manifest(exported_copy))
+
+
+def test_write_then_read_is_identity(tmp_path, exported_folder):
+    manifest = read_manifest(exported_folder)
+    changed = dataclasses.replace(manifest, opset=18)
+    write_manifest(tmp_path, changed)
+    assert read_manifest(tmp_path) == changed
