@@ -11,7 +11,7 @@ import onnx
 import onnxruntime
 import torch
 
-from rnn.folders import check_replaceable, replacing_folder
+from rnn.folders import prepare_output, replacing_folder
 from rnn.config import CONFIG_NAME, WEIGHTS_NAME
 from rnn.train import load_checkpoint
 from runtime._version import __version__
@@ -49,8 +49,8 @@ def export_folder(folder: str | os.PathLike, out: str | os.PathLike | None = Non
     source = Path(folder)
     target = Path(out) if out is not None else source
     model, document = load_checkpoint(source)
-    if target.exists() and target.resolve() != source.resolve():
-        check_replaceable(target)
+    if not (target.exists() and target.resolve() == source.resolve()):
+        prepare_output(target)
     sizes = model.sizes()
     x = TensorSpec("x", (BATCH_AXIS, sizes["input_size"]))
     y = TensorSpec("y", (BATCH_AXIS, sizes["output_size"]))

@@ -29,4 +29,6 @@ def save_torchscript(scripted: torch.jit.ScriptModule, folder: str | os.PathLike
 
 
 def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
-    return torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated.*", category=DeprecationWarning)
+        return torch.jit.load(str(path), map_location="cpu")

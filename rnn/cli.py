@@ -92,8 +92,13 @@ def _train(out: Path, trainer, seed, epochs, lr, hidden_size, seq_length, data) 
     _needs_torch("train")
     from rnn.train import TrainConfig, train_folder
 
+    from rnn.config import training_series
+    from rnn.folders import prepare_output
+
     config = TrainConfig(trainer=trainer, seed=seed, epochs=epochs, lr=lr, hidden_size=hidden_size,
                          seq_length=seq_length, data=str(data.resolve()) if data else None).resolved()
+    training_series({"train": {"data": config.data, "seq_length": config.seq_length}})  # bad data fails here
+    prepare_output(out)  # an unwritable output fails before the progress bar starts
     with click.progressbar(length=config.epochs, label=f"training ({trainer})", file=sys.stderr,
                            show_pos=True, item_show_func=lambda text: text) as bar:
         def progress(epoch: int, loss: float) -> None:
@@ -319,7 +324,17 @@ def demo(out, steps, **options) -> None:
 
 
 def main() -> None:
-    cli(prog_name="rnn")
+    """The console script: click's usage errors also become one line and exit code 2."""
+    try:
+        code = cli.main(prog_name="rnn", standalone_mode=False)
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "rnn"
+        click.echo(f"error: {error.format_message()} (see '{command} --help')", err=True)
+        sys.exit(2)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

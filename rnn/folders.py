@@ -41,6 +41,16 @@ def _fsync_tree(folder: Path) -> None:
         os.close(descriptor)
 
 
+def ensure_parent(target: Path) -> Path:
+    """Creates the folder that will hold ``target``; ArtifactError if it cannot be made."""
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ArtifactError(f"cannot create a folder beside {str(target)!r}: {error.strerror}") from None
+    return parent
+
+
 @contextlib.contextmanager
 def replacing_folder(target: str | os.PathLike) -> Iterator[Path]:
     """Yields a fresh temporary folder beside ``target``; on success it replaces ``target``.
@@ -49,9 +59,8 @@ def replacing_folder(target: str | os.PathLike) -> Iterator[Path]:
     (named ``.NAME.tmp-*``, never mistaken for an artifact folder) is removed on errors.
     """
     target = Path(target)
-    parent = target.parent if str(target.parent) else Path(".")
+    parent = ensure_parent(target)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
         umask = os.umask(0)
         os.umask(umask)
@@ -87,3 +96,10 @@ def check_replaceable(target: Path) -> None:
             f"output folder {str(target)!r} is not empty and holds no earlier artifacts; "
             "choose a new or empty folder"
         )
+
+
+def prepare_output(target: Path) -> None:
+    """Checks, before any long work, that ``target`` may be replaced and its parent made."""
+    if target.exists():
+        check_replaceable(target)
+    ensure_parent(target)

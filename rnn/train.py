@@ -15,7 +15,7 @@ import torch
 from runtime.errors import ArtifactError, InputValueError
 
 from .config import CONFIG_NAME, WEIGHTS_NAME, read_config, training_series
-from .folders import check_replaceable, replacing_folder
+from .folders import prepare_output, replacing_folder
 from .data import pairs
 from .model import ElmanRNN, generate_eager, predict_eager
 
@@ -93,8 +93,7 @@ def train_folder(config: TrainConfig, out: str | os.PathLike, progress: Progress
     artifact folder; any other folder is refused.
     """
     out = Path(out)
-    if out.exists():
-        check_replaceable(out)
+    prepare_output(out)  # fail before training, not after
     result = train(config, progress)
     with replacing_folder(out) as staging:
         save_checkpoint(result, staging)

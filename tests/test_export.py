@@ -1,0 +1,135 @@
+"""Exporting a trained folder: the files, the replacement of folders, and what is refused."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import runtime
+from export import export_folder, verify_folder
+from export.torchscript import load_torchscript
+from rnn.train import load_checkpoint
+from runtime.errors import ArtifactError
+
+from .conftest import REPO
+
+
+def test_export_in_place_adds_the_files(tmp_path, trained_folder):
+    folder = tmp_path / "m"
+    shutil.copytree(trained_folder, folder)
+    assert export_folder(folder) == folder
+    names = {p.name for p in folder.iterdir()}
+    assert {"weights.pt", "config.json", "step.torchscript.pt", "step.onnx", "manifest.json"} <= names
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")], "no staging folder left behind"
+    scripted = load_torchscript(folder / "step.torchscript.pt")
+    eager, _ = load_checkpoint(folder)
+    x, h = torch.randn(5, 1), torch.randn(5, 6)
+    assert torch.equal(scripted(x, h)[1], eager(x, h)[1])
+
+
+def test_export_to_another_folder_leaves_the_source_alone(tmp_path, trained_folder):
+    before = sorted(p.name for p in trained_folder.iterdir())
+    out = export_folder(trained_folder, tmp_path / "elsewhere")
+    assert sorted(p.name for p in trained_folder.iterdir()) == before
+    assert runtime.load(out).state_sizes == (6,)
+
+
+def test_reexport_replaces_the_folder_and_drops_the_stale_report(tmp_path, trained_folder):
+    folder = tmp_path / "m"
+    shutil.copytree(trained_folder, folder)
+    export_folder(folder)
+    verify_folder(folder)
+    (folder / "notes.txt").write_text("kept")
+    inode = folder.stat().st_ino
+    export_folder(folder)
+    assert folder.stat().st_ino != inode, "the folder is swapped whole, not edited in place"
+    assert not (folder / "verify.json").exists(), "a report of the old files must not survive"
+    assert (folder / "notes.txt").read_text() == "kept"
+    runtime.load(folder)
+
+
+def test_export_refuses_to_replace_an_unrelated_folder(tmp_path, trained_folder):
+    other = tmp_path / "documents"
+    other.mkdir()
+    (other / "thesis.tex").write_text("precious")
+    with pytest.raises(ArtifactError, match="not empty"):
+        export_folder(trained_folder, other)
+    assert (other / "thesis.tex").read_text() == "precious"
+
+
+def test_export_without_a_trained_model(tmp_path):
+    with pytest.raises(ArtifactError, match="has no config.json"):
+        export_folder(tmp_path)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        export_folder(tmp_path / "missing")
+
+
+def test_a_failure_mid_export_leaves_the_previous_folder_intact(tmp_path, trained_folder, monkeypatch):
+    folder = tmp_path / "m"
+    shutil.copytree(trained_folder, folder)
+    export_folder(folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated crash inside the ONNX exporter")
+
+    monkeypatch.setattr("export.artifact.export_step_onnx", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        export_folder(folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
+    runtime.load(folder)
+
+
+def test_sigkill_mid_export_leaves_the_previous_folder_loadable(tmp_path, trained_folder):
+    folder = tmp_path / "m"
+    shutil.copytree(trained_folder, folder)
+    export_folder(folder)
+    marker = tmp_path / "inside-export"
+    code = (
+        "import time, pathlib, export.artifact as a\n"
+        "real = a.export_step_onnx\n"
+        "def slow(*args, **kwargs):\n"
+        "    real(*args, **kwargs)\n"
+        f"    pathlib.Path({str(marker)!r}).write_text('x')\n"
+        "    time.sleep(60)\n"
+        "a.export_step_onnx = slow\n"
+        f"a.export_folder({str(folder)!r})\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), "the export never reached the point to kill it at"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    model = runtime.load(folder)  # the old folder, hashes and all
+    assert model.generate(0.5, 10)[0].shape == (10, 1, 1)
+    assert verify_folder(folder, write=False).passed
+    leftovers = [n for n in os.listdir(tmp_path) if n.startswith(".")]
+    for name in leftovers:  # a killed export may leave its hidden staging folder, never a manifest
+        assert not (tmp_path / name / "manifest.json").exists()
+
+
+def test_weights_that_would_run_code_when_loaded_are_refused(tmp_path, trained_folder):
+    folder = tmp_path / "m"
+    shutil.copytree(trained_folder, folder)
+    victim = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(victim), "w"))
+
+    with open(folder / "weights.pt", "wb") as handle:
+        pickle.dump({"w1": Exploit()}, handle)
+    with pytest.raises(ArtifactError, match="cannot be loaded as weights"):
+        load_checkpoint(folder)
+    assert not victim.exists(), "loading must never execute code from the file"
