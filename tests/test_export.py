@@ -119,6 +119,7 @@ def test_sigkill_mid_export_leaves_the_previous_folder_loadable(tmp_path, traine
         assert not (tmp_path / name / "manifest.json").exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_weights_that_would_run_code_when_loaded_are_refused(tmp_path, trained_folder):
     folder = tmp_path / "m"
     shutil.copytree(trained_folder, folder)
