@@ -30,19 +30,21 @@ from runtime.manifest import (
     write_manifest,
 )
 
+from .fused import BUILDERS, ElmanWeights, write_fused
 from .onnx_export import OPSET, STEP_ONNX_NAME, export_step_onnx
 from .torchscript import STEP_TORCHSCRIPT_NAME, save_torchscript, script_step
 
 VERIFY_NAME = "verify.json"
 # Files an export (re)writes; anything else in the source folder is carried over, except the
 # verification report, which no longer describes the new files.
-_WRITTEN = {STEP_ONNX_NAME, STEP_TORCHSCRIPT_NAME, MANIFEST_NAME, VERIFY_NAME}
+_WRITTEN = {STEP_ONNX_NAME, STEP_TORCHSCRIPT_NAME, MANIFEST_NAME, VERIFY_NAME, *(f"{form}.onnx" for form in BUILDERS)}
 
 
 def export_folder(folder: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = OPSET) -> Path:
     """Scripts and exports the model trained in ``folder`` into ``out`` (default: ``folder``).
 
-    Writes ``step.torchscript.pt``, ``step.onnx`` and ``manifest.json`` beside copies of
+    Writes ``step.torchscript.pt``, ``step.onnx``, the fused loop models (``sequence_*.onnx``,
+    ``rollout_*.onnx``, see `export.fused`) and ``manifest.json`` beside copies of
     ``weights.pt`` and ``config.json``. The result is built in a temporary folder and swapped
     into place, so an interrupted export leaves the previous folder as it was.
     """
@@ -70,11 +72,18 @@ def export_folder(folder: str | os.PathLike, out: str | os.PathLike | None = Non
             "state_outputs": "h_out",
         }
         export_step_onnx(scripted, staging / STEP_ONNX_NAME, [x], [y], [h], metadata, opset)
+        weights = ElmanWeights(
+            w1=model.w1.detach().numpy().astype(np.float32),
+            w2=model.w2.detach().numpy().astype(np.float32),
+            input_size=sizes["input_size"],
+        )
+        fused = write_fused(weights, staging, opset, metadata)
         files = [
             file_entry(staging, STEP_ONNX_NAME, ROLE_STEP_ONNX),
             file_entry(staging, STEP_TORCHSCRIPT_NAME, ROLE_STEP_TORCHSCRIPT),
             file_entry(staging, WEIGHTS_NAME, ROLE_WEIGHTS),
             file_entry(staging, CONFIG_NAME, ROLE_CONFIG),
+            *(file_entry(staging, name, form) for form, name in fused.items()),
         ]
         manifest = Manifest(
             model=model_info,

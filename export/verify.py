@@ -1,10 +1,12 @@
 """Proves that every exported form of a step model computes what eager PyTorch computes.
 
-Forms: ``torchscript`` (step.torchscript.pt through torch.jit.load) and ``onnx`` (step.onnx
-through `runtime.load`), each against the eager model rebuilt from weights.pt. Checks, in
-layers: (a) single steps at batch 1, 3 and 64 from random inputs and states, (b) teacher-forced
-sequences (the training series, and random inputs at batch 3 over 1000 steps), (c) 200-step
-closed-loop rollouts from the data's first point and from 64 random starts. Every comparison
+Forms: ``torchscript`` (step.torchscript.pt through torch.jit.load), ``onnx`` (step.onnx
+through `runtime.load`) and every fused form the folder ships (sequence forms in the
+teacher-forced checks, rollout forms in the closed-loop ones), each against the eager model
+rebuilt from weights.pt. Checks, in layers: (a) single steps at batch 1, 3 and 64 from random
+inputs and states, (b) teacher-forced sequences (the training series; random inputs at batch
+3 over 1000 steps, at batch 64 and 4096 over 200), (c) 200-step closed-loop rollouts from the
+data's first point and from random starts at batch 3, 64 and 4096. Every comparison
 checks names, then shapes, then values; all failures are collected. Also reported for every
 form: the divergence horizon against a float64 eager reference.
 """
@@ -35,6 +37,7 @@ from rnn.model import (
 )
 from rnn.train import load_checkpoint
 from runtime.errors import ToolkitError
+from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
 from runtime.manifest import ROLE_STEP_TORCHSCRIPT, read_manifest, resolve_file
 
 from .artifact import VERIFY_NAME
@@ -42,9 +45,10 @@ from .torchscript import load_torchscript
 
 VERIFY_SEED = 1234
 STEP_BATCHES = (1, 3, 64)
-SEQUENCE_RANDOM = (1000, 3)  # steps, batch of the random teacher-forced check
+# (steps, batch) of the random teacher-forced checks; every batch size of the fused forms' range
+SEQUENCES_RANDOM = ((1000, 3), (200, 64), (200, 4096))
 ROLLOUT_STEPS = 200
-ROLLOUT_BATCH = 64
+ROLLOUT_BATCHES = (3, 64, 4096)  # random starts, beside the one from the data's first point
 HORIZON_STEPS = 1000  # length of the rollout the divergence horizon is measured on
 
 Outputs = dict[str, np.ndarray]
@@ -187,11 +191,17 @@ class _TorchForm:
 
 
 class _RuntimeForm:
-    """The ONNX step model through the torch-free runtime."""
+    """One form of the exported ONNX models through the torch-free runtime."""
 
-    def __init__(self, model: runtime.Model, output_names: list[str]) -> None:
+    def __init__(self, model: runtime.Model, output_names: list[str], form: str) -> None:
         self.model = model
         self.names = output_names
+        self.form = form
+        self.methods = {
+            "step": ("step_once", "predict", "generate"),
+            **{f: ("predict",) for f in SEQUENCE_FORMS},
+            **{f: ("generate",) for f in ROLLOUT_FORMS},
+        }[form]
 
     def _out(self, y: np.ndarray, state: tuple) -> Outputs:
         return dict(zip(self.names, (y, *state)))
@@ -200,10 +210,10 @@ class _RuntimeForm:
         return self._out(*self.model.step(x, state))
 
     def predict(self, xs, state) -> Outputs:
-        return self._out(*self.model.predict(xs, state))
+        return self._out(*self.model.predict(xs, state, form=self.form))
 
     def generate(self, x0, steps, state) -> Outputs:
-        return self._out(*self.model.generate(x0, steps, state))
+        return self._out(*self.model.generate(x0, steps, state, form=self.form))
 
 
 def verify_folder(folder: str | os.PathLike, *, write: bool = True, raise_on_failure: bool = False) -> VerifyReport:
@@ -218,7 +228,9 @@ def verify_folder(folder: str | os.PathLike, *, write: bool = True, raise_on_fai
     names = [manifest.outputs[0].name, *(s.output for s in manifest.state)]
     scripted = load_torchscript(resolve_file(folder, manifest.file(ROLE_STEP_TORCHSCRIPT)))
     eager = _TorchForm(eager_model, names)
-    forms = {"torchscript": _TorchForm(scripted, names), "onnx": _RuntimeForm(onnx_model, names)}
+    forms: dict[str, Any] = {"torchscript": _TorchForm(scripted, names)}
+    for form in onnx_model.forms:  # the step model is reported as "onnx", fused forms by name
+        forms["onnx" if form == STEP else form] = _RuntimeForm(onnx_model, names, form)
 
     rng = np.random.default_rng(VERIFY_SEED)
     n_in, sizes = onnx_model.input_size, onnx_model.state_sizes
@@ -234,20 +246,22 @@ def verify_folder(folder: str | os.PathLike, *, write: bool = True, raise_on_fai
     xs = data_inputs.astype(np.float32).reshape(-1, 1, 1)
     zero = onnx_model.initial_state(1)
     cases.append((f"sequence data T={len(xs)}", "predict", (xs, zero), SEQUENCE_ATOL))
-    steps, batch = SEQUENCE_RANDOM
-    xs_random = rng.uniform(-1, 1, (steps, batch, n_in)).astype(np.float32)
-    cases.append((f"sequence b={batch} T={steps}", "predict", (xs_random, random_state(batch)), SEQUENCE_ATOL))
+    for steps, batch in SEQUENCES_RANDOM:
+        xs_random = rng.uniform(-1, 1, (steps, batch, n_in)).astype(np.float32)
+        cases.append((f"sequence b={batch} T={steps}", "predict", (xs_random, random_state(batch)), SEQUENCE_ATOL))
     if onnx_model.input_size == onnx_model.output_size:
-        x0 = xs[0]
-        cases.append((f"rollout data T={ROLLOUT_STEPS}", "generate", (x0, ROLLOUT_STEPS, zero), ROLLOUT_ATOL))
-        starts = rng.uniform(-1, 1, (ROLLOUT_BATCH, n_in)).astype(np.float32)
-        cases.append((f"rollout b={ROLLOUT_BATCH} T={ROLLOUT_STEPS}", "generate",
-                      (starts, ROLLOUT_STEPS, random_state(ROLLOUT_BATCH)), ROLLOUT_ATOL))
+        cases.append((f"rollout data T={ROLLOUT_STEPS}", "generate", (xs[0], ROLLOUT_STEPS, zero), ROLLOUT_ATOL))
+        for batch in ROLLOUT_BATCHES:
+            starts = rng.uniform(-1, 1, (batch, n_in)).astype(np.float32)
+            cases.append((f"rollout b={batch} T={ROLLOUT_STEPS}", "generate",
+                          (starts, ROLLOUT_STEPS, random_state(batch)), ROLLOUT_ATOL))
 
     report = VerifyReport(str(folder))
     for check, method, args, tolerance in cases:
         expected = getattr(eager, method)(*args)
         for form_name, form in forms.items():
+            if method not in getattr(form, "methods", (method,)):
+                continue
             actual = getattr(form, method)(*args)
             report.comparisons.extend(compare(form_name, check, expected, actual, tolerance))
 
@@ -255,6 +269,8 @@ def verify_folder(folder: str | os.PathLike, *, write: bool = True, raise_on_fai
         reference = _TorchForm(copy.deepcopy(eager_model).double(), names, torch.float64)
         truth = reference.generate(xs[0], HORIZON_STEPS, zero)[names[0]]
         for form_name, form in {"eager": eager, **forms}.items():
+            if "generate" not in getattr(form, "methods", ("generate",)):
+                continue
             rollout = form.generate(xs[0], HORIZON_STEPS, zero)[names[0]]
             report.horizons[form_name] = divergence_horizon(rollout, truth)
 

@@ -1,15 +1,16 @@
-"""Loads an artifact folder into onnxruntime and runs the step model: step, predict, generate."""
+"""Loads an artifact folder into onnxruntime and runs it: step, predict, generate, generate_iter."""
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import onnxruntime as ort
 
-from .errors import ArtifactError, DeviceError, ShapeError
+from .errors import ArtifactError, DeviceError, InputValueError, ShapeError
 from .inputs import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_MAX_STEPS,
@@ -18,12 +19,16 @@ from .inputs import (
     check_output_size,
     check_steps,
 )
+from .fused import FORMS, ROLLOUT_FORMS, SEQUENCE_FORMS, STEP, choose_form, io_names
 from .manifest import ROLE_STEP_ONNX, Manifest, check_files, read_manifest, resolve_file
 
 State = tuple[np.ndarray, ...]
 
 DEVICES = ("cpu", "cuda")
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+DEFAULT_CHUNK = 100_000  # steps per chunk of generate_iter
 
 
 def load(
@@ -40,28 +45,33 @@ def load(
     ``device`` is ``"cpu"`` or ``"cuda"``; CUDA without a working CUDA execution provider is a
     DeviceError, never a silent fall back to the CPU. ``threads`` is onnxruntime's intra-op
     thread count (1 is fastest for small recurrent models). NaN and infinity in inputs are
-    refused unless ``allow_nonfinite``.
+    refused unless ``allow_nonfinite``. The step model's session is created here; fused forms'
+    sessions on first use.
     """
     if device not in DEVICES:
         raise DeviceError(f"device must be one of {list(DEVICES)}, got {device!r}")
     manifest = read_manifest(folder)
     check_files(folder, manifest)
-    entry = manifest.file(ROLE_STEP_ONNX)
-    if entry is None:
+    paths = {}
+    for entry in manifest.files:
+        form = STEP if entry.role == ROLE_STEP_ONNX else entry.role
+        if form in FORMS and form not in paths:
+            paths[form] = resolve_file(folder, entry)
+    if STEP not in paths:
         raise ArtifactError(f"the manifest of {str(folder)!r} lists no file with role {ROLE_STEP_ONNX!r}")
-    session = _session(resolve_file(folder, entry), device, threads)
     return Model(
         folder,
         manifest,
-        session,
+        paths,
         device=device,
+        threads=threads,
         allow_nonfinite=allow_nonfinite,
         max_steps=max_steps,
         max_output_bytes=max_output_bytes,
     )
 
 
-def _session(path: Path, device: str, threads: int) -> ort.InferenceSession:
+def _create_session(path: Path, device: str, threads: int) -> ort.InferenceSession:
     wanted = _PROVIDERS[device]
     available = ort.get_available_providers()
     if wanted not in available:
@@ -88,20 +98,23 @@ def _session(path: Path, device: str, threads: int) -> ort.InferenceSession:
 
 
 class Model:
-    """A loaded step model. All methods take and return float32 numpy arrays.
+    """A loaded model. All methods take and return float32 numpy arrays.
 
     Shapes: ``x`` is (batch, input_size); each state tensor is (batch, size) in manifest order;
     ``y`` is (batch, output_size). When a size is 1, a (batch,) array or a scalar is accepted
-    for ``x`` too. The model is safe to share between threads.
+    for ``x`` too. ``predict`` and ``generate`` run the fastest form for the call (see
+    `runtime.fused.choose_form`) unless ``form=`` names one of ``model.forms``. The model is
+    safe to share between threads.
     """
 
     def __init__(
         self,
         folder: str | os.PathLike,
         manifest: Manifest,
-        session: ort.InferenceSession,
+        paths: dict[str, Path],
         *,
         device: str,
+        threads: int,
         allow_nonfinite: bool,
         max_steps: int,
         max_output_bytes: int,
@@ -109,10 +122,10 @@ class Model:
         self.folder = Path(folder)
         self.manifest = manifest
         self.device = device
+        self.threads = threads
         self.allow_nonfinite = allow_nonfinite
         self.max_steps = max_steps
         self.max_output_bytes = max_output_bytes
-        self._session = session
         if len(manifest.inputs) != 1 or len(manifest.outputs) != 1:
             raise ArtifactError("the runtime runs step models with one input and one output tensor")
         self._x = manifest.inputs[0]
@@ -120,29 +133,51 @@ class Model:
         self.input_size = int(self._x.shape[1])
         self.output_size = int(self._y.shape[1])
         self.state_names = tuple(s.name for s in manifest.state)
+        self.state_outputs = tuple(s.output for s in manifest.state)
         self.state_sizes = tuple(int(s.shape[1]) for s in manifest.state)
-        self._output_names = [self._y.name, *(s.output for s in manifest.state)]
+        self._output_names = [self._y.name, *self.state_outputs]
         self._initial = tuple(np.asarray(s.initial, dtype=np.float32) for s in manifest.state)
-        session_inputs = [i.name for i in session.get_inputs()]
-        session_outputs = [o.name for o in session.get_outputs()]
-        expected_inputs = [self._x.name, *self.state_names]
-        if session_inputs != expected_inputs or session_outputs != self._output_names:
-            raise ArtifactError(
-                f"the ONNX step model has inputs {session_inputs} and outputs {session_outputs}, "
-                f"the manifest promises {expected_inputs} and {self._output_names}"
-            )
+        self._paths = dict(paths)
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._lock = threading.Lock()
+        self._session(STEP)  # fail at load, not at the first call, if the step model is unusable
+
+    @property
+    def forms(self) -> tuple[str, ...]:
+        """The forms this folder can run: ``step`` and the fused forms it ships."""
+        return tuple(form for form in FORMS if form in self._paths)
 
     @property
     def providers(self) -> list[str]:
         """The execution providers onnxruntime actually uses, first is preferred."""
-        return list(self._session.get_providers())
+        return list(self._session(STEP).get_providers())
 
     def __repr__(self) -> str:
         return (
             f"Model({str(self.folder)!r}, kind={self.manifest.model.get('kind')!r}, "
             f"input_size={self.input_size}, state={dict(zip(self.state_names, self.state_sizes))}, "
-            f"providers={self.providers})"
+            f"forms={list(self.forms)}, providers={self.providers})"
         )
+
+    def _session(self, form: str) -> ort.InferenceSession:
+        session = self._sessions.get(form)
+        if session is not None:
+            return session
+        with self._lock:
+            if form not in self._sessions:
+                session = _create_session(self._paths[form], self.device, self.threads)
+                if form == STEP:
+                    expected = ([self._x.name, *self.state_names], self._output_names)
+                else:
+                    expected = io_names(form, self.state_names, self.state_outputs)
+                got = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+                if got != expected:
+                    raise ArtifactError(
+                        f"the ONNX model of form {form!r} has inputs {got[0]} and outputs {got[1]}, "
+                        f"the manifest promises {expected[0]} and {expected[1]}"
+                    )
+                self._sessions[form] = session
+            return self._sessions[form]
 
     # ---- inputs ---------------------------------------------------------------------------
 
@@ -191,20 +226,69 @@ class Model:
             raise ShapeError(f"input 'xs' must be {expected} with steps >= 1 and batch >= 1, got {array.shape}")
         return array
 
+    def _pick(self, kind: str, form: str | None, batch_size: int, steps: int) -> str:
+        allowed = (STEP, *(SEQUENCE_FORMS if kind == "predict" else ROLLOUT_FORMS))
+        if form is None:
+            return choose_form(kind, batch_size, steps, self.forms)
+        if form not in allowed:
+            raise InputValueError(f"{kind} runs in one of the forms {list(allowed)}, got {form!r}")
+        if form not in self.forms:
+            raise InputValueError(f"form {form!r} is not in this artifact folder; it has {list(self.forms)}")
+        return form
+
     # ---- running ------------------------------------------------------------------------
 
     def _run(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         feed = {self._x.name: x}
         feed.update(zip(self.state_names, state))
-        y, *new_state = self._session.run(self._output_names, feed)
+        y, *new_state = self._session(STEP).run(self._output_names, feed)
         return y, tuple(new_state)
+
+    def _run_fused(self, form: str, first: np.ndarray, state: State, steps: int | None) -> tuple[np.ndarray, State]:
+        inputs, outputs = io_names(form, self.state_names, self.state_outputs)
+        feed = dict(zip(inputs, (first, *state)))
+        if steps is not None:
+            feed["steps"] = np.array([steps], dtype=np.int64)
+        ys, *new_state = self._session(form).run(outputs, feed)
+        return ys, tuple(new_state)
+
+    def _step_loop(self, xs: np.ndarray | None, x: np.ndarray | None, state: State, ys: np.ndarray) -> State:
+        """Runs the step model once per row of ``ys``: teacher-forced from ``xs``, or closed loop
+        from ``x``. On CUDA the state stays on the device between steps (IO binding)."""
+        if self.device == "cuda":
+            return self._step_loop_bound(xs, x, state, ys)
+        for t in range(ys.shape[0]):
+            y, state = self._run(xs[t] if xs is not None else x, state)
+            ys[t] = y
+            x = y
+        return state
+
+    def _step_loop_bound(self, xs: np.ndarray | None, x: np.ndarray | None, state: State, ys: np.ndarray) -> State:
+        session = self._session(STEP)
+        binding = session.io_binding()
+        device = "cuda" if self.device == "cuda" else "cpu"
+        current = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(s), device, 0) for s in state]
+        x_value = None if x is None else ort.OrtValue.ortvalue_from_numpy(x, device, 0)
+        for t in range(ys.shape[0]):
+            if xs is not None:
+                binding.bind_cpu_input(self._x.name, np.ascontiguousarray(xs[t]))
+            else:
+                binding.bind_ortvalue_input(self._x.name, x_value)
+            for name, value in zip(self.state_names, current):
+                binding.bind_ortvalue_input(name, value)
+            for name in self._output_names:
+                binding.bind_output(name, device, 0)
+            session.run_with_iobinding(binding)
+            x_value, *current = binding.get_outputs()
+            ys[t] = x_value.numpy()
+        return tuple(value.numpy() for value in current)
 
     def step(self, x: Any, state: Any = None) -> tuple[np.ndarray, State]:
         """One step for a batch of streams: returns (y (batch, output_size), new state)."""
         x = self._input_x(x)
         return self._run(x, self._input_state(state, x.shape[0]))
 
-    def predict(self, xs: Any, state: Any = None) -> tuple[np.ndarray, State]:
+    def predict(self, xs: Any, state: Any = None, *, form: str | None = None) -> tuple[np.ndarray, State]:
         """Teacher-forced run over a sequence: each step gets the given input.
 
         ``xs`` is (steps, batch, input_size), or (steps,) for one stream of a one-input model.
@@ -215,17 +299,25 @@ class Model:
         steps, batch_size, _ = sequence.shape
         check_output_size(steps, batch_size, self.output_size, self.max_output_bytes)
         current = self._input_state(state, batch_size)
-        ys = np.empty((steps, batch_size, self.output_size), dtype=np.float32)
-        for t in range(steps):
-            ys[t], current = self._run(sequence[t], current)
+        chosen = self._pick("predict", form, batch_size, steps)
+        if chosen == STEP:
+            ys = np.empty((steps, batch_size, self.output_size), dtype=np.float32)
+            current = self._step_loop(sequence, None, current, ys)
+        else:
+            ys, current = self._run_fused(chosen, sequence, current, None)
         return (ys.reshape(steps) if flat and self.output_size == 1 else ys), current
 
-    def generate(self, x0: Any, steps: Any, state: Any = None) -> tuple[np.ndarray, State]:
+    def generate(self, x0: Any, steps: Any, state: Any = None, *, form: str | None = None) -> tuple[np.ndarray, State]:
         """The autoregressive context loop: each output is fed back as the next input.
 
         ``x0`` is (batch, input_size) (a scalar or (batch,) for one input); returns the
         outputs (steps, batch, output_size) and the final state.
         """
+        x, steps, current = self._generate_inputs(x0, steps, state)
+        check_output_size(steps, x.shape[0], self.output_size, self.max_output_bytes)
+        return self._generate(x, steps, current, self._pick("generate", form, x.shape[0], steps))
+
+    def _generate_inputs(self, x0: Any, steps: Any, state: Any) -> tuple[np.ndarray, int, State]:
         if self.input_size != self.output_size:
             raise ShapeError(
                 f"generate feeds each output back as the next input, so output size {self.output_size} "
@@ -233,11 +325,26 @@ class Model:
             )
         x = self._input_x(x0, "x0")
         steps = check_steps(steps, self.max_steps)
-        check_output_size(steps, x.shape[0], self.output_size, self.max_output_bytes)
-        current = self._input_state(state, x.shape[0])
-        ys = np.empty((steps, x.shape[0], self.output_size), dtype=np.float32)
-        for t in range(steps):
-            x, current = self._run(x, current)
-            ys[t] = x
-        return ys, current
+        return x, steps, self._input_state(state, x.shape[0])
 
+    def _generate(self, x: np.ndarray, steps: int, state: State, form: str) -> tuple[np.ndarray, State]:
+        if form == STEP or steps < 2:  # a fused rollout of one step is the step model
+            ys = np.empty((steps, x.shape[0], self.output_size), dtype=np.float32)
+            return ys, self._step_loop(None, x, state, ys)
+        return self._run_fused(form, x, state, steps)
+
+    def generate_iter(
+        self, x0: Any, steps: Any, state: Any = None, *, chunk: int = DEFAULT_CHUNK, form: str | None = None
+    ) -> Iterator[tuple[np.ndarray, State]]:
+        """`generate` in bounded memory: yields (outputs (n <= chunk, batch, output_size), state)
+        chunk by chunk, each chunk continuing from the last output and state of the one before."""
+        x, steps, current = self._generate_inputs(x0, steps, state)
+        chunk = check_steps(chunk, self.max_steps)
+        check_output_size(min(chunk, steps), x.shape[0], self.output_size, self.max_output_bytes)
+        done = 0
+        while done < steps:
+            n = min(chunk, steps - done)
+            ys, current = self._generate(x, n, current, self._pick("generate", form, x.shape[0], n))
+            done += n
+            x = ys[-1]
+            yield ys, current

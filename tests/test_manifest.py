@@ -24,7 +24,10 @@ def test_exported_manifest_round_trips(exported_folder):
     assert [t.name for t in manifest.inputs] == ["x"] and [t.name for t in manifest.outputs] == ["y"]
     (state,) = manifest.state
     assert (state.name, state.output, state.shape, state.initial) == ("h", "h_out", ("batch", 6), (0.0,) * 6)
-    assert {f.role for f in manifest.files} == {"step_onnx", "step_torchscript", "weights", "config"}
+    assert {f.role for f in manifest.files} == {
+        "step_onnx", "step_torchscript", "weights", "config",
+        "sequence_rnn", "sequence_loop", "rollout_rnn", "rollout_loop",
+    }
     assert {"torch", "onnx", "onnxruntime", "toolkit"} <= set(manifest.versions)
     assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict()))) == manifest
     check_files(exported_folder, manifest)

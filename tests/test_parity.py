@@ -97,22 +97,34 @@ def test_verify_folder_passes_and_writes_a_report(exported_copy):
     for form in ("torchscript", "onnx"):
         for check in ("step b=1", "step b=3", "step b=64", "sequence data T=20", "rollout data T=200", "rollout b=64 T=200"):
             assert (form, check) in checks
-    assert set(report.horizons) == {"eager", "torchscript", "onnx"}
+    for form in ("sequence_rnn", "sequence_loop"):  # every fused form at batch 1, 3, 64 and 4096
+        for check in ("sequence data T=20", "sequence b=3 T=1000", "sequence b=64 T=200", "sequence b=4096 T=200"):
+            assert (form, check) in checks
+    for form in ("rollout_rnn", "rollout_loop"):
+        for check in ("rollout data T=200", "rollout b=3 T=200", "rollout b=64 T=200", "rollout b=4096 T=200"):
+            assert (form, check) in checks
+    assert not any(c.form.startswith("sequence") and c.check.startswith("rollout") for c in report.comparisons)
+    assert set(report.horizons) == {"eager", "torchscript", "onnx", "rollout_rnn", "rollout_loop"}
     written = json.loads((exported_copy / "verify.json").read_text())
     assert written["passed"] is True and len(written["comparisons"]) == len(report.comparisons)
     assert "max abs" in report.table() and "divergence horizon" in report.table()
 
 
-def plant(folder, scale_w1):
-    """Rewrites step.onnx with w1 scaled, and re-hashes it so that it loads (a silent export bug)."""
-    path = folder / "step.onnx"
+def plant(folder, scale_w1, file="step.onnx", initializer_name="w1"):
+    """Rewrites an ONNX file with one initializer scaled, and re-hashes it so that it loads (a
+    silent export bug of the kind verification exists to catch)."""
+    path = folder / file
     model = onnx.load(str(path))
+    found = False
     for initializer in model.graph.initializer:
-        if initializer.name == "w1":
-            initializer.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(initializer) * scale_w1, "w1"))
+        if initializer.name == initializer_name:
+            scaled = numpy_helper.to_array(initializer) * scale_w1
+            initializer.CopyFrom(numpy_helper.from_array(scaled.astype(np.float32), initializer_name))
+            found = True
+    assert found, f"{file} has no initializer {initializer_name}"
     onnx.save(model, str(path))
     manifest = read_manifest(folder)
-    files = tuple(file_entry(folder, f.name, f.role) if f.name == "step.onnx" else f for f in manifest.files)
+    files = tuple(file_entry(folder, f.name, f.role) if f.name == file else f for f in manifest.files)
     write_manifest(folder, type(manifest)(**{**manifest.__dict__, "files": files}))
 
 
@@ -127,6 +139,24 @@ def test_a_planted_export_error_fails_verification_with_every_failure_reported(e
     assert "FAIL" in report.table() and "exceeds the tolerance" in report.table()
     with pytest.raises(VerificationFailed, match="comparisons failed"):
         verify_folder(exported_copy, raise_on_failure=True)
+
+
+@pytest.mark.parametrize(
+    "file, initializer, form, kind",
+    [
+        ("sequence_rnn.onnx", "R", "sequence_rnn", "sequence"),
+        ("sequence_loop.onnx", "w1_x", "sequence_loop", "sequence"),
+        ("rollout_rnn.onnx", "R", "rollout_rnn", "rollout"),
+        ("rollout_loop.onnx", "RT", "rollout_loop", "rollout"),
+    ],
+)
+def test_a_planted_error_in_a_fused_form_fails_that_form_only(exported_copy, file, initializer, form, kind):
+    plant(exported_copy, 1.002, file, initializer)
+    report = verify_folder(exported_copy, write=False)
+    failed = [c for c in report.comparisons if not c.passed]
+    assert failed and {c.form for c in failed} == {form}
+    assert all(c.check.startswith(kind) for c in failed)
+    assert any("b=4096" in c.check for c in failed)
 
 
 @pytest.mark.parametrize("scale, passes", [(1 + 2e-6, True), (1 + 1e-4, False)])
@@ -165,5 +195,6 @@ def test_divergence_horizon():
 def test_manifest_is_written_last(exported_folder):
     # The manifest's own listing must cover every model file; verify.json is a report, not listed.
     names = {f.name for f in read_manifest(exported_folder).files}
-    assert names == {"step.onnx", "step.torchscript.pt", "weights.pt", "config.json"}
+    assert names == {"step.onnx", "step.torchscript.pt", "weights.pt", "config.json", "sequence_rnn.onnx",
+                     "sequence_loop.onnx", "rollout_rnn.onnx", "rollout_loop.onnx"}
     assert (exported_folder / MANIFEST_NAME).is_file()

@@ -56,7 +56,7 @@ def test_committed_artifacts_load_and_generate():
 def test_generate_feeds_each_output_back(exported_folder):
     model = runtime.load(exported_folder)
     x0 = np.array([[0.3], [-0.7]], dtype=np.float32)
-    ys, final = model.generate(x0, 4)
+    ys, final = model.generate(x0, 4, form="step")
     x, state = x0, None
     for t in range(4):
         x, state = model.step(x, state)

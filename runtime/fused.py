@@ -1,0 +1,44 @@
+"""The forms a model can run in, their input/output contract, and the runtime's choice among them.
+
+``step`` is the exported step model, run once per step from Python. The fused forms run the
+whole loop in one onnxruntime run (built by `export.fused`, listed in the manifest with the
+form as their role):
+
+- sequence forms (teacher-forced): inputs ``xs, *state`` -> outputs ``ys, *state outputs``
+- rollout forms (closed loop): inputs ``x0, *state, steps`` -> outputs ``ys, *state outputs``
+
+`choose_form` picks the fastest available form for a call from the batch size and the number of
+steps; the thresholds come from `rnn bench` on the 2-core CI machine (NOTES.md).
+"""
+
+from __future__ import annotations
+
+STEP = "step"
+SEQUENCE_FORMS = ("sequence_rnn", "sequence_loop")
+ROLLOUT_FORMS = ("rollout_rnn", "rollout_loop")
+FORMS = (STEP, *SEQUENCE_FORMS, *ROLLOUT_FORMS)
+
+# The native RNN kernel applies tanh element by element through a function pointer: unbeatable
+# at batch 1 (0.13 us/step) but 2.8 us/step at batch 64 and 200 us/step at 4096, where the
+# blocked Loop/Scan forms (vectorised tanh) take over.
+RNN_MAX_BATCH = 16
+# Below this many steps the per-run set-up of a fused model costs more than it saves.
+FUSED_MIN_STEPS = 2
+
+
+def choose_form(kind: str, batch_size: int, steps: int, available: tuple[str, ...]) -> str:
+    """The form for a ``kind`` ("predict" or "generate") call; ``step`` when nothing fused fits."""
+    if steps < FUSED_MIN_STEPS:
+        return STEP
+    small, large = ("sequence_rnn", "sequence_loop") if kind == "predict" else ("rollout_rnn", "rollout_loop")
+    preferred = (small, large) if batch_size <= RNN_MAX_BATCH else (large, small)
+    return next((form for form in preferred if form in available), STEP)
+
+
+def io_names(form: str, state_names: tuple[str, ...], state_outputs: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The input and output names a fused form's ONNX model must have."""
+    if form in SEQUENCE_FORMS:
+        return ["xs", *state_names], ["ys", *state_outputs]
+    if form in ROLLOUT_FORMS:
+        return ["x0", *state_names, "steps"], ["ys", *state_outputs]
+    raise ValueError(f"{form!r} is not a fused form")

@@ -1,0 +1,153 @@
+"""The fused forms through the runtime: choice, forcing, lengths, chunked rollouts, IO binding."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import runtime
+from rnn.model import ROLLOUT_ATOL, SEQUENCE_ATOL
+from runtime.errors import InputValueError
+from runtime.fused import FORMS, RNN_MAX_BATCH, STEP, choose_form
+
+from .conftest import COMMITTED, REPO
+
+ALL = FORMS
+
+
+def test_choice_by_batch_and_steps():
+    assert choose_form("generate", 1, 1000, ALL) == "rollout_rnn"
+    assert choose_form("generate", RNN_MAX_BATCH, 1000, ALL) == "rollout_rnn"
+    assert choose_form("generate", RNN_MAX_BATCH + 1, 1000, ALL) == "rollout_loop"
+    assert choose_form("generate", 4096, 20, ALL) == "rollout_loop"
+    assert choose_form("predict", 1, 20, ALL) == "sequence_rnn"
+    assert choose_form("predict", 4096, 1000, ALL) == "sequence_loop"
+    assert choose_form("generate", 1, 1, ALL) == STEP  # one step is the step model
+    assert choose_form("generate", 4096, 1000, ("step", "rollout_rnn")) == "rollout_rnn"  # what is there
+    assert choose_form("predict", 4, 1000, ("step",)) == STEP  # a folder without fused forms
+
+
+@pytest.fixture(scope="module")
+def model(exported_folder):
+    return runtime.load(exported_folder)
+
+
+def test_every_form_is_listed(model):
+    assert model.forms == ("step", "sequence_rnn", "sequence_loop", "rollout_rnn", "rollout_loop")
+
+
+@pytest.mark.parametrize("steps", [1, 2, 10, 11, 21, 1000])
+@pytest.mark.parametrize("batch", [1, 3, 64])
+def test_every_rollout_form_agrees_with_the_step_model(model, steps, batch):
+    rng = np.random.default_rng(steps * 100 + batch)
+    x0 = rng.uniform(-1, 1, (batch, 1)).astype(np.float32)
+    h0 = rng.uniform(-1, 1, (batch, 6)).astype(np.float32)
+    reference, (h_ref,) = model.generate(x0, steps, h0, form="step")
+    for form in ("rollout_rnn", "rollout_loop", None):
+        ys, (h,) = model.generate(x0, steps, h0, form=form)
+        assert ys.shape == (steps, batch, 1) and h.shape == (batch, 6)
+        np.testing.assert_allclose(ys, reference, atol=2 * ROLLOUT_ATOL, rtol=0, err_msg=str(form))
+        np.testing.assert_allclose(h, h_ref, atol=2 * ROLLOUT_ATOL, rtol=0, err_msg=str(form))
+
+
+@pytest.mark.parametrize("steps", [1, 9, 10, 11, 1000])
+@pytest.mark.parametrize("batch", [1, 3, 64])
+def test_every_sequence_form_agrees_with_the_step_model(model, steps, batch):
+    rng = np.random.default_rng(steps * 100 + batch)
+    xs = rng.uniform(-1, 1, (steps, batch, 1)).astype(np.float32)
+    h0 = rng.uniform(-1, 1, (batch, 6)).astype(np.float32)
+    reference, (h_ref,) = model.predict(xs, h0, form="step")
+    for form in ("sequence_rnn", "sequence_loop", None):
+        ys, (h,) = model.predict(xs, h0, form=form)
+        np.testing.assert_allclose(ys, reference, atol=2 * SEQUENCE_ATOL, rtol=0, err_msg=str(form))
+        np.testing.assert_allclose(h, h_ref, atol=2 * SEQUENCE_ATOL, rtol=0, err_msg=str(form))
+
+
+def test_flat_series_through_a_fused_form(model):
+    xs = np.sin(np.linspace(2, 10, 21))[:-1]
+    flat, _ = model.predict(xs)
+    assert flat.shape == (20,)
+
+
+def test_forcing_a_form_that_does_not_fit_is_refused(model):
+    with pytest.raises(InputValueError, match="predict runs in one of the forms"):
+        model.predict(np.zeros((5, 1, 1), np.float32), form="rollout_rnn")
+    with pytest.raises(InputValueError, match="generate runs in one of the forms"):
+        model.generate(0.5, 5, form="sequence_loop")
+    with pytest.raises(InputValueError, match="forms"):
+        model.generate(0.5, 5, form="warp")
+
+
+def test_a_folder_without_fused_forms_falls_back_to_the_step_model(exported_copy):
+    import json
+
+    manifest = json.loads((exported_copy / "manifest.json").read_text())
+    manifest["files"] = [f for f in manifest["files"] if not f["role"].startswith(("sequence", "rollout"))]
+    (exported_copy / "manifest.json").write_text(json.dumps(manifest))
+    model = runtime.load(exported_copy)
+    assert model.forms == ("step",)
+    ys, _ = model.generate(0.5, 50)
+    reference, _ = runtime.load(COMMITTED).generate(0.5, 50, form="step")
+    assert ys.shape == (50, 1, 1)
+    with pytest.raises(InputValueError, match="not in this artifact folder"):
+        model.generate(0.5, 5, form="rollout_rnn")
+
+
+@pytest.mark.parametrize("form", ["rollout_rnn", "rollout_loop", "step"])
+def test_generate_iter_continues_across_chunks(model, form):
+    x0 = np.array([[0.2], [-0.4]], np.float32)
+    whole, (h_whole,) = model.generate(x0, 250, form=form)
+    chunks = list(model.generate_iter(x0, 250, chunk=60, form=form))
+    assert [len(ys) for ys, _ in chunks] == [60, 60, 60, 60, 10]
+    joined = np.concatenate([ys for ys, _ in chunks])
+    np.testing.assert_allclose(joined, whole, atol=ROLLOUT_ATOL, rtol=0)
+    np.testing.assert_allclose(chunks[-1][1][0], h_whole, atol=ROLLOUT_ATOL, rtol=0)
+
+
+def test_generate_iter_checks_its_arguments(model):
+    with pytest.raises(InputValueError, match="between 1 and"):
+        next(model.generate_iter(0.5, 10, chunk=0))
+    with pytest.raises(InputValueError, match="between 1 and"):
+        next(model.generate_iter(0.5, -1))
+
+
+def test_ten_million_steps_in_bounded_memory():
+    code = (
+        "import tracemalloc, numpy as np, runtime\n"
+        f"model = runtime.load({str(COMMITTED)!r})\n"
+        "tracemalloc.start()\n"
+        "count, total = 0, 0.0\n"
+        "for ys, state in model.generate_iter(np.float32(0.5), 10_000_000, chunk=100_000):\n"
+        "    count += len(ys); total += float(np.abs(ys).sum())\n"
+        "peak = tracemalloc.get_traced_memory()[1]\n"
+        "print(count, peak, np.isfinite(total))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    count, peak, finite = result.stdout.split()
+    assert int(count) == 10_000_000 and finite == "True"
+    assert int(peak) < 8 * 2**20, f"peak traced memory {int(peak)} bytes: the chunks are being held"  # all: 40 MB
+
+
+def test_the_io_binding_step_loop_matches_the_plain_one(model):
+    # The CUDA path keeps the state on the device with IO binding; the same code runs on the CPU.
+    rng = np.random.default_rng(1)
+    x0 = rng.uniform(-1, 1, (3, 1)).astype(np.float32)
+    state = (rng.uniform(-1, 1, (3, 6)).astype(np.float32),)
+    xs = rng.uniform(-1, 1, (25, 3, 1)).astype(np.float32)
+    for sequence, start in ((None, x0), (xs, None)):
+        plain, bound = np.empty((25, 3, 1), np.float32), np.empty((25, 3, 1), np.float32)
+        plain_state = model._step_loop(sequence, start, state, plain)
+        bound_state = model._step_loop_bound(sequence, start, state, bound)
+        np.testing.assert_array_equal(plain, bound)
+        np.testing.assert_array_equal(plain_state[0], bound_state[0])
+
+
+def test_fused_sessions_are_created_on_first_use(exported_folder):
+    model = runtime.load(exported_folder)
+    assert set(model._sessions) == {"step"}
+    model.generate(0.5, 100)
+    assert set(model._sessions) == {"step", "rollout_rnn"}
