@@ -3,8 +3,8 @@
 Four forms, each for any input, hidden and output size (closed loops need input = output size):
 
 - ``sequence_rnn``: teacher-forced, onnxruntime's native ``RNN`` kernel (fastest at small batch).
-- ``sequence_loop``: teacher-forced, a ``Loop`` over blocks of steps with the state laid out
-  (hidden, batch) and the input projection done for all steps before the loop (large batch).
+- ``sequence_loop``: teacher-forced, a ``Loop`` over blocks of ``UNROLL`` steps with the
+  state laid out (hidden, batch) (large batch).
 - ``rollout_rnn``: closed loop. The readout ``y = h @ w2`` is linear and is the next input, so
   after the first step the loop is ``h_t = tanh(h_{t-1} @ (w1_h + w2 @ w1_x))``, which the
   native ``RNN`` kernel runs with no per-step overhead (small batch).
@@ -152,9 +152,11 @@ def rollout_rnn(weights: ElmanWeights, opset: int, metadata: dict[str, str]) -> 
 def _block_body(name: str, steps: int, hidden: int, n_out: int, inputs_from: str | None) -> onnx.GraphProto:
     """A Loop body: ``steps`` recurrent steps on the state (H, B), emitting readouts (steps*n_out, B).
 
-    Teacher-forced bodies (``inputs_from`` names an outer tensor of input projections shaped
-    (iterations, steps, H, B), or (r, H, B) for single steps) add iteration i's projections
-    before each tanh; closed-loop bodies (``inputs_from`` None) use the folded matrix alone.
+    Teacher-forced bodies (``inputs_from`` names an outer tensor of inputs shaped
+    (iterations, steps, n_in, B), or (r, n_in, B) for single steps) add ``W_xT @ x`` of
+    iteration i's inputs before each tanh; closed-loop bodies (``inputs_from`` None) use the
+    folded matrix alone. Projecting inside the loop keeps the intermediates at the size of the
+    inputs (a (T, H, B) projection done up front is 100 MB at T=1000, B=4096, and slower).
     (Loop, not Scan: onnxruntime's Scan refuses a sequence of length 0, and a remainder of 0
     steps is common.)
     """
@@ -170,17 +172,17 @@ def _block_body(name: str, steps: int, hidden: int, n_out: int, inputs_from: str
             if steps > 1:
                 u = f"{prefix}u{i}"
                 nodes.append(helper.make_node("Gather", [f"{prefix}u_block", f"step{i}"], [u], axis=0))
-            nodes.append(helper.make_node("Add", [pre, u], [f"{prefix}a{i}"]))
+            nodes.append(helper.make_node("MatMul", ["W_xT", u], [f"{prefix}p{i}"]))  # (H, B)
+            nodes.append(helper.make_node("Add", [pre, f"{prefix}p{i}"], [f"{prefix}a{i}"]))
             pre = f"{prefix}a{i}"
-        nodes.append(helper.make_node("Tanh", [pre], [f"{prefix}h{i}"]))
-        nodes.append(helper.make_node("MatMul", ["w2T", f"{prefix}h{i}"], [f"{prefix}y{i}"]))  # (n_out, B)
-        state = f"{prefix}h{i}"
+        state = f"{prefix}h_out" if i == steps - 1 else f"{prefix}h{i}"  # the last one is the body's output
+        nodes.append(helper.make_node("Tanh", [pre], [state]))
+        nodes.append(helper.make_node("MatMul", ["w2T", state], [f"{prefix}y{i}"]))  # (n_out, B)
         readouts.append(f"{prefix}y{i}")
     if len(readouts) > 1:
         nodes.append(helper.make_node("Concat", readouts, [f"{prefix}block"], axis=0))
     else:
         nodes.append(helper.make_node("Identity", readouts, [f"{prefix}block"]))
-    nodes.append(helper.make_node("Identity", [state], [f"{prefix}h_out"]))
     nodes.append(helper.make_node("Identity", [f"{prefix}cond_in"], [f"{prefix}cond_out"]))
     inputs = [
         _value(f"{prefix}i", INT64, []),
@@ -219,17 +221,15 @@ def _blocked_initializers(weights: ElmanWeights, recurrent: np.ndarray) -> list[
         _ints("zero", 0),
         _ints("minus_one", -1),
         _ints("out_size", weights.output_size),
-        _ints("hidden", weights.hidden_size),
         _const("true", np.array(True)),
         *[_const(f"step{i}", np.array(i, dtype=np.int64)) for i in range(UNROLL)],
     ]
 
 
 def sequence_loop(weights: ElmanWeights, opset: int, metadata: dict[str, str]) -> onnx.ModelProto:
-    hidden, n_out = weights.hidden_size, weights.output_size
+    hidden, n_in, n_out = weights.hidden_size, weights.input_size, weights.output_size
     nodes = [
-        helper.make_node("MatMul", ["xs", "w1_x"], ["u_bth"]),  # (T, B, H): every input projection at once
-        helper.make_node("Transpose", ["u_bth"], ["u"], perm=[0, 2, 1]),  # (T, H, B)
+        helper.make_node("Transpose", ["xs"], ["x_t"], perm=[0, 2, 1]),  # (T, n_in, B)
         helper.make_node("Transpose", ["h"], ["h_t"], perm=[1, 0]),  # (H, B)
         helper.make_node("Shape", ["xs"], ["total"], start=0, end=1),
         helper.make_node("Shape", ["xs"], ["batch"], start=1, end=2),
@@ -238,18 +238,22 @@ def sequence_loop(weights: ElmanWeights, opset: int, metadata: dict[str, str]) -
         helper.make_node("Sub", ["total", "main_steps"], ["tail_1d"]),
         helper.make_node("Squeeze", ["iterations_1d", "zero"], ["iterations"]),
         helper.make_node("Squeeze", ["tail_1d", "zero"], ["tail_steps"]),
-        helper.make_node("Slice", ["u", "zero", "main_steps", "zero"], ["u_main_flat"]),
-        helper.make_node("Concat", ["minus_one", "unroll", "hidden", "batch"], ["main_shape"], axis=0),
-        helper.make_node("Reshape", ["u_main_flat", "main_shape"], ["u_main"]),  # (iterations, k, H, B)
-        helper.make_node("Slice", ["u", "main_steps", "total", "zero"], ["u_tail"]),  # (r, H, B)
+        helper.make_node("Slice", ["x_t", "zero", "main_steps", "zero"], ["x_main_flat"]),
+        helper.make_node("Concat", ["minus_one", "unroll", "in_size", "batch"], ["main_shape"], axis=0),
+        helper.make_node("Reshape", ["x_main_flat", "main_shape"], ["x_main"]),  # (iterations, k, n_in, B)
+        helper.make_node("Slice", ["x_t", "main_steps", "total", "zero"], ["x_tail"]),  # (r, n_in, B)
         helper.make_node("Loop", ["iterations", "true", "h_t"], ["h_mid", "blocks"],
-                         body=_block_body("main", UNROLL, hidden, n_out, inputs_from="u_main")),
+                         body=_block_body("main", UNROLL, hidden, n_out, inputs_from="x_main")),
         helper.make_node("Loop", ["tail_steps", "true", "h_mid"], ["h_last", "tail"],
-                         body=_block_body("tail", 1, hidden, n_out, inputs_from="u_tail")),
+                         body=_block_body("tail", 1, hidden, n_out, inputs_from="x_tail")),
         helper.make_node("Transpose", ["h_last"], ["h_out"], perm=[1, 0]),
     ]
     _blocked_readouts(nodes, "blocks", "tail", None)
-    initializers = [_const("w1_x", weights.w1_x), *_blocked_initializers(weights, weights.w1_h)]
+    initializers = [
+        _const("W_xT", weights.w1_x.T.copy()),  # (H, n_in)
+        _ints("in_size", n_in),
+        *_blocked_initializers(weights, weights.w1_h),
+    ]
     inputs, outputs = _io(weights, rollout=False)
     graph = helper.make_graph(nodes, "sequence_loop", inputs, outputs, initializers)
     return _model(graph, opset, "sequence_loop", metadata)

@@ -271,6 +271,38 @@ def info(folder, as_json) -> None:
     click.echo(f"verified   {'not yet (run rnn verify)' if verified is None else ('passed' if verified else 'FAILED')}")
 
 
+# ---- bench ---------------------------------------------------------------------------------
+
+@cli.command()
+@_folder_argument
+@click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True,
+              help="Batch sizes (repeat the option). Default: 1, 64, 4096.")
+@click.option("--steps", "steps", type=click.IntRange(min=1), multiple=True,
+              help="Sequence lengths (repeat the option). Default: 20, 1000.")
+@click.option("--kind", "kinds", type=click.Choice(["generate", "predict"]), multiple=True,
+              help="Which calls to time. Default: both.")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Interleaved rounds; each implementation keeps its best time.")
+@click.option("--no-cold-start", is_flag=True, help="Skip the fresh-process cold-start measurement.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Bar chart PNG. Default: FOLDER/bench.png.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+def bench(folder, batches, steps, kinds, rounds, no_cold_start, plot_path, as_json) -> None:
+    """Time eager PyTorch, TorchScript, the onnxruntime step loop, every fused form, the runtime's
+    automatic choice and a numpy loop on the same machine in one run; print us/step and ratios."""
+    _needs_torch("bench")
+    from rnn.bench import BATCHES, KINDS, STEPS, plot_bench, run_bench, write_json
+
+    report = run_bench(folder, batches or BATCHES, steps or STEPS, kinds or KINDS, rounds,
+                       cold_start=not no_cold_start,
+                       progress=lambda text: click.echo(f"timing {text}", err=True))
+    plot_path = plot_path or Path(folder) / "bench.png"
+    plot_bench(report, plot_path)
+    write_json(report, Path(plot_path).with_suffix(".json"))
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    click.echo(f"wrote {plot_path} and {Path(plot_path).with_suffix('.json')}", err=True)
+
+
 # ---- demo ----------------------------------------------------------------------------------
 
 @cli.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -151,3 +152,36 @@ def test_fused_sessions_are_created_on_first_use(exported_folder):
     assert set(model._sessions) == {"step"}
     model.generate(0.5, 100)
     assert set(model._sessions) == {"step", "rollout_rnn"}
+
+
+def test_bench_command_measures_every_implementation(tmp_path, exported_folder):
+    from click.testing import CliRunner
+
+    from rnn.cli import cli
+
+    plot = tmp_path / "bench.png"
+    result = CliRunner().invoke(cli, ["bench", str(exported_folder), "--batch", "3", "--steps", "12",
+                                      "--rounds", "1", "--plot", str(plot), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    names = {(r["kind"], r["implementation"]) for r in document["rows"]}
+    for kind, forms in (("generate", ("rollout_rnn", "rollout_loop")), ("predict", ("sequence_rnn", "sequence_loop"))):
+        for name in ("eager", "torchscript", "onnx step loop", "auto", "numpy loop", *forms):
+            assert (kind, name) in names
+    assert all(r["us_per_step"] > 0 and r["ratio_vs_eager"] > 0 for r in document["rows"])
+    assert document["cold_start"]["torch_imported"] is False
+    assert plot.read_bytes()[:4] == b"\x89PNG" and plot.with_suffix(".json").is_file()
+
+
+def test_numpy_baseline_computes_the_same_loop(exported_folder):
+    import torch
+
+    from rnn.bench import _numpy_step_loop
+    from rnn.model import generate_eager
+    from rnn.train import load_checkpoint
+
+    eager, _ = load_checkpoint(exported_folder)
+    loop = _numpy_step_loop(eager.w1.detach().numpy(), eager.w2.detach().numpy(), 1)
+    x0, h0 = np.full((2, 1), 0.3, np.float32), np.zeros((2, 6), np.float32)
+    expected, _ = generate_eager(eager, torch.from_numpy(x0), 30, (torch.from_numpy(h0),))
+    np.testing.assert_allclose(loop(x0, h0, 30, False), expected.numpy(), atol=ROLLOUT_ATOL, rtol=0)
