@@ -145,7 +145,7 @@ def test_a_planted_export_error_fails_verification_with_every_failure_reported(e
     "file, initializer, form, kind",
     [
         ("sequence_rnn.onnx", "R", "sequence_rnn", "sequence"),
-        ("sequence_loop.onnx", "w1_x", "sequence_loop", "sequence"),
+        ("sequence_loop.onnx", "W_xT", "sequence_loop", "sequence"),
         ("rollout_rnn.onnx", "R", "rollout_rnn", "rollout"),
         ("rollout_loop.onnx", "RT", "rollout_loop", "rollout"),
     ],
