@@ -185,3 +185,23 @@ def test_numpy_baseline_computes_the_same_loop(exported_folder):
     x0, h0 = np.full((2, 1), 0.3, np.float32), np.zeros((2, 6), np.float32)
     expected, _ = generate_eager(eager, torch.from_numpy(x0), 30, (torch.from_numpy(h0),))
     np.testing.assert_allclose(loop(x0, h0, 30, False), expected.numpy(), atol=ROLLOUT_ATOL, rtol=0)
+
+
+CUDA_REASON = "CUDAExecutionProvider is not available (CPU-only onnxruntime or no GPU): CUDA paths not run"
+HAS_CUDA = "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers()
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason=CUDA_REASON)
+@pytest.mark.parametrize("batch", [1, 64, 4096])
+def test_cuda_step_loop_and_fused_forms_agree_with_the_cpu(batch):
+    cpu, gpu = runtime.load(COMMITTED), runtime.load(COMMITTED, device="cuda")
+    assert gpu.providers[0] == "CUDAExecutionProvider"
+    rng = np.random.default_rng(batch)
+    x0 = rng.uniform(-1, 1, (batch, 1)).astype(np.float32)
+    xs = rng.uniform(-1, 1, (200, batch, 1)).astype(np.float32)
+    for form in ("step", "rollout_rnn", "rollout_loop"):  # "step" runs the IO-binding loop on the device
+        np.testing.assert_allclose(gpu.generate(x0, 200, form=form)[0], cpu.generate(x0, 200, form="step")[0],
+                                   atol=2 * ROLLOUT_ATOL, rtol=0, err_msg=form)
+    for form in ("step", "sequence_rnn", "sequence_loop"):
+        np.testing.assert_allclose(gpu.predict(xs, form=form)[0], cpu.predict(xs, form="step")[0],
+                                   atol=2 * SEQUENCE_ATOL, rtol=0, err_msg=form)
