@@ -228,30 +228,37 @@ def _machine() -> str:
 
 
 def plot_bench(report: BenchReport, path: str | os.PathLike) -> Path:
-    """Grouped bars: speed-up over eager PyTorch per configuration and implementation (log scale)."""
+    """Bars of the speed-up over eager PyTorch: one row per kind, one panel per (batch, steps)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    configs = list(dict.fromkeys((r.kind, r.batch, r.steps) for r in report.rows))
+    kinds = list(dict.fromkeys(r.kind for r in report.rows))
+    sizes = list(dict.fromkeys((r.batch, r.steps) for r in report.rows))
     names = [n for n in dict.fromkeys(r.implementation for r in report.rows) if n != "eager"]
-    figure, axes = plt.subplots(1, len(configs), figsize=(2.1 * len(configs) + 1, 4.5), sharey=True, squeeze=False)
     colours = {name: f"C{i}" for i, name in enumerate(names)}
-    for axis, config in zip(axes[0], configs):
-        rows = {r.implementation: r for r in report.rows if (r.kind, r.batch, r.steps) == config}
-        present = [n for n in names if n in rows]
-        values = [report.ratio(rows[n]) for n in present]
-        axis.bar(range(len(present)), values, color=[colours[n] for n in present])
-        axis.axhline(1.0, color="k", lw=0.8)
-        axis.set_yscale("log")
-        axis.set_xticks([])
-        axis.set_title(f"{config[0]}\nB={config[1]} T={config[2]}", fontsize=8)
-    axes[0][0].set_ylabel("times faster than eager PyTorch (log)")
+    figure, axes = plt.subplots(len(kinds), len(sizes), figsize=(2.3 * len(sizes) + 1, 3.2 * len(kinds) + 0.8),
+                                sharey=True, squeeze=False)
+    for row, kind in enumerate(kinds):
+        for column, (batch, steps) in enumerate(sizes):
+            axis = axes[row][column]
+            rows = {r.implementation: r for r in report.rows if (r.kind, r.batch, r.steps) == (kind, batch, steps)}
+            present = [n for n in names if n in rows]
+            values = [report.ratio(rows[n]) for n in present]
+            bars = axis.bar(range(len(present)), values, color=[colours[n] for n in present])
+            for bar, value in zip(bars, values):
+                axis.text(bar.get_x() + bar.get_width() / 2, value * 1.08, f"{value:.1f}", ha="center", fontsize=6)
+            axis.axhline(1.0, color="k", lw=0.8)
+            axis.set_yscale("log")
+            axis.set_xticks([])
+            axis.set_title(f"{kind}  B={batch}  T={steps}", fontsize=8)
+        axes[row][0].set_ylabel("x faster than eager PyTorch")
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[n]) for n in names]
-    figure.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8)
-    figure.tight_layout(rect=(0, 0.08, 1, 1))
-    figure.savefig(path, dpi=110)
+    figure.legend(handles, names, loc="lower center", ncol=min(len(names), 8), fontsize=8)
+    figure.suptitle(report.machine, fontsize=8)
+    figure.tight_layout(rect=(0, 0.06, 1, 0.97))
+    figure.savefig(path, dpi=100)
     plt.close(figure)
     return Path(path)
 

@@ -22,6 +22,11 @@ FORMS = (STEP, *SEQUENCE_FORMS, *ROLLOUT_FORMS)
 # at batch 1 (0.13 us/step) but 2.8 us/step at batch 64 and 200 us/step at 4096, where the
 # blocked Loop/Scan forms (vectorised tanh) take over.
 RNN_MAX_BATCH = 16
+# From this batch size up, a fused call is split into one part per worker thread, each part run
+# concurrently by the same session (the streams are independent; onnxruntime releases the GIL).
+# Measured at T=1000, rollout_loop, 2 workers: 6.7 -> 6.3 us/step at 2048, 13.3 -> 8.7 at 4096;
+# at 1024 and below the split costs more than it gains.
+PARALLEL_MIN_BATCH = 2048
 # Below this many steps the per-run set-up of a fused model costs more than it saves.
 FUSED_MIN_STEPS = 2
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,7 +20,7 @@ from .inputs import (
     check_output_size,
     check_steps,
 )
-from .fused import FORMS, ROLLOUT_FORMS, SEQUENCE_FORMS, STEP, choose_form, io_names
+from .fused import FORMS, PARALLEL_MIN_BATCH, ROLLOUT_FORMS, SEQUENCE_FORMS, STEP, choose_form, io_names
 from .manifest import ROLE_STEP_ONNX, Manifest, check_files, read_manifest, resolve_file
 
 State = tuple[np.ndarray, ...]
@@ -36,6 +37,7 @@ def load(
     device: str = "cpu",
     *,
     threads: int = 1,
+    workers: int | None = None,
     allow_nonfinite: bool = False,
     max_steps: int = DEFAULT_MAX_STEPS,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
@@ -44,7 +46,9 @@ def load(
 
     ``device`` is ``"cpu"`` or ``"cuda"``; CUDA without a working CUDA execution provider is a
     DeviceError, never a silent fall back to the CPU. ``threads`` is onnxruntime's intra-op
-    thread count (1 is fastest for small recurrent models). NaN and infinity in inputs are
+    thread count (1 is fastest for small recurrent models). ``workers`` (default: the number of
+    CPUs) splits fused calls of batch >= PARALLEL_MIN_BATCH across that many threads; 1 turns
+    that off. NaN and infinity in inputs are
     refused unless ``allow_nonfinite``. The step model's session is created here; fused forms'
     sessions on first use.
     """
@@ -65,6 +69,7 @@ def load(
         paths,
         device=device,
         threads=threads,
+        workers=workers if workers is not None else (os.cpu_count() or 1),
         allow_nonfinite=allow_nonfinite,
         max_steps=max_steps,
         max_output_bytes=max_output_bytes,
@@ -115,6 +120,7 @@ class Model:
         *,
         device: str,
         threads: int,
+        workers: int,
         allow_nonfinite: bool,
         max_steps: int,
         max_output_bytes: int,
@@ -123,6 +129,8 @@ class Model:
         self.manifest = manifest
         self.device = device
         self.threads = threads
+        self.workers = max(1, int(workers))
+        self._pool: ThreadPoolExecutor | None = None
         self.allow_nonfinite = allow_nonfinite
         self.max_steps = max_steps
         self.max_output_bytes = max_output_bytes
@@ -245,6 +253,21 @@ class Model:
         return y, tuple(new_state)
 
     def _run_fused(self, form: str, first: np.ndarray, state: State, steps: int | None) -> tuple[np.ndarray, State]:
+        batch_axis = 1 if steps is None else 0  # xs is (T, B, n_in), x0 is (B, n_in)
+        parts = min(self.workers, first.shape[batch_axis] // (PARALLEL_MIN_BATCH // 2))
+        if parts < 2 or self.device != "cpu":
+            return self._run_fused_part(form, first, state, steps)
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="rnn-runtime")
+        firsts = np.array_split(first, parts, axis=batch_axis)
+        states = zip(*(np.array_split(s, parts, axis=0) for s in state))
+        futures = [self._pool.submit(self._run_fused_part, form, f, tuple(s), steps) for f, s in zip(firsts, states)]
+        results = [future.result() for future in futures]
+        ys = np.concatenate([r[0] for r in results], axis=1)
+        return ys, tuple(np.concatenate(parts_, axis=0) for parts_ in zip(*(r[1] for r in results)))
+
+    def _run_fused_part(self, form: str, first: np.ndarray, state: State, steps: int | None) -> tuple[np.ndarray, State]:
         inputs, outputs = io_names(form, self.state_names, self.state_outputs)
         feed = dict(zip(inputs, (first, *state)))
         if steps is not None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import runtime
-from rnn.model import ROLLOUT_ATOL, SEQUENCE_ATOL
+from rnn.model import ROLLOUT_ATOL, SEQUENCE_ATOL, STEP_ATOL
 from runtime.errors import InputValueError
 from runtime.fused import FORMS, RNN_MAX_BATCH, STEP, choose_form
 
@@ -205,3 +205,22 @@ def test_cuda_step_loop_and_fused_forms_agree_with_the_cpu(batch):
     for form in ("step", "sequence_rnn", "sequence_loop"):
         np.testing.assert_allclose(gpu.predict(xs, form=form)[0], cpu.predict(xs, form="step")[0],
                                    atol=2 * SEQUENCE_ATOL, rtol=0, err_msg=form)
+
+
+@pytest.mark.parametrize("form", ["rollout_loop", "rollout_rnn", "sequence_loop"])
+def test_large_batches_split_across_workers_give_the_same_results(exported_folder, form):
+    # The same arithmetic per stream; only the matmul kernel's row blocking can differ at a
+    # part boundary (seen: one value 1 ulp apart), so compare within the step tolerance.
+    rng = np.random.default_rng(7)
+    batch = 4097  # odd, so the parts differ in size
+    h0 = rng.uniform(-1, 1, (batch, 6)).astype(np.float32)
+    one, two = runtime.load(exported_folder, workers=1), runtime.load(exported_folder, workers=2)
+    if form.startswith("rollout"):
+        x0 = rng.uniform(-1, 1, (batch, 1)).astype(np.float32)
+        a, b = one.generate(x0, 23, h0, form=form), two.generate(x0, 23, h0, form=form)
+    else:
+        xs = rng.uniform(-1, 1, (23, batch, 1)).astype(np.float32)
+        a, b = one.predict(xs, h0, form=form), two.predict(xs, h0, form=form)
+    assert two._pool is not None and one._pool is None  # the split really happened
+    np.testing.assert_allclose(a[0], b[0], atol=STEP_ATOL, rtol=0)
+    np.testing.assert_allclose(a[1][0], b[1][0], atol=STEP_ATOL, rtol=0)
