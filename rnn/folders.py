@@ -41,6 +41,27 @@ def _fsync_tree(folder: Path) -> None:
         os.close(descriptor)
 
 
+def _remove_stale_staging(target: Path) -> None:
+    """Removes staging folders of ``target`` left by processes that died (killed mid-write)."""
+    prefix = f".{target.name}.tmp-"
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return
+    for path in siblings:
+        if not path.name.startswith(prefix) or not path.is_dir() or path.is_symlink():
+            continue
+        pid_text = path.name[len(prefix):].split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass  # the process exists, under another user
+
+
 def ensure_parent(target: Path) -> Path:
     """Creates the folder that will hold ``target``; ArtifactError if it cannot be made."""
     parent = target.parent
@@ -60,8 +81,9 @@ def replacing_folder(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(target)
     parent = ensure_parent(target)
+    _remove_stale_staging(target)
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=parent))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the result is an ordinary folder
@@ -77,7 +99,7 @@ def replacing_folder(target: str | os.PathLike) -> Iterator[Path]:
         elif _exchange(staging, target):
             shutil.rmtree(staging)  # now holds the old folder
         else:
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-old-", dir=parent))
             os.rename(target, old / target.name)
             os.rename(staging, target)
             shutil.rmtree(old)

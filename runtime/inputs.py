@@ -36,8 +36,15 @@ def as_float32(value: Any, name: str, expected: str, *, allow_nonfinite: bool) -
         raise DtypeError(f"input {name!r} must be {expected} float32, got {_describe(value)}")
     if array.dtype.kind not in "fiu":
         raise DtypeError(f"input {name!r} must be {expected} float32, got {_describe(array)}")
-    array = np.ascontiguousarray(array, dtype=np.float32)
+    source = array
+    with np.errstate(over="ignore", invalid="ignore"):
+        array = np.ascontiguousarray(array, dtype=np.float32)
     if not allow_nonfinite and not np.isfinite(array).all():
+        if source.dtype.kind in "fiu" and np.isfinite(source).all():
+            raise InputValueError(
+                f"input {name!r} has values beyond float32's range (largest magnitude "
+                f"{float(np.max(np.abs(source.astype(np.float64)))):.3g}, float32 holds up to 3.4e38)"
+            )
         raise InputValueError(
             f"input {name!r} contains NaN or infinity; pass allow_nonfinite=True to run it anyway"
         )

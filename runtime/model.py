@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,7 @@ from typing import Any, Iterator
 import numpy as np
 import onnxruntime as ort
 
-from .errors import ArtifactError, DeviceError, InputValueError, ShapeError
+from .errors import ArtifactError, DeviceError, InputValueError, IntegrityError, ShapeError
 from .inputs import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_MAX_STEPS,
@@ -21,7 +22,8 @@ from .inputs import (
     check_steps,
 )
 from .fused import FORMS, PARALLEL_MIN_BATCH, ROLLOUT_FORMS, SEQUENCE_FORMS, STEP, choose_form, io_names
-from .manifest import ROLE_STEP_ONNX, Manifest, check_files, read_manifest, resolve_file
+from .manifest import ROLE_STEP_ONNX, FileEntry, Manifest, check_files, read_manifest, resolve_file
+from .onnx_refs import external_data_locations
 
 State = tuple[np.ndarray, ...]
 
@@ -56,17 +58,17 @@ def load(
         raise DeviceError(f"device must be one of {list(DEVICES)}, got {device!r}")
     manifest = read_manifest(folder)
     check_files(folder, manifest)
-    paths = {}
+    entries = {}
     for entry in manifest.files:
         form = STEP if entry.role == ROLE_STEP_ONNX else entry.role
-        if form in FORMS and form not in paths:
-            paths[form] = resolve_file(folder, entry)
-    if STEP not in paths:
+        if form in FORMS and form not in entries:
+            entries[form] = entry
+    if STEP not in entries:
         raise ArtifactError(f"the manifest of {str(folder)!r} lists no file with role {ROLE_STEP_ONNX!r}")
     return Model(
         folder,
         manifest,
-        paths,
+        entries,
         device=device,
         threads=threads,
         workers=workers if workers is not None else (os.cpu_count() or 1),
@@ -76,7 +78,28 @@ def load(
     )
 
 
-def _create_session(path: Path, device: str, threads: int) -> ort.InferenceSession:
+def _model_source(folder: Path, manifest: Manifest, entry: FileEntry) -> str | bytes:
+    """What onnxruntime should load for ``entry``: the bytes just read and checked against the
+    manifest (so that what runs is what was hashed), or, for a model with external data, its
+    path once every external file is known to be listed (and so hashed) in the manifest."""
+    path = resolve_file(folder, entry)
+    data = path.read_bytes()
+    if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise IntegrityError(f"{entry.name!r} changed after it was checked: its bytes no longer match the manifest")
+    locations = external_data_locations(data, entry.name)
+    if not locations:
+        return data
+    listed = {f.name for f in manifest.files}
+    for location in locations:
+        if location not in listed:
+            raise IntegrityError(
+                f"{entry.name!r} refers to external data {location!r}, which is not a file listed (and hashed) "
+                "in the manifest; external data must be a plain file name inside the folder"
+            )
+    return str(path)
+
+
+def _create_session(source: str | bytes, name: str, device: str, threads: int) -> ort.InferenceSession:
     wanted = _PROVIDERS[device]
     available = ort.get_available_providers()
     if wanted not in available:
@@ -90,10 +113,12 @@ def _create_session(path: Path, device: str, threads: int) -> ort.InferenceSessi
     options.log_severity_level = 3
     providers = [wanted] if device == "cpu" else [wanted, "CPUExecutionProvider"]
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(source, sess_options=options, providers=providers)
     except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-            ort.capi.onnxruntime_pybind11_state.InvalidProtobuf, ort.capi.onnxruntime_pybind11_state.NoSuchFile) as error:
-        raise ArtifactError(f"onnxruntime cannot load {path.name}: {str(error).splitlines()[0]:.300}") from None
+            ort.capi.onnxruntime_pybind11_state.InvalidProtobuf, ort.capi.onnxruntime_pybind11_state.NoSuchFile,
+            ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.NotImplemented,
+            ort.capi.onnxruntime_pybind11_state.RuntimeException) as error:
+        raise ArtifactError(f"onnxruntime cannot load {name}: {str(error).splitlines()[0]:.300}") from None
     if session.get_providers()[0] != wanted:
         raise DeviceError(
             f"onnxruntime fell back to {session.get_providers()} instead of {wanted} "
@@ -116,7 +141,7 @@ class Model:
         self,
         folder: str | os.PathLike,
         manifest: Manifest,
-        paths: dict[str, Path],
+        entries: dict[str, FileEntry],
         *,
         device: str,
         threads: int,
@@ -145,7 +170,7 @@ class Model:
         self.state_sizes = tuple(int(s.shape[1]) for s in manifest.state)
         self._output_names = [self._y.name, *self.state_outputs]
         self._initial = tuple(np.asarray(s.initial, dtype=np.float32) for s in manifest.state)
-        self._paths = dict(paths)
+        self._entries = dict(entries)
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._lock = threading.Lock()
         self._session(STEP)  # fail at load, not at the first call, if the step model is unusable
@@ -153,7 +178,7 @@ class Model:
     @property
     def forms(self) -> tuple[str, ...]:
         """The forms this folder can run: ``step`` and the fused forms it ships."""
-        return tuple(form for form in FORMS if form in self._paths)
+        return tuple(form for form in FORMS if form in self._entries)
 
     @property
     def providers(self) -> list[str]:
@@ -173,7 +198,9 @@ class Model:
             return session
         with self._lock:
             if form not in self._sessions:
-                session = _create_session(self._paths[form], self.device, self.threads)
+                entry = self._entries[form]
+                source = _model_source(self.folder, self.manifest, entry)
+                session = _create_session(source, entry.name, self.device, self.threads)
                 if form == STEP:
                     expected = ([self._x.name, *self.state_names], self._output_names)
                 else:
@@ -223,16 +250,18 @@ class Model:
             arrays.append(array)
         return tuple(arrays)
 
-    def _input_sequence(self, xs: Any) -> np.ndarray:
+    def _input_sequence(self, xs: Any) -> tuple[np.ndarray, bool]:
+        """(xs as (steps, batch, input_size), whether it came as a flat (steps,) series)."""
         expected = f"(steps, batch, {self.input_size})" + (" or (steps,)" if self.input_size == 1 else "")
         array = as_float32(xs, "xs", expected, allow_nonfinite=self.allow_nonfinite)
-        if self.input_size == 1 and array.ndim == 1:
+        flat = self.input_size == 1 and array.ndim == 1
+        if flat:
             array = array.reshape(-1, 1, 1)
         if array.ndim != 3 or array.shape[2] != self.input_size:
             raise ShapeError(f"input 'xs' must be {expected} float32, got {array.shape}")
         if array.shape[0] == 0 or array.shape[1] == 0:
             raise ShapeError(f"input 'xs' must be {expected} with steps >= 1 and batch >= 1, got {array.shape}")
-        return array
+        return array, flat
 
     def _pick(self, kind: str, form: str | None, batch_size: int, steps: int) -> str:
         allowed = (STEP, *(SEQUENCE_FORMS if kind == "predict" else ROLLOUT_FORMS))
@@ -317,8 +346,7 @@ class Model:
         ``xs`` is (steps, batch, input_size), or (steps,) for one stream of a one-input model.
         Returns outputs shaped like ``xs`` (with output_size) and the final state.
         """
-        flat = np.ndim(xs) == 1
-        sequence = self._input_sequence(xs)
+        sequence, flat = self._input_sequence(xs)
         steps, batch_size, _ = sequence.shape
         check_output_size(steps, batch_size, self.output_size, self.max_output_bytes)
         current = self._input_state(state, batch_size)
