@@ -37,3 +37,31 @@ def exported_copy(tmp_path, exported_folder) -> Path:
     folder = tmp_path / "copy"
     shutil.copytree(exported_folder, folder)
     return folder
+
+
+def kill_inside(module: str, function: str, call: str, marker: Path) -> None:
+    """Runs ``call`` in a fresh interpreter with ``module.function`` wrapped so that, once the
+    real function has returned, the process writes ``marker`` and waits; then SIGKILLs it there."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        f"import time, pathlib, {module} as m\n"
+        f"real = m.{function}\n"
+        "def stalled(*args, **kwargs):\n"
+        "    result = real(*args, **kwargs)\n"
+        f"    pathlib.Path({str(marker)!r}).write_text('x')\n"
+        "    time.sleep(60)\n"
+        "    return result\n"
+        f"m.{function} = stalled\n"
+        f"{call}\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), f"the process never reached {module}.{function}"
+    process.send_signal(signal.SIGKILL)
+    process.wait()

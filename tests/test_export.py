@@ -5,10 +5,6 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -19,7 +15,7 @@ from export.torchscript import load_torchscript
 from rnn.train import load_checkpoint
 from runtime.errors import ArtifactError
 
-from .conftest import REPO
+from .conftest import kill_inside
 
 
 def test_export_in_place_adds_the_files(tmp_path, trained_folder):
@@ -93,24 +89,7 @@ def test_sigkill_mid_export_leaves_the_previous_folder_loadable(tmp_path, traine
     folder = tmp_path / "m"
     shutil.copytree(trained_folder, folder)
     export_folder(folder)
-    marker = tmp_path / "inside-export"
-    code = (
-        "import time, pathlib, export.artifact as a\n"
-        "real = a.export_step_onnx\n"
-        "def slow(*args, **kwargs):\n"
-        "    real(*args, **kwargs)\n"
-        f"    pathlib.Path({str(marker)!r}).write_text('x')\n"
-        "    time.sleep(60)\n"
-        "a.export_step_onnx = slow\n"
-        f"a.export_folder({str(folder)!r})\n"
-    )
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    assert marker.exists(), "the export never reached the point to kill it at"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_inside("export.artifact", "export_step_onnx", f"m.export_folder({str(folder)!r})", tmp_path / "inside")
     model = runtime.load(folder)  # the old folder, hashes and all
     assert model.generate(0.5, 10)[0].shape == (10, 1, 1)
     assert verify_folder(folder, write=False).passed

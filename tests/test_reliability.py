@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,7 +19,7 @@ from runtime.errors import ArtifactError, IntegrityError, ManifestError, Toolkit
 from runtime.manifest import Manifest, file_entry, read_manifest, write_manifest
 from runtime.onnx_refs import external_data_locations
 
-from .conftest import REPO
+from .conftest import kill_inside
 
 
 def rehash(folder, extra=()):
@@ -128,24 +125,8 @@ def test_sigkill_while_saving_a_training_run_leaves_the_old_folder(tmp_path, tra
     folder = tmp_path / "m"
     shutil.copytree(trained_folder, folder)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    marker = tmp_path / "saving"
-    code = (
-        "import time, pathlib, rnn.train as t\n"
-        "real = t.save_checkpoint\n"
-        "def slow(result, staging):\n"
-        "    paths = real(result, staging)\n"
-        f"    pathlib.Path({str(marker)!r}).write_text('x')\n"
-        "    time.sleep(60)\n"
-        "t.save_checkpoint = slow\n"
-        f"t.train_folder(t.TrainConfig(seed=9, epochs=3), {str(folder)!r})\n"
-    )
-    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    assert marker.exists()
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    call = f"m.train_folder(m.TrainConfig(seed=9, epochs=3), {str(folder)!r})"
+    kill_inside("rnn.train", "save_checkpoint", call, tmp_path / "saving")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     stale = [p for p in tmp_path.iterdir() if p.name.startswith(".m.tmp-")]
     assert stale, "the killed run's staging folder is there, hidden"
