@@ -31,6 +31,8 @@ from runtime.manifest import (
 )
 
 from .fused import BUILDERS, ElmanWeights, write_fused
+from .ort_format import convert_to_ort
+from .test_data import TEST_DATA_DIR, write_test_data
 from .onnx_export import OPSET, STEP_ONNX_NAME, export_step_onnx
 from .torchscript import STEP_TORCHSCRIPT_NAME, save_torchscript, script_step
 
@@ -40,12 +42,16 @@ VERIFY_NAME = "verify.json"
 _WRITTEN = {STEP_ONNX_NAME, STEP_TORCHSCRIPT_NAME, MANIFEST_NAME, VERIFY_NAME, *(f"{form}.onnx" for form in BUILDERS)}
 
 
-def export_folder(folder: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = OPSET) -> Path:
+def export_folder(
+    folder: str | os.PathLike, out: str | os.PathLike | None = None, opset: int = OPSET, ort_format: bool = False
+) -> Path:
     """Scripts and exports the model trained in ``folder`` into ``out`` (default: ``folder``).
 
     Writes ``step.torchscript.pt``, ``step.onnx``, the fused loop models (``sequence_*.onnx``,
     ``rollout_*.onnx``, see `export.fused`) and ``manifest.json`` beside copies of
-    ``weights.pt`` and ``config.json``. The result is built in a temporary folder and swapped
+    ``weights.pt`` and ``config.json``, and self-check data for every ONNX model
+    (`export.test_data`). With ``ort_format``, also each model in onnxruntime's ORT format
+    (``<form>.ort``, for mobile and minimal builds). The result is built in a temporary folder and swapped
     into place, so an interrupted export leaves the previous folder as it was.
     """
     source = Path(folder)
@@ -61,7 +67,8 @@ def export_folder(folder: str | os.PathLike, out: str | os.PathLike | None = Non
     model_info = {"kind": "elman", **sizes, "trainer": train.get("trainer"), "seed": train.get("seed")}
     with replacing_folder(target) as staging:
         for path in sorted(source.iterdir()):
-            if path.is_file() and path.name not in _WRITTEN and not path.name.startswith("."):
+            if path.is_file() and path.name not in _WRITTEN and not path.name.startswith(".") \
+                    and path.suffix != ".ort":
                 shutil.copy2(path, staging / path.name)
         scripted = script_step(model)
         save_torchscript(scripted, staging)
@@ -78,12 +85,15 @@ def export_folder(folder: str | os.PathLike, out: str | os.PathLike | None = Non
             input_size=sizes["input_size"],
         )
         fused = write_fused(weights, staging, opset, metadata)
+        write_test_data(model, staging, {"step": STEP_ONNX_NAME, **fused})
+        ort_files = convert_to_ort(staging, {"step": STEP_ONNX_NAME, **fused}) if ort_format else {}
         files = [
             file_entry(staging, STEP_ONNX_NAME, ROLE_STEP_ONNX),
             file_entry(staging, STEP_TORCHSCRIPT_NAME, ROLE_STEP_TORCHSCRIPT),
             file_entry(staging, WEIGHTS_NAME, ROLE_WEIGHTS),
             file_entry(staging, CONFIG_NAME, ROLE_CONFIG),
             *(file_entry(staging, name, form) for form, name in fused.items()),
+            *(file_entry(staging, name, f"{form}_ort") for form, name in ort_files.items()),
         ]
         manifest = Manifest(
             model=model_info,

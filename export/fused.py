@@ -27,6 +27,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from runtime.fused import FORMS, ROLLOUT_FORMS, SEQUENCE_FORMS  # noqa: F401  (the contract lives in runtime)
 
+IR_VERSION = 8  # what opset 17 needs and what the step model gets from torch: older runtimes
+#                (onnxruntime-node, mobile builds) refuse newer IR versions than they know
 UNROLL = 10  # steps per Loop/Scan iteration: amortises the per-iteration overhead (NOTES.md)
 FLOAT = TensorProto.FLOAT
 INT64 = TensorProto.INT64
@@ -76,6 +78,7 @@ def _value(name: str, elem: int, shape) -> onnx.ValueInfoProto:
 
 def _model(graph: onnx.GraphProto, opset: int, form: str, metadata: dict[str, str]) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="rnn-toolkit")
+    model.ir_version = IR_VERSION
     for key, value in {**metadata, "form": form}.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, str(value)
@@ -212,7 +215,8 @@ def _blocked_readouts(nodes: list, blocks: str, tail: str, first: str | None) ->
     return "ys"
 
 
-def _blocked_initializers(weights: ElmanWeights, recurrent: np.ndarray) -> list[onnx.TensorProto]:
+def _blocked_initializers(weights: ElmanWeights, recurrent: np.ndarray, teacher_forced: bool) -> list[onnx.TensorProto]:
+    step_indices = [_const(f"step{i}", np.array(i, dtype=np.int64)) for i in range(UNROLL)] if teacher_forced else []
     return [
         _const("RT", recurrent.T.copy()),  # (H, H): state (H, B) -> RT @ state
         _const("w2T", weights.w2.T.copy()),  # (n_out, H)
@@ -222,7 +226,7 @@ def _blocked_initializers(weights: ElmanWeights, recurrent: np.ndarray) -> list[
         _ints("minus_one", -1),
         _ints("out_size", weights.output_size),
         _const("true", np.array(True)),
-        *[_const(f"step{i}", np.array(i, dtype=np.int64)) for i in range(UNROLL)],
+        *step_indices,  # the bodies' Gather indices of the steps in a block
     ]
 
 
@@ -252,7 +256,7 @@ def sequence_loop(weights: ElmanWeights, opset: int, metadata: dict[str, str]) -
     initializers = [
         _const("W_xT", weights.w1_x.T.copy()),  # (H, n_in)
         _ints("in_size", n_in),
-        *_blocked_initializers(weights, weights.w1_h),
+        *_blocked_initializers(weights, weights.w1_h, teacher_forced=True),
     ]
     inputs, outputs = _io(weights, rollout=False)
     graph = helper.make_graph(nodes, "sequence_loop", inputs, outputs, initializers)
@@ -281,7 +285,7 @@ def rollout_loop(weights: ElmanWeights, opset: int, metadata: dict[str, str]) ->
         helper.make_node("Transpose", ["h_last"], ["h_out"], perm=[1, 0]),
     ]
     _blocked_readouts(nodes, "blocks", "tail", "y1_seq")
-    initializers = [_const("w1", weights.w1), *_blocked_initializers(weights, weights.closed_loop_matrix())]
+    initializers = [_const("w1", weights.w1), *_blocked_initializers(weights, weights.closed_loop_matrix(), teacher_forced=False)]
     inputs, outputs = _io(weights, rollout=True)
     graph = helper.make_graph(nodes, "rollout_loop", inputs, outputs, initializers)
     return _model(graph, opset, "rollout_loop", metadata)

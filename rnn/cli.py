@@ -40,8 +40,8 @@ def _needs_torch(command: str) -> None:
             importlib.import_module(package)
         except ImportError:
             raise MissingDependencyError(
-                f"'rnn {command}' needs {package}, which is not installed; install it with "
-                f"pip install -c constraints.txt -e . (torch 2.13.0)"
+                f"'rnn {command}' needs {package}, which is not installed; install the training extra: "
+                "pip install 'rnn-toolkit[train]' (in a checkout: pip install -c constraints.txt -e '.[train]')"
             ) from None
 
 
@@ -132,15 +132,21 @@ def train(out, as_json, **options) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write the artifact folder here instead of into FOLDER.")
 @click.option("--opset", type=click.IntRange(min=13), default=None, help="ONNX opset. Default: the pinned 17.")
-def export(folder, out, opset) -> None:
-    """Script the model in FOLDER with TorchScript, export it to ONNX and write manifest.json."""
+@click.option("--ort", "ort_format", is_flag=True,
+              help="Also write every model in onnxruntime's ORT format (<form>.ort) for mobile and minimal builds.")
+def export(folder, out, opset, ort_format) -> None:
+    """Script the model in FOLDER with TorchScript, export it and its fused loops to ONNX, write
+    self-check test data and manifest.json."""
     _needs_torch("export")
     from export import export_folder
     from export.onnx_export import OPSET
+    from runtime.manifest import read_manifest
 
-    target = export_folder(folder, out, opset if opset is not None else OPSET)
-    for name in ("step.torchscript.pt", "step.onnx", "manifest.json"):
-        click.echo(f"wrote {target / name}")
+    target = export_folder(folder, out, opset if opset is not None else OPSET, ort_format=ort_format)
+    for entry in read_manifest(target).files:
+        click.echo(f"{str(target / entry.name):<50} {entry.role}")
+    click.echo(f"{str(target / 'test_data'):<50} self-check data (ONNX model zoo layout)")
+    click.echo(f"{str(target / 'manifest.json'):<50} manifest")
 
 
 @cli.command()

@@ -174,7 +174,7 @@ def test_running_commands_work_without_torch(tmp_path):
     assert run_rnn("predict", COMMITTED, prelude=HIDE_TORCH).returncode == 0
     assert run_rnn("info", COMMITTED, prelude=HIDE_TORCH).returncode == 0
     refused = run_rnn("train", "--out", tmp_path / "m", prelude=HIDE_TORCH)
-    assert refused.returncode == 2 and "needs torch" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.returncode == 2 and "needs torch" in refused.stderr and "rnn-toolkit[train]" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_demo_produces_every_file(tmp_path):

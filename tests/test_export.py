@@ -72,7 +72,7 @@ def test_a_failure_mid_export_leaves_the_previous_folder_intact(tmp_path, traine
     folder = tmp_path / "m"
     shutil.copytree(trained_folder, folder)
     export_folder(folder)
-    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated crash inside the ONNX exporter")
@@ -80,7 +80,7 @@ def test_a_failure_mid_export_leaves_the_previous_folder_intact(tmp_path, traine
     monkeypatch.setattr("export.artifact.export_step_onnx", broken)
     with pytest.raises(RuntimeError, match="simulated"):
         export_folder(folder)
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
     runtime.load(folder)
 

@@ -1,0 +1,27 @@
+"""Converts exported ONNX models to onnxruntime's ORT format, for mobile and minimal builds."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnxruntime as ort
+
+
+def convert_to_ort(folder: str | os.PathLike, models: dict[str, str]) -> dict[str, str]:
+    """Writes ``<form>.ort`` beside each ``{form: onnx name}``; returns {form: ort name}.
+
+    Uses basic graph optimizations only, as onnxruntime's own converter does for portable ORT
+    files (extended optimizations may insert kernels a minimal build lacks).
+    """
+    written = {}
+    for form, name in models.items():
+        target = Path(folder) / f"{form}.ort"
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(target)
+        options.add_session_config_entry("session.save_model_format", "ORT")
+        options.log_severity_level = 3
+        ort.InferenceSession(str(Path(folder) / name), options, providers=["CPUExecutionProvider"])
+        written[form] = target.name
+    return written
