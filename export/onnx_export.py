@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -17,23 +18,78 @@ OPSET = 17  # pinned: every onnxruntime since 1.14 runs it; raise it only with a
 EXPORT_BATCH = 2  # the example batch the graph is traced with; tests run other batches
 
 
+EXPORTERS = ("torchscript", "dynamo")
+DYNAMO_MIN_OPSET = 18  # the torch.export-based exporter writes opset 18 and up
+
+
 def export_step_onnx(
-    scripted: torch.jit.ScriptModule,
+    module: torch.nn.Module,
     path: str | os.PathLike,
     inputs: list[TensorSpec],
     outputs: list[TensorSpec],
     state: list[StateSpec],
     metadata: dict[str, str],
     opset: int = OPSET,
+    exporter: str = "torchscript",
 ) -> onnx.ModelProto:
     """Writes ``step.onnx`` with inputs ``(*inputs, *state)`` and outputs ``(*outputs, *state outputs)``.
 
-    Every first axis is the dynamic ``batch`` axis. The saved model passes the full checker
-    and strict shape inference, and carries ``metadata`` in its ``metadata_props``.
+    ``exporter`` "torchscript" exports ``module`` (a scripted module) with the TorchScript-based
+    exporter; "dynamo" exports ``module`` (an eager module) through ``torch.export``, at opset
+    18 or more. Every first axis is the dynamic ``batch`` axis. The saved model passes the full
+    checker and strict shape inference, and carries ``metadata`` in its ``metadata_props``.
     """
     input_names = [t.name for t in inputs] + [s.name for s in state]
     output_names = [t.name for t in outputs] + [s.output for s in state]
     examples = tuple(torch.zeros(EXPORT_BATCH, int(t.shape[1])) for t in (*inputs, *state))
+    if exporter == "dynamo":
+        _export_dynamo(module, examples, path, input_names, output_names, max(opset, DYNAMO_MIN_OPSET))
+    elif exporter == "torchscript":
+        _export_torchscript(module, examples, path, input_names, output_names, opset)
+    else:
+        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+    model = onnx.load(str(path))
+    for key, value in {**metadata, "toolkit_version": __version__, "exporter": exporter}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    model.producer_name = "rnn-toolkit"
+    model.producer_version = __version__
+    onnx.checker.check_model(model, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    _check_io(inferred, input_names, output_names)
+    onnx.save(model, str(path))
+    return model
+
+
+def _export_dynamo(module, examples, path, input_names, output_names, opset) -> None:
+    batch = torch.export.Dim(BATCH_AXIS)
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # it logs a line per torchvision op it skips
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module.eval(),
+                examples,
+                str(path),
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=tuple({0: batch} for _ in examples),
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        quiet.setLevel(level)
+    model = onnx.load(str(path))
+    for value in (*model.graph.input, *model.graph.output):  # name the batch axis as the contract says
+        value.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS
+    onnx.save(model, str(path))
+
+
+def _export_torchscript(scripted, examples, path, input_names, output_names, opset) -> None:
     dynamic_axes = {name: {0: BATCH_AXIS} for name in input_names + output_names}
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of torch.export; the design keeps
@@ -41,6 +97,8 @@ def export_step_onnx(
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+        # Said of every LSTM with a batch other than 1; our initial states are inputs, as it asks.
+        warnings.filterwarnings("ignore", message=".*batch_size other than 1.*LSTM.*")
         torch.onnx.export(
             scripted,
             examples,
@@ -51,17 +109,6 @@ def export_step_onnx(
             opset_version=opset,
             dynamo=False,
         )
-    model = onnx.load(str(path))
-    for key, value in {**metadata, "toolkit_version": __version__}.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, str(value)
-    model.producer_name = "rnn-toolkit"
-    model.producer_version = __version__
-    onnx.checker.check_model(model, full_check=True)
-    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    _check_io(inferred, input_names, output_names)
-    onnx.save(model, str(path))
-    return model
 
 
 def _check_io(model: onnx.ModelProto, input_names: list[str], output_names: list[str]) -> None:

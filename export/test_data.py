@@ -26,22 +26,22 @@ TEST_SEED = 99
 
 def reference_case(model: torch.nn.Module, form: str, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(inputs, outputs) of one form, in the graph's order, outputs from eager PyTorch."""
-    n_in, hidden = model.input_size, model.hidden_size
-    h = rng.uniform(-1, 1, (TEST_BATCH, hidden)).astype(np.float32)
+    n_in = model.input_size
+    state = [rng.uniform(-1, 1, tuple(s.shape)).astype(np.float32) for s in model.initial_state(TEST_BATCH)]
     t = torch.from_numpy
     if form == STEP:
         x = rng.uniform(-1, 1, (TEST_BATCH, n_in)).astype(np.float32)
         with torch.no_grad():
-            y, h_out = model(t(x), t(h))
-        return [x, h], [y.numpy(), h_out.numpy()]
+            y, *new = model(t(x), *(t(s) for s in state))
+        return [x, *state], [y.numpy(), *(s.numpy() for s in new)]
     if form in SEQUENCE_FORMS:
         xs = rng.uniform(-1, 1, (TEST_STEPS, TEST_BATCH, n_in)).astype(np.float32)
-        ys, (h_out,) = predict_eager(model, t(xs), (t(h),))
-        return [xs, h], [ys.numpy(), h_out.numpy()]
+        ys, new = predict_eager(model, t(xs), tuple(t(s) for s in state))
+        return [xs, *state], [ys.numpy(), *(s.numpy() for s in new)]
     if form in ROLLOUT_FORMS:
         x0 = rng.uniform(-1, 1, (TEST_BATCH, n_in)).astype(np.float32)
-        ys, (h_out,) = generate_eager(model, t(x0), TEST_STEPS, (t(h),))
-        return [x0, h, np.array([TEST_STEPS], dtype=np.int64)], [ys.numpy(), h_out.numpy()]
+        ys, new = generate_eager(model, t(x0), TEST_STEPS, tuple(t(s) for s in state))
+        return [x0, *state, np.array([TEST_STEPS], dtype=np.int64)], [ys.numpy(), *(s.numpy() for s in new)]
     raise ValueError(f"no reference for form {form!r}")
 
 

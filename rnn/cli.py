@@ -69,6 +69,8 @@ _TRAIN_OPTIONS = [
     click.option("--trainer", type=click.Choice(["reference", "bptt"]), default="reference", show_default=True,
                  help="reference: the tutorial's one-point-at-a-time SGD; bptt: Adam through whole windows "
                       "with closed-loop loss (keeps the wave going when fed its own outputs)."),
+    click.option("--cell", type=click.Choice(["elman", "gru", "lstm"]), default="elman", show_default=True,
+                 help="elman: the tutorial's RNN; gru / lstm: torch's GRUCell / LSTMCell with a linear readout."),
     click.option("--seed", type=int, default=0, show_default=True, help="Random seed; the same seed gives bit-identical weights."),
     click.option("--epochs", type=click.IntRange(min=1), default=None,
                  help="Epochs (reference) or iterations (bptt). Default: the trainer's (300 / 1500)."),
@@ -88,14 +90,14 @@ def _train_options(function):
     return function
 
 
-def _train(out: Path, trainer, seed, epochs, lr, hidden_size, seq_length, data) -> Any:
+def _train(out: Path, trainer, cell, seed, epochs, lr, hidden_size, seq_length, data) -> Any:
     _needs_torch("train")
     from rnn.train import TrainConfig, train_folder
 
     from rnn.config import training_series
     from rnn.folders import prepare_output
 
-    config = TrainConfig(trainer=trainer, seed=seed, epochs=epochs, lr=lr, hidden_size=hidden_size,
+    config = TrainConfig(trainer=trainer, cell=cell, seed=seed, epochs=epochs, lr=lr, hidden_size=hidden_size,
                          seq_length=seq_length, data=str(data.resolve()) if data else None).resolved()
     training_series({"train": {"data": config.data, "seq_length": config.seq_length}})  # bad data fails here
     prepare_output(out)  # an unwritable output fails before the progress bar starts
@@ -113,7 +115,8 @@ def _train(out: Path, trainer, seed, epochs, lr, hidden_size, seq_length, data) 
 @_train_options
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def train(out, as_json, **options) -> None:
-    """Train the Elman RNN and write weights.pt (a state_dict) and config.json into OUT."""
+    """Train a step module (the Elman RNN by default) and write weights.pt (a state_dict) and
+    config.json into OUT."""
     result = _train(out, **options)
     if as_json:
         _emit_json({"folder": str(out), "final_loss": result.loss_history[-1], "metrics": result.metrics})
@@ -134,7 +137,9 @@ def train(out, as_json, **options) -> None:
 @click.option("--opset", type=click.IntRange(min=13), default=None, help="ONNX opset. Default: the pinned 17.")
 @click.option("--ort", "ort_format", is_flag=True,
               help="Also write every model in onnxruntime's ORT format (<form>.ort) for mobile and minimal builds.")
-def export(folder, out, opset, ort_format) -> None:
+@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True,
+              help="How step.onnx is made: from the TorchScript module, or through torch.export (opset >= 18).")
+def export(folder, out, opset, ort_format, exporter) -> None:
     """Script the model in FOLDER with TorchScript, export it and its fused loops to ONNX, write
     self-check test data and manifest.json."""
     _needs_torch("export")
@@ -142,7 +147,8 @@ def export(folder, out, opset, ort_format) -> None:
     from export.onnx_export import OPSET
     from runtime.manifest import read_manifest
 
-    target = export_folder(folder, out, opset if opset is not None else OPSET, ort_format=ort_format)
+    target = export_folder(folder, out, opset if opset is not None else OPSET, ort_format=ort_format,
+                           exporter=exporter)
     for entry in read_manifest(target).files:
         click.echo(f"{str(target / entry.name):<50} {entry.role}")
     click.echo(f"{str(target / 'test_data'):<50} self-check data (ONNX model zoo layout)")

@@ -15,7 +15,7 @@ from .data import load_series, sine_series, sine_times
 
 WEIGHTS_NAME = "weights.pt"
 CONFIG_NAME = "config.json"
-MODEL_KINDS = ("elman",)
+MODEL_KINDS = ("elman", "gru", "lstm")
 
 
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:

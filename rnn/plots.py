@@ -60,7 +60,8 @@ def plot_prediction(model, times, series, is_sine, path, rollout_steps, document
     axis.axvline(times[-1], color="0.5", ls=":", lw=1)
     metrics = document.get("metrics", {})
     train = document.get("train", {})
-    title = f"Elman RNN, {train.get('trainer', '?')} trainer, seed {train.get('seed', '?')}"
+    kind = {"elman": "Elman RNN", "gru": "GRU", "lstm": "LSTM"}.get(document["model"]["kind"], document["model"]["kind"])
+    title = f"{kind}, {train.get('trainer', '?')} trainer, seed {train.get('seed', '?')}"
     if "teacher_forced_mse" in metrics:
         title += f" - teacher-forced MSE {metrics['teacher_forced_mse']:.2e}"
     if "rollout_max_error" in metrics:

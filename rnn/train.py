@@ -17,7 +17,7 @@ from runtime.errors import ArtifactError, InputValueError
 from .config import CONFIG_NAME, WEIGHTS_NAME, read_config, training_series
 from .folders import prepare_output, replacing_folder
 from .data import pairs
-from .model import ElmanRNN, generate_eager, predict_eager
+from .model import CELLS, build_model, generate_eager, predict_eager
 
 TRAINERS = ("reference", "bptt")
 ROLLOUT_STEPS = 100  # the closed-loop figure: steps past the data, compared with sin(t)
@@ -36,6 +36,7 @@ class TrainConfig:
     """Everything that decides a training run; saved in config.json."""
 
     trainer: str = "reference"
+    cell: str = "elman"
     seed: int = 0
     epochs: int | None = None
     lr: float | None = None
@@ -49,6 +50,8 @@ class TrainConfig:
         """A copy with the trainer's defaults filled in and every value checked."""
         if self.trainer not in TRAINERS:
             raise InputValueError(f"trainer must be one of {list(TRAINERS)}, got {self.trainer!r}")
+        if self.cell not in CELLS:
+            raise InputValueError(f"cell must be one of {list(CELLS)}, got {self.cell!r}")
         defaults = DEFAULTS[self.trainer]
         config = replace(
             self,
@@ -68,7 +71,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    model: ElmanRNN
+    model: torch.nn.Module
     config: TrainConfig
     loss_history: list[float]  # total loss of each epoch (reference) or iteration (bptt)
     metrics: dict[str, float] = field(default_factory=dict)
@@ -100,27 +103,35 @@ def train_folder(config: TrainConfig, out: str | os.PathLike, progress: Progress
     return result
 
 
-def train_reference(config: TrainConfig, series: np.ndarray, progress: Progress | None = None):
-    """The tutorial's trainer: one data point at a time, plain SGD, context detached each step."""
+def _new_model(config: TrainConfig) -> torch.nn.Module:
     torch.manual_seed(config.seed)
-    model = ElmanRNN(config.input_size, config.hidden_size, config.output_size)
+    return build_model(config.cell, config.input_size, config.hidden_size, config.output_size)
+
+
+def train_reference(config: TrainConfig, series: np.ndarray, progress: Progress | None = None):
+    """The tutorial's trainer: one data point at a time, plain SGD, context detached each step.
+
+    For the Elman cell this is the tutorial exactly (w1 then w2 updated after every point); the
+    GRU and LSTM cells get the same procedure over all their parameters.
+    """
+    model = _new_model(config)
     inputs, targets = pairs(series)
     x = torch.tensor(inputs, dtype=torch.float32).reshape(-1, 1)  # (seq_length, 1)
     y = torch.tensor(targets, dtype=torch.float32).reshape(-1, 1)
     history = []
     for epoch in range(config.epochs):
         total_loss = 0.0
-        (context,) = model.initial_state(1)
+        context = model.initial_state(1)
         for j in range(x.shape[0]):
-            pred, context = model(x[j : j + 1], context)
+            pred, *context = model(x[j : j + 1], *context)
             loss = (pred - y[j : j + 1]).pow(2).sum() / 2
             total_loss += loss.item()
             loss.backward()
             with torch.no_grad():
-                for weight in (model.w1, model.w2):
+                for weight in model.parameters():
                     weight -= config.lr * weight.grad
                     weight.grad.zero_()
-            context = context.detach()
+            context = [c.detach() for c in context]
         history.append(total_loss)
         if progress is not None:
             progress(epoch, total_loss)
@@ -149,9 +160,8 @@ def train_bptt(
     reference series itself is always the first window's warm-up, and its teacher-forced error
     counts again on its own, so the one-step fit to the data is not traded for the rollout. For a user's series, windows are drawn from the series itself.
     """
-    torch.manual_seed(config.seed)
+    model = _new_model(config)
     generator = np.random.default_rng(config.seed)
-    model = ElmanRNN(config.input_size, config.hidden_size, config.output_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.lr / 20)
     sample = _window_sampler(series, sine_times, generator)
@@ -207,7 +217,7 @@ def _window_sampler(
     return sample_series
 
 
-def evaluate(model: ElmanRNN, times: np.ndarray, series: np.ndarray, is_sine: bool) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, times: np.ndarray, series: np.ndarray, is_sine: bool) -> dict[str, float]:
     """Teacher-forced MSE on the series, and for a sine series the closed-loop error past it.
 
     ``rollout_max_error``: after a teacher-forced warm-up over the series, the model starts
@@ -235,7 +245,7 @@ def save_checkpoint(result: TrainResult, folder: str | os.PathLike) -> list[Path
     torch.save(result.model.state_dict(), weights)
     config = folder / CONFIG_NAME
     document = {
-        "model": {"kind": "elman", **result.model.sizes()},
+        "model": {"kind": result.model.kind, **result.model.sizes()},
         "train": asdict(result.config),
         "final_loss": result.loss_history[-1],
         "loss_history": result.loss_history,
@@ -245,11 +255,11 @@ def save_checkpoint(result: TrainResult, folder: str | os.PathLike) -> list[Path
     return [weights, config]
 
 
-def load_checkpoint(folder: str | os.PathLike) -> tuple[ElmanRNN, dict[str, Any]]:
+def load_checkpoint(folder: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuilds the model from ``weights.pt`` (weights_only) and ``config.json``."""
     document = read_config(folder)
     sizes = document["model"]
-    model = ElmanRNN(sizes["input_size"], sizes["hidden_size"], sizes["output_size"])
+    model = build_model(sizes["kind"], sizes["input_size"], sizes["hidden_size"], sizes["output_size"])
     path = Path(folder) / WEIGHTS_NAME
     if not path.is_file():
         raise ArtifactError(f"{str(folder)!r} has no {WEIGHTS_NAME}")

@@ -88,6 +88,7 @@ class Manifest:
     opset: int
     versions: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    producers: dict[str, str] = field(default_factory=dict)  # file name -> what made it (optional)
 
     def file(self, role: str) -> FileEntry | None:
         """The first file with this role, or None."""
@@ -104,6 +105,7 @@ class Manifest:
             "opset": self.opset,
             "files": [f.to_dict() for f in self.files],
             "versions": self.versions,
+            "producers": self.producers,
         }
 
     @classmethod
@@ -126,6 +128,9 @@ class Manifest:
         files = tuple(_file(f, f"files[{i}]") for i, f in enumerate(_field(data, "files", list, "manifest")))
         opset = _field(data, "opset", int, "manifest")
         versions = _field(data, "versions", dict, "manifest")
+        producers = data.get("producers", {})
+        if not isinstance(producers, dict) or not all(isinstance(v, str) for v in producers.values()):
+            raise ManifestError("manifest.producers must map file names to text")
         if not inputs or not outputs:
             raise ManifestError("manifest must list at least one input and one output")
         names = [t.name for t in (*inputs, *outputs, *state)] + [s.output for s in state]
@@ -144,6 +149,7 @@ class Manifest:
             opset=opset,
             versions={str(k): str(v) for k, v in versions.items()},
             format_version=version,
+            producers={str(k): v for k, v in producers.items()},
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,34 @@ def kill_inside(module: str, function: str, call: str, marker: Path) -> None:
     assert marker.exists(), f"the process never reached {module}.{function}"
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+@pytest.fixture(scope="session")
+def cpp_binary(tmp_path_factory):
+    missing = [tool for tool in ("cmake", "g++") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed: the C++ example cannot be built")
+    import torch
+
+    build = REPO / "build" / "cpp"  # ignored by git; kept between runs so a rebuild is quick
+    configure = ["cmake", "-S", str(REPO / "examples" / "cpp"), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+                 f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"]
+    for command in (configure, ["cmake", "--build", str(build), "-j", "2"]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return build / "rnn_generate"
+
+
+@pytest.fixture(scope="session")
+def node_example():
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed: the Node.js example cannot run")
+    folder = REPO / "examples" / "node"
+    if not (folder / "node_modules" / "onnxruntime-node").is_dir():  # installed once, ignored by git
+        result = subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=folder,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return folder / "generate.js"
+
+

@@ -3,8 +3,9 @@
 //
 //   rnn_generate FOLDER [--steps N] [--x0 VALUE] [--hidden H]
 //
-// The state's size and initial values come from FOLDER/manifest.json ("state": [{"shape":
-// ["batch", H], "initial": [...]}]); --hidden overrides the size (initial state zeros).
+// The state tensors (any number, in manifest order: h for Elman and GRU, h and c for LSTM)
+// and their initial values come from FOLDER/manifest.json ("state": [{"initial": [...]}, ...]);
+// --hidden H instead gives one zero state of size H.
 #include <torch/script.h>
 
 #include <fstream>
@@ -55,30 +56,34 @@ Options parse(int argc, char** argv) {
   return options;
 }
 
-// The initial state row of the manifest's first state tensor: a deliberately small reader
-// for the one field it needs, not a JSON parser.
-std::vector<float> initial_state(const std::string& folder) {
+// The initial row of every state tensor, in manifest order: a deliberately small reader for
+// the one field it needs ("initial" appears only in the state entries), not a JSON parser.
+std::vector<std::vector<float>> initial_states(const std::string& folder) {
   std::ifstream file(folder + "/manifest.json");
   if (!file) fail(folder + "/manifest.json cannot be read");
   std::stringstream text;
   text << file.rdbuf();
-  std::smatch match;
   const std::string document = text.str();
-  if (!std::regex_search(document, match, std::regex(R"("initial"\s*:\s*\[([^\]]*)\])")))
-    fail("manifest.json has no state with an \"initial\" row");
-  std::vector<float> values;
-  std::stringstream numbers(match[1].str());
-  std::string item;
-  while (std::getline(numbers, item, ',')) values.push_back(std::stof(item));
-  return values;
+  const std::regex initial(R"("initial"\s*:\s*\[([^\]]*)\])");
+  std::vector<std::vector<float>> states;
+  for (auto it = std::sregex_iterator(document.begin(), document.end(), initial); it != std::sregex_iterator(); ++it) {
+    std::vector<float> values;
+    std::stringstream numbers((*it)[1].str());
+    std::string item;
+    while (std::getline(numbers, item, ',')) values.push_back(std::stof(item));
+    states.push_back(values);
+  }
+  if (states.empty()) fail("manifest.json has no state with an \"initial\" row");
+  return states;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   const Options options = parse(argc, argv);
-  std::vector<float> initial = options.hidden > 0 ? std::vector<float>(options.hidden, 0.0f)
-                                                  : initial_state(options.folder);
+  std::vector<std::vector<float>> initial =
+      options.hidden > 0 ? std::vector<std::vector<float>>{std::vector<float>(options.hidden, 0.0f)}
+                         : initial_states(options.folder);
   torch::jit::script::Module step;
   try {
     step = torch::jit::load(options.folder + "/step.torchscript.pt");
@@ -88,13 +93,16 @@ int main(int argc, char** argv) {
   step.eval();
   torch::NoGradGuard no_grad;
 
-  auto x = torch::full({1, 1}, static_cast<float>(options.x0));                       // (batch, 1)
-  auto h = torch::from_blob(initial.data(), {1, static_cast<long>(initial.size())}).clone();  // (batch, H)
+  auto x = torch::full({1, 1}, static_cast<float>(options.x0));  // (batch, 1)
+  std::vector<torch::Tensor> state;                               // each (batch, size)
+  for (auto& row : initial) state.push_back(torch::from_blob(row.data(), {1, static_cast<long>(row.size())}).clone());
   std::cout << "step,y\n" << std::setprecision(9);
   for (long t = 1; t <= options.steps; ++t) {
-    auto outputs = step.forward({x, h}).toTuple();
-    x = outputs->elements()[0].toTensor();  // y becomes the next input
-    h = outputs->elements()[1].toTensor();
+    std::vector<torch::jit::IValue> inputs{x};
+    inputs.insert(inputs.end(), state.begin(), state.end());
+    auto outputs = step.forward(inputs).toTuple()->elements();
+    x = outputs[0].toTensor();  // y becomes the next input
+    for (size_t i = 0; i < state.size(); ++i) state[i] = outputs[i + 1].toTensor();
     std::cout << t << "," << x.item<float>() << "\n";
   }
   return 0;
