@@ -35,6 +35,9 @@ KINDS = ("generate", "predict")
 ROUNDS = 5
 COLD_START_RUNS = 3
 COLD_START_STEPS = 20
+PER_STREAM = "session.run per stream"
+STREAM_COUNTS = (1, 64, 4096)
+PUSH_THREADS = 8
 
 
 @dataclass
@@ -55,11 +58,28 @@ class BenchRow:
 
 
 @dataclass
+class StreamRow:
+    streams: int
+    implementation: str
+    seconds: float  # best time for one tick: every stream one step
+
+    @property
+    def stream_steps_per_second(self) -> float:
+        return self.streams / self.seconds
+
+
+@dataclass
 class BenchReport:
     folder: str
     machine: str
     rows: list[BenchRow] = field(default_factory=list)
     cold_start: dict[str, float | bool] = field(default_factory=dict)
+    streams: list[StreamRow] = field(default_factory=list)
+
+    def stream_ratio(self, row: StreamRow) -> float:
+        """How many times more stream-steps per second than one session.run per stream."""
+        base = next(r for r in self.streams if r.streams == row.streams and r.implementation == PER_STREAM)
+        return base.seconds / row.seconds
 
     def ratio(self, row: BenchRow) -> float:
         """How many times faster than eager PyTorch in the same configuration."""
@@ -70,7 +90,10 @@ class BenchReport:
     def to_dict(self) -> dict:
         rows = [{**asdict(r), "us_per_step": r.us_per_step, "steps_per_second": r.steps_per_second,
                  "ratio_vs_eager": self.ratio(r)} for r in self.rows]
-        return {"folder": self.folder, "machine": self.machine, "rows": rows, "cold_start": self.cold_start}
+        streams = [{**asdict(r), "stream_steps_per_second": r.stream_steps_per_second,
+                    "ratio_vs_per_stream_run": self.stream_ratio(r)} for r in self.streams]
+        return {"folder": self.folder, "machine": self.machine, "rows": rows, "cold_start": self.cold_start,
+                "streams": streams}
 
     def table(self) -> str:
         lines = [f"machine: {self.machine}", "",
@@ -83,6 +106,11 @@ class BenchReport:
             previous = key
             lines.append(f"{row.kind:<9} {row.batch:>5} {row.steps:>5}  {row.implementation:<15} "
                          f"{row.us_per_step:>10.2f} {row.steps_per_second:>11.0f} {self.ratio(row):>8.1f}x")
+        if self.streams:
+            lines += ["", f"{'streams':>7}  {'implementation':<32} {'stream-steps/s':>15} {'vs per-stream run':>18}"]
+            for row in self.streams:
+                lines.append(f"{row.streams:>7}  {row.implementation:<32} {row.stream_steps_per_second:>15.0f} "
+                             f"{self.stream_ratio(row):>17.1f}x")
         if self.cold_start:
             c = self.cold_start
             lines += ["", f"cold start (fresh process: import runtime, load, generate {COLD_START_STEPS} steps): "
@@ -162,6 +190,7 @@ def run_bench(
     rounds: int = ROUNDS,
     cold_start: bool = True,
     progress: Callable[[str], None] | None = None,
+    stream_counts=STREAM_COUNTS,
 ) -> BenchReport:
     folder = Path(folder)
     model = runtime.load(folder)
@@ -187,9 +216,49 @@ def run_bench(
                         function(first, h, n)
                         best[name] = min(best[name], time.perf_counter() - start)
                 report.rows.extend(BenchRow(kind, batch, n, name, seconds) for name, seconds in best.items())
+    if stream_counts:
+        if progress:
+            progress(f"streams {', '.join(map(str, stream_counts))}")
+        report.streams = bench_streams(model, stream_counts, rounds=min(rounds, 3))
     if cold_start:
         report.cold_start = measure_cold_start(folder)
     return report
+
+
+def bench_streams(model: runtime.Model, counts=STREAM_COUNTS, rounds: int = 3) -> list[StreamRow]:
+    """One tick (every stream one step) three ways: one step-model run per stream, the pool's
+    batched ``step(ids, xs)``, and single ``push`` calls from 8 threads gathered by the pool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rows = []
+    rng = np.random.default_rng(1)
+    for count in counts:
+        pool = runtime.StreamPool(model, capacity=count)
+        ids = np.array([pool.open() for _ in range(count)])
+        xs = rng.uniform(-1, 1, (count, model.input_size)).astype(np.float32)
+        states = [model.initial_state(1) for _ in range(count)]
+
+        def per_stream() -> None:
+            for i in range(count):
+                _, states[i] = model._run(xs[i : i + 1], states[i])
+
+        shares = [ids[k::PUSH_THREADS] for k in range(PUSH_THREADS)]
+        with ThreadPoolExecutor(PUSH_THREADS) as threads:
+            def pushes() -> None:
+                list(threads.map(lambda share: [pool.push(int(i), xs[i]) for i in share], shares))
+
+            implementations = {PER_STREAM: per_stream, "pool.step(ids, xs), batched": lambda: pool.step(ids, xs),
+                               f"pool.push from {PUSH_THREADS} threads": pushes}
+            best = {name: float("inf") for name in implementations}
+            for function in implementations.values():
+                function()
+            for _ in range(rounds):
+                for name, function in implementations.items():
+                    start = time.perf_counter()
+                    function()
+                    best[name] = min(best[name], time.perf_counter() - start)
+        rows.extend(StreamRow(count, name, seconds) for name, seconds in best.items())
+    return rows
 
 
 def measure_cold_start(folder: Path, runs: int = COLD_START_RUNS) -> dict[str, float | bool]:

@@ -296,17 +296,21 @@ def info(folder, as_json) -> None:
 @click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
               help="Interleaved rounds; each implementation keeps its best time.")
 @click.option("--no-cold-start", is_flag=True, help="Skip the fresh-process cold-start measurement.")
+@click.option("--streams", "stream_counts", type=click.IntRange(min=1), multiple=True,
+              help="Concurrent stream counts for the StreamPool benchmark (repeat). Default: 1, 64, 4096.")
+@click.option("--no-streams", is_flag=True, help="Skip the StreamPool benchmark.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Bar chart PNG. Default: FOLDER/bench.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
-def bench(folder, batches, steps, kinds, rounds, no_cold_start, plot_path, as_json) -> None:
+def bench(folder, batches, steps, kinds, rounds, no_cold_start, stream_counts, no_streams, plot_path, as_json) -> None:
     """Time eager PyTorch, TorchScript, the onnxruntime step loop, every fused form, the runtime's
     automatic choice and a numpy loop on the same machine in one run; print us/step and ratios."""
     _needs_torch("bench")
-    from rnn.bench import BATCHES, KINDS, STEPS, plot_bench, run_bench, write_json
+    from rnn.bench import BATCHES, KINDS, STEPS, STREAM_COUNTS, plot_bench, run_bench, write_json
 
     report = run_bench(folder, batches or BATCHES, steps or STEPS, kinds or KINDS, rounds,
                        cold_start=not no_cold_start,
+                       stream_counts=() if no_streams else (stream_counts or STREAM_COUNTS),
                        progress=lambda text: click.echo(f"timing {text}", err=True))
     plot_path = plot_path or Path(folder) / "bench.png"
     plot_bench(report, plot_path)

@@ -21,12 +21,15 @@ from .errors import (
 )
 from .manifest import FORMAT_VERSION, Manifest, read_manifest
 from .model import Model, State, load
+from .streams import Stream, StreamPool
 
 __all__ = [
     "__version__",
     "load",
     "Model",
     "State",
+    "Stream",
+    "StreamPool",
     "Manifest",
     "read_manifest",
     "FORMAT_VERSION",

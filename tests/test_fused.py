@@ -161,7 +161,8 @@ def test_bench_command_measures_every_implementation(tmp_path, exported_folder):
 
     plot = tmp_path / "bench.png"
     result = CliRunner().invoke(cli, ["bench", str(exported_folder), "--batch", "3", "--steps", "12",
-                                      "--rounds", "1", "--plot", str(plot), "--json"], catch_exceptions=False)
+                                      "--rounds", "1", "--streams", "5", "--plot", str(plot), "--json"],
+                                     catch_exceptions=False)
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     names = {(r["kind"], r["implementation"]) for r in document["rows"]}
@@ -170,6 +171,8 @@ def test_bench_command_measures_every_implementation(tmp_path, exported_folder):
             assert (kind, name) in names
     assert all(r["us_per_step"] > 0 and r["ratio_vs_eager"] > 0 for r in document["rows"])
     assert document["cold_start"]["torch_imported"] is False
+    assert {r["implementation"] for r in document["streams"]} == {
+        "session.run per stream", "pool.step(ids, xs), batched", "pool.push from 8 threads"}
     assert plot.read_bytes()[:4] == b"\x89PNG" and plot.with_suffix(".json").is_file()
 
 

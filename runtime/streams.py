@@ -1,0 +1,274 @@
+"""Stateful streams over a loaded model: one `Stream`, or a `StreamPool` that serves many
+concurrent streams with one batched step-model run per tick.
+
+State snapshots are plain bytes (a small header and float32 rows, never a pickle), tagged with
+the model's step file hash so that a state cannot be restored into a different model.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputValueError, ShapeError
+from .fused import STEP
+from .inputs import as_float32
+from .model import Model, State
+
+_MAGIC = b"RNNSTATE"
+_VERSION = 1
+_HEADER = struct.Struct("<8sHH16s")  # magic, version, tensor count, model tag (16 hex digits)
+
+
+def _model_tag(model: Model) -> bytes:
+    return model._entries[STEP].sha256[:16].encode("ascii")
+
+
+def state_to_bytes(model: Model, state: Sequence[np.ndarray]) -> bytes:
+    """One stream's state (each tensor (size,) or (1, size)) as bytes for `state_from_bytes`."""
+    rows = [np.ascontiguousarray(np.asarray(s, dtype="<f4").reshape(-1)) for s in state]
+    parts = [_HEADER.pack(_MAGIC, _VERSION, len(rows), _model_tag(model))]
+    for row in rows:
+        parts += [struct.pack("<I", row.size), row.tobytes()]
+    return b"".join(parts)
+
+
+def state_from_bytes(model: Model, data: bytes) -> tuple[np.ndarray, ...]:
+    """The state rows saved by `state_to_bytes`, checked against this model's state sizes."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputValueError(f"a saved state must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if len(data) < _HEADER.size:
+        raise InputValueError(f"a saved state is at least {_HEADER.size} bytes, got {len(data)}")
+    magic, version, count, tag = _HEADER.unpack_from(data)
+    if magic != _MAGIC or version != _VERSION:
+        raise InputValueError("these bytes are not a stream state saved by this toolkit")
+    if tag != _model_tag(model):
+        raise InputValueError("this state was saved from a different model (its step model's hash differs)")
+    if count != len(model.state_sizes):
+        raise ShapeError(f"the saved state has {count} tensors, the model has {len(model.state_sizes)}")
+    rows, offset = [], _HEADER.size
+    for size in model.state_sizes:
+        if offset + 4 > len(data):
+            raise InputValueError("the saved state is truncated")
+        (saved,) = struct.unpack_from("<I", data, offset)
+        offset += 4
+        if saved != size or offset + 4 * size > len(data):
+            raise ShapeError(f"the saved state tensor has {saved} values, the model's has {size} (or it is truncated)")
+        rows.append(np.frombuffer(data, dtype="<f4", count=size, offset=offset).astype(np.float32))
+        offset += 4 * size
+    if offset != len(data):
+        raise InputValueError(f"{len(data) - offset} unexpected bytes after the saved state")
+    return tuple(rows)
+
+
+def _one_input(model: Model, x: Any) -> np.ndarray:
+    """One stream's input as (1, input_size) float32: a scalar or an (input_size,) array."""
+    expected = "a scalar" if model.input_size == 1 else f"({model.input_size},)"
+    array = as_float32(x, "x", expected, allow_nonfinite=model.allow_nonfinite)
+    if array.size != model.input_size or array.ndim > 1:
+        raise ShapeError(f"input 'x' of one stream must be {expected} float32, got shape {array.shape}")
+    return array.reshape(1, model.input_size)
+
+
+class Stream:
+    """One sequence: ``push(x) -> y`` steps it, keeping its state between calls (not thread-safe;
+    use a `StreamPool` to serve many streams from many threads)."""
+
+    def __init__(self, model: Model, state: Any = None) -> None:
+        self.model = model
+        self._state = model._input_state(state, 1) if state is not None else model.initial_state(1)
+
+    def push(self, x: Any) -> np.ndarray:
+        """Steps the stream with input ``x`` (a scalar or (input_size,)); returns y (output_size,)."""
+        y, self._state = self.model._run(_one_input(self.model, x), self._state)
+        return y[0]
+
+    def reset(self) -> None:
+        """Back to the manifest's initial state."""
+        self._state = self.model.initial_state(1)
+
+    @property
+    def state(self) -> tuple[np.ndarray, ...]:
+        """A copy of the state, one (size,) array per state tensor."""
+        return tuple(s[0].copy() for s in self._state)
+
+    def save(self) -> bytes:
+        return state_to_bytes(self.model, self._state)
+
+    @classmethod
+    def restore(cls, model: Model, data: bytes) -> Stream:
+        return cls(model, tuple(row.reshape(1, -1) for row in state_from_bytes(model, data)))
+
+
+class _Pending:
+    __slots__ = ("stream", "x", "y", "error", "done")
+
+    def __init__(self, stream: int, x: np.ndarray) -> None:
+        self.stream, self.x, self.y, self.error = stream, x, None, None
+        self.done = threading.Event()
+
+
+class StreamPool:
+    """Serves many concurrent streams of one model with batched step-model runs.
+
+    The states of all open streams live in one preallocated array per state tensor (grown by
+    doubling when full, never stacked per tick). ``step(ids, xs)`` runs a batch that arrived
+    together in one run; ``push(id, x)`` may be called from many threads: the pending pushes
+    are gathered into one run per tick by whichever caller finds no tick in progress. Streams
+    may open and close at any time. Every method is thread-safe.
+    """
+
+    def __init__(self, model: Model, capacity: int = 64) -> None:
+        if capacity < 1:
+            raise InputValueError(f"capacity must be >= 1, got {capacity}")
+        self.model = model
+        self._states = [np.zeros((capacity, size), np.float32) for size in model.state_sizes]
+        self._slots: dict[int, int] = {}
+        self._free = list(range(capacity - 1, -1, -1))
+        self._next_id = 0
+        self._lock = threading.Lock()  # streams, slots and states
+        self._tick = threading.Lock()  # held by the caller that runs the pending pushes
+        self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()
+
+    # ---- streams ------------------------------------------------------------------------
+
+    def open(self, state: Any = None) -> int:
+        """A new stream (initial state, or ``state`` as returned by `state`); returns its id."""
+        rows = None if state is None else self.model._input_state(tuple(np.reshape(s, (1, -1)) for s in state), 1)
+        with self._lock:
+            if not self._free:
+                self._grow()
+            slot = self._free.pop()
+            stream = self._next_id
+            self._next_id += 1
+            self._slots[stream] = slot
+            for array, initial, row in zip(self._states, self.model.initial_state(1), rows or [None] * len(self._states)):
+                array[slot] = initial[0] if row is None else row[0]
+            return stream
+
+    def close(self, stream: int) -> None:
+        with self._lock:
+            self._free.append(self._slot(stream))
+            del self._slots[stream]
+
+    def reset(self, stream: int) -> None:
+        with self._lock:
+            slot = self._slot(stream)
+            for array, initial in zip(self._states, self.model.initial_state(1)):
+                array[slot] = initial[0]
+
+    def state(self, stream: int) -> tuple[np.ndarray, ...]:
+        with self._lock:
+            slot = self._slot(stream)
+            return tuple(array[slot].copy() for array in self._states)
+
+    def save(self, stream: int) -> bytes:
+        return state_to_bytes(self.model, self.state(stream))
+
+    def restore(self, data: bytes) -> int:
+        """Opens a stream from bytes saved by `save` (here or in another process)."""
+        return self.open(state_from_bytes(self.model, data))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._slots)
+
+    @property
+    def capacity(self) -> int:
+        return self._states[0].shape[0]
+
+    def _slot(self, stream: int) -> int:
+        try:
+            return self._slots[stream]
+        except (KeyError, TypeError):
+            raise InputValueError(f"stream {stream!r} is not open in this pool") from None
+
+    def _grow(self) -> None:
+        old = self.capacity
+        self._states = [np.concatenate([a, np.zeros_like(a)]) for a in self._states]
+        self._free.extend(range(2 * old - 1, old - 1, -1))
+
+    # ---- stepping -----------------------------------------------------------------------
+
+    def step(self, streams: Any, xs: Any) -> np.ndarray:
+        """One step for the given streams (ids, distinct) with inputs ``xs`` (len(ids), input_size);
+        one step-model run for all of them. Returns (len(ids), output_size)."""
+        ids = np.asarray(streams).reshape(-1)
+        if ids.dtype.kind not in "iu":
+            raise InputValueError(f"stream ids must be integers, got {ids.dtype}")
+        x = self.model._input_x(xs, "xs")
+        if x.shape[0] != ids.size:
+            raise ShapeError(f"{ids.size} stream ids but {x.shape[0]} inputs")
+        if np.unique(ids).size != ids.size:
+            raise InputValueError("a stream can take one step per call; ids must be distinct")
+        with self._lock:
+            slots = np.fromiter((self._slot(int(i)) for i in ids), dtype=np.intp, count=ids.size)
+            contiguous = bool(slots.size) and slots[0] == 0 and bool(np.all(slots == np.arange(slots.size)))
+            if contiguous:  # the common case of streams opened in order: views, no gather
+                state = tuple(array[: slots.size] for array in self._states)
+            else:
+                state = tuple(array[slots] for array in self._states)
+            y, new_state = self.model._run(x, state)
+            for array, new in zip(self._states, new_state):
+                if contiguous:
+                    array[: slots.size] = new
+                else:
+                    array[slots] = new
+        return y
+
+    def push(self, stream: int, x: Any) -> np.ndarray:
+        """Steps one stream; concurrent pushes from other threads share one run per tick."""
+        pending = _Pending(stream, _one_input(self.model, x)[0])
+        with self._queue_lock:
+            self._queue.append(pending)
+        while not pending.done.is_set():
+            if self._tick.acquire(blocking=False):
+                try:
+                    self._drain()
+                finally:
+                    self._tick.release()
+            else:
+                pending.done.wait(0.0005)
+        if pending.error is not None:
+            raise pending.error
+        return pending.y
+
+    def _drain(self) -> None:
+        while True:
+            with self._queue_lock:
+                batch, self._queue = self._queue, []
+            if not batch:
+                return
+            while batch:  # one step per stream per run, in arrival order
+                seen, now, later = set(), [], []
+                for item in batch:
+                    (later if item.stream in seen else now).append(item)
+                    seen.add(item.stream)
+                self._run_pending(now)
+                batch = later
+
+    def _run_pending(self, items: list[_Pending]) -> None:
+        valid = []
+        with self._lock:
+            for item in items:
+                if item.stream in self._slots:
+                    valid.append(item)
+                else:
+                    item.error = InputValueError(f"stream {item.stream!r} is not open in this pool")
+                    item.done.set()
+        if valid:
+            try:
+                ys = self.step([i.stream for i in valid], np.stack([i.x for i in valid]))
+            except Exception as error:  # handed to every waiting caller, raised in its thread
+                for item in valid:
+                    item.error = error
+                    item.done.set()
+                return
+            for item, y in zip(valid, ys):
+                item.y = y
+                item.done.set()
