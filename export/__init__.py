@@ -4,6 +4,7 @@ Imports torch and onnx; the artifact format it writes is defined in `runtime.man
 """
 
 from .artifact import export_folder
+from .custom import ExportError, export_module
 from .verify import VerificationFailed, VerifyReport, verify_folder
 
-__all__ = ["export_folder", "verify_folder", "VerifyReport", "VerificationFailed"]
+__all__ = ["export_folder", "export_module", "verify_folder", "VerifyReport", "VerificationFailed", "ExportError"]

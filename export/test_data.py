@@ -15,7 +15,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from rnn.model import generate_eager, predict_eager
+from rnn.model import StepInfo, generate_eager, predict_eager
 from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
 
 TEST_DATA_DIR = "test_data"
@@ -24,10 +24,12 @@ TEST_STEPS = 13  # > UNROLL, not a multiple: the blocked loops run a full block 
 TEST_SEED = 99
 
 
-def reference_case(model: torch.nn.Module, form: str, rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def reference_case(
+    model: torch.nn.Module, info: StepInfo, form: str, rng: np.random.Generator
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(inputs, outputs) of one form, in the graph's order, outputs from eager PyTorch."""
-    n_in = model.input_size
-    state = [rng.uniform(-1, 1, tuple(s.shape)).astype(np.float32) for s in model.initial_state(TEST_BATCH)]
+    n_in = info.input_size
+    state = [rng.uniform(-1, 1, (TEST_BATCH, size)).astype(np.float32) for size in info.state_sizes]
     t = torch.from_numpy
     if form == STEP:
         x = rng.uniform(-1, 1, (TEST_BATCH, n_in)).astype(np.float32)
@@ -45,13 +47,13 @@ def reference_case(model: torch.nn.Module, form: str, rng: np.random.Generator) 
     raise ValueError(f"no reference for form {form!r}")
 
 
-def write_test_data(model: torch.nn.Module, folder: str | os.PathLike, models: dict[str, str]) -> list[Path]:
+def write_test_data(model: torch.nn.Module, info: StepInfo, folder: str | os.PathLike, models: dict[str, str]) -> list[Path]:
     """Writes one test data set per ``{form: onnx file name}``; returns the set folders."""
     rng = np.random.default_rng(TEST_SEED)
     written = []
     for form, name in models.items():
         graph = onnx.load(str(Path(folder) / name), load_external_data=False).graph
-        inputs, outputs = reference_case(model, form, rng)
+        inputs, outputs = reference_case(model, info, form, rng)
         target = Path(folder) / TEST_DATA_DIR / form / "test_data_set_0"
         target.mkdir(parents=True)
         for prefix, values, specs in (("input", inputs, graph.input), ("output", outputs, graph.output)):

@@ -216,15 +216,19 @@ class _RuntimeForm:
         return self._out(*self.model.generate(x0, steps, state, form=self.form))
 
 
-def verify_folder(folder: str | os.PathLike, *, write: bool = True, raise_on_failure: bool = False) -> VerifyReport:
+def verify_folder(
+    folder: str | os.PathLike, *, write: bool = True, raise_on_failure: bool = False, factory=None
+) -> VerifyReport:
     """Verifies every exported form in ``folder``; writes ``verify.json`` there unless ``write=False``.
 
-    Returns the report; with ``raise_on_failure`` a failing report raises VerificationFailed.
+    A folder of a user's module needs its ``factory`` (callable or "package.module:function")
+    to rebuild the eager module. Returns the report; with ``raise_on_failure`` a failing report
+    raises VerificationFailed.
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
     onnx_model = runtime.load(folder)  # checks every file's sha256 first
-    eager_model, _ = load_checkpoint(folder)
+    eager_model, _ = load_checkpoint(folder, factory)
     names = [manifest.outputs[0].name, *(s.output for s in manifest.state)]
     scripted = load_torchscript(resolve_file(folder, manifest.file(ROLE_STEP_TORCHSCRIPT)))
     eager = _TorchForm(eager_model, names)
@@ -242,10 +246,13 @@ def verify_folder(folder: str | os.PathLike, *, write: bool = True, raise_on_fai
     for batch in STEP_BATCHES:
         x = rng.uniform(-1, 1, (batch, n_in)).astype(np.float32)
         cases.append((f"step b={batch}", "step_once", (x, random_state(batch)), STEP_ATOL))
-    data_inputs, _ = pairs(training_series(read_config(folder))[1])
-    xs = data_inputs.astype(np.float32).reshape(-1, 1, 1)
     zero = onnx_model.initial_state(1)
-    cases.append((f"sequence data T={len(xs)}", "predict", (xs, zero), SEQUENCE_ATOL))
+    if n_in == 1:  # the training series is one column
+        data_inputs, _ = pairs(training_series(read_config(folder))[1])
+        xs = data_inputs.astype(np.float32).reshape(-1, 1, 1)
+        cases.append((f"sequence data T={len(xs)}", "predict", (xs, zero), SEQUENCE_ATOL))
+    else:
+        xs = rng.uniform(-1, 1, (20, 1, n_in)).astype(np.float32)
     for steps, batch in SEQUENCES_RANDOM:
         xs_random = rng.uniform(-1, 1, (steps, batch, n_in)).astype(np.float32)
         cases.append((f"sequence b={batch} T={steps}", "predict", (xs_random, random_state(batch)), SEQUENCE_ATOL))

@@ -130,6 +130,11 @@ def train(out, as_json, **options) -> None:
 
 # ---- export, verify, plot -----------------------------------------------------------------
 
+_FACTORY = click.option("--factory", default=None, metavar="PACKAGE.MODULE:FUNCTION",
+                        help="For a folder of your own module: the function that builds it (it is imported and run).")
+
+
+
 @cli.command()
 @_folder_argument
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -139,7 +144,8 @@ def train(out, as_json, **options) -> None:
               help="Also write every model in onnxruntime's ORT format (<form>.ort) for mobile and minimal builds.")
 @click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True,
               help="How step.onnx is made: from the TorchScript module, or through torch.export (opset >= 18).")
-def export(folder, out, opset, ort_format, exporter) -> None:
+@_FACTORY
+def export(folder, out, opset, ort_format, exporter, factory) -> None:
     """Script the model in FOLDER with TorchScript, export it and its fused loops to ONNX, write
     self-check test data and manifest.json."""
     _needs_torch("export")
@@ -148,7 +154,7 @@ def export(folder, out, opset, ort_format, exporter) -> None:
     from runtime.manifest import read_manifest
 
     target = export_folder(folder, out, opset if opset is not None else OPSET, ort_format=ort_format,
-                           exporter=exporter)
+                           exporter=exporter, factory=factory)
     for entry in read_manifest(target).files:
         click.echo(f"{str(target / entry.name):<50} {entry.role}")
     click.echo(f"{str(target / 'test_data'):<50} self-check data (ONNX model zoo layout)")
@@ -158,12 +164,13 @@ def export(folder, out, opset, ort_format, exporter) -> None:
 @cli.command()
 @_folder_argument
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
-def verify(folder, as_json) -> None:
+@_FACTORY
+def verify(folder, as_json, factory) -> None:
     """Check TorchScript and ONNX against eager PyTorch; write verify.json. Exit 1 on any failure."""
     _needs_torch("verify")
     from export import verify_folder
 
-    report = verify_folder(folder)
+    report = verify_folder(folder, factory=factory)
     _emit_json(report.to_dict()) if as_json else click.echo(report.table())
     if not report.passed:
         sys.exit(1)
@@ -281,6 +288,44 @@ def info(folder, as_json) -> None:
     click.echo("versions   " + "  ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())))
     click.echo(f"integrity  {integrity}")
     click.echo(f"verified   {'not yet (run rnn verify)' if verified is None else ('passed' if verified else 'FAILED')}")
+
+
+@cli.command("export-module")
+@click.argument("factory", metavar="PACKAGE.MODULE:FUNCTION")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Artifact folder to write (replaced whole if it is an earlier artifact folder).")
+@click.option("--weights", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="A state_dict (.pt) to load into the module (weights_only). Default: the factory's weights.")
+@click.option("--input-size", type=click.IntRange(min=1), default=1, show_default=True, help="Size of x.")
+@click.option("--output-size", type=click.IntRange(min=1), default=1, show_default=True, help="Size of y.")
+@click.option("--state", "states", multiple=True, required=True, metavar="NAME:SIZE[:INITIAL]",
+              help="A state tensor, in forward's order (repeat): its name, size and initial value (default 0).")
+@click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript", show_default=True,
+              help="How step.onnx is made: from the TorchScript module, or through torch.export.")
+def export_module_command(factory, out, weights, input_size, output_size, states, exporter) -> None:
+    """Export your own step module: FACTORY builds a torch.nn.Module whose forward(x, *state)
+    returns (y, *state). Then verify with: rnn verify OUT --factory FACTORY."""
+    _needs_torch("export-module")
+    from export import export_module
+    from rnn.train import load_weights, resolve_factory
+    from runtime.errors import InputValueError
+
+    parsed = []
+    for text in states:
+        parts = text.split(":")
+        try:
+            parsed.append((parts[0], int(parts[1]), float(parts[2]) if len(parts) > 2 else 0.0))
+        except (IndexError, ValueError):
+            raise InputValueError(f"--state must be NAME:SIZE or NAME:SIZE:INITIAL, got {text!r}") from None
+    module = resolve_factory(factory)()
+    if weights is not None:
+        try:
+            module.load_state_dict(load_weights(weights))
+        except (RuntimeError, TypeError) as error:
+            raise InputValueError(f"{weights} does not fit the module: {str(error).splitlines()[0]}") from None
+    target = export_module(module, out, input_size=input_size, output_size=output_size, states=parsed,
+                           exporter=exporter, factory=factory)
+    click.echo(f"wrote {target} (verify: rnn verify {target} --factory {factory})")
 
 
 # ---- bench ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from .data import load_series, sine_series, sine_times
 
 WEIGHTS_NAME = "weights.pt"
 CONFIG_NAME = "config.json"
-MODEL_KINDS = ("elman", "gru", "lstm")
+MODEL_KINDS = ("elman", "gru", "lstm", "custom")
 
 
 def read_config(folder: str | os.PathLike) -> dict[str, Any]:
@@ -37,6 +37,14 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
         raise ArtifactError(f"{path}: model kind {kind!r} is not supported (expected one of {list(MODEL_KINDS)})")
     if not sizes_ok:
         raise ArtifactError(f"{path}: model input_size, hidden_size and output_size must be positive integers")
+    if kind == "custom":
+        states = sizes.get("states")
+        if not isinstance(states, list) or not states or not all(
+            isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("initial"), list)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in s["initial"]) and s["initial"]
+            for s in states
+        ):
+            raise ArtifactError(f"{path}: a custom model needs 'states': [{{'name': ..., 'initial': [numbers]}}, ...]")
     return document
 
 

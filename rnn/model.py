@@ -7,6 +7,7 @@ Every step module follows one protocol: ``forward(x, *state) -> (y, *state)``, w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -120,6 +121,33 @@ class LSTMStep(StepModule):
 
 
 CELLS = {"elman": ElmanRNN, "gru": GRUStep, "lstm": LSTMStep}
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What export and verification need to know about any step module, built-in or a user's."""
+
+    kind: str
+    input_size: int
+    output_size: int
+    state_names: tuple[str, ...]
+    initial: tuple[tuple[float, ...], ...]  # one row per state tensor, the same for every stream
+
+    @property
+    def state_sizes(self) -> tuple[int, ...]:
+        return tuple(len(row) for row in self.initial)
+
+    def initial_state(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.tensor([row], dtype=torch.float32).repeat(batch_size, 1) for row in self.initial)
+
+    def sizes(self) -> dict[str, int]:
+        return {"input_size": self.input_size, "hidden_size": self.state_sizes[0], "output_size": self.output_size}
+
+    @classmethod
+    def of(cls, model: nn.Module) -> StepInfo:
+        """The info of a built-in cell (anything with the StepModule attributes)."""
+        initial = tuple(tuple(float(v) for v in t[0]) for t in model.initial_state(1))
+        return cls(model.kind, model.input_size, model.output_size, tuple(model.state_names), initial)
 
 
 def build_model(kind: str, input_size: int = 1, hidden_size: int = 6, output_size: int = 1) -> nn.Module:

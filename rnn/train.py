@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -255,21 +257,57 @@ def save_checkpoint(result: TrainResult, folder: str | os.PathLike) -> list[Path
     return [weights, config]
 
 
-def load_checkpoint(folder: str | os.PathLike) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuilds the model from ``weights.pt`` (weights_only) and ``config.json``."""
+def load_checkpoint(folder: str | os.PathLike, factory: Any = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuilds the model from ``weights.pt`` (weights_only) and ``config.json``.
+
+    A built-in cell is rebuilt from its kind. A user's module (kind "custom") is built by
+    ``factory`` (a callable, or "package.module:function"), which the caller must pass: the
+    factory named in config.json is never imported on its own, so loading a folder runs no code.
+    """
     document = read_config(folder)
     sizes = document["model"]
-    model = build_model(sizes["kind"], sizes["input_size"], sizes["hidden_size"], sizes["output_size"])
+    if sizes["kind"] == "custom":
+        if factory is None:
+            raise ArtifactError(
+                f"{str(folder)!r} holds a user's step module (factory {sizes.get('factory')!r} in config.json); "
+                "pass its factory explicitly (rnn verify --factory package.module:function)"
+            )
+        model = resolve_factory(factory)()
+    else:
+        model = build_model(sizes["kind"], sizes["input_size"], sizes["hidden_size"], sizes["output_size"])
     path = Path(folder) / WEIGHTS_NAME
     if not path.is_file():
         raise ArtifactError(f"{str(folder)!r} has no {WEIGHTS_NAME}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        raise ArtifactError(f"{path} cannot be loaded as weights ({type(error).__name__}): {str(error)[:200]}") from None
-    try:
-        model.load_state_dict(state)
+        model.load_state_dict(load_weights(path))
     except (RuntimeError, TypeError, AttributeError) as error:
         raise ArtifactError(f"{path} does not fit the model in config.json: {str(error)[:300]}") from None
     model.eval()
     return model, document
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state_dict from ``path`` with ``torch.load(weights_only=True)``: a file built to run code is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise ArtifactError(f"{path} cannot be loaded as weights ({type(error).__name__}): {str(error)[:200]}") from None
+
+
+def resolve_factory(factory: Any):
+    """A callable from a callable or from "package.module:function" (imported from the current folder too)."""
+    if callable(factory):
+        return factory
+    if not isinstance(factory, str) or factory.count(":") != 1:
+        raise InputValueError(f"a factory is written package.module:function, got {factory!r}")
+    module_name, function_name = factory.split(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise InputValueError(f"cannot import {module_name!r} for the factory {factory!r}: {error}") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise InputValueError(f"{module_name!r} has no callable {function_name!r}")
+    return function

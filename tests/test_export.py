@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import runtime
-from export import export_folder, verify_folder
+from export import ExportError, export_folder, verify_folder
 from export.torchscript import load_torchscript
 from rnn.train import load_checkpoint
 from runtime.errors import ArtifactError
@@ -78,7 +78,7 @@ def test_a_failure_mid_export_leaves_the_previous_folder_intact(tmp_path, traine
         raise RuntimeError("simulated crash inside the ONNX exporter")
 
     monkeypatch.setattr("export.artifact.export_step_onnx", broken)
-    with pytest.raises(RuntimeError, match="simulated"):
+    with pytest.raises(ExportError, match="simulated crash inside the ONNX exporter"):
         export_folder(folder)
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
