@@ -150,19 +150,22 @@ def _implementations(folder: Path, kind: str, model: runtime.Model) -> dict[str,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load is deprecated, still ours
         scripted = torch.jit.load(str(folder / "step.torchscript.pt"))
-    numpy_loop = _numpy_step_loop(eager.w1.detach().numpy().copy(), eager.w2.detach().numpy().copy(), eager.input_size)
     t = torch.from_numpy
+
+    def tensors(state):
+        return tuple(t(s) for s in state)
+
     if kind == "generate":
         impls = {
-            "eager": lambda x, h, n: generate_eager(eager, t(x), n, (t(h),)),
-            "torchscript": lambda x, h, n: generate_eager(scripted, t(x), n, (t(h),)),
+            "eager": lambda x, h, n: generate_eager(eager, t(x), n, tensors(h)),
+            "torchscript": lambda x, h, n: generate_eager(scripted, t(x), n, tensors(h)),
         }
         forms = (STEP, *ROLLOUT_FORMS)
         call = model.generate
     else:
         impls = {
-            "eager": lambda xs, h, n: predict_eager(eager, t(xs), (t(h),)),
-            "torchscript": lambda xs, h, n: predict_eager(scripted, t(xs), (t(h),)),
+            "eager": lambda xs, h, n: predict_eager(eager, t(xs), tensors(h)),
+            "torchscript": lambda xs, h, n: predict_eager(scripted, t(xs), tensors(h)),
         }
         forms = (STEP, *SEQUENCE_FORMS)
         call = model.predict
@@ -175,10 +178,12 @@ def _implementations(folder: Path, kind: str, model: runtime.Model) -> dict[str,
                 impls[name] = lambda xs, h, n, form=form: call(xs, h, form=form)
     if kind == "generate":
         impls["auto"] = lambda x, h, n: call(x, n, h)
-        impls["numpy loop"] = lambda x, h, n: numpy_loop(x, h, n, False)
     else:
         impls["auto"] = lambda xs, h, n: call(xs, h)
-        impls["numpy loop"] = lambda xs, h, n: numpy_loop(xs, h, n, True)
+    if getattr(eager, "kind", None) == "elman":  # the numpy baseline is the Elman step written out
+        numpy_loop = _numpy_step_loop(eager.w1.detach().numpy().copy(), eager.w2.detach().numpy().copy(),
+                                      eager.input_size)
+        impls["numpy loop"] = lambda first, h, n: numpy_loop(first, h[0], n, kind == "predict")
     return impls
 
 
@@ -194,8 +199,6 @@ def run_bench(
 ) -> BenchReport:
     folder = Path(folder)
     model = runtime.load(folder)
-    if model.state_sizes != (model.state_sizes[0],):
-        raise runtime.ShapeError("the benchmark runs models with one state tensor")
     report = BenchReport(str(folder), _machine())
     rng = np.random.default_rng(0)
     for kind in kinds:
@@ -204,7 +207,7 @@ def run_bench(
             for n in steps:
                 if progress:
                     progress(f"{kind} batch {batch} steps {n}")
-                h = rng.uniform(-1, 1, (batch, model.state_sizes[0])).astype(np.float32)
+                h = tuple(rng.uniform(-1, 1, (batch, size)).astype(np.float32) for size in model.state_sizes)
                 first = rng.uniform(-1, 1, (batch, model.input_size) if kind == "generate"
                                     else (n, batch, model.input_size)).astype(np.float32)
                 best = {name: float("inf") for name in impls}
