@@ -29,6 +29,7 @@ from rnn.config import read_config, training_series
 from rnn.data import pairs
 from rnn.model import (
     DIVERGENCE_ATOL,
+    DRIFT_ALLOWANCE,
     ROLLOUT_ATOL,
     SEQUENCE_ATOL,
     STEP_ATOL,
@@ -50,6 +51,7 @@ SEQUENCES_RANDOM = ((1000, 3), (200, 64), (200, 4096))
 ROLLOUT_STEPS = 200
 ROLLOUT_BATCHES = (3, 64, 4096)  # random starts, beside the one from the data's first point
 HORIZON_STEPS = 1000  # length of the rollout the divergence horizon is measured on
+
 
 Outputs = dict[str, np.ndarray]
 
@@ -84,6 +86,7 @@ class VerifyReport:
     comparisons: list[Comparison] = field(default_factory=list)
     horizons: dict[str, int | None] = field(default_factory=dict)  # form -> first step over DIVERGENCE_ATOL
     horizon_steps: int = HORIZON_STEPS
+    limits: dict[str, dict] = field(default_factory=dict)  # check -> steps compared, drift, tolerance used
 
     @property
     def passed(self) -> bool:
@@ -95,6 +98,7 @@ class VerifyReport:
             "passed": self.passed,
             "tolerances": {"step": STEP_ATOL, "sequence": SEQUENCE_ATOL, "rollout": ROLLOUT_ATOL},
             "divergence": {"threshold": DIVERGENCE_ATOL, "steps": self.horizon_steps, "horizons": self.horizons},
+            "limited_checks": self.limits,
             "comparisons": [asdict(c) for c in self.comparisons],
         }
 
@@ -110,7 +114,7 @@ class VerifyReport:
                 "x".join(map(str, c.shape)) if c.shape else "-",
                 _number(c.max_abs),
                 _number(c.max_rel),
-                f"{c.tolerance:.0e}",
+                f"{c.tolerance:.1e}",
                 "ok" if c.passed else "FAIL",
             ))
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -119,6 +123,13 @@ class VerifyReport:
         problems = [f"  {c.form} / {c.check} / {c.output}: {c.problem}" for c in self.comparisons if c.problem]
         if problems:
             lines += ["", "problems:", *problems]
+        if self.limits:
+            lines += ["", "checks where the model amplifies rounding (eager float32 drifts from float64): "
+                          f"tolerance = max(named tolerance, {DRIFT_ALLOWANCE:g} x that drift), compared up to the "
+                          "step where the drift reaches the named tolerance:"]
+            for check, limit in self.limits.items():
+                steps = "all steps" if limit["steps"] is None else f"first {limit['steps']} steps, final state not compared"
+                lines.append(f"  {check}: float32 drift {limit['float32_drift']:.1e}, tolerance {limit['tolerance']:.1e}, {steps}")
         lines += ["", f"divergence horizon vs float64 eager (first step with error > {DIVERGENCE_ATOL:g}, "
                       f"{self.horizon_steps}-step rollout from the data's first point):"]
         for form, step in self.horizons.items():
@@ -264,16 +275,31 @@ def verify_folder(
                           (starts, ROLLOUT_STEPS, random_state(batch)), ROLLOUT_ATOL))
 
     report = VerifyReport(str(folder))
+    reference = _TorchForm(copy.deepcopy(eager_model).double(), names, torch.float64)
     for check, method, args, tolerance in cases:
         expected = getattr(eager, method)(*args)
+        keep, used = None, tolerance
+        if method != "step_once":  # how far float32 itself drifts from float64 on this check
+            exact = getattr(reference, method)(*args)
+            keep = trusted_steps(expected[names[0]], exact[names[0]], tolerance)
+            compared = names[:1] if keep is not None else names
+            drift = max(float(np.max(np.abs(np.asarray(expected[n][:keep], np.float64) - exact[n][:keep])))
+                        for n in compared)
+            used = max(tolerance, DRIFT_ALLOWANCE * drift)
+            if keep is not None or used > tolerance:
+                report.limits[check] = {"steps": keep, "float32_drift": drift, "tolerance": used}
         for form_name, form in forms.items():
             if method not in getattr(form, "methods", (method,)):
                 continue
             actual = getattr(form, method)(*args)
-            report.comparisons.extend(compare(form_name, check, expected, actual, tolerance))
+            if keep is not None:  # compare the outputs of the trusted steps; the final state is past them
+                expected_part = {names[0]: expected[names[0]][:keep]}
+                actual_part = {names[0]: actual[names[0]][:keep]}
+                report.comparisons.extend(compare(form_name, check, expected_part, actual_part, used))
+            else:
+                report.comparisons.extend(compare(form_name, check, expected, actual, used))
 
     if onnx_model.input_size == onnx_model.output_size:
-        reference = _TorchForm(copy.deepcopy(eager_model).double(), names, torch.float64)
         truth = reference.generate(xs[0], HORIZON_STEPS, zero)[names[0]]
         for form_name, form in {"eager": eager, **forms}.items():
             if "generate" not in getattr(form, "methods", ("generate",)):
@@ -286,6 +312,24 @@ def verify_folder(
     if raise_on_failure and not report.passed:
         raise VerificationFailed(report)
     return report
+
+
+def trusted_steps(eager32: np.ndarray, eager64: np.ndarray, tolerance: float) -> int | None:
+    """None if eager float32 stays within ``tolerance`` of float64 over the whole sequence; else
+    the number of leading steps for which it does (at least 1).
+
+    A model whose loop amplifies rounding (seen with hidden sizes 11 and 16, and with random
+    states far from a trained model's orbit) makes any two float32 implementations drift apart
+    at the rate float32 drifts from float64. Past the step where eager float32 itself is off by
+    the tolerance, no implementation can be held to it, so the comparison stops there; before
+    it, the tolerance is raised to DRIFT_ALLOWANCE times float32's own drift where that is
+    larger. The report lists every check this touched.
+    """
+    errors = np.abs(np.asarray(eager32, np.float64) - eager64).reshape(len(eager64), -1).max(axis=1)
+    over = np.nonzero(errors > tolerance)[0]
+    if not over.size:
+        return None
+    return max(int(over[0]), 1)
 
 
 def divergence_horizon(rollout: np.ndarray, truth: np.ndarray, threshold: float = DIVERGENCE_ATOL) -> int | None:

@@ -20,6 +20,10 @@ STEP_ATOL = 1e-5  # one step: a handful of float32 roundings, ~1e-7 in practice
 SEQUENCE_ATOL = 1e-5  # teacher-forced: errors do not feed back through the input
 ROLLOUT_ATOL = 1e-4  # 200 closed-loop steps: rounding differences feed back and grow
 DIVERGENCE_ATOL = 1e-3  # the divergence horizon: first step whose error against float64 passes this
+# Multi-step checks of a model whose loop amplifies rounding: an exported form may drift from
+# eager float32 up to this many times as far as eager float32 drifts from float64 (correct
+# float32 implementations differ per step by a few ulp: matmul order, tanh approximations).
+DRIFT_ALLOWANCE = 10.0
 
 W1_STD = 0.4
 W2_STD = 0.3

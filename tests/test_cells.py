@@ -163,3 +163,11 @@ def test_the_examples_run_a_two_state_model(tmp_path, cpp_binary, node_example):
         assert out.returncode == 0, out.stderr
         values = np.array([float(line.split(",")[1]) for line in out.stdout.strip().splitlines()[1:]])
         np.testing.assert_allclose(values, expected, atol=1e-5, rtol=0, err_msg=command[0])
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_cells_train_on_a_users_series(tmp_path, cell):
+    series = np.cos(np.arange(200) * 0.25)
+    np.save(tmp_path / "series.npy", series)
+    result = train(TrainConfig(cell=cell, trainer="bptt", epochs=80, data=str(tmp_path / "series.npy")))
+    assert result.metrics["teacher_forced_mse"] < np.var(series)

@@ -227,3 +227,18 @@ def test_large_batches_split_across_workers_give_the_same_results(exported_folde
     assert two._pool is not None and one._pool is None  # the split really happened
     np.testing.assert_allclose(a[0], b[0], atol=STEP_ATOL, rtol=0)
     np.testing.assert_allclose(a[1][0], b[1][0], atol=STEP_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("hidden_size", [1, 3, 11])
+def test_fused_forms_are_correct_for_any_hidden_size(tmp_path, hidden_size):
+    from export import export_folder, verify_folder
+    from rnn.train import TrainConfig, train_folder
+
+    folder = tmp_path / f"h{hidden_size}"
+    train_folder(TrainConfig(hidden_size=hidden_size, epochs=15, seed=4), folder)
+    export_folder(folder)
+    model = runtime.load(folder)
+    assert model.forms == FORMS and model.state_sizes == (hidden_size,)
+    report = verify_folder(folder, write=False)
+    assert report.passed, report.table()
+    assert {c.form for c in report.comparisons} >= {"sequence_rnn", "sequence_loop", "rollout_rnn", "rollout_loop"}

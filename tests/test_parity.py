@@ -198,3 +198,31 @@ def test_manifest_is_written_last(exported_folder):
     assert names == {"step.onnx", "step.torchscript.pt", "weights.pt", "config.json", "sequence_rnn.onnx",
                      "sequence_loop.onnx", "rollout_rnn.onnx", "rollout_loop.onnx"}
     assert (exported_folder / MANIFEST_NAME).is_file()
+
+
+def test_trusted_steps():
+    from export.verify import trusted_steps
+
+    exact = np.zeros((10, 2, 1))
+    drifting = exact + (np.arange(10) * 1e-5).reshape(10, 1, 1)  # float32 leaving float64 linearly
+    assert trusted_steps(drifting, exact, 1e-4) is None  # within the tolerance throughout
+    assert trusted_steps(drifting, exact, 3.5e-5) == 4  # steps 0-3 trusted
+    assert trusted_steps(drifting + 1, exact, 1e-5) == 1  # never fewer than one step
+
+
+def test_a_model_that_amplifies_rounding_is_verified_where_float32_holds(tmp_path):
+    from export import export_folder
+    from rnn.train import TrainConfig, train_folder
+
+    folder = tmp_path / "wide"
+    train_folder(TrainConfig(hidden_size=16, epochs=300, seed=1), folder)  # chaotic: eager leaves float64 by step ~330
+    export_folder(folder)
+    report = verify_folder(folder, write=False)
+    assert report.passed, report.table()
+    assert report.limits, "the report names the checks the model's own drift limited"
+    limited = report.limits["rollout data T=200"]
+    assert limited["steps"] is not None and limited["float32_drift"] > 0
+    assert "amplifies rounding" in report.table()
+    plant(folder, 1.002, "rollout_loop.onnx", "RT")  # a real error still fails, drift or not
+    failed = [c for c in verify_folder(folder, write=False).comparisons if not c.passed]
+    assert failed and {c.form for c in failed} == {"rollout_loop"}
