@@ -16,7 +16,7 @@ from rnn.config import CONFIG_NAME, WEIGHTS_NAME
 from rnn.model import StepInfo
 from rnn.train import load_checkpoint
 from runtime._version import __version__
-from runtime.errors import ArtifactError, InputValueError
+from runtime.errors import InputValueError
 from runtime.manifest import (
     BATCH_AXIS,
     MANIFEST_NAME,
@@ -34,7 +34,7 @@ from runtime.manifest import (
 from .custom import ExportError, describe_failure
 from .fused import BUILDERS, ElmanWeights, write_fused
 from .ort_format import convert_to_ort
-from .test_data import TEST_DATA_DIR, write_test_data
+from .test_data import write_test_data
 from .onnx_export import DYNAMO_MIN_OPSET, EXPORTERS, OPSET, STEP_ONNX_NAME, export_step_onnx
 from .torchscript import STEP_TORCHSCRIPT_NAME, save_torchscript, script_step
 

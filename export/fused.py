@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime.fused import FORMS, ROLLOUT_FORMS, SEQUENCE_FORMS  # noqa: F401  (the contract lives in runtime)
+from runtime.fused import SEQUENCE_FORMS
 
 IR_VERSION = 8  # what opset 17 needs and what the step model gets from torch: older runtimes
 #                (onnxruntime-node, mobile builds) refuse newer IR versions than they know

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from pathlib import Path
 
 import onnx
 import torch
@@ -124,8 +123,3 @@ def _check_io(model: onnx.ModelProto, input_names: list[str], output_names: list
         first = value.type.tensor_type.shape.dim[0]
         if first.dim_param != BATCH_AXIS:
             raise RuntimeError(f"exported tensor {value.name!r} has a fixed first axis, expected {BATCH_AXIS!r}")
-
-
-def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The ``metadata_props`` of a saved ONNX model."""
-    return {p.key: p.value for p in onnx.load(str(Path(path)), load_external_data=False).metadata_props}

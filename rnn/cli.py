@@ -382,7 +382,7 @@ def demo(out, steps, **options) -> None:
 
     click.echo(f"[1/5] train ({options['trainer']}, seed {options['seed']})", err=True)
     result = _train(out, **options)
-    click.echo(f"      " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()), err=True)
+    click.echo("      " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()), err=True)
     click.echo("[2/5] export TorchScript + ONNX", err=True)
     export_folder(out)
     click.echo("[3/5] verify against eager PyTorch", err=True)

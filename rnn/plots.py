@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .config import read_config, training_series  # noqa: E402
+from .config import training_series  # noqa: E402
 from .data import pairs  # noqa: E402
 from .model import generate_eager, predict_eager  # noqa: E402
 from .train import ROLLOUT_STEPS, load_checkpoint  # noqa: E402

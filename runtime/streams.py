@@ -16,7 +16,7 @@ import numpy as np
 from .errors import InputValueError, ShapeError
 from .fused import STEP
 from .inputs import as_float32
-from .model import Model, State
+from .model import Model
 
 _MAGIC = b"RNNSTATE"
 _VERSION = 1

@@ -15,7 +15,7 @@ from export import export_folder, verify_folder
 from export.onnx_export import export_step_onnx
 from export.torchscript import script_step
 from rnn.cli import cli
-from rnn.model import STEP_ATOL, GRUStep, LSTMStep, build_model, generate_eager
+from rnn.model import GRUStep, LSTMStep, generate_eager
 from rnn.train import TrainConfig, load_checkpoint, train, train_folder
 from runtime.manifest import file_entry, read_manifest, write_manifest
 
