@@ -208,17 +208,22 @@ class StreamPool:
             raise InputValueError("a stream can take one step per call; ids must be distinct")
         with self._lock:
             slots = np.fromiter((self._slot(int(i)) for i in ids), dtype=np.intp, count=ids.size)
-            contiguous = bool(slots.size) and slots[0] == 0 and bool(np.all(slots == np.arange(slots.size)))
-            if contiguous:  # the common case of streams opened in order: views, no gather
-                state = tuple(array[: slots.size] for array in self._states)
+            return self._step_slots(slots, x)
+
+    def _step_slots(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """One run for distinct ``slots`` with checked inputs ``x``; the caller holds ``_lock``."""
+        count = slots.size
+        contiguous = bool(count) and slots[0] == 0 and bool(np.all(slots == np.arange(count)))
+        if contiguous:  # the common case of streams opened in order: views, no gather
+            state = tuple(array[:count] for array in self._states)
+        else:
+            state = tuple(array[slots] for array in self._states)
+        y, new_state = self.model._run(x, state)
+        for array, new in zip(self._states, new_state):
+            if contiguous:
+                array[:count] = new
             else:
-                state = tuple(array[slots] for array in self._states)
-            y, new_state = self.model._run(x, state)
-            for array, new in zip(self._states, new_state):
-                if contiguous:
-                    array[: slots.size] = new
-                else:
-                    array[slots] = new
+                array[slots] = new
         return y
 
     def push(self, stream: int, x: Any) -> np.ndarray:
@@ -232,8 +237,12 @@ class StreamPool:
                     self._drain()
                 finally:
                     self._tick.release()
+                with self._queue_lock:  # a push queued between the last drain and the release
+                    stranded = bool(self._queue)
+                if stranded:
+                    continue
             else:
-                pending.done.wait(0.0005)
+                pending.done.wait(0.005)  # the running tick serves this push; the timeout is a fallback
         if pending.error is not None:
             raise pending.error
         return pending.y
@@ -253,22 +262,25 @@ class StreamPool:
                 batch = later
 
     def _run_pending(self, items: list[_Pending]) -> None:
-        valid = []
         with self._lock:
+            valid, slots = [], []
             for item in items:
-                if item.stream in self._slots:
-                    valid.append(item)
-                else:
+                slot = self._slots.get(item.stream)
+                if slot is None:
                     item.error = InputValueError(f"stream {item.stream!r} is not open in this pool")
                     item.done.set()
-        if valid:
+                else:
+                    valid.append(item)
+                    slots.append(slot)
+            if not valid:
+                return
             try:
-                ys = self.step([i.stream for i in valid], np.stack([i.x for i in valid]))
-            except Exception as error:  # handed to every waiting caller, raised in its thread
+                ys = self._step_slots(np.array(slots, dtype=np.intp), np.stack([item.x for item in valid]))
+            except Exception as error:  # handed to every waiting caller, raised in its own thread
                 for item in valid:
                     item.error = error
                     item.done.set()
                 return
-            for item, y in zip(valid, ys):
-                item.y = y
-                item.done.set()
+        for item, y in zip(valid, ys):
+            item.y = y
+            item.done.set()
