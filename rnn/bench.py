@@ -144,9 +144,9 @@ def _numpy_step_loop(w1: np.ndarray, w2: np.ndarray, n_in: int):
     return run
 
 
-def _implementations(folder: Path, kind: str, model: runtime.Model) -> dict[str, Callable]:
+def _implementations(folder: Path, kind: str, model: runtime.Model, factory=None) -> dict[str, Callable]:
     """name -> function(first, state, steps) for one kind of call."""
-    eager, _ = load_checkpoint(folder)
+    eager, _ = load_checkpoint(folder, factory)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load is deprecated, still ours
         scripted = torch.jit.load(str(folder / "step.torchscript.pt"))
@@ -196,13 +196,14 @@ def run_bench(
     cold_start: bool = True,
     progress: Callable[[str], None] | None = None,
     stream_counts=STREAM_COUNTS,
+    factory=None,
 ) -> BenchReport:
     folder = Path(folder)
     model = runtime.load(folder)
     report = BenchReport(str(folder), _machine())
     rng = np.random.default_rng(0)
     for kind in kinds:
-        impls = _implementations(folder, kind, model)
+        impls = _implementations(folder, kind, model, factory)
         for batch in batches:
             for n in steps:
                 if progress:

@@ -178,12 +178,13 @@ def verify(folder, as_json, factory) -> None:
 
 @cli.command()
 @_folder_argument
-def plot(folder) -> None:
+@_FACTORY
+def plot(folder, factory) -> None:
     """Draw prediction.png and loss.png (and parity.png after verify) into FOLDER."""
     _needs_torch("plot")
     from rnn.plots import plot_folder
 
-    for path in plot_folder(folder):
+    for path in plot_folder(folder, factory=factory):
         click.echo(f"wrote {path}")
 
 
@@ -347,7 +348,9 @@ def export_module_command(factory, out, weights, input_size, output_size, states
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Bar chart PNG. Default: FOLDER/bench.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
-def bench(folder, batches, steps, kinds, rounds, no_cold_start, stream_counts, no_streams, plot_path, as_json) -> None:
+@_FACTORY
+def bench(folder, batches, steps, kinds, rounds, no_cold_start, stream_counts, no_streams, plot_path, as_json,
+          factory) -> None:
     """Time eager PyTorch, TorchScript, the onnxruntime step loop, every fused form, the runtime's
     automatic choice and a numpy loop on the same machine in one run; print us/step and ratios."""
     _needs_torch("bench")
@@ -355,7 +358,7 @@ def bench(folder, batches, steps, kinds, rounds, no_cold_start, stream_counts, n
 
     report = run_bench(folder, batches or BATCHES, steps or STEPS, kinds or KINDS, rounds,
                        cold_start=not no_cold_start,
-                       stream_counts=() if no_streams else (stream_counts or STREAM_COUNTS),
+                       stream_counts=() if no_streams else (stream_counts or STREAM_COUNTS), factory=factory,
                        progress=lambda text: click.echo(f"timing {text}", err=True))
     plot_path = plot_path or Path(folder) / "bench.png"
     plot_bench(report, plot_path)

@@ -15,7 +15,7 @@ import torch  # noqa: E402
 
 from .config import training_series  # noqa: E402
 from .data import pairs  # noqa: E402
-from .model import generate_eager, predict_eager  # noqa: E402
+from .model import StepInfo, generate_eager, predict_eager  # noqa: E402
 from .train import ROLLOUT_STEPS, load_checkpoint  # noqa: E402
 
 PREDICTION_NAME = "prediction.png"
@@ -23,10 +23,12 @@ LOSS_NAME = "loss.png"
 PARITY_NAME = "parity.png"
 
 
-def plot_folder(folder: str | os.PathLike, rollout_steps: int = ROLLOUT_STEPS) -> list[Path]:
-    """Writes prediction.png and loss.png (and parity.png where verify.json exists) into ``folder``."""
+def plot_folder(folder: str | os.PathLike, rollout_steps: int = ROLLOUT_STEPS, factory=None) -> list[Path]:
+    """Writes prediction.png and loss.png (and parity.png where verify.json exists) into ``folder``.
+
+    A folder of a user's module needs its ``factory``."""
     folder = Path(folder)
-    model, document = load_checkpoint(folder)
+    model, document = load_checkpoint(folder, factory)
     times, series, is_sine = training_series(document)
     paths = [
         plot_prediction(model, times, series, is_sine, folder / PREDICTION_NAME, rollout_steps, document),
@@ -38,12 +40,20 @@ def plot_folder(folder: str | os.PathLike, rollout_steps: int = ROLLOUT_STEPS) -
     return paths
 
 
+def initial_state(model, document: dict) -> tuple[torch.Tensor, ...]:
+    """A built-in cell's initial state, or a user's module's from its config.json."""
+    if document["model"]["kind"] != "custom":
+        return model.initial_state(1)
+    rows = tuple(tuple(float(v) for v in s["initial"]) for s in document["model"]["states"])
+    return StepInfo("custom", 1, 1, tuple(s["name"] for s in document["model"]["states"]), rows).initial_state(1)
+
+
 def plot_prediction(model, times, series, is_sine, path, rollout_steps, document) -> Path:
     """The reference's picture: actual points at t[:-1], one-step predictions at t[1:]; then the
     closed-loop rollout continued past the data (each output fed back), against sin(t)."""
     inputs, _ = pairs(series)
     xs = torch.tensor(inputs, dtype=torch.float32).reshape(-1, 1, 1)
-    preds, state = predict_eager(model, xs, model.initial_state(1))
+    preds, state = predict_eager(model, xs, initial_state(model, document))
     x0 = torch.tensor([[series[-1]]], dtype=torch.float32)
     rollout, _ = generate_eager(model, x0, rollout_steps, state)
     dt = times[1] - times[0]
@@ -60,7 +70,8 @@ def plot_prediction(model, times, series, is_sine, path, rollout_steps, document
     axis.axvline(times[-1], color="0.5", ls=":", lw=1)
     metrics = document.get("metrics", {})
     train = document.get("train", {})
-    kind = {"elman": "Elman RNN", "gru": "GRU", "lstm": "LSTM"}.get(document["model"]["kind"], document["model"]["kind"])
+    kind = {"elman": "Elman RNN", "gru": "GRU", "lstm": "LSTM", "custom": "your module"}.get(
+        document["model"]["kind"], document["model"]["kind"])
     title = f"{kind}, {train.get('trainer', '?')} trainer, seed {train.get('seed', '?')}"
     if "teacher_forced_mse" in metrics:
         title += f" - teacher-forced MSE {metrics['teacher_forced_mse']:.2e}"
@@ -79,7 +90,7 @@ def plot_prediction(model, times, series, is_sine, path, rollout_steps, document
 
 
 def plot_loss(document: dict, path) -> Path:
-    history = np.asarray(document.get("loss_history", []), dtype=np.float64)
+    history = np.asarray(document.get("loss_history", []), dtype=np.float64)  # empty for a user's module
     figure, axis = plt.subplots(figsize=(7, 4))
     axis.semilogy(np.arange(1, len(history) + 1), history)
     trainer = document.get("train", {}).get("trainer", "?")

@@ -92,3 +92,18 @@ def test_the_cli_exports_and_verifies_a_users_module(tmp_path):
     assert float(loaded["out.bias"][0]) == 0.5  # the given weights, not the factory's
     bad = runner.invoke(cli, ["export-module", FACTORY, "--out", str(tmp_path / "b"), "--state", "fast"])
     assert bad.exit_code == 2
+
+
+def test_plot_and_bench_take_the_factory(tmp_path):
+    folder = export_module(make_two_state(), tmp_path / "byo", input_size=1, output_size=1,
+                           states=[("fast", 4), ("slow", 4, 0.1)], factory=FACTORY)
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["plot", str(folder)])
+    assert refused.exit_code == 2
+    assert runner.invoke(cli, ["plot", str(folder), "--factory", FACTORY]).exit_code == 0
+    assert (folder / "prediction.png").is_file() and (folder / "loss.png").is_file()
+    result = runner.invoke(cli, ["bench", str(folder), "--factory", FACTORY, "--batch", "2", "--steps", "5",
+                                 "--rounds", "1", "--no-cold-start", "--no-streams", "--json"])
+    assert result.exit_code == 0, result.output
+    names = {r["implementation"] for r in __import__("json").loads(result.stdout)["rows"]}
+    assert names == {"eager", "torchscript", "onnx step loop", "auto"}
