@@ -69,7 +69,7 @@ def export_folder(
     model, document = load_checkpoint(source, factory)
     if not (target.exists() and target.resolve() == source.resolve()):
         prepare_output(target)
-    info = info_of(model, document)
+    info = StepInfo.of_checkpoint(model, document)
     with replacing_folder(target) as staging:
         for path in sorted(source.iterdir()):
             if path.is_file() and path.name not in _WRITTEN and not path.name.startswith(".") \
@@ -77,16 +77,6 @@ def export_folder(
                 shutil.copy2(path, staging / path.name)
         write_artifacts(staging, model, info, document, opset, ort_format, exporter)
     return target
-
-
-def info_of(model: torch.nn.Module, document: dict) -> StepInfo:
-    """The StepInfo of a built-in cell, or of a user's module from its config.json."""
-    sizes = document["model"]
-    if sizes["kind"] != "custom":
-        return StepInfo.of(model)
-    states = sizes["states"]
-    return StepInfo("custom", sizes["input_size"], sizes["output_size"], tuple(s["name"] for s in states),
-                    tuple(tuple(float(v) for v in s["initial"]) for s in states))
 
 
 def write_artifacts(

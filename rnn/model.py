@@ -153,6 +153,17 @@ class StepInfo:
         initial = tuple(tuple(float(v) for v in t[0]) for t in model.initial_state(1))
         return cls(model.kind, model.input_size, model.output_size, tuple(model.state_names), initial)
 
+    @classmethod
+    def of_checkpoint(cls, model: nn.Module, document: dict) -> StepInfo:
+        """The info of a loaded checkpoint: from the module for a built-in cell, from config.json
+        for a user's module (which carries no sizes or initial state of its own)."""
+        sizes = document["model"]
+        if sizes["kind"] != "custom":
+            return cls.of(model)
+        states = sizes["states"]
+        return cls("custom", sizes["input_size"], sizes["output_size"], tuple(s["name"] for s in states),
+                   tuple(tuple(float(v) for v in s["initial"]) for s in states))
+
 
 def build_model(kind: str, input_size: int = 1, hidden_size: int = 6, output_size: int = 1) -> nn.Module:
     """A built-in step module by kind, with fresh (seed-dependent) parameters."""

@@ -40,20 +40,12 @@ def plot_folder(folder: str | os.PathLike, rollout_steps: int = ROLLOUT_STEPS, f
     return paths
 
 
-def initial_state(model, document: dict) -> tuple[torch.Tensor, ...]:
-    """A built-in cell's initial state, or a user's module's from its config.json."""
-    if document["model"]["kind"] != "custom":
-        return model.initial_state(1)
-    rows = tuple(tuple(float(v) for v in s["initial"]) for s in document["model"]["states"])
-    return StepInfo("custom", 1, 1, tuple(s["name"] for s in document["model"]["states"]), rows).initial_state(1)
-
-
 def plot_prediction(model, times, series, is_sine, path, rollout_steps, document) -> Path:
     """The reference's picture: actual points at t[:-1], one-step predictions at t[1:]; then the
     closed-loop rollout continued past the data (each output fed back), against sin(t)."""
     inputs, _ = pairs(series)
     xs = torch.tensor(inputs, dtype=torch.float32).reshape(-1, 1, 1)
-    preds, state = predict_eager(model, xs, initial_state(model, document))
+    preds, state = predict_eager(model, xs, StepInfo.of_checkpoint(model, document).initial_state(1))
     x0 = torch.tensor([[series[-1]]], dtype=torch.float32)
     rollout, _ = generate_eager(model, x0, rollout_steps, state)
     dt = times[1] - times[0]
