@@ -1,4 +1,4 @@
-"""Turns a trained folder (weights.pt + config.json) into a complete artifact folder."""
+"""Writes a complete artifact folder: TorchScript, ONNX step model, fused loops, self-check data, manifest."""
 
 from __future__ import annotations
 
@@ -11,43 +11,47 @@ import onnx
 import onnxruntime
 import torch
 
-from rnn.folders import prepare_output, replacing_folder
-from rnn.config import CONFIG_NAME, WEIGHTS_NAME
-from rnn.model import StepInfo
-from rnn.train import load_checkpoint
-from runtime._version import __version__
-from runtime.errors import InputValueError
+from rnn.checkpoint import load_checkpoint
+from rnn.config import Config, ModelConfig
+from rnn.folders import replacing_folder
+from runtime import __version__
+from runtime.fused import STEP
 from runtime.manifest import (
     BATCH_AXIS,
+    CONFIG_NAME,
     MANIFEST_NAME,
     ROLE_CONFIG,
     ROLE_STEP_ONNX,
     ROLE_STEP_TORCHSCRIPT,
     ROLE_WEIGHTS,
+    STEP_ONNX_NAME,
+    STEP_TORCHSCRIPT_NAME,
+    VERIFY_NAME,
+    WEIGHTS_NAME,
     Manifest,
     StateSpec,
     TensorSpec,
     file_entry,
+    form_file_name,
     write_manifest,
 )
 
-from .custom import ExportError, describe_failure
+from .errors import failing_as
 from .fused import BUILDERS, ElmanWeights, write_fused
+from .onnx_export import export_step_onnx, resolve_opset
 from .ort_format import convert_to_ort
 from .test_data import write_test_data
-from .onnx_export import DYNAMO_MIN_OPSET, EXPORTERS, OPSET, STEP_ONNX_NAME, export_step_onnx
-from .torchscript import STEP_TORCHSCRIPT_NAME, save_torchscript, script_step
+from .torchscript import save_torchscript, script_step
 
-VERIFY_NAME = "verify.json"
 # Files an export (re)writes; anything else in the source folder is carried over, except the
 # verification report, which no longer describes the new files.
-_WRITTEN = {STEP_ONNX_NAME, STEP_TORCHSCRIPT_NAME, MANIFEST_NAME, VERIFY_NAME, *(f"{form}.onnx" for form in BUILDERS)}
+_WRITTEN = {STEP_ONNX_NAME, STEP_TORCHSCRIPT_NAME, MANIFEST_NAME, VERIFY_NAME, *map(form_file_name, BUILDERS)}
 
 
 def export_folder(
     folder: str | os.PathLike,
     out: str | os.PathLike | None = None,
-    opset: int = OPSET,
+    opset: int | None = None,
     ort_format: bool = False,
     exporter: str = "torchscript",
     factory=None,
@@ -59,67 +63,94 @@ def export_folder(
     ONNX model (`export.test_data`) and ``manifest.json``, beside copies of ``weights.pt`` and
     ``config.json``. With ``ort_format``, also each model in onnxruntime's ORT format
     (``<form>.ort``). ``exporter`` picks how ``step.onnx`` is made: from the TorchScript module
-    ("torchscript") or through ``torch.export`` ("dynamo"); the manifest's ``producers`` records
-    what made each file. A folder of a user's module needs its ``factory``. The result is built
-    in a temporary folder and swapped into place, so an interrupted export leaves the previous
-    folder as it was.
+    ("torchscript") or through ``torch.export`` ("dynamo"); ``opset`` None is the exporter's
+    default (`export.onnx_export.resolve_opset`). A folder of a user's module needs its
+    ``factory``. The result is built in a temporary folder and swapped into place, so an
+    interrupted export leaves the previous folder as it was.
     """
     source = Path(folder)
-    target = Path(out) if out is not None else source
-    model, document = load_checkpoint(source, factory)
-    if not (target.exists() and target.resolve() == source.resolve()):
-        prepare_output(target)
-    info = StepInfo.of_checkpoint(model, document)
-    with replacing_folder(target) as staging:
-        for path in sorted(source.iterdir()):
-            if path.is_file() and path.name not in _WRITTEN and not path.name.startswith(".") \
-                    and path.suffix != ".ort":
-                shutil.copy2(path, staging / path.name)
-        write_artifacts(staging, model, info, document, opset, ort_format, exporter)
-    return target
+    opset = resolve_opset(exporter, opset)
+    checkpoint = load_checkpoint(source, factory)
+    with replacing_folder(source if out is None else out) as staging:
+        _carry_over(source, staging)
+        write_artifacts(staging, checkpoint.model, checkpoint.config, opset=opset, ort_format=ort_format,
+                        exporter=exporter)
+    return source if out is None else Path(out)
+
+
+def _carry_over(source: Path, staging: Path) -> None:
+    """Copies the trained folder's own files (weights, config, the user's extras) into ``staging``."""
+    for path in sorted(source.iterdir()):
+        if path.is_file() and path.name not in _WRITTEN and not path.name.startswith(".") and path.suffix != ".ort":
+            shutil.copy2(path, staging / path.name)
 
 
 def write_artifacts(
-    staging: Path, model: torch.nn.Module, info: StepInfo, document: dict, opset: int, ort_format: bool, exporter: str
+    staging: Path, model: torch.nn.Module, config: Config, *, opset: int, ort_format: bool, exporter: str
 ) -> Manifest:
     """Writes every exported file and, last, the manifest into ``staging`` (which already holds
     ``weights.pt`` and ``config.json``)."""
-    if exporter not in EXPORTERS:
-        raise InputValueError(f"exporter must be one of {list(EXPORTERS)}, got {exporter!r}")
-    sizes = info.sizes()
-    x = TensorSpec("x", (BATCH_AXIS, info.input_size))
-    y = TensorSpec("y", (BATCH_AXIS, info.output_size))
-    states = [
-        StateSpec(name, (BATCH_AXIS, len(row)), output=f"{name}_out", initial=row)
-        for name, row in zip(info.state_names, info.initial)
-    ]
-    train = document.get("train", {})
-    try:
+    x, y, states = step_specs(config.model)
+    metadata = _onnx_metadata(config.model, states)
+    with failing_as(f"torch.jit.script cannot compile {type(model).__name__}"):
         scripted = script_step(model)
-    except Exception as error:  # TorchScript's frontend raises several types; all mean "cannot compile"
-        raise ExportError(f"torch.jit.script cannot compile {type(model).__name__}: {describe_failure(error)}") from None
     save_torchscript(scripted, staging)
-    metadata = {
-        "model_kind": info.kind,
-        **{k: str(v) for k, v in sizes.items()},
+    with failing_as(f"the {exporter} exporter cannot export {type(model).__name__}"):
+        step_module = scripted if exporter == "torchscript" else model
+        export_step_onnx(step_module, staging / STEP_ONNX_NAME, [x], [y], states, metadata, opset, exporter)
+    fused = _write_fused_forms(model, config.model, staging, opset, metadata)
+    onnx_files = {STEP: STEP_ONNX_NAME, **fused}
+    write_test_data(model, config.model, staging, onnx_files)
+    ort_files = convert_to_ort(staging, onnx_files) if ort_format else {}
+    manifest = _manifest(staging, config, (x, y, states), fused, ort_files, opset, exporter)
+    write_manifest(staging, manifest)  # last: a folder without it is never loadable
+    return manifest
+
+
+def step_specs(model: ModelConfig) -> tuple[TensorSpec, TensorSpec, list[StateSpec]]:
+    """The step model's contract: input ``x``, output ``y`` and each state tensor NAME -> NAME_out."""
+    x = TensorSpec("x", (BATCH_AXIS, model.input_size))
+    y = TensorSpec("y", (BATCH_AXIS, model.output_size))
+    states = [StateSpec(s.name, (BATCH_AXIS, s.size), output=f"{s.name}_out", initial=s.initial) for s in model.states]
+    return x, y, states
+
+
+def _onnx_metadata(model: ModelConfig, states: list[StateSpec]) -> dict[str, str]:
+    """What every ONNX file of the folder carries in its metadata_props."""
+    return {
+        "model_kind": model.kind,
+        **{key: str(value) for key, value in model.sizes().items()},
         "state_names": ",".join(s.name for s in states),
         "state_outputs": ",".join(s.output for s in states),
     }
-    step_module = scripted if exporter == "torchscript" else model
-    try:
-        export_step_onnx(step_module, staging / STEP_ONNX_NAME, [x], [y], states, metadata, opset, exporter)
-    except Exception as error:  # the exporters raise many types; all mean "cannot export"
-        raise ExportError(f"the {exporter} exporter cannot export {type(model).__name__}: {describe_failure(error)}") from None
-    fused = {}
-    if info.kind == "elman":  # the fused loops are built from the Elman weights
-        weights = ElmanWeights(
-            w1=model.w1.detach().numpy().astype(np.float32),
-            w2=model.w2.detach().numpy().astype(np.float32),
-            input_size=info.input_size,
-        )
-        fused = write_fused(weights, staging, opset, metadata)
-    write_test_data(model, info, staging, {"step": STEP_ONNX_NAME, **fused})
-    ort_files = convert_to_ort(staging, {"step": STEP_ONNX_NAME, **fused}) if ort_format else {}
+
+
+def _write_fused_forms(
+    model: torch.nn.Module, config: ModelConfig, staging: Path, opset: int, metadata: dict[str, str]
+) -> dict[str, str]:
+    """The fused loop models, built from the Elman weights ({} for other cells): {form: file name}."""
+    if config.kind != "elman":
+        return {}
+    weights = ElmanWeights(
+        w1=model.w1.detach().numpy().astype(np.float32),
+        w2=model.w2.detach().numpy().astype(np.float32),
+        input_size=config.input_size,
+    )
+    return write_fused(weights, staging, opset, metadata)
+
+
+def _manifest(
+    staging: Path,
+    config: Config,
+    specs: tuple[TensorSpec, TensorSpec, list[StateSpec]],
+    fused: dict[str, str],
+    ort_files: dict[str, str],
+    opset: int,
+    exporter: str,
+) -> Manifest:
+    """The manifest of what ``staging`` now holds, every file hashed."""
+    x, y, states = specs
+    train = config.train
     files = [
         file_entry(staging, STEP_ONNX_NAME, ROLE_STEP_ONNX),
         file_entry(staging, STEP_TORCHSCRIPT_NAME, ROLE_STEP_TORCHSCRIPT),
@@ -133,23 +164,23 @@ def write_artifacts(
     producers = {
         STEP_ONNX_NAME: step_producer,
         STEP_TORCHSCRIPT_NAME: "torch.jit.script",
-        WEIGHTS_NAME: f"rnn train ({train.get('trainer')} trainer)" if train else "state_dict of the user's module",
+        WEIGHTS_NAME: f"rnn train ({train.trainer} trainer)" if train else "state_dict of the user's module",
         CONFIG_NAME: "rnn train" if train else "rnn export-module",
         **{name: "export.fused (onnx.helper, from the weights)" for name in fused.values()},
         **{name: "onnxruntime ORT format conversion" for name in ort_files.values()},
     }
-    model_info = {"kind": info.kind, **sizes, "trainer": train.get("trainer"), "seed": train.get("seed"),
-                  "exporter": exporter}
-    if info.kind == "custom":
-        model_info["factory"] = document["model"].get("factory")
-    manifest = Manifest(
+    model_info = {"kind": config.model.kind, **config.model.sizes(), "trainer": train.trainer if train else None,
+                  "seed": train.seed if train else None, "exporter": exporter}
+    if config.model.factory is not None or config.model.kind == "custom":
+        model_info["factory"] = config.model.factory
+    return Manifest(
         model=model_info,
         producers=producers,
         inputs=(x,),
         outputs=(y,),
         state=tuple(states),
         files=tuple(files),
-        opset=opset if exporter == "torchscript" else max(opset, DYNAMO_MIN_OPSET),
+        opset=opset,
         versions={
             "toolkit": __version__,
             "torch": torch.__version__,
@@ -158,5 +189,4 @@ def write_artifacts(
             "numpy": np.__version__,
         },
     )
-    write_manifest(staging, manifest)  # last: a folder without it is never loadable
-    return manifest
+

@@ -2,42 +2,29 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from rnn.config import CONFIG_NAME, WEIGHTS_NAME
-from rnn.folders import prepare_output, replacing_folder
-from rnn.model import StepInfo
-from runtime.errors import InputValueError, ToolkitError
+from rnn.checkpoint import save_checkpoint
+from rnn.config import CUSTOM, Config, ModelConfig, StateConfig
+from rnn.folders import replacing_folder
+from runtime.errors import ExportError, InputValueError
 
-from .onnx_export import OPSET
+from .artifact import write_artifacts
+from .errors import failing_as
+from .onnx_export import resolve_opset
 
 PROBE_BATCH = 3
+PROBE_SEED = 0
 
 
-class ExportError(ToolkitError):
-    """A module cannot be scripted or exported; the message names the construct that failed."""
-
-
-def describe_failure(error: BaseException) -> str:
-    """One line from a TorchScript or exporter error: its first line and the source it points at."""
-    lines = [line.rstrip() for line in str(error).splitlines() if line.strip()]
-    head = next((line.strip() for line in lines if not line.strip().startswith(("File ", "Traceback"))), type(error).__name__)
-    code = ""
-    for index, line in enumerate(lines):
-        if "<--- HERE" in line and index > 0:
-            code = lines[index - 1].strip()
-            break
-    return f"{head[:300]}" + (f" (at: {code[:160]})" if code else "")
-
-
-def state_info(input_size: int, output_size: int, states: Sequence[Any]) -> StepInfo:
-    """A StepInfo from ``states`` given as (name, size), (name, size, initial) or dicts of those."""
-    names, rows = [], []
+def custom_config(input_size: int, output_size: int, states: Sequence[Any], *, factory: str | None = None,
+                  class_name: str | None = None) -> ModelConfig:
+    """A ModelConfig from ``states`` given as (name, size), (name, size, initial) or dicts of those."""
+    parsed = []
     for spec in states:
         if isinstance(spec, dict):
             spec = (spec.get("name"), spec.get("size"), spec.get("initial", 0.0))
@@ -49,30 +36,28 @@ def state_info(input_size: int, output_size: int, states: Sequence[Any]) -> Step
         row = [float(initial)] * size if isinstance(initial, (int, float)) else [float(v) for v in initial]
         if len(row) != size:
             raise InputValueError(f"state {name!r}: initial has {len(row)} values, the size is {size}")
-        names.append(name)
-        rows.append(tuple(row))
+        parsed.append(StateConfig(name, tuple(row)))
+    names = [s.name for s in parsed]
     if not names:
         raise InputValueError("a step module needs at least one state tensor")
     if len(set(names)) != len(names) or {"x", "y"} & set(names):
         raise InputValueError(f"state names must be distinct and not 'x' or 'y', got {names}")
-    return StepInfo("custom", input_size, output_size, tuple(names), tuple(rows))
+    return ModelConfig(CUSTOM, input_size, output_size, tuple(parsed), factory=factory, class_name=class_name)
 
 
-def check_protocol(module: torch.nn.Module, info: StepInfo) -> None:
-    """Runs the module once on random inputs: it must return (y, *state) with the right shapes."""
-    x = torch.randn(PROBE_BATCH, info.input_size)
-    state = [torch.randn(PROBE_BATCH, size) for size in info.state_sizes]
-    try:
-        with torch.no_grad():
-            result = module(x, *state)
-    except Exception as error:  # the user's code: any failure is reported, never hidden
-        raise ExportError(f"calling the module as forward(x, {', '.join(info.state_names)}) failed: "
-                          f"{type(error).__name__}: {describe_failure(error)}") from None
-    expected = [(PROBE_BATCH, info.output_size), *((PROBE_BATCH, size) for size in info.state_sizes)]
+def check_protocol(module: torch.nn.Module, config: ModelConfig) -> None:
+    """Runs the module once on seeded random inputs (the caller's global RNG untouched): it must
+    return (y, *state) with the right shapes and dtype."""
+    generator = torch.Generator().manual_seed(PROBE_SEED)
+    x = torch.randn(PROBE_BATCH, config.input_size, generator=generator)
+    state = [torch.randn(PROBE_BATCH, size, generator=generator) for size in config.state_sizes]
+    with failing_as(f"calling the module as forward(x, {', '.join(config.state_names)}) failed"), torch.no_grad():
+        result = module(x, *state)
+    expected = [(PROBE_BATCH, config.output_size), *((PROBE_BATCH, size) for size in config.state_sizes)]
     if not isinstance(result, (tuple, list)) or len(result) != len(expected):
         count = len(result) if isinstance(result, (tuple, list)) else 1
-        raise ExportError(f"forward must return (y, {', '.join(info.state_names)}): {len(expected)} tensors, got {count}")
-    for name, tensor, shape in zip(("y", *info.state_names), result, expected):
+        raise ExportError(f"forward must return (y, {', '.join(config.state_names)}): {len(expected)} tensors, got {count}")
+    for name, tensor, shape in zip(("y", *config.state_names), result, expected):
         if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape or tensor.dtype != torch.float32:
             got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
             raise ExportError(f"forward's {name} must be a float32 tensor of shape (batch, {shape[1]}), got {got}")
@@ -86,7 +71,7 @@ def export_module(
     output_size: int,
     states: Sequence[Any],
     exporter: str = "torchscript",
-    opset: int = OPSET,
+    opset: int | None = None,
     ort_format: bool = False,
     factory: str | None = None,
 ) -> Path:
@@ -97,24 +82,13 @@ def export_module(
     ("package.module:function") is recorded so that `verify_folder` can rebuild the module.
     Raises ExportError naming the construct when the module cannot be scripted or exported.
     """
-    from .artifact import write_artifacts  # export.artifact imports this module's neighbours
-
-    info = state_info(input_size, output_size, states)
+    model = custom_config(input_size, output_size, states, factory=factory,
+                          class_name=f"{type(module).__module__}.{type(module).__qualname__}")
+    opset = resolve_opset(exporter, opset)
     module = module.eval()
-    check_protocol(module, info)
-    target = Path(out)
-    prepare_output(target)
-    document = {
-        "model": {
-            "kind": "custom",
-            "factory": factory,
-            "class": f"{type(module).__module__}.{type(module).__qualname__}",
-            **info.sizes(),
-            "states": [{"name": n, "size": len(r), "initial": list(r)} for n, r in zip(info.state_names, info.initial)],
-        },
-    }
-    with replacing_folder(target) as staging:
-        torch.save(module.state_dict(), staging / WEIGHTS_NAME)
-        (staging / CONFIG_NAME).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-        write_artifacts(staging, module, info, document, opset, ort_format, exporter)
-    return target
+    check_protocol(module, model)
+    config = Config(model)
+    with replacing_folder(out) as staging:
+        save_checkpoint(module, config, staging)
+        write_artifacts(staging, module, config, opset=opset, ort_format=ort_format, exporter=exporter)
+    return Path(out)

@@ -26,6 +26,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from runtime.fused import SEQUENCE_FORMS
+from runtime.manifest import form_file_name
+
+from .onnx_export import stamp_model
 
 IR_VERSION = 8  # what opset 17 needs and what the step model gets from torch: older runtimes
 #                (onnxruntime-node, mobile builds) refuse newer IR versions than they know
@@ -77,11 +80,9 @@ def _value(name: str, elem: int, shape) -> onnx.ValueInfoProto:
 
 
 def _model(graph: onnx.GraphProto, opset: int, form: str, metadata: dict[str, str]) -> onnx.ModelProto:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="rnn-toolkit")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = IR_VERSION
-    for key, value in {**metadata, "form": form}.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, str(value)
+    stamp_model(model, metadata, form=form)
     onnx.checker.check_model(model, full_check=True)
     return model
 
@@ -304,7 +305,7 @@ def write_fused(weights: ElmanWeights, folder: str | os.PathLike, opset: int, me
     written = {}
     forms = [f for f in BUILDERS if f in SEQUENCE_FORMS or weights.input_size == weights.output_size]
     for form in forms:
-        name = f"{form}.onnx"
+        name = form_file_name(form)
         onnx.save(BUILDERS[form](weights, opset, metadata), os.path.join(folder, name))
         written[form] = name
     return written

@@ -1,4 +1,4 @@
-"""Exports a scripted step module to ONNX with the TorchScript-based exporter, and checks it."""
+"""Exports a step module's step.onnx (TorchScript-based or torch.export-based exporter) and checks it."""
 
 from __future__ import annotations
 
@@ -9,16 +9,39 @@ import warnings
 import onnx
 import torch
 
-from runtime._version import __version__
+from runtime import __version__
+from runtime.errors import ExportError, InputValueError
 from runtime.manifest import BATCH_AXIS, StateSpec, TensorSpec
 
-STEP_ONNX_NAME = "step.onnx"
 OPSET = 17  # pinned: every onnxruntime since 1.14 runs it; raise it only with a reason
 EXPORT_BATCH = 2  # the example batch the graph is traced with; tests run other batches
 
-
 EXPORTERS = ("torchscript", "dynamo")
 DYNAMO_MIN_OPSET = 18  # the torch.export-based exporter writes opset 18 and up
+DEFAULT_OPSETS = {"torchscript": OPSET, "dynamo": DYNAMO_MIN_OPSET}
+
+
+def resolve_opset(exporter: str, opset: int | None) -> int:
+    """The opset to export at: the exporter's default for None; a typed error for one it cannot write."""
+    if exporter not in EXPORTERS:
+        raise InputValueError(f"exporter must be one of {list(EXPORTERS)}, got {exporter!r}")
+    if opset is None:
+        return DEFAULT_OPSETS[exporter]
+    if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
+        raise InputValueError(
+            f"the dynamo exporter writes opset {DYNAMO_MIN_OPSET} or later, got opset {opset}; "
+            f"leave the opset out or use the torchscript exporter for opset {opset}"
+        )
+    return opset
+
+
+def stamp_model(model: onnx.ModelProto, metadata: dict[str, str], **extra: str) -> None:
+    """Adds ``metadata``, the toolkit's version and ``extra`` to ``metadata_props``; names the producer."""
+    for key, value in {**metadata, "toolkit_version": __version__, **extra}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    model.producer_name = "rnn-toolkit"
+    model.producer_version = __version__
 
 
 def export_step_onnx(
@@ -28,31 +51,26 @@ def export_step_onnx(
     outputs: list[TensorSpec],
     state: list[StateSpec],
     metadata: dict[str, str],
-    opset: int = OPSET,
+    opset: int | None = None,
     exporter: str = "torchscript",
 ) -> onnx.ModelProto:
     """Writes ``step.onnx`` with inputs ``(*inputs, *state)`` and outputs ``(*outputs, *state outputs)``.
 
     ``exporter`` "torchscript" exports ``module`` (a scripted module) with the TorchScript-based
-    exporter; "dynamo" exports ``module`` (an eager module) through ``torch.export``, at opset
-    18 or more. Every first axis is the dynamic ``batch`` axis. The saved model passes the full
+    exporter; "dynamo" exports ``module`` (an eager module) through ``torch.export`` (``opset``
+    from `resolve_opset`). Every first axis is the dynamic ``batch`` axis. The saved model passes the full
     checker and strict shape inference, and carries ``metadata`` in its ``metadata_props``.
     """
     input_names = [t.name for t in inputs] + [s.name for s in state]
     output_names = [t.name for t in outputs] + [s.output for s in state]
     examples = tuple(torch.zeros(EXPORT_BATCH, int(t.shape[1])) for t in (*inputs, *state))
+    opset = resolve_opset(exporter, opset)
     if exporter == "dynamo":
-        _export_dynamo(module, examples, path, input_names, output_names, max(opset, DYNAMO_MIN_OPSET))
-    elif exporter == "torchscript":
-        _export_torchscript(module, examples, path, input_names, output_names, opset)
+        _export_dynamo(module, examples, path, input_names, output_names, opset)
     else:
-        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+        _export_torchscript(module, examples, path, input_names, output_names, opset)
     model = onnx.load(str(path))
-    for key, value in {**metadata, "toolkit_version": __version__, "exporter": exporter}.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, str(value)
-    model.producer_name = "rnn-toolkit"
-    model.producer_version = __version__
+    stamp_model(model, metadata, exporter=exporter)
     onnx.checker.check_model(model, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     _check_io(inferred, input_names, output_names)
@@ -115,11 +133,11 @@ def _check_io(model: onnx.ModelProto, input_names: list[str], output_names: list
     got_inputs = [i.name for i in model.graph.input]
     got_outputs = [o.name for o in model.graph.output]
     if got_inputs != input_names or got_outputs != output_names:
-        raise RuntimeError(
-            f"exported graph has inputs {got_inputs} and outputs {got_outputs}, "
+        raise ExportError(
+            f"the exported graph has inputs {got_inputs} and outputs {got_outputs}, "
             f"expected {input_names} and {output_names}"
         )
     for value in (*model.graph.input, *model.graph.output):
         first = value.type.tensor_type.shape.dim[0]
         if first.dim_param != BATCH_AXIS:
-            raise RuntimeError(f"exported tensor {value.name!r} has a fixed first axis, expected {BATCH_AXIS!r}")
+            raise ExportError(f"the exported tensor {value.name!r} has a fixed first axis, expected {BATCH_AXIS!r}")

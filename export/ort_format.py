@@ -7,6 +7,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from runtime.manifest import form_file_name
+
 
 def convert_to_ort(folder: str | os.PathLike, models: dict[str, str]) -> dict[str, str]:
     """Writes ``<form>.ort`` beside each ``{form: onnx name}``; returns {form: ort name}.
@@ -16,7 +18,7 @@ def convert_to_ort(folder: str | os.PathLike, models: dict[str, str]) -> dict[st
     """
     written = {}
     for form, name in models.items():
-        target = Path(folder) / f"{form}.ort"
+        target = Path(folder) / form_file_name(form, ".ort")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         options.optimized_model_filepath = str(target)

@@ -15,45 +15,45 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from rnn.model import StepInfo, generate_eager, predict_eager
+from rnn.config import ModelConfig
+from rnn.eager import NumpyStep
+from runtime.errors import ExportError
 from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
-
-TEST_DATA_DIR = "test_data"
+from runtime.manifest import TEST_DATA_DIR
 TEST_BATCH = 3
 TEST_STEPS = 13  # > UNROLL, not a multiple: the blocked loops run a full block and a remainder
 TEST_SEED = 99
 
 
 def reference_case(
-    model: torch.nn.Module, info: StepInfo, form: str, rng: np.random.Generator
+    model: torch.nn.Module, config: ModelConfig, form: str, rng: np.random.Generator
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(inputs, outputs) of one form, in the graph's order, outputs from eager PyTorch."""
-    n_in = info.input_size
-    state = [rng.uniform(-1, 1, (TEST_BATCH, size)).astype(np.float32) for size in info.state_sizes]
-    t = torch.from_numpy
+    n_in = config.input_size
+    state = [rng.uniform(-1, 1, (TEST_BATCH, size)).astype(np.float32) for size in config.state_sizes]
+    eager = NumpyStep(model)
     if form == STEP:
         x = rng.uniform(-1, 1, (TEST_BATCH, n_in)).astype(np.float32)
-        with torch.no_grad():
-            y, *new = model(t(x), *(t(s) for s in state))
-        return [x, *state], [y.numpy(), *(s.numpy() for s in new)]
-    if form in SEQUENCE_FORMS:
+        inputs, (y, new) = [x, *state], eager.step_once(x, state)
+    elif form in SEQUENCE_FORMS:
         xs = rng.uniform(-1, 1, (TEST_STEPS, TEST_BATCH, n_in)).astype(np.float32)
-        ys, new = predict_eager(model, t(xs), tuple(t(s) for s in state))
-        return [xs, *state], [ys.numpy(), *(s.numpy() for s in new)]
-    if form in ROLLOUT_FORMS:
+        inputs, (y, new) = [xs, *state], eager.predict(xs, state)
+    elif form in ROLLOUT_FORMS:
         x0 = rng.uniform(-1, 1, (TEST_BATCH, n_in)).astype(np.float32)
-        ys, new = generate_eager(model, t(x0), TEST_STEPS, tuple(t(s) for s in state))
-        return [x0, *state, np.array([TEST_STEPS], dtype=np.int64)], [ys.numpy(), *(s.numpy() for s in new)]
-    raise ValueError(f"no reference for form {form!r}")
+        inputs = [x0, *state, np.array([TEST_STEPS], dtype=np.int64)]
+        y, new = eager.generate(x0, TEST_STEPS, state)
+    else:
+        raise ExportError(f"no self-check data can be made for form {form!r}")
+    return inputs, [y, *new]
 
 
-def write_test_data(model: torch.nn.Module, info: StepInfo, folder: str | os.PathLike, models: dict[str, str]) -> list[Path]:
+def write_test_data(model: torch.nn.Module, config: ModelConfig, folder: str | os.PathLike, models: dict[str, str]) -> list[Path]:
     """Writes one test data set per ``{form: onnx file name}``; returns the set folders."""
     rng = np.random.default_rng(TEST_SEED)
     written = []
     for form, name in models.items():
         graph = onnx.load(str(Path(folder) / name), load_external_data=False).graph
-        inputs, outputs = reference_case(model, info, form, rng)
+        inputs, outputs = reference_case(model, config, form, rng)
         target = Path(folder) / TEST_DATA_DIR / form / "test_data_set_0"
         target.mkdir(parents=True)
         for prefix, values, specs in (("input", inputs, graph.input), ("output", outputs, graph.output)):

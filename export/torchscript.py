@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-STEP_TORCHSCRIPT_NAME = "step.torchscript.pt"
+from runtime.manifest import STEP_TORCHSCRIPT_NAME
 
 
 def script_step(model: torch.nn.Module) -> torch.jit.ScriptModule:

@@ -5,7 +5,7 @@ through `runtime.load`) and every fused form the folder ships (sequence forms in
 teacher-forced checks, rollout forms in the closed-loop ones), each against the eager model
 rebuilt from weights.pt. Checks, in layers: (a) single steps at batch 1, 3 and 64 from random
 inputs and states, (b) teacher-forced sequences (the training series; random inputs at batch
-3 over 1000 steps, at batch 64 and 4096 over 200), (c) 200-step closed-loop rollouts from the
+3 over 1 and 1000 steps, at batch 64 and 4096 over 200), (c) 200-step closed-loop rollouts from the
 data's first point and from random starts at batch 3, 64 and 4096. Every comparison
 checks names, then shapes, then values; all failures are collected. Also reported for every
 form: the divergence horizon against a float64 eager reference.
@@ -25,44 +25,43 @@ import numpy as np
 import torch
 
 import runtime
-from rnn.config import read_config, training_series
+from rnn.checkpoint import load_checkpoint
+from rnn.config import Config, training_series
 from rnn.data import pairs
-from rnn.model import (
-    DIVERGENCE_ATOL,
-    DRIFT_ALLOWANCE,
-    ROLLOUT_ATOL,
-    SEQUENCE_ATOL,
-    STEP_ATOL,
-    generate_eager,
-    predict_eager,
-)
-from rnn.train import load_checkpoint
-from runtime.errors import ToolkitError
+from rnn.eager import NumpyStep
+from runtime.errors import VerificationFailed
 from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
-from runtime.manifest import ROLE_STEP_TORCHSCRIPT, read_manifest, resolve_file
+from runtime.manifest import ROLE_STEP_TORCHSCRIPT, VERIFY_NAME, read_manifest, resolve_file
 
-from .artifact import VERIFY_NAME
 from .torchscript import load_torchscript
+
+# Tolerances, as max abs error against eager float32 PyTorch. The models' values are O(1) (tanh
+# states, a readout of them), so absolute errors are the meaningful measure; relative errors
+# (max abs error / max |eager value| of the output) are reported beside them. NOTES.md justifies them.
+STEP_ATOL = 1e-5  # one step: a handful of float32 roundings, ~1e-7 in practice
+SEQUENCE_ATOL = 1e-5  # teacher-forced: errors do not feed back through the input
+ROLLOUT_ATOL = 1e-4  # 200 closed-loop steps: rounding differences feed back and grow
+DIVERGENCE_ATOL = 1e-3  # the divergence horizon: first step whose error against float64 passes this
+# Multi-step checks of a model whose loop amplifies rounding: an exported form may drift from
+# eager float32 up to this many times as far as eager float32 drifts from float64 (correct
+# float32 implementations differ per step by a few ulp: matmul order, tanh approximations).
+DRIFT_ALLOWANCE = 10.0
 
 VERIFY_SEED = 1234
 STEP_BATCHES = (1, 3, 64)
 # (steps, batch) of the random teacher-forced checks; every batch size of the fused forms' range
 SEQUENCES_RANDOM = ((1000, 3), (200, 64), (200, 4096))
-ROLLOUT_STEPS = 200
+SHORT_SEQUENCE = (1, 3)  # (steps, batch): one teacher-forced step through every sequence form
+VERIFY_ROLLOUT_STEPS = 200  # length of every closed-loop check
 ROLLOUT_BATCHES = (3, 64, 4096)  # random starts, beside the one from the data's first point
 HORIZON_STEPS = 1000  # length of the rollout the divergence horizon is measured on
 
+# The calls a form can answer: one step, a teacher-forced sequence, a closed-loop rollout.
+STEP_ONCE, PREDICT, GENERATE = "step_once", "predict", "generate"
+Progress = Callable[[int, int, str], None]  # (checks done, checks in all, the check now running)
+
 
 Outputs = dict[str, np.ndarray]
-
-
-class VerificationFailed(ToolkitError):
-    """At least one form disagrees with eager PyTorch beyond its tolerance."""
-
-    def __init__(self, report: VerifyReport) -> None:
-        failed = [c for c in report.comparisons if not c.passed]
-        super().__init__(f"{len(failed)} of {len(report.comparisons)} comparisons failed in {report.folder}")
-        self.report = report
 
 
 @dataclass
@@ -130,10 +129,13 @@ class VerifyReport:
             for check, limit in self.limits.items():
                 steps = "all steps" if limit["steps"] is None else f"first {limit['steps']} steps, final state not compared"
                 lines.append(f"  {check}: float32 drift {limit['float32_drift']:.1e}, tolerance {limit['tolerance']:.1e}, {steps}")
-        lines += ["", f"divergence horizon vs float64 eager (first step with error > {DIVERGENCE_ATOL:g}, "
-                      f"{self.horizon_steps}-step rollout from the data's first point):"]
-        for form, step in self.horizons.items():
-            lines.append(f"  {form:<12} {'none within ' + str(self.horizon_steps) if step is None else 'step ' + str(step)}")
+        if self.horizons:
+            lines += ["", f"divergence horizon vs float64 eager (first step with error > {DIVERGENCE_ATOL:g}, "
+                          f"{self.horizon_steps}-step rollout from the data's first point):"]
+            for form, step in self.horizons.items():
+                lines.append(f"  {form:<12} {'none within ' + str(self.horizon_steps) if step is None else 'step ' + str(step)}")
+        lines += ["", "max abs: the largest |form - eager| over the output; max rel: max abs divided by the largest "
+                      "|eager| value of that output; tol: the max abs allowed."]
         lines += ["", f"verification {'passed' if self.passed else 'FAILED'}: "
                       f"{sum(c.passed for c in self.comparisons)}/{len(self.comparisons)} comparisons within tolerance"]
         return "\n".join(lines)
@@ -173,145 +175,193 @@ def compare(form: str, check: str, expected: Outputs, actual: Outputs, tolerance
     return results
 
 
-class _TorchForm:
-    """Runs a torch step callable (eager or TorchScript) on numpy inputs, returning numpy outputs."""
+@dataclass(frozen=True)
+class Case:
+    """One check: a call (STEP_ONCE, PREDICT or GENERATE) with its arguments, and its tolerance."""
 
-    def __init__(self, step: Callable, output_names: list[str], dtype: torch.dtype = torch.float32) -> None:
-        self.step = step
-        self.names = output_names
-        self.dtype = dtype
-
-    def _t(self, array: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(array), dtype=self.dtype)
-
-    def _out(self, y: torch.Tensor, state: tuple) -> Outputs:
-        return dict(zip(self.names, (t.detach().numpy() for t in (y, *state))))
-
-    def step_once(self, x, state) -> Outputs:
-        with torch.no_grad():
-            y, *new_state = self.step(self._t(x), *(self._t(s) for s in state))
-        return self._out(y, tuple(new_state))
-
-    def predict(self, xs, state) -> Outputs:
-        ys, final = predict_eager(self.step, self._t(xs), tuple(self._t(s) for s in state))
-        return self._out(ys, final)
-
-    def generate(self, x0, steps, state) -> Outputs:
-        ys, final = generate_eager(self.step, self._t(x0), steps, tuple(self._t(s) for s in state))
-        return self._out(ys, final)
+    check: str
+    call: str
+    args: tuple
+    tolerance: float
 
 
-class _RuntimeForm:
-    """One form of the exported ONNX models through the torch-free runtime."""
+class _Form:
+    """A way of running the model that verification compares: ``run(call, *args)`` gives the
+    outputs by name, for the calls in ``calls``."""
 
-    def __init__(self, model: runtime.Model, output_names: list[str], form: str) -> None:
-        self.model = model
-        self.names = output_names
-        self.form = form
-        self.methods = {
-            "step": ("step_once", "predict", "generate"),
-            **{f: ("predict",) for f in SEQUENCE_FORMS},
-            **{f: ("generate",) for f in ROLLOUT_FORMS},
-        }[form]
+    calls: tuple[str, ...] = (STEP_ONCE, PREDICT, GENERATE)
 
-    def _out(self, y: np.ndarray, state: tuple) -> Outputs:
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+
+    def run(self, call: str, *args) -> Outputs:
+        y, state = self._run(call, *args)
         return dict(zip(self.names, (y, *state)))
 
-    def step_once(self, x, state) -> Outputs:
-        return self._out(*self.model.step(x, state))
+    def _run(self, call: str, *args):
+        raise NotImplementedError
 
-    def predict(self, xs, state) -> Outputs:
-        return self._out(*self.model.predict(xs, state, form=self.form))
 
-    def generate(self, x0, steps, state) -> Outputs:
-        return self._out(*self.model.generate(x0, steps, state, form=self.form))
+class _TorchForm(_Form):
+    """Eager PyTorch or TorchScript, through numpy."""
+
+    def __init__(self, step: Callable, names: list[str], dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(names)
+        self.step = NumpyStep(step, dtype)
+
+    def _run(self, call: str, *args):
+        return getattr(self.step, call)(*args)
+
+
+class _RuntimeForm(_Form):
+    """One form of the exported ONNX models through the torch-free runtime."""
+
+    def __init__(self, model: runtime.Model, names: list[str], form: str) -> None:
+        super().__init__(names)
+        self.model = model
+        self.form = form
+        self.calls = (STEP_ONCE, PREDICT, GENERATE) if form == STEP else (PREDICT,) if form in SEQUENCE_FORMS else (GENERATE,)
+
+    def _run(self, call: str, *args):
+        if call == STEP_ONCE:
+            return self.model.step(*args)
+        if call == PREDICT:
+            return self.model.predict(*args, form=self.form)
+        return self.model.generate(*args, form=self.form)
 
 
 def verify_folder(
-    folder: str | os.PathLike, *, write: bool = True, raise_on_failure: bool = False, factory=None
+    folder: str | os.PathLike,
+    *,
+    write: bool = True,
+    raise_on_failure: bool = False,
+    factory=None,
+    progress: Progress | None = None,
 ) -> VerifyReport:
     """Verifies every exported form in ``folder``; writes ``verify.json`` there unless ``write=False``.
 
     A folder of a user's module needs its ``factory`` (callable or "package.module:function")
-    to rebuild the eager module. Returns the report; with ``raise_on_failure`` a failing report
-    raises VerificationFailed.
+    to rebuild the eager module. ``progress`` is told of each check as it starts. Returns the
+    report; with ``raise_on_failure`` a failing report raises VerificationFailed.
     """
     folder = Path(folder)
-    manifest = read_manifest(folder)
     onnx_model = runtime.load(folder)  # checks every file's sha256 first
-    eager_model, _ = load_checkpoint(folder, factory)
-    names = [manifest.outputs[0].name, *(s.output for s in manifest.state)]
-    scripted = load_torchscript(resolve_file(folder, manifest.file(ROLE_STEP_TORCHSCRIPT)))
-    eager = _TorchForm(eager_model, names)
-    forms: dict[str, Any] = {"torchscript": _TorchForm(scripted, names)}
-    for form in onnx_model.forms:  # the step model is reported as "onnx", fused forms by name
-        forms["onnx" if form == STEP else form] = _RuntimeForm(onnx_model, names, form)
-
-    rng = np.random.default_rng(VERIFY_SEED)
-    n_in, sizes = onnx_model.input_size, onnx_model.state_sizes
-
-    def random_state(batch: int) -> tuple[np.ndarray, ...]:
-        return tuple(rng.uniform(-1, 1, (batch, size)).astype(np.float32) for size in sizes)
-
-    cases: list[tuple[str, str, tuple, float]] = []  # (check, method, args, tolerance)
-    for batch in STEP_BATCHES:
-        x = rng.uniform(-1, 1, (batch, n_in)).astype(np.float32)
-        cases.append((f"step b={batch}", "step_once", (x, random_state(batch)), STEP_ATOL))
-    zero = onnx_model.initial_state(1)
-    if n_in == 1:  # the training series is one column
-        data_inputs, _ = pairs(training_series(read_config(folder))[1])
-        xs = data_inputs.astype(np.float32).reshape(-1, 1, 1)
-        cases.append((f"sequence data T={len(xs)}", "predict", (xs, zero), SEQUENCE_ATOL))
-    else:
-        xs = rng.uniform(-1, 1, (20, 1, n_in)).astype(np.float32)
-    for steps, batch in SEQUENCES_RANDOM:
-        xs_random = rng.uniform(-1, 1, (steps, batch, n_in)).astype(np.float32)
-        cases.append((f"sequence b={batch} T={steps}", "predict", (xs_random, random_state(batch)), SEQUENCE_ATOL))
-    if onnx_model.input_size == onnx_model.output_size:
-        cases.append((f"rollout data T={ROLLOUT_STEPS}", "generate", (xs[0], ROLLOUT_STEPS, zero), ROLLOUT_ATOL))
-        for batch in ROLLOUT_BATCHES:
-            starts = rng.uniform(-1, 1, (batch, n_in)).astype(np.float32)
-            cases.append((f"rollout b={batch} T={ROLLOUT_STEPS}", "generate",
-                          (starts, ROLLOUT_STEPS, random_state(batch)), ROLLOUT_ATOL))
-
+    checkpoint = load_checkpoint(folder, factory)
+    names = [onnx_model.manifest.outputs[0].name, *onnx_model.state_outputs]
+    eager = _TorchForm(checkpoint.model, names)
+    exact = _TorchForm(copy.deepcopy(checkpoint.model).double(), names, torch.float64)
+    forms = _forms(folder, onnx_model, names)
+    cases, data_start = _cases(onnx_model, checkpoint.config)
     report = VerifyReport(str(folder))
-    reference = _TorchForm(copy.deepcopy(eager_model).double(), names, torch.float64)
-    for check, method, args, tolerance in cases:
-        expected = getattr(eager, method)(*args)
-        keep, used = None, tolerance
-        if method != "step_once":  # how far float32 itself drifts from float64 on this check
-            exact = getattr(reference, method)(*args)
-            keep = trusted_steps(expected[names[0]], exact[names[0]], tolerance)
-            compared = names[:1] if keep is not None else names
-            drift = max(float(np.max(np.abs(np.asarray(expected[n][:keep], np.float64) - exact[n][:keep])))
-                        for n in compared)
-            used = max(tolerance, DRIFT_ALLOWANCE * drift)
-            if keep is not None or used > tolerance:
-                report.limits[check] = {"steps": keep, "float32_drift": drift, "tolerance": used}
-        for form_name, form in forms.items():
-            if method not in getattr(form, "methods", (method,)):
-                continue
-            actual = getattr(form, method)(*args)
-            if keep is not None:  # compare the outputs of the trusted steps; the final state is past them
-                expected_part = {names[0]: expected[names[0]][:keep]}
-                actual_part = {names[0]: actual[names[0]][:keep]}
-                report.comparisons.extend(compare(form_name, check, expected_part, actual_part, used))
-            else:
-                report.comparisons.extend(compare(form_name, check, expected, actual, used))
-
-    if onnx_model.input_size == onnx_model.output_size:
-        truth = reference.generate(xs[0], HORIZON_STEPS, zero)[names[0]]
-        for form_name, form in {"eager": eager, **forms}.items():
-            if "generate" not in getattr(form, "methods", ("generate",)):
-                continue
-            rollout = form.generate(xs[0], HORIZON_STEPS, zero)[names[0]]
-            report.horizons[form_name] = divergence_horizon(rollout, truth)
-
+    for index, case in enumerate(cases):
+        if progress is not None:
+            progress(index, len(cases) + 1, case.check)
+        _check(case, eager, exact, forms, report)
+    if data_start is not None:
+        if progress is not None:
+            progress(len(cases), len(cases) + 1, "divergence horizon")
+        _measure_horizons(data_start, eager, exact, forms, report)
+    if progress is not None:
+        progress(len(cases) + 1, len(cases) + 1, "done")
     if write:
         _write_json(folder / VERIFY_NAME, report.to_dict())
     if raise_on_failure and not report.passed:
-        raise VerificationFailed(report)
+        failed = sum(not c.passed for c in report.comparisons)
+        raise VerificationFailed(f"{failed} of {len(report.comparisons)} comparisons failed in {folder}", report)
     return report
+
+
+def _forms(folder: Path, model: runtime.Model, names: list[str]) -> dict[str, _Form]:
+    """TorchScript, then the ONNX step model (reported as "onnx"), then every fused form by name."""
+    manifest = read_manifest(folder)
+    scripted = load_torchscript(resolve_file(folder, manifest.file(ROLE_STEP_TORCHSCRIPT)))
+    forms: dict[str, _Form] = {"torchscript": _TorchForm(scripted, names)}
+    for form in model.forms:
+        forms["onnx" if form == STEP else form] = _RuntimeForm(model, names, form)
+    return forms
+
+
+def _cases(model: runtime.Model, config: Config) -> tuple[list[Case], tuple | None]:
+    """The checks in layers (steps, sequences, rollouts), and the start (x0, state) of the
+    divergence-horizon rollout (None where outputs are not inputs: there is no closed loop)."""
+    rng = np.random.default_rng(VERIFY_SEED)
+    n_in = model.input_size
+
+    def uniform(*shape: int) -> np.ndarray:
+        return rng.uniform(-1, 1, shape).astype(np.float32)
+
+    def random_state(batch: int) -> tuple[np.ndarray, ...]:
+        return tuple(uniform(batch, size) for size in model.state_sizes)
+
+    cases = [Case(f"step b={b}", STEP_ONCE, (uniform(b, n_in), random_state(b)), STEP_ATOL) for b in STEP_BATCHES]
+    zero = model.initial_state(1)
+    if n_in == 1:  # the training series is one column
+        data_inputs, _ = pairs(training_series(config.train).values)
+        xs = data_inputs.astype(np.float32).reshape(-1, 1, 1)
+        cases.append(Case(f"sequence data T={len(xs)}", PREDICT, (xs, zero), SEQUENCE_ATOL))
+    else:
+        xs = uniform(20, 1, n_in)
+    for steps, batch in SEQUENCES_RANDOM:
+        cases.append(Case(f"sequence b={batch} T={steps}", PREDICT, (uniform(steps, batch, n_in), random_state(batch)),
+                          SEQUENCE_ATOL))
+    short_steps, short_batch = SHORT_SEQUENCE
+    short = Case(f"sequence b={short_batch} T={short_steps}", PREDICT,
+                 (uniform(short_steps, short_batch, n_in), random_state(short_batch)), SEQUENCE_ATOL)
+    if model.input_size != model.output_size:
+        return [*cases, short], None
+    cases.append(Case(f"rollout data T={VERIFY_ROLLOUT_STEPS}", GENERATE, (xs[0], VERIFY_ROLLOUT_STEPS, zero),
+                      ROLLOUT_ATOL))
+    for batch in ROLLOUT_BATCHES:
+        cases.append(Case(f"rollout b={batch} T={VERIFY_ROLLOUT_STEPS}", GENERATE,
+                          (uniform(batch, n_in), VERIFY_ROLLOUT_STEPS, random_state(batch)), ROLLOUT_ATOL))
+    return [*cases, short], (xs[0], zero)
+
+
+def _check(case: Case, eager: _Form, exact: _Form, forms: dict[str, _Form], report: VerifyReport) -> None:
+    """Compares every form that answers ``case.call`` with eager PyTorch, within the tolerance
+    the model's own float32 drift allows (see `trusted_steps`)."""
+    expected = eager.run(case.call, *case.args)
+    keep, tolerance = None, case.tolerance
+    if case.call != STEP_ONCE:  # how far float32 itself drifts from float64 on this check
+        names = list(expected)
+        reference = exact.run(case.call, *case.args)
+        keep = trusted_steps(expected[names[0]], reference[names[0]], case.tolerance)
+        compared = names[:1] if keep is not None else names
+        drift = max(float(np.max(np.abs(np.asarray(expected[n][:keep], np.float64) - reference[n][:keep])))
+                    for n in compared)
+        tolerance = max(case.tolerance, DRIFT_ALLOWANCE * drift)
+        if keep is not None or tolerance > case.tolerance:
+            report.limits[case.check] = {"steps": keep, "float32_drift": drift, "tolerance": tolerance}
+        if keep is not None:  # compare the outputs of the trusted steps; the final state is past them
+            expected = {names[0]: expected[names[0]][:keep]}
+    for name, form in forms.items():
+        if case.call not in form.calls:
+            continue
+        actual = form.run(case.call, *case.args)
+        if keep is not None:
+            actual = {key: actual[key][:keep] for key in expected if key in actual}
+        report.comparisons.extend(compare(name, case.check, expected, actual, tolerance))
+
+
+def _measure_horizons(start: tuple, eager: _Form, exact: _Form, forms: dict[str, _Form], report: VerifyReport) -> None:
+    """The divergence horizon of eager PyTorch and every closed-loop form against float64 eager,
+    over a HORIZON_STEPS rollout from ``start`` = (x0, initial state)."""
+    x0, state = start
+    name = exact.names[0]
+    truth = exact.run(GENERATE, x0, HORIZON_STEPS, state)[name]
+    for form_name, form in {"eager": eager, **forms}.items():
+        if GENERATE in form.calls:
+            rollout = form.run(GENERATE, x0, HORIZON_STEPS, state)[name]
+            report.horizons[form_name] = divergence_horizon(rollout, truth)
+
+
+def first_step_over(errors: np.ndarray, threshold: float) -> int | None:
+    """The index of the first step whose largest error passes ``threshold``, or None.
+
+    ``errors`` is (steps, ...): absolute errors of each step, reduced over the other axes."""
+    per_step = np.asarray(errors).reshape(len(errors), -1).max(axis=1)
+    over = np.nonzero(per_step > threshold)[0]
+    return int(over[0]) if over.size else None
 
 
 def trusted_steps(eager32: np.ndarray, eager64: np.ndarray, tolerance: float) -> int | None:
@@ -325,18 +375,14 @@ def trusted_steps(eager32: np.ndarray, eager64: np.ndarray, tolerance: float) ->
     it, the tolerance is raised to DRIFT_ALLOWANCE times float32's own drift where that is
     larger. The report lists every check this touched.
     """
-    errors = np.abs(np.asarray(eager32, np.float64) - eager64).reshape(len(eager64), -1).max(axis=1)
-    over = np.nonzero(errors > tolerance)[0]
-    if not over.size:
-        return None
-    return max(int(over[0]), 1)
+    first = first_step_over(np.abs(np.asarray(eager32, np.float64) - eager64), tolerance)
+    return None if first is None else max(first, 1)
 
 
 def divergence_horizon(rollout: np.ndarray, truth: np.ndarray, threshold: float = DIVERGENCE_ATOL) -> int | None:
     """The first step (1-based) whose max abs error against ``truth`` passes ``threshold``."""
-    errors = np.abs(np.asarray(rollout, np.float64) - truth).reshape(len(truth), -1).max(axis=1)
-    over = np.nonzero(errors > threshold)[0]
-    return int(over[0]) + 1 if over.size else None
+    first = first_step_over(np.abs(np.asarray(rollout, np.float64) - truth), threshold)
+    return None if first is None else first + 1
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:

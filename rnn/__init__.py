@@ -1,5 +1,7 @@
-"""Model, data, training and plots for recurrent step models.
+"""The core: step modules (Elman, GRU, LSTM), data, training, checkpoints, eager loops.
 
-Importing the package imports nothing heavy: `rnn.data` needs numpy only, and the CLI
-(`rnn.cli`) imports torch only for the commands that need it.
+Layers, top to bottom: `toolkit` (the application: CLI, bench, plots, demo) -> `export` ->
+`rnn` (this package) -> `runtime`. Each imports only the layers below it (CI checks this with
+import-linter). Importing the package imports nothing heavy: `rnn.data` and `rnn.config` need
+numpy only; the modules that train or rebuild models import torch.
 """

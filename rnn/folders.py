@@ -1,4 +1,8 @@
-"""Writes a folder as a whole: build it beside the target, then swap it into place atomically."""
+"""Writes a folder as a whole: build it beside the target, then swap it into place atomically.
+
+Used by training (`rnn.train.train_folder`) and by export (`export.artifact`); it lives in the
+core, the lowest layer that writes folders, so that both can use it without importing upward.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from runtime.errors import ArtifactError
+from runtime.manifest import CONFIG_NAME, MANIFEST_NAME
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -76,11 +81,13 @@ def ensure_parent(target: Path) -> Path:
 def replacing_folder(target: str | os.PathLike) -> Iterator[Path]:
     """Yields a fresh temporary folder beside ``target``; on success it replaces ``target``.
 
+    ``target`` must be new, empty, or an earlier trained or artifact folder (`prepare_output`).
     If the block raises or the process dies, ``target`` is untouched; the temporary folder
     (named ``.NAME.tmp-*``, never mistaken for an artifact folder) is removed on errors.
     """
     target = Path(target)
-    parent = ensure_parent(target)
+    prepare_output(target)
+    parent = target.parent
     _remove_stale_staging(target)
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=parent))
@@ -113,7 +120,7 @@ def check_replaceable(target: Path) -> None:
     if not target.is_dir():
         raise ArtifactError(f"output {str(target)!r} exists and is not a folder")
     names = {p.name for p in target.iterdir()}
-    if names and not names & {"manifest.json", "config.json"}:
+    if names and not names & {MANIFEST_NAME, CONFIG_NAME}:
         raise ArtifactError(
             f"output folder {str(target)!r} is not empty and holds no earlier artifacts; "
             "choose a new or empty folder"

@@ -1,29 +1,16 @@
-"""The built-in step modules (the tutorial's Elman RNN, GRU, LSTM), their tolerances, eager loops.
+"""The built-in step modules: the tutorial's Elman RNN, GRU and LSTM cells with a linear readout.
 
-Every step module follows one protocol: ``forward(x, *state) -> (y, *state)``, with
-``input_size``, ``hidden_size``, ``output_size``, ``kind``, ``state_names`` and
-``initial_state(batch_size)``.
+Every step module follows one protocol: ``forward(x, *state) -> (y, *state)``. The built-in
+ones also carry their `ModelConfig` (``config``); a user's module gets its config from
+config.json (see `rnn.config`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
-
 import torch
 from torch import nn
 
-# Parity tolerances of the built-in cells, as max abs error against eager float32 PyTorch.
-# The model's values are O(1) (tanh states, a readout of six of them), so absolute errors are
-# the meaningful measure; relative errors are reported beside them. NOTES.md justifies them.
-STEP_ATOL = 1e-5  # one step: a handful of float32 roundings, ~1e-7 in practice
-SEQUENCE_ATOL = 1e-5  # teacher-forced: errors do not feed back through the input
-ROLLOUT_ATOL = 1e-4  # 200 closed-loop steps: rounding differences feed back and grow
-DIVERGENCE_ATOL = 1e-3  # the divergence horizon: first step whose error against float64 passes this
-# Multi-step checks of a model whose loop amplifies rounding: an exported form may drift from
-# eager float32 up to this many times as far as eager float32 drifts from float64 (correct
-# float32 implementations differ per step by a few ulp: matmul order, tanh approximations).
-DRIFT_ALLOWANCE = 10.0
+from .config import CELL_KINDS, CELL_STATES, HIDDEN_SIZE, ModelConfig
 
 W1_STD = 0.4
 W2_STD = 0.3
@@ -33,7 +20,6 @@ class StepModule(nn.Module):
     """What the built-in cells share: their sizes and a zero initial state per state tensor."""
 
     kind = ""
-    state_names: tuple[str, ...] = ("h",)
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int) -> None:
         super().__init__()
@@ -41,13 +27,13 @@ class StepModule(nn.Module):
         self.hidden_size = hidden_size
         self.output_size = output_size
 
+    def model_config(self) -> ModelConfig:  # a method: TorchScript would compile a property
+        return ModelConfig.cell(self.kind, self.input_size, self.hidden_size, self.output_size)
+
     def initial_state(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
         """Zeros, as the reference starts every epoch and every prediction."""
         dtype = next(self.parameters()).dtype
-        return tuple(torch.zeros(batch_size, self.hidden_size, dtype=dtype) for _ in self.state_names)
-
-    def sizes(self) -> dict[str, int]:
-        return {"input_size": self.input_size, "hidden_size": self.hidden_size, "output_size": self.output_size}
+        return tuple(torch.zeros(batch_size, self.hidden_size, dtype=dtype) for _ in CELL_STATES[self.kind])
 
 
 class ElmanRNN(StepModule):
@@ -57,9 +43,8 @@ class ElmanRNN(StepModule):
     """
 
     kind = "elman"
-    state_names = ("h",)
 
-    def __init__(self, input_size: int = 1, hidden_size: int = 6, output_size: int = 1) -> None:
+    def __init__(self, input_size: int = 1, hidden_size: int = HIDDEN_SIZE, output_size: int = 1) -> None:
         super().__init__(input_size, hidden_size, output_size)
         self.w1 = nn.Parameter(torch.empty(input_size + hidden_size, hidden_size))
         self.w2 = nn.Parameter(torch.empty(hidden_size, output_size))
@@ -78,7 +63,6 @@ class ElmanRNN(StepModule):
         return y, h_next
 
 
-
 class GRUStep(StepModule):
     """torch's ``GRUCell`` with a linear readout: ``h' = GRUCell(x, h)``, ``y = Linear(h')``.
 
@@ -89,9 +73,8 @@ class GRUStep(StepModule):
     """
 
     kind = "gru"
-    state_names = ("h",)
 
-    def __init__(self, input_size: int = 1, hidden_size: int = 6, output_size: int = 1) -> None:
+    def __init__(self, input_size: int = 1, hidden_size: int = HIDDEN_SIZE, output_size: int = 1) -> None:
         super().__init__(input_size, hidden_size, output_size)
         self.cell = nn.GRUCell(input_size, hidden_size)
         self.readout = nn.Linear(hidden_size, output_size)
@@ -112,9 +95,8 @@ class LSTMStep(StepModule):
     """torch's ``LSTMCell`` with a linear readout; two state tensors, ``h`` then ``c``."""
 
     kind = "lstm"
-    state_names = ("h", "c")
 
-    def __init__(self, input_size: int = 1, hidden_size: int = 6, output_size: int = 1) -> None:
+    def __init__(self, input_size: int = 1, hidden_size: int = HIDDEN_SIZE, output_size: int = 1) -> None:
         super().__init__(input_size, hidden_size, output_size)
         self.cell = nn.LSTMCell(input_size, hidden_size)
         self.readout = nn.Linear(hidden_size, output_size)
@@ -125,69 +107,14 @@ class LSTMStep(StepModule):
 
 
 CELLS = {"elman": ElmanRNN, "gru": GRUStep, "lstm": LSTMStep}
+assert tuple(CELLS) == CELL_KINDS  # rnn.config names the cells and their states
 
 
-@dataclass(frozen=True)
-class StepInfo:
-    """What export and verification need to know about any step module, built-in or a user's."""
-
-    kind: str
-    input_size: int
-    output_size: int
-    state_names: tuple[str, ...]
-    initial: tuple[tuple[float, ...], ...]  # one row per state tensor, the same for every stream
-
-    @property
-    def state_sizes(self) -> tuple[int, ...]:
-        return tuple(len(row) for row in self.initial)
-
-    def initial_state(self, batch_size: int = 1) -> tuple[torch.Tensor, ...]:
-        return tuple(torch.tensor([row], dtype=torch.float32).repeat(batch_size, 1) for row in self.initial)
-
-    def sizes(self) -> dict[str, int]:
-        return {"input_size": self.input_size, "hidden_size": self.state_sizes[0], "output_size": self.output_size}
-
-    @classmethod
-    def of(cls, model: nn.Module) -> StepInfo:
-        """The info of a built-in cell (anything with the StepModule attributes)."""
-        initial = tuple(tuple(float(v) for v in t[0]) for t in model.initial_state(1))
-        return cls(model.kind, model.input_size, model.output_size, tuple(model.state_names), initial)
-
-    @classmethod
-    def of_checkpoint(cls, model: nn.Module, document: dict) -> StepInfo:
-        """The info of a loaded checkpoint: from the module for a built-in cell, from config.json
-        for a user's module (which carries no sizes or initial state of its own)."""
-        sizes = document["model"]
-        if sizes["kind"] != "custom":
-            return cls.of(model)
-        states = sizes["states"]
-        return cls("custom", sizes["input_size"], sizes["output_size"], tuple(s["name"] for s in states),
-                   tuple(tuple(float(v) for v in s["initial"]) for s in states))
+def build_model(config: ModelConfig) -> nn.Module:
+    """A built-in step module of ``config`` (not a user's), with fresh (seed-dependent) parameters."""
+    return CELLS[config.kind](config.input_size, config.hidden_size, config.output_size)
 
 
-def build_model(kind: str, input_size: int = 1, hidden_size: int = 6, output_size: int = 1) -> nn.Module:
-    """A built-in step module by kind, with fresh (seed-dependent) parameters."""
-    return CELLS[kind](input_size, hidden_size, output_size)
-
-
-def predict_eager(step, xs: torch.Tensor, state: Sequence[torch.Tensor]):
-    """Teacher-forced loop: ``xs`` (steps, batch, n_in) -> outputs (steps, batch, n_out), final state."""
-    state = tuple(state)
-    ys = []
-    with torch.no_grad():
-        for x in xs:
-            y, *state = step(x, *state)
-            ys.append(y)
-    return torch.stack(ys), tuple(state)
-
-
-def generate_eager(step, x0: torch.Tensor, steps: int, state: Sequence[torch.Tensor]):
-    """Closed loop: each output is the next input. Returns (steps, batch, n_out), final state."""
-    state = tuple(state)
-    x = x0
-    ys = []
-    with torch.no_grad():
-        for _ in range(steps):
-            x, *state = step(x, *state)
-            ys.append(x)
-    return torch.stack(ys), tuple(state)
+def initial_state(config: ModelConfig, batch_size: int = 1, dtype: torch.dtype = torch.float32):
+    """The config's initial state as tensors, one (batch_size, size) per state tensor."""
+    return tuple(torch.tensor([row], dtype=dtype).repeat(batch_size, 1) for row in config.initial)

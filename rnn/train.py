@@ -1,74 +1,26 @@
-"""Trains the Elman step module: the reference trainer, a better BPTT trainer, and checkpoints."""
+"""Trains the built-in step modules (Elman, GRU, LSTM): the tutorial's trainer and a BPTT trainer."""
 
 from __future__ import annotations
 
-import importlib
-import json
-import math
 import os
-import sys
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
 
-from runtime.errors import ArtifactError, InputValueError
-
-from .config import CONFIG_NAME, WEIGHTS_NAME, read_config, training_series
-from .folders import prepare_output, replacing_folder
+from .checkpoint import save_checkpoint
+from .config import Config, TrainConfig, training_series
 from .data import pairs
-from .model import CELLS, build_model, generate_eager, predict_eager
+from .eager import run_series
+from .folders import prepare_output, replacing_folder
+from .model import build_model
 
-TRAINERS = ("reference", "bptt")
-ROLLOUT_STEPS = 100  # the closed-loop figure: steps past the data, compared with sin(t)
-
-# Defaults of each trainer; a CLI option left at None takes these.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "reference": {"epochs": 300, "lr": 0.1},
-    "bptt": {"epochs": 1500, "lr": 0.01},
-}
+# The closed-loop figure of a trained model (metrics, prediction plot): steps past the data.
+EVAL_ROLLOUT_STEPS = 100
 
 Progress = Callable[[int, float], None]  # called with (epoch, total loss of that epoch)
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a training run; saved in config.json."""
-
-    trainer: str = "reference"
-    cell: str = "elman"
-    seed: int = 0
-    epochs: int | None = None
-    lr: float | None = None
-    input_size: int = 1
-    hidden_size: int = 6
-    output_size: int = 1
-    seq_length: int = 20
-    data: str | None = None  # a user's series file; None is the reference sine
-
-    def resolved(self) -> TrainConfig:
-        """A copy with the trainer's defaults filled in and every value checked."""
-        if self.trainer not in TRAINERS:
-            raise InputValueError(f"trainer must be one of {list(TRAINERS)}, got {self.trainer!r}")
-        if self.cell not in CELLS:
-            raise InputValueError(f"cell must be one of {list(CELLS)}, got {self.cell!r}")
-        defaults = DEFAULTS[self.trainer]
-        config = replace(
-            self,
-            epochs=defaults["epochs"] if self.epochs is None else self.epochs,
-            lr=defaults["lr"] if self.lr is None else self.lr,
-        )
-        if config.epochs < 1:
-            raise InputValueError(f"epochs must be >= 1, got {config.epochs}")
-        if not (config.lr > 0 and math.isfinite(config.lr)):
-            raise InputValueError(f"lr must be a positive number, got {config.lr}")
-        if config.hidden_size < 1:
-            raise InputValueError(f"hidden_size must be >= 1, got {config.hidden_size}")
-        if config.seq_length < 1:
-            raise InputValueError(f"seq_length must be >= 1, got {config.seq_length}")
-        return config
 
 
 @dataclass
@@ -78,17 +30,21 @@ class TrainResult:
     loss_history: list[float]  # total loss of each epoch (reference) or iteration (bptt)
     metrics: dict[str, float] = field(default_factory=dict)
 
+    def checkpoint_config(self) -> Config:
+        """What config.json records of this run."""
+        return Config(self.config.model_config(), self.config, tuple(self.loss_history), dict(self.metrics))
+
 
 def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
     """Trains with ``config.trainer`` on ``config.data`` (default: the reference sine)."""
     config = config.resolved()
-    times, series, is_sine = training_series({"train": asdict(config)})
+    series = training_series(config, recorded=False)
     if config.trainer == "reference":
-        model, history = train_reference(config, series, progress)
+        model, history = train_reference(config, series.values, progress)
     else:
-        model, history = train_bptt(config, series, progress, sine_times=times if is_sine else None)
+        model, history = train_bptt(config, series.values, progress, sine_times=series.times if series.is_sine else None)
     model.eval()
-    return TrainResult(model, config, history, evaluate(model, times, series, is_sine))
+    return TrainResult(model, config, history, evaluate(model, series.times, series.values, series.is_sine))
 
 
 def train_folder(config: TrainConfig, out: str | os.PathLike, progress: Progress | None = None) -> TrainResult:
@@ -101,13 +57,13 @@ def train_folder(config: TrainConfig, out: str | os.PathLike, progress: Progress
     prepare_output(out)  # fail before training, not after
     result = train(config, progress)
     with replacing_folder(out) as staging:
-        save_checkpoint(result, staging)
+        save_checkpoint(result.model, result.checkpoint_config(), staging)
     return result
 
 
 def _new_model(config: TrainConfig) -> torch.nn.Module:
     torch.manual_seed(config.seed)
-    return build_model(config.cell, config.input_size, config.hidden_size, config.output_size)
+    return build_model(config.model_config())
 
 
 def train_reference(config: TrainConfig, series: np.ndarray, progress: Progress | None = None):
@@ -223,91 +179,14 @@ def evaluate(model: torch.nn.Module, times: np.ndarray, series: np.ndarray, is_s
     """Teacher-forced MSE on the series, and for a sine series the closed-loop error past it.
 
     ``rollout_max_error``: after a teacher-forced warm-up over the series, the model starts
-    from the series' last point and runs ``ROLLOUT_STEPS`` steps on its own outputs; the
+    from the series' last point and runs ``EVAL_ROLLOUT_STEPS`` steps on its own outputs; the
     figure is the largest distance to sin(t) at those times.
     """
-    inputs, targets = pairs(series)
-    xs = torch.tensor(inputs, dtype=torch.float32).reshape(-1, 1, 1)
-    preds, state = predict_eager(model, xs, model.initial_state(1))
-    preds = preds.reshape(-1).double().numpy()
-    metrics = {"teacher_forced_mse": float(np.mean((preds - targets) ** 2))}
+    run = run_series(model, model.initial_state(1), series, EVAL_ROLLOUT_STEPS)
+    _, targets = pairs(series)
+    metrics = {"teacher_forced_mse": float(np.mean((run.predictions - targets) ** 2))}
     if is_sine:
         dt = times[1] - times[0]
-        x0 = torch.tensor([[series[-1]]], dtype=torch.float32)
-        rollout, _ = generate_eager(model, x0, ROLLOUT_STEPS, state)
-        truth = np.sin(times[-1] + dt * np.arange(1, ROLLOUT_STEPS + 1))
-        metrics["rollout_max_error"] = float(np.max(np.abs(rollout.reshape(-1).double().numpy() - truth)))
+        truth = np.sin(times[-1] + dt * np.arange(1, EVAL_ROLLOUT_STEPS + 1))
+        metrics["rollout_max_error"] = float(np.max(np.abs(run.rollout - truth)))
     return metrics
-
-
-def save_checkpoint(result: TrainResult, folder: str | os.PathLike) -> list[Path]:
-    """Writes ``weights.pt`` (a state_dict) and ``config.json`` into an existing folder."""
-    folder = Path(folder)
-    weights = folder / WEIGHTS_NAME
-    torch.save(result.model.state_dict(), weights)
-    config = folder / CONFIG_NAME
-    document = {
-        "model": {"kind": result.model.kind, **result.model.sizes()},
-        "train": asdict(result.config),
-        "final_loss": result.loss_history[-1],
-        "loss_history": result.loss_history,
-        "metrics": result.metrics,
-    }
-    config.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    return [weights, config]
-
-
-def load_checkpoint(folder: str | os.PathLike, factory: Any = None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuilds the model from ``weights.pt`` (weights_only) and ``config.json``.
-
-    A built-in cell is rebuilt from its kind. A user's module (kind "custom") is built by
-    ``factory`` (a callable, or "package.module:function"), which the caller must pass: the
-    factory named in config.json is never imported on its own, so loading a folder runs no code.
-    """
-    document = read_config(folder)
-    sizes = document["model"]
-    if sizes["kind"] == "custom":
-        if factory is None:
-            raise ArtifactError(
-                f"{str(folder)!r} holds a user's step module (factory {sizes.get('factory')!r} in config.json); "
-                "pass its factory explicitly (rnn verify --factory package.module:function)"
-            )
-        model = resolve_factory(factory)()
-    else:
-        model = build_model(sizes["kind"], sizes["input_size"], sizes["hidden_size"], sizes["output_size"])
-    path = Path(folder) / WEIGHTS_NAME
-    if not path.is_file():
-        raise ArtifactError(f"{str(folder)!r} has no {WEIGHTS_NAME}")
-    try:
-        model.load_state_dict(load_weights(path))
-    except (RuntimeError, TypeError, AttributeError) as error:
-        raise ArtifactError(f"{path} does not fit the model in config.json: {str(error)[:300]}") from None
-    model.eval()
-    return model, document
-
-
-def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state_dict from ``path`` with ``torch.load(weights_only=True)``: a file built to run code is refused."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        raise ArtifactError(f"{path} cannot be loaded as weights ({type(error).__name__}): {str(error)[:200]}") from None
-
-
-def resolve_factory(factory: Any):
-    """A callable from a callable or from "package.module:function" (imported from the current folder too)."""
-    if callable(factory):
-        return factory
-    if not isinstance(factory, str) or factory.count(":") != 1:
-        raise InputValueError(f"a factory is written package.module:function, got {factory!r}")
-    module_name, function_name = factory.split(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise InputValueError(f"cannot import {module_name!r} for the factory {factory!r}: {error}") from None
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise InputValueError(f"{module_name!r} has no callable {function_name!r}")
-    return function

@@ -11,12 +11,14 @@ from .errors import (
     DataError,
     DeviceError,
     DtypeError,
+    ExportError,
     InputValueError,
     IntegrityError,
     ManifestError,
     MissingDependencyError,
     ShapeError,
     ToolkitError,
+    VerificationFailed,
     VersionError,
 )
 from .manifest import FORMAT_VERSION, Manifest, read_manifest
@@ -44,4 +46,6 @@ __all__ = [
     "DeviceError",
     "DataError",
     "MissingDependencyError",
+    "ExportError",
+    "VerificationFailed",
 ]

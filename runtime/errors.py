@@ -1,4 +1,7 @@
-"""The typed errors a user of the toolkit can meet. Torch-free; every package raises these."""
+"""The typed errors a user of the toolkit can meet, every package's in one place. Torch-free.
+
+The CLI turns any `ToolkitError` into one line and exit code 2 (a failed verification: exit 1).
+"""
 
 
 class ToolkitError(Exception):
@@ -43,3 +46,17 @@ class DataError(ToolkitError):
 
 class MissingDependencyError(ToolkitError):
     """A command needs a package that is not installed (for example torch)."""
+
+
+class ExportError(ToolkitError):
+    """A module cannot be scripted or exported; the message names the construct that failed."""
+
+
+class VerificationFailed(ToolkitError):
+    """At least one exported form disagrees with eager PyTorch beyond its tolerance.
+
+    ``report`` is the `export.verify.VerifyReport` with every comparison."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -13,6 +13,8 @@ steps; the thresholds come from `rnn bench` on the 2-core CI machine (NOTES.md).
 
 from __future__ import annotations
 
+from .errors import InputValueError
+
 STEP = "step"
 SEQUENCE_FORMS = ("sequence_rnn", "sequence_loop")
 ROLLOUT_FORMS = ("rollout_rnn", "rollout_loop")
@@ -46,4 +48,4 @@ def io_names(form: str, state_names: tuple[str, ...], state_outputs: tuple[str, 
         return ["xs", *state_names], ["ys", *state_outputs]
     if form in ROLLOUT_FORMS:
         return ["x0", *state_names, "steps"], ["ys", *state_outputs]
-    raise ValueError(f"{form!r} is not a fused form")
+    raise InputValueError(f"{form!r} is not a fused form; the fused forms are {[*SEQUENCE_FORMS, *ROLLOUT_FORMS]}")

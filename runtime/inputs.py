@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -11,6 +12,9 @@ from .errors import DtypeError, InputValueError, ShapeError
 
 DEFAULT_MAX_STEPS = 100_000_000
 DEFAULT_MAX_OUTPUT_BYTES = 1 << 30  # 1 GiB of outputs for one predict or generate call
+FLOAT32_ROUNDS_TO_INF = 2.0**128 - 2.0**103  # float32 max + half an ulp: from here a cast gives infinity
+FLOAT32 = np.dtype(np.float32)
+NONFINITE_HINT = "pass allow_nonfinite=True (CLI: --allow-nonfinite) to run it anyway"
 
 
 def _describe(value: Any) -> str:
@@ -19,12 +23,32 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+def all_finite(array: np.ndarray) -> bool:
+    """Whether every value of a float32 array is finite.
+
+    One dot product of the values with themselves (0.5 us at batch 1, against 1.3 us for
+    ``np.isfinite(a).all()``): NaN and infinity propagate into it. Only when it is not finite is
+    the exact check run, so that large finite values whose squares overflow are still accepted.
+    """
+    flat = array.ravel()
+    return math.isfinite(flat.dot(flat)) or bool(np.isfinite(array).all())
+
+
+def nonfinite_error(name: str) -> InputValueError:
+    return InputValueError(f"input {name!r} contains NaN or infinity; {NONFINITE_HINT}")
+
+
 def as_float32(value: Any, name: str, expected: str, *, allow_nonfinite: bool) -> np.ndarray:
     """Converts real numbers (float or integer arrays, lists, scalars) to float32.
 
     Refuses booleans, complex numbers, strings and objects, and (unless allowed) NaN and
-    infinity. ``expected`` describes the wanted shape for the error message.
+    infinity. ``expected`` describes the wanted shape for the error message. A C-contiguous
+    float32 array comes back as it is (no copy, no conversion).
     """
+    if type(value) is np.ndarray and value.dtype is FLOAT32 and value.flags.c_contiguous:  # the fast path
+        if allow_nonfinite or all_finite(value):
+            return value
+        raise nonfinite_error(name)
     if isinstance(value, np.ndarray):
         array = value
     elif isinstance(value, (numbers.Real, list, tuple)) and not isinstance(value, bool):
@@ -45,14 +69,14 @@ def as_float32(value: Any, name: str, expected: str, *, allow_nonfinite: bool) -
                 f"input {name!r} has values beyond float32's range (largest magnitude "
                 f"{float(np.max(np.abs(source.astype(np.float64)))):.3g}, float32 holds up to 3.4e38)"
             )
-        raise InputValueError(
-            f"input {name!r} contains NaN or infinity; pass allow_nonfinite=True to run it anyway"
-        )
+        raise nonfinite_error(name)
     return array
 
 
 def check_steps(steps: Any, max_steps: int = DEFAULT_MAX_STEPS) -> int:
     """A positive whole number of steps, at most ``max_steps``."""
+    if type(steps) is int and 1 <= steps <= max_steps:  # the fast path
+        return steps
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
         raise InputValueError(f"steps must be a whole number, got {steps!r} ({type(steps).__name__})")
     steps = int(steps)
@@ -69,6 +93,21 @@ def check_output_size(steps: int, batch_size: int, width: int, max_bytes: int) -
             f"the output of {steps} steps x batch {batch_size} x {width} would take {size / 2**20:.1f} MiB, "
             f"more than the limit of {max_bytes / 2**20:.1f} MiB; use fewer steps or raise max_output_bytes"
         )
+
+
+def check_scalar(value: float, name: str, *, allow_nonfinite: bool) -> float:
+    """A Python float or numpy float scalar that float32 holds (finite unless allowed; then a
+    value beyond float32's range becomes infinity, as the cast of an array does)."""
+    if abs(float(value)) < FLOAT32_ROUNDS_TO_INF:  # false for NaN and infinity too
+        return value
+    if allow_nonfinite:
+        return value if math.isnan(value) else math.copysign(math.inf, value)
+    if math.isfinite(value):
+        raise InputValueError(
+            f"input {name!r} has values beyond float32's range (largest magnitude {abs(float(value)):.3g}, "
+            "float32 holds up to 3.4e38)"
+        )
+    raise nonfinite_error(name)
 
 
 def check_batch(array: np.ndarray, name: str, expected: str) -> None:

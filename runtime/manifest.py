@@ -22,7 +22,21 @@ from .errors import ArtifactError, IntegrityError, ManifestError, VersionError
 
 FORMAT = "rnn-toolkit-artifact"
 FORMAT_VERSION = 1
+
+# The file names of a trained or artifact folder: one home for every module that reads or writes them.
 MANIFEST_NAME = "manifest.json"
+STEP_ONNX_NAME = "step.onnx"
+STEP_TORCHSCRIPT_NAME = "step.torchscript.pt"
+WEIGHTS_NAME = "weights.pt"
+CONFIG_NAME = "config.json"
+VERIFY_NAME = "verify.json"  # the parity report; not listed in the manifest (written after it)
+TEST_DATA_DIR = "test_data"  # self-check inputs and outputs, ONNX model zoo layout
+
+
+def form_file_name(form: str, suffix: str = ".onnx") -> str:
+    """The file a fused form (or its ORT-format copy, ``suffix=".ort"``) is written to."""
+    return f"{form}{suffix}"
+
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few KB; anything near 1 MiB is not ours
 BATCH_AXIS = "batch"
 DTYPES = ("float32",)

@@ -7,7 +7,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Union
 
 import numpy as np
 import onnxruntime as ort
@@ -16,12 +16,23 @@ from .errors import ArtifactError, DeviceError, InputValueError, IntegrityError,
 from .inputs import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_MAX_STEPS,
+    FLOAT32,
+    all_finite,
     as_float32,
     check_batch,
     check_output_size,
     check_steps,
 )
-from .fused import FORMS, PARALLEL_MIN_BATCH, ROLLOUT_FORMS, SEQUENCE_FORMS, STEP, choose_form, io_names
+from .fused import (
+    FORMS,
+    FUSED_MIN_STEPS,
+    PARALLEL_MIN_BATCH,
+    ROLLOUT_FORMS,
+    SEQUENCE_FORMS,
+    STEP,
+    choose_form,
+    io_names,
+)
 from .manifest import ROLE_STEP_ONNX, FileEntry, Manifest, check_files, read_manifest, resolve_file
 from .onnx_refs import external_data_locations
 
@@ -32,6 +43,7 @@ _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
 DEFAULT_CHUNK = 100_000  # steps per chunk of generate_iter
+INITIAL_CACHE = 16  # batch sizes whose initial state `step` keeps ready (read-only) for state=None
 
 
 def load(
@@ -127,6 +139,106 @@ def _create_session(source: str | bytes, name: str, device: str, threads: int) -
     return session
 
 
+Rows = Union[int, slice, np.ndarray, None]  # of a state array: one row, a range, gathered rows, all
+
+
+class BoundStep:
+    """The step model bound once to preallocated buffers of one batch size: a run is one
+    onnxruntime call with no allocation and no rebinding (at batch 1 a bound run costs ~4 us,
+    a ``session.run`` ~8 us, and rebinding one tensor ~3 us, so everything is bound once).
+
+    The state stays in the bound buffers between runs: two IO bindings take turns (ping-pong),
+    one reads state buffers A and writes B, the other reads B and writes A. Nothing is checked
+    here: give it inputs returned by `Model.check_x` / `Model.check_state` or produced by the
+    runtime. Not thread-safe: one caller at a time per BoundStep (a model can bind many).
+
+    On ``cuda`` the buffers are CUDA OrtValues and each run copies x in and y out; that path is
+    untested (no GPU on the CI machine).
+    """
+
+    def __init__(self, model: Model, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self._session = model.step_session
+        self._host = model.device == "cpu"  # buffers are numpy arrays that onnxruntime reads and writes
+        shapes = {
+            model.input_name: (batch_size, model.input_size),
+            model.output_name: (batch_size, model.output_size),
+        }
+        state_shapes = [(batch_size, size) for size in model.state_sizes]
+        if self._host:
+            self._x, self._y = (np.zeros(shape, np.float32) for shape in shapes.values())
+            self._states = tuple(tuple(np.zeros(shape, np.float32) for shape in state_shapes) for _ in range(2))
+            values = [ort.OrtValue.ortvalue_from_numpy(a) for a in (self._x, self._y)]  # shares the memory
+            state_values = [[ort.OrtValue.ortvalue_from_numpy(a) for a in side] for side in self._states]
+        else:
+            def value(shape: tuple[int, int]) -> ort.OrtValue:
+                return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, model.device, 0)
+
+            values = [value(shape) for shape in shapes.values()]
+            state_values = [[value(shape) for shape in state_shapes] for _ in range(2)]
+            self._states = tuple(tuple(side) for side in state_values)
+        self._x_value, self._y_value = values
+        self._bindings = []
+        for side in (0, 1):
+            binding = self._session.io_binding()
+            binding.bind_ortvalue_input(model.input_name, self._x_value)
+            binding.bind_ortvalue_output(model.output_name, self._y_value)
+            for name, output, read, write in zip(
+                model.state_names, model.state_outputs, state_values[side], state_values[1 - side]
+            ):
+                binding.bind_ortvalue_input(name, read)
+                binding.bind_ortvalue_output(output, write)
+            self._bindings.append(binding)
+        self._side = 0  # the binding of the next run; it reads self._states[self._side]
+        self.load_state(model.initial_state(batch_size))
+
+    def run(self, x: Any) -> np.ndarray:
+        """One step from the bound state with input ``x`` (anything that assigns to a checked
+        (batch, input_size) float32 array); the new state stays bound. Returns y, a new array."""
+        if self._host:
+            self._x[...] = x
+        else:
+            self._x_value.update_inplace(np.ascontiguousarray(np.broadcast_to(x, self._x_value.shape()), np.float32))
+        self._session.run_with_iobinding(self._bindings[self._side])
+        self._side ^= 1
+        return self._y.copy() if self._host else self._y_value.numpy()
+
+    @property
+    def state(self) -> State:
+        """A copy of the bound state (what the next run reads), one (batch, size) array per tensor."""
+        if self._host:
+            return tuple(buffer.copy() for buffer in self._states[self._side])
+        return tuple(value.numpy() for value in self._states[self._side])
+
+    def load_state(self, sources: State | list[np.ndarray], rows: Rows = None) -> None:
+        """Sets the bound state to ``sources`` (each (batch, size)), or to rows ``rows`` of them
+        (an int for batch 1, a slice, or an index array: a gather without a temporary)."""
+        for buffer, source in zip(self._states[self._side], sources):
+            if not self._host:
+                buffer.update_inplace(np.ascontiguousarray(source if rows is None else source[rows], np.float32)
+                                      .reshape(buffer.shape()))
+            elif rows is None:
+                buffer[...] = source
+            elif isinstance(rows, (int, np.integer)):
+                buffer[0] = source[rows]
+            elif isinstance(rows, slice):
+                buffer[...] = source[rows]
+            else:
+                np.take(source, rows, axis=0, out=buffer)
+
+    def store_state(self, targets: State | list[np.ndarray], rows: Rows = None) -> None:
+        """Copies the bound state into ``targets``, or into rows ``rows`` of them (a scatter)."""
+        for buffer, target in zip(self._states[self._side], targets):
+            if not self._host:
+                buffer = buffer.numpy()
+            if rows is None:
+                target[...] = buffer
+            elif isinstance(rows, (int, np.integer)):
+                target[rows] = buffer[0]
+            else:
+                target[rows] = buffer
+
+
 class Model:
     """A loaded model. All methods take and return float32 numpy arrays.
 
@@ -161,19 +273,23 @@ class Model:
         self.max_output_bytes = max_output_bytes
         if len(manifest.inputs) != 1 or len(manifest.outputs) != 1:
             raise ArtifactError("the runtime runs step models with one input and one output tensor")
-        self._x = manifest.inputs[0]
-        self._y = manifest.outputs[0]
-        self.input_size = int(self._x.shape[1])
-        self.output_size = int(self._y.shape[1])
+        self.input_name = manifest.inputs[0].name
+        self.output_name = manifest.outputs[0].name
+        self.input_size = int(manifest.inputs[0].shape[1])
+        self.output_size = int(manifest.outputs[0].shape[1])
         self.state_names = tuple(s.name for s in manifest.state)
         self.state_outputs = tuple(s.output for s in manifest.state)
         self.state_sizes = tuple(int(s.shape[1]) for s in manifest.state)
-        self._output_names = [self._y.name, *self.state_outputs]
+        self._input_names = (self.input_name, *self.state_names)
+        self._output_names = [self.output_name, *self.state_outputs]
+        self._state_shapes = tuple((1, size) for size in self.state_sizes)  # batch 1, the fast path's key
         self._initial = tuple(np.asarray(s.initial, dtype=np.float32) for s in manifest.state)
+        self._initial_cache: dict[int, State] = {}
         self._entries = dict(entries)
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._lock = threading.Lock()
-        self._session(STEP)  # fail at load, not at the first call, if the step model is unusable
+        # fail at load, not at the first call, if the step model is unusable
+        self._step_session = self._session(STEP)
 
     @property
     def forms(self) -> tuple[str, ...]:
@@ -183,7 +299,26 @@ class Model:
     @property
     def providers(self) -> list[str]:
         """The execution providers onnxruntime actually uses, first is preferred."""
-        return list(self._session(STEP).get_providers())
+        return list(self._step_session.get_providers())
+
+    @property
+    def step_sha256(self) -> str:
+        """The sha256 of the step model's ONNX file, as the manifest records it (and load checked):
+        the model's fingerprint, which tags saved stream states."""
+        return self._entries[STEP].sha256
+
+    @property
+    def step_session(self) -> ort.InferenceSession:
+        """The onnxruntime session of the step model, shared by every call (for benchmarks and
+        IO binding; inputs ``(input_name, *state_names)``, outputs ``(output_name, *state_outputs)``)."""
+        return self._step_session
+
+    def bind(self, batch_size: int) -> BoundStep:
+        """A `BoundStep` of ``batch_size`` streams, starting from the initial state: the fastest
+        way to run many single steps (the state stays inside onnxruntime's bound buffers)."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise InputValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        return BoundStep(self, int(batch_size))
 
     def __repr__(self) -> str:
         return (
@@ -202,7 +337,7 @@ class Model:
                 source = _model_source(self.folder, self.manifest, entry)
                 session = _create_session(source, entry.name, self.device, self.threads)
                 if form == STEP:
-                    expected = ([self._x.name, *self.state_names], self._output_names)
+                    expected = ([self.input_name, *self.state_names], self._output_names)
                 else:
                     expected = io_names(form, self.state_names, self.state_outputs)
                 got = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
@@ -220,7 +355,33 @@ class Model:
         """The manifest's initial state, repeated for ``batch_size`` streams."""
         return tuple(np.tile(row, (batch_size, 1)) for row in self._initial)
 
-    def _input_x(self, x: Any, name: str = "x") -> np.ndarray:
+    def _initial_rows(self, batch_size: int) -> State:
+        """The initial state for ``batch_size`` streams, shared and read-only (for feeding only)."""
+        state = self._initial_cache.get(batch_size)
+        if state is None:
+            state = self.initial_state(batch_size)
+            for array in state:
+                array.flags.writeable = False
+            if len(self._initial_cache) >= INITIAL_CACHE:
+                self._initial_cache.clear()
+            self._initial_cache[batch_size] = state
+        return state
+
+    def check_x(self, x: Any, name: str = "x") -> np.ndarray:
+        """A caller's input as a C-contiguous (batch, input_size) float32 array, or a typed error
+        (ShapeError, DtypeError, InputValueError for NaN/infinity/float32 overflow). A (batch,)
+        array or a scalar is accepted when input_size is 1. A C-contiguous float32 array of the
+        right shape comes back as it is: the check is then a finiteness test, no copy."""
+        if (
+            type(x) is np.ndarray
+            and x.dtype is FLOAT32
+            and x.ndim == 2
+            and x.shape[1] == self.input_size
+            and x.shape[0]
+            and x.flags.c_contiguous
+            and (self.allow_nonfinite or all_finite(x))
+        ):
+            return x
         expected = f"(batch, {self.input_size})"
         array = as_float32(x, name, expected, allow_nonfinite=self.allow_nonfinite)
         if self.input_size == 1 and array.ndim in (0, 1):
@@ -230,7 +391,23 @@ class Model:
         check_batch(array, name, expected)
         return array
 
-    def _input_state(self, state: Any, batch_size: int) -> State:
+    def check_state(self, state: Any, batch_size: int) -> State:
+        """A caller's state as a tuple of C-contiguous (batch_size, size) float32 arrays in manifest
+        order, or a typed error; ``None`` is the initial state (new arrays). A bare array is
+        accepted for a one-tensor state. Arrays that already fit come back as they are."""
+        if type(state) is tuple and len(state) == len(self.state_sizes):  # the fast path
+            shapes = self._state_shapes if batch_size == 1 else tuple((batch_size, s) for s in self.state_sizes)
+            for value, shape in zip(state, shapes):
+                if not (
+                    type(value) is np.ndarray
+                    and value.dtype is FLOAT32
+                    and value.shape == shape
+                    and value.flags.c_contiguous
+                    and (self.allow_nonfinite or all_finite(value))
+                ):
+                    break
+            else:
+                return state
         if state is None:
             return self.initial_state(batch_size)
         if isinstance(state, np.ndarray) or not isinstance(state, (tuple, list)):
@@ -252,6 +429,17 @@ class Model:
 
     def _input_sequence(self, xs: Any) -> tuple[np.ndarray, bool]:
         """(xs as (steps, batch, input_size), whether it came as a flat (steps,) series)."""
+        if (
+            type(xs) is np.ndarray
+            and xs.dtype is FLOAT32
+            and xs.ndim == 3
+            and xs.shape[2] == self.input_size
+            and xs.shape[0]
+            and xs.shape[1]
+            and xs.flags.c_contiguous
+            and (self.allow_nonfinite or all_finite(xs))
+        ):
+            return xs, False
         expected = f"(steps, batch, {self.input_size})" + (" or (steps,)" if self.input_size == 1 else "")
         array = as_float32(xs, "xs", expected, allow_nonfinite=self.allow_nonfinite)
         flat = self.input_size == 1 and array.ndim == 1
@@ -275,10 +463,10 @@ class Model:
 
     # ---- running ------------------------------------------------------------------------
 
-    def _run(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        feed = {self._x.name: x}
-        feed.update(zip(self.state_names, state))
-        y, *new_state = self._session(STEP).run(self._output_names, feed)
+    def run_step(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        """One step on arrays that are already checked (by `check_x` and `check_state`, or produced
+        by the runtime): nothing is validated. Returns (y (batch, output_size), new state)."""
+        y, *new_state = self._step_session.run(self._output_names, dict(zip(self._input_names, (x, *state))))
         return y, tuple(new_state)
 
     def _run_fused(self, form: str, first: np.ndarray, state: State, steps: int | None) -> tuple[np.ndarray, State]:
@@ -310,22 +498,22 @@ class Model:
         if self.device == "cuda":
             return self._step_loop_bound(xs, x, state, ys)
         for t in range(ys.shape[0]):
-            y, state = self._run(xs[t] if xs is not None else x, state)
+            y, state = self.run_step(xs[t] if xs is not None else x, state)
             ys[t] = y
             x = y
         return state
 
     def _step_loop_bound(self, xs: np.ndarray | None, x: np.ndarray | None, state: State, ys: np.ndarray) -> State:
-        session = self._session(STEP)
+        session = self._step_session
         binding = session.io_binding()
         device = "cuda" if self.device == "cuda" else "cpu"
         current = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(s), device, 0) for s in state]
         x_value = None if x is None else ort.OrtValue.ortvalue_from_numpy(x, device, 0)
         for t in range(ys.shape[0]):
             if xs is not None:
-                binding.bind_cpu_input(self._x.name, np.ascontiguousarray(xs[t]))
+                binding.bind_cpu_input(self.input_name, np.ascontiguousarray(xs[t]))
             else:
-                binding.bind_ortvalue_input(self._x.name, x_value)
+                binding.bind_ortvalue_input(self.input_name, x_value)
             for name, value in zip(self.state_names, current):
                 binding.bind_ortvalue_input(name, value)
             for name in self._output_names:
@@ -336,9 +524,11 @@ class Model:
         return tuple(value.numpy() for value in current)
 
     def step(self, x: Any, state: Any = None) -> tuple[np.ndarray, State]:
-        """One step for a batch of streams: returns (y (batch, output_size), new state)."""
-        x = self._input_x(x)
-        return self._run(x, self._input_state(state, x.shape[0]))
+        """One step for a batch of streams: returns (y (batch, output_size), new state).
+
+        Inputs are checked as `check_x` and `check_state` do; ``state=None`` is the initial state."""
+        x = self.check_x(x)
+        return self.run_step(x, self._initial_rows(x.shape[0]) if state is None else self.check_state(state, x.shape[0]))
 
     def predict(self, xs: Any, state: Any = None, *, form: str | None = None) -> tuple[np.ndarray, State]:
         """Teacher-forced run over a sequence: each step gets the given input.
@@ -349,9 +539,12 @@ class Model:
         sequence, flat = self._input_sequence(xs)
         steps, batch_size, _ = sequence.shape
         check_output_size(steps, batch_size, self.output_size, self.max_output_bytes)
-        current = self._input_state(state, batch_size)
-        chosen = self._pick("predict", form, batch_size, steps)
-        if chosen == STEP:
+        current = self._initial_rows(batch_size) if state is None else self.check_state(state, batch_size)
+        chosen = STEP if form is None and steps < FUSED_MIN_STEPS else self._pick("predict", form, batch_size, steps)
+        if chosen == STEP and steps == 1:  # straight to the step model: no loop, no output buffer
+            y, current = self.run_step(sequence[0], current)
+            ys = y.reshape(1, batch_size, self.output_size)
+        elif chosen == STEP:
             ys = np.empty((steps, batch_size, self.output_size), dtype=np.float32)
             current = self._step_loop(sequence, None, current, ys)
         else:
@@ -365,8 +558,12 @@ class Model:
         outputs (steps, batch, output_size) and the final state.
         """
         x, steps, current = self._generate_inputs(x0, steps, state)
-        check_output_size(steps, x.shape[0], self.output_size, self.max_output_bytes)
-        return self._generate(x, steps, current, self._pick("generate", form, x.shape[0], steps))
+        batch_size = x.shape[0]
+        check_output_size(steps, batch_size, self.output_size, self.max_output_bytes)
+        if steps == 1 and form is None:  # straight to the step model (a fused rollout of one step is it)
+            y, current = self.run_step(x, current)
+            return y.reshape(1, batch_size, self.output_size), current
+        return self._generate(x, steps, current, self._pick("generate", form, batch_size, steps))
 
     def _generate_inputs(self, x0: Any, steps: Any, state: Any) -> tuple[np.ndarray, int, State]:
         if self.input_size != self.output_size:
@@ -374,12 +571,15 @@ class Model:
                 f"generate feeds each output back as the next input, so output size {self.output_size} "
                 f"must equal input size {self.input_size}"
             )
-        x = self._input_x(x0, "x0")
+        x = self.check_x(x0, "x0")
         steps = check_steps(steps, self.max_steps)
-        return x, steps, self._input_state(state, x.shape[0])
+        return x, steps, self._initial_rows(x.shape[0]) if state is None else self.check_state(state, x.shape[0])
 
     def _generate(self, x: np.ndarray, steps: int, state: State, form: str) -> tuple[np.ndarray, State]:
-        if form == STEP or steps < 2:  # a fused rollout of one step is the step model
+        if steps == 1:
+            y, state = self.run_step(x, state)
+            return y.reshape(1, *y.shape), state
+        if form == STEP:
             ys = np.empty((steps, x.shape[0], self.output_size), dtype=np.float32)
             return ys, self._step_loop(None, x, state, ys)
         return self._run_fused(form, x, state, steps)

@@ -1,6 +1,11 @@
 """Stateful streams over a loaded model: one `Stream`, or a `StreamPool` that serves many
 concurrent streams with one batched step-model run per tick.
 
+Both run the step model through `BoundStep` (IO bindings prebound to preallocated buffers), so a
+push costs one onnxruntime call: a `Stream` keeps its state inside its bound buffers between
+pushes; a pool gathers the stepped streams' rows into a bound runner of that batch size and
+scatters the new state back.
+
 State snapshots are plain bytes (a small header and float32 rows, never a pickle), tagged with
 the model's step file hash so that a state cannot be restored into a different model.
 """
@@ -14,17 +19,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import InputValueError, ShapeError
-from .fused import STEP
-from .inputs import as_float32
-from .model import Model
+from .inputs import as_float32, check_scalar
+from .model import BoundStep, Model
 
 _MAGIC = b"RNNSTATE"
 _VERSION = 1
 _HEADER = struct.Struct("<8sHH16s")  # magic, version, tensor count, model tag (16 hex digits)
+RUNNER_CACHE = 16  # bound runners a pool keeps, one per batch size, least recently used dropped
 
 
 def _model_tag(model: Model) -> bytes:
-    return model._entries[STEP].sha256[:16].encode("ascii")
+    return model.step_sha256[:16].encode("ascii")
 
 
 def state_to_bytes(model: Model, state: Sequence[np.ndarray]) -> bytes:
@@ -65,8 +70,11 @@ def state_from_bytes(model: Model, data: bytes) -> tuple[np.ndarray, ...]:
     return tuple(rows)
 
 
-def _one_input(model: Model, x: Any) -> np.ndarray:
-    """One stream's input as (1, input_size) float32: a scalar or an (input_size,) array."""
+def _one_input(model: Model, x: Any) -> np.ndarray | float:
+    """One stream's input, checked: a float for a float scalar of a one-input model, else a
+    (1, input_size) float32 array (from a scalar or an (input_size,) array)."""
+    if model.input_size == 1 and isinstance(x, (float, np.floating)):  # the fast path: no array
+        return check_scalar(x, "x", allow_nonfinite=model.allow_nonfinite)
     expected = "a scalar" if model.input_size == 1 else f"({model.input_size},)"
     array = as_float32(x, "x", expected, allow_nonfinite=model.allow_nonfinite)
     if array.size != model.input_size or array.ndim > 1:
@@ -76,31 +84,35 @@ def _one_input(model: Model, x: Any) -> np.ndarray:
 
 class Stream:
     """One sequence: ``push(x) -> y`` steps it, keeping its state between calls (not thread-safe;
-    use a `StreamPool` to serve many streams from many threads)."""
+    use a `StreamPool` to serve many streams from many threads). The state stays inside the
+    stream's bound onnxruntime buffers between pushes (`runtime.model.BoundStep`)."""
 
     def __init__(self, model: Model, state: Any = None) -> None:
         self.model = model
-        self._state = model._input_state(state, 1) if state is not None else model.initial_state(1)
+        self._bound = model.bind(1)
+        if state is not None:
+            self._bound.load_state(model.check_state(state, 1))
 
     def push(self, x: Any) -> np.ndarray:
         """Steps the stream with input ``x`` (a scalar or (input_size,)); returns y (output_size,)."""
-        y, self._state = self.model._run(_one_input(self.model, x), self._state)
-        return y[0]
+        return self._bound.run(_one_input(self.model, x))[0]
 
     def reset(self) -> None:
         """Back to the manifest's initial state."""
-        self._state = self.model.initial_state(1)
+        self._bound.load_state(self.model.initial_state(1))
 
     @property
     def state(self) -> tuple[np.ndarray, ...]:
         """A copy of the state, one (size,) array per state tensor."""
-        return tuple(s[0].copy() for s in self._state)
+        return tuple(s[0] for s in self._bound.state)
 
     def save(self) -> bytes:
-        return state_to_bytes(self.model, self._state)
+        """The state as bytes for `restore` (here or in another process with the same model)."""
+        return state_to_bytes(self.model, self._bound.state)
 
     @classmethod
     def restore(cls, model: Model, data: bytes) -> Stream:
+        """A stream continuing from bytes saved by `save`; refuses a state of another model."""
         return cls(model, tuple(row.reshape(1, -1) for row in state_from_bytes(model, data)))
 
 
@@ -134,12 +146,13 @@ class StreamPool:
         self._tick = threading.Lock()  # held by the caller that runs the pending pushes
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
+        self._runners: dict[int, BoundStep] = {}  # batch size -> bound runner, least recently used first
 
     # ---- streams ------------------------------------------------------------------------
 
     def open(self, state: Any = None) -> int:
         """A new stream (initial state, or ``state`` as returned by `state`); returns its id."""
-        rows = None if state is None else self.model._input_state(tuple(np.reshape(s, (1, -1)) for s in state), 1)
+        rows = None if state is None else self.model.check_state(tuple(np.reshape(s, (1, -1)) for s in state), 1)
         with self._lock:
             if not self._free:
                 self._grow()
@@ -198,37 +211,49 @@ class StreamPool:
     def step(self, streams: Any, xs: Any) -> np.ndarray:
         """One step for the given streams (ids, distinct) with inputs ``xs`` (len(ids), input_size);
         one step-model run for all of them. Returns (len(ids), output_size)."""
-        ids = np.asarray(streams).reshape(-1)
+        ids = (streams if type(streams) is np.ndarray else np.asarray(streams)).reshape(-1)
         if ids.dtype.kind not in "iu":
             raise InputValueError(f"stream ids must be integers, got {ids.dtype}")
-        x = self.model._input_x(xs, "xs")
+        x = self.model.check_x(xs, "xs")
         if x.shape[0] != ids.size:
             raise ShapeError(f"{ids.size} stream ids but {x.shape[0]} inputs")
-        if np.unique(ids).size != ids.size:
+        keys = ids.tolist()
+        if len(keys) > 1 and len(set(keys)) != len(keys):
             raise InputValueError("a stream can take one step per call; ids must be distinct")
         with self._lock:
-            slots = np.fromiter((self._slot(int(i)) for i in ids), dtype=np.intp, count=ids.size)
-            return self._step_slots(slots, x)
+            return self._step_slots([self._slot(key) for key in keys], x)
 
-    def _step_slots(self, slots: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """One run for distinct ``slots`` with checked inputs ``x``; the caller holds ``_lock``."""
-        count = slots.size
-        contiguous = bool(count) and slots[0] == 0 and bool(np.all(slots == np.arange(count)))
-        if contiguous:  # the common case of streams opened in order: views, no gather
-            state = tuple(array[:count] for array in self._states)
+    def _runner(self, batch_size: int) -> BoundStep:
+        """The bound runner for ``batch_size`` streams (made on first use); the caller holds ``_lock``."""
+        runner = self._runners.pop(batch_size, None)
+        if runner is None:
+            runner = self.model.bind(batch_size)
+            if len(self._runners) >= RUNNER_CACHE:
+                del self._runners[next(iter(self._runners))]
+        self._runners[batch_size] = runner  # (re)inserted last: the most recently used
+        return runner
+
+    def _step_slots(self, slots: list[int], x: np.ndarray) -> np.ndarray:
+        """One run for distinct ``slots`` with checked inputs ``x``; the caller holds ``_lock``.
+        The rows are gathered into the bound state of a runner of that batch size, and its new
+        state scattered back; x and y go through the runner's bound buffers."""
+        count = len(slots)
+        rows: int | slice | np.ndarray
+        if count == 1:
+            rows = slots[0]
         else:
-            state = tuple(array[slots] for array in self._states)
-        y, new_state = self.model._run(x, state)
-        for array, new in zip(self._states, new_state):
-            if contiguous:
-                array[:count] = new
-            else:
-                array[slots] = new
+            rows = np.array(slots, dtype=np.intp)
+            if rows[0] == 0 and rows[-1] == count - 1 and np.array_equal(rows, np.arange(count)):
+                rows = slice(0, count)  # the common case of streams opened in order: a plain copy
+        runner = self._runner(count)
+        runner.load_state(self._states, rows)
+        y = runner.run(x)
+        runner.store_state(self._states, rows)
         return y
 
     def push(self, stream: int, x: Any) -> np.ndarray:
         """Steps one stream; concurrent pushes from other threads share one run per tick."""
-        pending = _Pending(stream, _one_input(self.model, x)[0])
+        pending = _Pending(stream, _one_input(self.model, x))
         with self._queue_lock:
             self._queue.append(pending)
         while not pending.done.is_set():
@@ -274,8 +299,11 @@ class StreamPool:
                     slots.append(slot)
             if not valid:
                 return
+            x = np.empty((len(valid), self.model.input_size), np.float32)
+            for row, item in enumerate(valid):
+                x[row] = item.x  # a checked float or (1, input_size) array
             try:
-                ys = self._step_slots(np.array(slots, dtype=np.intp), np.stack([item.x for item in valid]))
+                ys = self._step_slots(slots, x)
             except Exception as error:  # handed to every waiting caller, raised in its own thread
                 for item in valid:
                     item.error = error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,10 +13,22 @@ REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "artifacts" / "sine-elman"
 
 
+def pytest_configure(config) -> None:
+    """One torch thread, here and in every process a test starts: these models are far too small
+    for intra-op threads to pay, and on busy cores torch's default spins (a suite took 8x longer)."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def trained_folder(tmp_path_factory) -> Path:
     """A folder trained for a few epochs of the reference trainer (seed 3), not exported."""
-    from rnn.train import TrainConfig, train_folder
+    from rnn.config import TrainConfig
+    from rnn.train import train_folder
 
     folder = tmp_path_factory.mktemp("trained") / "model"
     train_folder(TrainConfig(seed=3, epochs=20), folder)

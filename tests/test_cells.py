@@ -14,9 +14,12 @@ import runtime
 from export import export_folder, verify_folder
 from export.onnx_export import export_step_onnx
 from export.torchscript import script_step
-from rnn.cli import cli
-from rnn.model import GRUStep, LSTMStep, generate_eager
-from rnn.train import TrainConfig, load_checkpoint, train, train_folder
+from toolkit.cli import cli
+from rnn.eager import generate_eager
+from rnn.model import GRUStep, LSTMStep
+from rnn.checkpoint import load_checkpoint
+from rnn.config import TrainConfig
+from rnn.train import train, train_folder
 from runtime.manifest import file_entry, read_manifest, write_manifest
 
 
@@ -33,7 +36,7 @@ def test_gru_step_is_torchs_gru_cell():
 def test_lstm_step_carries_two_states():
     torch.manual_seed(0)
     model = LSTMStep(1, 4, 1)
-    assert model.state_names == ("h", "c") and len(model.initial_state(3)) == 2
+    assert model.model_config().state_names == ("h", "c") and len(model.initial_state(3)) == 2
     y, h, c = model(torch.randn(3, 1), *model.initial_state(3))
     assert y.shape == (3, 1) and h.shape == c.shape == (3, 4)
 
@@ -67,11 +70,11 @@ def test_cells_export_and_verify_like_elman(cell_folder):
 def test_cells_run_through_the_runtime_at_any_batch(cell_folder):
     cell, _, folder = cell_folder
     model = runtime.load(folder)
-    eager, _ = load_checkpoint(folder)
+    eager = load_checkpoint(folder).model
     for batch in (1, 3, 64):
         x0 = np.random.default_rng(batch).uniform(-1, 1, (batch, 1)).astype(np.float32)
         ys, state = model.generate(x0, 50)
-        assert len(state) == len(eager.state_names) and all(s.shape == (batch, 5) for s in state)
+        assert len(state) == len(eager.model_config().state_names) and all(s.shape == (batch, 5) for s in state)
         expected, _ = generate_eager(eager, torch.from_numpy(x0), 50, eager.initial_state(batch))
         np.testing.assert_allclose(ys, expected.numpy(), atol=1e-4, rtol=0)
 
@@ -104,7 +107,7 @@ class GRUResetBefore(GRUStep):
 def test_a_planted_linear_before_reset_error_is_caught(tmp_path):
     folder = tmp_path / "gru"
     train_folder(TrainConfig(cell="gru", trainer="bptt", epochs=150, seed=0), folder)
-    good, _ = load_checkpoint(folder)
+    good = load_checkpoint(folder).model
     with torch.no_grad():
         good.cell.bias_hh[12:] = 0.0  # b_hn = 0: the two formulas then agree whenever h = 0
     torch.save(good.state_dict(), folder / "weights.pt")

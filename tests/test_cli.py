@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import runtime
-from rnn.cli import cli
+from toolkit.cli import cli
 
 from .conftest import COMMITTED, REPO
 
@@ -25,7 +25,7 @@ def invoke(*args):
 
 def run_rnn(*args, prelude=""):
     """Runs the CLI in a fresh interpreter; ``prelude`` can hide packages first."""
-    code = f"{prelude}\nimport sys\nfrom rnn.cli import main\nsys.argv = ['rnn', *{[str(a) for a in args]!r}]\nmain()"
+    code = f"{prelude}\nimport sys\nfrom toolkit.cli import main\nsys.argv = ['rnn', *{[str(a) for a in args]!r}]\nmain()"
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
@@ -49,7 +49,7 @@ def test_train_export_verify_plot_chain(tmp_path):
     result = invoke("verify", folder)
     assert result.exit_code == 0 and "verification passed" in result.output
     result = invoke("verify", folder, "--json")
-    assert json.loads(result.output)["passed"] is True
+    assert json.loads(result.stdout)["passed"] is True
     result = invoke("plot", folder)
     assert result.exit_code == 0
     for name in ("prediction.png", "loss.png", "parity.png"):
@@ -79,7 +79,7 @@ def test_generate_csv_and_json_agree_with_the_runtime():
     expected, _ = runtime.load(COMMITTED).generate(np.float32(np.sin(2.0)), 7)
     values = np.array([float(line.split(",")[1]) for line in lines[1:]])
     np.testing.assert_allclose(values, expected.reshape(-1), rtol=1e-7)
-    document = json.loads(invoke("generate", COMMITTED, "--steps", 7, "--x0", 0.1, "--json").output)
+    document = json.loads(invoke("generate", COMMITTED, "--steps", 7, "--x0", 0.1, "--json").stdout)
     assert len(document["y"]) == 7 and document["x0"] == 0.1 and document["providers"] == ["CPUExecutionProvider"]
 
 
@@ -90,23 +90,29 @@ def test_generate_with_a_warmup_series(tmp_path):
     model = runtime.load(COMMITTED)
     _, state = model.predict(series[:-1].astype(np.float32))
     expected, _ = model.generate(np.float32(series[-1]), 3, state)
-    np.testing.assert_allclose(json.loads(result.output)["y"], expected.reshape(-1), rtol=1e-6)
+    np.testing.assert_allclose(json.loads(result.stdout)["y"], expected.reshape(-1), rtol=1e-6)
 
 
 def test_predict_defaults_to_the_training_series_and_takes_a_file(tmp_path):
     result = invoke("predict", COMMITTED)
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 0 and lines[0] == "t,input,prediction" and len(lines) == 21
+    lines = result.stdout.strip().splitlines()
+    assert result.exit_code == 0 and lines[0] == "t,input,next_t,prediction,target" and len(lines) == 21
+    t, x, t_next, _, target = lines[1].split(",")  # the prediction made at t is for the point at next_t
+    assert (float(t), float(t_next)) == (2.0, 2.4) and float(target) == pytest.approx(np.sin(2.4), abs=1e-7)
+    document = json.loads(invoke("predict", COMMITTED, "--json").stdout)
+    assert document["t"][:3] == [2.0, 2.4, 2.8] and document["next_t"][-1] == 10.0  # no 4.800000000000001
+    assert document["target"][-1] == pytest.approx(np.sin(10.0))
     np.save(tmp_path / "s.npy", np.linspace(-1, 1, 5))
-    document = json.loads(invoke("predict", COMMITTED, "--input", tmp_path / "s.npy", "--json").output)
-    assert len(document["prediction"]) == 5
+    document = json.loads(invoke("predict", COMMITTED, "--input", tmp_path / "s.npy", "--json").stdout)
+    assert len(document["prediction"]) == 5 and document["target"][-1] is None  # the point after the last is unknown
+    assert document["target"][:4] == pytest.approx(list(np.linspace(-1, 1, 5)[1:]))
 
 
 def test_info_text_and_json(exported_copy):
     result = invoke("info", COMMITTED)
     assert result.exit_code == 0
     assert "integrity  ok" in result.output and "h -> h_out" in result.output
-    document = json.loads(invoke("info", COMMITTED, "--json").output)
+    document = json.loads(invoke("info", COMMITTED, "--json").stdout)
     assert document["integrity"] == "ok" and document["format_version"] == runtime.FORMAT_VERSION
     (exported_copy / "weights.pt").write_bytes(b"changed")
     assert "integrity  FAILED" in invoke("info", exported_copy).output
@@ -116,8 +122,8 @@ def test_info_text_and_json(exported_copy):
     "args, message",
     [
         (["generate", "{missing}", "--steps", "5"], "does not exist"),
-        (["generate", str(COMMITTED), "--steps", "0"], "steps must be between 1"),
-        (["generate", str(COMMITTED), "--steps", "-4"], "steps must be between 1"),
+        (["generate", str(COMMITTED), "--steps", "0"], "0 is not in the range x>=1"),
+        (["generate", str(COMMITTED), "--steps", "-4"], "-4 is not in the range x>=1"),
         (["predict", str(COMMITTED), "--input", "{tmp}/nope.csv"], "does not exist"),
         (["predict", str(COMMITTED), "--input", "{tmp}/bad.csv"], "is not a number"),
         (["info", "{tmp}"], "has no manifest.json"),

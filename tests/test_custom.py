@@ -9,8 +9,8 @@ from click.testing import CliRunner
 
 import runtime
 from export import ExportError, export_module, verify_folder
-from rnn.cli import cli
-from rnn.model import generate_eager
+from toolkit.cli import cli
+from rnn.eager import generate_eager
 from runtime.errors import ArtifactError, InputValueError
 
 from .user_modules import DataDependent, NotScriptable, TwoStateLeaky, WrongProtocol, make_two_state

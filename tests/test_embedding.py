@@ -15,7 +15,7 @@ from onnx.reference import ReferenceEvaluator
 import runtime
 from export import export_folder
 from export.test_data import read_test_data
-from rnn.model import ROLLOUT_ATOL, SEQUENCE_ATOL
+from export.verify import ROLLOUT_ATOL, SEQUENCE_ATOL
 
 from .conftest import COMMITTED, REPO
 
@@ -75,7 +75,8 @@ def read_csv(text):
 @pytest.fixture(scope="module")
 def stable_folder(tmp_path_factory):
     """A bptt-trained model: its closed loop damps rounding differences instead of amplifying them."""
-    from rnn.train import TrainConfig, train_folder
+    from rnn.config import TrainConfig
+    from rnn.train import train_folder
 
     folder = tmp_path_factory.mktemp("stable") / "model"
     train_folder(TrainConfig(trainer="bptt", epochs=400, seed=1), folder)
@@ -133,7 +134,7 @@ def test_a_torch_free_install_runs_the_running_commands(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     light = subprocess.run([str(rnn), "generate", str(COMMITTED), "--steps", "50"], capture_output=True,
                            text=True, timeout=120, cwd=tmp_path, env=env)
-    full = subprocess.run([sys.executable, "-m", "rnn.cli", "generate", str(COMMITTED), "--steps", "50"],
+    full = subprocess.run([sys.executable, "-m", "toolkit.cli", "generate", str(COMMITTED), "--steps", "50"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert light.returncode == 0, light.stderr
     assert light.stdout == full.stdout

@@ -12,7 +12,7 @@ import torch
 import runtime
 from export import ExportError, export_folder, verify_folder
 from export.torchscript import load_torchscript
-from rnn.train import load_checkpoint
+from rnn.checkpoint import load_checkpoint
 from runtime.errors import ArtifactError
 
 from .conftest import kill_inside
@@ -26,7 +26,7 @@ def test_export_in_place_adds_the_files(tmp_path, trained_folder):
     assert {"weights.pt", "config.json", "step.torchscript.pt", "step.onnx", "manifest.json"} <= names
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")], "no staging folder left behind"
     scripted = load_torchscript(folder / "step.torchscript.pt")
-    eager, _ = load_checkpoint(folder)
+    eager = load_checkpoint(folder).model
     x, h = torch.randn(5, 1), torch.randn(5, 6)
     assert torch.equal(scripted(x, h)[1], eager(x, h)[1])
 

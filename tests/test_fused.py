@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import runtime
-from rnn.model import ROLLOUT_ATOL, SEQUENCE_ATOL, STEP_ATOL
+from export.verify import ROLLOUT_ATOL, SEQUENCE_ATOL, STEP_ATOL
 from runtime.errors import InputValueError
 from runtime.fused import FORMS, RNN_MAX_BATCH, STEP, choose_form
 
@@ -157,7 +157,7 @@ def test_fused_sessions_are_created_on_first_use(exported_folder):
 def test_bench_command_measures_every_implementation(tmp_path, exported_folder):
     from click.testing import CliRunner
 
-    from rnn.cli import cli
+    from toolkit.cli import cli
 
     plot = tmp_path / "bench.png"
     result = CliRunner().invoke(cli, ["bench", str(exported_folder), "--batch", "3", "--steps", "12",
@@ -179,11 +179,11 @@ def test_bench_command_measures_every_implementation(tmp_path, exported_folder):
 def test_numpy_baseline_computes_the_same_loop(exported_folder):
     import torch
 
-    from rnn.bench import _numpy_step_loop
-    from rnn.model import generate_eager
-    from rnn.train import load_checkpoint
+    from toolkit.bench import _numpy_step_loop
+    from rnn.eager import generate_eager
+    from rnn.checkpoint import load_checkpoint
 
-    eager, _ = load_checkpoint(exported_folder)
+    eager = load_checkpoint(exported_folder).model
     loop = _numpy_step_loop(eager.w1.detach().numpy(), eager.w2.detach().numpy(), 1)
     x0, h0 = np.full((2, 1), 0.3, np.float32), np.zeros((2, 6), np.float32)
     expected, _ = generate_eager(eager, torch.from_numpy(x0), 30, (torch.from_numpy(h0),))
@@ -232,7 +232,8 @@ def test_large_batches_split_across_workers_give_the_same_results(exported_folde
 @pytest.mark.parametrize("hidden_size", [1, 3, 11])
 def test_fused_forms_are_correct_for_any_hidden_size(tmp_path, hidden_size):
     from export import export_folder, verify_folder
-    from rnn.train import TrainConfig, train_folder
+    from rnn.config import TrainConfig
+    from rnn.train import train_folder
 
     folder = tmp_path / f"h{hidden_size}"
     train_folder(TrainConfig(hidden_size=hidden_size, epochs=15, seed=4), folder)

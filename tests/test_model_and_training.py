@@ -8,7 +8,8 @@ import torch
 
 from rnn.data import pairs, sine_series
 from rnn.model import ElmanRNN
-from rnn.train import TrainConfig, train, train_reference
+from rnn.config import TrainConfig
+from rnn.train import train, train_reference
 from runtime.errors import InputValueError
 
 

@@ -18,8 +18,9 @@ import runtime
 from export.onnx_export import EXPORT_BATCH
 from export.torchscript import load_torchscript
 from export.verify import VerificationFailed, compare, divergence_horizon, verify_folder
-from rnn.model import ROLLOUT_ATOL, SEQUENCE_ATOL, STEP_ATOL, generate_eager, predict_eager
-from rnn.train import load_checkpoint
+from export.verify import ROLLOUT_ATOL, SEQUENCE_ATOL, STEP_ATOL
+from rnn.eager import generate_eager, predict_eager
+from rnn.checkpoint import load_checkpoint
 from runtime.manifest import MANIFEST_NAME, file_entry, read_manifest, write_manifest
 
 BATCHES = (1, 3, 64)
@@ -28,7 +29,7 @@ STEPS = (1, 20, 1000)
 
 @pytest.fixture(scope="module")
 def forms(exported_folder):
-    eager, _ = load_checkpoint(exported_folder)
+    eager = load_checkpoint(exported_folder).model
     scripted = load_torchscript(exported_folder / "step.torchscript.pt")
     return eager, scripted, runtime.load(exported_folder)
 
@@ -212,7 +213,8 @@ def test_trusted_steps():
 
 def test_a_model_that_amplifies_rounding_is_verified_where_float32_holds(tmp_path):
     from export import export_folder
-    from rnn.train import TrainConfig, train_folder
+    from rnn.config import TrainConfig
+    from rnn.train import train_folder
 
     folder = tmp_path / "wide"
     train_folder(TrainConfig(hidden_size=16, epochs=300, seed=1), folder)  # chaotic: eager leaves float64 by step ~330

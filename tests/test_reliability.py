@@ -130,7 +130,8 @@ def test_sigkill_while_saving_a_training_run_leaves_the_old_folder(tmp_path, tra
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     stale = [p for p in tmp_path.iterdir() if p.name.startswith(".m.tmp-")]
     assert stale, "the killed run's staging folder is there, hidden"
-    from rnn.train import TrainConfig, train_folder
+    from rnn.config import TrainConfig
+    from rnn.train import train_folder
 
     train_folder(TrainConfig(seed=9, epochs=3), folder)  # the next write clears it away
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".m.tmp-")]

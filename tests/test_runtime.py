@@ -162,7 +162,7 @@ def test_cuda_without_the_provider_is_an_error_naming_the_fix():
 
 @pytest.mark.skipif(not HAS_CUDA, reason="CUDAExecutionProvider is not available (CPU-only onnxruntime or no GPU)")
 def test_cuda_runs_on_the_gpu_and_agrees_with_the_cpu():
-    from rnn.model import ROLLOUT_ATOL, STEP_ATOL
+    from export.verify import ROLLOUT_ATOL, STEP_ATOL
 
     cpu = runtime.load(COMMITTED)
     gpu = runtime.load(COMMITTED, device="cuda")

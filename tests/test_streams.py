@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import runtime
-from rnn.model import ROLLOUT_ATOL
+from export.verify import ROLLOUT_ATOL
 from runtime.errors import InputValueError, ShapeError
 
 from .conftest import COMMITTED

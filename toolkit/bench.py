@@ -26,8 +26,8 @@ import torch
 import runtime
 from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
 
-from .model import generate_eager, predict_eager
-from .train import load_checkpoint
+from rnn.checkpoint import load_checkpoint
+from rnn.eager import generate_eager, predict_eager
 
 BATCHES = (1, 64, 4096)
 STEPS = (20, 1000)
@@ -146,7 +146,7 @@ def _numpy_step_loop(w1: np.ndarray, w2: np.ndarray, n_in: int):
 
 def _implementations(folder: Path, kind: str, model: runtime.Model, factory=None) -> dict[str, Callable]:
     """name -> function(first, state, steps) for one kind of call."""
-    eager, _ = load_checkpoint(folder, factory)
+    eager = load_checkpoint(folder, factory).model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load is deprecated, still ours
         scripted = torch.jit.load(str(folder / "step.torchscript.pt"))

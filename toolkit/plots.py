@@ -11,68 +11,71 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-from .config import training_series  # noqa: E402
-from .data import pairs  # noqa: E402
-from .model import StepInfo, generate_eager, predict_eager  # noqa: E402
-from .train import ROLLOUT_STEPS, load_checkpoint  # noqa: E402
+from rnn.checkpoint import load_checkpoint  # noqa: E402
+from rnn.config import Config, training_series  # noqa: E402
+from rnn.data import pairs  # noqa: E402
+from rnn.eager import run_series  # noqa: E402
+from rnn.model import initial_state  # noqa: E402
+from rnn.train import EVAL_ROLLOUT_STEPS  # noqa: E402
+from runtime.manifest import VERIFY_NAME  # noqa: E402
 
 PREDICTION_NAME = "prediction.png"
 LOSS_NAME = "loss.png"
 PARITY_NAME = "parity.png"
 
 
-def plot_folder(folder: str | os.PathLike, rollout_steps: int = ROLLOUT_STEPS, factory=None) -> list[Path]:
-    """Writes prediction.png and loss.png (and parity.png where verify.json exists) into ``folder``.
-
-    A folder of a user's module needs its ``factory``."""
+def plot_folder(
+    folder: str | os.PathLike, rollout_steps: int = EVAL_ROLLOUT_STEPS, factory=None, out: str | os.PathLike | None = None
+) -> list[Path]:
+    """Writes prediction.png and loss.png (and parity.png where verify.json exists) into ``out``
+    (default: ``folder``). A folder of a user's module needs its ``factory``."""
     folder = Path(folder)
-    model, document = load_checkpoint(folder, factory)
-    times, series, is_sine = training_series(document)
+    out = folder if out is None else Path(out)
+    checkpoint = load_checkpoint(folder, factory)
+    config = checkpoint.config
     paths = [
-        plot_prediction(model, times, series, is_sine, folder / PREDICTION_NAME, rollout_steps, document),
-        plot_loss(document, folder / LOSS_NAME),
+        plot_prediction(checkpoint.model, config, out / PREDICTION_NAME, rollout_steps),
+        plot_loss(config, out / LOSS_NAME),
     ]
-    verify = folder / "verify.json"
+    verify = folder / VERIFY_NAME
     if verify.is_file():
-        paths.append(plot_parity(json.loads(verify.read_text(encoding="utf-8")), folder / PARITY_NAME))
+        paths.append(plot_parity(json.loads(verify.read_text(encoding="utf-8")), out / PARITY_NAME))
     return paths
 
 
-def plot_prediction(model, times, series, is_sine, path, rollout_steps, document) -> Path:
+def plot_prediction(model, config: Config, path, rollout_steps: int = EVAL_ROLLOUT_STEPS) -> Path:
     """The reference's picture: actual points at t[:-1], one-step predictions at t[1:]; then the
     closed-loop rollout continued past the data (each output fed back), against sin(t)."""
-    inputs, _ = pairs(series)
-    xs = torch.tensor(inputs, dtype=torch.float32).reshape(-1, 1, 1)
-    preds, state = predict_eager(model, xs, StepInfo.of_checkpoint(model, document).initial_state(1))
-    x0 = torch.tensor([[series[-1]]], dtype=torch.float32)
-    rollout, _ = generate_eager(model, x0, rollout_steps, state)
+    series = training_series(config.train)
+    times, values = series.times, series.values
+    inputs, _ = pairs(values)
+    run = run_series(model, initial_state(config.model), values, rollout_steps)
     dt = times[1] - times[0]
     future = times[-1] + dt * np.arange(1, rollout_steps + 1)
 
     figure, axis = plt.subplots(figsize=(11, 4.8))
-    if is_sine:
+    if series.is_sine:
         fine = np.linspace(times[0], future[-1], 2000)
         axis.plot(fine, np.sin(fine), color="0.8", lw=1, zorder=0, label="sin(t)")
     axis.scatter(times[:-1], inputs, s=90, label="Actual")
-    axis.scatter(times[1:], preds.reshape(-1).numpy(), label="Predicted (one step, teacher-forced)")
-    axis.plot(future, rollout.reshape(-1).numpy(), ".-", color="C3", ms=4, lw=0.8,
+    axis.scatter(times[1:], run.predictions, label="Predicted (one step, teacher-forced)")
+    axis.plot(future, run.rollout, ".-", color="C3", ms=4, lw=0.8,
               label=f"Closed-loop rollout ({rollout_steps} steps past the data)")
     axis.axvline(times[-1], color="0.5", ls=":", lw=1)
-    metrics = document.get("metrics", {})
-    train = document.get("train", {})
+    metrics = config.metrics
+    train = config.train
     kind = {"elman": "Elman RNN", "gru": "GRU", "lstm": "LSTM", "custom": "your module"}.get(
-        document["model"]["kind"], document["model"]["kind"])
-    title = f"{kind}, {train.get('trainer', '?')} trainer, seed {train.get('seed', '?')}"
+        config.model.kind, config.model.kind)
+    title = f"{kind}, {train.trainer} trainer, seed {train.seed}" if train else kind
     if "teacher_forced_mse" in metrics:
         title += f" - teacher-forced MSE {metrics['teacher_forced_mse']:.2e}"
     if "rollout_max_error" in metrics:
         title += f", rollout max error {metrics['rollout_max_error']:.3f}"
     axis.set_title(title, fontsize=10)
-    axis.set_xlabel("t" if is_sine else "index")
-    if is_sine:
-        low, high = float(rollout.min()), float(rollout.max())
+    axis.set_xlabel("t" if series.is_sine else "index")
+    if series.is_sine:
+        low, high = float(run.rollout.min()), float(run.rollout.max())
         axis.set_ylim(min(-1.6, low - 0.1), max(1.6, high + 0.1))
     axis.legend(loc="lower left", fontsize=8, ncol=2)
     figure.tight_layout()
@@ -81,11 +84,11 @@ def plot_prediction(model, times, series, is_sine, path, rollout_steps, document
     return Path(path)
 
 
-def plot_loss(document: dict, path) -> Path:
-    history = np.asarray(document.get("loss_history", []), dtype=np.float64)  # empty for a user's module
+def plot_loss(config: Config, path) -> Path:
+    history = np.asarray(config.loss_history, dtype=np.float64)  # empty for a user's module
     figure, axis = plt.subplots(figsize=(7, 4))
     axis.semilogy(np.arange(1, len(history) + 1), history)
-    trainer = document.get("train", {}).get("trainer", "?")
+    trainer = config.train.trainer if config.train else "?"
     unit = "epoch (total loss over the sequence)" if trainer == "reference" else "iteration (warm-up + closed-loop MSE)"
     axis.set_xlabel(unit)
     axis.set_ylabel("loss")

@@ -1,0 +1,515 @@
+"""The `rnn` command line: click options parsed and handed to one library function per command.
+
+Commands that run an exported folder (predict, generate, info) import only the torch-free
+runtime; the others import torch when they run, on one intra-op thread unless --threads says
+otherwise. Results (tables, CSV, JSON) go to stdout; progress and status lines to stderr. A
+user error prints one line and exits 2; a closed stdout (``rnn generate ... | head``) ends the
+command quietly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from runtime.errors import MissingDependencyError, ToolkitError
+
+
+class _Group(click.Group):
+    """Turns the toolkit's typed errors into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ToolkitError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+        except BrokenPipeError:
+            raise
+        except OSError as error:  # unreadable input or unwritable output
+            where = f" {error.filename!r}" if getattr(error, "filename", None) else ""
+            click.echo(f"error: {error.strerror or error}{where}", err=True)
+            sys.exit(2)
+
+
+def _needs_torch(command: str, threads: int = 1) -> None:
+    """Says which package to install when a torch command runs without torch; then sets torch's
+    intra-op threads (1 by default: these models are far too small for more to pay, and on busy
+    cores torch's default spins; NOTES.md)."""
+    for package in ("torch", "onnx", "matplotlib"):
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            raise MissingDependencyError(
+                f"'rnn {command}' needs {package}, which is not installed; install the training extra: "
+                "pip install 'rnn-toolkit[train]' (in a checkout: pip install -c constraints.txt -e '.[train]')"
+            ) from None
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+_THREADS = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+                        help="PyTorch intra-op threads. More only pays for large hidden sizes on idle cores.")
+
+
+def _emit_json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2))
+
+
+def _folder_argument(function):
+    return click.argument("folder", type=click.Path(file_okay=False, path_type=Path))(function)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name=None, version=importlib.import_module("runtime").__version__, prog_name="rnn")
+def cli() -> None:
+    """Train, export, verify and run small recurrent models (PyTorch -> TorchScript/ONNX -> onnxruntime).
+
+    A typical session: rnn train --out DIR; rnn export DIR; rnn verify DIR; rnn generate DIR --steps 100.
+    Or all at once: rnn demo --out DIR.
+    """
+
+
+# ---- train -------------------------------------------------------------------------------
+
+def _train_options(function):
+    from rnn.config import HIDDEN_SIZE, TRAINER_DEFAULTS, TRAINERS
+    from rnn.data import SEQ_LENGTH
+
+    defaults = " / ".join(f"{d['epochs']}" for d in TRAINER_DEFAULTS.values())
+    lrs = " / ".join(f"{d['lr']:g}" for d in TRAINER_DEFAULTS.values())
+    options = [
+        click.option("--trainer", type=click.Choice(list(TRAINERS)), default="reference", show_default=True,
+                     help="reference: the tutorial's one-point-at-a-time SGD; bptt: Adam through whole windows "
+                          "with closed-loop loss (keeps the wave going when fed its own outputs)."),
+        click.option("--cell", type=click.Choice(["elman", "gru", "lstm"]), default="elman", show_default=True,
+                     help="elman: the tutorial's RNN; gru / lstm: torch's GRUCell / LSTMCell with a linear readout."),
+        click.option("--seed", type=int, default=0, show_default=True,
+                     help="Random seed; the same seed gives bit-identical weights."),
+        click.option("--epochs", type=click.IntRange(min=1), default=None,
+                     help=f"Epochs (reference) or iterations (bptt). Default: the trainer's ({defaults})."),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help=f"Learning rate. Default: the trainer's ({lrs})."),
+        click.option("--hidden-size", type=click.IntRange(min=1), default=HIDDEN_SIZE, show_default=True,
+                     help="Context neurons."),
+        click.option("--seq-length", type=click.IntRange(min=1), default=SEQ_LENGTH, show_default=True,
+                     help="Points of the sine series (t = linspace(2, 10, seq_length + 1))."),
+        click.option("--data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="A one-column .csv or .npy series to train on instead of the sine."),
+        _THREADS,
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _train_config(trainer, cell, seed, epochs, lr, hidden_size, seq_length, data):
+    from rnn.config import TrainConfig
+
+    return TrainConfig(trainer=trainer, cell=cell, seed=seed, epochs=epochs, lr=lr, hidden_size=hidden_size,
+                       seq_length=seq_length, data=str(data.resolve()) if data else None).resolved()
+
+
+def _check_training_inputs(config, out: Path) -> None:
+    """Bad data or an unwritable output fail here, before the progress bar starts."""
+    from rnn.config import training_series
+    from rnn.folders import prepare_output
+
+    training_series(config, recorded=False)
+    prepare_output(out)
+
+
+class _Progress:
+    """A one-line progress display on stderr: redrawn in place on a terminal, a line every tenth
+    of the work (and at the end) in a log, so long work never runs silent."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+        self.shown = -1
+
+    def __call__(self, done: int, total: int, text: str = "") -> None:
+        tenth = done * 10 // max(total, 1)
+        if self.tty:
+            width = 30
+            filled = width * done // max(total, 1)
+            end = "\n" if done >= total else ""
+            click.echo(f"\r{self.label} [{'#' * filled}{'-' * (width - filled)}] {done}/{total} {text:<40.40}{end}",
+                       err=True, nl=False)
+        elif tenth > self.shown or done >= total:
+            self.shown = tenth
+            click.echo(f"{self.label}: {done}/{total} {text}", err=True)
+
+
+def _epoch_progress(config):
+    """rnn.train's progress callback (epoch, loss), shown as a _Progress over the epochs."""
+    show = _Progress(f"training ({config.trainer})")
+    return lambda epoch, loss: show(epoch + 1, config.epochs, f"loss {loss:.4g}")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder to write weights.pt and config.json into (replaced whole if it exists).")
+@_train_options
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def train(out, as_json, threads, **options) -> None:
+    """Train a step module (the Elman RNN by default) and write weights.pt (a state_dict) and
+    config.json into OUT."""
+    _needs_torch("train", threads)
+    from rnn.train import train_folder
+    from runtime.manifest import CONFIG_NAME, WEIGHTS_NAME
+
+    config = _train_config(**options)
+    _check_training_inputs(config, out)
+    result = train_folder(config, out, _epoch_progress(config))
+    if as_json:
+        _emit_json({"folder": str(out), "final_loss": result.loss_history[-1], "metrics": result.metrics})
+        return
+    for epoch in range(0, len(result.loss_history), 10 if config.trainer == "reference" else 100):
+        click.echo(f"epoch {epoch:5d}  loss {result.loss_history[epoch]:.6g}")
+    click.echo(f"final loss {result.loss_history[-1]:.6g}; " +
+               ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
+    click.echo(f"wrote {out / WEIGHTS_NAME} and {out / CONFIG_NAME}")
+
+
+# ---- export, verify, plot -----------------------------------------------------------------
+
+_FACTORY = click.option("--factory", default=None, metavar="PACKAGE.MODULE:FUNCTION",
+                        help="For a folder of your own module: the function that builds it (it is imported and run).")
+_EXPORTER = click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
+                         show_default=True,
+                         help="How step.onnx is made: from the TorchScript module, or through torch.export.")
+_OPSET = click.option("--opset", type=click.IntRange(min=13), default=None,
+                      help="ONNX opset. Default: the exporter's (torchscript 17, dynamo 18; dynamo writes 18 or later).")
+_ORT = click.option("--ort", "ort_format", is_flag=True,
+                    help="Also write every model in onnxruntime's ORT format (<form>.ort) for mobile and minimal builds.")
+
+
+def _list_artifacts(target: Path) -> None:
+    from runtime.manifest import MANIFEST_NAME, TEST_DATA_DIR, read_manifest
+
+    for entry in read_manifest(target).files:
+        click.echo(f"{str(target / entry.name):<50} {entry.role}")
+    click.echo(f"{str(target / TEST_DATA_DIR):<50} self-check data (ONNX model zoo layout)")
+    click.echo(f"{str(target / MANIFEST_NAME):<50} manifest")
+
+
+@cli.command()
+@_folder_argument
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write the artifact folder here instead of into FOLDER.")
+@_OPSET
+@_ORT
+@_EXPORTER
+@_FACTORY
+@_THREADS
+def export(folder, out, opset, ort_format, exporter, factory, threads) -> None:
+    """Script the model in FOLDER with TorchScript, export it and its fused loops to ONNX, write
+    self-check test data and manifest.json."""
+    _needs_torch("export", threads)
+    from export import export_folder
+
+    _list_artifacts(export_folder(folder, out, opset, ort_format=ort_format, exporter=exporter, factory=factory))
+
+
+@cli.command()
+@_folder_argument
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
+@_FACTORY
+@_THREADS
+def verify(folder, as_json, factory, threads) -> None:
+    """Check TorchScript and ONNX against eager PyTorch; write verify.json. Exit 1 on any failure."""
+    _needs_torch("verify", threads)
+    from export import verify_folder
+
+    report = verify_folder(folder, factory=factory, progress=_Progress("verifying"))
+    _emit_json(report.to_dict()) if as_json else click.echo(report.table())
+    if not report.passed:
+        sys.exit(1)
+
+
+@cli.command()
+@_folder_argument
+@_FACTORY
+@_THREADS
+def plot(folder, factory, threads) -> None:
+    """Draw prediction.png and loss.png (and parity.png after verify) into FOLDER."""
+    _needs_torch("plot", threads)
+    from toolkit.plots import plot_folder
+
+    for path in plot_folder(folder, factory=factory):
+        click.echo(f"wrote {path}")
+
+
+# ---- running (torch-free) ------------------------------------------------------------------
+
+_DEVICE = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+                       help="Execution provider; cuda needs onnxruntime-gpu and never falls back to the CPU.")
+_NONFINITE = click.option("--allow-nonfinite", is_flag=True,
+                          help="Run inputs that hold NaN or infinity instead of refusing them.")
+
+
+def _load(folder: Path, device: str, allow_nonfinite: bool):
+    import runtime
+
+    return runtime.load(folder, device=device, allow_nonfinite=allow_nonfinite)
+
+
+def _number(value: float) -> float:
+    """A float as it should print in JSON: 4.8, not 4.800000000000001."""
+    return float(f"{value:.12g}")
+
+
+@cli.command()
+@_folder_argument
+@click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A one-column .csv or .npy series. Default: the series the model was trained on.")
+@_DEVICE
+@_NONFINITE
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of CSV.")
+def predict(folder, input_path, device, allow_nonfinite, as_json) -> None:
+    """Teacher-forced one-step predictions over a series, from the exported ONNX model (CSV).
+
+    Each row: the input at t, the prediction the model makes from it for the next point (at
+    next_t), and that point's true value (target; empty after the last point of the series)."""
+    from rnn.config import read_config, training_series
+    from rnn.data import load_series
+
+    model = _load(folder, device, allow_nonfinite)
+    if input_path is not None:
+        series = load_series(input_path)
+        times, inputs = np.arange(len(series) + 1, dtype=np.float64), series
+    else:
+        training = training_series(read_config(folder).train)
+        times, series, inputs = training.times, training.values, training.values[:-1]
+    predictions, _ = model.predict(inputs.astype(np.float32))
+    targets = [float(v) for v in series[1:]] + [None] * (len(inputs) - len(series) + 1)
+    if as_json:
+        _emit_json({"t": [_number(t) for t in times[: len(inputs)]], "input": inputs.tolist(),
+                    "next_t": [_number(t) for t in times[1 : len(inputs) + 1]],
+                    "prediction": predictions.astype(float).tolist(), "target": targets})
+        return
+    click.echo("t,input,next_t,prediction,target")
+    for t, x, t_next, y, target in zip(times, inputs, times[1:], predictions, targets):
+        click.echo(f"{t:.6g},{x:.8g},{t_next:.6g},{y:.8g},{'' if target is None else f'{target:.8g}'}")
+
+
+@cli.command()
+@_folder_argument
+@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Closed-loop steps to generate.")
+@click.option("--x0", type=float, default=None,
+              help="First input. Default: the first point of the training series (or the last of --warmup).")
+@click.option("--warmup", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A .csv/.npy series fed teacher-forced first; generation continues from its last point.")
+@_DEVICE
+@_NONFINITE
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of CSV.")
+def generate(folder, steps, x0, warmup, device, allow_nonfinite, as_json) -> None:
+    """Run the autoregressive context loop in onnxruntime: each output is the next input (CSV)."""
+    from rnn.config import read_config
+    from rnn.data import load_series
+    from toolkit.running import generate_csv_lines, start_value
+
+    model = _load(folder, device, allow_nonfinite)
+    state = None
+    if warmup is not None:
+        series = load_series(warmup)
+        _, state = model.predict(series[:-1].astype(np.float32))
+        start = float(series[-1]) if x0 is None else x0
+    else:
+        start = start_value(read_config(folder)) if x0 is None else x0
+    ys, _ = model.generate(np.float32(start), steps, state)
+    if as_json:
+        _emit_json({"x0": start, "steps": steps, "y": ys.reshape(-1).astype(float).tolist(),
+                    "providers": model.providers})
+        return
+    for line in generate_csv_lines(ys):
+        click.echo(line)
+
+
+@cli.command()
+@_folder_argument
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest and checks as JSON.")
+def info(folder, as_json) -> None:
+    """Describe an artifact folder: model, tensors, files (checked against their sha256), versions."""
+    from runtime.manifest import VERIFY_NAME, check_files, read_manifest
+
+    manifest = read_manifest(folder)
+    try:
+        check_files(folder, manifest)
+        integrity = "ok"
+    except ToolkitError as error:
+        integrity = f"FAILED: {error}"
+    verify_path = Path(folder) / VERIFY_NAME
+    verified = None
+    if verify_path.is_file():
+        verified = json.loads(verify_path.read_text(encoding="utf-8")).get("passed")
+    if as_json:
+        _emit_json({**manifest.to_dict(), "integrity": integrity, "verified": verified})
+        return
+    model = manifest.model
+    click.echo(f"folder     {folder}")
+    click.echo(f"model      {model.get('kind')}  " + "  ".join(f"{k}={v}" for k, v in model.items() if k != "kind"))
+    for label, specs in (("inputs", manifest.inputs), ("outputs", manifest.outputs)):
+        click.echo(f"{label:<10} " + ", ".join(f"{t.name} {t.describe()}" for t in specs))
+    click.echo("state      " + ", ".join(f"{s.name} -> {s.output} {s.describe()}" for s in manifest.state))
+    click.echo(f"opset      {manifest.opset}   format version {manifest.format_version}")
+    for entry in manifest.files:
+        click.echo(f"file       {entry.name:<22} {entry.role:<17} {entry.size:>8} B  sha256 {entry.sha256[:16]}")
+    click.echo("versions   " + "  ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())))
+    click.echo(f"integrity  {integrity}")
+    click.echo(f"verified   {'not yet (run rnn verify)' if verified is None else ('passed' if verified else 'FAILED')}")
+
+
+class _StateSpec(click.ParamType):
+    """NAME:SIZE[:INITIAL], parsed once, here."""
+
+    name = "NAME:SIZE[:INITIAL]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        parts = value.split(":")
+        try:
+            if len(parts) not in (2, 3):
+                raise ValueError
+            return parts[0], int(parts[1]), float(parts[2]) if len(parts) > 2 else 0.0
+        except ValueError:
+            self.fail(f"must be NAME:SIZE or NAME:SIZE:INITIAL, got {value!r}", param, ctx)
+
+
+@cli.command("export-module")
+@click.argument("factory", metavar="PACKAGE.MODULE:FUNCTION")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Artifact folder to write (replaced whole if it is an earlier artifact folder).")
+@click.option("--weights", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="A state_dict (.pt) to load into the module (weights_only). Default: the factory's weights.")
+@click.option("--input-size", type=click.IntRange(min=1), default=1, show_default=True, help="Size of x.")
+@click.option("--output-size", type=click.IntRange(min=1), default=1, show_default=True, help="Size of y.")
+@click.option("--state", "states", type=_StateSpec(), multiple=True, required=True,
+              help="A state tensor, in forward's order (repeat): its name, size and initial value (default 0).")
+@_EXPORTER
+@_OPSET
+@_THREADS
+def export_module_command(factory, out, weights, input_size, output_size, states, exporter, opset, threads) -> None:
+    """Export your own step module: FACTORY builds a torch.nn.Module whose forward(x, *state)
+    returns (y, *state). Then verify with: rnn verify OUT --factory FACTORY."""
+    _needs_torch("export-module", threads)
+    from export import export_module
+    from rnn.checkpoint import load_module_weights
+    from rnn.factory import resolve_factory
+
+    module = resolve_factory(factory)()
+    if weights is not None:
+        load_module_weights(module, weights)
+    target = export_module(module, out, input_size=input_size, output_size=output_size, states=states,
+                           exporter=exporter, opset=opset, factory=factory)
+    click.echo(f"wrote {target} (verify: rnn verify {target} --factory {factory})")
+
+
+# ---- bench ---------------------------------------------------------------------------------
+
+@cli.command()
+@_folder_argument
+@click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True,
+              help="Batch sizes (repeat the option). Default: 1, 64, 4096.")
+@click.option("--steps", "steps", type=click.IntRange(min=1), multiple=True,
+              help="Sequence lengths (repeat the option). Default: 20, 1000.")
+@click.option("--kind", "kinds", type=click.Choice(["generate", "predict"]), multiple=True,
+              help="Which calls to time. Default: both.")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Interleaved rounds; each implementation keeps its best time.")
+@click.option("--no-cold-start", is_flag=True, help="Skip the fresh-process cold-start measurement.")
+@click.option("--streams", "stream_counts", type=click.IntRange(min=1), multiple=True,
+              help="Concurrent stream counts for the StreamPool benchmark (repeat). Default: 1, 64, 4096.")
+@click.option("--no-streams", is_flag=True, help="Skip the StreamPool benchmark.")
+@click.option("--no-one-call", is_flag=True, help="Skip the one-call (batch 1, one step) table.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out/bench"), show_default=True,
+              help="Folder for bench.png and bench.json (the measured folder is left as it is).")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+@_FACTORY
+@_THREADS
+def bench(folder, batches, steps, kinds, rounds, no_cold_start, stream_counts, no_streams, no_one_call, out, as_json,
+          factory, threads) -> None:
+    """Time eager PyTorch, TorchScript, the onnxruntime step loop, every fused form, the runtime's
+    automatic choice and a numpy loop on the same machine in one run; print us/step and ratios."""
+    _needs_torch("bench", threads)
+    from rnn.folders import ensure_parent
+    from toolkit.bench import BATCHES, KINDS, STEPS, STREAM_COUNTS, plot_bench, run_bench, write_json
+
+    ensure_parent(out / "bench.png")  # an unwritable output fails before minutes of timing
+    report = run_bench(folder, batches or BATCHES, steps or STEPS, kinds or KINDS, rounds,
+                       cold_start=not no_cold_start,
+                       stream_counts=() if no_streams else (stream_counts or STREAM_COUNTS), factory=factory,
+                       progress=lambda text: click.echo(f"timing {text}", err=True), one_call=not no_one_call)
+    plot_bench(report, out / "bench.png")
+    write_json(report, out / "bench.json")
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    click.echo(f"wrote {out / 'bench.png'} and {out / 'bench.json'}", err=True)
+
+
+# ---- demo ----------------------------------------------------------------------------------
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"), show_default=True,
+              help="Folder for every file of the demo (replaced whole if it exists).")
+@_train_options
+@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Closed-loop steps to generate with onnxruntime.")
+def demo(out, steps, threads, **options) -> None:
+    """The whole story into OUT: train -> export -> verify -> generate -> plots.
+
+    Stages and progress go to stderr; the parity table and the list of files to stdout."""
+    _needs_torch("demo", threads)
+    from toolkit.demo import run_demo
+
+    config = _train_config(**options)
+    _check_training_inputs(config, out)
+    result = run_demo(config, out, steps, say=lambda text: click.echo(text, err=True),
+                      progress=_epoch_progress(config), verify_progress=_Progress("      verifying"))
+    click.echo(result.report.table())
+    click.echo("")
+    for path, text in result.files.items():
+        click.echo(f"{path:<40} {text}")
+    if not result.report.passed:
+        click.echo("error: verification failed (see the table above)", err=True)
+        sys.exit(1)
+
+
+def main() -> None:
+    """The console script: click's usage errors also become one line and exit code 2; a reader
+    that closed stdout (``| head``) ends the command quietly, as Unix tools do."""
+    try:
+        code = cli.main(prog_name="rnn", standalone_mode=False)
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "rnn"
+        click.echo(f"error: {error.format_message()} (see '{command} --help')", err=True)
+        sys.exit(2)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _quiet_broken_pipe() -> None:
+    """stdout's reader is gone: point stdout at /dev/null so that the interpreter's final flush
+    does not complain, and exit with the status of a process ended by SIGPIPE."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(128 + signal.SIGPIPE)
+
+
+if __name__ == "__main__":
+    main()

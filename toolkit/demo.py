@@ -1,0 +1,81 @@
+"""The whole story in one call: train -> export -> verify -> generate -> plots, into one folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import runtime
+from export import export_folder, verify_folder
+from export.verify import VerifyReport
+from rnn.config import TrainConfig, read_config
+from rnn.train import Progress, TrainResult, train_folder
+from runtime.manifest import MANIFEST_NAME, TEST_DATA_DIR, VERIFY_NAME, read_manifest
+
+from .plots import LOSS_NAME, PARITY_NAME, PREDICTION_NAME, plot_folder
+from .running import start_value, write_generate_csv
+
+GENERATE_CSV = "generate.csv"
+DEMO_STEPS = 100  # closed-loop steps generated with onnxruntime
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class DemoResult:
+    folder: Path
+    train: TrainResult
+    report: VerifyReport
+    files: dict[str, str]  # path -> what it is, every file the demo wrote
+
+
+def run_demo(
+    config: TrainConfig, out: str | os.PathLike, steps: int = DEMO_STEPS, say: Say = print,
+    progress: Progress | None = None, verify_progress=None,
+) -> DemoResult:
+    """Trains ``config`` into ``out``, exports, verifies, generates ``steps`` steps with the
+    runtime into generate.csv and draws the plots. ``say`` reports each stage."""
+    out = Path(out)
+    say(f"[1/5] train ({config.trainer}, seed {config.seed})")
+    result = train_folder(config, out, progress)
+    say("      " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
+    say("[2/5] export TorchScript + ONNX")
+    export_folder(out)
+    say("[3/5] verify against eager PyTorch")
+    report = verify_folder(out, progress=verify_progress)
+    say(f"[4/5] generate {steps} steps with onnxruntime")
+    model = runtime.load(out)
+    ys, _ = model.generate(np.float32(start_value(read_config(out))), steps)
+    write_generate_csv(out / GENERATE_CSV, ys)
+    say("[5/5] plots")
+    plot_folder(out)
+    return DemoResult(out, result, report, describe_files(out, steps))
+
+
+def describe_files(folder: Path, steps: int) -> dict[str, str]:
+    """Every file of a demo folder with what it is: the manifest's files by role, then the rest."""
+    roles = {
+        "weights": "trained weights (state_dict)",
+        "config": "sizes, trainer, seed, loss history, metrics",
+        "step_torchscript": "TorchScript step module (torch.jit.load, libtorch)",
+        "step_onnx": "ONNX step model (onnxruntime)",
+        "sequence_rnn": "fused teacher-forced loop, native RNN kernel (small batches)",
+        "sequence_loop": "fused teacher-forced loop, ONNX Loop (large batches)",
+        "rollout_rnn": "fused closed loop, native RNN kernel (small batches)",
+        "rollout_loop": "fused closed loop, ONNX Loop (large batches)",
+    }
+    files = {str(folder / entry.name): roles.get(entry.role, entry.role) for entry in read_manifest(folder).files}
+    files.update({
+        str(folder / TEST_DATA_DIR): "self-check inputs and outputs of every ONNX model (ONNX model zoo layout)",
+        str(folder / MANIFEST_NAME): "tensors, state, files with sha256, versions",
+        str(folder / VERIFY_NAME): "parity report",
+        str(folder / GENERATE_CSV): f"{steps} closed-loop steps from onnxruntime",
+        str(folder / PREDICTION_NAME): "actual vs predicted, and the closed-loop rollout",
+        str(folder / LOSS_NAME): "training loss",
+        str(folder / PARITY_NAME): "parity errors against the tolerances",
+    })
+    return files
