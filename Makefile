@@ -1,4 +1,4 @@
-# Quick start: `make demo` runs the whole story, `make test` runs the tests.
+# Quick start: `make demo` runs the whole story, `make test` runs the checks and the tests.
 # Both create the local virtual environment .venv on first use.
 
 PYTHON ?= python3
@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out/demo
 
-.PHONY: demo test venv clean
+.PHONY: demo test lint venv clean
 
 venv: $(VENV)/.installed
 
@@ -19,7 +19,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: venv
 	$(BIN)/rnn demo --out $(OUT)
 
-test: venv
+# The layers (import-linter contracts in pyproject.toml), ruff's lint and format check.
+lint: venv
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -27,7 +27,7 @@ import torch
 import runtime
 from rnn.checkpoint import load_checkpoint
 from rnn.config import Config, training_series
-from rnn.data import pairs
+from rnn.data import SEQ_LENGTH, pairs
 from rnn.eager import NumpyStep
 from runtime.errors import VerificationFailed
 from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
@@ -300,7 +300,7 @@ def _cases(model: runtime.Model, config: Config) -> tuple[list[Case], tuple | No
         xs = data_inputs.astype(np.float32).reshape(-1, 1, 1)
         cases.append(Case(f"sequence data T={len(xs)}", PREDICT, (xs, zero), SEQUENCE_ATOL))
     else:
-        xs = uniform(20, 1, n_in)
+        xs = uniform(SEQ_LENGTH, 1, n_in)
     for steps, batch in SEQUENCES_RANDOM:
         cases.append(Case(f"sequence b={batch} T={steps}", PREDICT, (uniform(steps, batch, n_in), random_state(batch)),
                           SEQUENCE_ATOL))

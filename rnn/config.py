@@ -29,7 +29,7 @@ CUSTOM = "custom"  # a user's step module, exported with export_module
 MODEL_KINDS = (*CELL_KINDS, CUSTOM)
 
 HIDDEN_SIZE = 6  # the reference model's context neurons
-TRAINERS = ("reference", "bptt")
+TRAINERS = ("reference", "bptt")  # the tutorial's per-point SGD; Adam through whole windows (rnn.train)
 # Defaults of each trainer; a TrainConfig field left at None takes these.
 TRAINER_DEFAULTS: dict[str, dict[str, Any]] = {
     "reference": {"epochs": 300, "lr": 0.1},

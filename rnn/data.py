@@ -9,6 +9,7 @@ import numpy as np
 
 from runtime.errors import DataError
 
+# The reference series: SEQ_LENGTH + 1 points of sin(t) for t in [T_START, T_STOP].
 SEQ_LENGTH = 20
 T_START = 2.0
 T_STOP = 10.0

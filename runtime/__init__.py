@@ -22,13 +22,14 @@ from .errors import (
     VersionError,
 )
 from .manifest import FORMAT_VERSION, Manifest, read_manifest
-from .model import Model, State, load
+from .model import BoundStep, Model, State, load
 from .streams import Stream, StreamPool
 
 __all__ = [
     "__version__",
     "load",
     "Model",
+    "BoundStep",
     "State",
     "Stream",
     "StreamPool",

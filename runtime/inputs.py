@@ -14,6 +14,7 @@ DEFAULT_MAX_STEPS = 100_000_000
 DEFAULT_MAX_OUTPUT_BYTES = 1 << 30  # 1 GiB of outputs for one predict or generate call
 FLOAT32_ROUNDS_TO_INF = 2.0**128 - 2.0**103  # float32 max + half an ulp: from here a cast gives infinity
 FLOAT32 = np.dtype(np.float32)
+SMALL_FINITE_CHECK = 16  # up to this many values, summing them as Python floats is the fastest exact check
 NONFINITE_HINT = "pass allow_nonfinite=True (CLI: --allow-nonfinite) to run it anyway"
 
 
@@ -26,10 +27,17 @@ def _describe(value: Any) -> str:
 def all_finite(array: np.ndarray) -> bool:
     """Whether every value of a float32 array is finite.
 
-    One dot product of the values with themselves (0.5 us at batch 1, against 1.3 us for
+    One dot product of the values with themselves (0.4 us, against 1.3 us for
     ``np.isfinite(a).all()``): NaN and infinity propagate into it. Only when it is not finite is
     the exact check run, so that large finite values whose squares overflow are still accepted.
+    A few values are summed as Python floats instead (0.04 us for one, 0.35 us for 16; a double
+    cannot overflow on 16 float32 values, so that check is exact).
     """
+    size = array.size
+    if size == 1:
+        return math.isfinite(array.item())
+    if size <= SMALL_FINITE_CHECK:
+        return math.isfinite(sum(array.ravel().tolist()))
     flat = array.ravel()
     return math.isfinite(flat.dot(flat)) or bool(np.isfinite(array).all())
 
@@ -55,7 +63,9 @@ def as_float32(value: Any, name: str, expected: str, *, allow_nonfinite: bool) -
         try:
             array = np.asarray(value)
         except (ValueError, TypeError):
-            raise DtypeError(f"input {name!r} must be {expected} float32, got a ragged {type(value).__name__}") from None
+            raise DtypeError(
+                f"input {name!r} must be {expected} float32, got a ragged {type(value).__name__}"
+            ) from None
     else:
         raise DtypeError(f"input {name!r} must be {expected} float32, got {_describe(value)}")
     if array.dtype.kind not in "fiu":

@@ -5,24 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from .errors import ArtifactError, DeviceError, InputValueError, IntegrityError, ShapeError
-from .inputs import (
-    DEFAULT_MAX_OUTPUT_BYTES,
-    DEFAULT_MAX_STEPS,
-    FLOAT32,
-    all_finite,
-    as_float32,
-    check_batch,
-    check_output_size,
-    check_steps,
-)
 from .fused import (
     FORMS,
     FUSED_MIN_STEPS,
@@ -32,6 +23,16 @@ from .fused import (
     STEP,
     choose_form,
     io_names,
+)
+from .inputs import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_MAX_STEPS,
+    FLOAT32,
+    all_finite,
+    as_float32,
+    check_batch,
+    check_output_size,
+    check_steps,
 )
 from .manifest import ROLE_STEP_ONNX, FileEntry, Manifest, check_files, read_manifest, resolve_file
 from .onnx_refs import external_data_locations
@@ -44,6 +45,12 @@ _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 DEFAULT_CHUNK = 100_000  # steps per chunk of generate_iter
 INITIAL_CACHE = 16  # batch sizes whose initial state `step` keeps ready (read-only) for state=None
+# `run_step` goes through a shared BoundStep for batches up to this size (copying into bound
+# buffers and running them costs ~5 us at batch 1 against ~7 us for session.run, which wraps
+# every input and allocates every output); larger batches, and calls that find the bound
+# runners busy in another thread, use session.run.
+BOUND_MAX_BATCH = 64
+BOUND_CACHE = 8  # batch sizes with a shared bound runner, least recently made dropped
 
 
 def load(
@@ -139,7 +146,7 @@ def _create_session(source: str | bytes, name: str, device: str, threads: int) -
     return session
 
 
-Rows = Union[int, slice, np.ndarray, None]  # of a state array: one row, a range, gathered rows, all
+Rows = int | slice | np.ndarray | None  # of a state array: one row, a range, gathered rows, all
 
 
 class BoundStep:
@@ -178,6 +185,8 @@ class BoundStep:
             state_values = [[value(shape) for shape in state_shapes] for _ in range(2)]
             self._states = tuple(tuple(side) for side in state_values)
         self._x_value, self._y_value = values
+        if self._host:
+            self._ys = self._y.reshape(1, batch_size, model.output_size)  # a view: y as one step of a sequence
         self._bindings = []
         for side in (0, 1):
             binding = self._session.io_binding()
@@ -192,50 +201,95 @@ class BoundStep:
         self._side = 0  # the binding of the next run; it reads self._states[self._side]
         self.load_state(model.initial_state(batch_size))
 
-    def run(self, x: Any) -> np.ndarray:
+    def run(self, x: Any, out: np.ndarray | None = None) -> np.ndarray:
         """One step from the bound state with input ``x`` (anything that assigns to a checked
-        (batch, input_size) float32 array); the new state stays bound. Returns y, a new array."""
+        (batch, input_size) float32 array); the new state stays bound. Returns y: a new array,
+        or ``out`` (batch, output_size) with y written into it."""
         if self._host:
             self._x[...] = x
         else:
-            self._x_value.update_inplace(np.ascontiguousarray(np.broadcast_to(x, self._x_value.shape()), np.float32))
+            shape = self._x_value.shape()
+            flat = np.broadcast_to(np.asarray(x, np.float32).reshape(-1), (shape[0] * shape[1],))
+            self._x_value.update_inplace(np.ascontiguousarray(flat).reshape(shape))
         self._session.run_with_iobinding(self._bindings[self._side])
         self._side ^= 1
-        return self._y.copy() if self._host else self._y_value.numpy()
+        y = self._y if self._host else self._y_value.numpy()
+        if out is None:
+            return y.copy() if self._host else y
+        out[...] = y
+        return out
+
+    def step(self, x: np.ndarray, state: State, sequence: bool = False) -> tuple[np.ndarray, State]:
+        """`Model.run_step` through the bound buffers: loads ``state``, runs, returns (y, new state)
+        as new arrays; y is (1, batch, output_size) if ``sequence`` (one step of predict or
+        generate). Checked inputs only."""
+        if self._host:  # `Model.run_step`'s hot path, inlined
+            for buffer, source in zip(self._states[self._side], state):
+                buffer[...] = source
+            self._x[...] = x
+            self._session.run_with_iobinding(self._bindings[self._side])
+            self._side ^= 1
+            y = self._ys.copy() if sequence else self._y.copy()
+            return y, tuple([buffer.copy() for buffer in self._states[self._side]])
+        self.load_state(state)
+        y = self.run(x)
+        return (y.reshape(1, *y.shape) if sequence else y), self.state
+
+    def step_rows(self, x: np.ndarray, states: State | list[np.ndarray], rows: Rows) -> np.ndarray:
+        """One step of rows ``rows`` of the state arrays ``states`` (each (n, size), updated in
+        place) with inputs ``x``: gather, run, scatter. Returns y (batch, output_size)."""
+        if self._host and type(rows) is int:  # one stream on the CPU: the pool's hot path, inlined
+            for buffer, source in zip(self._states[self._side], states):
+                buffer[0] = source[rows]
+            self._x[...] = x
+            self._session.run_with_iobinding(self._bindings[self._side])
+            self._side ^= 1
+            for buffer, target in zip(self._states[self._side], states):
+                target[rows] = buffer[0]
+            return self._y.copy()
+        self.load_state(states, rows)
+        y = self.run(x)
+        self.store_state(states, rows)
+        return y
 
     @property
     def state(self) -> State:
         """A copy of the bound state (what the next run reads), one (batch, size) array per tensor."""
         if self._host:
-            return tuple(buffer.copy() for buffer in self._states[self._side])
-        return tuple(value.numpy() for value in self._states[self._side])
+            return tuple([buffer.copy() for buffer in self._states[self._side]])
+        return tuple([value.numpy() for value in self._states[self._side]])
 
     def load_state(self, sources: State | list[np.ndarray], rows: Rows = None) -> None:
         """Sets the bound state to ``sources`` (each (batch, size)), or to rows ``rows`` of them
         (an int for batch 1, a slice, or an index array: a gather without a temporary)."""
-        for buffer, source in zip(self._states[self._side], sources):
-            if not self._host:
-                buffer.update_inplace(np.ascontiguousarray(source if rows is None else source[rows], np.float32)
-                                      .reshape(buffer.shape()))
-            elif rows is None:
-                buffer[...] = source
-            elif isinstance(rows, (int, np.integer)):
+        buffers = self._states[self._side]
+        if not self._host:
+            for buffer, source in zip(buffers, sources):
+                selected = source if rows is None else source[rows]
+                buffer.update_inplace(np.ascontiguousarray(selected, np.float32).reshape(buffer.shape()))
+        elif rows is None or type(rows) is slice:
+            for buffer, source in zip(buffers, sources):
+                buffer[...] = source if rows is None else source[rows]
+        elif type(rows) is int or isinstance(rows, np.integer):
+            for buffer, source in zip(buffers, sources):
                 buffer[0] = source[rows]
-            elif isinstance(rows, slice):
-                buffer[...] = source[rows]
-            else:
+        else:
+            for buffer, source in zip(buffers, sources):
                 np.take(source, rows, axis=0, out=buffer)
 
     def store_state(self, targets: State | list[np.ndarray], rows: Rows = None) -> None:
         """Copies the bound state into ``targets``, or into rows ``rows`` of them (a scatter)."""
-        for buffer, target in zip(self._states[self._side], targets):
-            if not self._host:
-                buffer = buffer.numpy()
-            if rows is None:
+        buffers = self._states[self._side]
+        if not self._host:
+            buffers = tuple(value.numpy() for value in buffers)
+        if rows is None:
+            for buffer, target in zip(buffers, targets):
                 target[...] = buffer
-            elif isinstance(rows, (int, np.integer)):
+        elif type(rows) is int or isinstance(rows, np.integer):
+            for buffer, target in zip(buffers, targets):
                 target[rows] = buffer[0]
-            else:
+        else:
+            for buffer, target in zip(buffers, targets):
                 target[rows] = buffer
 
 
@@ -285,6 +339,11 @@ class Model:
         self._state_shapes = tuple((1, size) for size in self.state_sizes)  # batch 1, the fast path's key
         self._initial = tuple(np.asarray(s.initial, dtype=np.float32) for s in manifest.state)
         self._initial_cache: dict[int, State] = {}
+        self._bound: dict[int, BoundStep] = {}  # run_step's runners by batch size, used under _bound_lock
+        self._bound_lock = threading.Lock()
+        self._host = device == "cpu"
+        self._row_bytes = self.output_size * 4  # of one step's float32 output, per stream
+        self._feeds_back = self.input_size == self.output_size  # generate can feed y back as x
         self._entries = dict(entries)
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._lock = threading.Lock()
@@ -295,6 +354,12 @@ class Model:
     def forms(self) -> tuple[str, ...]:
         """The forms this folder can run: ``step`` and the fused forms it ships."""
         return tuple(form for form in FORMS if form in self._entries)
+
+    @property
+    def loaded_forms(self) -> tuple[str, ...]:
+        """The forms whose onnxruntime session exists: ``step`` from `load`, fused forms once used
+        (call each form once to warm a model up before serving)."""
+        return tuple(form for form in FORMS if form in self._sessions)
 
     @property
     def providers(self) -> list[str]:
@@ -375,9 +440,9 @@ class Model:
         if (
             type(x) is np.ndarray
             and x.dtype is FLOAT32
-            and x.ndim == 2
-            and x.shape[1] == self.input_size
-            and x.shape[0]
+            and len(shape := x.shape) == 2
+            and shape[1] == self.input_size
+            and shape[0]
             and x.flags.c_contiguous
             and (self.allow_nonfinite or all_finite(x))
         ):
@@ -432,10 +497,10 @@ class Model:
         if (
             type(xs) is np.ndarray
             and xs.dtype is FLOAT32
-            and xs.ndim == 3
-            and xs.shape[2] == self.input_size
-            and xs.shape[0]
-            and xs.shape[1]
+            and len(shape := xs.shape) == 3
+            and shape[2] == self.input_size
+            and shape[0]
+            and shape[1]
             and xs.flags.c_contiguous
             and (self.allow_nonfinite or all_finite(xs))
         ):
@@ -466,8 +531,30 @@ class Model:
     def run_step(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """One step on arrays that are already checked (by `check_x` and `check_state`, or produced
         by the runtime): nothing is validated. Returns (y (batch, output_size), new state)."""
+        return self._run_step(x, state, False)
+
+    def _run_step(self, x: np.ndarray, state: State, sequence: bool) -> tuple[np.ndarray, State]:
+        """`run_step`; with ``sequence``, x may be (1, batch, input_size) and y comes as
+        (1, batch, output_size): one step of predict or generate."""
+        batch_size = x.shape[-2]
+        if batch_size <= BOUND_MAX_BATCH and self._host and self._bound_lock.acquire(blocking=False):
+            try:
+                return self._shared_runner(batch_size).step(x, state, sequence)
+            finally:
+                self._bound_lock.release()
+        if x.ndim == 3:
+            x = x[0]
         y, *new_state = self._step_session.run(self._output_names, dict(zip(self._input_names, (x, *state))))
-        return y, tuple(new_state)
+        return (y.reshape(1, *y.shape) if sequence else y), tuple(new_state)
+
+    def _shared_runner(self, batch_size: int) -> BoundStep:
+        """The model's own BoundStep for ``batch_size``; the caller holds ``_bound_lock``."""
+        runner = self._bound.get(batch_size)
+        if runner is None:
+            if len(self._bound) >= BOUND_CACHE:
+                del self._bound[next(iter(self._bound))]
+            runner = self._bound[batch_size] = BoundStep(self, batch_size)
+        return runner
 
     def _run_fused(self, form: str, first: np.ndarray, state: State, steps: int | None) -> tuple[np.ndarray, State]:
         batch_axis = 1 if steps is None else 0  # xs is (T, B, n_in), x0 is (B, n_in)
@@ -484,7 +571,9 @@ class Model:
         ys = np.concatenate([r[0] for r in results], axis=1)
         return ys, tuple(np.concatenate(parts_, axis=0) for parts_ in zip(*(r[1] for r in results)))
 
-    def _run_fused_part(self, form: str, first: np.ndarray, state: State, steps: int | None) -> tuple[np.ndarray, State]:
+    def _run_fused_part(
+        self, form: str, first: np.ndarray, state: State, steps: int | None
+    ) -> tuple[np.ndarray, State]:
         inputs, outputs = io_names(form, self.state_names, self.state_outputs)
         feed = dict(zip(inputs, (first, *state)))
         if steps is not None:
@@ -497,11 +586,17 @@ class Model:
         from ``x``. On CUDA the state stays on the device between steps (IO binding)."""
         if self.device == "cuda":
             return self._step_loop_bound(xs, x, state, ys)
-        for t in range(ys.shape[0]):
-            y, state = self.run_step(xs[t] if xs is not None else x, state)
-            ys[t] = y
-            x = y
-        return state
+        batch_size = ys.shape[1]
+        shared = batch_size <= BOUND_MAX_BATCH and self._bound_lock.acquire(blocking=False)
+        try:  # the state stays in the runner's bound buffers from step to step
+            runner = self._shared_runner(batch_size) if shared else BoundStep(self, batch_size)
+            runner.load_state(state)
+            for t in range(ys.shape[0]):
+                x = runner.run(xs[t] if xs is not None else x, out=ys[t])
+            return runner.state
+        finally:
+            if shared:
+                self._bound_lock.release()
 
     def _step_loop_bound(self, xs: np.ndarray | None, x: np.ndarray | None, state: State, ys: np.ndarray) -> State:
         session = self._step_session
@@ -528,7 +623,8 @@ class Model:
 
         Inputs are checked as `check_x` and `check_state` do; ``state=None`` is the initial state."""
         x = self.check_x(x)
-        return self.run_step(x, self._initial_rows(x.shape[0]) if state is None else self.check_state(state, x.shape[0]))
+        state = self._initial_rows(x.shape[0]) if state is None else self.check_state(state, x.shape[0])
+        return self._run_step(x, state, False)
 
     def predict(self, xs: Any, state: Any = None, *, form: str | None = None) -> tuple[np.ndarray, State]:
         """Teacher-forced run over a sequence: each step gets the given input.
@@ -538,12 +634,17 @@ class Model:
         """
         sequence, flat = self._input_sequence(xs)
         steps, batch_size, _ = sequence.shape
-        check_output_size(steps, batch_size, self.output_size, self.max_output_bytes)
+        if steps * batch_size * self._row_bytes > self.max_output_bytes:
+            check_output_size(steps, batch_size, self.output_size, self.max_output_bytes)  # raises
         current = self._initial_rows(batch_size) if state is None else self.check_state(state, batch_size)
+        if steps == 1 and form is None:  # straight to the step model: no loop, no output buffer
+            if not flat:
+                return self._run_step(sequence, current, True)
+            ys, current = self._run_step(sequence, current, True)
+            return (ys.reshape(1) if self.output_size == 1 else ys), current
         chosen = STEP if form is None and steps < FUSED_MIN_STEPS else self._pick("predict", form, batch_size, steps)
-        if chosen == STEP and steps == 1:  # straight to the step model: no loop, no output buffer
-            y, current = self.run_step(sequence[0], current)
-            ys = y.reshape(1, batch_size, self.output_size)
+        if chosen == STEP and steps == 1:
+            ys, current = self._run_step(sequence[0], current, True)
         elif chosen == STEP:
             ys = np.empty((steps, batch_size, self.output_size), dtype=np.float32)
             current = self._step_loop(sequence, None, current, ys)
@@ -557,12 +658,17 @@ class Model:
         ``x0`` is (batch, input_size) (a scalar or (batch,) for one input); returns the
         outputs (steps, batch, output_size) and the final state.
         """
+        if steps == 1 and type(steps) is int and form is None and self._feeds_back and self.max_steps >= 1:
+            # one step: straight to the step model (a fused rollout of one step is it), same checks
+            x = self.check_x(x0, "x0")
+            batch_size = x.shape[0]
+            current = self._initial_rows(batch_size) if state is None else self.check_state(state, batch_size)
+            if batch_size * self._row_bytes > self.max_output_bytes:
+                check_output_size(1, batch_size, self.output_size, self.max_output_bytes)  # raises
+            return self._run_step(x, current, True)
         x, steps, current = self._generate_inputs(x0, steps, state)
         batch_size = x.shape[0]
         check_output_size(steps, batch_size, self.output_size, self.max_output_bytes)
-        if steps == 1 and form is None:  # straight to the step model (a fused rollout of one step is it)
-            y, current = self.run_step(x, current)
-            return y.reshape(1, batch_size, self.output_size), current
         return self._generate(x, steps, current, self._pick("generate", form, batch_size, steps))
 
     def _generate_inputs(self, x0: Any, steps: Any, state: Any) -> tuple[np.ndarray, int, State]:
@@ -577,8 +683,7 @@ class Model:
 
     def _generate(self, x: np.ndarray, steps: int, state: State, form: str) -> tuple[np.ndarray, State]:
         if steps == 1:
-            y, state = self.run_step(x, state)
-            return y.reshape(1, *y.shape), state
+            return self._run_step(x, state, True)
         if form == STEP:
             ys = np.empty((steps, x.shape[0], self.output_size), dtype=np.float32)
             return ys, self._step_loop(None, x, state, ys)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import struct
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -119,7 +120,7 @@ class Stream:
 class _Pending:
     __slots__ = ("stream", "x", "y", "error", "done")
 
-    def __init__(self, stream: int, x: np.ndarray) -> None:
+    def __init__(self, stream: int, x: np.ndarray | float) -> None:  # x: checked by _one_input
         self.stream, self.x, self.y, self.error = stream, x, None, None
         self.done = threading.Event()
 
@@ -160,7 +161,8 @@ class StreamPool:
             stream = self._next_id
             self._next_id += 1
             self._slots[stream] = slot
-            for array, initial, row in zip(self._states, self.model.initial_state(1), rows or [None] * len(self._states)):
+            initial_rows = self.model.initial_state(1)
+            for array, initial, row in zip(self._states, initial_rows, rows or [None] * len(self._states)):
                 array[slot] = initial[0] if row is None else row[0]
             return stream
 
@@ -211,14 +213,17 @@ class StreamPool:
     def step(self, streams: Any, xs: Any) -> np.ndarray:
         """One step for the given streams (ids, distinct) with inputs ``xs`` (len(ids), input_size);
         one step-model run for all of them. Returns (len(ids), output_size)."""
-        ids = (streams if type(streams) is np.ndarray else np.asarray(streams)).reshape(-1)
+        ids = streams if type(streams) is np.ndarray else np.asarray(streams)
         if ids.dtype.kind not in "iu":
             raise InputValueError(f"stream ids must be integers, got {ids.dtype}")
         x = self.model.check_x(xs, "xs")
-        if x.shape[0] != ids.size:
-            raise ShapeError(f"{ids.size} stream ids but {x.shape[0]} inputs")
-        keys = ids.tolist()
-        if len(keys) > 1 and len(set(keys)) != len(keys):
+        keys = ids.ravel().tolist()
+        if x.shape[0] != len(keys):
+            raise ShapeError(f"{len(keys)} stream ids but {x.shape[0]} inputs")
+        if len(keys) == 1:  # one stream: no gather array, no distinctness check
+            with self._lock:
+                return self._runner(1).step_rows(x, self._states, self._slot(keys[0]))
+        if len(set(keys)) != len(keys):
             raise InputValueError("a stream can take one step per call; ids must be distinct")
         with self._lock:
             return self._step_slots([self._slot(key) for key in keys], x)
@@ -245,11 +250,7 @@ class StreamPool:
             rows = np.array(slots, dtype=np.intp)
             if rows[0] == 0 and rows[-1] == count - 1 and np.array_equal(rows, np.arange(count)):
                 rows = slice(0, count)  # the common case of streams opened in order: a plain copy
-        runner = self._runner(count)
-        runner.load_state(self._states, rows)
-        y = runner.run(x)
-        runner.store_state(self._states, rows)
-        return y
+        return self._runner(count).step_rows(x, self._states, rows)
 
     def push(self, stream: int, x: Any) -> np.ndarray:
         """Steps one stream; concurrent pushes from other threads share one run per tick."""

@@ -53,6 +53,46 @@ def exported_copy(tmp_path, exported_folder) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session", ids=lambda p: f"{p[0]}-{p[1]}",
+                params=[(cell, exporter) for cell in ("gru", "lstm") for exporter in ("torchscript", "dynamo")])
+def cell_folder(request, tmp_path_factory):
+    """(cell, exporter, folder): a GRU or LSTM trained for a few epochs (seed 2, hidden 5) and
+    exported with either exporter."""
+    from export import export_folder
+    from rnn.config import TrainConfig
+    from rnn.train import train_folder
+
+    cell, exporter = request.param
+    folder = tmp_path_factory.mktemp(f"{cell}-{exporter}") / "model"
+    train_folder(TrainConfig(cell=cell, epochs=20, seed=2, hidden_size=5), folder)
+    export_folder(folder, exporter=exporter)
+    return cell, exporter, folder
+
+
+def plant(folder, scale_w1, file="step.onnx", initializer_name="w1"):
+    """Rewrites an ONNX file with one initializer scaled, and re-hashes it so that it loads (a
+    silent export bug of the kind verification exists to catch)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from runtime.manifest import file_entry, read_manifest, write_manifest
+
+    path = folder / file
+    model = onnx.load(str(path))
+    found = False
+    for initializer in model.graph.initializer:
+        if initializer.name == initializer_name:
+            scaled = numpy_helper.to_array(initializer) * scale_w1
+            initializer.CopyFrom(numpy_helper.from_array(scaled.astype(np.float32), initializer_name))
+            found = True
+    assert found, f"{file} has no initializer {initializer_name}"
+    onnx.save(model, str(path))
+    manifest = read_manifest(folder)
+    files = tuple(file_entry(folder, f.name, f.role) if f.name == file else f for f in manifest.files)
+    write_manifest(folder, type(manifest)(**{**manifest.__dict__, "files": files}))
+
+
 def kill_inside(module: str, function: str, call: str, marker: Path) -> None:
     """Runs ``call`` in a fresh interpreter with ``module.function`` wrapped so that, once the
     real function has returned, the process writes ``marker`` and waits; then SIGKILLs it there."""

@@ -26,6 +26,9 @@ def make_two_state() -> TwoStateLeaky:
     return TwoStateLeaky(4)
 
 
+MAKE_TWO_STATE = "tests.user_modules:make_two_state"  # make_two_state by name, as a user passes --factory
+
+
 class NotScriptable(nn.Module):
     """Calls a Python builtin TorchScript cannot compile."""
 

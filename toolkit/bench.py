@@ -4,30 +4,37 @@ Implementations: eager PyTorch (the step module in a Python loop), TorchScript (
 step in a Python loop), the onnxruntime step model (one run per step), every fused form the
 folder ships, the runtime's automatic choice, and a numpy loop. Each configuration (kind,
 batch, steps) times all implementations in interleaved rounds and keeps each one's best time,
-so that the ratios come from the same minutes of the same machine.
+so that the ratios come from the same minutes of the same machine. Two more tables: one tick
+of many streams (`bench_streams`) and one call of batch 1, one step (`bench_one_call`).
+
+Torch runs on however many intra-op threads the caller set (the CLI sets 1); this module does
+not change it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 import runtime
-from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
-
+from export.torchscript import load_torchscript
 from rnn.checkpoint import load_checkpoint
-from rnn.eager import generate_eager, predict_eager
+from rnn.eager import NumpyStep
+from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
+from runtime.manifest import ROLE_STEP_TORCHSCRIPT, resolve_file
 
 BATCHES = (1, 64, 4096)
 STEPS = (20, 1000)
@@ -38,6 +45,34 @@ COLD_START_STEPS = 20
 PER_STREAM = "session.run per stream"
 STREAM_COUNTS = (1, 64, 4096)
 PUSH_THREADS = 8
+ONE_CALL_CALLS = 2000  # calls per round of the one-call table: one call is a few microseconds
+
+# The one-call table (batch 1, one step), in this order; EAGER_STEP is its baseline.
+EAGER_STEP = "eager step (torch.no_grad)"
+RAW_RUN = "session.run (step.onnx)"
+ONE_CALL = (EAGER_STEP, RAW_RUN, "model.step", "Stream.push", "StreamPool.step (1 stream)",
+            "model.generate(x0, 1)", "model.predict (1 step)")
+# The bars of every panel of bench.png, in this order (a missing one leaves its slot empty).
+IMPLEMENTATIONS = ("torchscript", "onnx step loop", "rollout_rnn", "rollout_loop", "sequence_rnn", "sequence_loop",
+                   "auto", "numpy loop")
+
+
+def best_times(functions: dict[str, Callable[[], Any]], rounds: int, calls: int = 1) -> dict[str, float]:
+    """Seconds per call of each function, best of ``rounds`` rounds of ``calls`` calls.
+
+    Each function is called once to warm up (sessions, allocations, caches), then the rounds
+    interleave the functions, so that every ratio comes from the same minutes of the same machine.
+    """
+    for function in functions.values():
+        function()
+    best = dict.fromkeys(functions, float("inf"))
+    for _ in range(rounds):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            for _ in itertools.repeat(None, calls):
+                function()
+            best[name] = min(best[name], (time.perf_counter() - start) / calls)
+    return best
 
 
 @dataclass
@@ -69,12 +104,23 @@ class StreamRow:
 
 
 @dataclass
+class OneCallRow:
+    implementation: str
+    seconds: float  # best of the rounds, per call (batch 1, one step)
+
+    @property
+    def us_per_call(self) -> float:
+        return self.seconds * 1e6
+
+
+@dataclass
 class BenchReport:
     folder: str
     machine: str
     rows: list[BenchRow] = field(default_factory=list)
     cold_start: dict[str, float | bool] = field(default_factory=dict)
     streams: list[StreamRow] = field(default_factory=list)
+    one_call: list[OneCallRow] = field(default_factory=list)
 
     def stream_ratio(self, row: StreamRow) -> float:
         """How many times more stream-steps per second than one session.run per stream."""
@@ -87,17 +133,26 @@ class BenchReport:
                      (row.kind, row.batch, row.steps, "eager"))
         return eager.seconds / row.seconds
 
+    def one_call_ratio(self, row: OneCallRow) -> float:
+        """How many times faster than one eager PyTorch step (above 1: faster)."""
+        eager = next(r for r in self.one_call if r.implementation == EAGER_STEP)
+        return eager.seconds / row.seconds
+
     def to_dict(self) -> dict:
         rows = [{**asdict(r), "us_per_step": r.us_per_step, "steps_per_second": r.steps_per_second,
                  "ratio_vs_eager": self.ratio(r)} for r in self.rows]
         streams = [{**asdict(r), "stream_steps_per_second": r.stream_steps_per_second,
                     "ratio_vs_per_stream_run": self.stream_ratio(r)} for r in self.streams]
+        one_call = [{**asdict(r), "us_per_call": r.us_per_call, "ratio_vs_eager_step": self.one_call_ratio(r)}
+                    for r in self.one_call]
         return {"folder": self.folder, "machine": self.machine, "rows": rows, "cold_start": self.cold_start,
-                "streams": streams}
+                "streams": streams, "one_call": one_call}
 
     def table(self) -> str:
-        lines = [f"machine: {self.machine}", "",
-                 f"{'kind':<9} {'batch':>5} {'steps':>5}  {'implementation':<15} {'us/step':>10} {'steps/s':>11} {'vs eager':>9}"]
+        lines = [f"machine: {self.machine}"]
+        if self.rows:
+            lines += ["", f"{'kind':<9} {'batch':>5} {'steps':>5}  {'implementation':<15} {'us/step':>10} "
+                          f"{'steps/s':>11} {'vs eager':>9}"]
         previous = None
         for row in self.rows:
             key = (row.kind, row.batch, row.steps)
@@ -106,6 +161,11 @@ class BenchReport:
             previous = key
             lines.append(f"{row.kind:<9} {row.batch:>5} {row.steps:>5}  {row.implementation:<15} "
                          f"{row.us_per_step:>10.2f} {row.steps_per_second:>11.0f} {self.ratio(row):>8.1f}x")
+        if self.one_call:
+            lines += ["", f"one call, batch 1, one step: {'implementation':<28} {'us/call':>8} {'vs eager step':>14}"]
+            for row in self.one_call:
+                lines.append(f"{'':<29}{row.implementation:<28} {row.us_per_call:>8.2f} "
+                             f"{self.one_call_ratio(row):>13.2f}x")
         if self.streams:
             lines += ["", f"{'streams':>7}  {'implementation':<32} {'stream-steps/s':>15} {'vs per-stream run':>18}"]
             for row in self.streams:
@@ -114,8 +174,8 @@ class BenchReport:
         if self.cold_start:
             c = self.cold_start
             lines += ["", f"cold start (fresh process: import runtime, load, generate {COLD_START_STEPS} steps): "
-                          f"{c['in_process_s']:.3f} s in the process, {c['process_wall_s']:.3f} s with interpreter start-up; "
-                          f"torch imported: {c['torch_imported']}"]
+                          f"{c['in_process_s']:.3f} s in the process, {c['process_wall_s']:.3f} s with interpreter "
+                          f"start-up; torch imported: {c['torch_imported']}"]
         return "\n".join(lines)
 
 
@@ -144,29 +204,24 @@ def _numpy_step_loop(w1: np.ndarray, w2: np.ndarray, n_in: int):
     return run
 
 
-def _implementations(folder: Path, kind: str, model: runtime.Model, factory=None) -> dict[str, Callable]:
+def _scripted_step(model: runtime.Model) -> torch.jit.ScriptModule | None:
+    """The folder's TorchScript step, found through the manifest (None if it lists none)."""
+    entry = model.manifest.file(ROLE_STEP_TORCHSCRIPT)
+    return None if entry is None else load_torchscript(resolve_file(model.folder, entry))
+
+
+def _implementations(kind: str, model: runtime.Model, eager: torch.nn.Module,
+                     scripted: torch.jit.ScriptModule | None) -> dict[str, Callable]:
     """name -> function(first, state, steps) for one kind of call."""
-    eager = load_checkpoint(folder, factory).model
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load is deprecated, still ours
-        scripted = torch.jit.load(str(folder / "step.torchscript.pt"))
-    t = torch.from_numpy
-
-    def tensors(state):
-        return tuple(t(s) for s in state)
-
+    torch_steps = {"eager": NumpyStep(eager)}
+    if scripted is not None:
+        torch_steps["torchscript"] = NumpyStep(scripted)
     if kind == "generate":
-        impls = {
-            "eager": lambda x, h, n: generate_eager(eager, t(x), n, tensors(h)),
-            "torchscript": lambda x, h, n: generate_eager(scripted, t(x), n, tensors(h)),
-        }
+        impls = {name: (lambda x, h, n, s=step: s.generate(x, n, h)) for name, step in torch_steps.items()}
         forms = (STEP, *ROLLOUT_FORMS)
         call = model.generate
     else:
-        impls = {
-            "eager": lambda xs, h, n: predict_eager(eager, t(xs), tensors(h)),
-            "torchscript": lambda xs, h, n: predict_eager(scripted, t(xs), tensors(h)),
-        }
+        impls = {name: (lambda xs, h, n, s=step: s.predict(xs, h)) for name, step in torch_steps.items()}
         forms = (STEP, *SEQUENCE_FORMS)
         call = model.predict
     for form in forms:
@@ -197,13 +252,18 @@ def run_bench(
     progress: Callable[[str], None] | None = None,
     stream_counts=STREAM_COUNTS,
     factory=None,
+    one_call: bool = True,
 ) -> BenchReport:
+    """Every table of `rnn bench` for ``folder``: kinds x batches x steps, one call (unless
+    ``one_call`` is false), stream ticks for ``stream_counts`` (none if empty), cold start."""
     folder = Path(folder)
     model = runtime.load(folder)
     report = BenchReport(str(folder), _machine())
+    eager = load_checkpoint(folder, factory).model
+    scripted = _scripted_step(model)
     rng = np.random.default_rng(0)
     for kind in kinds:
-        impls = _implementations(folder, kind, model, factory)
+        impls = _implementations(kind, model, eager, scripted)
         for batch in batches:
             for n in steps:
                 if progress:
@@ -211,15 +271,12 @@ def run_bench(
                 h = tuple(rng.uniform(-1, 1, (batch, size)).astype(np.float32) for size in model.state_sizes)
                 first = rng.uniform(-1, 1, (batch, model.input_size) if kind == "generate"
                                     else (n, batch, model.input_size)).astype(np.float32)
-                best = {name: float("inf") for name in impls}
-                for function in impls.values():
-                    function(first, h, n)  # warm-up: sessions, allocations, caches
-                for _ in range(rounds):
-                    for name, function in impls.items():
-                        start = time.perf_counter()
-                        function(first, h, n)
-                        best[name] = min(best[name], time.perf_counter() - start)
+                best = best_times({name: partial(function, first, h, n) for name, function in impls.items()}, rounds)
                 report.rows.extend(BenchRow(kind, batch, n, name, seconds) for name, seconds in best.items())
+    if one_call:
+        if progress:
+            progress("one call, batch 1, one step")
+        report.one_call = bench_one_call(model, eager, rounds)
     if stream_counts:
         if progress:
             progress(f"streams {', '.join(map(str, stream_counts))}")
@@ -229,40 +286,73 @@ def run_bench(
     return report
 
 
+def bench_one_call(model: runtime.Model, eager: torch.nn.Module, rounds: int = ROUNDS,
+                   calls: int = ONE_CALL_CALLS) -> list[OneCallRow]:
+    """One step of one stream, every way a caller can make it, against one eager PyTorch step.
+
+    The eager step is the fairest eager: the module called on tensors, under a ``torch.no_grad``
+    entered once outside the timing loop. The runtime's calls take and return numpy arrays.
+    """
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-1, 1, (1, model.input_size)).astype(np.float32)
+    state = tuple(rng.uniform(-1, 1, (1, size)).astype(np.float32) for size in model.state_sizes)
+    x_tensor, state_tensors = torch.from_numpy(x), tuple(torch.from_numpy(s) for s in state)
+    session = model.step_session
+    output_names = [output.name for output in session.get_outputs()]
+    feed = dict(zip([i.name for i in session.get_inputs()], (x, *state)))
+    stream = runtime.Stream(model, state)
+    one = float(x[0, 0]) if model.input_size == 1 else x[0]  # what a caller pushes: a scalar or (input_size,)
+    pool = runtime.StreamPool(model, capacity=1)
+    ids = np.array([pool.open(tuple(s[0] for s in state))])
+    xs = x.reshape(1, 1, model.input_size)
+    functions = dict(zip(ONE_CALL, (
+        lambda: eager(x_tensor, *state_tensors),
+        lambda: session.run(output_names, feed),
+        lambda: model.step(x, state),
+        lambda: stream.push(one),
+        lambda: pool.step(ids, x),
+        lambda: model.generate(x, 1, state),
+        lambda: model.predict(xs, state),
+    )))
+    with torch.no_grad():
+        best = best_times(functions, rounds, calls)
+    return [OneCallRow(name, seconds) for name, seconds in best.items()]
+
+
 def bench_streams(model: runtime.Model, counts=STREAM_COUNTS, rounds: int = 3) -> list[StreamRow]:
-    """One tick (every stream one step) three ways: one step-model run per stream, the pool's
-    batched ``step(ids, xs)``, and single ``push`` calls from 8 threads gathered by the pool."""
+    """One tick (every stream one step) three ways: one step-model session.run per stream, the
+    pool's batched ``step(ids, xs)``, and single ``push`` calls from 8 threads gathered by the pool."""
     from concurrent.futures import ThreadPoolExecutor
 
     rows = []
     rng = np.random.default_rng(1)
-    for count in counts:
-        pool = runtime.StreamPool(model, capacity=count)
-        ids = np.array([pool.open() for _ in range(count)])
-        xs = rng.uniform(-1, 1, (count, model.input_size)).astype(np.float32)
-        states = [model.initial_state(1) for _ in range(count)]
-
-        def per_stream() -> None:
-            for i in range(count):
-                _, states[i] = model._run(xs[i : i + 1], states[i])
-
-        shares = [ids[k::PUSH_THREADS] for k in range(PUSH_THREADS)]
-        with ThreadPoolExecutor(PUSH_THREADS) as threads:
-            def pushes() -> None:
-                list(threads.map(lambda share: [pool.push(int(i), xs[i]) for i in share], shares))
-
-            implementations = {PER_STREAM: per_stream, "pool.step(ids, xs), batched": lambda: pool.step(ids, xs),
-                               f"pool.push from {PUSH_THREADS} threads": pushes}
-            best = {name: float("inf") for name in implementations}
-            for function in implementations.values():
-                function()
-            for _ in range(rounds):
-                for name, function in implementations.items():
-                    start = time.perf_counter()
-                    function()
-                    best[name] = min(best[name], time.perf_counter() - start)
-        rows.extend(StreamRow(count, name, seconds) for name, seconds in best.items())
+    with ThreadPoolExecutor(PUSH_THREADS) as threads:
+        for count in counts:
+            best = best_times(_stream_ticks(model, count, rng, threads), rounds)
+            rows.extend(StreamRow(count, name, seconds) for name, seconds in best.items())
     return rows
+
+
+def _stream_ticks(model: runtime.Model, count: int, rng: np.random.Generator, threads) -> dict[str, Callable]:
+    """name -> function that runs one tick of ``count`` streams."""
+    session = model.step_session
+    output_names = [output.name for output in session.get_outputs()]
+    input_names = [i.name for i in session.get_inputs()]
+    pool = runtime.StreamPool(model, capacity=count)
+    ids = np.array([pool.open() for _ in range(count)])
+    xs = rng.uniform(-1, 1, (count, model.input_size)).astype(np.float32)
+    states = [model.initial_state(1) for _ in range(count)]
+    shares = [ids[k::PUSH_THREADS] for k in range(PUSH_THREADS)]
+
+    def per_stream() -> None:
+        for i in range(count):
+            _, *states[i] = session.run(output_names, dict(zip(input_names, (xs[i : i + 1], *states[i]))))
+
+    def pushes() -> None:
+        list(threads.map(lambda share: [pool.push(int(i), xs[i]) for i in share], shares))
+
+    return {PER_STREAM: per_stream, "pool.step(ids, xs), batched": lambda: pool.step(ids, xs),
+            f"pool.push from {PUSH_THREADS} threads": pushes}
 
 
 def measure_cold_start(folder: Path, runs: int = COLD_START_RUNS) -> dict[str, float | bool]:
@@ -300,41 +390,76 @@ def _machine() -> str:
             f"onnxruntime {onnxruntime.__version__}, numpy {np.__version__}")
 
 
+def _slots(names: list[str]) -> list[str]:
+    """``names`` in the fixed order of IMPLEMENTATIONS (others after them, as first seen)."""
+    known = [n for n in IMPLEMENTATIONS if n in names]
+    return known + [n for n in dict.fromkeys(names) if n not in IMPLEMENTATIONS]
+
+
+def _bars(axis, labels: list[str], values: list[float | None], colours: list[str], digits: int) -> None:
+    """Bars in fixed slots (None leaves a slot empty), value on top, names as rotated ticks."""
+    for slot, (value, colour) in enumerate(zip(values, colours)):
+        if value is None:
+            continue
+        axis.bar(slot, value, color=colour)
+        axis.text(slot, value * 1.08, f"{value:.{digits}f}", ha="center", fontsize=6)
+    axis.axhline(1.0, color="k", lw=0.8)
+    axis.margins(y=0.15)  # room for the value labels
+    axis.set_xticks(range(len(labels)))
+    axis.set_xticklabels(labels, rotation=40, ha="right", fontsize=7)
+    axis.set_xlim(-0.6, len(labels) - 0.4)
+
+
 def plot_bench(report: BenchReport, path: str | os.PathLike) -> Path:
-    """Bars of the speed-up over eager PyTorch: one row per kind, one panel per (batch, steps)."""
+    """Bars of the speed-up over eager PyTorch: one row per kind, one panel per (batch, steps), the
+    same implementations in the same slots in every panel; a last row for the one-call table."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     kinds = list(dict.fromkeys(r.kind for r in report.rows))
     sizes = list(dict.fromkeys((r.batch, r.steps) for r in report.rows))
-    names = [n for n in dict.fromkeys(r.implementation for r in report.rows) if n != "eager"]
-    colours = {name: f"C{i}" for i, name in enumerate(names)}
-    figure, axes = plt.subplots(len(kinds), len(sizes), figsize=(2.3 * len(sizes) + 1, 3.2 * len(kinds) + 0.8),
-                                sharey=True, squeeze=False)
+    everything = _slots([r.implementation for r in report.rows if r.implementation != "eager"])
+    colours = {name: f"C{i % 10}" for i, name in enumerate(everything)}
+    rows = len(kinds) + bool(report.one_call)
+    columns = max(len(sizes), 1)
+    figure = plt.figure(figsize=(2.6 * columns + 1, 3.6 * max(rows, 1) + 0.6))
+    grid = figure.add_gridspec(max(rows, 1), columns)
     for row, kind in enumerate(kinds):
+        names = _slots([r.implementation for r in report.rows if r.kind == kind and r.implementation != "eager"])
+        first = None
         for column, (batch, steps) in enumerate(sizes):
-            axis = axes[row][column]
-            rows = {r.implementation: r for r in report.rows if (r.kind, r.batch, r.steps) == (kind, batch, steps)}
-            present = [n for n in names if n in rows]
-            values = [report.ratio(rows[n]) for n in present]
-            bars = axis.bar(range(len(present)), values, color=[colours[n] for n in present])
-            for bar, value in zip(bars, values):
-                axis.text(bar.get_x() + bar.get_width() / 2, value * 1.08, f"{value:.1f}", ha="center", fontsize=6)
-            axis.axhline(1.0, color="k", lw=0.8)
+            axis = figure.add_subplot(grid[row, column], sharey=first)
+            first = first or axis
+            found = {r.implementation: r for r in report.rows if (r.kind, r.batch, r.steps) == (kind, batch, steps)}
+            values = [report.ratio(found[n]) if n in found else None for n in names]
             axis.set_yscale("log")
-            axis.set_xticks([])
+            _bars(axis, names, values, [colours[n] for n in names], 1)
+            axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            minor = FuncFormatter(lambda value, _: f"{value:g}" if f"{value:g}"[0] in "25" else "")  # 2, 5, 20...
+            axis.yaxis.set_minor_formatter(minor)
+            axis.tick_params(axis="y", which="both", labelsize=7)
             axis.set_title(f"{kind}  B={batch}  T={steps}", fontsize=8)
-        axes[row][0].set_ylabel("x faster than eager PyTorch")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[n]) for n in names]
-    figure.legend(handles, names, loc="lower center", ncol=min(len(names), 8), fontsize=8)
+            if column == 0:
+                axis.set_ylabel("x faster than eager PyTorch", fontsize=8)
+    if report.one_call:
+        axis = figure.add_subplot(grid[rows - 1, :])
+        names = [r.implementation for r in report.one_call if r.implementation != EAGER_STEP]
+        values = [report.one_call_ratio(r) for r in report.one_call if r.implementation != EAGER_STEP]
+        _bars(axis, names, values, [f"C{i % 10}" for i in range(len(names))], 2)
+        axis.set_ylim(bottom=0)
+        eager = next(r for r in report.one_call if r.implementation == EAGER_STEP)
+        axis.set_title(f"one call, batch 1, one step (eager step = 1: {eager.us_per_call:.1f} us)", fontsize=8)
+        axis.set_ylabel("x faster than an eager step", fontsize=8)
     figure.suptitle(report.machine, fontsize=8)
-    figure.tight_layout(rect=(0, 0.06, 1, 0.97))
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return Path(path)
 
 
 def write_json(report: BenchReport, path: str | os.PathLike) -> None:
+    """The report as JSON (`BenchReport.to_dict`)."""
     Path(path).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")

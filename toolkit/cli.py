@@ -33,7 +33,7 @@ class _Group(click.Group):
             click.echo(f"error: {error}", err=True)
             sys.exit(2)
         except BrokenPipeError:
-            raise
+            _quiet_broken_pipe()  # here: click's own main would turn it into exit code 1
         except OSError as error:  # unreadable input or unwritable output
             where = f" {error.filename!r}" if getattr(error, "filename", None) else ""
             click.echo(f"error: {error.strerror or error}{where}", err=True)

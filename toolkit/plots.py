@@ -32,6 +32,7 @@ def plot_folder(
     (default: ``folder``). A folder of a user's module needs its ``factory``."""
     folder = Path(folder)
     out = folder if out is None else Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(folder, factory)
     config = checkpoint.config
     paths = [
@@ -74,10 +75,12 @@ def plot_prediction(model, config: Config, path, rollout_steps: int = EVAL_ROLLO
         title += f", rollout max error {metrics['rollout_max_error']:.3f}"
     axis.set_title(title, fontsize=10)
     axis.set_xlabel("t" if series.is_sine else "index")
+    axis.set_ylabel("sin(t)" if series.is_sine else "value")
     if series.is_sine:
         low, high = float(run.rollout.min()), float(run.rollout.max())
         axis.set_ylim(min(-1.6, low - 0.1), max(1.6, high + 0.1))
-    axis.legend(loc="lower left", fontsize=8, ncol=2)
+    # Below the axes: inside, any corner covers part of the rollout (its first trough sits bottom left).
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncol=4, frameon=False)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

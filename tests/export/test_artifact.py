@@ -1,9 +1,8 @@
-"""Exporting a trained folder: the files, the replacement of folders, and what is refused."""
+"""export.artifact: exporting a trained folder: the files, the replacement of folders, what is refused."""
 
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 
 import pytest
@@ -14,8 +13,9 @@ from export import ExportError, export_folder, verify_folder
 from export.torchscript import load_torchscript
 from rnn.checkpoint import load_checkpoint
 from runtime.errors import ArtifactError
+from runtime.manifest import MANIFEST_NAME, read_manifest
 
-from .conftest import kill_inside
+from ..conftest import kill_inside
 
 
 def test_export_in_place_adds_the_files(tmp_path, trained_folder):
@@ -29,6 +29,14 @@ def test_export_in_place_adds_the_files(tmp_path, trained_folder):
     eager = load_checkpoint(folder).model
     x, h = torch.randn(5, 1), torch.randn(5, 6)
     assert torch.equal(scripted(x, h)[1], eager(x, h)[1])
+
+
+def test_manifest_is_written_last(exported_folder):
+    # The manifest's own listing must cover every model file; verify.json is a report, not listed.
+    names = {f.name for f in read_manifest(exported_folder).files}
+    assert names == {"step.onnx", "step.torchscript.pt", "weights.pt", "config.json", "sequence_rnn.onnx",
+                     "sequence_loop.onnx", "rollout_rnn.onnx", "rollout_loop.onnx"}
+    assert (exported_folder / MANIFEST_NAME).is_file()
 
 
 def test_export_to_another_folder_leaves_the_source_alone(tmp_path, trained_folder):
@@ -98,18 +106,17 @@ def test_sigkill_mid_export_leaves_the_previous_folder_loadable(tmp_path, traine
         assert not (tmp_path / name / "manifest.json").exists()
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_weights_that_would_run_code_when_loaded_are_refused(tmp_path, trained_folder):
-    folder = tmp_path / "m"
-    shutil.copytree(trained_folder, folder)
-    victim = tmp_path / "pwned"
-
-    class Exploit:
-        def __reduce__(self):
-            return (open, (str(victim), "w"))
-
-    with open(folder / "weights.pt", "wb") as handle:
-        pickle.dump({"w1": Exploit()}, handle)
-    with pytest.raises(ArtifactError, match="cannot be loaded as weights"):
-        load_checkpoint(folder)
-    assert not victim.exists(), "loading must never execute code from the file"
+def test_cells_export_and_verify_like_elman(cell_folder):
+    cell, exporter, folder = cell_folder
+    manifest = read_manifest(folder)
+    names = ("h",) if cell == "gru" else ("h", "c")
+    assert tuple(s.name for s in manifest.state) == names
+    assert tuple(s.output for s in manifest.state) == tuple(f"{n}_out" for n in names)
+    assert manifest.model["kind"] == cell and manifest.model["exporter"] == exporter
+    assert ("dynamo" in manifest.producers["step.onnx"]) == (exporter == "dynamo")
+    assert manifest.opset == (17 if exporter == "torchscript" else 18)
+    report = verify_folder(folder)
+    assert report.passed, report.table()
+    checks = {c.check for c in report.comparisons if c.form == "onnx"}
+    assert {"step b=1", "step b=64", "sequence b=3 T=1000", "rollout b=4096 T=200"} <= checks
+    assert {c.output for c in report.comparisons} == {"y", *(f"{n}_out" for n in names)}

@@ -1,7 +1,8 @@
-"""Parity in layers: eager PyTorch vs TorchScript vs ONNX (through the runtime).
+"""export.verify: parity in layers (single steps, teacher-forced sequences, closed-loop rollouts)
+of TorchScript, ONNX and every fused form against eager PyTorch, and planted errors it must catch.
 
-Single steps, then teacher-forced sequences, then closed-loop rollouts, at batch sizes and
-lengths other than the export example (batch 2).
+The layers themselves are verify_folder's; these tests check that it runs them at batch sizes
+and lengths other than the export example (batch 2), and that it fails where it must.
 """
 
 from __future__ import annotations
@@ -9,95 +10,32 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnx
 import pytest
 import torch
-from onnx import numpy_helper
 
-import runtime
-from export.onnx_export import EXPORT_BATCH
-from export.torchscript import load_torchscript
-from export.verify import VerificationFailed, compare, divergence_horizon, verify_folder
-from export.verify import ROLLOUT_ATOL, SEQUENCE_ATOL, STEP_ATOL
-from rnn.eager import generate_eager, predict_eager
+from export import VerificationFailed, export_folder
+from export.onnx_export import EXPORT_BATCH, export_step_onnx
+from export.torchscript import script_step
+from export.verify import compare, divergence_horizon, verify_folder
 from rnn.checkpoint import load_checkpoint
-from runtime.manifest import MANIFEST_NAME, file_entry, read_manifest, write_manifest
+from rnn.config import TrainConfig
+from rnn.model import GRUStep
+from rnn.train import train_folder
+from runtime.manifest import file_entry, read_manifest, write_manifest
 
-BATCHES = (1, 3, 64)
-STEPS = (1, 20, 1000)
-
-
-@pytest.fixture(scope="module")
-def forms(exported_folder):
-    eager = load_checkpoint(exported_folder).model
-    scripted = load_torchscript(exported_folder / "step.torchscript.pt")
-    return eager, scripted, runtime.load(exported_folder)
-
-
-def random_inputs(seed, *shape):
-    return np.random.default_rng(seed).uniform(-1, 1, shape).astype(np.float32)
-
-
-@pytest.mark.parametrize("batch", BATCHES)
-def test_single_step(forms, batch):
-    eager, scripted, onnx_model = forms
-    assert batch != EXPORT_BATCH
-    x, h = random_inputs(batch, batch, 1), random_inputs(batch + 100, batch, 6)
-    with torch.no_grad():
-        y_eager, h_eager = eager(torch.from_numpy(x), torch.from_numpy(h))
-        y_script, h_script = scripted(torch.from_numpy(x), torch.from_numpy(h))
-    y_onnx, (h_onnx,) = onnx_model.step(x, h)
-    for got_y, got_h in ((y_script.numpy(), h_script.numpy()), (y_onnx, h_onnx)):
-        np.testing.assert_allclose(got_y, y_eager.numpy(), atol=STEP_ATOL, rtol=0)
-        np.testing.assert_allclose(got_h, h_eager.numpy(), atol=STEP_ATOL, rtol=0)
-
-
-@pytest.mark.parametrize("steps", STEPS)
-@pytest.mark.parametrize("batch", (1, 3))
-def test_teacher_forced_sequence(forms, steps, batch):
-    eager, scripted, onnx_model = forms
-    xs = random_inputs(steps * 7 + batch, steps, batch, 1)
-    (h0,) = eager.initial_state(batch)
-    expected, (h_expected,) = predict_eager(eager, torch.from_numpy(xs), (h0,))
-    scripted_ys, (h_scripted,) = predict_eager(scripted, torch.from_numpy(xs), (h0,))
-    onnx_ys, (h_onnx,) = onnx_model.predict(xs)
-    assert onnx_ys.shape == (steps, batch, 1)
-    for ys, h in ((scripted_ys.numpy(), h_scripted.numpy()), (onnx_ys, h_onnx)):
-        np.testing.assert_allclose(ys, expected.numpy(), atol=SEQUENCE_ATOL, rtol=0)
-        np.testing.assert_allclose(h, h_expected.numpy(), atol=SEQUENCE_ATOL, rtol=0)
-
-
-@pytest.mark.parametrize("batch", BATCHES)
-def test_closed_loop_rollout(forms, batch):
-    eager, scripted, onnx_model = forms
-    x0, h0 = random_inputs(batch, batch, 1), random_inputs(batch + 1, batch, 6)
-    expected, _ = generate_eager(eager, torch.from_numpy(x0), 200, (torch.from_numpy(h0),))
-    scripted_ys, _ = generate_eager(scripted, torch.from_numpy(x0), 200, (torch.from_numpy(h0),))
-    onnx_ys, _ = onnx_model.generate(x0, 200, h0)
-    np.testing.assert_allclose(scripted_ys.numpy(), expected.numpy(), atol=ROLLOUT_ATOL, rtol=0)
-    np.testing.assert_allclose(onnx_ys, expected.numpy(), atol=ROLLOUT_ATOL, rtol=0)
-
-
-def test_onnx_graph_has_a_symbolic_batch_and_the_contract_names(exported_folder):
-    model = onnx.load(str(exported_folder / "step.onnx"))
-    assert [i.name for i in model.graph.input] == ["x", "h"]
-    assert [o.name for o in model.graph.output] == ["y", "h_out"]
-    for value in (*model.graph.input, *model.graph.output):
-        assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
-    assert model.opset_import[0].version == 17
-    metadata = {p.key: p.value for p in model.metadata_props}
-    assert metadata["model_kind"] == "elman" and metadata["hidden_size"] == "6"
-    assert metadata["state_names"] == "h" and "toolkit_version" in metadata
-    onnx.checker.check_model(model, full_check=True)
+from ..conftest import plant
 
 
 def test_verify_folder_passes_and_writes_a_report(exported_copy):
     report = verify_folder(exported_copy)
     assert report.passed
+    assert EXPORT_BATCH not in (1, 3, 64)
     checks = {(c.form, c.check) for c in report.comparisons}
-    for form in ("torchscript", "onnx"):
-        for check in ("step b=1", "step b=3", "step b=64", "sequence data T=20", "rollout data T=200", "rollout b=64 T=200"):
+    for form in ("torchscript", "onnx"):  # batch 1, 3, 64; steps 1, 20, 1000
+        for check in ("step b=1", "step b=3", "step b=64", "sequence b=3 T=1", "sequence data T=20",
+                      "sequence b=3 T=1000", "rollout data T=200", "rollout b=3 T=200", "rollout b=64 T=200"):
             assert (form, check) in checks
+    assert {c.output for c in report.comparisons if c.check == "step b=3"} == {"y", "h_out"}
     for form in ("sequence_rnn", "sequence_loop"):  # every fused form at batch 1, 3, 64 and 4096
         for check in ("sequence data T=20", "sequence b=3 T=1000", "sequence b=64 T=200", "sequence b=4096 T=200"):
             assert (form, check) in checks
@@ -109,24 +47,6 @@ def test_verify_folder_passes_and_writes_a_report(exported_copy):
     written = json.loads((exported_copy / "verify.json").read_text())
     assert written["passed"] is True and len(written["comparisons"]) == len(report.comparisons)
     assert "max abs" in report.table() and "divergence horizon" in report.table()
-
-
-def plant(folder, scale_w1, file="step.onnx", initializer_name="w1"):
-    """Rewrites an ONNX file with one initializer scaled, and re-hashes it so that it loads (a
-    silent export bug of the kind verification exists to catch)."""
-    path = folder / file
-    model = onnx.load(str(path))
-    found = False
-    for initializer in model.graph.initializer:
-        if initializer.name == initializer_name:
-            scaled = numpy_helper.to_array(initializer) * scale_w1
-            initializer.CopyFrom(numpy_helper.from_array(scaled.astype(np.float32), initializer_name))
-            found = True
-    assert found, f"{file} has no initializer {initializer_name}"
-    onnx.save(model, str(path))
-    manifest = read_manifest(folder)
-    files = tuple(file_entry(folder, f.name, f.role) if f.name == file else f for f in manifest.files)
-    write_manifest(folder, type(manifest)(**{**manifest.__dict__, "files": files}))
 
 
 def test_a_planted_export_error_fails_verification_with_every_failure_reported(exported_copy):
@@ -193,14 +113,6 @@ def test_divergence_horizon():
     assert divergence_horizon(truth, truth) is None
 
 
-def test_manifest_is_written_last(exported_folder):
-    # The manifest's own listing must cover every model file; verify.json is a report, not listed.
-    names = {f.name for f in read_manifest(exported_folder).files}
-    assert names == {"step.onnx", "step.torchscript.pt", "weights.pt", "config.json", "sequence_rnn.onnx",
-                     "sequence_loop.onnx", "rollout_rnn.onnx", "rollout_loop.onnx"}
-    assert (exported_folder / MANIFEST_NAME).is_file()
-
-
 def test_trusted_steps():
     from export.verify import trusted_steps
 
@@ -212,10 +124,6 @@ def test_trusted_steps():
 
 
 def test_a_model_that_amplifies_rounding_is_verified_where_float32_holds(tmp_path):
-    from export import export_folder
-    from rnn.config import TrainConfig
-    from rnn.train import train_folder
-
     folder = tmp_path / "wide"
     train_folder(TrainConfig(hidden_size=16, epochs=300, seed=1), folder)  # chaotic: eager leaves float64 by step ~330
     export_folder(folder)
@@ -228,3 +136,50 @@ def test_a_model_that_amplifies_rounding_is_verified_where_float32_holds(tmp_pat
     plant(folder, 1.002, "rollout_loop.onnx", "RT")  # a real error still fails, drift or not
     failed = [c for c in verify_folder(folder, write=False).comparisons if not c.passed]
     assert failed and {c.form for c in failed} == {"rollout_loop"}
+
+
+class GRUResetBefore(GRUStep):
+    """The exporter bug: the reset gate applied before the recurrent projection
+    (``W_hn (r * h) + b_hn``, ONNX's linear_before_reset=0), where torch applies it after."""
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gi = x @ self.cell.weight_ih.t() + self.cell.bias_ih
+        w_hr, w_hz, w_hn = self.cell.weight_hh.chunk(3, 0)
+        b_hr, b_hz, b_hn = self.cell.bias_hh.chunk(3, 0)
+        i_r, i_z, i_n = gi.chunk(3, 1)
+        r = torch.sigmoid(i_r + h @ w_hr.t() + b_hr)
+        z = torch.sigmoid(i_z + h @ w_hz.t() + b_hz)
+        n = torch.tanh(i_n + (r * h) @ w_hn.t() + b_hn)
+        h_next = (1 - z) * n + z * h
+        return self.readout(h_next), h_next
+
+
+def test_a_planted_linear_before_reset_error_is_caught(tmp_path):
+    folder = tmp_path / "gru"
+    train_folder(TrainConfig(cell="gru", trainer="bptt", epochs=150, seed=0), folder)
+    good = load_checkpoint(folder).model
+    with torch.no_grad():
+        good.cell.bias_hh[12:] = 0.0  # b_hn = 0: the two formulas then agree whenever h = 0
+    torch.save(good.state_dict(), folder / "weights.pt")
+    export_folder(folder)
+    wrong = GRUResetBefore(1, 6, 1)
+    wrong.load_state_dict(good.state_dict())
+    # The trap: a one-step check from the zero initial state cannot see the difference ...
+    x, zero = torch.full((4, 1), 0.5), torch.zeros(4, 6)
+    with torch.no_grad():
+        assert (wrong(x, zero)[1] - good(x, zero)[1]).abs().max().item() < 1e-7
+    manifest = read_manifest(folder)
+    export_step_onnx(script_step(wrong), folder / "step.onnx", list(manifest.inputs), list(manifest.outputs),
+                     list(manifest.state), {"model_kind": "gru"})
+    files = tuple(file_entry(folder, f.name, f.role) if f.name == "step.onnx" else f for f in manifest.files)
+    write_manifest(folder, type(manifest)(**{**manifest.__dict__, "files": files}))
+    # ... verification's random states in [-1, 1] and its sequences see it at once.
+    report = verify_folder(folder, write=False)
+    assert not report.passed
+    failed = [c for c in report.comparisons if not c.passed]
+    assert {c.form for c in failed} == {"onnx"}
+    assert any(c.check.startswith("step") for c in failed) and any(c.check.startswith("rollout") for c in failed)
+    worst = max(c.max_rel for c in failed)
+    assert worst > 1e-3, f"max rel {worst:.3f}"
+    print(f"\nplanted linear_before_reset error: worst max rel {worst:.3f}, "
+          f"{len(failed)} of {len(report.comparisons)} comparisons failed")

@@ -1,12 +1,19 @@
-"""Reading a user's one-column series."""
+"""rnn.data: the reference sine, its input/target pairs, and reading a user's one-column series."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rnn.data import load_series
+from rnn.data import load_series, pairs, sine_series
 from runtime.errors import DataError
+
+
+def test_pairs_shift_by_one():
+    series = sine_series(20)
+    inputs, targets = pairs(series)
+    assert len(series) == 21 and np.array_equal(inputs[1:], targets[:-1])
+    assert series[0] == pytest.approx(np.sin(2.0)) and series[-1] == pytest.approx(np.sin(10.0))
 
 
 def test_csv_with_and_without_header(tmp_path):

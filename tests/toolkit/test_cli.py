@@ -1,9 +1,9 @@
-"""The `rnn` command line: every command, its exit codes, its files, and one-line errors."""
+"""toolkit.cli: the `rnn` command line: every command, its exit codes, its files, stdout vs stderr,
+and one-line errors."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -14,7 +14,8 @@ from click.testing import CliRunner
 import runtime
 from toolkit.cli import cli
 
-from .conftest import COMMITTED, REPO
+from ..conftest import COMMITTED, REPO, plant
+from ..user_modules import MAKE_TWO_STATE, make_two_state
 
 COMMANDS = ["train", "export", "verify", "predict", "generate", "plot", "info", "demo"]
 
@@ -63,8 +64,6 @@ def test_export_to_another_folder(tmp_path, trained_folder):
 
 
 def test_verify_fails_with_exit_1_and_the_table(exported_copy):
-    from .test_parity import plant
-
     plant(exported_copy, 1.05)
     result = invoke("verify", exported_copy)
     assert result.exit_code == 1
@@ -183,32 +182,117 @@ def test_running_commands_work_without_torch(tmp_path):
     assert refused.returncode == 2 and "needs torch" in refused.stderr and "rnn-toolkit[train]" in refused.stderr and "Traceback" not in refused.stderr
 
 
-def test_demo_produces_every_file(tmp_path):
-    out = tmp_path / "demo"
-    result = invoke("demo", "--out", out, "--epochs", 20, "--steps", 30)
-    assert result.exit_code == 0, result.output
-    for name in ("weights.pt", "config.json", "step.torchscript.pt", "step.onnx", "manifest.json",
-                 "verify.json", "prediction.png", "loss.png", "parity.png", "generate.csv"):
-        assert (out / name).is_file(), name
-        assert str(out / name) in result.output
-    assert json.loads((out / "verify.json").read_text())["passed"] is True
-    assert len((out / "generate.csv").read_text().splitlines()) == 31
+def test_cli_trains_and_runs_an_lstm(tmp_path):
+    folder = tmp_path / "lstm"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["train", "--out", str(folder), "--cell", "lstm", "--epochs", "5"]).exit_code == 0
+    assert runner.invoke(cli, ["export", str(folder), "--exporter", "dynamo"]).exit_code == 0
+    result = runner.invoke(cli, ["verify", str(folder)])
+    assert result.exit_code == 0 and "c_out" in result.output
+    generated = runner.invoke(cli, ["generate", str(folder), "--steps", "4", "--json"])
+    assert len(json.loads(generated.stdout)["y"]) == 4
+    info = runner.invoke(cli, ["info", str(folder)]).output
+    assert "h -> h_out" in info and "c -> c_out" in info
 
 
-def test_committed_artifacts_are_what_the_default_demo_makes(tmp_path):
-    # Numerically, not byte for byte: another CPU's kernels may round the 6,000 SGD updates
-    # differently in the last bits; the same machine reproduces them exactly.
+def test_the_cli_exports_and_verifies_a_users_module(tmp_path):
     import torch
 
-    result = invoke("demo", "--out", tmp_path / "demo")
+    weights = tmp_path / "w.pt"
+    trained = make_two_state()
+    with torch.no_grad():
+        trained.out.bias.fill_(0.5)
+    torch.save(trained.state_dict(), weights)
+    runner = CliRunner()
+    out = tmp_path / "byo"
+    result = runner.invoke(cli, ["export-module", MAKE_TWO_STATE, "--out", str(out), "--weights", str(weights),
+                                 "--state", "fast:4", "--state", "slow:4:0.1"])
+    assert result.exit_code == 0, result.output
+    assert runtime.read_manifest(out).state[1].initial == (0.1,) * 4
+    assert runner.invoke(cli, ["verify", str(out), "--factory", MAKE_TWO_STATE]).exit_code == 0
+    loaded = torch.load(out / "weights.pt", weights_only=True)
+    assert float(loaded["out.bias"][0]) == 0.5  # the given weights, not the factory's
+    bad = runner.invoke(cli, ["export-module", MAKE_TWO_STATE, "--out", str(tmp_path / "b"), "--state", "fast"])
+    assert bad.exit_code == 2
+
+
+def test_plot_and_bench_take_the_factory(tmp_path):
+    from export import export_module
+
+    folder = export_module(make_two_state(), tmp_path / "byo", input_size=1, output_size=1,
+                           states=[("fast", 4), ("slow", 4, 0.1)], factory=MAKE_TWO_STATE)
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["plot", str(folder)])
+    assert refused.exit_code == 2
+    assert runner.invoke(cli, ["plot", str(folder), "--factory", MAKE_TWO_STATE]).exit_code == 0
+    assert (folder / "prediction.png").is_file() and (folder / "loss.png").is_file()
+    result = runner.invoke(cli, ["bench", str(folder), "--factory", MAKE_TWO_STATE, "--batch", "2", "--steps", "5",
+                                 "--rounds", "1", "--no-cold-start", "--no-streams", "--json"])
+    assert result.exit_code == 0, result.output
+    names = {r["implementation"] for r in json.loads(result.stdout)["rows"]}
+    assert names == {"eager", "torchscript", "onnx step loop", "auto"}
+
+
+def test_a_reader_that_closes_the_pipe_ends_generate_quietly(tmp_path):
+    # Enough output (about 2 MB) to fill the pipe, so the writer really meets the closed reader.
+    status = tmp_path / "status"
+    command = (f"{sys.executable} -m toolkit.cli generate {COMMITTED} --steps 100000 | head -1; "
+               f"echo ${{PIPESTATUS[0]}} > {status}")
+    result = subprocess.run(command, shell=True, executable="/bin/bash", cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout == "step,y\n"
+    assert result.stderr == "", result.stderr  # no "Broken pipe", no traceback
+    assert int(status.read_text()) == 128 + 13  # rnn ended as a process ended by SIGPIPE does
+
+
+def test_the_dynamo_exporter_below_opset_18_is_a_one_line_error(tmp_path, trained_folder):
+    out = tmp_path / "out"
+    result = run_rnn("export", trained_folder, "--exporter", "dynamo", "--opset", "17", "--out", out)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "opset 18" in result.stderr and "opset 17" in result.stderr
+    assert not out.exists(), "refused before anything is written"
+
+
+def test_nonfinite_inputs_are_refused_unless_allowed():
+    refused = run_rnn("generate", COMMITTED, "--x0", "nan", "--steps", "3")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().count("\n") == 0 and "Traceback" not in refused.stderr, refused.stderr
+    assert "--allow-nonfinite" in refused.stderr and refused.stdout == ""
+    allowed = invoke("generate", COMMITTED, "--x0", "nan", "--steps", 3, "--allow-nonfinite")
+    assert allowed.exit_code == 0
+    lines = allowed.stdout.strip().splitlines()
+    assert lines[0] == "step,y" and len(lines) == 4 and all(line.endswith(",nan") for line in lines[1:])
+
+
+def test_a_missing_data_file_for_training_is_the_users_input_not_a_recorded_one(tmp_path):
+    result = run_rnn("train", "--out", tmp_path / "x", "--data", tmp_path / "missing.csv")
+    assert result.returncode == 2, result.stderr
+    assert "does not exist" in result.stderr and "missing.csv" in result.stderr
+    assert "recorded" not in result.stderr and "trained on" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and not (tmp_path / "x").exists()
+
+
+def test_verify_writes_progress_to_stderr_and_the_table_to_stdout(exported_copy):
+    result = invoke("verify", exported_copy)
     assert result.exit_code == 0
-    fresh = torch.load(tmp_path / "demo" / "weights.pt", weights_only=True)
-    committed = torch.load(COMMITTED / "weights.pt", weights_only=True)
-    assert fresh.keys() == committed.keys()
-    for name in fresh:
-        torch.testing.assert_close(fresh[name], committed[name], atol=1e-4, rtol=0)
-    assert {f.name for f in runtime.read_manifest(tmp_path / "demo").files} == \
-        {f.name for f in runtime.read_manifest(COMMITTED).files}
-    values = [np.loadtxt(folder / "generate.csv", delimiter=",", skiprows=1) for folder in (tmp_path / "demo", COMMITTED)]
-    np.testing.assert_allclose(values[0], values[1], atol=1e-3, rtol=0)
-    shutil.rmtree(tmp_path / "demo")
+    assert "verifying" in result.stderr and "verifying" not in result.stdout
+    assert "verification passed" in result.stdout and "max abs" in result.stdout
+    assert "verification passed" not in result.stderr and "max abs" not in result.stderr
+    assert json.loads(invoke("verify", exported_copy, "--json").stdout)["passed"] is True  # stdout is the JSON alone
+
+
+def test_demo_writes_stages_to_stderr_and_the_table_and_files_to_stdout(tmp_path):
+    out = tmp_path / "demo"
+    result = invoke("demo", "--epochs", 5, "--out", out)
+    assert result.exit_code == 0, result.output
+    stages = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    assert [line[:5] for line in stages] == [f"[{n}/5]" for n in range(1, 6)]
+    assert "[1/5]" not in result.stdout
+    assert "verification passed" in result.stdout and "max abs" in result.stdout
+    listed = result.stdout
+    for entry in runtime.read_manifest(out).files:
+        assert str(out / entry.name) in listed, entry.name
+    for name in ("sequence_rnn.onnx", "rollout_loop.onnx", "test_data", "manifest.json"):
+        assert str(out / name) in listed, name
+    assert (out / "test_data").is_dir()

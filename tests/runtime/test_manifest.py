@@ -1,4 +1,4 @@
-"""The manifest schema: round trip and validation, torch-free."""
+"""runtime.manifest: the schema's round trip and validation, torch-free."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import dataclasses
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from runtime.errors import ArtifactError, IntegrityError, ManifestError, VersionError
 from runtime.manifest import (
@@ -16,6 +18,8 @@ from runtime.manifest import (
     read_manifest,
     write_manifest,
 )
+
+from ..conftest import COMMITTED
 
 
 def test_exported_manifest_round_trips(exported_folder):
@@ -112,3 +116,51 @@ def test_write_then_read_is_identity(tmp_path, exported_folder):
     changed = dataclasses.replace(manifest, opset=18)
     write_manifest(tmp_path, changed)
     assert read_manifest(tmp_path) == changed
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-3, 70), st.floats(allow_nan=False), st.text(max_size=6)),
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(path=st.lists(st.one_of(st.text(max_size=8), st.integers(0, 3)), min_size=1, max_size=3),
+       value=json_values, delete=st.booleans())
+def test_any_manifest_mutation_is_read_or_refused_with_a_manifest_error(path, value, delete):
+    document = json.loads((COMMITTED / "manifest.json").read_text())
+    _mutate(document, path, value, delete)
+    try:
+        manifest = Manifest.from_dict(document)
+    except ManifestError:
+        return
+    assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict()))) == manifest
+
+
+def _pick(node, step):
+    """The key (dict) or index (list) that ``step`` selects in ``node``; None for a leaf."""
+    if isinstance(node, dict):
+        if isinstance(step, str) and step in node or not node:
+            return step if isinstance(step, str) else "extra"
+        return sorted(node)[step % len(node)] if isinstance(step, int) else step
+    if isinstance(node, list) and node:
+        return step % len(node) if isinstance(step, int) else 0
+    return None
+
+
+def _mutate(document, path, value, delete):
+    """Walks ``path`` down the document and replaces (or deletes) what it ends on."""
+    node = document
+    for step in path[:-1]:
+        key = _pick(node, step)
+        if key is None or not isinstance(node, (dict, list)) or (isinstance(node, dict) and key not in node):
+            break
+        node = node[key]
+    key = _pick(node, path[-1])
+    if key is None:
+        return
+    if delete:
+        node.pop(key, None) if isinstance(node, dict) else node.pop(key)
+    else:
+        node[key] = value

@@ -1,21 +1,18 @@
-"""Bring your own step module: export_module, verification with its factory, and clear failures."""
+"""export.custom: bring your own step module: export_module, verification with its factory, clear failures."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import runtime
 from export import ExportError, export_module, verify_folder
-from toolkit.cli import cli
 from rnn.eager import generate_eager
 from runtime.errors import ArtifactError, InputValueError
 
-from .user_modules import DataDependent, NotScriptable, TwoStateLeaky, WrongProtocol, make_two_state
-
-FACTORY = "tests.user_modules:make_two_state"
+from ..user_modules import MAKE_TWO_STATE as FACTORY
+from ..user_modules import DataDependent, NotScriptable, TwoStateLeaky, WrongProtocol, make_two_state
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
@@ -73,37 +70,3 @@ def test_a_module_that_breaks_the_protocol(tmp_path):
         export_module(WrongProtocol(), tmp_path / "x", input_size=1, output_size=1, states=[("h", 4)])
     with pytest.raises(ExportError, match=r"calling the module as forward\(x, fast, slow\) failed: RuntimeError"):
         export_module(make_two_state(), tmp_path / "x", input_size=1, output_size=1, states=[("fast", 5), ("slow", 4)])
-
-
-def test_the_cli_exports_and_verifies_a_users_module(tmp_path):
-    weights = tmp_path / "w.pt"
-    trained = make_two_state()
-    with torch.no_grad():
-        trained.out.bias.fill_(0.5)
-    torch.save(trained.state_dict(), weights)
-    runner = CliRunner()
-    out = tmp_path / "byo"
-    result = runner.invoke(cli, ["export-module", FACTORY, "--out", str(out), "--weights", str(weights),
-                                 "--state", "fast:4", "--state", "slow:4:0.1"])
-    assert result.exit_code == 0, result.output
-    assert runtime.read_manifest(out).state[1].initial == (0.1,) * 4
-    assert runner.invoke(cli, ["verify", str(out), "--factory", FACTORY]).exit_code == 0
-    loaded = torch.load(out / "weights.pt", weights_only=True)
-    assert float(loaded["out.bias"][0]) == 0.5  # the given weights, not the factory's
-    bad = runner.invoke(cli, ["export-module", FACTORY, "--out", str(tmp_path / "b"), "--state", "fast"])
-    assert bad.exit_code == 2
-
-
-def test_plot_and_bench_take_the_factory(tmp_path):
-    folder = export_module(make_two_state(), tmp_path / "byo", input_size=1, output_size=1,
-                           states=[("fast", 4), ("slow", 4, 0.1)], factory=FACTORY)
-    runner = CliRunner()
-    refused = runner.invoke(cli, ["plot", str(folder)])
-    assert refused.exit_code == 2
-    assert runner.invoke(cli, ["plot", str(folder), "--factory", FACTORY]).exit_code == 0
-    assert (folder / "prediction.png").is_file() and (folder / "loss.png").is_file()
-    result = runner.invoke(cli, ["bench", str(folder), "--factory", FACTORY, "--batch", "2", "--steps", "5",
-                                 "--rounds", "1", "--no-cold-start", "--no-streams", "--json"])
-    assert result.exit_code == 0, result.output
-    names = {r["implementation"] for r in __import__("json").loads(result.stdout)["rows"]}
-    assert names == {"eager", "torchscript", "onnx step loop", "auto"}

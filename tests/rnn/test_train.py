@@ -1,4 +1,4 @@
-"""The Elman step module and both trainers."""
+"""rnn.train: the reference trainer (the tutorial, bit for bit), the bptt trainer, every cell."""
 
 from __future__ import annotations
 
@@ -6,37 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from rnn.data import pairs, sine_series
-from rnn.model import ElmanRNN
 from rnn.config import TrainConfig
+from rnn.data import sine_series
 from rnn.train import train, train_reference
-from runtime.errors import InputValueError
-
-
-def test_step_shapes_and_formula():
-    torch.manual_seed(0)
-    model = ElmanRNN(1, 6, 1)
-    assert model.w1.shape == (7, 6) and model.w2.shape == (6, 1)
-    x, h = torch.randn(5, 1), torch.randn(5, 6)
-    y, h_next = model(x, h)
-    assert y.shape == (5, 1) and h_next.shape == (5, 6)
-    expected_h = torch.tanh(torch.cat((x, h), 1) @ model.w1)
-    torch.testing.assert_close(h_next, expected_h, rtol=0, atol=0)
-    torch.testing.assert_close(y, expected_h @ model.w2, rtol=0, atol=0)
-
-
-def test_sizes_are_configurable():
-    model = ElmanRNN(2, 9, 3)
-    y, h = model(torch.zeros(4, 2), torch.zeros(4, 9))
-    assert (y.shape, h.shape, model.w1.shape) == ((4, 3), (4, 9), (11, 9))
-
-
-def test_initial_weights_follow_the_reference_distributions():
-    torch.manual_seed(0)
-    model = ElmanRNN(1, 200, 200)  # many draws, so the sample std is close to the true one
-    assert abs(model.w1.std().item() - 0.4) < 0.01
-    assert abs(model.w2.std().item() - 0.3) < 0.01
-    assert abs(model.w1.mean().item()) < 0.01
 
 
 def tutorial_trainer(seed: int, epochs: int, lr: float = 0.1):
@@ -110,23 +82,17 @@ def test_bptt_trains_on_a_user_series(tmp_path):
     assert result.metrics["teacher_forced_mse"] < np.var(series)
 
 
-@pytest.mark.parametrize(
-    "config, message",
-    [
-        (TrainConfig(trainer="adam"), "trainer must be one of"),
-        (TrainConfig(epochs=0), "epochs must be >= 1"),
-        (TrainConfig(lr=-1.0), "lr must be a positive number"),
-        (TrainConfig(lr=float("nan")), "lr must be a positive number"),
-        (TrainConfig(hidden_size=0), "hidden_size must be >= 1"),
-    ],
-)
-def test_bad_training_settings_are_refused(config, message):
-    with pytest.raises(InputValueError, match=message):
-        config.resolved()
+def test_cells_train_with_both_trainers():
+    for cell in ("gru", "lstm"):
+        reference = train(TrainConfig(cell=cell, epochs=40, seed=1))
+        assert reference.loss_history[-1] < reference.loss_history[0]
+        bptt = train(TrainConfig(cell=cell, trainer="bptt", epochs=120, seed=1))
+        assert bptt.loss_history[-1] < bptt.loss_history[0] / 2
 
 
-def test_pairs_shift_by_one():
-    series = sine_series(20)
-    inputs, targets = pairs(series)
-    assert len(series) == 21 and np.array_equal(inputs[1:], targets[:-1])
-    assert series[0] == pytest.approx(np.sin(2.0)) and series[-1] == pytest.approx(np.sin(10.0))
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_cells_train_on_a_users_series(tmp_path, cell):
+    series = np.cos(np.arange(200) * 0.25)
+    np.save(tmp_path / "series.npy", series)
+    result = train(TrainConfig(cell=cell, trainer="bptt", epochs=80, data=str(tmp_path / "series.npy")))
+    assert result.metrics["teacher_forced_mse"] < np.var(series)
