@@ -28,15 +28,19 @@ def main() -> None:
         return
     print(f"{'trainer':<10} {'seed':>4} {'teacher-forced MSE':>19} {'rollout max err':>16} {'time s':>7}")
     for row in rows:
-        print(f"{row['trainer']:<10} {row['seed']:>4} {row['teacher_forced_mse']:>19.3e} "
-              f"{row['rollout_max_error']:>16.4f} {row['seconds']:>7.1f}")
+        print(
+            f"{row['trainer']:<10} {row['seed']:>4} {row['teacher_forced_mse']:>19.3e} "
+            f"{row['rollout_max_error']:>16.4f} {row['seconds']:>7.1f}"
+        )
     print()
     for trainer in ("reference", "bptt"):
         mine = [r for r in rows if r["trainer"] == trainer]
         mse = [r["teacher_forced_mse"] for r in mine]
         roll = [r["rollout_max_error"] for r in mine]
-        print(f"{trainer:<10} MSE median {statistics.median(mse):.2e} (range {min(mse):.2e} - {max(mse):.2e}); "
-              f"rollout max error median {statistics.median(roll):.3f} (range {min(roll):.3f} - {max(roll):.3f})")
+        print(
+            f"{trainer:<10} MSE median {statistics.median(mse):.2e} (range {min(mse):.2e} - {max(mse):.2e}); "
+            f"rollout max error median {statistics.median(roll):.3f} (range {min(roll):.3f} - {max(roll):.3f})"
+        )
 
 
 if __name__ == "__main__":

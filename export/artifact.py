@@ -73,8 +73,9 @@ def export_folder(
     checkpoint = load_checkpoint(source, factory)
     with replacing_folder(source if out is None else out) as staging:
         _carry_over(source, staging)
-        write_artifacts(staging, checkpoint.model, checkpoint.config, opset=opset, ort_format=ort_format,
-                        exporter=exporter)
+        write_artifacts(
+            staging, checkpoint.model, checkpoint.config, opset=opset, ort_format=ort_format, exporter=exporter
+        )
     return source if out is None else Path(out)
 
 
@@ -159,8 +160,11 @@ def _manifest(
         *(file_entry(staging, name, form) for form, name in fused.items()),
         *(file_entry(staging, name, f"{form}_ort") for form, name in ort_files.items()),
     ]
-    step_producer = (f"torch.onnx.export, TorchScript-based exporter, from {STEP_TORCHSCRIPT_NAME}"
-                     if exporter == "torchscript" else "torch.onnx.export(dynamo=True), from torch.export")
+    step_producer = (
+        f"torch.onnx.export, TorchScript-based exporter, from {STEP_TORCHSCRIPT_NAME}"
+        if exporter == "torchscript"
+        else "torch.onnx.export(dynamo=True), from torch.export"
+    )
     producers = {
         STEP_ONNX_NAME: step_producer,
         STEP_TORCHSCRIPT_NAME: "torch.jit.script",
@@ -169,8 +173,13 @@ def _manifest(
         **{name: "export.fused (onnx.helper, from the weights)" for name in fused.values()},
         **{name: "onnxruntime ORT format conversion" for name in ort_files.values()},
     }
-    model_info = {"kind": config.model.kind, **config.model.sizes(), "trainer": train.trainer if train else None,
-                  "seed": train.seed if train else None, "exporter": exporter}
+    model_info = {
+        "kind": config.model.kind,
+        **config.model.sizes(),
+        "trainer": train.trainer if train else None,
+        "seed": train.seed if train else None,
+        "exporter": exporter,
+    }
     if config.model.factory is not None or config.model.kind == "custom":
         model_info["factory"] = config.model.factory
     return Manifest(
@@ -189,4 +198,3 @@ def _manifest(
             "numpy": np.__version__,
         },
     )
-

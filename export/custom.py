@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -21,8 +22,14 @@ PROBE_BATCH = 3
 PROBE_SEED = 0
 
 
-def custom_config(input_size: int, output_size: int, states: Sequence[Any], *, factory: str | None = None,
-                  class_name: str | None = None) -> ModelConfig:
+def custom_config(
+    input_size: int,
+    output_size: int,
+    states: Sequence[Any],
+    *,
+    factory: str | None = None,
+    class_name: str | None = None,
+) -> ModelConfig:
     """A ModelConfig from ``states`` given as (name, size), (name, size, initial) or dicts of those."""
     parsed = []
     for spec in states:
@@ -56,7 +63,9 @@ def check_protocol(module: torch.nn.Module, config: ModelConfig) -> None:
     expected = [(PROBE_BATCH, config.output_size), *((PROBE_BATCH, size) for size in config.state_sizes)]
     if not isinstance(result, (tuple, list)) or len(result) != len(expected):
         count = len(result) if isinstance(result, (tuple, list)) else 1
-        raise ExportError(f"forward must return (y, {', '.join(config.state_names)}): {len(expected)} tensors, got {count}")
+        raise ExportError(
+            f"forward must return (y, {', '.join(config.state_names)}): {len(expected)} tensors, got {count}"
+        )
     for name, tensor, shape in zip(("y", *config.state_names), result, expected):
         if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape or tensor.dtype != torch.float32:
             got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
@@ -82,8 +91,13 @@ def export_module(
     ("package.module:function") is recorded so that `verify_folder` can rebuild the module.
     Raises ExportError naming the construct when the module cannot be scripted or exported.
     """
-    model = custom_config(input_size, output_size, states, factory=factory,
-                          class_name=f"{type(module).__module__}.{type(module).__qualname__}")
+    model = custom_config(
+        input_size,
+        output_size,
+        states,
+        factory=factory,
+        class_name=f"{type(module).__module__}.{type(module).__qualname__}",
+    )
     opset = resolve_opset(exporter, opset)
     module = module.eval()
     check_protocol(module, model)

@@ -101,8 +101,9 @@ def sequence_rnn(weights: ElmanWeights, opset: int, metadata: dict[str, str]) ->
     hidden = weights.hidden_size
     nodes = [
         helper.make_node("Unsqueeze", ["h", "axis0"], ["h0"]),  # (1, B, H)
-        helper.make_node("RNN", ["xs", "W", "R", "", "", "h0"], ["Y", "Y_h"], hidden_size=hidden,
-                         activations=["Tanh"]),  # Y (T, 1, B, H)
+        helper.make_node(
+            "RNN", ["xs", "W", "R", "", "", "h0"], ["Y", "Y_h"], hidden_size=hidden, activations=["Tanh"]
+        ),  # Y (T, 1, B, H)
         helper.make_node("Squeeze", ["Y", "axis1"], ["hs"]),  # (T, B, H)
         helper.make_node("MatMul", ["hs", "w2"], ["ys"]),  # (T, B, n_out)
         helper.make_node("Squeeze", ["Y_h", "axis0"], ["h_out"]),
@@ -128,11 +129,13 @@ def rollout_rnn(weights: ElmanWeights, opset: int, metadata: dict[str, str]) -> 
         helper.make_node("Sub", ["steps", "one"], ["rest"]),  # steps - 1 autonomous steps
         helper.make_node("Shape", ["x0"], ["batch"], start=0, end=1),
         helper.make_node("Concat", ["rest", "batch", "one"], ["zeros_shape"], axis=0),
-        helper.make_node("ConstantOfShape", ["zeros_shape"], ["no_input"],
-                         value=helper.make_tensor("zero", FLOAT, [1], [0.0])),  # (T-1, B, 1)
+        helper.make_node(
+            "ConstantOfShape", ["zeros_shape"], ["no_input"], value=helper.make_tensor("zero", FLOAT, [1], [0.0])
+        ),  # (T-1, B, 1)
         helper.make_node("Unsqueeze", ["h1", "axis0"], ["h1_rnn"]),
-        helper.make_node("RNN", ["no_input", "W_none", "R", "", "", "h1_rnn"], ["Y", "Y_h"],
-                         hidden_size=hidden, activations=["Tanh"]),
+        helper.make_node(
+            "RNN", ["no_input", "W_none", "R", "", "", "h1_rnn"], ["Y", "Y_h"], hidden_size=hidden, activations=["Tanh"]
+        ),
         helper.make_node("Squeeze", ["Y", "axis1"], ["h_rest"]),  # (T-1, B, H)
         helper.make_node("Unsqueeze", ["h1", "axis0"], ["h1_seq"]),
         helper.make_node("Concat", ["h1_seq", "h_rest"], ["hs"], axis=0),  # (T, B, H)
@@ -247,10 +250,18 @@ def sequence_loop(weights: ElmanWeights, opset: int, metadata: dict[str, str]) -
         helper.make_node("Concat", ["minus_one", "unroll", "in_size", "batch"], ["main_shape"], axis=0),
         helper.make_node("Reshape", ["x_main_flat", "main_shape"], ["x_main"]),  # (iterations, k, n_in, B)
         helper.make_node("Slice", ["x_t", "main_steps", "total", "zero"], ["x_tail"]),  # (r, n_in, B)
-        helper.make_node("Loop", ["iterations", "true", "h_t"], ["h_mid", "blocks"],
-                         body=_block_body("main", UNROLL, hidden, n_out, inputs_from="x_main")),
-        helper.make_node("Loop", ["tail_steps", "true", "h_mid"], ["h_last", "tail"],
-                         body=_block_body("tail", 1, hidden, n_out, inputs_from="x_tail")),
+        helper.make_node(
+            "Loop",
+            ["iterations", "true", "h_t"],
+            ["h_mid", "blocks"],
+            body=_block_body("main", UNROLL, hidden, n_out, inputs_from="x_main"),
+        ),
+        helper.make_node(
+            "Loop",
+            ["tail_steps", "true", "h_mid"],
+            ["h_last", "tail"],
+            body=_block_body("tail", 1, hidden, n_out, inputs_from="x_tail"),
+        ),
         helper.make_node("Transpose", ["h_last"], ["h_out"], perm=[1, 0]),
     ]
     _blocked_readouts(nodes, "blocks", "tail", None)
@@ -279,14 +290,25 @@ def rollout_loop(weights: ElmanWeights, opset: int, metadata: dict[str, str]) ->
         helper.make_node("Mod", ["rest", "unroll"], ["tail_1d"]),
         helper.make_node("Squeeze", ["iterations_1d", "zero"], ["iterations"]),
         helper.make_node("Squeeze", ["tail_1d", "zero"], ["tail_steps"]),
-        helper.make_node("Loop", ["iterations", "true", "h1_t"], ["h_mid", "blocks"],
-                         body=_block_body("main", UNROLL, hidden, n_out, inputs_from=None)),
-        helper.make_node("Loop", ["tail_steps", "true", "h_mid"], ["h_last", "tail"],
-                         body=_block_body("tail", 1, hidden, n_out, inputs_from=None)),
+        helper.make_node(
+            "Loop",
+            ["iterations", "true", "h1_t"],
+            ["h_mid", "blocks"],
+            body=_block_body("main", UNROLL, hidden, n_out, inputs_from=None),
+        ),
+        helper.make_node(
+            "Loop",
+            ["tail_steps", "true", "h_mid"],
+            ["h_last", "tail"],
+            body=_block_body("tail", 1, hidden, n_out, inputs_from=None),
+        ),
         helper.make_node("Transpose", ["h_last"], ["h_out"], perm=[1, 0]),
     ]
     _blocked_readouts(nodes, "blocks", "tail", "y1_seq")
-    initializers = [_const("w1", weights.w1), *_blocked_initializers(weights, weights.closed_loop_matrix(), teacher_forced=False)]
+    initializers = [
+        _const("w1", weights.w1),
+        *_blocked_initializers(weights, weights.closed_loop_matrix(), teacher_forced=False),
+    ]
     inputs, outputs = _io(weights, rollout=True)
     graph = helper.make_graph(nodes, "rollout_loop", inputs, outputs, initializers)
     return _model(graph, opset, "rollout_loop", metadata)
@@ -300,7 +322,9 @@ BUILDERS = {
 }
 
 
-def write_fused(weights: ElmanWeights, folder: str | os.PathLike, opset: int, metadata: dict[str, str]) -> dict[str, str]:
+def write_fused(
+    weights: ElmanWeights, folder: str | os.PathLike, opset: int, metadata: dict[str, str]
+) -> dict[str, str]:
     """Writes every form's ``FORM.onnx`` into ``folder``; returns {form: file name}."""
     written = {}
     forms = [f for f in BUILDERS if f in SEQUENCE_FORMS or weights.input_size == weights.output_size]

@@ -20,6 +20,7 @@ from rnn.eager import NumpyStep
 from runtime.errors import ExportError
 from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
 from runtime.manifest import TEST_DATA_DIR
+
 TEST_BATCH = 3
 TEST_STEPS = 13  # > UNROLL, not a multiple: the blocked loops run a full block and a remainder
 TEST_SEED = 99
@@ -47,7 +48,9 @@ def reference_case(
     return inputs, [y, *new]
 
 
-def write_test_data(model: torch.nn.Module, config: ModelConfig, folder: str | os.PathLike, models: dict[str, str]) -> list[Path]:
+def write_test_data(
+    model: torch.nn.Module, config: ModelConfig, folder: str | os.PathLike, models: dict[str, str]
+) -> list[Path]:
     """Writes one test data set per ``{form: onnx file name}``; returns the set folders."""
     rng = np.random.default_rng(TEST_SEED)
     written = []

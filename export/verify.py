@@ -17,9 +17,10 @@ import copy
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from rnn.config import Config, training_series
 from rnn.data import SEQ_LENGTH, pairs
 from rnn.eager import NumpyStep
 from runtime.errors import VerificationFailed
-from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
+from runtime.fused import SEQUENCE_FORMS, STEP
 from runtime.manifest import ROLE_STEP_TORCHSCRIPT, VERIFY_NAME, read_manifest, resolve_file
 
 from .torchscript import load_torchscript
@@ -106,16 +107,18 @@ class VerifyReport:
         header = ("form", "check", "output", "shape", "max abs", "max rel", "tol", "ok")
         rows = [header]
         for c in self.comparisons:
-            rows.append((
-                c.form,
-                c.check,
-                c.output,
-                "x".join(map(str, c.shape)) if c.shape else "-",
-                _number(c.max_abs),
-                _number(c.max_rel),
-                f"{c.tolerance:.1e}",
-                "ok" if c.passed else "FAIL",
-            ))
+            rows.append(
+                (
+                    c.form,
+                    c.check,
+                    c.output,
+                    "x".join(map(str, c.shape)) if c.shape else "-",
+                    _number(c.max_abs),
+                    _number(c.max_rel),
+                    f"{c.tolerance:.1e}",
+                    "ok" if c.passed else "FAIL",
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -123,21 +126,38 @@ class VerifyReport:
         if problems:
             lines += ["", "problems:", *problems]
         if self.limits:
-            lines += ["", "checks where the model amplifies rounding (eager float32 drifts from float64): "
-                          f"tolerance = max(named tolerance, {DRIFT_ALLOWANCE:g} x that drift), compared up to the "
-                          "step where the drift reaches the named tolerance:"]
+            lines += [
+                "",
+                "checks where the model amplifies rounding (eager float32 drifts from float64): "
+                f"tolerance = max(named tolerance, {DRIFT_ALLOWANCE:g} x that drift), compared up to the "
+                "step where the drift reaches the named tolerance:",
+            ]
             for check, limit in self.limits.items():
-                steps = "all steps" if limit["steps"] is None else f"first {limit['steps']} steps, final state not compared"
-                lines.append(f"  {check}: float32 drift {limit['float32_drift']:.1e}, tolerance {limit['tolerance']:.1e}, {steps}")
+                steps = (
+                    "all steps" if limit["steps"] is None else f"first {limit['steps']} steps, final state not compared"
+                )
+                drift, tolerance = limit["float32_drift"], limit["tolerance"]
+                lines.append(f"  {check}: float32 drift {drift:.1e}, tolerance {tolerance:.1e}, {steps}")
         if self.horizons:
-            lines += ["", f"divergence horizon vs float64 eager (first step with error > {DIVERGENCE_ATOL:g}, "
-                          f"{self.horizon_steps}-step rollout from the data's first point):"]
+            lines += [
+                "",
+                f"divergence horizon vs float64 eager (first step with error > {DIVERGENCE_ATOL:g}, "
+                f"{self.horizon_steps}-step rollout from the data's first point):",
+            ]
             for form, step in self.horizons.items():
-                lines.append(f"  {form:<12} {'none within ' + str(self.horizon_steps) if step is None else 'step ' + str(step)}")
-        lines += ["", "max abs: the largest |form - eager| over the output; max rel: max abs divided by the largest "
-                      "|eager| value of that output; tol: the max abs allowed."]
-        lines += ["", f"verification {'passed' if self.passed else 'FAILED'}: "
-                      f"{sum(c.passed for c in self.comparisons)}/{len(self.comparisons)} comparisons within tolerance"]
+                lines.append(
+                    f"  {form:<12} {'none within ' + str(self.horizon_steps) if step is None else 'step ' + str(step)}"
+                )
+        lines += [
+            "",
+            "max abs: the largest |form - eager| over the output; max rel: max abs divided by the largest "
+            "|eager| value of that output; tol: the max abs allowed.",
+        ]
+        lines += [
+            "",
+            f"verification {'passed' if self.passed else 'FAILED'}: "
+            f"{sum(c.passed for c in self.comparisons)}/{len(self.comparisons)} comparisons within tolerance",
+        ]
         return "\n".join(lines)
 
 
@@ -150,17 +170,42 @@ def compare(form: str, check: str, expected: Outputs, actual: Outputs, tolerance
     results = []
     for name in expected:
         if name not in actual:
-            results.append(Comparison(form, check, name, None, None, None, tolerance, False,
-                                      f"output missing; got {sorted(actual)}"))
+            results.append(
+                Comparison(
+                    form, check, name, None, None, None, tolerance, False, f"output missing; got {sorted(actual)}"
+                )
+            )
             continue
         want, got = np.asarray(expected[name], dtype=np.float64), np.asarray(actual[name], dtype=np.float64)
         if want.shape != got.shape:
-            results.append(Comparison(form, check, name, list(got.shape), None, None, tolerance, False,
-                                      f"shape {got.shape}, expected {want.shape}"))
+            results.append(
+                Comparison(
+                    form,
+                    check,
+                    name,
+                    list(got.shape),
+                    None,
+                    None,
+                    tolerance,
+                    False,
+                    f"shape {got.shape}, expected {want.shape}",
+                )
+            )
             continue
         if not np.isfinite(got).all():
-            results.append(Comparison(form, check, name, list(got.shape), math.inf, math.inf, tolerance, False,
-                                      "NaN or infinity in the output"))
+            results.append(
+                Comparison(
+                    form,
+                    check,
+                    name,
+                    list(got.shape),
+                    math.inf,
+                    math.inf,
+                    tolerance,
+                    False,
+                    "NaN or infinity in the output",
+                )
+            )
             continue
         max_abs = float(np.max(np.abs(got - want))) if want.size else 0.0
         scale = float(np.max(np.abs(want))) if want.size else 0.0
@@ -170,8 +215,19 @@ def compare(form: str, check: str, expected: Outputs, actual: Outputs, tolerance
         results.append(Comparison(form, check, name, list(got.shape), max_abs, max_rel, tolerance, passed, problem))
     for name in actual:
         if name not in expected:
-            results.append(Comparison(form, check, name, None, None, None, tolerance, False,
-                                      f"unexpected output; expected only {sorted(expected)}"))
+            results.append(
+                Comparison(
+                    form,
+                    check,
+                    name,
+                    None,
+                    None,
+                    None,
+                    tolerance,
+                    False,
+                    f"unexpected output; expected only {sorted(expected)}",
+                )
+            )
     return results
 
 
@@ -220,7 +276,9 @@ class _RuntimeForm(_Form):
         super().__init__(names)
         self.model = model
         self.form = form
-        self.calls = (STEP_ONCE, PREDICT, GENERATE) if form == STEP else (PREDICT,) if form in SEQUENCE_FORMS else (GENERATE,)
+        self.calls = (
+            (STEP_ONCE, PREDICT, GENERATE) if form == STEP else (PREDICT,) if form in SEQUENCE_FORMS else (GENERATE,)
+        )
 
     def _run(self, call: str, *args):
         if call == STEP_ONCE:
@@ -302,18 +360,35 @@ def _cases(model: runtime.Model, config: Config) -> tuple[list[Case], tuple | No
     else:
         xs = uniform(SEQ_LENGTH, 1, n_in)
     for steps, batch in SEQUENCES_RANDOM:
-        cases.append(Case(f"sequence b={batch} T={steps}", PREDICT, (uniform(steps, batch, n_in), random_state(batch)),
-                          SEQUENCE_ATOL))
+        cases.append(
+            Case(
+                f"sequence b={batch} T={steps}",
+                PREDICT,
+                (uniform(steps, batch, n_in), random_state(batch)),
+                SEQUENCE_ATOL,
+            )
+        )
     short_steps, short_batch = SHORT_SEQUENCE
-    short = Case(f"sequence b={short_batch} T={short_steps}", PREDICT,
-                 (uniform(short_steps, short_batch, n_in), random_state(short_batch)), SEQUENCE_ATOL)
+    short = Case(
+        f"sequence b={short_batch} T={short_steps}",
+        PREDICT,
+        (uniform(short_steps, short_batch, n_in), random_state(short_batch)),
+        SEQUENCE_ATOL,
+    )
     if model.input_size != model.output_size:
         return [*cases, short], None
-    cases.append(Case(f"rollout data T={VERIFY_ROLLOUT_STEPS}", GENERATE, (xs[0], VERIFY_ROLLOUT_STEPS, zero),
-                      ROLLOUT_ATOL))
+    cases.append(
+        Case(f"rollout data T={VERIFY_ROLLOUT_STEPS}", GENERATE, (xs[0], VERIFY_ROLLOUT_STEPS, zero), ROLLOUT_ATOL)
+    )
     for batch in ROLLOUT_BATCHES:
-        cases.append(Case(f"rollout b={batch} T={VERIFY_ROLLOUT_STEPS}", GENERATE,
-                          (uniform(batch, n_in), VERIFY_ROLLOUT_STEPS, random_state(batch)), ROLLOUT_ATOL))
+        cases.append(
+            Case(
+                f"rollout b={batch} T={VERIFY_ROLLOUT_STEPS}",
+                GENERATE,
+                (uniform(batch, n_in), VERIFY_ROLLOUT_STEPS, random_state(batch)),
+                ROLLOUT_ATOL,
+            )
+        )
     return [*cases, short], (xs[0], zero)
 
 
@@ -327,8 +402,9 @@ def _check(case: Case, eager: _Form, exact: _Form, forms: dict[str, _Form], repo
         reference = exact.run(case.call, *case.args)
         keep = trusted_steps(expected[names[0]], reference[names[0]], case.tolerance)
         compared = names[:1] if keep is not None else names
-        drift = max(float(np.max(np.abs(np.asarray(expected[n][:keep], np.float64) - reference[n][:keep])))
-                    for n in compared)
+        drift = max(
+            float(np.max(np.abs(np.asarray(expected[n][:keep], np.float64) - reference[n][:keep]))) for n in compared
+        )
         tolerance = max(case.tolerance, DRIFT_ALLOWANCE * drift)
         if keep is not None or tolerance > case.tolerance:
             report.limits[case.check] = {"steps": keep, "float32_drift": drift, "tolerance": tolerance}

@@ -65,7 +65,9 @@ def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        raise ArtifactError(f"{path} cannot be loaded as weights ({type(error).__name__}): {str(error)[:200]}") from None
+        raise ArtifactError(
+            f"{path} cannot be loaded as weights ({type(error).__name__}): {str(error)[:200]}"
+        ) from None
 
 
 def load_module_weights(module: torch.nn.Module, path: str | os.PathLike) -> None:

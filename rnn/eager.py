@@ -6,8 +6,8 @@ the self-check data (`export.test_data`) and the baseline of `rnn bench`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -83,7 +83,9 @@ class SeriesRun:
     rollout: np.ndarray  # (rollout_steps,): the steps past the series
 
 
-def run_series(step: StepFunction, initial: Sequence[torch.Tensor], series: np.ndarray, rollout_steps: int) -> SeriesRun:
+def run_series(
+    step: StepFunction, initial: Sequence[torch.Tensor], series: np.ndarray, rollout_steps: int
+) -> SeriesRun:
     """Feeds ``series[:-1]`` teacher-forced from ``initial``, then runs ``rollout_steps`` steps
     on the model's own outputs from ``series[-1]``: what the training metrics and the
     prediction plot show."""

@@ -12,8 +12,8 @@ import ctypes.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from runtime.errors import ArtifactError
 from runtime.manifest import CONFIG_NAME, MANIFEST_NAME
@@ -56,7 +56,7 @@ def _remove_stale_staging(target: Path) -> None:
     for path in siblings:
         if not path.name.startswith(prefix) or not path.is_dir() or path.is_symlink():
             continue
-        pid_text = path.name[len(prefix):].split("-", 1)[0]
+        pid_text = path.name[len(prefix) :].split("-", 1)[0]
         if not pid_text.isdigit() or int(pid_text) == os.getpid():
             continue
         try:
@@ -122,8 +122,7 @@ def check_replaceable(target: Path) -> None:
     names = {p.name for p in target.iterdir()}
     if names and not names & {MANIFEST_NAME, CONFIG_NAME}:
         raise ArtifactError(
-            f"output folder {str(target)!r} is not empty and holds no earlier artifacts; "
-            "choose a new or empty folder"
+            f"output folder {str(target)!r} is not empty and holds no earlier artifacts; choose a new or empty folder"
         )
 
 

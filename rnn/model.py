@@ -101,7 +101,9 @@ class LSTMStep(StepModule):
         self.cell = nn.LSTMCell(input_size, hidden_size)
         self.readout = nn.Linear(hidden_size, output_size)
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h_next, c_next = self.cell(x, (h, c))  # (batch, hidden) each
         return self.readout(h_next), h_next, c_next
 

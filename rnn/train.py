@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -42,7 +42,9 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
     if config.trainer == "reference":
         model, history = train_reference(config, series.values, progress)
     else:
-        model, history = train_bptt(config, series.values, progress, sine_times=series.times if series.is_sine else None)
+        model, history = train_bptt(
+            config, series.values, progress, sine_times=series.times if series.is_sine else None
+        )
     model.eval()
     return TrainResult(model, config, history, evaluate(model, series.times, series.values, series.is_sine))
 
@@ -113,10 +115,12 @@ def train_bptt(
     """Adam and backpropagation through whole windows, with closed-loop loss.
 
     Each iteration draws ``BPTT_BATCH`` windows of a sine with the reference's time step at
-    random phases (when ``sine_times`` says the series is the sine), feeds the first ``BPTT_WARMUP`` points teacher-forced, then lets the model
-    run on its own outputs and penalises the distance to the true continuation. The
-    reference series itself is always the first window's warm-up, and its teacher-forced error
-    counts again on its own, so the one-step fit to the data is not traded for the rollout. For a user's series, windows are drawn from the series itself.
+    random phases (when ``sine_times`` says the series is the sine), feeds the first
+    ``BPTT_WARMUP`` points teacher-forced, then lets the model run on its own outputs and
+    penalises the distance to the true continuation. The reference series itself is always the
+    first window's warm-up, and its teacher-forced error counts again on its own, so the
+    one-step fit to the data is not traded for the rollout. For a user's series, windows are
+    drawn from the series itself.
     """
     model = _new_model(config)
     generator = np.random.default_rng(config.seed)

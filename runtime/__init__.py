@@ -1,8 +1,8 @@
 """Runs exported recurrent step models with onnxruntime. Imports numpy and onnxruntime only.
 
-    >>> import runtime
-    >>> model = runtime.load("artifacts/sine-elman")
-    >>> ys, state = model.generate(0.9, steps=100)   # (100, 1, 1), closed loop
+>>> import runtime
+>>> model = runtime.load("artifacts/sine-elman")
+>>> ys, state = model.generate(0.9, steps=100)   # (100, 1, 1), closed loop
 """
 
 from ._version import __version__

@@ -37,6 +37,7 @@ def form_file_name(form: str, suffix: str = ".onnx") -> str:
     """The file a fused form (or its ORT-format copy, ``suffix=".ort"``) is written to."""
     return f"{form}{suffix}"
 
+
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few KB; anything near 1 MiB is not ours
 BATCH_AXIS = "batch"
 DTYPES = ("float32",)
@@ -188,7 +189,7 @@ def _tensor_fields(data: Any, where: str) -> tuple[str, tuple[int | str, ...], s
     shape = _field(data, "shape", list, where)
     dtype = _field(data, "dtype", str, where)
     if len(shape) != 2 or shape[0] != BATCH_AXIS:
-        raise ManifestError(f"{where}.shape must be [\"{BATCH_AXIS}\", size], got {shape}")
+        raise ManifestError(f'{where}.shape must be ["{BATCH_AXIS}", size], got {shape}')
     size = shape[1]
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise ManifestError(f"{where}.shape[1] must be a positive integer, got {size!r}")
@@ -201,9 +202,7 @@ def _state(data: Any, where: str) -> StateSpec:
     name, shape, dtype = _tensor_fields(data, where)
     output = _field(data, "output", str, where)
     initial = _field(data, "initial", list, where)
-    if len(initial) != shape[1] or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in initial
-    ):
+    if len(initial) != shape[1] or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in initial):
         raise ManifestError(f"{where}.initial must be {shape[1]} numbers, got {initial!r:.80}")
     return StateSpec(name=name, shape=shape, dtype=dtype, output=output, initial=tuple(float(v) for v in initial))
 

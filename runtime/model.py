@@ -133,10 +133,15 @@ def _create_session(source: str | bytes, name: str, device: str, threads: int) -
     providers = [wanted] if device == "cpu" else [wanted, "CPUExecutionProvider"]
     try:
         session = ort.InferenceSession(source, sess_options=options, providers=providers)
-    except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-            ort.capi.onnxruntime_pybind11_state.InvalidProtobuf, ort.capi.onnxruntime_pybind11_state.NoSuchFile,
-            ort.capi.onnxruntime_pybind11_state.InvalidArgument, ort.capi.onnxruntime_pybind11_state.NotImplemented,
-            ort.capi.onnxruntime_pybind11_state.RuntimeException) as error:
+    except (
+        ort.capi.onnxruntime_pybind11_state.Fail,
+        ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+        ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
+        ort.capi.onnxruntime_pybind11_state.NoSuchFile,
+        ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+        ort.capi.onnxruntime_pybind11_state.NotImplemented,
+        ort.capi.onnxruntime_pybind11_state.RuntimeException,
+    ) as error:
         raise ArtifactError(f"onnxruntime cannot load {name}: {str(error).splitlines()[0]:.300}") from None
     if session.get_providers()[0] != wanted:
         raise DeviceError(
@@ -178,6 +183,7 @@ class BoundStep:
             values = [ort.OrtValue.ortvalue_from_numpy(a) for a in (self._x, self._y)]  # shares the memory
             state_values = [[ort.OrtValue.ortvalue_from_numpy(a) for a in side] for side in self._states]
         else:
+
             def value(shape: tuple[int, int]) -> ort.OrtValue:
                 return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), np.float32, model.device, 0)
 

@@ -8,7 +8,7 @@ node attributes (tensors and subgraphs, so Loop/Scan/If bodies too), and returns
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from .errors import ArtifactError
 

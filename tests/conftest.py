@@ -53,8 +53,11 @@ def exported_copy(tmp_path, exported_folder) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session", ids=lambda p: f"{p[0]}-{p[1]}",
-                params=[(cell, exporter) for cell in ("gru", "lstm") for exporter in ("torchscript", "dynamo")])
+@pytest.fixture(
+    scope="session",
+    ids=lambda p: f"{p[0]}-{p[1]}",
+    params=[(cell, exporter) for cell in ("gru", "lstm") for exporter in ("torchscript", "dynamo")],
+)
 def cell_folder(request, tmp_path_factory):
     """(cell, exporter, folder): a GRU or LSTM trained for a few epochs (seed 2, hidden 5) and
     exported with either exporter."""
@@ -129,8 +132,15 @@ def cpp_binary(tmp_path_factory):
     import torch
 
     build = REPO / "build" / "cpp"  # ignored by git; kept between runs so a rebuild is quick
-    configure = ["cmake", "-S", str(REPO / "examples" / "cpp"), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                 f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"]
+    configure = [
+        "cmake",
+        "-S",
+        str(REPO / "examples" / "cpp"),
+        "-B",
+        str(build),
+        "-DCMAKE_BUILD_TYPE=Release",
+        f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+    ]
     for command in (configure, ["cmake", "--build", str(build), "-j", "2"]):
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -144,9 +154,12 @@ def node_example():
         pytest.skip(f"{' and '.join(missing)} not installed: the Node.js example cannot run")
     folder = REPO / "examples" / "node"
     if not (folder / "node_modules" / "onnxruntime-node").is_dir():  # installed once, ignored by git
-        result = subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=folder,
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return folder / "generate.js"
-
-

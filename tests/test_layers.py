@@ -23,8 +23,9 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess:
     if not LINT_IMPORTS.is_file():
         pytest.skip("import-linter is not installed (the dev extra)")
     env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--no-logo"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache", "--no-logo"], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_the_tree_keeps_both_contracts():

@@ -50,11 +50,26 @@ ONE_CALL_CALLS = 2000  # calls per round of the one-call table: one call is a fe
 # The one-call table (batch 1, one step), in this order; EAGER_STEP is its baseline.
 EAGER_STEP = "eager step (torch.no_grad)"
 RAW_RUN = "session.run (step.onnx)"
-ONE_CALL = (EAGER_STEP, RAW_RUN, "model.step", "Stream.push", "StreamPool.step (1 stream)",
-            "model.generate(x0, 1)", "model.predict (1 step)")
+ONE_CALL = (
+    EAGER_STEP,
+    RAW_RUN,
+    "model.step",
+    "Stream.push",
+    "StreamPool.step (1 stream)",
+    "model.generate(x0, 1)",
+    "model.predict (1 step)",
+)
 # The bars of every panel of bench.png, in this order (a missing one leaves its slot empty).
-IMPLEMENTATIONS = ("torchscript", "onnx step loop", "rollout_rnn", "rollout_loop", "sequence_rnn", "sequence_loop",
-                   "auto", "numpy loop")
+IMPLEMENTATIONS = (
+    "torchscript",
+    "onnx step loop",
+    "rollout_rnn",
+    "rollout_loop",
+    "sequence_rnn",
+    "sequence_loop",
+    "auto",
+    "numpy loop",
+)
 
 
 def best_times(functions: dict[str, Callable[[], Any]], rounds: int, calls: int = 1) -> dict[str, float]:
@@ -129,8 +144,11 @@ class BenchReport:
 
     def ratio(self, row: BenchRow) -> float:
         """How many times faster than eager PyTorch in the same configuration."""
-        eager = next(r for r in self.rows if (r.kind, r.batch, r.steps, r.implementation) ==
-                     (row.kind, row.batch, row.steps, "eager"))
+        eager = next(
+            r
+            for r in self.rows
+            if (r.kind, r.batch, r.steps, r.implementation) == (row.kind, row.batch, row.steps, "eager")
+        )
         return eager.seconds / row.seconds
 
     def one_call_ratio(self, row: OneCallRow) -> float:
@@ -139,43 +157,75 @@ class BenchReport:
         return eager.seconds / row.seconds
 
     def to_dict(self) -> dict:
-        rows = [{**asdict(r), "us_per_step": r.us_per_step, "steps_per_second": r.steps_per_second,
-                 "ratio_vs_eager": self.ratio(r)} for r in self.rows]
-        streams = [{**asdict(r), "stream_steps_per_second": r.stream_steps_per_second,
-                    "ratio_vs_per_stream_run": self.stream_ratio(r)} for r in self.streams]
-        one_call = [{**asdict(r), "us_per_call": r.us_per_call, "ratio_vs_eager_step": self.one_call_ratio(r)}
-                    for r in self.one_call]
-        return {"folder": self.folder, "machine": self.machine, "rows": rows, "cold_start": self.cold_start,
-                "streams": streams, "one_call": one_call}
+        rows = [
+            {
+                **asdict(r),
+                "us_per_step": r.us_per_step,
+                "steps_per_second": r.steps_per_second,
+                "ratio_vs_eager": self.ratio(r),
+            }
+            for r in self.rows
+        ]
+        streams = [
+            {
+                **asdict(r),
+                "stream_steps_per_second": r.stream_steps_per_second,
+                "ratio_vs_per_stream_run": self.stream_ratio(r),
+            }
+            for r in self.streams
+        ]
+        one_call = [
+            {**asdict(r), "us_per_call": r.us_per_call, "ratio_vs_eager_step": self.one_call_ratio(r)}
+            for r in self.one_call
+        ]
+        return {
+            "folder": self.folder,
+            "machine": self.machine,
+            "rows": rows,
+            "cold_start": self.cold_start,
+            "streams": streams,
+            "one_call": one_call,
+        }
 
     def table(self) -> str:
         lines = [f"machine: {self.machine}"]
         if self.rows:
-            lines += ["", f"{'kind':<9} {'batch':>5} {'steps':>5}  {'implementation':<15} {'us/step':>10} "
-                          f"{'steps/s':>11} {'vs eager':>9}"]
+            lines += [
+                "",
+                f"{'kind':<9} {'batch':>5} {'steps':>5}  {'implementation':<15} {'us/step':>10} "
+                f"{'steps/s':>11} {'vs eager':>9}",
+            ]
         previous = None
         for row in self.rows:
             key = (row.kind, row.batch, row.steps)
             if previous is not None and key != previous:
                 lines.append("")
             previous = key
-            lines.append(f"{row.kind:<9} {row.batch:>5} {row.steps:>5}  {row.implementation:<15} "
-                         f"{row.us_per_step:>10.2f} {row.steps_per_second:>11.0f} {self.ratio(row):>8.1f}x")
+            lines.append(
+                f"{row.kind:<9} {row.batch:>5} {row.steps:>5}  {row.implementation:<15} "
+                f"{row.us_per_step:>10.2f} {row.steps_per_second:>11.0f} {self.ratio(row):>8.1f}x"
+            )
         if self.one_call:
             lines += ["", f"one call, batch 1, one step: {'implementation':<28} {'us/call':>8} {'vs eager step':>14}"]
             for row in self.one_call:
-                lines.append(f"{'':<29}{row.implementation:<28} {row.us_per_call:>8.2f} "
-                             f"{self.one_call_ratio(row):>13.2f}x")
+                lines.append(
+                    f"{'':<29}{row.implementation:<28} {row.us_per_call:>8.2f} {self.one_call_ratio(row):>13.2f}x"
+                )
         if self.streams:
             lines += ["", f"{'streams':>7}  {'implementation':<32} {'stream-steps/s':>15} {'vs per-stream run':>18}"]
             for row in self.streams:
-                lines.append(f"{row.streams:>7}  {row.implementation:<32} {row.stream_steps_per_second:>15.0f} "
-                             f"{self.stream_ratio(row):>17.1f}x")
+                lines.append(
+                    f"{row.streams:>7}  {row.implementation:<32} {row.stream_steps_per_second:>15.0f} "
+                    f"{self.stream_ratio(row):>17.1f}x"
+                )
         if self.cold_start:
             c = self.cold_start
-            lines += ["", f"cold start (fresh process: import runtime, load, generate {COLD_START_STEPS} steps): "
-                          f"{c['in_process_s']:.3f} s in the process, {c['process_wall_s']:.3f} s with interpreter "
-                          f"start-up; torch imported: {c['torch_imported']}"]
+            lines += [
+                "",
+                f"cold start (fresh process: import runtime, load, generate {COLD_START_STEPS} steps): "
+                f"{c['in_process_s']:.3f} s in the process, {c['process_wall_s']:.3f} s with interpreter "
+                f"start-up; torch imported: {c['torch_imported']}",
+            ]
         return "\n".join(lines)
 
 
@@ -210,8 +260,9 @@ def _scripted_step(model: runtime.Model) -> torch.jit.ScriptModule | None:
     return None if entry is None else load_torchscript(resolve_file(model.folder, entry))
 
 
-def _implementations(kind: str, model: runtime.Model, eager: torch.nn.Module,
-                     scripted: torch.jit.ScriptModule | None) -> dict[str, Callable]:
+def _implementations(
+    kind: str, model: runtime.Model, eager: torch.nn.Module, scripted: torch.jit.ScriptModule | None
+) -> dict[str, Callable]:
     """name -> function(first, state, steps) for one kind of call."""
     torch_steps = {"eager": NumpyStep(eager)}
     if scripted is not None:
@@ -236,8 +287,9 @@ def _implementations(kind: str, model: runtime.Model, eager: torch.nn.Module,
     else:
         impls["auto"] = lambda xs, h, n: call(xs, h)
     if getattr(eager, "kind", None) == "elman":  # the numpy baseline is the Elman step written out
-        numpy_loop = _numpy_step_loop(eager.w1.detach().numpy().copy(), eager.w2.detach().numpy().copy(),
-                                      eager.input_size)
+        numpy_loop = _numpy_step_loop(
+            eager.w1.detach().numpy().copy(), eager.w2.detach().numpy().copy(), eager.input_size
+        )
         impls["numpy loop"] = lambda first, h, n: numpy_loop(first, h[0], n, kind == "predict")
     return impls
 
@@ -269,8 +321,9 @@ def run_bench(
                 if progress:
                     progress(f"{kind} batch {batch} steps {n}")
                 h = tuple(rng.uniform(-1, 1, (batch, size)).astype(np.float32) for size in model.state_sizes)
-                first = rng.uniform(-1, 1, (batch, model.input_size) if kind == "generate"
-                                    else (n, batch, model.input_size)).astype(np.float32)
+                first = rng.uniform(
+                    -1, 1, (batch, model.input_size) if kind == "generate" else (n, batch, model.input_size)
+                ).astype(np.float32)
                 best = best_times({name: partial(function, first, h, n) for name, function in impls.items()}, rounds)
                 report.rows.extend(BenchRow(kind, batch, n, name, seconds) for name, seconds in best.items())
     if one_call:
@@ -286,8 +339,9 @@ def run_bench(
     return report
 
 
-def bench_one_call(model: runtime.Model, eager: torch.nn.Module, rounds: int = ROUNDS,
-                   calls: int = ONE_CALL_CALLS) -> list[OneCallRow]:
+def bench_one_call(
+    model: runtime.Model, eager: torch.nn.Module, rounds: int = ROUNDS, calls: int = ONE_CALL_CALLS
+) -> list[OneCallRow]:
     """One step of one stream, every way a caller can make it, against one eager PyTorch step.
 
     The eager step is the fairest eager: the module called on tensors, under a ``torch.no_grad``
@@ -305,15 +359,20 @@ def bench_one_call(model: runtime.Model, eager: torch.nn.Module, rounds: int = R
     pool = runtime.StreamPool(model, capacity=1)
     ids = np.array([pool.open(tuple(s[0] for s in state))])
     xs = x.reshape(1, 1, model.input_size)
-    functions = dict(zip(ONE_CALL, (
-        lambda: eager(x_tensor, *state_tensors),
-        lambda: session.run(output_names, feed),
-        lambda: model.step(x, state),
-        lambda: stream.push(one),
-        lambda: pool.step(ids, x),
-        lambda: model.generate(x, 1, state),
-        lambda: model.predict(xs, state),
-    )))
+    functions = dict(
+        zip(
+            ONE_CALL,
+            (
+                lambda: eager(x_tensor, *state_tensors),
+                lambda: session.run(output_names, feed),
+                lambda: model.step(x, state),
+                lambda: stream.push(one),
+                lambda: pool.step(ids, x),
+                lambda: model.generate(x, 1, state),
+                lambda: model.predict(xs, state),
+            ),
+        )
+    )
     with torch.no_grad():
         best = best_times(functions, rounds, calls)
     return [OneCallRow(name, seconds) for name, seconds in best.items()]
@@ -351,8 +410,11 @@ def _stream_ticks(model: runtime.Model, count: int, rng: np.random.Generator, th
     def pushes() -> None:
         list(threads.map(lambda share: [pool.push(int(i), xs[i]) for i in share], shares))
 
-    return {PER_STREAM: per_stream, "pool.step(ids, xs), batched": lambda: pool.step(ids, xs),
-            f"pool.push from {PUSH_THREADS} threads": pushes}
+    return {
+        PER_STREAM: per_stream,
+        "pool.step(ids, xs), batched": lambda: pool.step(ids, xs),
+        f"pool.push from {PUSH_THREADS} threads": pushes,
+    }
 
 
 def measure_cold_start(folder: Path, runs: int = COLD_START_RUNS) -> dict[str, float | bool]:
@@ -386,8 +448,10 @@ def _machine() -> str:
         pass
     import onnxruntime
 
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
-            f"onnxruntime {onnxruntime.__version__}, numpy {np.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"onnxruntime {onnxruntime.__version__}, numpy {np.__version__}"
+    )
 
 
 def _slots(names: list[str]) -> list[str]:

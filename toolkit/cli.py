@@ -57,8 +57,13 @@ def _needs_torch(command: str, threads: int = 1) -> None:
     torch.set_num_threads(threads)
 
 
-_THREADS = click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-                        help="PyTorch intra-op threads. More only pays for large hidden sizes on idle cores.")
+_THREADS = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="PyTorch intra-op threads. More only pays for large hidden sizes on idle cores.",
+)
 
 
 def _emit_json(document: Any) -> None:
@@ -81,6 +86,7 @@ def cli() -> None:
 
 # ---- train -------------------------------------------------------------------------------
 
+
 def _train_options(function):
     from rnn.config import HIDDEN_SIZE, TRAINER_DEFAULTS, TRAINERS
     from rnn.data import SEQ_LENGTH
@@ -88,23 +94,56 @@ def _train_options(function):
     defaults = " / ".join(f"{d['epochs']}" for d in TRAINER_DEFAULTS.values())
     lrs = " / ".join(f"{d['lr']:g}" for d in TRAINER_DEFAULTS.values())
     options = [
-        click.option("--trainer", type=click.Choice(list(TRAINERS)), default="reference", show_default=True,
-                     help="reference: the tutorial's one-point-at-a-time SGD; bptt: Adam through whole windows "
-                          "with closed-loop loss (keeps the wave going when fed its own outputs)."),
-        click.option("--cell", type=click.Choice(["elman", "gru", "lstm"]), default="elman", show_default=True,
-                     help="elman: the tutorial's RNN; gru / lstm: torch's GRUCell / LSTMCell with a linear readout."),
-        click.option("--seed", type=int, default=0, show_default=True,
-                     help="Random seed; the same seed gives bit-identical weights."),
-        click.option("--epochs", type=click.IntRange(min=1), default=None,
-                     help=f"Epochs (reference) or iterations (bptt). Default: the trainer's ({defaults})."),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
-                     help=f"Learning rate. Default: the trainer's ({lrs})."),
-        click.option("--hidden-size", type=click.IntRange(min=1), default=HIDDEN_SIZE, show_default=True,
-                     help="Context neurons."),
-        click.option("--seq-length", type=click.IntRange(min=1), default=SEQ_LENGTH, show_default=True,
-                     help="Points of the sine series (t = linspace(2, 10, seq_length + 1))."),
-        click.option("--data", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="A one-column .csv or .npy series to train on instead of the sine."),
+        click.option(
+            "--trainer",
+            type=click.Choice(list(TRAINERS)),
+            default="reference",
+            show_default=True,
+            help="reference: the tutorial's one-point-at-a-time SGD; bptt: Adam through whole windows "
+            "with closed-loop loss (keeps the wave going when fed its own outputs).",
+        ),
+        click.option(
+            "--cell",
+            type=click.Choice(["elman", "gru", "lstm"]),
+            default="elman",
+            show_default=True,
+            help="elman: the tutorial's RNN; gru / lstm: torch's GRUCell / LSTMCell with a linear readout.",
+        ),
+        click.option(
+            "--seed",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Random seed; the same seed gives bit-identical weights.",
+        ),
+        click.option(
+            "--epochs",
+            type=click.IntRange(min=1),
+            default=None,
+            help=f"Epochs (reference) or iterations (bptt). Default: the trainer's ({defaults}).",
+        ),
+        click.option(
+            "--lr",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help=f"Learning rate. Default: the trainer's ({lrs}).",
+        ),
+        click.option(
+            "--hidden-size", type=click.IntRange(min=1), default=HIDDEN_SIZE, show_default=True, help="Context neurons."
+        ),
+        click.option(
+            "--seq-length",
+            type=click.IntRange(min=1),
+            default=SEQ_LENGTH,
+            show_default=True,
+            help="Points of the sine series (t = linspace(2, 10, seq_length + 1)).",
+        ),
+        click.option(
+            "--data",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="A one-column .csv or .npy series to train on instead of the sine.",
+        ),
         _THREADS,
     ]
     for option in reversed(options):
@@ -115,8 +154,16 @@ def _train_options(function):
 def _train_config(trainer, cell, seed, epochs, lr, hidden_size, seq_length, data):
     from rnn.config import TrainConfig
 
-    return TrainConfig(trainer=trainer, cell=cell, seed=seed, epochs=epochs, lr=lr, hidden_size=hidden_size,
-                       seq_length=seq_length, data=str(data.resolve()) if data else None).resolved()
+    return TrainConfig(
+        trainer=trainer,
+        cell=cell,
+        seed=seed,
+        epochs=epochs,
+        lr=lr,
+        hidden_size=hidden_size,
+        seq_length=seq_length,
+        data=str(data.resolve()) if data else None,
+    ).resolved()
 
 
 def _check_training_inputs(config, out: Path) -> None:
@@ -143,8 +190,11 @@ class _Progress:
             width = 30
             filled = width * done // max(total, 1)
             end = "\n" if done >= total else ""
-            click.echo(f"\r{self.label} [{'#' * filled}{'-' * (width - filled)}] {done}/{total} {text:<40.40}{end}",
-                       err=True, nl=False)
+            click.echo(
+                f"\r{self.label} [{'#' * filled}{'-' * (width - filled)}] {done}/{total} {text:<40.40}{end}",
+                err=True,
+                nl=False,
+            )
         elif tenth > self.shown or done >= total:
             self.shown = tenth
             click.echo(f"{self.label}: {done}/{total} {text}", err=True)
@@ -157,8 +207,12 @@ def _epoch_progress(config):
 
 
 @cli.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder to write weights.pt and config.json into (replaced whole if it exists).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder to write weights.pt and config.json into (replaced whole if it exists).",
+)
 @_train_options
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def train(out, as_json, threads, **options) -> None:
@@ -176,22 +230,39 @@ def train(out, as_json, threads, **options) -> None:
         return
     for epoch in range(0, len(result.loss_history), 10 if config.trainer == "reference" else 100):
         click.echo(f"epoch {epoch:5d}  loss {result.loss_history[epoch]:.6g}")
-    click.echo(f"final loss {result.loss_history[-1]:.6g}; " +
-               ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
+    click.echo(
+        f"final loss {result.loss_history[-1]:.6g}; " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
+    )
     click.echo(f"wrote {out / WEIGHTS_NAME} and {out / CONFIG_NAME}")
 
 
 # ---- export, verify, plot -----------------------------------------------------------------
 
-_FACTORY = click.option("--factory", default=None, metavar="PACKAGE.MODULE:FUNCTION",
-                        help="For a folder of your own module: the function that builds it (it is imported and run).")
-_EXPORTER = click.option("--exporter", type=click.Choice(["torchscript", "dynamo"]), default="torchscript",
-                         show_default=True,
-                         help="How step.onnx is made: from the TorchScript module, or through torch.export.")
-_OPSET = click.option("--opset", type=click.IntRange(min=13), default=None,
-                      help="ONNX opset. Default: the exporter's (torchscript 17, dynamo 18; dynamo writes 18 or later).")
-_ORT = click.option("--ort", "ort_format", is_flag=True,
-                    help="Also write every model in onnxruntime's ORT format (<form>.ort) for mobile and minimal builds.")
+_FACTORY = click.option(
+    "--factory",
+    default=None,
+    metavar="PACKAGE.MODULE:FUNCTION",
+    help="For a folder of your own module: the function that builds it (it is imported and run).",
+)
+_EXPORTER = click.option(
+    "--exporter",
+    type=click.Choice(["torchscript", "dynamo"]),
+    default="torchscript",
+    show_default=True,
+    help="How step.onnx is made: from the TorchScript module, or through torch.export.",
+)
+_OPSET = click.option(
+    "--opset",
+    type=click.IntRange(min=13),
+    default=None,
+    help="ONNX opset. Default: the exporter's (torchscript 17, dynamo 18; dynamo writes 18 or later).",
+)
+_ORT = click.option(
+    "--ort",
+    "ort_format",
+    is_flag=True,
+    help="Also write every model in onnxruntime's ORT format (<form>.ort) for mobile and minimal builds.",
+)
 
 
 def _list_artifacts(target: Path) -> None:
@@ -205,8 +276,12 @@ def _list_artifacts(target: Path) -> None:
 
 @cli.command()
 @_folder_argument
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write the artifact folder here instead of into FOLDER.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the artifact folder here instead of into FOLDER.",
+)
 @_OPSET
 @_ORT
 @_EXPORTER
@@ -252,10 +327,16 @@ def plot(folder, factory, threads) -> None:
 
 # ---- running (torch-free) ------------------------------------------------------------------
 
-_DEVICE = click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-                       help="Execution provider; cuda needs onnxruntime-gpu and never falls back to the CPU.")
-_NONFINITE = click.option("--allow-nonfinite", is_flag=True,
-                          help="Run inputs that hold NaN or infinity instead of refusing them.")
+_DEVICE = click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Execution provider; cuda needs onnxruntime-gpu and never falls back to the CPU.",
+)
+_NONFINITE = click.option(
+    "--allow-nonfinite", is_flag=True, help="Run inputs that hold NaN or infinity instead of refusing them."
+)
 
 
 def _load(folder: Path, device: str, allow_nonfinite: bool):
@@ -271,8 +352,13 @@ def _number(value: float) -> float:
 
 @cli.command()
 @_folder_argument
-@click.option("--input", "input_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A one-column .csv or .npy series. Default: the series the model was trained on.")
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A one-column .csv or .npy series. Default: the series the model was trained on.",
+)
 @_DEVICE
 @_NONFINITE
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of CSV.")
@@ -294,9 +380,15 @@ def predict(folder, input_path, device, allow_nonfinite, as_json) -> None:
     predictions, _ = model.predict(inputs.astype(np.float32))
     targets = [float(v) for v in series[1:]] + [None] * (len(inputs) - len(series) + 1)
     if as_json:
-        _emit_json({"t": [_number(t) for t in times[: len(inputs)]], "input": inputs.tolist(),
-                    "next_t": [_number(t) for t in times[1 : len(inputs) + 1]],
-                    "prediction": predictions.astype(float).tolist(), "target": targets})
+        _emit_json(
+            {
+                "t": [_number(t) for t in times[: len(inputs)]],
+                "input": inputs.tolist(),
+                "next_t": [_number(t) for t in times[1 : len(inputs) + 1]],
+                "prediction": predictions.astype(float).tolist(),
+                "target": targets,
+            }
+        )
         return
     click.echo("t,input,next_t,prediction,target")
     for t, x, t_next, y, target in zip(times, inputs, times[1:], predictions, targets):
@@ -305,12 +397,21 @@ def predict(folder, input_path, device, allow_nonfinite, as_json) -> None:
 
 @cli.command()
 @_folder_argument
-@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Closed-loop steps to generate.")
-@click.option("--x0", type=float, default=None,
-              help="First input. Default: the first point of the training series (or the last of --warmup).")
-@click.option("--warmup", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="A .csv/.npy series fed teacher-forced first; generation continues from its last point.")
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=100, show_default=True, help="Closed-loop steps to generate."
+)
+@click.option(
+    "--x0",
+    type=float,
+    default=None,
+    help="First input. Default: the first point of the training series (or the last of --warmup).",
+)
+@click.option(
+    "--warmup",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A .csv/.npy series fed teacher-forced first; generation continues from its last point.",
+)
 @_DEVICE
 @_NONFINITE
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of CSV.")
@@ -330,8 +431,9 @@ def generate(folder, steps, x0, warmup, device, allow_nonfinite, as_json) -> Non
         start = start_value(read_config(folder)) if x0 is None else x0
     ys, _ = model.generate(np.float32(start), steps, state)
     if as_json:
-        _emit_json({"x0": start, "steps": steps, "y": ys.reshape(-1).astype(float).tolist(),
-                    "providers": model.providers})
+        _emit_json(
+            {"x0": start, "steps": steps, "y": ys.reshape(-1).astype(float).tolist(), "providers": model.providers}
+        )
         return
     for line in generate_csv_lines(ys):
         click.echo(line)
@@ -390,14 +492,28 @@ class _StateSpec(click.ParamType):
 
 @cli.command("export-module")
 @click.argument("factory", metavar="PACKAGE.MODULE:FUNCTION")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Artifact folder to write (replaced whole if it is an earlier artifact folder).")
-@click.option("--weights", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="A state_dict (.pt) to load into the module (weights_only). Default: the factory's weights.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Artifact folder to write (replaced whole if it is an earlier artifact folder).",
+)
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A state_dict (.pt) to load into the module (weights_only). Default: the factory's weights.",
+)
 @click.option("--input-size", type=click.IntRange(min=1), default=1, show_default=True, help="Size of x.")
 @click.option("--output-size", type=click.IntRange(min=1), default=1, show_default=True, help="Size of y.")
-@click.option("--state", "states", type=_StateSpec(), multiple=True, required=True,
-              help="A state tensor, in forward's order (repeat): its name, size and initial value (default 0).")
+@click.option(
+    "--state",
+    "states",
+    type=_StateSpec(),
+    multiple=True,
+    required=True,
+    help="A state tensor, in forward's order (repeat): its name, size and initial value (default 0).",
+)
 @_EXPORTER
 @_OPSET
 @_THREADS
@@ -412,35 +528,87 @@ def export_module_command(factory, out, weights, input_size, output_size, states
     module = resolve_factory(factory)()
     if weights is not None:
         load_module_weights(module, weights)
-    target = export_module(module, out, input_size=input_size, output_size=output_size, states=states,
-                           exporter=exporter, opset=opset, factory=factory)
+    target = export_module(
+        module,
+        out,
+        input_size=input_size,
+        output_size=output_size,
+        states=states,
+        exporter=exporter,
+        opset=opset,
+        factory=factory,
+    )
     click.echo(f"wrote {target} (verify: rnn verify {target} --factory {factory})")
 
 
 # ---- bench ---------------------------------------------------------------------------------
 
+
 @cli.command()
 @_folder_argument
-@click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True,
-              help="Batch sizes (repeat the option). Default: 1, 64, 4096.")
-@click.option("--steps", "steps", type=click.IntRange(min=1), multiple=True,
-              help="Sequence lengths (repeat the option). Default: 20, 1000.")
-@click.option("--kind", "kinds", type=click.Choice(["generate", "predict"]), multiple=True,
-              help="Which calls to time. Default: both.")
-@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Interleaved rounds; each implementation keeps its best time.")
+@click.option(
+    "--batch",
+    "batches",
+    type=click.IntRange(min=1),
+    multiple=True,
+    help="Batch sizes (repeat the option). Default: 1, 64, 4096.",
+)
+@click.option(
+    "--steps",
+    "steps",
+    type=click.IntRange(min=1),
+    multiple=True,
+    help="Sequence lengths (repeat the option). Default: 20, 1000.",
+)
+@click.option(
+    "--kind",
+    "kinds",
+    type=click.Choice(["generate", "predict"]),
+    multiple=True,
+    help="Which calls to time. Default: both.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Interleaved rounds; each implementation keeps its best time.",
+)
 @click.option("--no-cold-start", is_flag=True, help="Skip the fresh-process cold-start measurement.")
-@click.option("--streams", "stream_counts", type=click.IntRange(min=1), multiple=True,
-              help="Concurrent stream counts for the StreamPool benchmark (repeat). Default: 1, 64, 4096.")
+@click.option(
+    "--streams",
+    "stream_counts",
+    type=click.IntRange(min=1),
+    multiple=True,
+    help="Concurrent stream counts for the StreamPool benchmark (repeat). Default: 1, 64, 4096.",
+)
 @click.option("--no-streams", is_flag=True, help="Skip the StreamPool benchmark.")
 @click.option("--no-one-call", is_flag=True, help="Skip the one-call (batch 1, one step) table.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out/bench"), show_default=True,
-              help="Folder for bench.png and bench.json (the measured folder is left as it is).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out/bench"),
+    show_default=True,
+    help="Folder for bench.png and bench.json (the measured folder is left as it is).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
 @_FACTORY
 @_THREADS
-def bench(folder, batches, steps, kinds, rounds, no_cold_start, stream_counts, no_streams, no_one_call, out, as_json,
-          factory, threads) -> None:
+def bench(
+    folder,
+    batches,
+    steps,
+    kinds,
+    rounds,
+    no_cold_start,
+    stream_counts,
+    no_streams,
+    no_one_call,
+    out,
+    as_json,
+    factory,
+    threads,
+) -> None:
     """Time eager PyTorch, TorchScript, the onnxruntime step loop, every fused form, the runtime's
     automatic choice and a numpy loop on the same machine in one run; print us/step and ratios."""
     _needs_torch("bench", threads)
@@ -448,10 +616,18 @@ def bench(folder, batches, steps, kinds, rounds, no_cold_start, stream_counts, n
     from toolkit.bench import BATCHES, KINDS, STEPS, STREAM_COUNTS, plot_bench, run_bench, write_json
 
     ensure_parent(out / "bench.png")  # an unwritable output fails before minutes of timing
-    report = run_bench(folder, batches or BATCHES, steps or STEPS, kinds or KINDS, rounds,
-                       cold_start=not no_cold_start,
-                       stream_counts=() if no_streams else (stream_counts or STREAM_COUNTS), factory=factory,
-                       progress=lambda text: click.echo(f"timing {text}", err=True), one_call=not no_one_call)
+    report = run_bench(
+        folder,
+        batches or BATCHES,
+        steps or STEPS,
+        kinds or KINDS,
+        rounds,
+        cold_start=not no_cold_start,
+        stream_counts=() if no_streams else (stream_counts or STREAM_COUNTS),
+        factory=factory,
+        progress=lambda text: click.echo(f"timing {text}", err=True),
+        one_call=not no_one_call,
+    )
     plot_bench(report, out / "bench.png")
     write_json(report, out / "bench.json")
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
@@ -460,12 +636,23 @@ def bench(folder, batches, steps, kinds, rounds, no_cold_start, stream_counts, n
 
 # ---- demo ----------------------------------------------------------------------------------
 
+
 @cli.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("out/demo"), show_default=True,
-              help="Folder for every file of the demo (replaced whole if it exists).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out/demo"),
+    show_default=True,
+    help="Folder for every file of the demo (replaced whole if it exists).",
+)
 @_train_options
-@click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Closed-loop steps to generate with onnxruntime.")
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Closed-loop steps to generate with onnxruntime.",
+)
 def demo(out, steps, threads, **options) -> None:
     """The whole story into OUT: train -> export -> verify -> generate -> plots.
 
@@ -475,8 +662,14 @@ def demo(out, steps, threads, **options) -> None:
 
     config = _train_config(**options)
     _check_training_inputs(config, out)
-    result = run_demo(config, out, steps, say=lambda text: click.echo(text, err=True),
-                      progress=_epoch_progress(config), verify_progress=_Progress("      verifying"))
+    result = run_demo(
+        config,
+        out,
+        steps,
+        say=lambda text: click.echo(text, err=True),
+        progress=_epoch_progress(config),
+        verify_progress=_Progress("      verifying"),
+    )
     click.echo(result.report.table())
     click.echo("")
     for path, text in result.files.items():

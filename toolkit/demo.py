@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -34,8 +34,12 @@ class DemoResult:
 
 
 def run_demo(
-    config: TrainConfig, out: str | os.PathLike, steps: int = DEMO_STEPS, say: Say = print,
-    progress: Progress | None = None, verify_progress=None,
+    config: TrainConfig,
+    out: str | os.PathLike,
+    steps: int = DEMO_STEPS,
+    say: Say = print,
+    progress: Progress | None = None,
+    verify_progress=None,
 ) -> DemoResult:
     """Trains ``config`` into ``out``, exports, verifies, generates ``steps`` steps with the
     runtime into generate.csv and draws the plots. ``say`` reports each stage."""
@@ -69,13 +73,15 @@ def describe_files(folder: Path, steps: int) -> dict[str, str]:
         "rollout_loop": "fused closed loop, ONNX Loop (large batches)",
     }
     files = {str(folder / entry.name): roles.get(entry.role, entry.role) for entry in read_manifest(folder).files}
-    files.update({
-        str(folder / TEST_DATA_DIR): "self-check inputs and outputs of every ONNX model (ONNX model zoo layout)",
-        str(folder / MANIFEST_NAME): "tensors, state, files with sha256, versions",
-        str(folder / VERIFY_NAME): "parity report",
-        str(folder / GENERATE_CSV): f"{steps} closed-loop steps from onnxruntime",
-        str(folder / PREDICTION_NAME): "actual vs predicted, and the closed-loop rollout",
-        str(folder / LOSS_NAME): "training loss",
-        str(folder / PARITY_NAME): "parity errors against the tolerances",
-    })
+    files.update(
+        {
+            str(folder / TEST_DATA_DIR): "self-check inputs and outputs of every ONNX model (ONNX model zoo layout)",
+            str(folder / MANIFEST_NAME): "tensors, state, files with sha256, versions",
+            str(folder / VERIFY_NAME): "parity report",
+            str(folder / GENERATE_CSV): f"{steps} closed-loop steps from onnxruntime",
+            str(folder / PREDICTION_NAME): "actual vs predicted, and the closed-loop rollout",
+            str(folder / LOSS_NAME): "training loss",
+            str(folder / PARITY_NAME): "parity errors against the tolerances",
+        }
+    )
     return files

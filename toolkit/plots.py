@@ -26,7 +26,10 @@ PARITY_NAME = "parity.png"
 
 
 def plot_folder(
-    folder: str | os.PathLike, rollout_steps: int = EVAL_ROLLOUT_STEPS, factory=None, out: str | os.PathLike | None = None
+    folder: str | os.PathLike,
+    rollout_steps: int = EVAL_ROLLOUT_STEPS,
+    factory=None,
+    out: str | os.PathLike | None = None,
 ) -> list[Path]:
     """Writes prediction.png and loss.png (and parity.png where verify.json exists) into ``out``
     (default: ``folder``). A folder of a user's module needs its ``factory``."""
@@ -61,13 +64,21 @@ def plot_prediction(model, config: Config, path, rollout_steps: int = EVAL_ROLLO
         axis.plot(fine, np.sin(fine), color="0.8", lw=1, zorder=0, label="sin(t)")
     axis.scatter(times[:-1], inputs, s=90, label="Actual")
     axis.scatter(times[1:], run.predictions, label="Predicted (one step, teacher-forced)")
-    axis.plot(future, run.rollout, ".-", color="C3", ms=4, lw=0.8,
-              label=f"Closed-loop rollout ({rollout_steps} steps past the data)")
+    axis.plot(
+        future,
+        run.rollout,
+        ".-",
+        color="C3",
+        ms=4,
+        lw=0.8,
+        label=f"Closed-loop rollout ({rollout_steps} steps past the data)",
+    )
     axis.axvline(times[-1], color="0.5", ls=":", lw=1)
     metrics = config.metrics
     train = config.train
     kind = {"elman": "Elman RNN", "gru": "GRU", "lstm": "LSTM", "custom": "your module"}.get(
-        config.model.kind, config.model.kind)
+        config.model.kind, config.model.kind
+    )
     title = f"{kind}, {train.trainer} trainer, seed {train.seed}" if train else kind
     if "teacher_forced_mse" in metrics:
         title += f" - teacher-forced MSE {metrics['teacher_forced_mse']:.2e}"

@@ -27,8 +27,9 @@ def stable_folder(tmp_path_factory):
 
 def test_cpp_example_matches_the_python_runtime(cpp_binary, stable_folder):
     for folder, bound in ((stable_folder, EMBED_ATOL), (COMMITTED, ROLLOUT_ATOL)):
-        result = subprocess.run([str(cpp_binary), str(folder), "--steps", str(STEPS)],
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [str(cpp_binary), str(folder), "--steps", str(STEPS)], capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, result.stderr
         values = read_csv(result.stdout)
         assert len(values) == STEPS

@@ -34,8 +34,16 @@ def test_export_in_place_adds_the_files(tmp_path, trained_folder):
 def test_manifest_is_written_last(exported_folder):
     # The manifest's own listing must cover every model file; verify.json is a report, not listed.
     names = {f.name for f in read_manifest(exported_folder).files}
-    assert names == {"step.onnx", "step.torchscript.pt", "weights.pt", "config.json", "sequence_rnn.onnx",
-                     "sequence_loop.onnx", "rollout_rnn.onnx", "rollout_loop.onnx"}
+    assert names == {
+        "step.onnx",
+        "step.torchscript.pt",
+        "weights.pt",
+        "config.json",
+        "sequence_rnn.onnx",
+        "sequence_loop.onnx",
+        "rollout_rnn.onnx",
+        "rollout_loop.onnx",
+    }
     assert (exported_folder / MANIFEST_NAME).is_file()
 
 

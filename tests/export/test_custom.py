@@ -18,8 +18,15 @@ from ..user_modules import DataDependent, NotScriptable, TwoStateLeaky, WrongPro
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
 def test_a_users_two_state_module_exports_verifies_and_runs(tmp_path, exporter):
     module = make_two_state()
-    folder = export_module(module, tmp_path / "byo", input_size=1, output_size=1,
-                           states=[("fast", 4), ("slow", 4, 0.25)], exporter=exporter, factory=FACTORY)
+    folder = export_module(
+        module,
+        tmp_path / "byo",
+        input_size=1,
+        output_size=1,
+        states=[("fast", 4), ("slow", 4, 0.25)],
+        exporter=exporter,
+        factory=FACTORY,
+    )
     manifest = runtime.read_manifest(folder)
     assert [s.name for s in manifest.state] == ["fast", "slow"]
     assert manifest.state[1].initial == (0.25,) * 4
@@ -35,8 +42,14 @@ def test_a_users_two_state_module_exports_verifies_and_runs(tmp_path, exporter):
 
 
 def test_verifying_a_custom_folder_needs_the_factory(tmp_path):
-    folder = export_module(make_two_state(), tmp_path / "byo", input_size=1, output_size=1,
-                           states=[("fast", 4), ("slow", 4)], factory=FACTORY)
+    folder = export_module(
+        make_two_state(),
+        tmp_path / "byo",
+        input_size=1,
+        output_size=1,
+        states=[("fast", 4), ("slow", 4)],
+        factory=FACTORY,
+    )
     with pytest.raises(ArtifactError, match="pass its factory explicitly"):
         verify_folder(folder)
     assert verify_folder(folder, factory=FACTORY).passed  # by name, as the CLI does
@@ -57,8 +70,14 @@ def test_a_module_torch_export_cannot_trace_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize(
     "states, message",
-    [([], "at least one state"), ([("h", 0)], "positive integer size"), ([("x", 4)], "not 'x'"),
-     ([("h", 4), ("h", 4)], "distinct"), ([("h", 2, [0.1])], "initial has 1 values"), ([("1h", 4)], "identifier")],
+    [
+        ([], "at least one state"),
+        ([("h", 0)], "positive integer size"),
+        ([("x", 4)], "not 'x'"),
+        ([("h", 4), ("h", 4)], "distinct"),
+        ([("h", 2, [0.1])], "initial has 1 values"),
+        ([("1h", 4)], "identifier"),
+    ],
 )
 def test_bad_state_specifications(tmp_path, states, message):
     with pytest.raises(InputValueError, match=message):

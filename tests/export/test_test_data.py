@@ -22,7 +22,9 @@ def test_committed_test_data_runs_in_onnxruntime_and_the_reference_evaluator():
         reference = dict(zip(expected, ReferenceEvaluator(onnx.load(str(model_path))).run(list(expected), inputs)))
         for name, want in expected.items():
             np.testing.assert_allclose(got[name], want, atol=tolerance(form), rtol=0, err_msg=f"{form} {name} ort")
-            np.testing.assert_allclose(reference[name], want, atol=tolerance(form), rtol=0, err_msg=f"{form} {name} ref")
+            np.testing.assert_allclose(
+                reference[name], want, atol=tolerance(form), rtol=0, err_msg=f"{form} {name} ref"
+            )
 
 
 def test_the_test_data_of_a_two_state_model(cell_folder):

@@ -32,8 +32,17 @@ def test_verify_folder_passes_and_writes_a_report(exported_copy):
     assert EXPORT_BATCH not in (1, 3, 64)
     checks = {(c.form, c.check) for c in report.comparisons}
     for form in ("torchscript", "onnx"):  # batch 1, 3, 64; steps 1, 20, 1000
-        for check in ("step b=1", "step b=3", "step b=64", "sequence b=3 T=1", "sequence data T=20",
-                      "sequence b=3 T=1000", "rollout data T=200", "rollout b=3 T=200", "rollout b=64 T=200"):
+        for check in (
+            "step b=1",
+            "step b=3",
+            "step b=64",
+            "sequence b=3 T=1",
+            "sequence data T=20",
+            "sequence b=3 T=1000",
+            "rollout data T=200",
+            "rollout b=3 T=200",
+            "rollout b=64 T=200",
+        ):
             assert (form, check) in checks
     assert {c.output for c in report.comparisons if c.check == "step b=3"} == {"y", "h_out"}
     for form in ("sequence_rnn", "sequence_loop"):  # every fused form at batch 1, 3, 64 and 4096
@@ -169,8 +178,14 @@ def test_a_planted_linear_before_reset_error_is_caught(tmp_path):
     with torch.no_grad():
         assert (wrong(x, zero)[1] - good(x, zero)[1]).abs().max().item() < 1e-7
     manifest = read_manifest(folder)
-    export_step_onnx(script_step(wrong), folder / "step.onnx", list(manifest.inputs), list(manifest.outputs),
-                     list(manifest.state), {"model_kind": "gru"})
+    export_step_onnx(
+        script_step(wrong),
+        folder / "step.onnx",
+        list(manifest.inputs),
+        list(manifest.outputs),
+        list(manifest.state),
+        {"model_kind": "gru"},
+    )
     files = tuple(file_entry(folder, f.name, f.role) if f.name == "step.onnx" else f for f in manifest.files)
     write_manifest(folder, type(manifest)(**{**manifest.__dict__, "files": files}))
     # ... verification's random states in [-1, 1] and its sequences see it at once.
@@ -181,5 +196,7 @@ def test_a_planted_linear_before_reset_error_is_caught(tmp_path):
     assert any(c.check.startswith("step") for c in failed) and any(c.check.startswith("rollout") for c in failed)
     worst = max(c.max_rel for c in failed)
     assert worst > 1e-3, f"max rel {worst:.3f}"
-    print(f"\nplanted linear_before_reset error: worst max rel {worst:.3f}, "
-          f"{len(failed)} of {len(report.comparisons)} comparisons failed")
+    print(
+        f"\nplanted linear_before_reset error: worst max rel {worst:.3f}, "
+        f"{len(failed)} of {len(report.comparisons)} comparisons failed"
+    )

@@ -31,8 +31,14 @@ def through_json(document):
 
 
 def custom_model() -> ModelConfig:
-    return ModelConfig(CUSTOM, 1, 1, (StateConfig("fast", (0.0,) * 4), StateConfig("slow", (0.25,) * 4)),
-                       factory=MAKE_TWO_STATE, class_name="TwoStateLeaky")
+    return ModelConfig(
+        CUSTOM,
+        1,
+        1,
+        (StateConfig("fast", (0.0,) * 4), StateConfig("slow", (0.25,) * 4)),
+        factory=MAKE_TWO_STATE,
+        class_name="TwoStateLeaky",
+    )
 
 
 def test_config_round_trips_through_json_and_is_frozen():
@@ -84,6 +90,7 @@ def _change(path, value):
             node = node[key]
         node[last] = value
         return document
+
     return change
 
 

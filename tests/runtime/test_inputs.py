@@ -38,14 +38,26 @@ def _array(shape, dtype, fill, special):
         return array.astype(dtype)
 
 
-values = st.one_of(arrays, st.none(), st.integers(-5, 5), st.floats(allow_nan=True), st.text(max_size=3),
-                   st.lists(st.floats(-2, 2), max_size=4), st.lists(st.lists(st.integers(-2, 2), max_size=3), max_size=3))
+values = st.one_of(
+    arrays,
+    st.none(),
+    st.integers(-5, 5),
+    st.floats(allow_nan=True),
+    st.text(max_size=3),
+    st.lists(st.floats(-2, 2), max_size=4),
+    st.lists(st.lists(st.integers(-2, 2), max_size=3), max_size=3),
+)
 steps = st.one_of(st.integers(-3, 40), st.floats(-1, 5), st.none(), st.booleans(), st.text(max_size=2))
 
 
 @settings(max_examples=1000, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-@given(kind=st.sampled_from(["step", "predict", "generate", "generate_iter"]), first=values, state=values,
-       n=steps, form=st.sampled_from([None, "step", "rollout_rnn", "sequence_loop", "nope"]))
+@given(
+    kind=st.sampled_from(["step", "predict", "generate", "generate_iter"]),
+    first=values,
+    state=values,
+    n=steps,
+    form=st.sampled_from([None, "step", "rollout_rnn", "sequence_loop", "nope"]),
+)
 def test_any_input_gives_a_result_or_a_typed_error(committed_model, kind, first, state, n, form):
     try:
         if kind == "step":

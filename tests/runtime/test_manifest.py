@@ -29,8 +29,14 @@ def test_exported_manifest_round_trips(exported_folder):
     (state,) = manifest.state
     assert (state.name, state.output, state.shape, state.initial) == ("h", "h_out", ("batch", 6), (0.0,) * 6)
     assert {f.role for f in manifest.files} == {
-        "step_onnx", "step_torchscript", "weights", "config",
-        "sequence_rnn", "sequence_loop", "rollout_rnn", "rollout_loop",
+        "step_onnx",
+        "step_torchscript",
+        "weights",
+        "config",
+        "sequence_rnn",
+        "sequence_loop",
+        "rollout_rnn",
+        "rollout_loop",
     }
     assert {"torch", "onnx", "onnxruntime", "toolkit"} <= set(manifest.versions)
     assert Manifest.from_dict(json.loads(json.dumps(manifest.to_dict()))) == manifest
@@ -120,14 +126,19 @@ def test_write_then_read_is_identity(tmp_path, exported_folder):
 
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-3, 70), st.floats(allow_nan=False), st.text(max_size=6)),
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
 
 @settings(max_examples=1000, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-@given(path=st.lists(st.one_of(st.text(max_size=8), st.integers(0, 3)), min_size=1, max_size=3),
-       value=json_values, delete=st.booleans())
+@given(
+    path=st.lists(st.one_of(st.text(max_size=8), st.integers(0, 3)), min_size=1, max_size=3),
+    value=json_values,
+    delete=st.booleans(),
+)
 def test_any_manifest_mutation_is_read_or_refused_with_a_manifest_error(path, value, delete):
     document = json.loads((COMMITTED / "manifest.json").read_text())
     _mutate(document, path, value, delete)

@@ -17,7 +17,6 @@ from runtime.errors import (
     InputValueError,
     IntegrityError,
     ShapeError,
-    ToolkitError,
 )
 
 from ..conftest import COMMITTED, REPO
@@ -188,15 +187,20 @@ def test_step_predict_and_generate_of_one_step_are_the_step_model_bit_for_bit():
         for got_y, (got_h,) in (model.step(x, state), model.run_step(x, state)):
             np.testing.assert_array_equal(got_y, y)
             np.testing.assert_array_equal(got_h, h)
-        for ys, (got_h,) in (model.generate(x, 1, state), model.generate(x, 1, state, form="step"),
-                             model.predict(x.reshape(1, batch, 1), state),
-                             model.predict(x.reshape(1, batch, 1), state, form="step")):
+        for ys, (got_h,) in (
+            model.generate(x, 1, state),
+            model.generate(x, 1, state, form="step"),
+            model.predict(x.reshape(1, batch, 1), state),
+            model.predict(x.reshape(1, batch, 1), state, form="step"),
+        ):
             assert ys.shape == (1, batch, 1)
             np.testing.assert_array_equal(ys[0], y)
             np.testing.assert_array_equal(got_h, h)
     flat, _ = model.predict(np.array([0.5], np.float32))
-    assert flat.shape == (1,) and flat[0] == session_step(model, np.full((1, 1), 0.5, np.float32),
-                                                          model.initial_state(1))[0][0, 0]
+    assert (
+        flat.shape == (1,)
+        and flat[0] == session_step(model, np.full((1, 1), 0.5, np.float32), model.initial_state(1))[0][0, 0]
+    )
 
 
 def test_a_chain_of_steps_is_the_step_model_bit_for_bit_and_results_are_not_reused():
@@ -255,8 +259,13 @@ def test_the_fast_path_refuses_what_the_slow_path_refuses(allow):
     for value in (np.nan, np.inf, -np.inf):
         bad_x, bad_h = ok_x.copy(), ok_h.copy()
         bad_x[1, 0], bad_h[1, 3] = value, value
-        nonfinite += [(bad_x, (ok_h,)), (ok_x, (bad_h,)), (bad_x[1:], (bad_h[1:],)), (ok_x[1:], (bad_h[1:],)),
-                      (bad_x[1:], None)]
+        nonfinite += [
+            (bad_x, (ok_h,)),
+            (ok_x, (bad_h,)),
+            (bad_x[1:], (bad_h[1:],)),
+            (ok_x[1:], (bad_h[1:],)),
+            (bad_x[1:], None),
+        ]
     for x, state in nonfinite:
         if allow:
             model.step(x, state)
@@ -269,20 +278,25 @@ def test_the_fast_path_refuses_what_the_slow_path_refuses(allow):
         assert np.isfinite(y).all()
         model.generate(x, 1, state), model.predict(x.reshape(1, 2, 1), state)
     if not allow:
-        for call in (lambda m: m.step(np.full((1, 1), 1e39)), lambda m: m.step(0.5, (np.full((1, 6), -1e39),)),
-                     lambda m: m.generate(np.full((1, 1), 1e39), 1), lambda m: m.predict(np.full((1, 1, 1), 1e39))):
+        for call in (
+            lambda m: m.step(np.full((1, 1), 1e39)),
+            lambda m: m.step(0.5, (np.full((1, 6), -1e39),)),
+            lambda m: m.generate(np.full((1, 1), 1e39), 1),
+            lambda m: m.predict(np.full((1, 1, 1), 1e39)),
+        ):
             with pytest.raises(InputValueError, match="beyond float32's range"):
                 call(model)
         with pytest.raises(InputValueError, match="NaN"):
             model.predict(np.full((1, 1, 1), np.nan, np.float32))
         with pytest.raises(InputValueError, match="NaN"):
             model.generate(np.full((1, 1), np.nan, np.float32), 1)
-    for call, error in ((lambda m: m.step(np.zeros((1, 1), np.float32), (np.zeros((1, 5), np.float32),)), ShapeError),
-                        (lambda m: m.step(np.zeros((1, 1), np.float32), (np.zeros((1, 6), bool),)), DtypeError),
-                        (lambda m: m.step(np.zeros((1, 1), np.complex64)), DtypeError),
-                        (lambda m: m.step(np.zeros((1, 1), np.float32), (np.zeros((2, 6), np.float32),)), ShapeError),
-                        (lambda m: m.generate(np.zeros((1, 1), np.float32), 1, (np.zeros((1, 6), np.float32),) * 2),
-                         ShapeError)):
+    for call, error in (
+        (lambda m: m.step(np.zeros((1, 1), np.float32), (np.zeros((1, 5), np.float32),)), ShapeError),
+        (lambda m: m.step(np.zeros((1, 1), np.float32), (np.zeros((1, 6), bool),)), DtypeError),
+        (lambda m: m.step(np.zeros((1, 1), np.complex64)), DtypeError),
+        (lambda m: m.step(np.zeros((1, 1), np.float32), (np.zeros((2, 6), np.float32),)), ShapeError),
+        (lambda m: m.generate(np.zeros((1, 1), np.float32), 1, (np.zeros((1, 6), np.float32),) * 2), ShapeError),
+    ):
         with pytest.raises(error):
             call(model)
 
@@ -323,8 +337,10 @@ def test_step_from_many_threads_is_exact_and_finishes():
 
     model = runtime.load(COMMITTED)
     rng = np.random.default_rng(3)
-    cases = [(rng.uniform(-1, 1, (b, 1)).astype(np.float32), (rng.uniform(-1, 1, (b, 6)).astype(np.float32),))
-             for b in (1, 1, 2, 3, 1, 5, 1, 2)]
+    cases = [
+        (rng.uniform(-1, 1, (b, 1)).astype(np.float32), (rng.uniform(-1, 1, (b, 6)).astype(np.float32),))
+        for b in (1, 1, 2, 3, 1, 5, 1, 2)
+    ]
     expected = [session_step(model, x, s) for x, s in cases]
     failures: list[BaseException] = []
 

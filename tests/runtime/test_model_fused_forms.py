@@ -151,11 +151,17 @@ def test_cuda_step_loop_and_fused_forms_agree_with_the_cpu(batch):
     x0 = rng.uniform(-1, 1, (batch, 1)).astype(np.float32)
     xs = rng.uniform(-1, 1, (200, batch, 1)).astype(np.float32)
     for form in ("step", "rollout_rnn", "rollout_loop"):  # "step" runs the IO-binding loop on the device
-        np.testing.assert_allclose(gpu.generate(x0, 200, form=form)[0], cpu.generate(x0, 200, form="step")[0],
-                                   atol=2 * ROLLOUT_ATOL, rtol=0, err_msg=form)
+        np.testing.assert_allclose(
+            gpu.generate(x0, 200, form=form)[0],
+            cpu.generate(x0, 200, form="step")[0],
+            atol=2 * ROLLOUT_ATOL,
+            rtol=0,
+            err_msg=form,
+        )
     for form in ("step", "sequence_rnn", "sequence_loop"):
-        np.testing.assert_allclose(gpu.predict(xs, form=form)[0], cpu.predict(xs, form="step")[0],
-                                   atol=2 * SEQUENCE_ATOL, rtol=0, err_msg=form)
+        np.testing.assert_allclose(
+            gpu.predict(xs, form=form)[0], cpu.predict(xs, form="step")[0], atol=2 * SEQUENCE_ATOL, rtol=0, err_msg=form
+        )
 
 
 @pytest.mark.parametrize("form", ["rollout_loop", "rollout_rnn", "sequence_loop"])

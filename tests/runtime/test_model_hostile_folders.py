@@ -26,8 +26,9 @@ def rehash(folder, extra=()):
 def to_external(folder, location="step.data"):
     """Moves step.onnx's weights into an external data file named ``location``."""
     model = onnx.load(str(folder / "step.onnx"))
-    external_data_helper.convert_model_to_external_data(model, all_tensors_to_one_file=True,
-                                                        location="step.data", size_threshold=0)
+    external_data_helper.convert_model_to_external_data(
+        model, all_tensors_to_one_file=True, location="step.data", size_threshold=0
+    )
     onnx.save(model, str(folder / "step.onnx"))
     if location != "step.data":
         model = onnx.load(str(folder / "step.onnx"), load_external_data=False)

@@ -56,7 +56,10 @@ def test_one_model_from_eight_threads_matches_sequential_calls_bit_for_bit(expor
     with ThreadPoolExecutor(STRESS_THREADS) as pool:
         concurrent = list(pool.map(lambda c: _call(model, c), calls))
     concurrent_s = time.perf_counter() - start
-    mismatches = sum(not (np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]))
-                     for a, b in zip(sequential, concurrent))
-    print(f"\nstress: {len(calls)} calls, sequential {sequential_s:.2f} s, {STRESS_THREADS} threads {concurrent_s:.2f} s")
+    mismatches = sum(
+        not (np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])) for a, b in zip(sequential, concurrent)
+    )
+    print(
+        f"\nstress: {len(calls)} calls, sequential {sequential_s:.2f} s, {STRESS_THREADS} threads {concurrent_s:.2f} s"
+    )
     assert mismatches == 0

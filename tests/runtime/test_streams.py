@@ -41,8 +41,12 @@ def test_saved_state_bytes_round_trip_and_are_checked(model, exported_folder):
     other = runtime.load(exported_folder)  # another model: its state must not be mixed in
     with pytest.raises(InputValueError, match="different model"):
         runtime.Stream.restore(other, data)
-    for broken, message in ((data[:-3], "truncated|values"), (b"junk" * 10, "not a stream state"),
-                            (data + b"x", "unexpected bytes"), ("text", "must be bytes")):
+    for broken, message in (
+        (data[:-3], "truncated|values"),
+        (b"junk" * 10, "not a stream state"),
+        (data + b"x", "unexpected bytes"),
+        ("text", "must be bytes"),
+    ):
         with pytest.raises((InputValueError, ShapeError), match=message):
             runtime.Stream.restore(model, broken)
 
@@ -283,8 +287,12 @@ def test_pool_step_from_many_threads_is_exact_and_finishes(model):
 
 def test_stream_scalar_inputs_are_checked_like_arrays(model):
     stream = runtime.Stream(model)
-    for bad, message in ((float("nan"), "NaN or infinity"), (float("inf"), "NaN or infinity"),
-                         (np.float64(1e39), "beyond float32's range"), (-1e39, "beyond float32's range")):
+    for bad, message in (
+        (float("nan"), "NaN or infinity"),
+        (float("inf"), "NaN or infinity"),
+        (np.float64(1e39), "beyond float32's range"),
+        (-1e39, "beyond float32's range"),
+    ):
         with pytest.raises(InputValueError, match=message):
             stream.push(bad)
     with pytest.raises(InputValueError, match="allow-nonfinite"):

@@ -31,9 +31,25 @@ from ..conftest import COMMITTED
 
 def test_bench_command_measures_every_implementation(tmp_path, exported_folder):
     out = tmp_path / "bench"
-    result = CliRunner().invoke(cli, ["bench", str(exported_folder), "--batch", "3", "--steps", "12",
-                                      "--rounds", "1", "--streams", "5", "--out", str(out), "--json"],
-                                     catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            str(exported_folder),
+            "--batch",
+            "3",
+            "--steps",
+            "12",
+            "--rounds",
+            "1",
+            "--streams",
+            "5",
+            "--out",
+            str(out),
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     names = {(r["kind"], r["implementation"]) for r in document["rows"]}
@@ -43,7 +59,10 @@ def test_bench_command_measures_every_implementation(tmp_path, exported_folder):
     assert all(r["us_per_step"] > 0 and r["ratio_vs_eager"] > 0 for r in document["rows"])
     assert document["cold_start"]["torch_imported"] is False
     assert {r["implementation"] for r in document["streams"]} == {
-        "session.run per stream", "pool.step(ids, xs), batched", "pool.push from 8 threads"}
+        "session.run per stream",
+        "pool.step(ids, xs), batched",
+        "pool.push from 8 threads",
+    }
     assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "bench.json").read_text()) == document
 
@@ -67,8 +86,16 @@ def test_best_times_warms_up_then_interleaves_rounds():
 
 def test_run_bench_has_every_table_and_leaves_torch_threads_alone(tmp_path):
     threads = torch.get_num_threads()
-    report = run_bench(COMMITTED, batches=(1,), steps=(3,), kinds=("generate",), rounds=1, cold_start=False,
-                       stream_counts=(2,), one_call=True)
+    report = run_bench(
+        COMMITTED,
+        batches=(1,),
+        steps=(3,),
+        kinds=("generate",),
+        rounds=1,
+        cold_start=False,
+        stream_counts=(2,),
+        one_call=True,
+    )
     assert torch.get_num_threads() == threads
     assert [r.implementation for r in report.one_call] == list(ONE_CALL)
     assert report.one_call_ratio(next(r for r in report.one_call if r.implementation == EAGER_STEP)) == 1.0
@@ -81,8 +108,16 @@ def test_run_bench_has_every_table_and_leaves_torch_threads_alone(tmp_path):
     assert plot_bench(report, tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     write_json(report, tmp_path / "bench.json")
     assert json.loads((tmp_path / "bench.json").read_text())["one_call"] == document["one_call"]
-    without = run_bench(COMMITTED, batches=(1,), steps=(2,), kinds=("predict",), rounds=1, cold_start=False,
-                        stream_counts=(), one_call=False)
+    without = run_bench(
+        COMMITTED,
+        batches=(1,),
+        steps=(2,),
+        kinds=("predict",),
+        rounds=1,
+        cold_start=False,
+        stream_counts=(),
+        one_call=False,
+    )
     assert without.one_call == [] and without.streams == [] and "one call" not in without.table()
 
 

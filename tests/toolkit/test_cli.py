@@ -26,7 +26,9 @@ def invoke(*args):
 
 def run_rnn(*args, prelude=""):
     """Runs the CLI in a fresh interpreter; ``prelude`` can hide packages first."""
-    code = f"{prelude}\nimport sys\nfrom toolkit.cli import main\nsys.argv = ['rnn', *{[str(a) for a in args]!r}]\nmain()"
+    code = (
+        f"{prelude}\nimport sys\nfrom toolkit.cli import main\nsys.argv = ['rnn', *{[str(a) for a in args]!r}]\nmain()"
+    )
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
@@ -142,8 +144,11 @@ def test_user_errors_print_one_line_and_exit_2(tmp_path, args, message):
 
 
 def test_bad_option_values_exit_2():
-    for args in (["generate", str(COMMITTED), "--steps", "many"], ["train", "--out", "x", "--epochs", "0"],
-                 ["train", "--out", "x", "--trainer", "magic"]):
+    for args in (
+        ["generate", str(COMMITTED), "--steps", "many"],
+        ["train", "--out", "x", "--epochs", "0"],
+        ["train", "--out", "x", "--trainer", "magic"],
+    ):
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 2, args
 
@@ -179,7 +184,12 @@ def test_running_commands_work_without_torch(tmp_path):
     assert run_rnn("predict", COMMITTED, prelude=HIDE_TORCH).returncode == 0
     assert run_rnn("info", COMMITTED, prelude=HIDE_TORCH).returncode == 0
     refused = run_rnn("train", "--out", tmp_path / "m", prelude=HIDE_TORCH)
-    assert refused.returncode == 2 and "needs torch" in refused.stderr and "rnn-toolkit[train]" in refused.stderr and "Traceback" not in refused.stderr
+    assert (
+        refused.returncode == 2
+        and "needs torch" in refused.stderr
+        and "rnn-toolkit[train]" in refused.stderr
+        and "Traceback" not in refused.stderr
+    )
 
 
 def test_cli_trains_and_runs_an_lstm(tmp_path):
@@ -205,8 +215,21 @@ def test_the_cli_exports_and_verifies_a_users_module(tmp_path):
     torch.save(trained.state_dict(), weights)
     runner = CliRunner()
     out = tmp_path / "byo"
-    result = runner.invoke(cli, ["export-module", MAKE_TWO_STATE, "--out", str(out), "--weights", str(weights),
-                                 "--state", "fast:4", "--state", "slow:4:0.1"])
+    result = runner.invoke(
+        cli,
+        [
+            "export-module",
+            MAKE_TWO_STATE,
+            "--out",
+            str(out),
+            "--weights",
+            str(weights),
+            "--state",
+            "fast:4",
+            "--state",
+            "slow:4:0.1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert runtime.read_manifest(out).state[1].initial == (0.1,) * 4
     assert runner.invoke(cli, ["verify", str(out), "--factory", MAKE_TWO_STATE]).exit_code == 0
@@ -219,15 +242,37 @@ def test_the_cli_exports_and_verifies_a_users_module(tmp_path):
 def test_plot_and_bench_take_the_factory(tmp_path):
     from export import export_module
 
-    folder = export_module(make_two_state(), tmp_path / "byo", input_size=1, output_size=1,
-                           states=[("fast", 4), ("slow", 4, 0.1)], factory=MAKE_TWO_STATE)
+    folder = export_module(
+        make_two_state(),
+        tmp_path / "byo",
+        input_size=1,
+        output_size=1,
+        states=[("fast", 4), ("slow", 4, 0.1)],
+        factory=MAKE_TWO_STATE,
+    )
     runner = CliRunner()
     refused = runner.invoke(cli, ["plot", str(folder)])
     assert refused.exit_code == 2
     assert runner.invoke(cli, ["plot", str(folder), "--factory", MAKE_TWO_STATE]).exit_code == 0
     assert (folder / "prediction.png").is_file() and (folder / "loss.png").is_file()
-    result = runner.invoke(cli, ["bench", str(folder), "--factory", MAKE_TWO_STATE, "--batch", "2", "--steps", "5",
-                                 "--rounds", "1", "--no-cold-start", "--no-streams", "--json"])
+    result = runner.invoke(
+        cli,
+        [
+            "bench",
+            str(folder),
+            "--factory",
+            MAKE_TWO_STATE,
+            "--batch",
+            "2",
+            "--steps",
+            "5",
+            "--rounds",
+            "1",
+            "--no-cold-start",
+            "--no-streams",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     names = {r["implementation"] for r in json.loads(result.stdout)["rows"]}
     assert names == {"eager", "torchscript", "onnx step loop", "auto"}
@@ -236,10 +281,13 @@ def test_plot_and_bench_take_the_factory(tmp_path):
 def test_a_reader_that_closes_the_pipe_ends_generate_quietly(tmp_path):
     # Enough output (about 2 MB) to fill the pipe, so the writer really meets the closed reader.
     status = tmp_path / "status"
-    command = (f"{sys.executable} -m toolkit.cli generate {COMMITTED} --steps 100000 | head -1; "
-               f"echo ${{PIPESTATUS[0]}} > {status}")
-    result = subprocess.run(command, shell=True, executable="/bin/bash", cwd=REPO, capture_output=True, text=True,
-                            timeout=120)
+    command = (
+        f"{sys.executable} -m toolkit.cli generate {COMMITTED} --steps 100000 | head -1; "
+        f"echo ${{PIPESTATUS[0]}} > {status}"
+    )
+    result = subprocess.run(
+        command, shell=True, executable="/bin/bash", cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert result.stdout == "step,y\n"
     assert result.stderr == "", result.stderr  # no "Broken pipe", no traceback
     assert int(status.read_text()) == 128 + 13  # rnn ended as a process ended by SIGPIPE does

@@ -22,8 +22,18 @@ def test_demo_produces_every_file(tmp_path):
     out = tmp_path / "demo"
     result = invoke("demo", "--out", out, "--epochs", 20, "--steps", 30)
     assert result.exit_code == 0, result.output
-    for name in ("weights.pt", "config.json", "step.torchscript.pt", "step.onnx", "manifest.json",
-                 "verify.json", "prediction.png", "loss.png", "parity.png", "generate.csv"):
+    for name in (
+        "weights.pt",
+        "config.json",
+        "step.torchscript.pt",
+        "step.onnx",
+        "manifest.json",
+        "verify.json",
+        "prediction.png",
+        "loss.png",
+        "parity.png",
+        "generate.csv",
+    ):
         assert (out / name).is_file(), name
         assert str(out / name) in result.output
     assert json.loads((out / "verify.json").read_text())["passed"] is True
@@ -42,8 +52,11 @@ def test_committed_artifacts_are_what_the_default_demo_makes(tmp_path):
     assert fresh.keys() == committed.keys()
     for name in fresh:
         torch.testing.assert_close(fresh[name], committed[name], atol=1e-4, rtol=0)
-    assert {f.name for f in runtime.read_manifest(tmp_path / "demo").files} == \
-        {f.name for f in runtime.read_manifest(COMMITTED).files}
-    values = [np.loadtxt(folder / "generate.csv", delimiter=",", skiprows=1) for folder in (tmp_path / "demo", COMMITTED)]
+    assert {f.name for f in runtime.read_manifest(tmp_path / "demo").files} == {
+        f.name for f in runtime.read_manifest(COMMITTED).files
+    }
+    values = [
+        np.loadtxt(folder / "generate.csv", delimiter=",", skiprows=1) for folder in (tmp_path / "demo", COMMITTED)
+    ]
     np.testing.assert_allclose(values[0], values[1], atol=1e-3, rtol=0)
     shutil.rmtree(tmp_path / "demo")
