@@ -167,67 +167,32 @@ def _number(value: float | None) -> str:
 
 def compare(form: str, check: str, expected: Outputs, actual: Outputs, tolerance: float) -> list[Comparison]:
     """Names first, then shapes, then values; one Comparison per expected or unexpected output."""
+
+    def failed(name: str, shape=None, error: float | None = None, problem: str = "") -> Comparison:
+        return Comparison(form, check, name, shape, error, error, tolerance, False, problem)
+
     results = []
     for name in expected:
         if name not in actual:
-            results.append(
-                Comparison(
-                    form, check, name, None, None, None, tolerance, False, f"output missing; got {sorted(actual)}"
-                )
-            )
+            results.append(failed(name, problem=f"output missing; got {sorted(actual)}"))
             continue
         want, got = np.asarray(expected[name], dtype=np.float64), np.asarray(actual[name], dtype=np.float64)
         if want.shape != got.shape:
-            results.append(
-                Comparison(
-                    form,
-                    check,
-                    name,
-                    list(got.shape),
-                    None,
-                    None,
-                    tolerance,
-                    False,
-                    f"shape {got.shape}, expected {want.shape}",
-                )
-            )
-            continue
-        if not np.isfinite(got).all():
-            results.append(
-                Comparison(
-                    form,
-                    check,
-                    name,
-                    list(got.shape),
-                    math.inf,
-                    math.inf,
-                    tolerance,
-                    False,
-                    "NaN or infinity in the output",
-                )
-            )
-            continue
-        max_abs = float(np.max(np.abs(got - want))) if want.size else 0.0
-        scale = float(np.max(np.abs(want))) if want.size else 0.0
-        max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
-        passed = max_abs <= tolerance
-        problem = None if passed else f"max abs error {max_abs:.3e} exceeds the tolerance {tolerance:.0e}"
-        results.append(Comparison(form, check, name, list(got.shape), max_abs, max_rel, tolerance, passed, problem))
-    for name in actual:
-        if name not in expected:
-            results.append(
-                Comparison(
-                    form,
-                    check,
-                    name,
-                    None,
-                    None,
-                    None,
-                    tolerance,
-                    False,
-                    f"unexpected output; expected only {sorted(expected)}",
-                )
-            )
+            results.append(failed(name, list(got.shape), problem=f"shape {got.shape}, expected {want.shape}"))
+        elif not np.isfinite(got).all():
+            results.append(failed(name, list(got.shape), math.inf, "NaN or infinity in the output"))
+        else:
+            max_abs = float(np.max(np.abs(got - want))) if want.size else 0.0
+            scale = float(np.max(np.abs(want))) if want.size else 0.0
+            max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
+            passed = max_abs <= tolerance
+            problem = None if passed else f"max abs error {max_abs:.3e} exceeds the tolerance {tolerance:.0e}"
+            results.append(Comparison(form, check, name, list(got.shape), max_abs, max_rel, tolerance, passed, problem))
+    results += [
+        failed(name, problem=f"unexpected output; expected only {sorted(expected)}")
+        for name in actual
+        if name not in expected
+    ]
     return results
 
 

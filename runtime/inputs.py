@@ -42,6 +42,21 @@ def all_finite(array: np.ndarray) -> bool:
     return math.isfinite(flat.dot(flat)) or bool(np.isfinite(array).all())
 
 
+def is_ready(value: Any, ndim: int, last: int, allow_nonfinite: bool) -> bool:
+    """Whether ``value`` can be run as it is: a C-contiguous float32 ndarray of ``ndim`` axes, the
+    last of size ``last``, no empty axis, and finite unless ``allow_nonfinite`` (the fast path of
+    the input checks; anything else takes the full conversion with its typed errors)."""
+    return (
+        type(value) is np.ndarray
+        and value.dtype is FLOAT32
+        and len(shape := value.shape) == ndim
+        and shape[-1] == last
+        and all(shape)
+        and value.flags.c_contiguous
+        and (allow_nonfinite or all_finite(value))
+    )
+
+
 def nonfinite_error(name: str) -> InputValueError:
     return InputValueError(f"input {name!r} contains NaN or infinity; {NONFINITE_HINT}")
 

@@ -33,6 +33,7 @@ from .inputs import (
     check_batch,
     check_output_size,
     check_steps,
+    is_ready,
 )
 from .manifest import ROLE_STEP_ONNX, FileEntry, Manifest, check_files, read_manifest, resolve_file
 from .onnx_refs import external_data_locations
@@ -443,15 +444,7 @@ class Model:
         (ShapeError, DtypeError, InputValueError for NaN/infinity/float32 overflow). A (batch,)
         array or a scalar is accepted when input_size is 1. A C-contiguous float32 array of the
         right shape comes back as it is: the check is then a finiteness test, no copy."""
-        if (
-            type(x) is np.ndarray
-            and x.dtype is FLOAT32
-            and len(shape := x.shape) == 2
-            and shape[1] == self.input_size
-            and shape[0]
-            and x.flags.c_contiguous
-            and (self.allow_nonfinite or all_finite(x))
-        ):
+        if is_ready(x, 2, self.input_size, self.allow_nonfinite):
             return x
         expected = f"(batch, {self.input_size})"
         array = as_float32(x, name, expected, allow_nonfinite=self.allow_nonfinite)
@@ -500,16 +493,7 @@ class Model:
 
     def _input_sequence(self, xs: Any) -> tuple[np.ndarray, bool]:
         """(xs as (steps, batch, input_size), whether it came as a flat (steps,) series)."""
-        if (
-            type(xs) is np.ndarray
-            and xs.dtype is FLOAT32
-            and len(shape := xs.shape) == 3
-            and shape[2] == self.input_size
-            and shape[0]
-            and shape[1]
-            and xs.flags.c_contiguous
-            and (self.allow_nonfinite or all_finite(xs))
-        ):
+        if is_ready(xs, 3, self.input_size, self.allow_nonfinite):
             return xs, False
         expected = f"(steps, batch, {self.input_size})" + (" or (steps,)" if self.input_size == 1 else "")
         array = as_float32(xs, "xs", expected, allow_nonfinite=self.allow_nonfinite)
