@@ -36,6 +36,8 @@ from rnn.eager import NumpyStep
 from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
 from runtime.manifest import ROLE_STEP_TORCHSCRIPT, resolve_file
 
+BENCH_PNG = "bench.png"  # what `rnn bench` writes into its output folder
+BENCH_JSON = "bench.json"
 BATCHES = (1, 64, 4096)
 STEPS = (20, 1000)
 KINDS = ("generate", "predict")

@@ -613,9 +613,19 @@ def bench(
     automatic choice and a numpy loop on the same machine in one run; print us/step and ratios."""
     _needs_torch("bench", threads)
     from rnn.folders import ensure_parent
-    from toolkit.bench import BATCHES, KINDS, STEPS, STREAM_COUNTS, plot_bench, run_bench, write_json
+    from toolkit.bench import (
+        BATCHES,
+        BENCH_JSON,
+        BENCH_PNG,
+        KINDS,
+        STEPS,
+        STREAM_COUNTS,
+        plot_bench,
+        run_bench,
+        write_json,
+    )
 
-    ensure_parent(out / "bench.png")  # an unwritable output fails before minutes of timing
+    ensure_parent(out / BENCH_PNG)  # an unwritable output fails before minutes of timing
     report = run_bench(
         folder,
         batches or BATCHES,
@@ -628,10 +638,10 @@ def bench(
         progress=lambda text: click.echo(f"timing {text}", err=True),
         one_call=not no_one_call,
     )
-    plot_bench(report, out / "bench.png")
-    write_json(report, out / "bench.json")
+    plot_bench(report, out / BENCH_PNG)
+    write_json(report, out / BENCH_JSON)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
-    click.echo(f"wrote {out / 'bench.png'} and {out / 'bench.json'}", err=True)
+    click.echo(f"wrote {out / BENCH_PNG} and {out / BENCH_JSON}", err=True)
 
 
 # ---- demo ----------------------------------------------------------------------------------
