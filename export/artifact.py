@@ -180,7 +180,7 @@ def _manifest(
         "seed": train.seed if train else None,
         "exporter": exporter,
     }
-    if config.model.factory is not None or config.model.kind == "custom":
+    if config.model.kind == "custom":
         model_info["factory"] = config.model.factory
     return Manifest(
         model=model_info,

@@ -14,6 +14,7 @@ from runtime.errors import ExportError, InputValueError
 from runtime.manifest import BATCH_AXIS, StateSpec, TensorSpec
 
 OPSET = 17  # pinned: every onnxruntime since 1.14 runs it; raise it only with a reason
+MIN_OPSET = 15  # the fused loop models slice shapes with Shape(start, end), new in opset 15
 EXPORT_BATCH = 2  # the example batch the graph is traced with; tests run other batches
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -27,6 +28,8 @@ def resolve_opset(exporter: str, opset: int | None) -> int:
         raise InputValueError(f"exporter must be one of {list(EXPORTERS)}, got {exporter!r}")
     if opset is None:
         return DEFAULT_OPSETS[exporter]
+    if opset < MIN_OPSET:
+        raise InputValueError(f"the exported models need opset {MIN_OPSET} or later, got opset {opset}")
     if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
         raise InputValueError(
             f"the dynamo exporter writes opset {DYNAMO_MIN_OPSET} or later, got opset {opset}; "

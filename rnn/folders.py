@@ -68,12 +68,20 @@ def _remove_stale_staging(target: Path) -> None:
 
 
 def ensure_parent(target: Path) -> Path:
-    """Creates the folder that will hold ``target``; ArtifactError if it cannot be made."""
+    """Creates the folder that will hold ``target`` and proves it writable (a file is made and
+    removed there: permission bits say nothing for root or read-only mounts); ArtifactError if
+    not."""
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise ArtifactError(f"cannot create a folder beside {str(target)!r}: {error.strerror}") from None
+    try:
+        descriptor, probe = tempfile.mkstemp(prefix=f".{target.name}.probe-", dir=parent)
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise ArtifactError(f"cannot write into {str(parent)!r}: {error.strerror}") from None
     return parent
 
 

@@ -16,7 +16,6 @@ import onnxruntime as ort
 from .errors import ArtifactError, DeviceError, InputValueError, IntegrityError, ShapeError
 from .fused import (
     FORMS,
-    FUSED_MIN_STEPS,
     PARALLEL_MIN_BATCH,
     ROLLOUT_FORMS,
     SEQUENCE_FORMS,
@@ -27,8 +26,6 @@ from .fused import (
 from .inputs import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_MAX_STEPS,
-    FLOAT32,
-    all_finite,
     as_float32,
     check_batch,
     check_output_size,
@@ -343,7 +340,6 @@ class Model:
         self.state_sizes = tuple(int(s.shape[1]) for s in manifest.state)
         self._input_names = (self.input_name, *self.state_names)
         self._output_names = [self.output_name, *self.state_outputs]
-        self._state_shapes = tuple((1, size) for size in self.state_sizes)  # batch 1, the fast path's key
         self._initial = tuple(np.asarray(s.initial, dtype=np.float32) for s in manifest.state)
         self._initial_cache: dict[int, State] = {}
         self._bound: dict[int, BoundStep] = {}  # run_step's runners by batch size, used under _bound_lock
@@ -460,15 +456,8 @@ class Model:
         order, or a typed error; ``None`` is the initial state (new arrays). A bare array is
         accepted for a one-tensor state. Arrays that already fit come back as they are."""
         if type(state) is tuple and len(state) == len(self.state_sizes):  # the fast path
-            shapes = self._state_shapes if batch_size == 1 else tuple((batch_size, s) for s in self.state_sizes)
-            for value, shape in zip(state, shapes):
-                if not (
-                    type(value) is np.ndarray
-                    and value.dtype is FLOAT32
-                    and value.shape == shape
-                    and value.flags.c_contiguous
-                    and (self.allow_nonfinite or all_finite(value))
-                ):
+            for value, size in zip(state, self.state_sizes):
+                if not (is_ready(value, 2, size, self.allow_nonfinite) and value.shape[0] == batch_size):
                     break
             else:
                 return state
@@ -628,18 +617,14 @@ class Model:
             check_output_size(steps, batch_size, self.output_size, self.max_output_bytes)  # raises
         current = self._initial_rows(batch_size) if state is None else self.check_state(state, batch_size)
         if steps == 1 and form is None:  # straight to the step model: no loop, no output buffer
-            if not flat:
-                return self._run_step(sequence, current, True)
             ys, current = self._run_step(sequence, current, True)
-            return (ys.reshape(1) if self.output_size == 1 else ys), current
-        chosen = STEP if form is None and steps < FUSED_MIN_STEPS else self._pick("predict", form, batch_size, steps)
-        if chosen == STEP and steps == 1:
-            ys, current = self._run_step(sequence[0], current, True)
-        elif chosen == STEP:
-            ys = np.empty((steps, batch_size, self.output_size), dtype=np.float32)
-            current = self._step_loop(sequence, None, current, ys)
         else:
-            ys, current = self._run_fused(chosen, sequence, current, None)
+            chosen = self._pick("predict", form, batch_size, steps)
+            if chosen == STEP:
+                ys = np.empty((steps, batch_size, self.output_size), dtype=np.float32)
+                current = self._step_loop(sequence, None, current, ys)
+            else:
+                ys, current = self._run_fused(chosen, sequence, current, None)
         return (ys.reshape(steps) if flat and self.output_size == 1 else ys), current
 
     def generate(self, x0: Any, steps: Any, state: Any = None, *, form: str | None = None) -> tuple[np.ndarray, State]:
@@ -648,21 +633,16 @@ class Model:
         ``x0`` is (batch, input_size) (a scalar or (batch,) for one input); returns the
         outputs (steps, batch, output_size) and the final state.
         """
-        if steps == 1 and type(steps) is int and form is None and self._feeds_back and self.max_steps >= 1:
-            # one step: straight to the step model (a fused rollout of one step is it), same checks
-            x = self.check_x(x0, "x0")
-            batch_size = x.shape[0]
-            current = self._initial_rows(batch_size) if state is None else self.check_state(state, batch_size)
-            if batch_size * self._row_bytes > self.max_output_bytes:
-                check_output_size(1, batch_size, self.output_size, self.max_output_bytes)  # raises
-            return self._run_step(x, current, True)
         x, steps, current = self._generate_inputs(x0, steps, state)
         batch_size = x.shape[0]
-        check_output_size(steps, batch_size, self.output_size, self.max_output_bytes)
+        if steps * batch_size * self._row_bytes > self.max_output_bytes:
+            check_output_size(steps, batch_size, self.output_size, self.max_output_bytes)  # raises
+        if steps == 1 and form is None:  # a fused rollout of one step is the step model
+            return self._run_step(x, current, True)
         return self._generate(x, steps, current, self._pick("generate", form, batch_size, steps))
 
     def _generate_inputs(self, x0: Any, steps: Any, state: Any) -> tuple[np.ndarray, int, State]:
-        if self.input_size != self.output_size:
+        if not self._feeds_back:
             raise ShapeError(
                 f"generate feeds each output back as the next input, so output size {self.output_size} "
                 f"must equal input size {self.input_size}"

@@ -257,18 +257,21 @@ class StreamPool:
         pending = _Pending(stream, _one_input(self.model, x))
         with self._queue_lock:
             self._queue.append(pending)
-        while not pending.done.is_set():
+        extra_drains = 1  # after its own push is served, a caller drains stranded pushes once, not forever
+        while True:
             if self._tick.acquire(blocking=False):
                 try:
                     self._drain()
                 finally:
                     self._tick.release()
-                with self._queue_lock:  # a push queued between the last drain and the release
-                    stranded = bool(self._queue)
-                if stranded:
-                    continue
-            else:
-                pending.done.wait(0.005)  # the running tick serves this push; the timeout is a fallback
+                with self._queue_lock:  # a push queued between the last drain and the release:
+                    stranded = bool(self._queue)  # serve it now rather than leave it to its timeout
+                if pending.done.is_set():
+                    if not stranded or extra_drains == 0:
+                        break
+                    extra_drains -= 1
+            elif pending.done.wait(0.005):  # the running tick serves this push; the timeout is a fallback
+                break
         if pending.error is not None:
             raise pending.error
         return pending.y

@@ -36,16 +36,13 @@ from rnn.eager import NumpyStep
 from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
 from runtime.manifest import ROLE_STEP_TORCHSCRIPT, resolve_file
 
-BENCH_PNG = "bench.png"  # what `rnn bench` writes into its output folder
-BENCH_JSON = "bench.json"
-BATCHES = (1, 64, 4096)
-STEPS = (20, 1000)
-KINDS = ("generate", "predict")
-ROUNDS = 5
+from .settings import BENCH_BATCHES, BENCH_KINDS, BENCH_ROUNDS, BENCH_STEPS, BENCH_STREAM_COUNTS
+
+BATCHES, STEPS, KINDS, ROUNDS = BENCH_BATCHES, BENCH_STEPS, BENCH_KINDS, BENCH_ROUNDS
 COLD_START_RUNS = 3
 COLD_START_STEPS = 20
 PER_STREAM = "session.run per stream"
-STREAM_COUNTS = (1, 64, 4096)
+STREAM_COUNTS = BENCH_STREAM_COUNTS
 PUSH_THREADS = 8
 ONE_CALL_CALLS = 2000  # calls per round of the one-call table: one call is a few microseconds
 

@@ -1,7 +1,7 @@
 """The `rnn` command line: click options parsed and handed to one library function per command.
 
-Commands that run an exported folder (predict, generate, info) import only the torch-free
-runtime; the others import torch when they run, on one intra-op thread unless --threads says
+Commands that run an exported folder (predict, generate, info) import only torch-free modules
+(the runtime, rnn.config, rnn.data); the others import torch when they run, on one intra-op thread unless --threads says
 otherwise. Results (tables, CSV, JSON) go to stdout; progress and status lines to stderr. A
 user error prints one line and exits 2; a closed stdout (``rnn generate ... | head``) ends the
 command quietly.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import signal
 import sys
@@ -21,6 +22,18 @@ import click
 import numpy as np
 
 from runtime.errors import MissingDependencyError, ToolkitError
+
+from .settings import (
+    BENCH_BATCHES,
+    BENCH_JSON,
+    BENCH_KINDS,
+    BENCH_PNG,
+    BENCH_ROUNDS,
+    BENCH_STEPS,
+    BENCH_STREAM_COUNTS,
+    GENERATE_STEPS,
+    listed,
+)
 
 
 class _Group(click.Group):
@@ -67,7 +80,18 @@ _THREADS = click.option(
 
 
 def _emit_json(document: Any) -> None:
-    click.echo(json.dumps(document, indent=2))
+    """Strict JSON on stdout: NaN and infinity (possible with --allow-nonfinite) become null."""
+    click.echo(json.dumps(_finite(document), indent=2, allow_nan=False))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _folder_argument(function):
@@ -166,15 +190,6 @@ def _train_config(trainer, cell, seed, epochs, lr, hidden_size, seq_length, data
     ).resolved()
 
 
-def _check_training_inputs(config, out: Path) -> None:
-    """Bad data or an unwritable output fail here, before the progress bar starts."""
-    from rnn.config import training_series
-    from rnn.folders import prepare_output
-
-    training_series(config, recorded=False)
-    prepare_output(out)
-
-
 class _Progress:
     """A one-line progress display on stderr: redrawn in place on a terminal, a line every tenth
     of the work (and at the end) in a log, so long work never runs silent."""
@@ -223,7 +238,6 @@ def train(out, as_json, threads, **options) -> None:
     from runtime.manifest import CONFIG_NAME, WEIGHTS_NAME
 
     config = _train_config(**options)
-    _check_training_inputs(config, out)
     result = train_folder(config, out, _epoch_progress(config))
     if as_json:
         _emit_json({"folder": str(out), "final_loss": result.loss_history[-1], "metrics": result.metrics})
@@ -253,9 +267,10 @@ _EXPORTER = click.option(
 )
 _OPSET = click.option(
     "--opset",
-    type=click.IntRange(min=13),
+    type=int,
     default=None,
-    help="ONNX opset. Default: the exporter's (torchscript 17, dynamo 18; dynamo writes 18 or later).",
+    help="ONNX opset. Default: the exporter's (torchscript 17, dynamo 18); the fused loops need 15 or later, "
+    "the dynamo exporter 18 or later.",
 )
 _ORT = click.option(
     "--ort",
@@ -319,10 +334,13 @@ def verify(folder, as_json, factory, threads) -> None:
 def plot(folder, factory, threads) -> None:
     """Draw prediction.png and loss.png (and parity.png after verify) into FOLDER."""
     _needs_torch("plot", threads)
-    from toolkit.plots import plot_folder
+    from rnn.config import read_config
+    from toolkit.plots import PREDICTION_NAME, drawable_prediction, plot_folder
 
     for path in plot_folder(folder, factory=factory):
         click.echo(f"wrote {path}")
+    if not drawable_prediction(read_config(folder)):
+        click.echo(f"no {PREDICTION_NAME}: it draws a one-column series (models of one input and one output)", err=True)
 
 
 # ---- running (torch-free) ------------------------------------------------------------------
@@ -340,6 +358,7 @@ _NONFINITE = click.option(
 
 
 def _load(folder: Path, device: str, allow_nonfinite: bool):
+    """The folder through the torch-free runtime (sha256 of every file checked first)."""
     import runtime
 
     return runtime.load(folder, device=device, allow_nonfinite=allow_nonfinite)
@@ -360,45 +379,51 @@ def _number(value: float) -> float:
     help="A one-column .csv or .npy series. Default: the series the model was trained on.",
 )
 @_DEVICE
-@_NONFINITE
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of CSV.")
-def predict(folder, input_path, device, allow_nonfinite, as_json) -> None:
+def predict(folder, input_path, device, as_json) -> None:
     """Teacher-forced one-step predictions over a series, from the exported ONNX model (CSV).
 
     Each row: the input at t, the prediction the model makes from it for the next point (at
-    next_t), and that point's true value (target; empty after the last point of the series)."""
+    next_t), and that point's true value (target; empty after the last point of the series).
+    A model with several outputs gets one prediction column each and no target."""
     from rnn.config import read_config, training_series
     from rnn.data import load_series
 
-    model = _load(folder, device, allow_nonfinite)
+    model = _load(folder, device, allow_nonfinite=False)  # a series file never holds NaN (load_series)
     if input_path is not None:
         series = load_series(input_path)
         times, inputs = np.arange(len(series) + 1, dtype=np.float64), series
     else:
         training = training_series(read_config(folder).train)
         times, series, inputs = training.times, training.values, training.values[:-1]
-    predictions, _ = model.predict(inputs.astype(np.float32))
+    predictions, _ = model.predict(inputs)  # float64 in: the runtime refuses what float32 cannot hold
+    rows = predictions.reshape(len(inputs), -1).astype(float)  # (steps, output_size)
+    single = rows.shape[1] == 1
     targets = [float(v) for v in series[1:]] + [None] * (len(inputs) - len(series) + 1)
     if as_json:
-        _emit_json(
-            {
-                "t": [_number(t) for t in times[: len(inputs)]],
-                "input": inputs.tolist(),
-                "next_t": [_number(t) for t in times[1 : len(inputs) + 1]],
-                "prediction": predictions.astype(float).tolist(),
-                "target": targets,
-            }
-        )
+        document = {
+            "t": [_number(t) for t in times[: len(inputs)]],
+            "input": inputs.tolist(),
+            "next_t": [_number(t) for t in times[1 : len(inputs) + 1]],
+            "prediction": rows[:, 0].tolist() if single else rows.tolist(),
+        }
+        _emit_json({**document, "target": targets} if single else document)
         return
-    click.echo("t,input,next_t,prediction,target")
-    for t, x, t_next, y, target in zip(times, inputs, times[1:], predictions, targets):
-        click.echo(f"{t:.6g},{x:.8g},{t_next:.6g},{y:.8g},{'' if target is None else f'{target:.8g}'}")
+    columns = ["prediction"] if single else [f"prediction_{i}" for i in range(rows.shape[1])]
+    click.echo(",".join(["t", "input", "next_t", *columns, *(["target"] if single else [])]))
+    for t, x, t_next, row, target in zip(times, inputs, times[1:], rows, targets):
+        values = [f"{t:.6g}", f"{x:.8g}", f"{t_next:.6g}", *(f"{y:.8g}" for y in row)]
+        click.echo(",".join(values + (["" if target is None else f"{target:.8g}"] if single else [])))
 
 
 @cli.command()
 @_folder_argument
 @click.option(
-    "--steps", type=click.IntRange(min=1), default=100, show_default=True, help="Closed-loop steps to generate."
+    "--steps",
+    type=click.IntRange(min=1),
+    default=GENERATE_STEPS,
+    show_default=True,
+    help="Closed-loop steps to generate.",
 )
 @click.option(
     "--x0",
@@ -425,11 +450,11 @@ def generate(folder, steps, x0, warmup, device, allow_nonfinite, as_json) -> Non
     state = None
     if warmup is not None:
         series = load_series(warmup)
-        _, state = model.predict(series[:-1].astype(np.float32))
+        _, state = model.predict(series[:-1])
         start = float(series[-1]) if x0 is None else x0
     else:
         start = start_value(read_config(folder)) if x0 is None else x0
-    ys, _ = model.generate(np.float32(start), steps, state)
+    ys, _ = model.generate(start, steps, state)  # a float: the runtime refuses what float32 cannot hold
     if as_json:
         _emit_json(
             {"x0": start, "steps": steps, "y": ys.reshape(-1).astype(float).tolist(), "providers": model.providers}
@@ -551,26 +576,26 @@ def export_module_command(factory, out, weights, input_size, output_size, states
     "batches",
     type=click.IntRange(min=1),
     multiple=True,
-    help="Batch sizes (repeat the option). Default: 1, 64, 4096.",
+    help=f"Batch sizes (repeat the option). Default: {listed(BENCH_BATCHES)}.",
 )
 @click.option(
     "--steps",
     "steps",
     type=click.IntRange(min=1),
     multiple=True,
-    help="Sequence lengths (repeat the option). Default: 20, 1000.",
+    help=f"Sequence lengths (repeat the option). Default: {listed(BENCH_STEPS)}.",
 )
 @click.option(
     "--kind",
     "kinds",
     type=click.Choice(["generate", "predict"]),
     multiple=True,
-    help="Which calls to time. Default: both.",
+    help=f"Which calls to time. Default: {listed(BENCH_KINDS)}.",
 )
 @click.option(
     "--rounds",
     type=click.IntRange(min=1),
-    default=5,
+    default=BENCH_ROUNDS,
     show_default=True,
     help="Interleaved rounds; each implementation keeps its best time.",
 )
@@ -580,7 +605,7 @@ def export_module_command(factory, out, weights, input_size, output_size, states
     "stream_counts",
     type=click.IntRange(min=1),
     multiple=True,
-    help="Concurrent stream counts for the StreamPool benchmark (repeat). Default: 1, 64, 4096.",
+    help=f"Concurrent stream counts for the StreamPool benchmark (repeat). Default: {listed(BENCH_STREAM_COUNTS)}.",
 )
 @click.option("--no-streams", is_flag=True, help="Skip the StreamPool benchmark.")
 @click.option("--no-one-call", is_flag=True, help="Skip the one-call (batch 1, one step) table.")
@@ -613,27 +638,17 @@ def bench(
     automatic choice and a numpy loop on the same machine in one run; print us/step and ratios."""
     _needs_torch("bench", threads)
     from rnn.folders import ensure_parent
-    from toolkit.bench import (
-        BATCHES,
-        BENCH_JSON,
-        BENCH_PNG,
-        KINDS,
-        STEPS,
-        STREAM_COUNTS,
-        plot_bench,
-        run_bench,
-        write_json,
-    )
+    from toolkit.bench import plot_bench, run_bench, write_json
 
     ensure_parent(out / BENCH_PNG)  # an unwritable output fails before minutes of timing
     report = run_bench(
         folder,
-        batches or BATCHES,
-        steps or STEPS,
-        kinds or KINDS,
+        batches or BENCH_BATCHES,
+        steps or BENCH_STEPS,
+        kinds or BENCH_KINDS,
         rounds,
         cold_start=not no_cold_start,
-        stream_counts=() if no_streams else (stream_counts or STREAM_COUNTS),
+        stream_counts=() if no_streams else (stream_counts or BENCH_STREAM_COUNTS),
         factory=factory,
         progress=lambda text: click.echo(f"timing {text}", err=True),
         one_call=not no_one_call,
@@ -659,7 +674,7 @@ def bench(
 @click.option(
     "--steps",
     type=click.IntRange(min=1),
-    default=100,
+    default=GENERATE_STEPS,
     show_default=True,
     help="Closed-loop steps to generate with onnxruntime.",
 )
@@ -671,7 +686,6 @@ def demo(out, steps, threads, **options) -> None:
     from toolkit.demo import run_demo
 
     config = _train_config(**options)
-    _check_training_inputs(config, out)
     result = run_demo(
         config,
         out,

@@ -18,9 +18,7 @@ from runtime.manifest import MANIFEST_NAME, TEST_DATA_DIR, VERIFY_NAME, read_man
 
 from .plots import LOSS_NAME, PARITY_NAME, PREDICTION_NAME, plot_folder
 from .running import start_value, write_generate_csv
-
-GENERATE_CSV = "generate.csv"
-DEMO_STEPS = 100  # closed-loop steps generated with onnxruntime
+from .settings import GENERATE_CSV, GENERATE_STEPS
 
 Say = Callable[[str], None]
 
@@ -36,7 +34,7 @@ class DemoResult:
 def run_demo(
     config: TrainConfig,
     out: str | os.PathLike,
-    steps: int = DEMO_STEPS,
+    steps: int = GENERATE_STEPS,
     say: Say = print,
     progress: Progress | None = None,
     verify_progress=None,

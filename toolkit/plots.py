@@ -31,21 +31,27 @@ def plot_folder(
     factory=None,
     out: str | os.PathLike | None = None,
 ) -> list[Path]:
-    """Writes prediction.png and loss.png (and parity.png where verify.json exists) into ``out``
-    (default: ``folder``). A folder of a user's module needs its ``factory``."""
+    """Writes prediction.png (for one-input, one-output models) and loss.png, and parity.png where
+    verify.json exists, into ``out`` (default: ``folder``). A folder of a user's module needs
+    its ``factory``. Returns the paths written."""
     folder = Path(folder)
     out = folder if out is None else Path(out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(folder, factory)
     config = checkpoint.config
-    paths = [
-        plot_prediction(checkpoint.model, config, out / PREDICTION_NAME, rollout_steps),
-        plot_loss(config, out / LOSS_NAME),
-    ]
+    paths = []
+    if drawable_prediction(config):
+        paths.append(plot_prediction(checkpoint.model, config, out / PREDICTION_NAME, rollout_steps))
+    paths.append(plot_loss(config, out / LOSS_NAME))
     verify = folder / VERIFY_NAME
     if verify.is_file():
         paths.append(plot_parity(json.loads(verify.read_text(encoding="utf-8")), out / PARITY_NAME))
     return paths
+
+
+def drawable_prediction(config: Config) -> bool:
+    """prediction.png draws a one-column series: models of one input and one output only."""
+    return config.model.input_size == 1 and config.model.output_size == 1
 
 
 def plot_prediction(model, config: Config, path, rollout_steps: int = EVAL_ROLLOUT_STEPS) -> Path:

@@ -26,7 +26,9 @@ def test_each_exporter_has_its_opset_and_dynamo_refuses_older_ones():
 
     assert resolve_opset("torchscript", None) == OPSET == 17
     assert resolve_opset("dynamo", None) == DYNAMO_MIN_OPSET == 18
-    assert resolve_opset("torchscript", 13) == 13 and resolve_opset("dynamo", 19) == 19
+    assert resolve_opset("torchscript", 15) == 15 and resolve_opset("dynamo", 19) == 19
+    with pytest.raises(InputValueError, match="opset 15 or later, got opset 14"):
+        resolve_opset("torchscript", 14)  # the fused loops slice shapes with Shape(start, end)
     with pytest.raises(InputValueError, match="opset 18 or later, got opset 17"):
         resolve_opset("dynamo", 17)
     with pytest.raises(InputValueError, match="exporter must be one of"):

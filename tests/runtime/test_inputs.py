@@ -80,3 +80,32 @@ def test_any_input_gives_a_result_or_a_typed_error(committed_model, kind, first,
 @pytest.fixture(scope="module")
 def committed_model():
     return runtime.load(COMMITTED)
+
+
+def test_large_finite_inputs_pass_the_fast_check_without_a_numpy_warning(exported_folder):
+    import warnings
+
+    model = runtime.load(exported_folder)
+    big = np.full((64, 1), 3e38, np.float32)  # finite; its squares overflow float32
+    state = (np.full((64, 6), 1e30, np.float32),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow warning would be an exception here
+        with np.errstate(all="raise"):
+            y, _ = model.step(big, state)
+    assert y.shape == (64, 1)
+
+
+def test_a_zero_dimensional_float32_input_is_one_step_of_one_stream(exported_folder):
+    model = runtime.load(exported_folder)
+    ys, _ = model.predict(np.array(0.5, np.float32))
+    expected, _ = model.predict(np.array([0.5], np.float64))
+    np.testing.assert_array_equal(ys, expected)
+
+
+def test_steps_that_are_not_a_whole_number_are_a_typed_error(exported_folder):
+    from runtime.errors import InputValueError
+
+    model = runtime.load(exported_folder)
+    for steps in (np.array([1, 2]), 1.0, True, "1", None):
+        with pytest.raises(InputValueError, match="steps must be a whole number"):
+            model.generate(0.5, steps)

@@ -132,10 +132,15 @@ def test_info_text_and_json(exported_copy):
         (["verify", "{missing}"], "does not exist"),
         (["train", "--out", "{tmp}/x", "--data", "{tmp}/bad.csv"], "is not a number"),
         (["generate", str(COMMITTED), "--device", "cuda"], "onnxruntime-gpu"),
+        (["export", str(COMMITTED), "--out", "{tmp}/e", "--opset", "14"], "opset 15 or later"),
+        (["predict", str(COMMITTED), "--input", "{tmp}/huge.csv"], "beyond float32's range"),
+        (["generate", str(COMMITTED), "--x0", "1e39"], "beyond float32's range"),
+        (["bench", str(COMMITTED), "--out", "/proc/rnn-bench", "--no-cold-start"], "cannot"),
     ],
 )
 def test_user_errors_print_one_line_and_exit_2(tmp_path, args, message):
     (tmp_path / "bad.csv").write_text("1\n2\nthree\n")
+    (tmp_path / "huge.csv").write_text("1e39\n0.5\n")  # finite in float64, infinity in float32
     args = [a.format(tmp=tmp_path, missing=tmp_path / "missing") for a in args]
     result = run_rnn(*args)
     assert result.returncode == 2, result.stderr
@@ -311,6 +316,8 @@ def test_nonfinite_inputs_are_refused_unless_allowed():
     assert allowed.exit_code == 0
     lines = allowed.stdout.strip().splitlines()
     assert lines[0] == "step,y" and len(lines) == 4 and all(line.endswith(",nan") for line in lines[1:])
+    document = invoke("generate", COMMITTED, "--x0", "nan", "--steps", 2, "--allow-nonfinite", "--json").stdout
+    assert json.loads(document)["y"] == [None, None] and "NaN" not in document  # strict JSON: null
 
 
 def test_a_missing_data_file_for_training_is_the_users_input_not_a_recorded_one(tmp_path):

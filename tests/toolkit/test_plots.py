@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 from matplotlib.image import imread
 
 from runtime.manifest import VERIFY_NAME
@@ -56,3 +57,26 @@ def test_without_a_verify_report_there_is_no_parity_picture(committed_copy):
     (committed_copy / VERIFY_NAME).unlink()
     assert [p.name for p in plot_folder(committed_copy)] == [PREDICTION_NAME, LOSS_NAME]
     assert not (committed_copy / PARITY_NAME).exists()
+
+
+class TwoInputs(torch.nn.Module):
+    """A user's step module with two inputs: no one-column series to draw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = torch.nn.Linear(2 + 3, 3)
+        self.readout = torch.nn.Linear(3, 1)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h_next = torch.tanh(self.cell(torch.cat((x, h), 1)))
+        return self.readout(h_next), h_next
+
+
+def test_a_model_with_two_inputs_gets_its_loss_picture_and_no_prediction(tmp_path):
+    from export import export_module
+
+    torch.manual_seed(0)
+    module = TwoInputs()
+    folder = export_module(module, tmp_path / "two", input_size=2, output_size=1, states=[("h", 3)])
+    paths = plot_folder(folder, factory=lambda: module)
+    assert [p.name for p in paths] == [LOSS_NAME] and not (folder / PREDICTION_NAME).exists()
