@@ -44,7 +44,7 @@ _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 DEFAULT_CHUNK = 100_000  # steps per chunk of generate_iter
 INITIAL_CACHE = 16  # batch sizes whose initial state `step` keeps ready (read-only) for state=None
 # `run_step` goes through a shared BoundStep for batches up to this size (copying into bound
-# buffers and running them costs ~5 us at batch 1 against ~7 us for session.run, which wraps
+# buffers and running them (BoundStep.step) costs ~5 us at batch 1 against ~7-8 us for session.run, which wraps
 # every input and allocates every output); larger batches, and calls that find the bound
 # runners busy in another thread, use session.run.
 BOUND_MAX_BATCH = 64
@@ -155,7 +155,8 @@ Rows = int | slice | np.ndarray | None  # of a state array: one row, a range, ga
 class BoundStep:
     """The step model bound once to preallocated buffers of one batch size: a run is one
     onnxruntime call with no allocation and no rebinding (at batch 1 a bound run costs ~4 us,
-    a ``session.run`` ~8 us, and rebinding one tensor ~3 us, so everything is bound once).
+    ~5 us with the state copied in and out, a ``session.run`` ~7-8 us, and rebinding one tensor
+    ~3 us, so everything is bound once; NOTES.md).
 
     The state stays in the bound buffers between runs: two IO bindings take turns (ping-pong),
     one reads state buffers A and writes B, the other reads B and writes A. Nothing is checked
