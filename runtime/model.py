@@ -649,7 +649,8 @@ class Model:
                 f"must equal input size {self.input_size}"
             )
         x = self.check_x(x0, "x0")
-        steps = check_steps(steps, self.max_steps)
+        if type(steps) is not int or not 1 <= steps <= self.max_steps:  # the common case costs no call
+            steps = check_steps(steps, self.max_steps)
         return x, steps, self._initial_rows(x.shape[0]) if state is None else self.check_state(state, x.shape[0])
 
     def _generate(self, x: np.ndarray, steps: int, state: State, form: str) -> tuple[np.ndarray, State]:
