@@ -82,7 +82,13 @@ def export_folder(
 def _carry_over(source: Path, staging: Path) -> None:
     """Copies the trained folder's own files (weights, config, the user's extras) into ``staging``."""
     for path in sorted(source.iterdir()):
-        if path.is_file() and path.name not in _WRITTEN and not path.name.startswith(".") and path.suffix != ".ort":
+        if (
+            path.is_file()
+            and not path.is_symlink()
+            and path.name not in _WRITTEN
+            and not path.name.startswith(".")
+            and path.suffix != ".ort"
+        ):
             shutil.copy2(path, staging / path.name)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from rnn.checkpoint import save_checkpoint
-from rnn.config import CUSTOM, Config, ModelConfig, StateConfig
+from rnn.config import CUSTOM, MAX_SIZE, Config, ModelConfig, StateConfig
 from rnn.folders import replacing_folder
 from runtime.errors import ExportError, InputValueError
 
@@ -38,12 +38,15 @@ def custom_config(
         name, size, initial = (*spec, 0.0) if len(spec) == 2 else spec
         if not isinstance(name, str) or not name.isidentifier():
             raise InputValueError(f"a state name must be an identifier, got {name!r}")
-        if not isinstance(size, int) or size < 1:
-            raise InputValueError(f"state {name!r} needs a positive integer size, got {size!r}")
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_SIZE:
+            raise InputValueError(f"state {name!r} needs an integer size from 1 to {MAX_SIZE}, got {size!r}")
         row = [float(initial)] * size if isinstance(initial, (int, float)) else [float(v) for v in initial]
         if len(row) != size:
             raise InputValueError(f"state {name!r}: initial has {len(row)} values, the size is {size}")
         parsed.append(StateConfig(name, tuple(row)))
+    for label, size in (("input_size", input_size), ("output_size", output_size)):
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_SIZE:
+            raise InputValueError(f"{label} must be an integer from 1 to {MAX_SIZE}, got {size!r}")
     names = [s.name for s in parsed]
     if not names:
         raise InputValueError("a step module needs at least one state tensor")

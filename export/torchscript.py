@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import warnings
 from pathlib import Path
 
 import torch
 
-from runtime.manifest import STEP_TORCHSCRIPT_NAME
+from runtime.errors import IntegrityError
+from runtime.manifest import STEP_TORCHSCRIPT_NAME, FileEntry, resolve_file
 
 
 def script_step(model: torch.nn.Module) -> torch.jit.ScriptModule:
@@ -35,3 +38,15 @@ def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated.*", category=DeprecationWarning)
         return torch.jit.load(str(path), map_location="cpu")
+
+
+def load_torchscript_checked(folder: str | os.PathLike, entry: FileEntry) -> torch.jit.ScriptModule:
+    """`load_torchscript` of the manifest entry ``entry``, from bytes read once and checked against
+    the entry's size and sha256 (what runs is what was hashed). Only for trusted folders: loading
+    runs the archive's code."""
+    data = resolve_file(folder, entry).read_bytes()
+    if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise IntegrityError(f"{entry.name!r} changed after it was checked: its bytes no longer match the manifest")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated.*", category=DeprecationWarning)
+        return torch.jit.load(io.BytesIO(data), map_location="cpu")

@@ -30,11 +30,12 @@ from rnn.checkpoint import load_checkpoint
 from rnn.config import Config, training_series
 from rnn.data import SEQ_LENGTH, pairs
 from rnn.eager import NumpyStep
+from rnn.folders import write_text_atomically
 from runtime.errors import VerificationFailed
 from runtime.fused import SEQUENCE_FORMS, STEP
-from runtime.manifest import ROLE_STEP_TORCHSCRIPT, VERIFY_NAME, read_manifest, resolve_file
+from runtime.manifest import ROLE_STEP_TORCHSCRIPT, VERIFY_NAME
 
-from .torchscript import load_torchscript
+from .torchscript import load_torchscript_checked
 
 # Tolerances, as max abs error against eager float32 PyTorch. The models' values are O(1) (tanh
 # states, a readout of them), so absolute errors are the meaningful measure; relative errors
@@ -87,6 +88,8 @@ class VerifyReport:
     horizons: dict[str, int | None] = field(default_factory=dict)  # form -> first step over DIVERGENCE_ATOL
     horizon_steps: int = HORIZON_STEPS
     limits: dict[str, dict] = field(default_factory=dict)  # check -> steps compared, drift, tolerance used
+    skipped: dict[str, str] = field(default_factory=dict)  # form -> why it was not checked
+    manifest_sha256: str = ""  # the manifest this report is about (`rnn info` trusts no other)
 
     @property
     def passed(self) -> bool:
@@ -95,7 +98,9 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "folder": self.folder,
+            "manifest_sha256": self.manifest_sha256,
             "passed": self.passed,
+            "skipped": self.skipped,
             "tolerances": {"step": STEP_ATOL, "sequence": SEQUENCE_ATOL, "rollout": ROLLOUT_ATOL},
             "divergence": {"threshold": DIVERGENCE_ATOL, "steps": self.horizon_steps, "horizons": self.horizons},
             "limited_checks": self.limits,
@@ -123,6 +128,8 @@ class VerifyReport:
         lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         problems = [f"  {c.form} / {c.check} / {c.output}: {c.problem}" for c in self.comparisons if c.problem]
+        if self.skipped:
+            lines += ["", "not checked:", *(f"  {form}: {why}" for form, why in self.skipped.items())]
         if problems:
             lines += ["", "problems:", *problems]
         if self.limits:
@@ -260,22 +267,30 @@ def verify_folder(
     raise_on_failure: bool = False,
     factory=None,
     progress: Progress | None = None,
+    digest: str | None = None,
+    trust: bool = False,
 ) -> VerifyReport:
     """Verifies every exported form in ``folder``; writes ``verify.json`` there unless ``write=False``.
 
     A folder of a user's module needs its ``factory`` (callable or "package.module:function")
     to rebuild the eager module. ``progress`` is told of each check as it starts. Returns the
     report; with ``raise_on_failure`` a failing report raises VerificationFailed.
+
+    Trust: loading step.torchscript.pt runs the code inside the archive, so the TorchScript form
+    is checked only for a folder the caller trusts: one pinned by ``digest`` (the manifest's
+    sha256, which a verified signature gives: `toolkit.signing`), or with ``trust=True`` (a
+    folder you made yourself). Otherwise the report says it skipped that form. Everything else
+    (the ONNX models in onnxruntime, weights.pt with ``weights_only=True``) runs no code.
     """
     folder = Path(folder)
-    onnx_model = runtime.load(folder)  # checks every file's sha256 first
+    onnx_model = runtime.load(folder, digest=digest)  # checks the manifest's digest, then every file's sha256
     checkpoint = load_checkpoint(folder, factory)
     names = [onnx_model.manifest.outputs[0].name, *onnx_model.state_outputs]
     eager = _TorchForm(checkpoint.model, names)
     exact = _TorchForm(copy.deepcopy(checkpoint.model).double(), names, torch.float64)
-    forms = _forms(folder, onnx_model, names)
-    cases, data_start = _cases(onnx_model, checkpoint.config)
-    report = VerifyReport(str(folder))
+    report = VerifyReport(str(folder), manifest_sha256=onnx_model.manifest_digest)
+    forms = _forms(folder, onnx_model, names, trusted=trust or digest is not None, report=report)
+    cases, data_start = _cases(onnx_model, checkpoint.config, folder)
     for index, case in enumerate(cases):
         if progress is not None:
             progress(index, len(cases) + 1, case.check)
@@ -294,17 +309,32 @@ def verify_folder(
     return report
 
 
-def _forms(folder: Path, model: runtime.Model, names: list[str]) -> dict[str, _Form]:
-    """TorchScript, then the ONNX step model (reported as "onnx"), then every fused form by name."""
-    manifest = read_manifest(folder)
-    scripted = load_torchscript(resolve_file(folder, manifest.file(ROLE_STEP_TORCHSCRIPT)))
-    forms: dict[str, _Form] = {"torchscript": _TorchForm(scripted, names)}
+UNTRUSTED_TORCHSCRIPT = (
+    "not loaded: loading a TorchScript archive runs the code inside it, and this folder is not trusted "
+    "(pin its manifest digest with --digest, check its signature with --public-key, or pass --trust "
+    "for a folder you made)"
+)
+
+
+def _forms(
+    folder: Path, model: runtime.Model, names: list[str], trusted: bool, report: VerifyReport
+) -> dict[str, _Form]:
+    """TorchScript (trusted folders only), then the ONNX step model (reported as "onnx"), then
+    every fused form by name."""
+    forms: dict[str, _Form] = {}
+    entry = model.manifest.file(ROLE_STEP_TORCHSCRIPT)
+    if entry is None:
+        report.skipped["torchscript"] = "the folder has no TorchScript file"
+    elif not trusted:
+        report.skipped["torchscript"] = UNTRUSTED_TORCHSCRIPT
+    else:  # from the bytes checked against the pinned manifest, not from the path again
+        forms["torchscript"] = _TorchForm(load_torchscript_checked(folder, entry), names)
     for form in model.forms:
         forms["onnx" if form == STEP else form] = _RuntimeForm(model, names, form)
     return forms
 
 
-def _cases(model: runtime.Model, config: Config) -> tuple[list[Case], tuple | None]:
+def _cases(model: runtime.Model, config: Config, folder: Path) -> tuple[list[Case], tuple | None]:
     """The checks in layers (steps, sequences, rollouts), and the start (x0, state) of the
     divergence-horizon rollout (None where outputs are not inputs: there is no closed loop)."""
     rng = np.random.default_rng(VERIFY_SEED)
@@ -319,7 +349,7 @@ def _cases(model: runtime.Model, config: Config) -> tuple[list[Case], tuple | No
     cases = [Case(f"step b={b}", STEP_ONCE, (uniform(b, n_in), random_state(b)), STEP_ATOL) for b in STEP_BATCHES]
     zero = model.initial_state(1)
     if n_in == 1:  # the training series is one column
-        data_inputs, _ = pairs(training_series(config.train).values)
+        data_inputs, _ = pairs(training_series(config.train, folder).values)
         xs = data_inputs.astype(np.float32).reshape(-1, 1, 1)
         cases.append(Case(f"sequence data T={len(xs)}", PREDICT, (xs, zero), SEQUENCE_ATOL))
     else:
@@ -427,6 +457,4 @@ def divergence_horizon(rollout: np.ndarray, truth: np.ndarray, threshold: float 
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_text_atomically(path, json.dumps(document, indent=2) + "\n")

@@ -20,7 +20,7 @@ import numpy as np
 from runtime.errors import ArtifactError, InputValueError
 from runtime.manifest import CONFIG_NAME
 
-from .data import SEQ_LENGTH, load_series, sine_series, sine_times
+from .data import SEQ_LENGTH, load_series, open_regular, sine_series, sine_times
 
 # The built-in cells and their state tensors, in forward's order (rnn.model builds them).
 CELL_STATES: dict[str, tuple[str, ...]] = {"elman": ("h",), "gru": ("h",), "lstm": ("h", "c")}
@@ -29,6 +29,14 @@ CUSTOM = "custom"  # a user's step module, exported with export_module
 MODEL_KINDS = (*CELL_KINDS, CUSTOM)
 
 HIDDEN_SIZE = 6  # the reference model's context neurons
+# Bounds on what a config (the CLI's options, or a config.json being read) may ask for, checked
+# before anything is allocated. MAX_SIZE: the largest input, hidden or output size (a cell's
+# weights grow with its square: 4096 is 16.8M weights per matrix, 270 MB for an LSTM).
+MAX_SIZE = 4096
+MAX_SEQ_LENGTH = 10**6  # points of the sine series
+MAX_SEED = 2**32 - 1  # torch.manual_seed and numpy's generators both take 0 .. 2**32 - 1
+MAX_CONFIG_BYTES = 64 << 20  # config.json: a few KB, or MBs for a long loss history
+TRAIN_DATA_NAME = "train_data.npy"  # a user's series, copied into the trained folder by rnn.train
 TRAINERS = ("reference", "bptt")  # the tutorial's per-point SGD; Adam through whole windows (rnn.train)
 # Defaults of each trainer; a TrainConfig field left at None takes these.
 TRAINER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -106,6 +114,8 @@ class ModelConfig:
         sizes = {key: data.get(key) for key in ("input_size", "hidden_size", "output_size")}
         if not all(_positive_int(v) for v in sizes.values()):
             raise ArtifactError(f"{where}: input_size, hidden_size and output_size must be positive integers")
+        if any(v > MAX_SIZE for v in sizes.values()):
+            raise ArtifactError(f"{where}: input_size, hidden_size and output_size must be at most {MAX_SIZE}")
         if kind != CUSTOM:
             return cls.cell(kind, sizes["input_size"], sizes["hidden_size"], sizes["output_size"])
         states = data.get("states")
@@ -116,7 +126,7 @@ class ModelConfig:
             CUSTOM,
             sizes["input_size"],
             sizes["output_size"],
-            tuple(StateConfig(s["name"], tuple(float(v) for v in s["initial"])) for s in states),
+            tuple(StateConfig(s["name"], tuple(_finite(v) for v in s["initial"])) for s in states),
             factory=factory if isinstance(factory, str) else None,
             class_name=data.get("class") if isinstance(data.get("class"), str) else None,
         )
@@ -131,9 +141,45 @@ def _state_ok(state: Any) -> bool:
         isinstance(state, dict)
         and isinstance(state.get("name"), str)
         and isinstance(state.get("initial"), list)
-        and bool(state["initial"])
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in state["initial"])
+        and 1 <= len(state["initial"]) <= MAX_SIZE
+        and all(_finite(v) is not None for v in state["initial"])
     )
+
+
+def _float(value: Any) -> float | None:
+    """A JSON number as a float (NaN and infinity included); None for anything else, or for an
+    integer too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _finite(value: Any) -> float | None:
+    """A JSON number as a finite float; None for anything else."""
+    number = _float(value)
+    return number if number is not None and math.isfinite(number) else None
+
+
+def _shown(value: Any) -> str:
+    """A value for a one-line error: its repr, cut short (a 4,000-digit integer is not shown)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**40:
+        return f"an integer of {value.bit_length()} bits"
+    return f"{value!r:.40}"
+
+
+# The integer settings of a TrainConfig and their largest values (None: no bound); each is at
+# least 1, the seed at least 0.
+_INT_RANGES: dict[str, int | None] = {
+    "seed": MAX_SEED,
+    "epochs": None,
+    "input_size": MAX_SIZE,
+    "hidden_size": MAX_SIZE,
+    "output_size": MAX_SIZE,
+    "seq_length": MAX_SEQ_LENGTH,
+}
 
 
 @dataclass(frozen=True)
@@ -163,13 +209,15 @@ class TrainConfig:
             epochs=defaults["epochs"] if self.epochs is None else self.epochs,
             lr=defaults["lr"] if self.lr is None else self.lr,
         )
-        if config.epochs < 1:
-            raise InputValueError(f"epochs must be >= 1, got {config.epochs}")
-        if not (config.lr > 0 and math.isfinite(config.lr)):
-            raise InputValueError(f"lr must be a positive number, got {config.lr}")
-        for name in ("input_size", "hidden_size", "output_size", "seq_length"):
-            if getattr(config, name) < 1:
-                raise InputValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+        lr = _finite(config.lr)
+        if lr is None or lr <= 0:
+            raise InputValueError(f"lr must be a positive number, got {_shown(config.lr)}")
+        for name, high in _INT_RANGES.items():
+            low = 0 if name == "seed" else 1
+            if getattr(config, name) < low:
+                raise InputValueError(f"{name} must be >= {low}, got {getattr(config, name)}")
+            if high is not None and getattr(config, name) > high:
+                raise InputValueError(f"{name} must be at most {high}, got {getattr(config, name)}")
         return config
 
     def model_config(self) -> ModelConfig:
@@ -187,12 +235,20 @@ class TrainConfig:
         for key in ("trainer", "cell", "data"):
             if values.get(key) is not None and not isinstance(values[key], str):
                 raise ArtifactError(f"{where}.{key} must be text, got {type(values[key]).__name__}")
-        for key in ("seed", "epochs", "input_size", "hidden_size", "output_size", "seq_length"):
+        for key in ("seed", "epochs", *_INT_RANGES):
             value = values.get(key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise ArtifactError(f"{where}.{key} must be an integer, got {value!r:.40}")
-        if values.get("lr") is not None and not isinstance(values["lr"], (int, float)):
-            raise ArtifactError(f"{where}.lr must be a number, got {values['lr']!r:.40}")
+                raise ArtifactError(f"{where}.{key} must be an integer, got {_shown(value)}")
+        for key, high in _INT_RANGES.items():
+            value, low = values.get(key), 0 if key == "seed" else 1
+            if value is not None and (value < low or (high is not None and value > high)):
+                expected = f">= {low}" if high is None else f"between {low} and {high}"
+                raise ArtifactError(f"{where}.{key} must be {expected}, got {_shown(value)}")
+        if values.get("lr") is not None:
+            lr = _finite(values["lr"])
+            if lr is None or lr <= 0:
+                raise ArtifactError(f"{where}.lr must be a positive number, got {_shown(values['lr'])}")
+            values["lr"] = lr
         return cls(**values)
 
 
@@ -230,9 +286,9 @@ class Config:
         train = TrainConfig.from_dict(data["train"], f"{where}: train") if data.get("train") is not None else None
         history = data.get("loss_history", [])
         metrics = data.get("metrics", {})
-        if not isinstance(history, list) or not all(isinstance(v, (int, float)) for v in history):
+        if not isinstance(history, list) or not all(_float(v) is not None for v in history):
             raise ArtifactError(f"{where}: loss_history must be a list of numbers")
-        if not isinstance(metrics, dict) or not all(isinstance(v, (int, float)) for v in metrics.values()):
+        if not isinstance(metrics, dict) or not all(_float(v) is not None for v in metrics.values()):
             raise ArtifactError(f"{where}: metrics must map names to numbers")
         return cls(model, train, tuple(float(v) for v in history), {str(k): float(v) for k, v in metrics.items()})
 
@@ -243,17 +299,29 @@ class Config:
 
 
 def read_config(folder: str | os.PathLike) -> Config:
-    """The ``config.json`` of a trained folder; ArtifactError if missing or invalid."""
+    """The ``config.json`` of a trained folder; ArtifactError if missing, not a regular file,
+    larger than ``MAX_CONFIG_BYTES``, not UTF-8 JSON (deep nesting and 5,000-digit numbers
+    included) or invalid. Its contents are never quoted in the error."""
     folder = Path(folder)
     path = folder / CONFIG_NAME
     if not folder.is_dir():
         raise ArtifactError(f"folder {str(folder)!r} does not exist")
-    if not path.is_file():
+    if not path.exists():
         raise ArtifactError(f"{str(folder)!r} has no {CONFIG_NAME}: train into it first with 'rnn train --out'")
+    with open_regular(path, ArtifactError, CONFIG_NAME) as handle:
+        raw = handle.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ArtifactError(f"{path} is larger than the {MAX_CONFIG_BYTES} bytes a {CONFIG_NAME} may have")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ArtifactError(f"{path} is not valid JSON ({type(error).__name__}: {error})") from None
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ArtifactError(f"{path} is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise ArtifactError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+    except RecursionError:
+        raise ArtifactError(f"{path} is not valid JSON (nested too deeply)") from None
+    except ValueError as error:  # for one: an integer of more digits than int() converts
+        raise ArtifactError(f"{path} is not valid JSON ({str(error).splitlines()[0][:80]})") from None
     return Config.from_dict(data, str(path))
 
 
@@ -266,16 +334,44 @@ class Series:
     is_sine: bool
 
 
-def training_series(train: TrainConfig | None, *, recorded: bool = True) -> Series:
+def training_series(
+    train: TrainConfig | None, folder: str | os.PathLike | None = None, *, recorded: bool = True
+) -> Series:
     """The series ``train`` names: the user's data file, else the reference sine.
 
-    ``recorded``: the data file is the one a trained folder's config.json records (a missing
-    file is then an ArtifactError saying so); otherwise it is the user's new input (DataError).
+    ``recorded`` (the default): ``train`` is what the config.json in ``folder`` records. Its
+    data path (relative to ``folder``, as `rnn.train.train_folder` records it, or absolute) is
+    read only if it resolves, symlinks followed, to a file inside ``folder``: a path that leaves
+    the folder is refused with an ArtifactError before anything is read (a folder is not trusted
+    to name files elsewhere; pass such a series on the command line instead), and so is any data
+    path when ``folder`` is None. A missing file is an ArtifactError saying so.
+    ``recorded=False``: the path is the user's own input, read where it is (DataError).
     """
     if train is not None and train.data:
-        if recorded and not Path(train.data).is_file():
-            raise ArtifactError(f"the training data {train.data!r} this model was trained on is no longer there")
-        values = load_series(train.data)
+        path = recorded_data_path(train.data, folder) if recorded else Path(train.data)
+        values = load_series(path)
         return Series(np.arange(len(values), dtype=np.float64), values, False)
     seq_length = train.seq_length if train is not None else SEQ_LENGTH
     return Series(sine_times(seq_length), sine_series(seq_length), True)
+
+
+def recorded_data_path(data: str, folder: str | os.PathLike | None) -> Path:
+    """The file a config.json in ``folder`` records as its training ``data``, resolved; refused
+    (ArtifactError, nothing read) unless it lies inside ``folder``."""
+    if folder is None:
+        raise ArtifactError(
+            f"{CONFIG_NAME} records the training data {data!r:.200}, but not in which folder; it is not read"
+        )
+    root = Path(folder).resolve()
+    try:
+        path = (root / data).resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
+        raise ArtifactError(f"the training data {data!r:.200} in {CONFIG_NAME} cannot be resolved") from None
+    if not path.is_relative_to(root):
+        raise ArtifactError(
+            f"{CONFIG_NAME} in {str(folder)!r} records training data {data!r:.200} outside that folder; "
+            "it is not read (give a series on the command line instead, e.g. predict --input or generate --x0)"
+        )
+    if not path.exists():
+        raise ArtifactError(f"the training data {data!r:.200} this model was trained on is no longer there")
+    return path

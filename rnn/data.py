@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import array
+import math
 import os
+import stat
+import tokenize
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from runtime.errors import DataError
+from runtime.errors import DataError, ToolkitError
 
 # The reference series: SEQ_LENGTH + 1 points of sin(t) for t in [T_START, T_STOP].
 SEQ_LENGTH = 20
 T_START = 2.0
 T_STOP = 10.0
+
+# The most points a series file may hold (800 MB as float64): far more than these models train
+# or predict on; a file claiming more (an .npy header says so before any data is read) is refused.
+MAX_SERIES_POINTS = 10**8
+MAX_CSV_LINE_BYTES = 4096  # a number, or a header, is far shorter
 
 
 def sine_times(seq_length: int = SEQ_LENGTH, start: float = T_START, stop: float = T_STOP) -> np.ndarray:
@@ -30,52 +40,116 @@ def pairs(series: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return series[:-1], series[1:]
 
 
+def open_regular(path: str | os.PathLike, error: type[ToolkitError] = DataError, what: str = "data file") -> BinaryIO:
+    """``path`` opened for reading in binary, if it is a regular file (symlinks followed).
+
+    A folder, named pipe, socket or device is refused with ``error`` saying "is not a regular
+    file" before anything is read: the file is opened non-blocking (a pipe with no writer would
+    otherwise block forever) and checked with fstat on the open descriptor, so the file checked
+    is the file read.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except FileNotFoundError:
+        raise error(f"{what} {str(path)!r} does not exist") from None
+    except OSError as failure:
+        raise error(f"{what} {str(path)!r} cannot be read: {failure.strerror}") from None
+    try:
+        regular = stat.S_ISREG(os.fstat(descriptor).st_mode)
+    except OSError:
+        regular = False
+    if not regular:
+        os.close(descriptor)
+        raise error(f"{what} {str(path)!r} is not a regular file (a folder, named pipe or device is never read)")
+    return os.fdopen(descriptor, "rb")
+
+
 def load_series(path: str | os.PathLike) -> np.ndarray:
     """Reads a one-column series from ``.csv`` (an optional header line) or ``.npy`` (1-D or (N, 1)).
 
-    Raises DataError for anything else: other suffixes, several columns, text that is not a
-    number, NaN or infinity, fewer than 2 points.
+    Raises DataError for anything else: not a regular file, other suffixes, several columns,
+    text that is not a number, NaN or infinity, fewer than 2 points, more than
+    ``MAX_SERIES_POINTS`` (an .npy header claiming more is refused before its data is read).
+
+    Error messages never quote the file's contents, only where the problem is (a line number,
+    an index, a shape): the path may be a recorded one, or a link to a file the reader of the
+    message should not see, and a line of text is no help in a one-line error anyway.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as error:
-            raise DataError(f"{path} is not a readable .npy array of numbers: {error}") from None
-    elif suffix == ".csv":
-        array = _read_csv(path)
-    else:
-        raise DataError(f"data file {path} must be .csv or .npy, got {suffix or 'no suffix'!r}")
-    if array.dtype.kind not in "fiu":
-        raise DataError(f"{path} must hold real numbers, got dtype {array.dtype}")
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    if array.ndim != 1:
-        raise DataError(f"{path} must be one column of numbers, got shape {array.shape}")
-    if array.size < 2:
-        raise DataError(f"{path} must hold at least 2 points (an input and its next value), got {array.size}")
-    if not np.isfinite(array).all():
-        raise DataError(f"{path} contains NaN or infinity at index {int(np.argmin(np.isfinite(array)))}")
-    return array.astype(np.float64)
+    with open_regular(path) as handle:
+        if suffix == ".npy":
+            series = _read_npy(path, handle)
+        elif suffix == ".csv":
+            series = _read_csv(path, handle)
+        else:
+            raise DataError(f"data file {path} must be .csv or .npy, got {suffix or 'no suffix'!r}")
+    if series.ndim == 2 and series.shape[1] == 1:
+        series = series[:, 0]
+    if series.size < 2:
+        raise DataError(f"{path} must hold at least 2 points (an input and its next value), got {series.size}")
+    if series.dtype.kind == "f" and not np.isfinite(series).all():
+        raise DataError(f"{path} contains NaN or infinity at index {int(np.argmin(np.isfinite(series)))}")
+    return series.astype(np.float64)
 
 
-def _read_csv(path: Path) -> np.ndarray:
+def _read_npy(path: Path, handle: BinaryIO) -> np.ndarray:
+    """The array of an .npy file, its header checked (dtype, shape, size on disk) before its data
+    is read; pickled object arrays are never unpickled."""
+    fmt = np.lib.format
     try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not UTF-8 text") from None
-    lines = [line for line in lines if line]
-    values = []
-    for number, line in enumerate(lines, start=1):
+        version = fmt.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran_order, dtype = fmt.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = fmt.read_array_header_2_0(handle)
+        else:
+            raise DataError(f"{path} is .npy format version {version[0]}.{version[1]}; only 1.0 and 2.0 are read")
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, RecursionError, tokenize.TokenError) as error:
+        # numpy parses the header with ast.literal_eval: a broken one raises any of these
+        raise DataError(f"{path} is not a readable .npy array ({type(error).__name__} in its header)") from None
+    if dtype.hasobject or dtype.kind not in "fiu":
+        raise DataError(f"{path} must hold real numbers, got dtype {dtype.kind!r} (Python objects are never unpickled)")
+    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or min(shape) < 0:
+        raise DataError(f"{path} must be one column of numbers, got shape {shape}")
+    count = math.prod(shape)
+    if count > MAX_SERIES_POINTS:
+        raise DataError(f"{path} claims {count} points, more than the {MAX_SERIES_POINTS} a series may have")
+    size = count * dtype.itemsize
+    left = os.fstat(handle.fileno()).st_size - handle.tell()
+    if left < size:
+        raise DataError(f"{path} is truncated: its header says {count} points ({size} bytes), it holds {left} bytes")
+    data = handle.read(size)
+    return np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran_order else "C")
+
+
+def _read_csv(path: Path, handle: BinaryIO) -> np.ndarray:
+    values = array.array("d")
+    number = 0  # the line's number in the file
+    text_lines = 0  # lines that are not blank
+    while True:
+        raw = handle.readline(MAX_CSV_LINE_BYTES + 1)
+        if not raw:
+            break
+        number += 1
+        if len(raw) > MAX_CSV_LINE_BYTES and not raw.endswith(b"\n"):
+            raise DataError(f"{path} line {number} is longer than {MAX_CSV_LINE_BYTES} bytes")
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise DataError(f"{path} is not UTF-8 text (line {number})") from None
+        if not line:
+            continue
+        text_lines += 1
         if "," in line or ";" in line or "\t" in line:
-            raise DataError(f"{path} line {number}: expected one column, got {line!r:.60}")
+            raise DataError(f"{path} line {number}: expected one column, got several")
         try:
             values.append(float(line))
         except ValueError:
-            if number == 1 and values == []:
+            if text_lines == 1:
                 continue  # a header line
-            raise DataError(f"{path} line {number}: {line!r:.60} is not a number") from None
-    return np.asarray(values, dtype=np.float64)
+            raise DataError(f"{path} line {number} is not a number") from None
+        if len(values) > MAX_SERIES_POINTS:
+            raise DataError(f"{path} holds more than the {MAX_SERIES_POINTS} points a series may have")
+    return np.frombuffer(values, dtype=np.float64) if values else np.zeros(0)

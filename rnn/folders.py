@@ -1,7 +1,8 @@
-"""Writes a folder as a whole: build it beside the target, then swap it into place atomically.
+"""Writes a folder or a file as a whole: build it beside the target, then swap it into place atomically.
 
-Used by training (`rnn.train.train_folder`) and by export (`export.artifact`); it lives in the
-core, the lowest layer that writes folders, so that both can use it without importing upward.
+Used by training (`rnn.train.train_folder`), by export (`export.artifact`) and by the application's
+output files (plots, generate.csv, bench.json); it lives in the core, the lowest layer that
+writes, so that all of them can use it without importing upward.
 """
 
 from __future__ import annotations
@@ -34,16 +35,67 @@ def _exchange(a: Path, b: Path) -> bool:
     return result == 0
 
 
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.iterdir():
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
+def _fsync_folder(folder: Path) -> None:
+    """Makes a rename inside ``folder`` durable."""
     descriptor = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_folder(folder)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path beside ``target`` for the caller to write (it exists, empty, and
+    keeps ``target``'s suffix, so ``savefig`` picks the same format); when the block returns, the
+    file is fsynced and renamed over ``target`` with ``os.replace``, so a reader sees the old file
+    or the new one, never half of one.
+
+    If the block raises (or the process dies), ``target`` is left as it was; on an exception the
+    temporary file (hidden: ``.NAME.tmp-*``) is removed. A ``target`` that is a symlink is
+    replaced itself, never written through. ArtifactError if the folder cannot be written.
+    """
+    target = Path(target)
+    try:
+        descriptor, name = tempfile.mkstemp(
+            prefix=f".{target.stem}.tmp-{os.getpid()}-", suffix=target.suffix, dir=target.parent
+        )
+        os.close(descriptor)
+    except OSError as error:
+        raise ArtifactError(f"cannot write {str(target)!r}: {error.strerror}") from None
+    temporary = Path(name)
+    try:
+        yield temporary
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; the result is an ordinary file
+        os.replace(temporary, target)
+        _fsync_folder(target.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        raise
+
+
+def write_text_atomically(target: str | os.PathLike, text: str) -> Path:
+    """Writes ``text`` (UTF-8) to ``target`` through `atomic_path`: all of it or, on failure, nothing."""
+    with atomic_path(target) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(target)
 
 
 def _remove_stale_staging(target: Path) -> None:
@@ -99,9 +151,7 @@ def replacing_folder(target: str | os.PathLike) -> Iterator[Path]:
     _remove_stale_staging(target)
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the result is an ordinary folder
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the result is an ordinary folder
     except OSError as error:
         raise ArtifactError(f"cannot create a folder beside {str(target)!r}: {error.strerror}") from None
     try:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from runtime.errors import InputValueError
+
 from .checkpoint import save_checkpoint
-from .config import Config, TrainConfig, training_series
+from .config import TRAIN_DATA_NAME, Config, TrainConfig, training_series
 from .data import pairs
 from .eager import run_series
 from .folders import prepare_output, replacing_folder
@@ -29,6 +32,7 @@ class TrainResult:
     config: TrainConfig
     loss_history: list[float]  # total loss of each epoch (reference) or iteration (bptt)
     metrics: dict[str, float] = field(default_factory=dict)
+    series: np.ndarray | None = None  # the user's series it was trained on (None: the sine)
 
     def checkpoint_config(self) -> Config:
         """What config.json records of this run."""
@@ -46,11 +50,16 @@ def train(config: TrainConfig, progress: Progress | None = None) -> TrainResult:
             config, series.values, progress, sine_times=series.times if series.is_sine else None
         )
     model.eval()
-    return TrainResult(model, config, history, evaluate(model, series.times, series.values, series.is_sine))
+    metrics = evaluate(model, series.times, series.values, series.is_sine)
+    return TrainResult(model, config, history, metrics, None if series.is_sine else series.values)
 
 
 def train_folder(config: TrainConfig, out: str | os.PathLike, progress: Progress | None = None) -> TrainResult:
     """Trains and writes ``weights.pt`` and ``config.json`` as a new folder ``out``.
+
+    A user's series (``config.data``) is copied into the folder as ``TRAIN_DATA_NAME`` and
+    config.json records that name: a folder reads its training data only from inside itself
+    (`rnn.config.training_series`), so it stays usable wherever it is moved.
 
     An existing ``out`` is replaced whole (atomically) if it is empty or an earlier trained or
     artifact folder; any other folder is refused.
@@ -58,8 +67,12 @@ def train_folder(config: TrainConfig, out: str | os.PathLike, progress: Progress
     out = Path(out)
     prepare_output(out)  # fail before training, not after
     result = train(config, progress)
+    record = result.checkpoint_config()
     with replacing_folder(out) as staging:
-        save_checkpoint(result.model, result.checkpoint_config(), staging)
+        if result.series is not None:
+            np.save(staging / TRAIN_DATA_NAME, result.series, allow_pickle=False)
+            record = replace(record, train=replace(record.train, data=TRAIN_DATA_NAME))
+        save_checkpoint(result.model, record, staging)
     return result
 
 
@@ -92,10 +105,20 @@ def train_reference(config: TrainConfig, series: np.ndarray, progress: Progress 
                     weight -= config.lr * weight.grad
                     weight.grad.zero_()
             context = [c.detach() for c in context]
+        _check_finite(total_loss, epoch, config)
         history.append(total_loss)
         if progress is not None:
             progress(epoch, total_loss)
     return model, history
+
+
+def _check_finite(loss: float, epoch: int, config: TrainConfig) -> None:
+    """Training that diverged stops with a typed error instead of saving NaN weights."""
+    if not math.isfinite(loss):
+        raise InputValueError(
+            f"training diverged: the loss became {loss} in epoch {epoch + 1} with learning rate {config.lr:g}; "
+            "use a smaller --lr"
+        )
 
 
 # The BPTT trainer learns from many windows of a long sine of the same time step, each made
@@ -152,6 +175,7 @@ def train_bptt(
         torch.nn.utils.clip_grad_norm_(model.parameters(), BPTT_CLIP)
         optimizer.step()
         schedule.step()
+        _check_finite(loss.item(), epoch, config)
         history.append(loss.item())
         if progress is not None:
             progress(epoch, loss.item())

@@ -16,12 +16,13 @@ from .errors import (
     IntegrityError,
     ManifestError,
     MissingDependencyError,
+    RunTimeoutError,
     ShapeError,
     ToolkitError,
     VerificationFailed,
     VersionError,
 )
-from .manifest import FORMAT_VERSION, Manifest, read_manifest
+from .manifest import FORMAT_VERSION, Manifest, manifest_digest, read_manifest
 from .model import BoundStep, Model, State, load
 from .streams import Stream, StreamPool
 
@@ -35,6 +36,7 @@ __all__ = [
     "StreamPool",
     "Manifest",
     "read_manifest",
+    "manifest_digest",
     "FORMAT_VERSION",
     "ToolkitError",
     "ShapeError",
@@ -44,6 +46,7 @@ __all__ = [
     "ManifestError",
     "VersionError",
     "IntegrityError",
+    "RunTimeoutError",
     "DeviceError",
     "DataError",
     "MissingDependencyError",

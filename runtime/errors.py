@@ -36,6 +36,10 @@ class IntegrityError(ArtifactError):
     """A file's size or sha256 differs from what the manifest records."""
 
 
+class RunTimeoutError(ToolkitError):
+    """An onnxruntime run took longer than the model's ``run_timeout`` and was stopped."""
+
+
 class DeviceError(ToolkitError):
     """The requested device cannot be used (for example CUDA without onnxruntime-gpu)."""
 

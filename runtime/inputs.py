@@ -11,7 +11,11 @@ import numpy as np
 from .errors import DtypeError, InputValueError, ShapeError
 
 DEFAULT_MAX_STEPS = 100_000_000
-DEFAULT_MAX_OUTPUT_BYTES = 1 << 30  # 1 GiB of outputs for one predict or generate call
+# The memory one call may allocate: every array it hands to or gets from onnxruntime (inputs as
+# converted to float32, outputs, states in and out); runtime.load's max_memory_bytes.
+DEFAULT_MAX_MEMORY_BYTES = 1 << 30
+DEFAULT_MAX_OUTPUT_BYTES = DEFAULT_MAX_MEMORY_BYTES  # its name before it counted inputs and states too
+MAX_INT64 = 2**63 - 1  # steps are fed to a fused model as int64
 FLOAT32_ROUNDS_TO_INF = 2.0**128 - 2.0**103  # float32 max + half an ulp: from here a cast gives infinity
 FLOAT32 = np.dtype(np.float32)
 SMALL_FINITE_CHECK = 16  # up to this many values, summing them as Python floats is the fastest exact check
@@ -85,6 +89,8 @@ def as_float32(value: Any, name: str, expected: str, *, allow_nonfinite: bool) -
         if allow_nonfinite or all_finite(value):
             return value
         raise nonfinite_error(name)
+    if isinstance(value, np.ma.MaskedArray):  # its mask would be dropped silently by the conversion
+        raise DtypeError(f"input {name!r} must be {expected} float32, got a masked array (fill it: x.filled(...))")
     if isinstance(value, np.ndarray):
         array = value
     elif isinstance(value, (numbers.Real, list, tuple)) and not isinstance(value, bool):
@@ -123,14 +129,22 @@ def check_steps(steps: Any, max_steps: int = DEFAULT_MAX_STEPS) -> int:
     return steps
 
 
-def check_output_size(steps: int, batch_size: int, width: int, max_bytes: int) -> None:
-    """Refuses a call whose float32 output would be larger than ``max_bytes``, before allocating."""
-    size = steps * batch_size * width * 4
+def check_memory(size: int, what: str, max_bytes: int) -> None:
+    """Refuses a call that would allocate ``size`` bytes (inputs, outputs and states) when that is
+    more than ``max_bytes``, before it allocates them."""
     if size > max_bytes:
         raise InputValueError(
-            f"the output of {steps} steps x batch {batch_size} x {width} would take {size / 2**20:.1f} MiB, "
-            f"more than the limit of {max_bytes / 2**20:.1f} MiB; use fewer steps or raise max_output_bytes"
+            f"{what} would take {size / 2**20:.1f} MiB of inputs, outputs and states, more than the limit of "
+            f"{max_bytes / 2**20:.1f} MiB; use fewer steps or a smaller batch, or raise max_memory_bytes"
         )
+
+
+def check_count(value: Any, name: str, low: int, high: int) -> int:
+    """A whole number (int or numpy integer, not bool) from ``low`` to ``high``, as an int; an
+    InputValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise InputValueError(f"{name} must be a whole number from {low} to {high}, got {value!r:.80}")
+    return int(value)
 
 
 def check_scalar(value: float, name: str, *, allow_nonfinite: bool) -> float:

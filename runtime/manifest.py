@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError, IntegrityError, ManifestError, VersionError
+from .errors import ArtifactError, InputValueError, IntegrityError, ManifestError, VersionError
+from .inputs import FLOAT32_ROUNDS_TO_INF
 
 FORMAT = "rnn-toolkit-artifact"
 FORMAT_VERSION = 1
@@ -39,6 +40,7 @@ def form_file_name(form: str, suffix: str = ".onnx") -> str:
 
 
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few KB; anything near 1 MiB is not ours
+MAX_TENSOR_SIZE = 2**31 - 1  # a tensor's size (shape[1]) beyond int32 is not a recurrent model we wrote
 BATCH_AXIS = "batch"
 DTYPES = ("float32",)
 
@@ -149,7 +151,8 @@ class Manifest:
         if not inputs or not outputs:
             raise ManifestError("manifest must list at least one input and one output")
         names = [t.name for t in (*inputs, *outputs, *state)] + [s.output for s in state]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        seen: set[str] = set()
+        duplicates = sorted({n for n in names if n in seen or seen.add(n)})  # linear: one set look-up a name
         if duplicates:
             raise ManifestError(f"manifest tensor names must be unique, repeated: {duplicates}")
         file_names = [f.name for f in files]
@@ -191,8 +194,8 @@ def _tensor_fields(data: Any, where: str) -> tuple[str, tuple[int | str, ...], s
     if len(shape) != 2 or shape[0] != BATCH_AXIS:
         raise ManifestError(f'{where}.shape must be ["{BATCH_AXIS}", size], got {shape}')
     size = shape[1]
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-        raise ManifestError(f"{where}.shape[1] must be a positive integer, got {size!r}")
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_TENSOR_SIZE:
+        raise ManifestError(f"{where}.shape[1] must be an integer from 1 to {MAX_TENSOR_SIZE}, got {size!r:.80}")
     if dtype not in DTYPES:
         raise ManifestError(f"{where}.dtype must be one of {list(DTYPES)}, got {dtype!r}")
     return name, (BATCH_AXIS, size), dtype
@@ -204,6 +207,11 @@ def _state(data: Any, where: str) -> StateSpec:
     initial = _field(data, "initial", list, where)
     if len(initial) != shape[1] or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in initial):
         raise ManifestError(f"{where}.initial must be {shape[1]} numbers, got {initial!r:.80}")
+    for v in initial:  # NaN fails the comparison; an int is compared exactly (10**400 never overflows)
+        if not abs(v) < FLOAT32_ROUNDS_TO_INF:
+            raise ManifestError(
+                f"{where}.initial must hold finite float32 values (magnitude up to 3.4e38), got {str(v):.40}"
+            )
     return StateSpec(name=name, shape=shape, dtype=dtype, output=output, initial=tuple(float(v) for v in initial))
 
 
@@ -237,8 +245,9 @@ def file_entry(folder: str | os.PathLike, name: str, role: str) -> FileEntry:
     return FileEntry(name=name, role=role, sha256=file_sha256(path), size=path.stat().st_size)
 
 
-def read_manifest(folder: str | os.PathLike) -> Manifest:
-    """Reads and validates ``folder/manifest.json``; raises ArtifactError or a subclass."""
+def read_manifest_bytes(folder: str | os.PathLike) -> bytes:
+    """The bytes of ``folder/manifest.json`` (read once, at most MAX_MANIFEST_BYTES of them);
+    raises ArtifactError or ManifestError."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ArtifactError(f"artifact folder {str(folder)!r} does not exist or is not a folder")
@@ -248,19 +257,79 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
             f"{str(folder)!r} has no {MANIFEST_NAME}: it is not an exported artifact folder "
             "(run 'rnn export' on it first)"
         )
-    size = path.stat().st_size
-    if size > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"{path} is {size} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may have")
-    raw = path.read_bytes()
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_MANIFEST_BYTES + 1)
+    except OSError as error:
+        raise ArtifactError(f"cannot read {path}: {error.strerror or error}") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{path} is more than the {MAX_MANIFEST_BYTES} bytes a manifest may have")
+    return raw
+
+
+def _not_json_constant(name: str) -> Any:
+    raise ManifestError(f"{MANIFEST_NAME} holds {name}, which is not a JSON number (values must be finite)")
+
+
+def parse_manifest(raw: bytes, source: str = MANIFEST_NAME) -> Manifest:
+    """Validates the bytes of a manifest.json (``source`` names it in errors); every way a
+    hostile file can fail (not UTF-8, not JSON, NaN, nested too deep, an integer of thousands of
+    digits, a wrong field) is a ManifestError of one line."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise ManifestError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+        raise ManifestError(f"{source} is not UTF-8 text ({error.reason} at byte {error.start})") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_not_json_constant)
     except json.JSONDecodeError as error:
-        raise ManifestError(f"{path} is not valid JSON: {error.msg} at line {error.lineno}") from None
-    return Manifest.from_dict(data)
+        raise ManifestError(f"{source} is not valid JSON: {error.msg} at line {error.lineno}") from None
+    except RecursionError:
+        raise ManifestError(f"{source} nests arrays or objects too deeply to be a manifest") from None
+    except ValueError as error:  # Python refuses integers of more than 4300 digits
+        raise ManifestError(f"{source} is not a manifest: {str(error).splitlines()[0]:.120}") from None
+    try:
+        return Manifest.from_dict(data)
+    except RecursionError:
+        raise ManifestError(f"{source} nests arrays or objects too deeply to be a manifest") from None
+
+
+def digest_of(raw: bytes) -> str:
+    """The manifest digest of a manifest's bytes: their sha256, 64 lowercase hex digits."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+def manifest_digest(folder: str | os.PathLike) -> str:
+    """The sha256 (64 lowercase hex digits) of ``folder/manifest.json``'s bytes: pin a folder with
+    it (``runtime.load(folder, digest=...)``). The manifest records every file's sha256, so this
+    one digest covers the whole folder."""
+    return digest_of(read_manifest_bytes(folder))
+
+
+def check_digest_argument(digest: Any) -> str:
+    """A pinned digest as given by a caller: 64 hex digits (either case), returned lowercase."""
+    if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower()):
+        raise InputValueError(f"digest must be 64 hex digits (a manifest_digest), got {digest!r:.80}")
+    return digest.lower()
+
+
+def read_manifest_pinned(folder: str | os.PathLike, digest: str | None = None) -> tuple[Manifest, str]:
+    """(the manifest, its digest): manifest.json is read once, those bytes hashed, compared with
+    ``digest`` if given (IntegrityError on a mismatch) and parsed, so that what is parsed is what
+    was hashed."""
+    expected = None if digest is None else check_digest_argument(digest)
+    raw = read_manifest_bytes(folder)
+    actual = digest_of(raw)
+    if expected is not None and actual != expected:
+        raise IntegrityError(
+            f"{MANIFEST_NAME} of {str(folder)!r} has digest {actual[:12]}..., the pinned digest is "
+            f"{expected[:12]}...: the manifest was changed after it was pinned"
+        )
+    return parse_manifest(raw, str(Path(folder) / MANIFEST_NAME)), actual
+
+
+def read_manifest(folder: str | os.PathLike) -> Manifest:
+    """Reads and validates ``folder/manifest.json``; raises ArtifactError or a subclass."""
+    return read_manifest_pinned(folder)[0]
 
 
 def resolve_file(folder: str | os.PathLike, entry: FileEntry) -> Path:
@@ -296,5 +365,9 @@ def check_files(folder: str | os.PathLike, manifest: Manifest) -> None:
 def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
     """Writes ``folder/manifest.json`` (sorted keys, indented, newline at the end)."""
     path = Path(folder) / MANIFEST_NAME
-    path.write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    try:
+        text = json.dumps(manifest.to_dict(), indent=2, sort_keys=True, allow_nan=False)
+    except ValueError:
+        raise ManifestError("a manifest cannot hold NaN or infinity (an initial state must be finite)") from None
+    path.write_text(text + "\n", encoding="utf-8")
     return path

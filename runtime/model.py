@@ -8,11 +8,13 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from .contract import check_session, form_io
 from .errors import ArtifactError, DeviceError, InputValueError, IntegrityError, ShapeError
 from .fused import (
     FORMS,
@@ -24,16 +26,20 @@ from .fused import (
     io_names,
 )
 from .inputs import (
-    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_MAX_MEMORY_BYTES,
     DEFAULT_MAX_STEPS,
+    FLOAT32,
+    MAX_INT64,
     as_float32,
     check_batch,
-    check_output_size,
+    check_count,
+    check_memory,
     check_steps,
     is_ready,
 )
-from .manifest import ROLE_STEP_ONNX, FileEntry, Manifest, check_files, read_manifest, resolve_file
+from .manifest import ROLE_STEP_ONNX, FileEntry, Manifest, check_files, read_manifest_pinned, resolve_file
 from .onnx_refs import external_data_locations
+from .runs import DEFAULT_RUN_TIMEOUT, ORT_ERRORS, RunGuard, check_run_timeout, first_line
 
 State = tuple[np.ndarray, ...]
 
@@ -49,6 +55,8 @@ INITIAL_CACHE = 16  # batch sizes whose initial state `step` keeps ready (read-o
 # runners busy in another thread, use session.run.
 BOUND_MAX_BATCH = 64
 BOUND_CACHE = 8  # batch sizes with a shared bound runner, least recently made dropped
+MAX_THREADS = 1024  # for threads and workers: more is a typo, not a machine
+_UNSET: Any = object()  # max_output_bytes not given
 
 
 def load(
@@ -59,7 +67,10 @@ def load(
     workers: int | None = None,
     allow_nonfinite: bool = False,
     max_steps: int = DEFAULT_MAX_STEPS,
-    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES,
+    run_timeout: float | None = DEFAULT_RUN_TIMEOUT,
+    digest: str | None = None,
+    max_output_bytes: int = _UNSET,
 ) -> Model:
     """Loads an exported artifact folder after checking its manifest and every file's sha256.
 
@@ -67,13 +78,39 @@ def load(
     DeviceError, never a silent fall back to the CPU. ``threads`` is onnxruntime's intra-op
     thread count (1 is fastest for small recurrent models). ``workers`` (default: the number of
     CPUs) splits fused calls of batch >= PARALLEL_MIN_BATCH across that many threads; 1 turns
-    that off. NaN and infinity in inputs are
-    refused unless ``allow_nonfinite``. The step model's session is created here; fused forms'
-    sessions on first use.
+    that off. NaN and infinity in inputs are refused unless ``allow_nonfinite``.
+
+    Bounds: ``max_steps`` per call; ``max_memory_bytes`` of arrays one call may allocate (its
+    inputs as converted to float32, outputs and states in and out; a larger call is refused
+    before it allocates; ``max_output_bytes`` is its old name, still accepted); ``run_timeout``
+    seconds for each onnxruntime run (a longer one is stopped with a RunTimeoutError; None: no
+    limit). A fused generate runs all its steps in one run: pass a larger run_timeout for very
+    long calls, or use generate_iter.
+
+    ``digest`` pins the folder: the manifest_digest of its manifest.json (64 hex digits). The
+    manifest is read once; its bytes are hashed, compared with ``digest`` (IntegrityError when
+    they differ) and parsed, so that nothing can change between the check and the use. The
+    manifest records every other file's sha256, and every byte onnxruntime is given is a byte
+    that was hashed. The step model's session is created here; fused forms' sessions on first use.
     """
-    if device not in DEVICES:
-        raise DeviceError(f"device must be one of {list(DEVICES)}, got {device!r}")
-    manifest = read_manifest(folder)
+    if not isinstance(folder, (str, os.PathLike)):
+        raise InputValueError(f"folder must be a path (str or os.PathLike), got {type(folder).__name__}")
+    if not isinstance(device, str) or device not in DEVICES:
+        raise DeviceError(f"device must be one of {list(DEVICES)}, got {device!r:.80}")
+    if max_output_bytes is not _UNSET:
+        if max_memory_bytes != DEFAULT_MAX_MEMORY_BYTES:
+            raise InputValueError("give max_memory_bytes or its old name max_output_bytes, not both")
+        max_memory_bytes = max_output_bytes
+    options = {
+        "threads": check_count(threads, "threads", 0, MAX_THREADS),
+        "workers": check_count((os.cpu_count() or 1) if workers is None else workers, "workers", 1, MAX_THREADS),
+        "max_steps": check_count(max_steps, "max_steps", 1, MAX_INT64),
+        "max_memory_bytes": check_count(max_memory_bytes, "max_memory_bytes", 1, MAX_INT64),
+        "run_timeout": check_run_timeout(run_timeout),
+    }
+    if not isinstance(allow_nonfinite, (bool, np.bool_)):
+        raise InputValueError(f"allow_nonfinite must be True or False, got {allow_nonfinite!r:.80}")
+    manifest, manifest_digest = read_manifest_pinned(folder, digest)
     check_files(folder, manifest)
     entries = {}
     for entry in manifest.files:
@@ -87,36 +124,42 @@ def load(
         manifest,
         entries,
         device=device,
-        threads=threads,
-        workers=workers if workers is not None else (os.cpu_count() or 1),
-        allow_nonfinite=allow_nonfinite,
-        max_steps=max_steps,
-        max_output_bytes=max_output_bytes,
+        allow_nonfinite=bool(allow_nonfinite),
+        manifest_digest=manifest_digest,
+        **options,
     )
 
 
-def _model_source(folder: Path, manifest: Manifest, entry: FileEntry) -> str | bytes:
-    """What onnxruntime should load for ``entry``: the bytes just read and checked against the
-    manifest (so that what runs is what was hashed), or, for a model with external data, its
-    path once every external file is known to be listed (and so hashed) in the manifest."""
-    path = resolve_file(folder, entry)
-    data = path.read_bytes()
+def _read_checked(folder: Path, entry: FileEntry) -> bytes:
+    """The bytes of a listed file, read once and checked against the manifest's size and sha256."""
+    data = resolve_file(folder, entry).read_bytes()
     if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
         raise IntegrityError(f"{entry.name!r} changed after it was checked: its bytes no longer match the manifest")
-    locations = external_data_locations(data, entry.name)
-    if not locations:
-        return data
-    listed = {f.name for f in manifest.files}
-    for location in locations:
+    return data
+
+
+def _model_source(folder: Path, manifest: Manifest, entry: FileEntry) -> tuple[bytes, dict[str, bytes]]:
+    """What onnxruntime is given for ``entry``: the model's bytes and the bytes of every external
+    data file it refers to, each read once and checked against the manifest, so that every byte
+    onnxruntime uses is a byte that was hashed (it reads external data from these buffers, never
+    from the disk). External data must be a file listed (and so hashed) in the manifest."""
+    data = _read_checked(folder, entry)
+    listed = {f.name: f for f in manifest.files}
+    external = {}
+    for location in external_data_locations(data, entry.name):
         if location not in listed:
             raise IntegrityError(
                 f"{entry.name!r} refers to external data {location!r}, which is not a file listed (and hashed) "
                 "in the manifest; external data must be a plain file name inside the folder"
             )
-    return str(path)
+        if location not in external:
+            external[location] = _read_checked(folder, listed[location])
+    return data, external
 
 
-def _create_session(source: str | bytes, name: str, device: str, threads: int) -> ort.InferenceSession:
+def _create_session(
+    source: bytes, external: dict[str, bytes], name: str, device: str, threads: int
+) -> ort.InferenceSession:
     wanted = _PROVIDERS[device]
     available = ort.get_available_providers()
     if wanted not in available:
@@ -128,19 +171,20 @@ def _create_session(source: str | bytes, name: str, device: str, threads: int) -
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if external:  # onnxruntime copies what it needs from these buffers while it creates the session
+        if not hasattr(options, "add_external_initializers_from_files_in_memory"):
+            raise ArtifactError(
+                f"{name} keeps its weights in external data, which this onnxruntime {ort.__version__} cannot "
+                "take from memory (so it would read the files again, unhashed); upgrade onnxruntime"
+            )
+        names = list(external)
+        buffers = [external[n] for n in names]
+        options.add_external_initializers_from_files_in_memory(names, buffers, [len(b) for b in buffers])
     providers = [wanted] if device == "cpu" else [wanted, "CPUExecutionProvider"]
     try:
         session = ort.InferenceSession(source, sess_options=options, providers=providers)
-    except (
-        ort.capi.onnxruntime_pybind11_state.Fail,
-        ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-        ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
-        ort.capi.onnxruntime_pybind11_state.NoSuchFile,
-        ort.capi.onnxruntime_pybind11_state.InvalidArgument,
-        ort.capi.onnxruntime_pybind11_state.NotImplemented,
-        ort.capi.onnxruntime_pybind11_state.RuntimeException,
-    ) as error:
-        raise ArtifactError(f"onnxruntime cannot load {name}: {str(error).splitlines()[0]:.300}") from None
+    except ORT_ERRORS as error:
+        raise ArtifactError(f"onnxruntime cannot load {name}: {first_line(error)}") from None
     if session.get_providers()[0] != wanted:
         raise DeviceError(
             f"onnxruntime fell back to {session.get_providers()} instead of {wanted} "
@@ -170,6 +214,8 @@ class BoundStep:
     def __init__(self, model: Model, batch_size: int) -> None:
         self.batch_size = batch_size
         self._session = model.step_session
+        self._guard = RunGuard(model.run_timeout)  # this runner's RunOptions: one caller at a time
+        self._what = model.step_file
         self._host = model.device == "cpu"  # buffers are numpy arrays that onnxruntime reads and writes
         shapes = {
             model.input_name: (batch_size, model.input_size),
@@ -216,7 +262,7 @@ class BoundStep:
             shape = self._x_value.shape()
             flat = np.broadcast_to(np.asarray(x, np.float32).reshape(-1), (shape[0] * shape[1],))
             self._x_value.update_inplace(np.ascontiguousarray(flat).reshape(shape))
-        self._session.run_with_iobinding(self._bindings[self._side])
+        self._run(self._bindings[self._side])
         self._side ^= 1
         y = self._y if self._host else self._y_value.numpy()
         if out is None:
@@ -232,7 +278,13 @@ class BoundStep:
             for buffer, source in zip(self._states[self._side], state):
                 buffer[...] = source
             self._x[...] = x
-            self._session.run_with_iobinding(self._bindings[self._side])
+            guard = self._guard  # `_run`, inlined
+            guard.since = monotonic()
+            try:
+                self._session.run_with_iobinding(self._bindings[self._side], guard.options)
+            except ORT_ERRORS as error:
+                guard.recover(error, self._what, self._session.run_with_iobinding, self._bindings[self._side])
+            guard.since = 0.0
             self._side ^= 1
             y = self._ys.copy() if sequence else self._y.copy()
             return y, tuple([buffer.copy() for buffer in self._states[self._side]])
@@ -247,7 +299,7 @@ class BoundStep:
             for buffer, source in zip(self._states[self._side], states):
                 buffer[0] = source[rows]
             self._x[...] = x
-            self._session.run_with_iobinding(self._bindings[self._side])
+            self._run(self._bindings[self._side])
             self._side ^= 1
             for buffer, target in zip(self._states[self._side], states):
                 target[rows] = buffer[0]
@@ -256,6 +308,17 @@ class BoundStep:
         y = self.run(x)
         self.store_state(states, rows)
         return y
+
+    def _run(self, binding: Any) -> None:
+        """One run of ``binding`` under the model's run_timeout; onnxruntime refuses outputs of
+        another shape or dtype than the bound buffers (an ArtifactError here)."""
+        guard = self._guard
+        guard.since = monotonic()
+        try:
+            self._session.run_with_iobinding(binding, guard.options)
+        except ORT_ERRORS as error:
+            guard.recover(error, self._what, self._session.run_with_iobinding, binding)
+        guard.since = 0.0
 
     @property
     def state(self) -> State:
@@ -306,6 +369,13 @@ class Model:
     for ``x`` too. ``predict`` and ``generate`` run the fastest form for the call (see
     `runtime.fused.choose_form`) unless ``form=`` names one of ``model.forms``. The model is
     safe to share between threads.
+
+    Trust: ``manifest_digest`` is the sha256 of the manifest bytes it was built from (pin a
+    folder with it: ``runtime.load(folder, digest=...)``). Every session's declared inputs and
+    outputs are checked against the manifest when it is created, and what each run returns is
+    checked too (shape, float32): a model that breaks its contract is an ArtifactError, never a
+    wrong answer. Each onnxruntime run is stopped after ``run_timeout`` seconds
+    (RunTimeoutError); a call that would allocate more than ``max_memory_bytes`` is refused.
     """
 
     def __init__(
@@ -319,17 +389,22 @@ class Model:
         workers: int,
         allow_nonfinite: bool,
         max_steps: int,
-        max_output_bytes: int,
+        max_memory_bytes: int,
+        run_timeout: float | None = DEFAULT_RUN_TIMEOUT,
+        manifest_digest: str = "",
     ) -> None:
         self.folder = Path(folder)
         self.manifest = manifest
+        self.manifest_digest = manifest_digest  # sha256 of the manifest.json bytes that were parsed
         self.device = device
         self.threads = threads
         self.workers = max(1, int(workers))
         self._pool: ThreadPoolExecutor | None = None
         self.allow_nonfinite = allow_nonfinite
         self.max_steps = max_steps
-        self.max_output_bytes = max_output_bytes
+        self.max_memory_bytes = max_memory_bytes
+        self.run_timeout = run_timeout
+        self._guards: list[RunGuard] = []  # idle RunOptions for session.run calls (list pop/append: thread-safe)
         if len(manifest.inputs) != 1 or len(manifest.outputs) != 1:
             raise ArtifactError("the runtime runs step models with one input and one output tensor")
         self.input_name = manifest.inputs[0].name
@@ -347,6 +422,10 @@ class Model:
         self._bound_lock = threading.Lock()
         self._host = device == "cpu"
         self._row_bytes = self.output_size * 4  # of one step's float32 output, per stream
+        # bytes of one stream's arrays in one call: x and y of a step, the state in and out
+        self._x_bytes = self.input_size * 4
+        self._state_bytes = 2 * 4 * sum(self.state_sizes)
+        self._step_bytes = self._x_bytes + self._row_bytes + self._state_bytes
         self._feeds_back = self.input_size == self.output_size  # generate can feed y back as x
         self._entries = dict(entries)
         self._sessions: dict[str, ort.InferenceSession] = {}
@@ -371,6 +450,16 @@ class Model:
         return list(self._step_session.get_providers())
 
     @property
+    def max_output_bytes(self) -> int:
+        """The old name of `max_memory_bytes` (it now counts inputs and states too)."""
+        return self.max_memory_bytes
+
+    @property
+    def step_file(self) -> str:
+        """The name of the step model's ONNX file in the folder."""
+        return self._entries[STEP].name
+
+    @property
     def step_sha256(self) -> str:
         """The sha256 of the step model's ONNX file, as the manifest records it (and load checked):
         the model's fingerprint, which tags saved stream states."""
@@ -386,7 +475,8 @@ class Model:
         """A `BoundStep` of ``batch_size`` streams, starting from the initial state: the fastest
         way to run many single steps (the state stays inside onnxruntime's bound buffers)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise InputValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+            raise InputValueError(f"batch_size must be a whole number >= 1, got {batch_size!r:.80}")
+        check_memory(int(batch_size) * self._step_bytes, f"a bound step of batch {batch_size}", self.max_memory_bytes)
         return BoundStep(self, int(batch_size))
 
     def __repr__(self) -> str:
@@ -403,18 +493,19 @@ class Model:
         with self._lock:
             if form not in self._sessions:
                 entry = self._entries[form]
-                source = _model_source(self.folder, self.manifest, entry)
-                session = _create_session(source, entry.name, self.device, self.threads)
-                if form == STEP:
-                    expected = ([self.input_name, *self.state_names], self._output_names)
-                else:
-                    expected = io_names(form, self.state_names, self.state_outputs)
-                got = ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
-                if got != expected:
-                    raise ArtifactError(
-                        f"the ONNX model of form {form!r} has inputs {got[0]} and outputs {got[1]}, "
-                        f"the manifest promises {expected[0]} and {expected[1]}"
-                    )
+                source, external = _model_source(self.folder, self.manifest, entry)
+                session = _create_session(source, external, entry.name, self.device, self.threads)
+                inputs, outputs = form_io(
+                    form,
+                    self.input_size,
+                    self.output_size,
+                    self.state_names,
+                    self.state_outputs,
+                    self.state_sizes,
+                    self.input_name,
+                    self.output_name,
+                )
+                check_session(session, form, entry.name, inputs, outputs)
                 self._sessions[form] = session
             return self._sessions[form]
 
@@ -444,6 +535,7 @@ class Model:
         if is_ready(x, 2, self.input_size, self.allow_nonfinite):
             return x
         expected = f"(batch, {self.input_size})"
+        self._check_conversion(x, name)
         array = as_float32(x, name, expected, allow_nonfinite=self.allow_nonfinite)
         if self.input_size == 1 and array.ndim in (0, 1):
             array = array.reshape(-1, 1)
@@ -481,11 +573,18 @@ class Model:
             arrays.append(array)
         return tuple(arrays)
 
+    def _check_conversion(self, value: Any, name: str) -> None:
+        """Refuses an array whose float32 copy alone would take more than max_memory_bytes, before
+        converting it."""
+        if isinstance(value, np.ndarray) and value.size * 4 > self.max_memory_bytes:
+            check_memory(value.size * 4, f"input {name!r} as float32", self.max_memory_bytes)
+
     def _input_sequence(self, xs: Any) -> tuple[np.ndarray, bool]:
         """(xs as (steps, batch, input_size), whether it came as a flat (steps,) series)."""
         if is_ready(xs, 3, self.input_size, self.allow_nonfinite):
             return xs, False
         expected = f"(steps, batch, {self.input_size})" + (" or (steps,)" if self.input_size == 1 else "")
+        self._check_conversion(xs, "xs")
         array = as_float32(xs, "xs", expected, allow_nonfinite=self.allow_nonfinite)
         flat = self.input_size == 1 and array.ndim == 1
         if flat:
@@ -524,8 +623,44 @@ class Model:
                 self._bound_lock.release()
         if x.ndim == 3:
             x = x[0]
-        y, *new_state = self._step_session.run(self._output_names, dict(zip(self._input_names, (x, *state))))
+        feed = dict(zip(self._input_names, (x, *state)))
+        y, *new_state = self._run_session(self._step_session, self.step_file, self._output_names, feed)
+        self._check_outputs(STEP, y, (batch_size, self.output_size), new_state, batch_size)
         return (y.reshape(1, *y.shape) if sequence else y), tuple(new_state)
+
+    def _run_session(self, session: ort.InferenceSession, what: str, outputs: list[str], feed: dict) -> list:
+        """``session.run`` under the model's run_timeout, its failures typed (``what`` names the file)."""
+        guards = self._guards
+        try:
+            guard = guards.pop()
+        except IndexError:
+            guard = RunGuard(self.run_timeout)
+        try:
+            guard.since = monotonic()
+            try:
+                result = session.run(outputs, feed, guard.options)
+            except ORT_ERRORS as error:
+                result = guard.recover(error, what, session.run, outputs, feed)
+            guard.since = 0.0
+        finally:
+            guards.append(guard)
+        return result
+
+    def _check_outputs(self, form: str, y: Any, y_shape: tuple[int, ...], states: Any, batch_size: int) -> None:
+        """Refuses what a run returned unless y is ``y_shape`` and each state (batch_size, size),
+        all float32: a model that breaks its contract is an ArtifactError, never a wrong answer."""
+        if type(y) is np.ndarray and y.shape == y_shape and y.dtype == FLOAT32:
+            for value, size in zip(states, self.state_sizes):
+                if not (type(value) is np.ndarray and value.shape == (batch_size, size) and value.dtype == FLOAT32):
+                    break
+            else:
+                return
+        got = [f"{getattr(a, 'shape', '?')} {getattr(a, 'dtype', type(a).__name__)}" for a in (y, *states)]
+        wanted = [f"{y_shape} float32", *(f"{(batch_size, size)} float32" for size in self.state_sizes)]
+        raise ArtifactError(
+            f"the ONNX model of form {form!r} ({self._entries[form].name}) returned {', '.join(got)}, "
+            f"the manifest promises {', '.join(wanted)}"
+        )
 
     def _shared_runner(self, batch_size: int) -> BoundStep:
         """The model's own BoundStep for ``batch_size``; the caller holds ``_bound_lock``."""
@@ -558,7 +693,11 @@ class Model:
         feed = dict(zip(inputs, (first, *state)))
         if steps is not None:
             feed["steps"] = np.array([steps], dtype=np.int64)
-        ys, *new_state = self._session(form).run(outputs, feed)
+            batch_size, ys_shape = first.shape[0], (steps, first.shape[0], self.output_size)
+        else:
+            batch_size, ys_shape = first.shape[1], (first.shape[0], first.shape[1], self.output_size)
+        ys, *new_state = self._run_session(self._session(form), self._entries[form].name, outputs, feed)
+        self._check_outputs(form, ys, ys_shape, new_state, batch_size)
         return ys, tuple(new_state)
 
     def _step_loop(self, xs: np.ndarray | None, x: np.ndarray | None, state: State, ys: np.ndarray) -> State:
@@ -580,6 +719,7 @@ class Model:
 
     def _step_loop_bound(self, xs: np.ndarray | None, x: np.ndarray | None, state: State, ys: np.ndarray) -> State:
         session = self._step_session
+        guard = RunGuard(self.run_timeout)
         binding = session.io_binding()
         device = "cuda" if self.device == "cuda" else "cpu"
         current = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(s), device, 0) for s in state]
@@ -593,9 +733,17 @@ class Model:
                 binding.bind_ortvalue_input(name, value)
             for name in self._output_names:
                 binding.bind_output(name, device, 0)
-            session.run_with_iobinding(binding)
+            guard.since = monotonic()
+            try:
+                session.run_with_iobinding(binding, guard.options)
+            except ORT_ERRORS as error:
+                guard.recover(error, self.step_file, session.run_with_iobinding, binding)
+            guard.since = 0.0
             x_value, *current = binding.get_outputs()
-            ys[t] = x_value.numpy()
+            y = x_value.numpy()
+            if t == 0 or y.shape != ys.shape[1:]:  # the full check once, then one tuple compare a step
+                self._check_outputs(STEP, y, ys.shape[1:], [value.numpy() for value in current], ys.shape[1])
+            ys[t] = y
         return tuple(value.numpy() for value in current)
 
     def step(self, x: Any, state: Any = None) -> tuple[np.ndarray, State]:
@@ -603,6 +751,8 @@ class Model:
 
         Inputs are checked as `check_x` and `check_state` do; ``state=None`` is the initial state."""
         x = self.check_x(x)
+        if x.shape[0] * self._step_bytes > self.max_memory_bytes:
+            check_memory(x.shape[0] * self._step_bytes, f"a step of batch {x.shape[0]}", self.max_memory_bytes)
         state = self._initial_rows(x.shape[0]) if state is None else self.check_state(state, x.shape[0])
         return self._run_step(x, state, False)
 
@@ -614,8 +764,7 @@ class Model:
         """
         sequence, flat = self._input_sequence(xs)
         steps, batch_size, _ = sequence.shape
-        if steps * batch_size * self._row_bytes > self.max_output_bytes:
-            check_output_size(steps, batch_size, self.output_size, self.max_output_bytes)  # raises
+        self._check_call_memory("predict", steps, batch_size)
         current = self._initial_rows(batch_size) if state is None else self.check_state(state, batch_size)
         if steps == 1 and form is None:  # straight to the step model: no loop, no output buffer
             ys, current = self._run_step(sequence, current, True)
@@ -634,15 +783,23 @@ class Model:
         ``x0`` is (batch, input_size) (a scalar or (batch,) for one input); returns the
         outputs (steps, batch, output_size) and the final state.
         """
-        x, steps, current = self._generate_inputs(x0, steps, state)
+        x, steps, current, _ = self._generate_inputs(x0, steps, state)
         batch_size = x.shape[0]
-        if steps * batch_size * self._row_bytes > self.max_output_bytes:
-            check_output_size(steps, batch_size, self.output_size, self.max_output_bytes)  # raises
         if steps == 1 and form is None:  # a fused rollout of one step is the step model
             return self._run_step(x, current, True)
         return self._generate(x, steps, current, self._pick("generate", form, batch_size, steps))
 
-    def _generate_inputs(self, x0: Any, steps: Any, state: Any) -> tuple[np.ndarray, int, State]:
+    def _check_call_memory(self, kind: str, steps: int, batch_size: int) -> None:
+        """Refuses a predict or generate call of ``steps`` x ``batch_size`` whose inputs (xs for
+        predict, x0 for generate), outputs and states would take more than max_memory_bytes."""
+        inputs = steps * self._x_bytes if kind == "predict" else self._x_bytes
+        size = batch_size * (inputs + steps * self._row_bytes + self._state_bytes)
+        if size > self.max_memory_bytes:
+            check_memory(size, f"{kind} of {steps} steps x batch {batch_size}", self.max_memory_bytes)
+
+    def _generate_inputs(
+        self, x0: Any, steps: Any, state: Any, chunk: Any = None
+    ) -> tuple[np.ndarray, int, State, int | None]:
         if not self._feeds_back:
             raise ShapeError(
                 f"generate feeds each output back as the next input, so output size {self.output_size} "
@@ -651,7 +808,11 @@ class Model:
         x = self.check_x(x0, "x0")
         if type(steps) is not int or not 1 <= steps <= self.max_steps:  # the common case costs no call
             steps = check_steps(steps, self.max_steps)
-        return x, steps, self._initial_rows(x.shape[0]) if state is None else self.check_state(state, x.shape[0])
+        if chunk is not None:
+            chunk = check_steps(chunk, self.max_steps)
+        self._check_call_memory("generate", steps if chunk is None else min(chunk, steps), x.shape[0])
+        current = self._initial_rows(x.shape[0]) if state is None else self.check_state(state, x.shape[0])
+        return x, steps, current, chunk
 
     def _generate(self, x: np.ndarray, steps: int, state: State, form: str) -> tuple[np.ndarray, State]:
         if steps == 1:
@@ -666,9 +827,7 @@ class Model:
     ) -> Iterator[tuple[np.ndarray, State]]:
         """`generate` in bounded memory: yields (outputs (n <= chunk, batch, output_size), state)
         chunk by chunk, each chunk continuing from the last output and state of the one before."""
-        x, steps, current = self._generate_inputs(x0, steps, state)
-        chunk = check_steps(chunk, self.max_steps)
-        check_output_size(min(chunk, steps), x.shape[0], self.output_size, self.max_output_bytes)
+        x, steps, current, chunk = self._generate_inputs(x0, steps, state, chunk)
         done = 0
         while done < steps:
             n = min(chunk, steps - done)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputValueError, ShapeError
-from .inputs import as_float32, check_scalar
+from .inputs import MAX_INT64, as_float32, check_count, check_memory, check_scalar
 from .model import BoundStep, Model
 
 _MAGIC = b"RNNSTATE"
@@ -69,6 +69,16 @@ def state_from_bytes(model: Model, data: bytes) -> tuple[np.ndarray, ...]:
     if offset != len(data):
         raise InputValueError(f"{len(data) - offset} unexpected bytes after the saved state")
     return tuple(rows)
+
+
+def _stream_id(stream: Any) -> int:
+    """A stream id as given by a caller: an int (or numpy integer), never a bool, float, string or
+    array; an InputValueError otherwise (raised in the caller's thread, before anything is queued)."""
+    if type(stream) is int:  # the fast path
+        return stream
+    if isinstance(stream, bool) or not isinstance(stream, (int, np.integer)):
+        raise InputValueError(f"a stream id is an int returned by open(), got {type(stream).__name__} {stream!r:.40}")
+    return int(stream)
 
 
 def _one_input(model: Model, x: Any) -> np.ndarray | float:
@@ -136,8 +146,8 @@ class StreamPool:
     """
 
     def __init__(self, model: Model, capacity: int = 64) -> None:
-        if capacity < 1:
-            raise InputValueError(f"capacity must be >= 1, got {capacity}")
+        capacity = check_count(capacity, "capacity", 1, MAX_INT64)
+        check_memory(capacity * 4 * sum(model.state_sizes), f"a pool of {capacity} streams", model.max_memory_bytes)
         self.model = model
         self._states = [np.zeros((capacity, size), np.float32) for size in model.state_sizes]
         self._slots: dict[int, int] = {}
@@ -198,10 +208,10 @@ class StreamPool:
         return self._states[0].shape[0]
 
     def _slot(self, stream: int) -> int:
-        try:
-            return self._slots[stream]
-        except (KeyError, TypeError):
-            raise InputValueError(f"stream {stream!r} is not open in this pool") from None
+        slot = self._slots.get(_stream_id(stream))
+        if slot is None:
+            raise InputValueError(f"stream {stream!r} is not open in this pool")
+        return slot
 
     def _grow(self) -> None:
         old = self.capacity
@@ -213,6 +223,8 @@ class StreamPool:
     def step(self, streams: Any, xs: Any) -> np.ndarray:
         """One step for the given streams (ids, distinct) with inputs ``xs`` (len(ids), input_size);
         one step-model run for all of them. Returns (len(ids), output_size)."""
+        if isinstance(streams, np.ma.MaskedArray):
+            raise InputValueError("stream ids must be integers, got a masked array")
         ids = streams if type(streams) is np.ndarray else np.asarray(streams)
         if ids.dtype.kind not in "iu":
             raise InputValueError(f"stream ids must be integers, got {ids.dtype}")
@@ -253,8 +265,10 @@ class StreamPool:
         return self._runner(count).step_rows(x, self._states, rows)
 
     def push(self, stream: int, x: Any) -> np.ndarray:
-        """Steps one stream; concurrent pushes from other threads share one run per tick."""
-        pending = _Pending(stream, _one_input(self.model, x))
+        """Steps one stream; concurrent pushes from other threads share one run per tick. A bad id
+        or input is refused here, in the caller's thread; a push that fails in a tick (its stream
+        closed meanwhile) fails alone, and a failed run fails the pushes of that run only."""
+        pending = _Pending(_stream_id(stream), _one_input(self.model, x))
         with self._queue_lock:
             self._queue.append(pending)
         extra_drains = 1  # after its own push is served, a caller drains stranded pushes once, not forever
@@ -282,13 +296,21 @@ class StreamPool:
                 batch, self._queue = self._queue, []
             if not batch:
                 return
-            while batch:  # one step per stream per run, in arrival order
-                seen, now, later = set(), [], []
+            try:
+                while batch:  # one step per stream per run, in arrival order
+                    seen, now, later = set(), [], []
+                    for item in batch:
+                        (later if item.stream in seen else now).append(item)
+                        seen.add(item.stream)
+                    self._run_pending(now)
+                    batch = later
+            except BaseException as error:  # never strand a taken push: each one still waiting gets the error
                 for item in batch:
-                    (later if item.stream in seen else now).append(item)
-                    seen.add(item.stream)
-                self._run_pending(now)
-                batch = later
+                    if not item.done.is_set():
+                        item.error = error
+                        item.done.set()
+                if not isinstance(error, Exception):
+                    raise  # KeyboardInterrupt and the like stay with this thread
 
     def _run_pending(self, items: list[_Pending]) -> None:
         with self._lock:

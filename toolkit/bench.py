@@ -30,11 +30,12 @@ import numpy as np
 import torch
 
 import runtime
-from export.torchscript import load_torchscript
+from export.torchscript import load_torchscript_checked
 from rnn.checkpoint import load_checkpoint
 from rnn.eager import NumpyStep
+from rnn.folders import atomic_path, write_text_atomically
 from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
-from runtime.manifest import ROLE_STEP_TORCHSCRIPT, resolve_file
+from runtime.manifest import ROLE_STEP_TORCHSCRIPT
 
 from .settings import BENCH_BATCHES, BENCH_KINDS, BENCH_ROUNDS, BENCH_STEPS, BENCH_STREAM_COUNTS
 
@@ -253,10 +254,11 @@ def _numpy_step_loop(w1: np.ndarray, w2: np.ndarray, n_in: int):
     return run
 
 
-def _scripted_step(model: runtime.Model) -> torch.jit.ScriptModule | None:
-    """The folder's TorchScript step, found through the manifest (None if it lists none)."""
+def _scripted_step(model: runtime.Model, trusted: bool) -> torch.jit.ScriptModule | None:
+    """The folder's TorchScript step, found through the manifest and loaded from the bytes checked
+    against it; None if it lists none or the folder is not trusted (loading runs its code)."""
     entry = model.manifest.file(ROLE_STEP_TORCHSCRIPT)
-    return None if entry is None else load_torchscript(resolve_file(model.folder, entry))
+    return None if entry is None or not trusted else load_torchscript_checked(model.folder, entry)
 
 
 def _implementations(
@@ -304,14 +306,18 @@ def run_bench(
     stream_counts=STREAM_COUNTS,
     factory=None,
     one_call: bool = True,
+    digest: str | None = None,
+    trust: bool = False,
 ) -> BenchReport:
     """Every table of `rnn bench` for ``folder``: kinds x batches x steps, one call (unless
-    ``one_call`` is false), stream ticks for ``stream_counts`` (none if empty), cold start."""
+    ``one_call`` is false), stream ticks for ``stream_counts`` (none if empty), cold start.
+    TorchScript is timed only in a trusted folder (pinned by ``digest``, or ``trust``), as
+    `export.verify_folder` checks it: loading it runs the code inside."""
     folder = Path(folder)
-    model = runtime.load(folder)
+    model = runtime.load(folder, digest=digest)
     report = BenchReport(str(folder), _machine())
     eager = load_checkpoint(folder, factory).model
-    scripted = _scripted_step(model)
+    scripted = _scripted_step(model, trusted=trust or digest is not None)
     rng = np.random.default_rng(0)
     for kind in kinds:
         impls = _implementations(kind, model, eager, scripted)
@@ -518,11 +524,12 @@ def plot_bench(report: BenchReport, path: str | os.PathLike) -> Path:
         axis.set_ylabel("x faster than an eager step", fontsize=8)
     figure.suptitle(report.machine, fontsize=8)
     figure.tight_layout(rect=(0, 0, 1, 0.97))
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100)
     plt.close(figure)
     return Path(path)
 
 
 def write_json(report: BenchReport, path: str | os.PathLike) -> None:
-    """The report as JSON (`BenchReport.to_dict`)."""
-    Path(path).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    """The report as JSON (`BenchReport.to_dict`), written atomically (`rnn.folders.write_text_atomically`)."""
+    write_text_atomically(path, json.dumps(report.to_dict(), indent=2) + "\n")

@@ -21,7 +21,8 @@ from typing import Any
 import click
 import numpy as np
 
-from runtime.errors import MissingDependencyError, ToolkitError
+from rnn.config import MAX_SIZE
+from runtime.errors import InputValueError, MissingDependencyError, ToolkitError
 
 from .settings import (
     BENCH_BATCHES,
@@ -112,7 +113,7 @@ def cli() -> None:
 
 
 def _train_options(function):
-    from rnn.config import HIDDEN_SIZE, TRAINER_DEFAULTS, TRAINERS
+    from rnn.config import HIDDEN_SIZE, MAX_SEED, MAX_SEQ_LENGTH, MAX_SIZE, TRAINER_DEFAULTS, TRAINERS
     from rnn.data import SEQ_LENGTH
 
     defaults = " / ".join(f"{d['epochs']}" for d in TRAINER_DEFAULTS.values())
@@ -135,7 +136,7 @@ def _train_options(function):
         ),
         click.option(
             "--seed",
-            type=int,
+            type=click.IntRange(0, MAX_SEED),
             default=0,
             show_default=True,
             help="Random seed; the same seed gives bit-identical weights.",
@@ -153,11 +154,15 @@ def _train_options(function):
             help=f"Learning rate. Default: the trainer's ({lrs}).",
         ),
         click.option(
-            "--hidden-size", type=click.IntRange(min=1), default=HIDDEN_SIZE, show_default=True, help="Context neurons."
+            "--hidden-size",
+            type=click.IntRange(1, MAX_SIZE),
+            default=HIDDEN_SIZE,
+            show_default=True,
+            help=f"Context neurons (at most {MAX_SIZE}: the weights grow with its square).",
         ),
         click.option(
             "--seq-length",
-            type=click.IntRange(min=1),
+            type=click.IntRange(1, MAX_SEQ_LENGTH),
             default=SEQ_LENGTH,
             show_default=True,
             help="Points of the sine series (t = linspace(2, 10, seq_length + 1)).",
@@ -250,6 +255,45 @@ def train(out, as_json, threads, **options) -> None:
     click.echo(f"wrote {out / WEIGHTS_NAME} and {out / CONFIG_NAME}")
 
 
+# ---- pinning, signatures, trust ----------------------------------------------------------
+
+_DIGEST = click.option(
+    "--digest",
+    metavar="SHA256",
+    default=None,
+    help="Refuse the folder unless its manifest.json has this sha256 (rnn info prints it): a pinned folder.",
+)
+_PUBLIC_KEY = click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Refuse the folder unless its signature (model.sig, rnn sign) verifies with this PEM key (sign extra).",
+)
+_TRUST = click.option(
+    "--trust",
+    is_flag=True,
+    help="Trust this folder (you made it) though it is neither pinned nor signed: TorchScript is loaded, and "
+    "loading TorchScript runs the code inside it.",
+)
+
+
+def _pinned(folder: Path, digest: str | None, public_key: Path | None) -> str | None:
+    """The manifest digest the folder must have: --digest, or the one its verified signature gives
+    (both: they must agree); None when the caller pins nothing."""
+    if public_key is None:
+        return digest
+    from toolkit.signing import verify_signature
+
+    verified = verify_signature(folder, public_key=public_key)
+    if digest is not None and digest != verified:
+        raise InputValueError(f"--digest {digest[:12]}... differs from the signed manifest's {verified[:12]}...")
+    return verified
+
+
+def _pin_options(function):
+    return _DIGEST(_PUBLIC_KEY(function))
+
+
 # ---- export, verify, plot -----------------------------------------------------------------
 
 _FACTORY = click.option(
@@ -315,13 +359,19 @@ def export(folder, out, opset, ort_format, exporter, factory, threads) -> None:
 @_folder_argument
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
 @_FACTORY
+@_pin_options
+@_TRUST
 @_THREADS
-def verify(folder, as_json, factory, threads) -> None:
-    """Check TorchScript and ONNX against eager PyTorch; write verify.json. Exit 1 on any failure."""
+def verify(folder, as_json, factory, digest, public_key, trust, threads) -> None:
+    """Check TorchScript and ONNX against eager PyTorch; write verify.json. Exit 1 on any failure.
+
+    TorchScript is checked only in a folder you trust (--digest, --public-key or --trust):
+    loading it runs the code inside the archive. The report says when it was skipped."""
     _needs_torch("verify", threads)
     from export import verify_folder
 
-    report = verify_folder(folder, factory=factory, progress=_Progress("verifying"))
+    pinned = _pinned(folder, digest, public_key)
+    report = verify_folder(folder, factory=factory, progress=_Progress("verifying"), digest=pinned, trust=trust)
     _emit_json(report.to_dict()) if as_json else click.echo(report.table())
     if not report.passed:
         sys.exit(1)
@@ -357,11 +407,13 @@ _NONFINITE = click.option(
 )
 
 
-def _load(folder: Path, device: str, allow_nonfinite: bool):
-    """The folder through the torch-free runtime (sha256 of every file checked first)."""
+def _load(folder: Path, device: str, allow_nonfinite: bool, digest: str | None = None, public_key=None):
+    """The folder through the torch-free runtime: its manifest pinned where asked, then the
+    sha256 of every file checked."""
     import runtime
 
-    return runtime.load(folder, device=device, allow_nonfinite=allow_nonfinite)
+    pinned = _pinned(folder, digest, public_key)
+    return runtime.load(folder, device=device, allow_nonfinite=allow_nonfinite, digest=pinned)
 
 
 def _number(value: float) -> float:
@@ -379,8 +431,9 @@ def _number(value: float) -> float:
     help="A one-column .csv or .npy series. Default: the series the model was trained on.",
 )
 @_DEVICE
+@_pin_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of CSV.")
-def predict(folder, input_path, device, as_json) -> None:
+def predict(folder, input_path, device, digest, public_key, as_json) -> None:
     """Teacher-forced one-step predictions over a series, from the exported ONNX model (CSV).
 
     Each row: the input at t, the prediction the model makes from it for the next point (at
@@ -389,12 +442,12 @@ def predict(folder, input_path, device, as_json) -> None:
     from rnn.config import read_config, training_series
     from rnn.data import load_series
 
-    model = _load(folder, device, allow_nonfinite=False)  # a series file never holds NaN (load_series)
+    model = _load(folder, device, False, digest, public_key)  # a series file never holds NaN (load_series)
     if input_path is not None:
         series = load_series(input_path)
         times, inputs = np.arange(len(series) + 1, dtype=np.float64), series
     else:
-        training = training_series(read_config(folder).train)
+        training = training_series(read_config(folder).train, folder)
         times, series, inputs = training.times, training.values, training.values[:-1]
     predictions, _ = model.predict(inputs)  # float64 in: the runtime refuses what float32 cannot hold
     rows = predictions.reshape(len(inputs), -1).astype(float)  # (steps, output_size)
@@ -439,53 +492,79 @@ def predict(folder, input_path, device, as_json) -> None:
 )
 @_DEVICE
 @_NONFINITE
+@_pin_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of CSV.")
-def generate(folder, steps, x0, warmup, device, allow_nonfinite, as_json) -> None:
-    """Run the autoregressive context loop in onnxruntime: each output is the next input (CSV)."""
+def generate(folder, steps, x0, warmup, device, allow_nonfinite, digest, public_key, as_json) -> None:
+    """Run the autoregressive context loop in onnxruntime: each output is the next input (CSV,
+    streamed in chunks: any number of steps; --json holds at most a million)."""
     from rnn.config import read_config
     from rnn.data import load_series
-    from toolkit.running import generate_csv_lines, start_value
+    from toolkit.running import JSON_MAX_STEPS, generate_csv_chunks, start_value
 
-    model = _load(folder, device, allow_nonfinite)
+    if as_json and steps > JSON_MAX_STEPS:
+        raise InputValueError(
+            f"--json holds at most {JSON_MAX_STEPS} steps in one document, got {steps}; "
+            "leave out --json for CSV, which streams any number"
+        )
+    model = _load(folder, device, allow_nonfinite, digest, public_key)
     state = None
     if warmup is not None:
         series = load_series(warmup)
         _, state = model.predict(series[:-1])
         start = float(series[-1]) if x0 is None else x0
     else:
-        start = start_value(read_config(folder)) if x0 is None else x0
-    ys, _ = model.generate(start, steps, state)  # a float: the runtime refuses what float32 cannot hold
+        start = start_value(read_config(folder), folder) if x0 is None else x0
     if as_json:
+        ys, _ = model.generate(start, steps, state)  # a float: the runtime refuses what float32 cannot hold
         _emit_json(
             {"x0": start, "steps": steps, "y": ys.reshape(-1).astype(float).tolist(), "providers": model.providers}
         )
         return
-    for line in generate_csv_lines(ys):
-        click.echo(line)
+    for text in generate_csv_chunks(model, start, steps, state):
+        click.echo(text)
 
 
 @cli.command()
 @_folder_argument
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest and checks as JSON.")
-def info(folder, as_json) -> None:
-    """Describe an artifact folder: model, tensors, files (checked against their sha256), versions."""
-    from runtime.manifest import VERIFY_NAME, check_files, read_manifest
+@_pin_options
+def info(folder, as_json, digest, public_key) -> None:
+    """Describe an artifact folder: model, tensors, files (checked against their sha256), versions,
+    the manifest's digest (what --digest pins) and whether verify.json verified this manifest.
 
-    manifest = read_manifest(folder)
+    An unreadable verify.json is reported, not fatal: "verified unknown (...)" and exit 0 (JSON:
+    "verified" null and "verify_error" saying why). A verify.json about another manifest (the
+    folder changed since) counts as not verified."""
+    from runtime.manifest import check_files, read_manifest_pinned
+    from toolkit.running import read_verify_report
+
+    manifest, manifest_sha256 = read_manifest_pinned(folder, _pinned(folder, digest, public_key))
     try:
         check_files(folder, manifest)
         integrity = "ok"
     except ToolkitError as error:
         integrity = f"FAILED: {error}"
-    verify_path = Path(folder) / VERIFY_NAME
-    verified = None
-    if verify_path.is_file():
-        verified = json.loads(verify_path.read_text(encoding="utf-8")).get("passed")
+    verified, verify_error = None, None
+    try:
+        report = read_verify_report(folder)
+        if report is not None and report.get("manifest_sha256") != manifest_sha256:
+            verify_error = "verify.json is about another manifest: the folder changed since; run rnn verify"
+        else:
+            verified = None if report is None else report["passed"]
+    except ToolkitError as error:
+        verify_error = str(error)
     if as_json:
-        _emit_json({**manifest.to_dict(), "integrity": integrity, "verified": verified})
+        document = {
+            **manifest.to_dict(),
+            "manifest_sha256": manifest_sha256,
+            "integrity": integrity,
+            "verified": verified,
+        }
+        _emit_json({**document, "verify_error": verify_error} if verify_error else document)
         return
     model = manifest.model
     click.echo(f"folder     {folder}")
+    click.echo(f"digest     {manifest_sha256}  (sha256 of manifest.json: pin it with --digest)")
     click.echo(f"model      {model.get('kind')}  " + "  ".join(f"{k}={v}" for k, v in model.items() if k != "kind"))
     for label, specs in (("inputs", manifest.inputs), ("outputs", manifest.outputs)):
         click.echo(f"{label:<10} " + ", ".join(f"{t.name} {t.describe()}" for t in specs))
@@ -495,7 +574,8 @@ def info(folder, as_json) -> None:
         click.echo(f"file       {entry.name:<22} {entry.role:<17} {entry.size:>8} B  sha256 {entry.sha256[:16]}")
     click.echo("versions   " + "  ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())))
     click.echo(f"integrity  {integrity}")
-    click.echo(f"verified   {'not yet (run rnn verify)' if verified is None else ('passed' if verified else 'FAILED')}")
+    status = "not yet (run rnn verify)" if verified is None else ("passed" if verified else "FAILED")
+    click.echo(f"verified   {f'unknown ({verify_error})' if verify_error else status}")
 
 
 class _StateSpec(click.ParamType):
@@ -529,8 +609,8 @@ class _StateSpec(click.ParamType):
     default=None,
     help="A state_dict (.pt) to load into the module (weights_only). Default: the factory's weights.",
 )
-@click.option("--input-size", type=click.IntRange(min=1), default=1, show_default=True, help="Size of x.")
-@click.option("--output-size", type=click.IntRange(min=1), default=1, show_default=True, help="Size of y.")
+@click.option("--input-size", type=click.IntRange(1, MAX_SIZE), default=1, show_default=True, help="Size of x.")
+@click.option("--output-size", type=click.IntRange(1, MAX_SIZE), default=1, show_default=True, help="Size of y.")
 @click.option(
     "--state",
     "states",
@@ -564,6 +644,78 @@ def export_module_command(factory, out, weights, input_size, output_size, states
         factory=factory,
     )
     click.echo(f"wrote {target} (verify: rnn verify {target} --factory {factory})")
+
+
+# ---- signing ------------------------------------------------------------------------------
+
+
+@cli.command()
+@_folder_argument
+@click.option(
+    "--key",
+    "private_key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="The private key (PEM, elliptic curve) to sign with.",
+)
+@click.option(
+    "--password-env",
+    metavar="VARIABLE",
+    default=None,
+    help="The environment variable holding the key's password (never a command-line argument).",
+)
+@click.option(
+    "--certificate",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Sign certificate-based: the key's certificate (PEM); its issuers with --chain.",
+)
+@click.option(
+    "--chain",
+    "certificate_chain",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    multiple=True,
+    help="A certificate of the chain above --certificate (repeat, PEM).",
+)
+def sign(folder, private_key, password_env, certificate, certificate_chain) -> None:
+    """Sign FOLDER (OpenSSF model signing, offline): writes FOLDER/model.sig over manifest.json,
+    every listed file and the test data. Then load it with --public-key, or pin the digest printed."""
+    from runtime.manifest import manifest_digest
+    from toolkit.signing import sign_folder
+
+    password = None
+    if password_env is not None:
+        if password_env not in os.environ:
+            raise InputValueError(f"--password-env {password_env}: that environment variable is not set")
+        password = os.environ[password_env]
+    path = sign_folder(
+        folder, private_key, password=password, certificate=certificate, certificate_chain=certificate_chain
+    )
+    click.echo(f"wrote {path}")
+    click.echo(f"digest {manifest_digest(folder)}")
+
+
+@cli.command("verify-signature")
+@_folder_argument
+@click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The public key (PEM) of a key-based signature.",
+)
+@click.option(
+    "--chain",
+    "certificate_chain",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    multiple=True,
+    help="For a certificate-based signature: a trusted certificate of its chain (repeat, PEM).",
+)
+def verify_signature_command(folder, public_key, certificate_chain) -> None:
+    """Check FOLDER/model.sig; print the verified manifest digest (exit 2 if it does not verify)."""
+    from toolkit.signing import verify_signature
+
+    digest = verify_signature(folder, public_key=public_key, certificate_chain=certificate_chain)
+    click.echo(f"signature ok; digest {digest}")
 
 
 # ---- bench ---------------------------------------------------------------------------------
@@ -618,6 +770,8 @@ def export_module_command(factory, out, weights, input_size, output_size, states
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
 @_FACTORY
+@_pin_options
+@_TRUST
 @_THREADS
 def bench(
     folder,
@@ -632,10 +786,15 @@ def bench(
     out,
     as_json,
     factory,
+    digest,
+    public_key,
+    trust,
     threads,
 ) -> None:
     """Time eager PyTorch, TorchScript, the onnxruntime step loop, every fused form, the runtime's
-    automatic choice and a numpy loop on the same machine in one run; print us/step and ratios."""
+    automatic choice and a numpy loop on the same machine in one run; print us/step and ratios.
+
+    TorchScript is timed only in a folder you trust (--digest, --public-key or --trust)."""
     _needs_torch("bench", threads)
     from rnn.folders import ensure_parent
     from toolkit.bench import plot_bench, run_bench, write_json
@@ -652,6 +811,8 @@ def bench(
         factory=factory,
         progress=lambda text: click.echo(f"timing {text}", err=True),
         one_call=not no_one_call,
+        digest=_pinned(folder, digest, public_key),
+        trust=trust,
     )
     plot_bench(report, out / BENCH_PNG)
     write_json(report, out / BENCH_JSON)

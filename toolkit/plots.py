@@ -1,10 +1,15 @@
-"""Draws the pictures of a trained folder: prediction.png, loss.png and parity.png (headless)."""
+"""Draws the pictures of a trained folder: prediction.png, loss.png and parity.png (headless).
+
+Every picture is written atomically (`rnn.folders.atomic_path`): a failed or interrupted draw
+leaves the previous picture as it was, and no temporary file.
+"""
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -13,16 +18,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rnn.checkpoint import load_checkpoint  # noqa: E402
-from rnn.config import Config, training_series  # noqa: E402
+from rnn.config import Config, Series, training_series  # noqa: E402
 from rnn.data import pairs  # noqa: E402
 from rnn.eager import run_series  # noqa: E402
+from rnn.folders import atomic_path  # noqa: E402
 from rnn.model import initial_state  # noqa: E402
 from rnn.train import EVAL_ROLLOUT_STEPS  # noqa: E402
+from runtime.errors import ArtifactError  # noqa: E402
 from runtime.manifest import VERIFY_NAME  # noqa: E402
+
+from .running import read_verify_report  # noqa: E402
 
 PREDICTION_NAME = "prediction.png"
 LOSS_NAME = "loss.png"
 PARITY_NAME = "parity.png"
+MAX_PARITY_ROWS = 300  # checks drawn in parity.png (verify writes under 100); more is not a report of ours
 
 
 def plot_folder(
@@ -33,19 +43,25 @@ def plot_folder(
 ) -> list[Path]:
     """Writes prediction.png (for one-input, one-output models) and loss.png, and parity.png where
     verify.json exists, into ``out`` (default: ``folder``). A folder of a user's module needs
-    its ``factory``. Returns the paths written."""
+    its ``factory``. Returns the paths written.
+
+    Everything is read and checked before anything is drawn: an unreadable config.json or
+    verify.json (`toolkit.running.read_verify_report`, `parity_rows`) is an ArtifactError and
+    leaves every picture as it was."""
     folder = Path(folder)
     out = folder if out is None else Path(out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(folder, factory)
     config = checkpoint.config
+    series = training_series(config.train, folder) if drawable_prediction(config) else None
+    report = read_verify_report(folder)
+    rows = parity_rows(report) if report is not None else None
     paths = []
-    if drawable_prediction(config):
-        paths.append(plot_prediction(checkpoint.model, config, out / PREDICTION_NAME, rollout_steps))
+    if series is not None:
+        paths.append(plot_prediction(checkpoint.model, config, out / PREDICTION_NAME, rollout_steps, series))
     paths.append(plot_loss(config, out / LOSS_NAME))
-    verify = folder / VERIFY_NAME
-    if verify.is_file():
-        paths.append(plot_parity(json.loads(verify.read_text(encoding="utf-8")), out / PARITY_NAME))
+    if report is not None:
+        paths.append(plot_parity(report, out / PARITY_NAME, rows))
     return paths
 
 
@@ -54,10 +70,15 @@ def drawable_prediction(config: Config) -> bool:
     return config.model.input_size == 1 and config.model.output_size == 1
 
 
-def plot_prediction(model, config: Config, path, rollout_steps: int = EVAL_ROLLOUT_STEPS) -> Path:
+def plot_prediction(
+    model, config: Config, path, rollout_steps: int = EVAL_ROLLOUT_STEPS, series: Series | None = None
+) -> Path:
     """The reference's picture: actual points at t[:-1], one-step predictions at t[1:]; then the
-    closed-loop rollout continued past the data (each output fed back), against sin(t)."""
-    series = training_series(config.train)
+    closed-loop rollout continued past the data (each output fed back), against sin(t).
+    ``series``: the training series (`rnn.config.training_series`); None for the sine only (a
+    config with a data file needs its folder to read it)."""
+    if series is None:
+        series = training_series(config.train)
     times, values = series.times, series.values
     inputs, _ = pairs(values)
     run = run_series(model, initial_state(config.model), values, rollout_steps)
@@ -99,8 +120,7 @@ def plot_prediction(model, config: Config, path, rollout_steps: int = EVAL_ROLLO
     # Below the axes: inside, any corner covers part of the rollout (its first trough sits bottom left).
     axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncol=4, frameon=False)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _save(figure, path)
     return Path(path)
 
 
@@ -115,14 +135,53 @@ def plot_loss(config: Config, path) -> Path:
     axis.set_title(f"Training loss, {trainer} trainer (final {history[-1]:.3g})" if history.size else "no loss history")
     axis.grid(True, which="both", alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _save(figure, path)
     return Path(path)
 
 
-def plot_parity(report: dict, path) -> Path:
-    """Max abs error of each form and check against eager PyTorch, with the tolerances."""
-    rows = [c for c in report.get("comparisons", []) if c.get("max_abs") is not None]
+def parity_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The comparisons of a verify report that parity.png draws (those with a ``max_abs``),
+    checked: ArtifactError unless each is an object with text ``check``, ``output`` and ``form``
+    and finite, non-negative ``max_abs`` and ``tolerance``, and there are at most
+    ``MAX_PARITY_ROWS`` distinct checks."""
+    comparisons = report.get("comparisons", [])
+    if not isinstance(comparisons, list) or not all(isinstance(c, dict) for c in comparisons):
+        raise ArtifactError(f"{VERIFY_NAME}: 'comparisons' must be a list of objects; run rnn verify again")
+    rows = [c for c in comparisons if c.get("max_abs") is not None]
+    for row in rows:
+        texts = all(isinstance(row.get(key), str) for key in ("check", "output", "form"))
+        if not texts or not all(_non_negative(row.get(key)) for key in ("max_abs", "tolerance")):
+            raise ArtifactError(
+                f"{VERIFY_NAME}: a comparison lacks text check/output/form or a finite max_abs and tolerance; "
+                "run rnn verify again"
+            )
+    if len({(row["check"], row["output"]) for row in rows}) > MAX_PARITY_ROWS:
+        raise ArtifactError(f"{VERIFY_NAME} holds more than {MAX_PARITY_ROWS} checks to draw")
+    return rows
+
+
+def _non_negative(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value)) and value >= 0
+    except OverflowError:
+        return False
+
+
+def _save(figure, path) -> None:
+    """Writes ``figure`` to ``path`` atomically, and closes it either way."""
+    try:
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=110)
+    finally:
+        plt.close(figure)
+
+
+def plot_parity(report: dict, path, rows: list[dict[str, Any]] | None = None) -> Path:
+    """Max abs error of each form and check against eager PyTorch, with the tolerances.
+    ``rows``: `parity_rows` of ``report``, if already checked."""
+    rows = parity_rows(report) if rows is None else rows
     checks = list(dict.fromkeys(f"{c['check']} / {c['output']}" for c in rows))
     forms = list(dict.fromkeys(c["form"] for c in rows))
     figure, axis = plt.subplots(figsize=(10, 0.35 * len(checks) + 1.8))
@@ -145,6 +204,5 @@ def plot_parity(report: dict, path) -> Path:
     axis.set_title(f"Parity: {'passed' if report.get('passed') else 'FAILED'}")
     axis.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _save(figure, path)
     return Path(path)

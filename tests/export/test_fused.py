@@ -18,6 +18,6 @@ def test_fused_forms_are_correct_for_any_hidden_size(tmp_path, hidden_size):
     export_folder(folder)
     model = runtime.load(folder)
     assert model.forms == FORMS and model.state_sizes == (hidden_size,)
-    report = verify_folder(folder, write=False)
+    report = verify_folder(folder, write=False, trust=True)
     assert report.passed, report.table()
     assert {c.form for c in report.comparisons} >= {"sequence_rnn", "sequence_loop", "rollout_rnn", "rollout_loop"}

@@ -27,7 +27,7 @@ from ..conftest import plant
 
 
 def test_verify_folder_passes_and_writes_a_report(exported_copy):
-    report = verify_folder(exported_copy)
+    report = verify_folder(exported_copy, trust=True)
     assert report.passed
     assert EXPORT_BATCH not in (1, 3, 64)
     checks = {(c.form, c.check) for c in report.comparisons}
@@ -60,7 +60,7 @@ def test_verify_folder_passes_and_writes_a_report(exported_copy):
 
 def test_a_planted_export_error_fails_verification_with_every_failure_reported(exported_copy):
     plant(exported_copy, 1.01)
-    report = verify_folder(exported_copy)
+    report = verify_folder(exported_copy, trust=True)
     assert not report.passed
     failed = [c for c in report.comparisons if not c.passed]
     assert failed and all(c.form == "onnx" for c in failed)
@@ -68,7 +68,7 @@ def test_a_planted_export_error_fails_verification_with_every_failure_reported(e
     assert all(c.max_abs > c.tolerance and c.max_rel is not None for c in failed)
     assert "FAIL" in report.table() and "exceeds the tolerance" in report.table()
     with pytest.raises(VerificationFailed, match="comparisons failed"):
-        verify_folder(exported_copy, raise_on_failure=True)
+        verify_folder(exported_copy, raise_on_failure=True, trust=True)
 
 
 @pytest.mark.parametrize(
@@ -82,7 +82,7 @@ def test_a_planted_export_error_fails_verification_with_every_failure_reported(e
 )
 def test_a_planted_error_in_a_fused_form_fails_that_form_only(exported_copy, file, initializer, form, kind):
     plant(exported_copy, 1.002, file, initializer)
-    report = verify_folder(exported_copy, write=False)
+    report = verify_folder(exported_copy, write=False, trust=True)
     failed = [c for c in report.comparisons if not c.passed]
     assert failed and {c.form for c in failed} == {form}
     assert all(c.check.startswith(kind) for c in failed)
@@ -94,7 +94,7 @@ def test_tolerances_pass_rounding_level_differences_and_catch_small_errors(expor
     # 2e-6 relative in w1 is a few float32 roundings: it must pass, with the error measured.
     # 1e-4 relative is a real (if small) export error: the single-step check must catch it.
     plant(exported_copy, scale)
-    report = verify_folder(exported_copy, write=False)
+    report = verify_folder(exported_copy, write=False, trust=True)
     steps = [c for c in report.comparisons if c.check.startswith("step") and c.form == "onnx"]
     assert max(c.max_abs for c in steps) > 0
     assert report.passed is passes
@@ -136,14 +136,14 @@ def test_a_model_that_amplifies_rounding_is_verified_where_float32_holds(tmp_pat
     folder = tmp_path / "wide"
     train_folder(TrainConfig(hidden_size=16, epochs=300, seed=1), folder)  # chaotic: eager leaves float64 by step ~330
     export_folder(folder)
-    report = verify_folder(folder, write=False)
+    report = verify_folder(folder, write=False, trust=True)
     assert report.passed, report.table()
     assert report.limits, "the report names the checks the model's own drift limited"
     limited = report.limits["rollout data T=200"]
     assert limited["steps"] is not None and limited["float32_drift"] > 0
     assert "amplifies rounding" in report.table()
     plant(folder, 1.002, "rollout_loop.onnx", "RT")  # a real error still fails, drift or not
-    failed = [c for c in verify_folder(folder, write=False).comparisons if not c.passed]
+    failed = [c for c in verify_folder(folder, write=False, trust=True).comparisons if not c.passed]
     assert failed and {c.form for c in failed} == {"rollout_loop"}
 
 
@@ -189,7 +189,7 @@ def test_a_planted_linear_before_reset_error_is_caught(tmp_path):
     files = tuple(file_entry(folder, f.name, f.role) if f.name == "step.onnx" else f for f in manifest.files)
     write_manifest(folder, type(manifest)(**{**manifest.__dict__, "files": files}))
     # ... verification's random states in [-1, 1] and its sequences see it at once.
-    report = verify_folder(folder, write=False)
+    report = verify_folder(folder, write=False, trust=True)
     assert not report.passed
     failed = [c for c in report.comparisons if not c.passed]
     assert {c.form for c in failed} == {"onnx"}

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from rnn.config import TrainConfig
+from rnn.config import TRAIN_DATA_NAME, TrainConfig, read_config, training_series
 from rnn.data import sine_series
-from rnn.train import train, train_reference
+from rnn.train import train, train_folder, train_reference
+from runtime.errors import InputValueError
 
 
 def tutorial_trainer(seed: int, epochs: int, lr: float = 0.1):
@@ -96,3 +97,25 @@ def test_cells_train_on_a_users_series(tmp_path, cell):
     np.save(tmp_path / "series.npy", series)
     result = train(TrainConfig(cell=cell, trainer="bptt", epochs=80, data=str(tmp_path / "series.npy")))
     assert result.metrics["teacher_forced_mse"] < np.var(series)
+
+
+@pytest.mark.parametrize("trainer", ["reference", "bptt"])
+def test_a_diverging_run_stops_with_an_error_naming_the_learning_rate(tmp_path, trainer):
+    """--lr 1e308 used to train to NaN weights and save them; now nothing is written."""
+    message = r"training diverged: the loss became nan in epoch \d+ with learning rate 1e\+308; use a smaller --lr"
+    with pytest.raises(InputValueError, match=message):
+        train_folder(TrainConfig(trainer=trainer, epochs=3, lr=1e308), tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_users_series_is_copied_into_the_folder_it_trains(tmp_path):
+    """config.json records the copy, inside the folder: the folder never names a file elsewhere."""
+    series = np.cos(np.arange(30) * 0.3)
+    np.savetxt(tmp_path / "series.csv", series)
+    train_folder(TrainConfig(epochs=2, data=str(tmp_path / "series.csv")), tmp_path / "m")
+    config = read_config(tmp_path / "m")
+    assert config.train.data == TRAIN_DATA_NAME
+    np.testing.assert_array_equal(np.load(tmp_path / "m" / TRAIN_DATA_NAME), series)
+    (tmp_path / "series.csv").unlink()
+    (tmp_path / "m").rename(tmp_path / "moved")  # still complete where it is moved
+    np.testing.assert_array_equal(training_series(config.train, tmp_path / "moved").values, series)

@@ -301,13 +301,20 @@ def test_the_fast_path_refuses_what_the_slow_path_refuses(allow):
             call(model)
 
 
-def test_max_output_bytes_holds_for_one_step_too():
-    model = runtime.load(COMMITTED, max_output_bytes=64)
-    model.generate(np.zeros((16, 1), np.float32), 1)  # 64 bytes: allowed
-    with pytest.raises(InputValueError, match="MiB"):
-        model.generate(np.zeros((17, 1), np.float32), 1)
-    with pytest.raises(InputValueError, match="MiB"):
-        model.predict(np.zeros((1, 17, 1), np.float32))
+@pytest.mark.parametrize("keyword", ["max_memory_bytes", "max_output_bytes"])  # the old name still works
+def test_the_memory_bound_counts_inputs_outputs_and_states_and_holds_for_one_step_too(keyword):
+    per_stream = 4 * (1 + 1 + 2 * 6)  # x, y, the state in and out: 56 bytes a stream a step
+    model = runtime.load(COMMITTED, **{keyword: 16 * per_stream})
+    assert model.max_memory_bytes == model.max_output_bytes == 16 * per_stream
+    for call in (
+        lambda b: model.generate(np.zeros((b, 1), np.float32), 1),
+        lambda b: model.predict(np.zeros((1, b, 1), np.float32)),
+        lambda b: model.step(np.zeros((b, 1), np.float32)),
+        lambda b: model.bind(b),
+    ):
+        call(16)  # 896 bytes: allowed
+        with pytest.raises(InputValueError, match="MiB"):
+            call(17)
 
 
 def test_bound_steps_keep_the_state_inside_and_equal_the_step_model():

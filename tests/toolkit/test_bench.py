@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from export.verify import ROLLOUT_ATOL
 from rnn.checkpoint import load_checkpoint
 from rnn.eager import generate_eager
+from runtime.manifest import manifest_digest
 from toolkit.bench import (
     EAGER_STEP,
     IMPLEMENTATIONS,
@@ -47,6 +48,8 @@ def test_bench_command_measures_every_implementation(tmp_path, exported_folder):
             "--out",
             str(out),
             "--json",
+            "--digest",  # a pinned folder is trusted: TorchScript is timed too
+            manifest_digest(exported_folder),
         ],
         catch_exceptions=False,
     )
@@ -95,6 +98,7 @@ def test_run_bench_has_every_table_and_leaves_torch_threads_alone(tmp_path):
         cold_start=False,
         stream_counts=(2,),
         one_call=True,
+        trust=True,  # the committed folder: ours
     )
     assert torch.get_num_threads() == threads
     assert [r.implementation for r in report.one_call] == list(ONE_CALL)
@@ -129,3 +133,31 @@ def test_the_plot_keeps_one_slot_order_and_leaves_missing_bars_empty(tmp_path):
         report.rows += [BenchRow("generate", 1, steps, name, float(np.float32(1e-3))) for name in names]
     report.one_call = [OneCallRow(name, 1e-5) for name in ONE_CALL]
     assert plot_bench(report, tmp_path / "bench.png").is_file()
+
+
+def test_an_untrusted_folder_is_timed_without_loading_its_torchscript(tmp_path, exported_folder):
+    result = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            str(exported_folder),
+            "--batch",
+            "1",
+            "--steps",
+            "3",
+            "--rounds",
+            "1",
+            "--no-cold-start",
+            "--no-streams",
+            "--no-one-call",
+            "--kind",
+            "generate",
+            "--out",
+            str(tmp_path / "b"),
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    names = {r["implementation"] for r in json.loads(result.stdout)["rows"]}
+    assert "torchscript" not in names and {"eager", "onnx step loop", "auto"} <= names

@@ -276,6 +276,7 @@ def test_plot_and_bench_take_the_factory(tmp_path):
             "--no-cold-start",
             "--no-streams",
             "--json",
+            "--trust",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -351,3 +352,32 @@ def test_demo_writes_stages_to_stderr_and_the_table_and_files_to_stdout(tmp_path
     for name in ("sequence_rnn.onnx", "rollout_loop.onnx", "test_data", "manifest.json"):
         assert str(out / name) in listed, name
     assert (out / "test_data").is_dir()
+
+
+def test_info_prints_the_digest_and_every_loading_command_honours_a_pin(exported_copy):
+    from runtime.manifest import manifest_digest
+
+    digest = manifest_digest(exported_copy)
+    assert f"digest     {digest}" in invoke("info", exported_copy).stdout
+    assert json.loads(invoke("info", exported_copy, "--json").stdout)["manifest_sha256"] == digest
+    for command in (["generate", "--steps", "2"], ["predict"], ["info"]):
+        assert invoke(command[0], exported_copy, *command[1:], "--digest", digest).exit_code == 0
+        refused = run_rnn(command[0], exported_copy, *command[1:], "--digest", "0" * 64)
+        assert refused.returncode == 2 and "pinned digest" in refused.stderr, refused.stderr
+        assert refused.stderr.strip().count("\n") == 0
+
+
+def test_verify_loads_torchscript_only_for_a_trusted_folder_and_binds_its_report(exported_copy):
+    from runtime.manifest import manifest_digest
+
+    untrusted = invoke("verify", exported_copy)
+    assert untrusted.exit_code == 0 and "torchscript: not loaded" in untrusted.stdout
+    assert "torchscript " not in untrusted.stdout.split("not checked:")[0]  # no comparison rows
+    report = json.loads((exported_copy / "verify.json").read_text())
+    assert report["manifest_sha256"] == manifest_digest(exported_copy) and "torchscript" in report["skipped"]
+    pinned = invoke("verify", exported_copy, "--digest", manifest_digest(exported_copy))
+    assert pinned.exit_code == 0 and "torchscript    step b=1" in pinned.stdout
+    assert invoke("verify", exported_copy, "--trust").exit_code == 0
+    assert "verified   passed" in invoke("info", exported_copy).stdout
+    (exported_copy / "verify.json").write_text(json.dumps({**report, "manifest_sha256": "f" * 64}))
+    assert "another manifest" in invoke("info", exported_copy).stdout  # a report of another manifest

@@ -1,0 +1,107 @@
+"""toolkit.signing: OpenSSF model signing of artifact folders (key-based, offline) and loading
+only what verifies, pinned to the verified manifest."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("model_signing", reason="the sign extra (model-signing) is not installed")
+
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+
+import runtime  # noqa: E402
+from runtime.errors import IntegrityError  # noqa: E402
+from runtime.manifest import file_entry, manifest_digest, read_manifest, write_manifest  # noqa: E402
+from toolkit.signing import SIGNATURE_NAME, load_signed, sign_folder, signed_files, verify_signature  # noqa: E402
+
+from ..conftest import COMMITTED  # noqa: E402
+
+
+def key_pair(folder, name="key"):
+    """An elliptic-curve (P-256) key pair as PEM files, made here: nothing downloaded."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    private_path, public_path = folder / f"{name}.pem", folder / f"{name}.pub.pem"
+    private_path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    public_path.write_bytes(
+        private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return private_path, public_path
+
+
+@pytest.fixture()
+def signed(tmp_path):
+    folder = tmp_path / "signed"
+    shutil.copytree(COMMITTED, folder)
+    private, public = key_pair(tmp_path)
+    assert sign_folder(folder, private) == folder / SIGNATURE_NAME
+    return folder, public
+
+
+def test_a_signed_folder_verifies_and_loads_pinned_to_its_manifest(signed):
+    folder, public = signed
+    assert "manifest.json" in signed_files(folder) and "step.onnx" in signed_files(folder)
+    assert any(name.startswith("test_data/") for name in signed_files(folder))
+    assert verify_signature(folder, public_key=public) == manifest_digest(folder)
+    model = load_signed(folder, public_key=public)
+    assert model.manifest_digest == manifest_digest(folder)
+    np.testing.assert_array_equal(model.generate(0.5, 5)[0], runtime.load(COMMITTED).generate(0.5, 5)[0])
+
+
+def test_files_the_runtime_never_reads_do_not_break_the_signature(signed):
+    folder, public = signed
+    (folder / "prediction.png").write_bytes(b"redrawn")
+    (folder / "notes.txt").write_text("added after signing")
+    verify_signature(folder, public_key=public)
+
+
+def test_a_changed_manifest_or_listed_file_fails_even_when_rehashed(signed):
+    folder, public = signed
+    manifest = read_manifest(folder)  # the attack of issue 10: change a file and re-hash it in the manifest
+    (folder / "config.json").write_text((folder / "config.json").read_text().replace('"seed": 0', '"seed": 1'))
+    files = tuple(file_entry(folder, f.name, f.role) if f.name == "config.json" else f for f in manifest.files)
+    write_manifest(folder, type(manifest)(**{**manifest.__dict__, "files": files}))
+    runtime.load(folder)  # consistent with its own manifest ...
+    with pytest.raises(IntegrityError, match="does not verify"):
+        verify_signature(folder, public_key=public)  # ... but not what was signed
+    with pytest.raises(IntegrityError):
+        load_signed(folder, public_key=public)
+
+
+def test_another_key_an_unsigned_folder_and_a_missing_key_are_refused(signed, tmp_path):
+    folder, _ = signed
+    _, other = key_pair(tmp_path, "other")
+    with pytest.raises(IntegrityError, match="does not verify"):
+        verify_signature(folder, public_key=other)
+    (folder / SIGNATURE_NAME).unlink()
+    with pytest.raises(IntegrityError, match="not signed"):
+        verify_signature(folder, public_key=other)
+    with pytest.raises(IntegrityError, match="public key or with a certificate chain"):
+        verify_signature(folder)
+
+
+def test_the_cli_signs_verifies_and_loads_only_what_verifies(signed, tmp_path):
+    from click.testing import CliRunner
+
+    from toolkit.cli import cli
+
+    folder, public = signed
+    runner = CliRunner()
+    private, _ = key_pair(tmp_path, "cli")
+    signed_again = runner.invoke(cli, ["sign", str(folder), "--key", str(private)])
+    assert signed_again.exit_code == 0 and f"digest {manifest_digest(folder)}" in signed_again.stdout
+    public = tmp_path / "cli.pub.pem"
+    checked = runner.invoke(cli, ["verify-signature", str(folder), "--public-key", str(public)])
+    assert checked.exit_code == 0 and manifest_digest(folder) in checked.stdout
+    ran = runner.invoke(cli, ["generate", str(folder), "--steps", "3", "--public-key", str(public)])
+    assert ran.exit_code == 0 and ran.stdout.startswith("step,y")
+    _, other = key_pair(tmp_path, "other")
+    refused = runner.invoke(cli, ["generate", str(folder), "--steps", "3", "--public-key", str(other)])
+    assert refused.exit_code == 2 and "does not verify" in refused.stderr and refused.stdout == ""

@@ -1,0 +1,134 @@
+"""Signs artifact folders with the OpenSSF model signing format and loads only what verifies.
+
+The signature (``model.sig`` in the folder, a Sigstore bundle written by the `model-signing`
+package) covers ``manifest.json``, every file the manifest lists and the self-check data under
+``test_data/``; files the runtime never reads (plots, CSVs, ``verify.json``) are left out, so
+drawing a plot does not break a signature. Key-based (an elliptic-curve key pair, PEM) and
+certificate-based signing work offline; nothing here reaches a network.
+
+Loading a signed folder is `load_signed`: the signature is verified, then the folder is loaded
+with `runtime.load(..., digest=...)` pinned to the manifest digest that was verified, so a
+manifest swapped after the check is refused at load (no time-of-check gap). The runtime itself
+stays numpy + onnxruntime only; this module needs the ``sign`` extra
+(``pip install 'rnn-toolkit[sign]'``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import runtime
+from runtime.errors import IntegrityError, MissingDependencyError
+from runtime.manifest import MANIFEST_NAME, TEST_DATA_DIR, check_files, manifest_digest, read_manifest
+
+SIGNATURE_NAME = "model.sig"  # in the folder, beside the manifest (the OpenSSF tooling's default name)
+
+
+def _model_signing() -> Any:
+    try:
+        return importlib.import_module("model_signing")
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"signing needs the model-signing package ({error.name} is missing); install the sign extra: "
+            "pip install 'rnn-toolkit[sign]'"
+        ) from None
+
+
+def signed_files(folder: str | os.PathLike) -> list[str]:
+    """The folder's files a signature covers (relative paths): the manifest, every listed file
+    and the test data."""
+    folder = Path(folder)
+    names = [MANIFEST_NAME, *(entry.name for entry in read_manifest(folder).files)]
+    test_data = folder / TEST_DATA_DIR
+    if test_data.is_dir():
+        names += sorted(str(p.relative_to(folder)) for p in test_data.rglob("*") if p.is_file())
+    return names
+
+
+def _unsigned_paths(folder: Path) -> list[Path]:
+    """Everything in ``folder`` that a signature leaves out (the signature itself included)."""
+    covered = set(signed_files(folder))
+    return [p for p in folder.rglob("*") if p.is_file() and str(p.relative_to(folder)) not in covered]
+
+
+def _hashing_config(folder: Path) -> Any:
+    model_signing = _model_signing()
+    return model_signing.hashing.Config().set_ignored_paths(paths=_unsigned_paths(folder), ignore_git_paths=False)
+
+
+def sign_folder(
+    folder: str | os.PathLike,
+    private_key: str | os.PathLike,
+    *,
+    password: str | None = None,
+    certificate: str | os.PathLike | None = None,
+    certificate_chain: tuple[str | os.PathLike, ...] = (),
+) -> Path:
+    """Signs ``folder`` with ``private_key`` (PEM, elliptic curve); with ``certificate`` (and its
+    ``certificate_chain``), a certificate-based signature. Writes FOLDER/model.sig and returns it.
+
+    The folder's files are checked against its manifest first: a folder is only signed as the
+    manifest describes it."""
+    folder = Path(folder)
+    check_files(folder, read_manifest(folder))
+    model_signing = _model_signing()
+    config = model_signing.signing.Config()
+    if certificate is None:
+        config.use_elliptic_key_signer(private_key=private_key, password=password)
+    else:
+        config.use_certificate_signer(
+            private_key=private_key, signing_certificate=certificate, certificate_chain=list(certificate_chain)
+        )
+    signature = folder / SIGNATURE_NAME
+    try:
+        config.set_hashing_config(_hashing_config(folder)).sign(folder, signature)
+    except (ValueError, OSError, TypeError) as error:
+        raise IntegrityError(f"cannot sign {str(folder)!r}: {str(error).splitlines()[0][:300]}") from None
+    return signature
+
+
+def verify_signature(
+    folder: str | os.PathLike,
+    *,
+    public_key: str | os.PathLike | None = None,
+    certificate_chain: tuple[str | os.PathLike, ...] = (),
+) -> str:
+    """Verifies FOLDER/model.sig with ``public_key`` (or, certificate-based, against
+    ``certificate_chain``); returns the digest of the manifest that was verified. IntegrityError
+    when the signature is missing or does not verify."""
+    folder = Path(folder)
+    if (public_key is None) == (not certificate_chain):
+        raise IntegrityError("verify a signature with a public key or with a certificate chain (one of them)")
+    signature = folder / SIGNATURE_NAME
+    if not signature.is_file():
+        raise IntegrityError(f"{str(folder)!r} has no {SIGNATURE_NAME}: it is not signed (rnn sign)")
+    model_signing = _model_signing()
+    config = model_signing.verifying.Config()
+    if public_key is not None:
+        config.use_elliptic_key_verifier(public_key=public_key)
+    else:
+        config.use_certificate_verifier(certificate_chain=list(certificate_chain))
+    before = manifest_digest(folder)
+    try:
+        config.set_hashing_config(_hashing_config(folder)).set_ignore_unsigned_files(True).verify(folder, signature)
+    except Exception as error:  # model-signing raises ValueError and several library types for a bad signature
+        message = " ".join(str(error).split())[:300] or type(error).__name__
+        raise IntegrityError(f"the signature of {str(folder)!r} does not verify: {message}") from None
+    if manifest_digest(folder) != before:
+        raise IntegrityError(f"manifest.json of {str(folder)!r} changed while its signature was checked")
+    return before
+
+
+def load_signed(
+    folder: str | os.PathLike,
+    *,
+    public_key: str | os.PathLike | None = None,
+    certificate_chain: tuple[str | os.PathLike, ...] = (),
+    **load_options: Any,
+) -> runtime.Model:
+    """`runtime.load` of a folder whose signature verifies, pinned to the verified manifest."""
+    digest = verify_signature(folder, public_key=public_key, certificate_chain=certificate_chain)
+    return runtime.load(folder, digest=digest, **load_options)
