@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import runtime
 from export import VerificationFailed, export_folder
 from export.onnx_export import EXPORT_BATCH, export_step_onnx
 from export.torchscript import script_step
@@ -200,3 +201,26 @@ def test_a_planted_linear_before_reset_error_is_caught(tmp_path):
         f"\nplanted linear_before_reset error: worst max rel {worst:.3f}, "
         f"{len(failed)} of {len(report.comparisons)} comparisons failed"
     )
+
+
+def test_an_untrusted_folder_never_loads_its_torchscript(exported_copy, monkeypatch):
+    # Issue 10, finding 2: a rewritten step.torchscript.pt ran its code (it overwrote a file outside
+    # the folder) during verification. Loading the archive is what runs it: an untrusted folder
+    # must never reach torch.jit.load, a trusted one loads the bytes checked against the manifest.
+    import torch
+
+    from runtime.manifest import manifest_digest
+
+    loads = []
+    real_load = torch.jit.load
+    monkeypatch.setattr(torch.jit, "load", lambda *args, **kwargs: loads.append(args) or real_load(*args, **kwargs))
+    report = verify_folder(exported_copy, write=False)
+    assert loads == [] and "torchscript" in report.skipped and report.passed
+    assert not any(c.form == "torchscript" for c in report.comparisons)
+    assert "not checked" in report.table() and "not trusted" in report.table()
+    pinned = verify_folder(exported_copy, write=False, digest=manifest_digest(exported_copy))
+    assert len(loads) == 1 and any(c.form == "torchscript" for c in pinned.comparisons)
+    (exported_copy / "step.torchscript.pt").write_bytes(b"rewritten after export")  # not re-hashed
+    with pytest.raises(runtime.IntegrityError):
+        verify_folder(exported_copy, write=False, trust=True)
+    assert len(loads) == 1

@@ -105,3 +105,75 @@ def test_the_cli_signs_verifies_and_loads_only_what_verifies(signed, tmp_path):
     _, other = key_pair(tmp_path, "other")
     refused = runner.invoke(cli, ["generate", str(folder), "--steps", "3", "--public-key", str(other)])
     assert refused.exit_code == 2 and "does not verify" in refused.stderr and refused.stdout == ""
+
+
+def certificate_authority(folder, name):
+    """A CA certificate and a code-signing leaf certificate it issued, with the leaf's key (PEM
+    files made here, valid for a month)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def subject(common_name):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def usage(signing):
+        flags = dict.fromkeys(
+            (
+                "content_commitment",
+                "key_encipherment",
+                "data_encipherment",
+                "key_agreement",
+                "encipher_only",
+                "decipher_only",
+            ),
+            False,
+        )
+        return x509.KeyUsage(digital_signature=signing, key_cert_sign=not signing, crl_sign=not signing, **flags)
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def certificate(subject_name, public_key, ca, extensions):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject(subject_name))
+            .issuer_name(subject(f"{name} ca"))
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(ca_key, hashes.SHA256())
+
+    ca = certificate(f"{name} ca", ca_key.public_key(), True, [(usage(False), True)])
+    leaf = certificate(
+        f"{name} signer",
+        leaf_key.public_key(),
+        False,
+        [(usage(True), True), (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), False)],
+    )
+    paths = {kind: folder / f"{name}-{kind}.pem" for kind in ("ca", "leaf", "key")}
+    paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["leaf"].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+def test_certificate_based_signing_verifies_against_its_chain_only(tmp_path):
+    folder = tmp_path / "certified"
+    shutil.copytree(COMMITTED, folder)
+    ours, theirs = certificate_authority(tmp_path, "ours"), certificate_authority(tmp_path, "theirs")
+    sign_folder(folder, ours["key"], certificate=ours["leaf"], certificate_chain=(ours["ca"],))
+    assert verify_signature(folder, certificate_chain=(ours["ca"],)) == manifest_digest(folder)
+    with pytest.raises(IntegrityError, match="does not verify"):
+        verify_signature(folder, certificate_chain=(theirs["ca"],))
