@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from runtime.manifest import CONFIG_NAME, MANIFEST_NAME, VERIFY_NAME
 from toolkit.cli import cli
 
-from .conftest import COMMITTED, REPO
+from ..conftest import COMMITTED, REPO
 
 CASES = 520
 HEAVY_EVERY = 26  # 20 cases also run verify and plot
