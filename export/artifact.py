@@ -12,7 +12,7 @@ import onnxruntime
 import torch
 
 from rnn.checkpoint import load_checkpoint
-from rnn.config import Config, ModelConfig
+from rnn.config import TRAIN_DATA_NAME, Config, ModelConfig
 from rnn.folders import replacing_folder
 from runtime import __version__
 from runtime.fused import STEP
@@ -23,6 +23,7 @@ from runtime.manifest import (
     ROLE_CONFIG,
     ROLE_STEP_ONNX,
     ROLE_STEP_TORCHSCRIPT,
+    ROLE_TRAIN_DATA,
     ROLE_WEIGHTS,
     STEP_ONNX_NAME,
     STEP_TORCHSCRIPT_NAME,
@@ -164,6 +165,7 @@ def _manifest(
         file_entry(staging, WEIGHTS_NAME, ROLE_WEIGHTS),
         file_entry(staging, CONFIG_NAME, ROLE_CONFIG),
         *(file_entry(staging, name, form) for form, name in fused.items()),
+        *([file_entry(staging, TRAIN_DATA_NAME, ROLE_TRAIN_DATA)] if (staging / TRAIN_DATA_NAME).is_file() else []),
         *(file_entry(staging, name, f"{form}_ort") for form, name in ort_files.items()),
     ]
     step_producer = (

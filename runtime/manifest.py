@@ -49,6 +49,7 @@ ROLE_STEP_ONNX = "step_onnx"
 ROLE_STEP_TORCHSCRIPT = "step_torchscript"
 ROLE_WEIGHTS = "weights"
 ROLE_CONFIG = "config"
+ROLE_TRAIN_DATA = "train_data"  # a user's training series, copied in (verification and predict read it)
 
 
 @dataclass(frozen=True)
@@ -257,8 +258,11 @@ def read_manifest_bytes(folder: str | os.PathLike) -> bytes:
             f"{str(folder)!r} has no {MANIFEST_NAME}: it is not an exported artifact folder "
             "(run 'rnn export' on it first)"
         )
+    if path.is_symlink():  # a link could lead to any file; its fields would be quoted in errors
+        raise IntegrityError(f"{MANIFEST_NAME} of {str(folder)!r} is a symbolic link: it must be a regular file")
     try:
-        with open(path, "rb") as handle:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(descriptor, "rb") as handle:
             raw = handle.read(MAX_MANIFEST_BYTES + 1)
     except OSError as error:
         raise ArtifactError(f"cannot read {path}: {error.strerror or error}") from None

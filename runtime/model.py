@@ -182,7 +182,12 @@ def _create_session(
         options.add_external_initializers_from_files_in_memory(names, buffers, [len(b) for b in buffers])
     providers = [wanted] if device == "cpu" else [wanted, "CPUExecutionProvider"]
     try:
-        session = ort.InferenceSession(source, sess_options=options, providers=providers)
+        # No constant folding: it runs while the session is built, where no run_timeout reaches, and
+        # a hostile graph can make it compute for minutes (Expand of constants to N x N, then MatMul).
+        # Our models have nothing to fold: measured no change in their speed (NOTES.md).
+        session = ort.InferenceSession(
+            source, sess_options=options, providers=providers, disabled_optimizers=["ConstantFolding"]
+        )
     except ORT_ERRORS as error:
         raise ArtifactError(f"onnxruntime cannot load {name}: {first_line(error)}") from None
     if session.get_providers()[0] != wanted:

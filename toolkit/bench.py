@@ -34,6 +34,7 @@ from export.torchscript import load_torchscript_checked
 from rnn.checkpoint import load_checkpoint
 from rnn.eager import NumpyStep
 from rnn.folders import atomic_path, write_text_atomically
+from runtime.errors import ArtifactError
 from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
 from runtime.manifest import ROLE_STEP_TORCHSCRIPT
 
@@ -340,7 +341,7 @@ def run_bench(
             progress(f"streams {', '.join(map(str, stream_counts))}")
         report.streams = bench_streams(model, stream_counts, rounds=min(rounds, 3))
     if cold_start:
-        report.cold_start = measure_cold_start(folder)
+        report.cold_start = measure_cold_start(folder, digest=digest)
     return report
 
 
@@ -422,19 +423,24 @@ def _stream_ticks(model: runtime.Model, count: int, rng: np.random.Generator, th
     }
 
 
-def measure_cold_start(folder: Path, runs: int = COLD_START_RUNS) -> dict[str, float | bool]:
-    """Best of ``runs`` fresh processes: import runtime, load, generate 20 steps."""
+def measure_cold_start(folder: Path, runs: int = COLD_START_RUNS, digest: str | None = None) -> dict[str, float | bool]:
+    """Best of ``runs`` fresh processes: import runtime, load ``folder`` (pinned to ``digest``),
+    generate 20 steps (one step for a model whose outputs are not inputs)."""
     code = (
         "import time\nstart = time.perf_counter()\nimport sys, numpy as np, runtime\n"
-        f"model = runtime.load({str(folder)!r})\n"
-        f"model.generate(np.float32(0.5), {COLD_START_STEPS})\n"
+        f"model = runtime.load({str(Path(folder).resolve())!r}, digest={digest!r})\n"
+        "x = np.zeros((1, model.input_size), np.float32)\n"
+        f"model.generate(x, {COLD_START_STEPS}) if model.input_size == model.output_size else model.step(x)\n"
         "print(time.perf_counter() - start, 'torch' in sys.modules)\n"
     )
     root = Path(__file__).resolve().parents[1]
     inside, wall, torch_imported = [], [], False
     for _ in range(runs):
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1][:300]
+            raise ArtifactError(f"the cold-start process failed: {last}")
         wall.append(time.perf_counter() - start)
         seconds, imported = result.stdout.split()
         inside.append(float(seconds))

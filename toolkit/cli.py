@@ -575,6 +575,8 @@ def info(folder, as_json, digest, public_key) -> None:
     click.echo("versions   " + "  ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())))
     click.echo(f"integrity  {integrity}")
     status = "not yet (run rnn verify)" if verified is None else ("passed" if verified else "FAILED")
+    if verified is not None:  # anyone can write verify.json: it is a report, not a proof
+        status += " (as verify.json reports for this manifest; not authenticated: rerun rnn verify to know)"
     click.echo(f"verified   {f'unknown ({verify_error})' if verify_error else status}")
 
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import runtime
-from runtime.errors import IntegrityError, MissingDependencyError
+from runtime.errors import InputValueError, IntegrityError, MissingDependencyError
 from runtime.manifest import MANIFEST_NAME, TEST_DATA_DIR, check_files, manifest_digest, read_manifest
 
 SIGNATURE_NAME = "model.sig"  # in the folder, beside the manifest (the OpenSSF tooling's default name)
@@ -75,18 +76,18 @@ def sign_folder(
     folder = Path(folder)
     check_files(folder, read_manifest(folder))
     model_signing = _model_signing()
-    config = model_signing.signing.Config()
-    if certificate is None:
-        config.use_elliptic_key_signer(private_key=private_key, password=password)
-    else:
-        config.use_certificate_signer(
-            private_key=private_key, signing_certificate=certificate, certificate_chain=list(certificate_chain)
-        )
     signature = folder / SIGNATURE_NAME
     try:
+        config = model_signing.signing.Config()
+        if certificate is None:
+            config.use_elliptic_key_signer(private_key=private_key, password=password)
+        else:
+            config.use_certificate_signer(
+                private_key=private_key, signing_certificate=certificate, certificate_chain=list(certificate_chain)
+            )
         config.set_hashing_config(_hashing_config(folder)).sign(folder, signature)
-    except (ValueError, OSError, TypeError) as error:
-        raise IntegrityError(f"cannot sign {str(folder)!r}: {str(error).splitlines()[0][:300]}") from None
+    except (ValueError, TypeError, AttributeError, OSError) as error:  # a key or certificate it cannot use
+        raise InputValueError(f"cannot sign {str(folder)!r}: {_one_line(error)}") from None
     return signature
 
 
@@ -98,28 +99,50 @@ def verify_signature(
 ) -> str:
     """Verifies FOLDER/model.sig with ``public_key`` (or, certificate-based, against
     ``certificate_chain``); returns the digest of the manifest that was verified. IntegrityError
-    when the signature is missing or does not verify."""
+    when the signature is missing or does not verify.
+
+    The covered files are first copied, each read once, into a private temporary folder, and the
+    signature is checked there: the digest returned is that of the very manifest bytes that
+    verified, whatever happens to the folder meanwhile (pin it: `load_signed`)."""
     folder = Path(folder)
     if (public_key is None) == (not certificate_chain):
         raise IntegrityError("verify a signature with a public key or with a certificate chain (one of them)")
     signature = folder / SIGNATURE_NAME
-    if not signature.is_file():
+    if not signature.is_file() or signature.is_symlink():
         raise IntegrityError(f"{str(folder)!r} has no {SIGNATURE_NAME}: it is not signed (rnn sign)")
     model_signing = _model_signing()
-    config = model_signing.verifying.Config()
-    if public_key is not None:
-        config.use_elliptic_key_verifier(public_key=public_key)
-    else:
-        config.use_certificate_verifier(certificate_chain=list(certificate_chain))
-    before = manifest_digest(folder)
-    try:
-        config.set_hashing_config(_hashing_config(folder)).set_ignore_unsigned_files(True).verify(folder, signature)
-    except Exception as error:  # model-signing raises ValueError and several library types for a bad signature
-        message = " ".join(str(error).split())[:300] or type(error).__name__
-        raise IntegrityError(f"the signature of {str(folder)!r} does not verify: {message}") from None
-    if manifest_digest(folder) != before:
-        raise IntegrityError(f"manifest.json of {str(folder)!r} changed while its signature was checked")
-    return before
+    with tempfile.TemporaryDirectory(prefix="rnn-signature-") as private:
+        copy = Path(private) / "folder"
+        digest = _private_copy(folder, copy)
+        try:
+            config = model_signing.verifying.Config()
+            if public_key is not None:
+                config.use_elliptic_key_verifier(public_key=public_key)
+            else:
+                config.use_certificate_verifier(certificate_chain=list(certificate_chain))
+            config.set_hashing_config(_hashing_config(copy)).set_ignore_unsigned_files(True)
+            config.verify(copy, copy / SIGNATURE_NAME)
+        except Exception as error:  # model-signing raises ValueError and several library types for a bad signature
+            raise IntegrityError(f"the signature of {str(folder)!r} does not verify: {_one_line(error)}") from None
+    return digest
+
+
+def _private_copy(folder: Path, copy: Path) -> str:
+    """Copies the signature and the files it covers (regular files inside the folder only) into
+    ``copy``; returns the digest of the manifest bytes copied."""
+    names = [*signed_files(folder), SIGNATURE_NAME]
+    for name in names:
+        source = folder / name
+        if source.is_symlink() or not source.is_file():
+            raise IntegrityError(f"{name!r} in {str(folder)!r} must be a regular file, not a link or anything else")
+        target = copy / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+    return manifest_digest(copy)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300] or type(error).__name__
 
 
 def load_signed(

@@ -143,3 +143,25 @@ def batch_mean_step(h_out_shape=("batch", 6)):
         ],
         h_out_shape=h_out_shape,
     )
+
+
+def folding_bomb_step(size):
+    """A step model whose only heavy work is on constants: Expand(1.0, [size, size]) squared by
+    MatMul, times zero. Constant folding would compute it while the session is built, where no
+    run timeout reaches (size**3 multiply-adds); the runtime builds sessions without folding."""
+    one = helper.make_tensor("one", FLOAT, [1, 1], [1.0])
+    shape = helper.make_tensor("square", TensorProto.INT64, [2], [size, size])
+    zero = helper.make_tensor("zero", FLOAT, [1, 1], [0.0])
+    return step_model(
+        [
+            helper.make_node("Constant", [], ["one"], value=one),
+            helper.make_node("Constant", [], ["square"], value=shape),
+            helper.make_node("Constant", [], ["zero"], value=zero),
+            helper.make_node("Expand", ["one", "square"], ["big"]),
+            helper.make_node("MatMul", ["big", "big"], ["product"]),
+            helper.make_node("ReduceSum", ["product"], ["total"], keepdims=1),
+            helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+            helper.make_node("Add", ["x", "nothing"], ["y"]),
+            helper.make_node("Identity", ["h"], ["h_out"]),
+        ]
+    )

@@ -195,3 +195,16 @@ def test_write_manifest_refuses_a_nan_it_could_not_read_back(folder, tmp_path):
     changed = type(state)(**{**state.__dict__, "initial": (float("nan"),) * 6})
     with pytest.raises(ManifestError, match="NaN"):
         write_manifest(tmp_path, Manifest(**{**manifest.__dict__, "state": (changed,)}))
+
+
+def test_a_manifest_that_is_a_link_to_a_file_outside_is_refused_unread(folder, tmp_path):
+    # A link could lead to any JSON file of the machine, and a manifest error quotes the fields it
+    # finds wrong: the manifest must be a regular file of the folder.
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text(json.dumps({"format": "secret value from outside"}))
+    (folder / MANIFEST_NAME).unlink()
+    (folder / MANIFEST_NAME).symlink_to(outside)
+    for read in (runtime.load, read_manifest, manifest_digest):
+        with pytest.raises(IntegrityError, match="symbolic link") as caught:
+            read(folder)
+        assert "secret value" not in str(caught.value)

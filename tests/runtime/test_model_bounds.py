@@ -14,7 +14,7 @@ import runtime
 from runtime.errors import ArtifactError, InputValueError, RunTimeoutError, ToolkitError
 from runtime.runs import DEFAULT_RUN_TIMEOUT
 
-from .hostile import copy_folder, endless_loop_step, expanding_step, install
+from .hostile import copy_folder, endless_loop_step, expanding_step, folding_bomb_step, install
 
 TIMEOUT = 0.3  # seconds: short, so that each endless run below ends quickly
 GIB = 2**30
@@ -111,3 +111,17 @@ def test_the_memory_bound_refuses_before_allocating(exported_folder):
         with pytest.raises(InputValueError, match="MiB"):
             call()
     assert sum(ys.shape[0] for ys, _ in model.generate_iter(0.5, 10**7, chunk=10**6)) == 10**7  # in chunks: fine
+
+
+def test_building_a_session_does_no_work_a_hostile_graph_asks_of_its_constants(tmp_path, exported_folder):
+    # Constant folding happens while onnxruntime builds the session, where no run timeout reaches:
+    # a 300-byte graph squaring a 20000 x 20000 constant would keep load() busy for hours. The
+    # runtime builds sessions without folding, so load returns at once (here: in a child process
+    # given two minutes, so that a regression fails instead of hanging the suite).
+    import subprocess
+    import sys
+
+    folder = install(copy_folder(exported_folder, tmp_path / "bomb"), folding_bomb_step(20_000))
+    code = f"import runtime; model = runtime.load({str(folder)!r}); print(model.forms[0])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "step", result.stderr[-500:]

@@ -124,6 +124,14 @@ def test_a_model_trained_on_a_users_series_carries_it_inside_its_folder(tmp_path
         assert result.exit_code == 0, (command, result.output)
     rows = invoke("predict", folder).stdout.splitlines()[1:]
     np.testing.assert_allclose([float(row.split(",")[1]) for row in rows], series[:-1], rtol=1e-7)
+    # The copy is listed (and hashed) in the manifest, so a signature or a pin covers it too.
+    listed = {f.name: f.role for f in runtime.read_manifest(folder).files}
+    assert listed[TRAIN_DATA_NAME] == "train_data"
+    np.save(folder / TRAIN_DATA_NAME, np.full(40, 0.123))  # the attack of the review: other inputs
+    with pytest.raises(runtime.IntegrityError, match="train_data.npy"):
+        runtime.load(folder)
+    refused = invoke("predict", folder)
+    assert refused.exit_code == 2 and "train_data.npy" in refused.stderr, refused.output
 
 
 # ---- 9: every output file is written atomically --------------------------------------------

@@ -177,3 +177,45 @@ def test_certificate_based_signing_verifies_against_its_chain_only(tmp_path):
     assert verify_signature(folder, certificate_chain=(ours["ca"],)) == manifest_digest(folder)
     with pytest.raises(IntegrityError, match="does not verify"):
         verify_signature(folder, certificate_chain=(theirs["ca"],))
+
+
+def test_a_manifest_swapped_while_the_signature_is_checked_is_never_loaded(signed, monkeypatch):
+    # The signature is checked on a private copy of the covered files, and the folder is then
+    # loaded pinned to the digest of the manifest that verified: swapping manifest.json in the
+    # folder during the check (an attacker timing it with inotify) gets a refusal, not a load.
+    import model_signing
+
+    folder, public = signed
+    genuine = (folder / "manifest.json").read_bytes()
+    forged = genuine.replace(b'"initial": [\n        0.0', b'"initial": [\n        5.0', 1)
+    assert forged != genuine
+    real_verify = model_signing.verifying.Config.verify
+
+    def swapping_verify(self, model_path, signature_path):
+        (folder / "manifest.json").write_bytes(forged)
+        return real_verify(self, model_path, signature_path)
+
+    monkeypatch.setattr(model_signing.verifying.Config, "verify", swapping_verify)
+    with pytest.raises(IntegrityError, match="pinned digest"):
+        load_signed(folder, public_key=public)
+
+
+def test_a_key_the_signer_cannot_use_is_one_line(tmp_path):
+    from click.testing import CliRunner
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from toolkit.cli import cli
+
+    folder = tmp_path / "f"
+    shutil.copytree(COMMITTED, folder)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp_path / "rsa.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    (tmp_path / "text.pem").write_text("not a key")
+    for path in ("rsa.pem", "text.pem"):
+        result = CliRunner().invoke(cli, ["sign", str(folder), "--key", str(tmp_path / path)])
+        assert result.exit_code == 2 and result.stderr.startswith("error: cannot sign"), result.output
+        assert result.stderr.strip().count("\n") == 0 and not (folder / SIGNATURE_NAME).exists()
+    refused = CliRunner().invoke(cli, ["verify-signature", str(folder), "--public-key", str(tmp_path / "text.pem")])
+    assert refused.exit_code == 2 and refused.stderr.strip().count("\n") == 0
