@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import ArtifactError, InputValueError
+from runtime.jsonfile import parse_json
 from runtime.manifest import CONFIG_NAME
 
 from .data import SEQ_LENGTH, load_series, open_regular, sine_series, sine_times
@@ -312,16 +313,7 @@ def read_config(folder: str | os.PathLike) -> Config:
         raw = handle.read(MAX_CONFIG_BYTES + 1)
     if len(raw) > MAX_CONFIG_BYTES:
         raise ArtifactError(f"{path} is larger than the {MAX_CONFIG_BYTES} bytes a {CONFIG_NAME} may have")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ArtifactError(f"{path} is not UTF-8 text") from None
-    except json.JSONDecodeError as error:
-        raise ArtifactError(f"{path} is not valid JSON ({error.msg} at line {error.lineno})") from None
-    except RecursionError:
-        raise ArtifactError(f"{path} is not valid JSON (nested too deeply)") from None
-    except ValueError as error:  # for one: an integer of more digits than int() converts
-        raise ArtifactError(f"{path} is not valid JSON ({str(error).splitlines()[0][:80]})") from None
+    data = parse_json(raw, str(path), ArtifactError, finite_only=False)  # non-finite values: from_dict says which
     return Config.from_dict(data, str(path))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from .errors import ArtifactError, InputValueError, IntegrityError, ManifestError, VersionError
 from .inputs import FLOAT32_ROUNDS_TO_INF
+from .jsonfile import parse_json
 
 FORMAT = "rnn-toolkit-artifact"
 FORMAT_VERSION = 1
@@ -271,26 +272,11 @@ def read_manifest_bytes(folder: str | os.PathLike) -> bytes:
     return raw
 
 
-def _not_json_constant(name: str) -> Any:
-    raise ManifestError(f"{MANIFEST_NAME} holds {name}, which is not a JSON number (values must be finite)")
-
-
 def parse_manifest(raw: bytes, source: str = MANIFEST_NAME) -> Manifest:
     """Validates the bytes of a manifest.json (``source`` names it in errors); every way a
     hostile file can fail (not UTF-8, not JSON, NaN, nested too deep, an integer of thousands of
     digits, a wrong field) is a ManifestError of one line."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ManifestError(f"{source} is not UTF-8 text ({error.reason} at byte {error.start})") from None
-    try:
-        data = json.loads(text, parse_constant=_not_json_constant)
-    except json.JSONDecodeError as error:
-        raise ManifestError(f"{source} is not valid JSON: {error.msg} at line {error.lineno}") from None
-    except RecursionError:
-        raise ManifestError(f"{source} nests arrays or objects too deeply to be a manifest") from None
-    except ValueError as error:  # Python refuses integers of more than 4300 digits
-        raise ManifestError(f"{source} is not a manifest: {str(error).splitlines()[0]:.120}") from None
+    data = parse_json(raw, source, ManifestError)
     try:
         return Manifest.from_dict(data)
     except RecursionError:

@@ -4,7 +4,6 @@ read without trusting it."""
 from __future__ import annotations
 
 import itertools
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from rnn.config import Config, training_series
 from rnn.data import open_regular
 from rnn.folders import atomic_path
 from runtime.errors import ArtifactError
+from runtime.jsonfile import parse_json
 from runtime.manifest import VERIFY_NAME
 
 CSV_CHUNK = 100_000  # steps generated at a time: memory stays flat for any --steps
@@ -89,15 +89,7 @@ def read_verify_report(folder: str | os.PathLike) -> dict[str, Any] | None:
         raw = handle.read(MAX_VERIFY_BYTES + 1)
     if len(raw) > MAX_VERIFY_BYTES:
         raise ArtifactError(f"{VERIFY_NAME} is larger than {MAX_VERIFY_BYTES} bytes")
-    try:
-        document = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ArtifactError(f"{VERIFY_NAME} is not UTF-8 text") from None
-    except RecursionError:
-        raise ArtifactError(f"{VERIFY_NAME} is not valid JSON (nested too deeply)") from None
-    except ValueError as error:  # JSONDecodeError, or an integer of too many digits
-        reason = error.msg if isinstance(error, json.JSONDecodeError) else "a number too long"
-        raise ArtifactError(f"{VERIFY_NAME} is not valid JSON ({reason})") from None
+    document = parse_json(raw, VERIFY_NAME, ArtifactError, finite_only=False)  # a failed check reports Infinity
     if not isinstance(document, dict):
         raise ArtifactError(f"{VERIFY_NAME} must be a JSON object, got {type(document).__name__}")
     if not isinstance(document.get("passed"), bool):
