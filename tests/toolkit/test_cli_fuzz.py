@@ -10,7 +10,6 @@ every HEAVY_EVERY-th case also runs verify and plot (torch, about a second each)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import traceback
@@ -26,6 +25,7 @@ from runtime.manifest import CONFIG_NAME, MANIFEST_NAME, VERIFY_NAME
 from toolkit.cli import cli
 
 from ..conftest import COMMITTED, REPO
+from ..conftest import rehash_file as rehash
 
 CASES = 520
 HEAVY_EVERY = 26  # 20 cases also run verify and plot
@@ -177,16 +177,6 @@ def mutate(raw: bytes, mutation: str, rng: np.random.Generator) -> bytes | None:
     _set(document, path, _PLACEHOLDER)
     hostile = HOSTILE_VALUES[int(rng.integers(len(HOSTILE_VALUES)))]
     return json.dumps(document).replace(f'"{_PLACEHOLDER}"', hostile).encode()
-
-
-def rehash(folder: Path, name: str) -> None:
-    """Records ``name``'s size and sha256 in the manifest, as whoever made the folder can."""
-    manifest = json.loads((folder / MANIFEST_NAME).read_text())
-    data = (folder / name).read_bytes()
-    for entry in manifest["files"]:
-        if entry["name"] == name:
-            entry.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
 
 
 # ---- running -------------------------------------------------------------------------------

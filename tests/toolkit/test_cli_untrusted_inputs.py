@@ -5,7 +5,6 @@ file's contents are echoed; output files are written whole or not at all."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -20,13 +19,14 @@ from click.testing import CliRunner
 
 import runtime
 from rnn.config import TRAIN_DATA_NAME
-from runtime.manifest import CONFIG_NAME, MANIFEST_NAME, VERIFY_NAME
+from runtime.manifest import CONFIG_NAME, VERIFY_NAME
 from toolkit import running
 from toolkit.bench import write_json
 from toolkit.cli import cli, main
 from toolkit.plots import LOSS_NAME, PARITY_NAME, PREDICTION_NAME, plot_folder
 
 from ..conftest import COMMITTED
+from ..conftest import rehash_file as rehash
 
 SECRET = "hunter2:x:0:0:zq-token"  # stands for a line of /etc/passwd
 PICTURES = (PREDICTION_NAME, LOSS_NAME, PARITY_NAME)
@@ -36,17 +36,6 @@ def committed_copy(tmp_path: Path) -> Path:
     folder = tmp_path / "model"
     shutil.copytree(COMMITTED, folder)
     return folder
-
-
-def rehash(folder: Path, name: str = CONFIG_NAME) -> None:
-    """Records ``name``'s new size and sha256 in manifest.json, as whoever made the whole folder
-    can: the manifest proves a folder complete, not trustworthy."""
-    manifest = json.loads((folder / MANIFEST_NAME).read_text())
-    data = (folder / name).read_bytes()
-    for entry in manifest["files"]:
-        if entry["name"] == name:
-            entry.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
 
 
 def set_config(folder: Path, change) -> None:
