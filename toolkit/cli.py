@@ -95,6 +95,9 @@ def _finite(value: Any) -> Any:
     return value
 
 
+_EXISTING_FILE = click.Path(dir_okay=False, exists=True, path_type=Path)  # keys, certificates, weights
+
+
 def _folder_argument(function):
     return click.argument("folder", type=click.Path(file_okay=False, path_type=Path))(function)
 
@@ -265,7 +268,7 @@ _DIGEST = click.option(
 )
 _PUBLIC_KEY = click.option(
     "--public-key",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_EXISTING_FILE,
     default=None,
     help="Refuse the folder unless its signature (model.sig, rnn sign) verifies with this PEM key (sign extra).",
 )
@@ -607,7 +610,7 @@ class _StateSpec(click.ParamType):
 )
 @click.option(
     "--weights",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_EXISTING_FILE,
     default=None,
     help="A state_dict (.pt) to load into the module (weights_only). Default: the factory's weights.",
 )
@@ -656,7 +659,7 @@ def export_module_command(factory, out, weights, input_size, output_size, states
 @click.option(
     "--key",
     "private_key",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_EXISTING_FILE,
     required=True,
     help="The private key (PEM, elliptic curve) to sign with.",
 )
@@ -668,14 +671,14 @@ def export_module_command(factory, out, weights, input_size, output_size, states
 )
 @click.option(
     "--certificate",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_EXISTING_FILE,
     default=None,
     help="Sign certificate-based: the key's certificate (PEM); its issuers with --chain.",
 )
 @click.option(
     "--chain",
     "certificate_chain",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_EXISTING_FILE,
     multiple=True,
     help="A certificate of the chain above --certificate (repeat, PEM).",
 )
@@ -701,14 +704,14 @@ def sign(folder, private_key, password_env, certificate, certificate_chain) -> N
 @_folder_argument
 @click.option(
     "--public-key",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_EXISTING_FILE,
     default=None,
     help="The public key (PEM) of a key-based signature.",
 )
 @click.option(
     "--chain",
     "certificate_chain",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=_EXISTING_FILE,
     multiple=True,
     help="For a certificate-based signature: a trusted certificate of its chain (repeat, PEM).",
 )
