@@ -1,0 +1,648 @@
+"""The protocol-neutral heart of `rnn serve`: which models are served under which names, what
+each one takes and returns, the server-held sequences and the dynamic batcher.
+
+The HTTP and gRPC fronts (`http_api`, `grpc_api`) decode a request into an `InferRequest`
+(numpy arrays and Python parameter values), await `Engine.infer`, and encode the
+`InferResponse`; every mistake of the caller is a `BadRequest` (or `NotFound`) raised here with
+one line, so both fronts answer it the same way. Everything runs on one asyncio event loop:
+steps of sequences are batched there (one `runtime.StreamPool` run per tick, inline: a tick
+of a small model takes microseconds), multi-step requests run in a thread pool.
+
+Names: a folder served as ``NAME`` offers ``NAME`` (one step: x and the state tensors in, y and
+the new state out), ``NAME-predict`` (teacher-forced, x (T, batch, input)) and
+``NAME-generate`` (closed loop, x (batch, input) and ``steps``). The state inputs are optional
+(absent: the manifest's initial state); with a ``sequence_id`` they must be absent, the
+server holds the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import runtime
+from runtime.manifest import MANIFEST_NAME
+from runtime.streams import StreamPool, state_from_bytes
+
+from .metrics import Metrics
+
+STEP, PREDICT, GENERATE = "step", "predict", "generate"
+SUFFIXES = {STEP: "", PREDICT: "-predict", GENERATE: "-generate"}
+STEPS_INPUT = "steps"  # the generate endpoint's INT64 input: how many closed-loop steps
+VERSION = "1"  # every model has one version; tritonclient's default ("") means it too
+PLATFORM = "onnxruntime_onnx"
+
+# The protocol's datatype names and the numpy dtypes they decode to.
+DATATYPES = {
+    "BOOL": np.dtype(bool),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+DATATYPE_OF = {dtype: name for name, dtype in DATATYPES.items()}
+
+MAX_SEQUENCE_ID_CHARS = 256
+GONE_REMEMBERED = 100_000  # ended or expired sequence ids kept to name them in errors
+
+
+# ---- errors ----------------------------------------------------------------------------------
+
+
+class ServeError(Exception):
+    """An error with the HTTP status the fronts answer (gRPC maps it to a status code)."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+class BadRequest(ServeError):
+    status = 400
+
+
+class Unauthorized(ServeError):
+    status = 401
+
+
+class NotFound(ServeError):
+    status = 404
+
+
+class TooLarge(ServeError):
+    status = 413
+
+
+class Unavailable(ServeError):
+    """Not the caller's mistake and worth a retry later: a model not ready, a full server."""
+
+    status = 503
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:500] or type(error).__name__
+
+
+# ---- settings, requests, responses -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for. The fronts enforce the body size; the engine the rest."""
+
+    max_body_bytes: int = 64 << 20
+    max_elements: int = 1 << 22  # per tensor
+    max_steps: int = 100_000  # T of a predict request, steps of a generate request
+    max_sequences: int = 1 << 20  # live sequences per model
+
+
+@dataclass(frozen=True)
+class Settings:
+    limits: Limits = field(default_factory=Limits)
+    max_queue_delay_us: int = 0  # how long a step waits for others to share its run
+    max_batch: int = 1024  # steps of sequences in one run
+    sequence_idle_timeout_s: float = 600.0
+    workers: int = 2  # threads for multi-step requests
+
+
+@dataclass
+class InferRequest:
+    """One decoded inference request. ``inputs`` holds numpy arrays of the wire's datatype and
+    shape; ``outputs`` the requested output names (None: all)."""
+
+    model: str
+    inputs: dict[str, np.ndarray]
+    outputs: list[str] | None = None
+    id: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class InferResponse:
+    model: str
+    id: str
+    outputs: list[tuple[str, np.ndarray]]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]  # -1 for a dynamic axis
+    optional: bool = False
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+# ---- sequences ---------------------------------------------------------------------------------
+
+
+def sequence_key(value: Any) -> int | str | None:
+    """A request's ``sequence_id`` parameter checked: an int (1 to 2**64-1) or a non-empty string;
+    0, "" and absent mean "no sequence", as in Triton. Ints and strings are different ids."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise BadRequest(f"parameter 'sequence_id' must be an integer or a string, got {type(value).__name__}")
+    if isinstance(value, int):
+        if not 0 <= value < 1 << 64:
+            raise BadRequest(f"parameter 'sequence_id' must be an unsigned 64-bit integer, got {value}")
+        return value or None
+    if len(value) > MAX_SEQUENCE_ID_CHARS:
+        raise BadRequest(f"parameter 'sequence_id' is longer than {MAX_SEQUENCE_ID_CHARS} characters")
+    return value or None
+
+
+def describe_id(key: int | str) -> str:
+    return f"{key}" if isinstance(key, int) else f"{key!r}"
+
+
+def _flag(parameters: dict[str, Any], name: str) -> bool:
+    value = parameters.get(name, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"parameter '{name}' must be a boolean, got {type(value).__name__}")
+    return value
+
+
+class _Sequence:
+    __slots__ = ("key", "stream", "last_used", "lock", "closed")
+
+    def __init__(self, key: int | str, stream: int) -> None:
+        self.key, self.stream, self.last_used = key, stream, time.monotonic()
+        self.lock = asyncio.Lock()  # one request of a sequence at a time, in arrival order
+        self.closed = False
+
+
+class _Batcher:
+    """Steps of different sequences that arrive within ``delay`` seconds of the first run as one
+    `StreamPool.step` on the event loop (the pool's batched run is bit-identical to stepping
+    each stream alone). The caller guarantees one pending step per stream."""
+
+    def __init__(self, pool: StreamPool, delay: float, max_batch: int, metrics: Metrics, name: str) -> None:
+        self.pool, self.delay, self.max_batch, self.metrics, self.name = pool, delay, max_batch, metrics, name
+        self.pending: list[tuple[int, np.ndarray, asyncio.Future, float]] = []
+        self.scheduled = False
+
+    def submit(self, stream: int, x: np.ndarray) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.pending.append((stream, x, future, time.perf_counter()))
+        if len(self.pending) >= self.max_batch:
+            self._flush()
+        elif not self.scheduled:
+            self.scheduled = True
+            if self.delay > 0:
+                loop.call_later(self.delay, self._flush)
+            else:
+                loop.call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self.scheduled = False
+        while self.pending:
+            batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
+            live = [item for item in batch if not item[2].done()]  # a cancelled caller is skipped
+            if not live:
+                continue
+            started = time.perf_counter()
+            try:
+                ids = np.fromiter((item[0] for item in live), dtype=np.int64, count=len(live))
+                xs = live[0][1] if len(live) == 1 else np.concatenate([item[1] for item in live])
+                ys = self.pool.step(ids, xs)
+            except Exception as error:  # the same error for every step of this run, no state changed
+                for item in live:
+                    item[2].set_exception(error)
+                continue
+            finished = time.perf_counter()
+            self.metrics.batch(self.name, len(live), finished - started, [started - item[3] for item in live])
+            for row, item in enumerate(live):
+                item[2].set_result(ys[row : row + 1])
+
+
+# ---- served models --------------------------------------------------------------------------
+
+
+class Served:
+    """One artifact folder: its loaded model (or why it failed to load), its sequences and batcher."""
+
+    def __init__(self, name: str, folder: Path, model: runtime.Model | None, error: str, settings: Settings) -> None:
+        self.name, self.folder, self.model, self.error, self.settings = name, folder, model, error, settings
+        self.sequences: dict[int | str, _Sequence] = {}
+        self.gone: OrderedDict[int | str, str] = OrderedDict()  # id -> "ended" / "expired ..."
+        self.pool: StreamPool | None = None
+        self.batcher: _Batcher | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        forms = [STEP, PREDICT]
+        if self.model is None or self.model.input_size == self.model.output_size:
+            forms.append(GENERATE)  # the closed loop feeds y back as x
+        return tuple(self.name + SUFFIXES[form] for form in forms)
+
+    def start(self, metrics: Metrics) -> None:
+        if self.model is not None and self.pool is None:
+            self.pool = StreamPool(self.model, capacity=64)
+            delay = self.settings.max_queue_delay_us / 1e6
+            self.batcher = _Batcher(self.pool, delay, self.settings.max_batch, metrics, self.name)
+
+    def forget(self, key: int | str, why: str) -> None:
+        entry = self.sequences.pop(key, None)
+        if entry is not None:
+            entry.closed = True
+            if self.pool is not None:
+                self.pool.close(entry.stream)
+        self.gone[key] = why
+        self.gone.move_to_end(key)
+        while len(self.gone) > GONE_REMEMBERED:
+            self.gone.popitem(last=False)
+
+    def open(self, key: int | str, state: Any = None) -> _Sequence:
+        if len(self.sequences) >= self.settings.limits.max_sequences:
+            raise Unavailable(f"model '{self.name}' holds its maximum of {len(self.sequences)} live sequences")
+        assert self.pool is not None
+        entry = _Sequence(key, self.pool.open(state))
+        self.sequences[key] = entry
+        self.gone.pop(key, None)
+        return entry
+
+
+class Endpoint:
+    """One served model name: a form of a folder's model, with the specs its metadata shows."""
+
+    def __init__(self, served: Served, form: str) -> None:
+        self.served, self.form = served, form
+        self.name = served.name + SUFFIXES[form]
+        model = served.model
+        if model is None:
+            self.inputs: tuple[TensorSpec, ...] = ()
+            self.outputs: tuple[TensorSpec, ...] = ()
+            return
+        x_shape = {STEP: (-1, model.input_size), PREDICT: (-1, -1, model.input_size)}.get(form, (-1, model.input_size))
+        y_shape = (-1, model.output_size) if form == STEP else (-1, -1, model.output_size)
+        inputs = [TensorSpec(model.input_name, "FP32", x_shape)]
+        if form == GENERATE:
+            inputs.append(TensorSpec(STEPS_INPUT, "INT64", (1,)))
+        inputs += [TensorSpec(n, "FP32", (-1, s), optional=True) for n, s in zip(model.state_names, model.state_sizes)]
+        outputs = [TensorSpec(model.output_name, "FP32", y_shape)]
+        outputs += [TensorSpec(n, "FP32", (-1, s)) for n, s in zip(model.state_outputs, model.state_sizes)]
+        self.inputs, self.outputs = tuple(inputs), tuple(outputs)
+
+    @property
+    def ready(self) -> bool:
+        return self.served.ready
+
+    def metadata(self) -> dict[str, Any]:
+        if not self.ready:
+            raise Unavailable(f"model '{self.name}' is not ready: {self.served.error}")
+        return {
+            "name": self.name,
+            "versions": [VERSION],
+            "platform": PLATFORM,
+            "inputs": [spec.metadata() for spec in self.inputs],
+            "outputs": [spec.metadata() for spec in self.outputs],
+        }
+
+
+# ---- the engine ------------------------------------------------------------------------------
+
+
+def artifact_folders(repository: str | os.PathLike) -> list[tuple[str, Path]]:
+    """(name, folder) for every folder directly under ``repository`` that holds a manifest."""
+    root = Path(repository)
+    if not root.is_dir():
+        raise runtime.ArtifactError(f"model repository {root} is not a folder")
+    found = [(child.name, child) for child in sorted(root.iterdir()) if (child / MANIFEST_NAME).is_file()]
+    if not found:
+        raise runtime.ArtifactError(f"model repository {root} holds no artifact folder (none has {MANIFEST_NAME})")
+    return found
+
+
+Loader = Callable[[Path], runtime.Model]
+
+
+def _default_loader(folder: Path) -> runtime.Model:
+    return runtime.load(folder)
+
+
+def _warm_up(model: runtime.Model) -> None:
+    """Creates the sessions of every form now, not in the first request that needs one."""
+    x = np.zeros((2, 1, model.input_size), np.float32)
+    for form in model.forms:
+        if form == STEP:
+            continue
+        if form.startswith("rollout"):
+            if model.input_size == model.output_size:
+                model.generate(x[0], 2, form=form)
+        else:
+            model.predict(x, form=form)
+
+
+class Engine:
+    """The served models and their endpoints; `infer` answers one request."""
+
+    def __init__(
+        self,
+        folders: Iterable[tuple[str, str | os.PathLike]],
+        settings: Settings | None = None,
+        loader: Loader | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.metrics = metrics or Metrics()
+        self.served: dict[str, Served] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self._in_flight = 0
+        self._idle: asyncio.Event | None = None  # set while no request is in progress (made by start)
+        self._executor = ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="rnn-serve")
+        load = loader or _default_loader
+        for name, folder in folders:
+            model, error = None, ""
+            try:
+                model = load(Path(folder))
+                _warm_up(model)
+            except (runtime.ToolkitError, OSError) as failure:
+                model, error = None, one_line(failure)
+            served = Served(name, Path(folder), model, error, self.settings)
+            self.served[name] = served
+            for endpoint_name in served.endpoints:
+                if endpoint_name in self.endpoints:
+                    raise runtime.ArtifactError(f"two served models are named '{endpoint_name}'")
+            for form, suffix in SUFFIXES.items():
+                if served.name + suffix in served.endpoints:
+                    self.endpoints[served.name + suffix] = Endpoint(served, form)
+
+    # ---- lifecycle (called by the server on its event loop) ----
+
+    def start(self) -> None:
+        """Called on the server's event loop before the first request."""
+        self._idle = asyncio.Event()
+        self._idle.set()
+        for served in self.served.values():
+            served.start(self.metrics)
+            self.metrics.live_sequences(served.name, len(served.sequences))
+
+    async def drained(self, timeout: float) -> bool:
+        """Waits until no request is in progress (at most ``timeout`` seconds); whether none is."""
+        if self._idle is None:
+            return True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+    @property
+    def ready(self) -> bool:
+        """Every model loaded (Triton's strict readiness)."""
+        return all(served.ready for served in self.served.values())
+
+    def endpoint(self, name: str, version: str = "") -> Endpoint:
+        endpoint = self.endpoints.get(name)
+        if endpoint is None:
+            raise NotFound(f"unknown model '{name}'")
+        if version not in ("", VERSION):
+            raise NotFound(f"model '{name}' has no version '{version}' (it has version {VERSION})")
+        return endpoint
+
+    def repository_index(self) -> list[dict[str, str]]:
+        index = []
+        for name, endpoint in self.endpoints.items():
+            entry = {"name": name, "version": VERSION, "state": "READY" if endpoint.ready else "UNAVAILABLE"}
+            if not endpoint.ready:
+                entry["reason"] = endpoint.served.error
+            index.append(entry)
+        return index
+
+    def expire_idle(self, now: float | None = None) -> int:
+        """Ends the sequences idle for longer than the timeout (never one with a request in progress)."""
+        now = time.monotonic() if now is None else now
+        timeout = self.settings.sequence_idle_timeout_s
+        expired = 0
+        for served in self.served.values():
+            stale = [e for e in served.sequences.values() if now - e.last_used > timeout and not e.lock.locked()]
+            for entry in stale:
+                served.forget(entry.key, f"expired after {timeout:g} s idle")
+            if stale:
+                expired += len(stale)
+                self.metrics.expired(served.name, len(stale))
+                self.metrics.live_sequences(served.name, len(served.sequences))
+        return expired
+
+    # ---- inference ----
+
+    async def infer(self, request: InferRequest, protocol: str, version: str = "") -> InferResponse:
+        started = time.perf_counter()
+        name = request.model
+        self._in_flight += 1
+        if self._idle is not None:
+            self._idle.clear()
+        try:
+            endpoint = self.endpoint(name, version)
+            if not endpoint.ready:
+                raise Unavailable(f"model '{name}' is not ready: {endpoint.served.error}")
+            outputs = await self._infer(endpoint, request)
+        except Exception as error:
+            status = error.status if isinstance(error, ServeError) else 400 if _users(error) else 500
+            self.metrics.request(
+                name if name in self.endpoints else "", protocol, status, time.perf_counter() - started
+            )
+            if isinstance(error, ServeError):
+                raise
+            if _users(error):
+                raise BadRequest(one_line(error)) from error
+            raise
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle is not None:
+                self._idle.set()
+        self.metrics.request(name, protocol, 200, time.perf_counter() - started)
+        return InferResponse(name, request.id, outputs)
+
+    async def _infer(self, endpoint: Endpoint, request: InferRequest) -> list[tuple[str, np.ndarray]]:
+        parameters = request.parameters
+        key = sequence_key(parameters.get("sequence_id"))
+        start, end = _flag(parameters, "sequence_start"), _flag(parameters, "sequence_end")
+        if key is None and (start or end):
+            raise BadRequest("parameters 'sequence_start'/'sequence_end' need a 'sequence_id'")
+        arrays = self._checked_inputs(endpoint, request.inputs, sequence=key is not None)
+        wanted = self._wanted_outputs(endpoint, request.outputs)
+        if key is None:
+            values = await self._run(endpoint, arrays, None)
+        else:
+            values = await self._run_sequence(endpoint, key, start, end, arrays, wanted)
+        return [(spec.name, values[spec.name]) for spec in endpoint.outputs if spec.name in wanted]
+
+    def _checked_inputs(self, endpoint: Endpoint, inputs: dict[str, np.ndarray], sequence: bool) -> dict:
+        specs = {spec.name: spec for spec in endpoint.inputs}
+        limits = self.settings.limits
+        for name, array in inputs.items():
+            spec = specs.get(name)
+            if spec is None:
+                raise BadRequest(f"model '{endpoint.name}' has no input '{name}' (inputs: {', '.join(specs)})")
+            if sequence and spec.optional:
+                raise BadRequest(
+                    f"input '{name}' is held by the server for a sequence; send only "
+                    f"{', '.join(s.name for s in endpoint.inputs if not s.optional)}"
+                )
+            datatype = DATATYPE_OF.get(array.dtype)
+            if datatype != spec.datatype:
+                raise BadRequest(f"input '{name}' must be {spec.datatype}, got {datatype or array.dtype}")
+            if array.ndim != len(spec.shape) or any(d not in (-1, n) for d, n in zip(spec.shape, array.shape)):
+                wanted = "[" + ", ".join(str(d) for d in spec.shape) + "]"
+                raise BadRequest(f"input '{name}' must have shape {wanted} (-1: any), got {list(array.shape)}")
+            if array.size > limits.max_elements:
+                raise TooLarge(f"input '{name}' has {array.size} elements, the limit is {limits.max_elements}")
+        missing = [spec.name for spec in endpoint.inputs if not spec.optional and spec.name not in inputs]
+        if missing:
+            raise BadRequest(f"model '{endpoint.name}' needs input {', '.join(repr(m) for m in missing)}")
+        model = endpoint.served.model
+        assert model is not None
+        x = inputs[model.input_name]
+        batch = x.shape[1] if endpoint.form == PREDICT else x.shape[0]
+        if endpoint.form == PREDICT and x.shape[0] > limits.max_steps:
+            raise TooLarge(f"input '{model.input_name}' has {x.shape[0]} steps, the limit is {limits.max_steps}")
+        if sequence and batch != 1:
+            raise BadRequest(f"a request of a sequence steps one stream: input '{model.input_name}' batch must be 1")
+        states = [inputs.get(n) for n in model.state_names]
+        for state_name, state in zip(model.state_names, states):
+            if state is not None and state.shape[0] != batch:
+                raise BadRequest(f"input '{state_name}' has batch {state.shape[0]}, input '{model.input_name}' {batch}")
+        if any(s is not None for s in states) and any(s is None for s in states):
+            raise BadRequest(f"send every state input ({', '.join(model.state_names)}) or none")
+        checked = {"x": x, "state": tuple(states) if states and states[0] is not None else None}
+        if endpoint.form == GENERATE:
+            steps = int(inputs[STEPS_INPUT][0])
+            if not 1 <= steps <= limits.max_steps:
+                raise BadRequest(f"input '{STEPS_INPUT}' must be 1 to {limits.max_steps}, got {steps}")
+            checked["steps"] = steps
+        return checked
+
+    @staticmethod
+    def _wanted_outputs(endpoint: Endpoint, requested: list[str] | None) -> set[str]:
+        names = [spec.name for spec in endpoint.outputs]
+        if requested is None:
+            return set(names)
+        unknown = [name for name in requested if name not in names]
+        if unknown:
+            raise BadRequest(f"model '{endpoint.name}' has no output '{unknown[0]}' (outputs: {', '.join(names)})")
+        if len(set(requested)) != len(requested):
+            raise BadRequest("an output is requested twice")
+        return set(requested)
+
+    def _values(self, endpoint: Endpoint, y: np.ndarray, state: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
+        model = endpoint.served.model
+        assert model is not None
+        return {model.output_name: y, **dict(zip(model.state_outputs, state))}
+
+    def _compute(self, endpoint: Endpoint, arrays: dict, state: Any) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        model = endpoint.served.model
+        assert model is not None
+        if endpoint.form == STEP:
+            return model.step(arrays["x"], state)
+        if endpoint.form == PREDICT:
+            return model.predict(arrays["x"], state)
+        return model.generate(arrays["x"], arrays["steps"], state)
+
+    async def _run(self, endpoint: Endpoint, arrays: dict, state: Any) -> dict[str, np.ndarray]:
+        """A stateless request: a small step inline, anything longer in the thread pool."""
+        state = arrays["state"] if state is None else state
+        started = time.perf_counter()
+        if endpoint.form == STEP and arrays["x"].shape[0] <= 256:
+            y, new_state = self._compute(endpoint, arrays, state)
+        else:
+            loop = asyncio.get_running_loop()
+            y, new_state = await loop.run_in_executor(self._executor, self._compute, endpoint, arrays, state)
+        self.metrics.compute(endpoint.served.name, time.perf_counter() - started)
+        return self._values(endpoint, y, new_state)
+
+    async def _run_sequence(
+        self, endpoint: Endpoint, key: int | str, start: bool, end: bool, arrays: dict, wanted: set[str]
+    ) -> dict[str, np.ndarray]:
+        served = endpoint.served
+        entry = served.sequences.get(key)
+        if entry is None:
+            if not start:
+                gone = served.gone.get(key)
+                why = f"it {gone}" if gone else "it was never started (send sequence_start first)"
+                raise BadRequest(f"model '{served.name}' has no live sequence {describe_id(key)}: {why}")
+            entry = served.open(key)
+            self.metrics.live_sequences(served.name, len(served.sequences))
+        async with entry.lock:
+            if entry.closed:
+                raise BadRequest(
+                    f"sequence {describe_id(key)} of model '{served.name}' ended while this request waited"
+                )
+            if start and served.pool is not None:
+                served.pool.reset(entry.stream)  # a start of a live id begins it again, as in Triton
+            entry.last_used = time.monotonic()
+            pool, model = served.pool, served.model
+            assert pool is not None and model is not None and served.batcher is not None
+            if endpoint.form == STEP:
+                y = await served.batcher.submit(entry.stream, model.check_x(arrays["x"]))
+                state = pool.state(entry.stream) if len(wanted) > 1 else ()
+                state = tuple(s.reshape(1, -1) for s in state)
+                values = self._values(endpoint, y, state)
+            else:
+                state = tuple(s.reshape(1, -1) for s in pool.state(entry.stream))
+                values = await self._run(endpoint, arrays, state)
+                # the new state: a fresh stream of the pool holds it (the old one is closed)
+                new_stream = pool.open(tuple(values[n][0] for n in model.state_outputs))
+                pool.close(entry.stream)
+                entry.stream = new_stream
+            entry.last_used = time.monotonic()
+            if end:
+                served.forget(key, "ended (its last request had sequence_end)")
+                self.metrics.live_sequences(served.name, len(served.sequences))
+            return values
+
+    # ---- saving and restoring sequences ----
+
+    def saved_sequences(self) -> dict[str, list[tuple[int | str, bytes]]]:
+        """Every live sequence's state bytes, by folder name (call with no request in progress)."""
+        saved = {}
+        for served in self.served.values():
+            if served.pool is not None and served.sequences:
+                saved[served.name] = [(key, served.pool.save(e.stream)) for key, e in served.sequences.items()]
+        return saved
+
+    def restore_sequence(self, name: str, key: int | str, data: bytes) -> None:
+        """Opens sequence ``key`` of folder ``name`` from state bytes; ToolkitError if they do not fit."""
+        served = self.served.get(name)
+        if served is None or served.model is None or served.pool is None:
+            raise runtime.ArtifactError(f"no ready model '{name}' to restore sequences into")
+        state = state_from_bytes(served.model, data)
+        if key in served.sequences:
+            served.forget(key, "replaced")
+        served.open(key, state)
+        self.metrics.live_sequences(served.name, len(served.sequences))
+
+
+def _users(error: BaseException) -> bool:
+    """Whether an error of the runtime is the caller's (a bad input) rather than the server's."""
+    return isinstance(error, (runtime.ShapeError, runtime.DtypeError, runtime.InputValueError))

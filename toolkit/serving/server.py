@@ -1,0 +1,263 @@
+"""`rnn serve` as a Python object: the HTTP front (Starlette on uvicorn) and the gRPC front
+(grpcio's asyncio server) on one event loop around one `Engine`.
+
+    from toolkit.serving import Server
+    server = Server([("sine", "artifacts/sine-elman")], http_port=0, grpc_port=0)
+    server.start()            # in a background thread; returns once both ports listen
+    ...                       # server.http_port, server.grpc_port
+    server.stop()             # drains in-flight requests, saves sequences to state_dir
+
+`run()` serves in the calling thread until SIGTERM or SIGINT, then does the same drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import runtime
+from rnn.folders import write_text_atomically
+from runtime.jsonfile import parse_json
+
+from .core import Engine, Loader, Settings, describe_id, one_line
+from .metrics import Metrics
+
+STATE_FORMAT = "rnn-serve-sequences"
+STATE_SUFFIX = ".sequences.json"
+DRAIN_SECONDS = 10.0  # how long a stop waits for requests in progress
+
+log = logging.getLogger("rnn.serve")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise runtime.DataError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class Server:
+    """Serves artifact folders over the Open Inference Protocol (HTTP and gRPC).
+
+    ``folders``: (name, folder) pairs. ``token``: a bearer token every route but liveness
+    requires. ``state_dir``: where a stop writes every live sequence and a start resumes them.
+    A folder that fails to load is served as not ready; the others serve."""
+
+    def __init__(
+        self,
+        folders: Iterable[tuple[str, str | os.PathLike]],
+        *,
+        host: str = "127.0.0.1",
+        http_port: int = 8000,
+        grpc_port: int | None = 8001,
+        token: str | None = None,
+        settings: Settings | None = None,
+        state_dir: str | os.PathLike | None = None,
+        loader: Loader | None = None,
+        say: Callable[[str], None] = _say,
+    ) -> None:
+        self.host, self.token, self.say = host, token or None, say
+        self.settings = settings or Settings()
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.metrics = Metrics()
+        self.engine = Engine(folders, self.settings, loader, self.metrics)
+        self._requested_ports = (http_port, grpc_port)
+        self.http_port: int | None = None
+        self.grpc_port: int | None = None
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._failure: BaseException | None = None
+        for served in self.engine.served.values():
+            if not served.ready:
+                self.say(f"model '{served.name}' is not ready: {served.error}")
+
+    # ---- running -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serves in this thread until SIGTERM/SIGINT; then drains and saves sequences."""
+        asyncio.run(self._serve(signals=True))
+
+    def start(self, timeout: float = 30.0) -> Server:
+        """Serves in a background thread; returns once both fronts listen (raises what failed)."""
+        self._thread = threading.Thread(target=self._thread_main, name="rnn-serve", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise RuntimeError(f"the server did not start within {timeout:g} s")
+        if self._failure is not None:
+            raise self._failure
+        return self
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Drains and stops a server started with `start` (what SIGTERM does to `run`)."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._serve(signals=False))
+        except BaseException as error:  # reported to start() or, later, logged
+            self._failure = error
+            self._started.set()
+            if not isinstance(error, runtime.ToolkitError):
+                log.exception("the server failed")
+
+    async def _serve(self, signals: bool) -> None:
+        import uvicorn  # the serve extra
+
+        from .http_api import create_app
+
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        http_port, grpc_port = self._requested_ports
+        self.engine.start()
+        self._resume_sequences()
+        sock = _bind(self.host, http_port)
+        self.http_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(self.engine, token=self.token),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=DRAIN_SECONDS,
+            server_header=False,
+        )
+        config.load()
+        http = uvicorn.Server(config)
+        grpc_server = None
+        if grpc_port is not None:
+            from .grpc_api import create_grpc_server
+
+            grpc_server = create_grpc_server(self.engine, token=self.token)
+            target = f"[{self.host}]:{grpc_port}" if ":" in self.host else f"{self.host}:{grpc_port}"
+            try:
+                self.grpc_port = grpc_server.add_insecure_port(target)
+            except RuntimeError as error:
+                raise runtime.DataError(f"cannot listen on {target} for gRPC: {one_line(error)}") from None
+            await grpc_server.start()
+        await http.startup(sockets=[sock])
+        main = asyncio.create_task(http.main_loop())
+        sweeper = asyncio.create_task(self._sweep())
+        if signals:
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(number, self._stop.set)
+        self.say(f"HTTP  http://{self.host}:{self.http_port}/v2 (metrics at /metrics)")
+        if self.grpc_port is not None:
+            self.say(f"gRPC  {self.host}:{self.grpc_port}")
+        self.say(
+            "models: " + ", ".join(e.name + ("" if e.ready else " (not ready)") for e in self.engine.endpoints.values())
+        )
+        self._started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            self.say("stopping: draining requests in progress")
+            http.should_exit = True
+            await main
+            drains = [http.shutdown(sockets=[sock])]
+            if grpc_server is not None:
+                drains.append(grpc_server.stop(DRAIN_SECONDS))
+            await asyncio.gather(*drains)
+            sweeper.cancel()
+            await self.engine.drained(DRAIN_SECONDS)
+            self._save_sequences()
+            self.engine.close()
+
+    async def _sweep(self) -> None:
+        period = max(0.05, min(1.0, self.settings.sequence_idle_timeout_s / 4))
+        while True:
+            await asyncio.sleep(period)
+            self.engine.expire_idle()
+
+    # ---- sequences across restarts ----------------------------------------------------------
+
+    def _state_file(self, name: str) -> Path:
+        assert self.state_dir is not None
+        return self.state_dir / f"{name}{STATE_SUFFIX}"
+
+    def _save_sequences(self) -> None:
+        if self.state_dir is None:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        saved = self.engine.saved_sequences()
+        for name, sequences in saved.items():
+            served = self.engine.served[name]
+            assert served.model is not None
+            document = {
+                "format": STATE_FORMAT,
+                "format_version": 1,
+                "model": name,
+                "step_sha256": served.model.step_sha256,
+                "sequences": [{"id": key, "state": base64.b64encode(data).decode("ascii")} for key, data in sequences],
+            }
+            write_text_atomically(self._state_file(name), json.dumps(document, indent=1) + "\n")
+        total = sum(len(s) for s in saved.values())
+        self.say(f"saved {total} live sequence(s) to {self.state_dir}")
+
+    def _resume_sequences(self) -> None:
+        if self.state_dir is None or not self.state_dir.is_dir():
+            return
+        for name, served in self.engine.served.items():
+            path = self._state_file(name)
+            if not path.is_file():
+                continue
+            if not served.ready:
+                self.say(f"kept {path}: model '{name}' is not ready")
+                continue
+            try:
+                document = parse_json(path.read_bytes(), str(path), runtime.DataError)
+                if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
+                    raise runtime.DataError(f"{path} is not a file of saved sequences")
+                entries = document.get("sequences")
+                if not isinstance(entries, list):
+                    raise runtime.DataError(f"{path} has no list of sequences")
+                restored = []
+                for entry in entries:
+                    key = entry.get("id") if isinstance(entry, dict) else None
+                    if isinstance(key, bool) or not isinstance(key, (int, str)) or key in (0, ""):
+                        raise runtime.DataError(f"{path} holds a sequence without a valid id")
+                    try:
+                        data = base64.b64decode(entry.get("state", ""), validate=True)
+                    except (ValueError, TypeError):
+                        raise runtime.DataError(
+                            f"{path}: the state of sequence {describe_id(key)} is not base64"
+                        ) from None
+                    restored.append((key, data))
+                for key, data in restored:
+                    self.engine.restore_sequence(name, key, data)
+            except (runtime.ToolkitError, OSError) as error:
+                self.say(f"kept {path}, not resumed: {one_line(error)}")
+                continue
+            path.unlink()
+            self.say(f"resumed {len(restored)} sequence(s) of model '{name}' from {path}")
