@@ -869,6 +869,125 @@ def demo(out, steps, threads, **options) -> None:
         sys.exit(1)
 
 
+# ---- serve ----------------------------------------------------------------------------------
+
+
+def _model_specs(specs: tuple[str, ...], repository: Path | None) -> list[tuple[str, Path]]:
+    """(name, folder) from FOLDER or NAME=FOLDER arguments and the folders under --repository."""
+    from toolkit.serving.core import artifact_folders, check_model_name
+
+    folders = [] if repository is None else artifact_folders(repository)
+    for spec in specs:
+        name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        folder = Path(path)
+        folders.append((check_model_name(name or folder.resolve().name), folder))
+    if not folders:
+        raise click.UsageError("name at least one FOLDER (or NAME=FOLDER), or --repository DIR")
+    return folders
+
+
+@cli.command()
+@click.argument("models", nargs=-1, metavar="[FOLDER | NAME=FOLDER]...")
+@click.option(
+    "--repository",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Serve every artifact folder directly under this folder (named after its folder).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: a free port.")
+@click.option("--grpc-port", type=click.IntRange(0, 65535), default=8001, show_default=True, help="0: a free port.")
+@click.option("--no-grpc", is_flag=True, help="Serve HTTP only.")
+@click.option(
+    "--token",
+    envvar="RNN_SERVE_TOKEN",
+    default=None,
+    help="Require 'Authorization: Bearer TOKEN' on every route but liveness (or set RNN_SERVE_TOKEN).",
+)
+@click.option(
+    "--max-queue-delay-us",
+    type=click.IntRange(min=0, max=1_000_000),
+    default=0,
+    show_default=True,
+    help="How long a sequence step may wait for others to share its batched run (0: batch what arrived).",
+)
+@click.option(
+    "--max-batch", type=click.IntRange(min=1, max=65536), default=1024, show_default=True, help="Steps per run."
+)
+@click.option(
+    "--sequence-idle-timeout",
+    type=click.FloatRange(min=0.01),
+    default=600.0,
+    show_default=True,
+    help="Seconds after which an idle sequence ends (its id is then refused).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="On SIGTERM write every live sequence here; on start resume the sequences found here.",
+)
+@click.option("--max-body-bytes", type=click.IntRange(min=1024), default=64 << 20, show_default=True)
+@click.option("--max-elements", type=click.IntRange(min=1), default=1 << 22, show_default=True, help="Per tensor.")
+@click.option(
+    "--max-steps", type=click.IntRange(min=1), default=100_000, show_default=True, help="Per predict/generate request."
+)
+@click.option(
+    "--max-sequences", type=click.IntRange(min=1), default=1 << 20, show_default=True, help="Live ones, per model."
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1, max=64), default=2, show_default=True, help="Threads for multi-step runs."
+)
+@_DEVICE
+@_PUBLIC_KEY
+def serve(models, repository, host, http_port, grpc_port, no_grpc, token, device, public_key, **options) -> None:
+    """Serve artifact folders over the Open Inference Protocol (KServe v2 / Triton), HTTP and gRPC.
+
+    Each folder NAME offers three models: NAME (one step; with a sequence_id the server holds the
+    state), NAME-predict (teacher-forced, x [T, batch, input]) and NAME-generate (closed loop, x and
+    steps). Stops on SIGTERM or Ctrl-C after the requests in progress; see the README's "Serving".
+    """
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(
+            "'rnn serve' needs the serve extra: pip install 'rnn-toolkit[serve]' "
+            "(in a checkout: pip install -c constraints.txt -e '.[serve]')"
+        ) from None
+    import runtime
+    from toolkit.serving import Limits, Server, Settings
+
+    folders = _model_specs(models, repository)
+    limits = Limits(
+        max_body_bytes=options.pop("max_body_bytes"),
+        max_elements=options.pop("max_elements"),
+        max_steps=options.pop("max_steps"),
+        max_sequences=options.pop("max_sequences"),
+    )
+    settings = Settings(
+        limits=limits,
+        max_queue_delay_us=options.pop("max_queue_delay_us"),
+        max_batch=options.pop("max_batch"),
+        sequence_idle_timeout_s=options.pop("sequence_idle_timeout"),
+        workers=options.pop("workers"),
+    )
+
+    def loader(folder: Path) -> runtime.Model:
+        return _load(folder, device, False, None, public_key)
+
+    server = Server(
+        folders,
+        host=host,
+        http_port=http_port,
+        grpc_port=None if no_grpc else grpc_port,
+        token=token,
+        settings=settings,
+        state_dir=options.pop("state_dir"),
+        loader=loader,
+    )
+    server.run()
+
+
 def main() -> None:
     """The console script: click's usage errors also become one line and exit code 2; a reader
     that closed stdout (``| head``) ends the command quietly, as Unix tools do."""

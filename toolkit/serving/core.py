@@ -172,6 +172,15 @@ def sequence_key(value: Any) -> int | str | None:
     return value or None
 
 
+def check_model_name(name: str) -> str:
+    """A served model's name: letters, digits, '.', '_' and '-' (it appears in URL paths)."""
+    if not name or len(name) > 128 or not all(c.isascii() and (c.isalnum() or c in "._-") for c in name):
+        raise runtime.InputValueError(f"a model name is 1-128 letters, digits, '.', '_' or '-', got {name!r:.60}")
+    if name.startswith("."):
+        raise runtime.InputValueError(f"a model name cannot start with '.', got {name!r}")
+    return name
+
+
 def describe_id(key: int | str) -> str:
     return f"{key}" if isinstance(key, int) else f"{key!r}"
 
