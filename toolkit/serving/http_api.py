@@ -1,0 +1,548 @@
+"""The HTTP front of `rnn serve`: the Open Inference Protocol's REST routes (KServe v2 with Triton's
+binary tensor data extension) over an `Engine`. Decodes and encodes the wire; knows no model.
+
+Every error is JSON ``{"error": "<one line>"}`` with the status of the `ServeError` (the caller's
+mistakes 4xx, a model not ready 503); an unexpected failure is a 500 with one line, its traceback
+goes to the log. The infer route is a plain ASGI callable (the hot path: no Request object); the
+other routes are ordinary Starlette endpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import logging
+import math
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import runtime
+
+from .core import (
+    DATATYPE_OF,
+    DATATYPES,
+    VERSION,
+    BadRequest,
+    Engine,
+    InferRequest,
+    InferResponse,
+    Limits,
+    ServeError,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+    one_line,
+)
+from .metrics import CONTENT_TYPE
+
+SERVER_NAME = "rnn-toolkit"
+# What this server implements of the protocol's extensions, honestly: the repository extension
+# only as its index (no load/unload); no shared memory, classification, statistics or config.
+EXTENSIONS = ("binary_tensor_data", "sequence", "parameters", "model_repository(index_only)")
+PROTOCOL = "http"
+LIVE_PATH = "/v2/health/live"  # the one route that needs no token
+HEADER_LENGTH = "Inference-Header-Content-Length"
+MAX_DIMS = 32  # axes of one input tensor
+INDEX_BODY_BYTES = 1 << 16  # a repository index request's optional JSON body
+
+JSON_TYPE = b"application/json"
+BINARY_TYPE = b"application/octet-stream"
+_HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
+_ALLOWED_TYPES = {"f": (float, int), "i": (int,), "u": (int,), "b": (bool,)}  # JSON values per dtype kind
+
+log = logging.getLogger("rnn.serve")
+
+
+class UnsupportedEncoding(ServeError):
+    status = 415
+
+
+class _Disconnected(Exception):
+    """The client went away while its request body was being read: nothing to answer."""
+
+
+# ---- wire helpers ----------------------------------------------------------------------------
+
+
+def _no_constant(name: str) -> None:
+    raise BadRequest(f"the request's JSON holds {name}, which JSON does not allow")
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # made once: json.dumps with options
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # or json.loads with options makes one per call
+
+
+def _dumps(document: Any) -> bytes:
+    return _ENCODER.encode(document).encode()
+
+
+def _error_body(message: str) -> bytes:
+    return _dumps({"error": message})
+
+
+def _unexpected(error: BaseException, where: str) -> tuple[int, str]:
+    """(500, one line) for a failure that is not the caller's; its traceback goes to the log."""
+    log.error("%s failed: %s", where, one_line(error), exc_info=error)
+    if isinstance(error, runtime.ToolkitError):  # typed and written for users: say what it is
+        return 500, one_line(error)
+    return 500, f"internal server error ({type(error).__name__}); the server log has the details"
+
+
+async def _send(send: Callable, status: int, body: bytes, content_type: bytes, extra: list | None = None) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers += extra
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _json_response(document: Any, status: int = 200) -> Response:
+    return Response(_dumps(document), status, media_type="application/json")
+
+
+def _error_response(status: int, message: str) -> Response:
+    return Response(_error_body(message), status, media_type="application/json")
+
+
+async def read_body(receive: Callable, declared: str | bytes | None, limit: int) -> bytes:
+    """The request body, refused (TooLarge) once it passes ``limit`` bytes: at once when the
+    Content-Length header says so, else while it streams in."""
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadRequest(f"header Content-Length must be a byte count, got {declared!r:.40}") from None
+        if size > limit:
+            raise TooLarge(f"the request body has {size} bytes, the limit is {limit}")
+    chunks = []
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected()
+        chunk = message.get("body", b"")
+        if chunk:
+            received += len(chunk)
+            if received > limit:
+                raise TooLarge(f"the request body has more than {limit} bytes, the limit")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate (zlib or raw) request body inflated to at most ``limit`` bytes."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == "deflate":
+        zlib_header = len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0
+        wbits = zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
+    else:
+        raise UnsupportedEncoding(f"Content-Encoding {encoding!r:.40} is not supported (gzip, deflate or none)")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise BadRequest(f"the request body is not valid {encoding} data: {error}") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise TooLarge(f"the request body inflates to more than {limit} bytes, the limit")
+    if not inflater.eof:
+        raise BadRequest(f"the request body is truncated {encoding} data")
+    return data
+
+
+# ---- decoding an inference request -----------------------------------------------------------
+
+
+def _split(body: bytes, header_length: bytes | None) -> tuple[bytes | memoryview, memoryview | None]:
+    """(the JSON part, the binary part or None) of a request body."""
+    if header_length is None:
+        return body, None
+    text = header_length.decode("latin-1").strip()
+    if not (text.isascii() and text.isdigit()):
+        raise BadRequest(f"header {HEADER_LENGTH} must be a byte count, got {text!r:.40}")
+    length = int(text)
+    if length > len(body):
+        raise BadRequest(f"header {HEADER_LENGTH} is {length} but the request body has only {len(body)} bytes")
+    view = memoryview(body)
+    return view[:length], view[length:]
+
+
+def _parse(head: bytes | memoryview) -> dict[str, Any]:
+    try:
+        document = _DECODER.decode(str(head, "utf-8"))
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise BadRequest(f"the request's JSON is malformed: {one_line(error)}") from None
+    if not isinstance(document, dict):
+        raise BadRequest(f"the request must be a JSON object, got {type(document).__name__}")
+    return document
+
+
+def _dict(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise BadRequest(f"{what} must be a JSON array, got {type(value).__name__}")
+    return value
+
+
+def _name(item: Any, what: str) -> str:
+    if not isinstance(item, dict):
+        raise BadRequest(f"each of '{what}' must be a JSON object, got {type(item).__name__}")
+    name = item.get("name")
+    if not isinstance(name, str):
+        raise BadRequest(f"each of '{what}' needs a string 'name'")
+    return name
+
+
+def _shape(name: str, value: Any) -> tuple[list[int], int]:
+    """An input's shape and element count."""
+    if not isinstance(value, list) or len(value) > MAX_DIMS:
+        raise BadRequest(f"input '{name}' needs a 'shape': an array of at most {MAX_DIMS} sizes")
+    count = 1
+    for size in value:
+        if type(size) is not int or size < 0:
+            raise BadRequest(f"input '{name}' shape must hold sizes >= 0, got {value!r:.80}")
+        count *= size
+    return value, count
+
+
+def _json_tensor(name: str, datatype: str, dtype: np.dtype, shape: list[int], count: int, data: Any) -> np.ndarray:
+    """An input given as JSON ``data`` (flat or nested, row-major) as an array of ``dtype``."""
+    if not isinstance(data, list):
+        raise BadRequest(f"input '{name}' data must be a JSON array, got {type(data).__name__}")
+    try:
+        values = np.asarray(data, dtype=object)
+    except ValueError:
+        raise BadRequest(f"input '{name}' data is a ragged nested array") from None
+    allowed = _ALLOWED_TYPES[dtype.kind]
+    for kind in set(map(type, values.flat)):
+        if kind is list:  # numpy leaves the lists of a ragged array as objects
+            raise BadRequest(f"input '{name}' data is a ragged nested array")
+        if kind not in allowed:
+            wanted = {"f": "numbers", "i": "integers", "u": "integers", "b": "booleans"}[dtype.kind]
+            got = "null" if kind is type(None) else kind.__name__
+            raise BadRequest(f"input '{name}' is {datatype}: its data must be {wanted}, got {got}")
+    if values.size != count:
+        raise BadRequest(f"input '{name}' has {values.size} values but shape {shape} needs {count}")
+    if count == 0:
+        return np.empty(shape, dtype)
+    try:
+        if dtype.kind == "f":
+            wide = values.astype(np.float64)
+            if not np.isfinite(wide).all():
+                raise BadRequest(f"input '{name}' holds a value that is not a finite number")
+            if dtype != np.float64 and np.abs(wide).max() > np.finfo(dtype).max:
+                raise BadRequest(f"input '{name}' holds a value out of the range of {datatype}")
+            array = wide.astype(dtype)
+        else:
+            array = values.astype(dtype)
+    except OverflowError as error:
+        raise BadRequest(f"input '{name}' holds a value out of the range of {datatype}: {one_line(error)}") from None
+    return array.reshape(shape)
+
+
+def _binary_tensor(
+    name: str, datatype: str, dtype: np.dtype, shape: list[int], count: int, size: Any, rest: memoryview, offset: int
+) -> np.ndarray:
+    if type(size) is not int or size < 0:
+        raise BadRequest(f"input '{name}' parameter 'binary_data_size' must be a byte count, got {size!r:.40}")
+    needed = count * dtype.itemsize
+    if size != needed:
+        raise BadRequest(
+            f"input '{name}' has binary_data_size {size} but shape {shape} of {datatype} is {needed} bytes"
+        )
+    if offset + size > len(rest):
+        raise BadRequest(
+            f"input '{name}' needs bytes {offset} to {offset + size} of the binary data, which has {len(rest)} "
+            f"(header {HEADER_LENGTH} or binary_data_size is wrong)"
+        )
+    array = np.frombuffer(rest, dtype, count, offset).reshape(shape)
+    return array if array.flags.aligned else array.copy()
+
+
+def decode_infer(model: str, body: bytes, header_length: bytes | None) -> tuple[InferRequest, bool, dict[str, bool]]:
+    """A request body as (InferRequest, whether outputs are binary by default, per-output choice)."""
+    head, rest = _split(body, header_length)
+    document = _parse(head)
+    request_id = document.get("id", "")
+    if not isinstance(request_id, str):
+        raise BadRequest(f"the request 'id' must be a string, got {type(request_id).__name__}")
+    parameters = _dict(document.get("parameters"), "the request 'parameters'")
+    binary_default = parameters.get("binary_data_output", False)
+    if not isinstance(binary_default, bool):
+        raise BadRequest(f"parameter 'binary_data_output' must be a boolean, got {type(binary_default).__name__}")
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for item in _list(document.get("inputs"), "the request 'inputs'"):
+        name = _name(item, "inputs")
+        if name in inputs:
+            raise BadRequest(f"input '{name}' is given twice")
+        datatype = item.get("datatype")
+        dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
+        if dtype is None:
+            if datatype == "BYTES":
+                raise BadRequest(f"input '{name}' is BYTES, which this server does not support")
+            raise BadRequest(f"input '{name}' has an unknown datatype {datatype!r:.40} (known: {', '.join(DATATYPES)})")
+        shape, count = _shape(name, item.get("shape"))
+        tensor_parameters = _dict(item.get("parameters"), f"input '{name}' parameters")
+        if "shared_memory_region" in tensor_parameters:
+            raise BadRequest(f"input '{name}' is in shared memory, which this server does not support")
+        size = tensor_parameters.get("binary_data_size")
+        if size is not None:
+            if "data" in item:
+                raise BadRequest(f"input '{name}' has both 'data' and binary_data_size")
+            if rest is None:
+                raise BadRequest(f"input '{name}' has binary_data_size but the request has no {HEADER_LENGTH} header")
+            inputs[name] = _binary_tensor(name, datatype, dtype, shape, count, size, rest, offset)
+            offset += size
+        elif "data" in item:
+            inputs[name] = _json_tensor(name, datatype, dtype, shape, count, item["data"])
+        else:
+            raise BadRequest(f"input '{name}' has no 'data' and no binary_data_size")
+    if rest is not None and offset != len(rest):
+        raise BadRequest(
+            f"the binary data has {len(rest)} bytes but the inputs' binary_data_size add up to {offset} "
+            f"(header {HEADER_LENGTH} or binary_data_size is wrong)"
+        )
+    outputs: list[str] | None = None
+    binary: dict[str, bool] = {}
+    if document.get("outputs") is not None:
+        outputs = []
+        for item in _list(document["outputs"], "the request 'outputs'"):
+            name = _name(item, "outputs")
+            output_parameters = _dict(item.get("parameters"), f"output '{name}' parameters")
+            for unsupported in ("classification", "shared_memory_region"):
+                if unsupported in output_parameters:
+                    raise BadRequest(f"output '{name}' asks for {unsupported}, which this server does not support")
+            choice = output_parameters.get("binary_data")
+            if choice is not None:
+                if not isinstance(choice, bool):
+                    raise BadRequest(f"output '{name}' parameter 'binary_data' must be a boolean")
+                binary[name] = choice
+            outputs.append(name)
+    return InferRequest(model, inputs, outputs, request_id, parameters), binary_default, binary
+
+
+# ---- encoding an inference response ----------------------------------------------------------
+
+
+def _json_values(array: np.ndarray) -> list[Any]:
+    values = array.ravel().tolist()
+    if array.dtype.kind == "f" and not np.isfinite(array).all():  # JSON has no NaN or infinity
+        values = [v if math.isfinite(v) else None for v in values]
+    return values
+
+
+def encode_infer(response: InferResponse, binary_default: bool, binary: dict[str, bool]) -> tuple[bytes, int | None]:
+    """(the response body, the length of its JSON part if binary outputs follow it, else None)."""
+    outputs = []
+    blobs = []
+    for name, array in response.outputs:
+        entry: dict[str, Any] = {"name": name, "datatype": DATATYPE_OF[array.dtype], "shape": list(array.shape)}
+        if binary.get(name, binary_default):
+            array = np.ascontiguousarray(array)
+            entry["parameters"] = {"binary_data_size": array.nbytes}
+            blobs.append(array)
+        else:
+            entry["data"] = _json_values(array)
+        outputs.append(entry)
+    document: dict[str, Any] = {"model_name": response.model, "model_version": VERSION}
+    if response.id:
+        document["id"] = response.id
+    if response.parameters:
+        document["parameters"] = response.parameters
+    document["outputs"] = outputs
+    head = _dumps(document)
+    if not blobs:
+        return head, None
+    return b"".join([head, *blobs]), len(head)
+
+
+class _Infer:
+    """POST .../infer as a plain ASGI callable: read, decode, infer, encode, answer."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.limits: Limits = engine.settings.limits
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        started = time.perf_counter()
+        path = scope["path_params"]
+        name = path["name"]
+        declared = encoding = header_length = None
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                declared = value
+            elif key == _HEADER_LENGTH_KEY:
+                header_length = value
+            elif key == b"content-encoding":
+                encoding = value
+        engine = self.engine
+        counted = False
+        try:
+            limit = self.limits.max_body_bytes
+            body = await read_body(receive, declared, limit)
+            if encoding is not None:
+                body = decompress(body, encoding.decode("latin-1"), limit)
+            request, binary_default, binary = decode_infer(name, body, header_length)
+            counted = True  # the engine counts its own answers
+            response = await engine.infer(request, PROTOCOL, path.get("version", ""))
+            payload, json_length = encode_infer(response, binary_default, binary)
+        except _Disconnected:
+            return
+        except Exception as error:
+            if isinstance(error, ServeError):
+                status, message = error.status, str(error)
+            else:
+                status, message = _unexpected(error, f"an inference request of model '{name}'")
+            if not counted:
+                model = name if name in engine.endpoints else ""
+                engine.metrics.request(model, PROTOCOL, status, time.perf_counter() - started)
+            await _send(send, status, _error_body(message), JSON_TYPE)
+            return
+        if json_length is None:
+            await _send(send, 200, payload, JSON_TYPE)
+        else:
+            await _send(send, 200, payload, BINARY_TYPE, [(_HEADER_LENGTH_KEY, str(json_length).encode())])
+
+
+# ---- the other routes ------------------------------------------------------------------------
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _answers_errors(endpoint: Endpoint) -> Endpoint:
+    """A route whose ServeError is a JSON error of its status and any other failure a logged 500."""
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except ServeError as error:
+            return _error_response(error.status, str(error))
+        except Exception as error:
+            return _error_response(*_unexpected(error, f"{request.method} {request.url.path}"))
+
+    return guarded
+
+
+class _Auth:
+    """Refuses (401) every request but liveness without ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: Callable, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    def allows(self, value: bytes) -> bool:
+        scheme, _, given = value.partition(b" ")
+        # compare_digest on every request with a header, whatever its scheme: no timing hint
+        return hmac.compare_digest(given.strip(), self.token) and scheme.lower() == b"bearer"
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["path"] != LIVE_PATH:
+            given = None
+            for key, value in scope["headers"]:
+                if key == b"authorization":
+                    given = value
+                    break
+            if given is None or not self.allows(given):
+                why = "a wrong token" if given else "no token"
+                error = Unauthorized(f"this server needs header 'Authorization: Bearer <token>'; the request has {why}")
+                await _send(send, error.status, _error_body(str(error)), JSON_TYPE, [(b"www-authenticate", b"Bearer")])
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(engine: Engine, *, token: str | None) -> Starlette:
+    """The HTTP front of ``engine``: an ASGI app (run by `Server` on uvicorn)."""
+
+    @_answers_errors
+    async def server_metadata(request: Request) -> Response:
+        return _json_response({"name": SERVER_NAME, "version": runtime.__version__, "extensions": list(EXTENSIONS)})
+
+    @_answers_errors
+    async def live(request: Request) -> Response:
+        return Response(b"", 200)
+
+    @_answers_errors
+    async def ready(request: Request) -> Response:
+        if engine.ready:
+            return Response(b"", 200)
+        waiting = [f"'{s.name}' ({s.error})" for s in engine.served.values() if not s.ready]
+        raise Unavailable(f"not every model is ready: {', '.join(waiting)}")
+
+    @_answers_errors
+    async def model_metadata(request: Request) -> Response:
+        path = request.path_params
+        return _json_response(engine.endpoint(path["name"], path.get("version", "")).metadata())
+
+    @_answers_errors
+    async def model_ready(request: Request) -> Response:
+        path = request.path_params
+        endpoint = engine.endpoint(path["name"], path.get("version", ""))
+        if not endpoint.ready:
+            raise Unavailable(f"model '{endpoint.name}' is not ready: {endpoint.served.error}")
+        return Response(b"", 200)
+
+    @_answers_errors
+    async def repository_index(request: Request) -> Response:
+        body = await read_body(request.receive, request.headers.get("content-length"), INDEX_BODY_BYTES)
+        only_ready = _dict(_parse(body) if body.strip() else {}, "the index request").get("ready", False)
+        if not isinstance(only_ready, bool):
+            raise BadRequest("the index request's 'ready' must be a boolean")
+        index = engine.repository_index()
+        return _json_response([entry for entry in index if entry["state"] == "READY"] if only_ready else index)
+
+    @_answers_errors
+    async def metrics(request: Request) -> Response:
+        return Response(engine.metrics.text(), 200, headers={"content-type": CONTENT_TYPE})
+
+    async def http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        if error.status_code == 404:
+            message = f"no route {request.url.path} (see the Open Inference Protocol's /v2 routes)"
+        else:
+            message = f"{request.method} {request.url.path}: {error.detail}"
+        return Response(_error_body(message), error.status_code, media_type="application/json", headers=error.headers)
+
+    infer = _Infer(engine)
+    model = "/v2/models/{name}"
+    version = model + "/versions/{version}"
+    routes = [
+        Route(model + "/infer", infer, methods=["POST"]),  # first: the hot path matches at once
+        Route(version + "/infer", infer, methods=["POST"]),
+        Route(LIVE_PATH, live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/v2", server_metadata, methods=["GET"]),
+        Route(model, model_metadata, methods=["GET"]),
+        Route(version, model_metadata, methods=["GET"]),
+        Route(model + "/ready", model_ready, methods=["GET"]),
+        Route(version + "/ready", model_ready, methods=["GET"]),
+        Route("/v2/repository/index", repository_index, methods=["POST"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    middleware = [Middleware(_Auth, token=token)] if token else []
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
