@@ -155,6 +155,7 @@ class Server:
         )
         config.load()
         http = uvicorn.Server(config)
+        http.lifespan = config.lifespan_class(config)  # what uvicorn's own serve() sets up (lifespan "off")
         grpc_server = None
         if grpc_port is not None:
             from .grpc_api import create_grpc_server
@@ -166,7 +167,13 @@ class Server:
             except RuntimeError as error:
                 raise runtime.DataError(f"cannot listen on {target} for gRPC: {one_line(error)}") from None
             await grpc_server.start()
-        await http.startup(sockets=[sock])
+        try:
+            await http.startup(sockets=[sock])
+        except BaseException:
+            if grpc_server is not None:
+                await grpc_server.stop(None)
+            sock.close()
+            raise
         main = asyncio.create_task(http.main_loop())
         sweeper = asyncio.create_task(self._sweep())
         if signals:

@@ -1,0 +1,187 @@
+"""`rnn serve` as users start it: a real process on free loopback ports, stopped with SIGTERM; live
+sequences written to --state-dir and resumed by the next process; user errors one line, exit 2."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+import runtime
+from tests.conftest import COMMITTED
+
+RNN = [sys.executable, "-m", "toolkit.cli"]
+START_TIMEOUT = 60.0
+MODEL = runtime.load(COMMITTED)
+
+
+class Served:
+    """A `rnn serve` process; ``http``/``grpc`` are its ports, read from what it prints."""
+
+    def __init__(self, *arguments: str, env: dict | None = None) -> None:
+        command = [*RNN, "serve", *arguments, "--http-port", "0", "--grpc-port", "0"]
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=environment)
+        self.lines: list[str] = []
+        self.http = self.grpc = None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                break
+            self.lines.append(line.rstrip("\n"))
+            if match := re.match(r"HTTP\s+http://[\d.]+:(\d+)/v2", line):
+                self.http = int(match.group(1))
+            if match := re.match(r"gRPC\s+[\d.]+:(\d+)", line):
+                self.grpc = int(match.group(1))
+            if line.startswith("models:"):
+                break
+        assert self.http and self.grpc, f"the server did not start: {self.lines}"
+        self._rest: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self._rest.append(line.rstrip("\n"))
+
+    def client(self) -> httpclient.InferenceServerClient:
+        return httpclient.InferenceServerClient(f"127.0.0.1:{self.http}")
+
+    def stop(self, timeout: float = 60.0) -> tuple[int, list[str]]:
+        """SIGTERM, then the exit code and everything it printed after starting."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self._reader.join(10)
+        return code, self._rest
+
+
+def step(client, key, value, start=False, end=False) -> tuple[float, np.ndarray]:
+    x = httpclient.InferInput("x", [1, 1], "FP32")
+    x.set_data_from_numpy(np.array([[value]], np.float32))
+    result = client.infer("sine", [x], sequence_id=key, sequence_start=start, sequence_end=end)
+    return float(result.as_numpy("y")[0, 0]), result.as_numpy("h_out")[0]
+
+
+def test_sigterm_saves_live_sequences_and_a_restart_resumes_them_exactly(tmp_path):
+    state_dir = tmp_path / "state"
+    rng = np.random.default_rng(21)
+    keys = [1, 2**40, "user-7"]
+    inputs = rng.uniform(-1, 1, (len(keys), 30)).astype(np.float32)
+    served = {key: [] for key in keys}
+
+    first = Served(f"sine={COMMITTED}", "--state-dir", str(state_dir))
+    client = first.client()
+    for t in range(15):
+        for key, row in zip(keys, inputs):
+            served[key].append(step(client, key, row[t], start=t == 0)[0])
+    step(client, 99, 0.5, start=True, end=True)  # ended: not saved
+    code, said = first.stop()
+    assert code == 0, said
+    assert any("saved 3 live sequence(s)" in line for line in said), said
+    saved = json.loads((state_dir / "sine.sequences.json").read_text())
+    assert saved["step_sha256"] == MODEL.step_sha256
+    assert sorted(str(s["id"]) for s in saved["sequences"]) == sorted(map(str, keys))
+
+    second = Served(f"sine={COMMITTED}", "--state-dir", str(state_dir))
+    assert any("resumed 3 sequence(s) of model 'sine'" in line for line in second.lines), second.lines
+    assert not (state_dir / "sine.sequences.json").exists()  # resumed once, never twice
+    client = second.client()
+    for t in range(15, 30):
+        for key, row in zip(keys, inputs):
+            served[key].append(step(client, key, row[t], end=t == 29)[0])
+    with pytest.raises(Exception, match="no live sequence 99"):
+        step(client, 99, 0.5)
+    code, said = second.stop()
+    assert code == 0 and any("saved 0 live sequence(s)" in line for line in said), said
+
+    for key, row in zip(keys, inputs):  # every sequence equals one uninterrupted local run
+        stream = runtime.Stream(MODEL)
+        expected = [float(stream.push(v)[0]) for v in row]
+        assert served[key] == expected, key
+
+
+def test_sigterm_drains_a_request_in_progress(tmp_path):
+    served = Served(f"sine={COMMITTED}", "--workers=1")
+    xs = np.random.default_rng(2).uniform(-1, 1, (50_000, 16, 1)).astype(np.float32)
+    body = json.dumps(
+        {
+            "inputs": [{"name": "x", "shape": list(xs.shape), "datatype": "FP32", "data": xs.ravel().tolist()}],
+            "outputs": [{"name": "h_out"}],
+        }
+    ).encode()
+    connection = http.client.HTTPConnection("127.0.0.1", served.http, timeout=60)
+    connection.request("POST", "/v2/models/sine-predict/infer", body, {"Content-Type": "application/json"})
+    time.sleep(1.0)  # the server has read the request and is running it
+    served.process.send_signal(signal.SIGTERM)
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    assert response.status == 200, answer
+    _, (h,) = MODEL.predict(xs)
+    assert np.array_equal(np.array(answer["outputs"][0]["data"], np.float32).reshape(h.shape), h)
+    code, said = served.stop()
+    assert code == 0, said
+
+
+def test_a_state_dir_of_another_model_is_kept_and_not_resumed(tmp_path, cell_folder):
+    _, _, folder = cell_folder
+    state_dir = tmp_path / "state"
+    first = Served(f"sine={COMMITTED}", "--state-dir", str(state_dir))
+    step(first.client(), 5, 0.1, start=True)
+    assert first.stop()[0] == 0
+    second = Served(f"sine={folder}", "--state-dir", str(state_dir))  # same name, another model
+    assert any("not resumed" in line and "different model" in line for line in second.lines), second.lines
+    assert (state_dir / "sine.sequences.json").exists()
+    second.stop()
+
+
+def _busy_port() -> tuple[socket.socket, int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    return sock, sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ([], "name at least one FOLDER"),
+        (["bad/name=" + str(COMMITTED)], "a model name is 1-128 letters"),
+        (["a=" + str(COMMITTED), "a=" + str(COMMITTED)], "two served models are named 'a'"),
+        (["--repository", "."], "holds no artifact folder"),
+        (["--max-queue-delay-us", "-1", str(COMMITTED)], "Invalid value for '--max-queue-delay-us'"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(arguments, message):
+    result = subprocess.run([*RNN, "serve", *arguments], capture_output=True, text=True, timeout=60, cwd=Path.cwd())
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_port_in_use_is_one_line_and_exit_2():
+    sock, port = _busy_port()
+    try:
+        result = subprocess.run(
+            [*RNN, "serve", str(COMMITTED), "--http-port", str(port), "--no-grpc"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        sock.close()
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
