@@ -43,6 +43,7 @@ BASELINE, OURS_HTTP, OURS_GRPC = "baseline-http", "ours-http", "ours-grpc"
 TRANSPORTS = (BASELINE, OURS_HTTP, OURS_GRPC)
 TARGET_RATIO = {OURS_GRPC: 3.0, OURS_HTTP: 1.5}  # throughput over the baseline's at the highest concurrency
 
+OTHER_LOAD_WARNING = 0.2  # cores busy outside client and servers that make the table say it was disturbed
 SPOT_STEPS = 200  # steps of the correctness spot check's sequence
 START_TIMEOUT_S = 60.0
 INPUTS = np.sin(np.linspace(2.0, 10.0, 64, dtype=np.float64)).astype(np.float32)  # x values, cycled
@@ -97,16 +98,6 @@ def serve_ours(http_port: int, grpc_port: int, delay_us: int, use_uvloop: bool) 
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    import uvicorn  # TEMPORARY shim until server.py sets Server.lifespan itself (uvicorn 0.54)
-
-    original = uvicorn.Server.startup
-
-    async def startup(self, sockets=None):
-        if not hasattr(self, "lifespan"):
-            self.lifespan = self.config.lifespan_class(self.config)
-        return await original(self, sockets)
-
-    uvicorn.Server.startup = startup
     settings = Settings(max_queue_delay_us=delay_us)
     Server([(MODEL, FOLDER)], host=HOST, http_port=http_port, grpc_port=grpc_port, settings=settings).run()
 
@@ -643,6 +634,9 @@ def ratios(cells: list[dict[str, Any]], delays: list[int], top: int) -> dict[str
         if cell["transport"] != BASELINE and base and base["steps_per_s"]:
             cell["throughput_ratio"] = cell["steps_per_s"] / base["steps_per_s"]
             cell["p99_ratio"] = cell["p99_ms"] / base["p99_ms"]
+            if cell["server_cpu_us_per_step"] and base["server_cpu_us_per_step"]:
+                # server CPU per step, baseline / ours: how much more work per core (less disturbed by other load)
+                cell["server_cpu_ratio"] = base["server_cpu_us_per_step"] / cell["server_cpu_us_per_step"]
     at_top = {(c["transport"], c["delay_us"]): c for c in cells if c["concurrency"] == top}
 
     def score(delay: int) -> tuple[bool, float]:
@@ -683,21 +677,24 @@ def table(info: dict[str, Any]) -> str:
         f"(load average before: {', '.join(f'{v:.2f}' for v in m['load_average_before'])})",
         f"{info['settings']['seconds']:g} s measured per cell in {info['settings']['rounds']} alternating rounds, "
         f"{info['settings']['warmup']:g} s warm-up per round; ratios: ours / baseline at the same concurrency; "
-        "client/server/other: cores busy (CPU s per s) in the load generator, the server, everything else",
+        "client/server/other: cores busy (CPU s per s) in the load generator, the server, everything else; "
+        "x cpu: the baseline's server CPU per step / ours",
         "",
         f"{'transport':<14} {'conc':>5} {'delay':>6} {'steps/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'batch':>6} "
-        f"{'x thru':>7} {'x p99':>6} {'client':>6} {'server':>6} {'other':>6} {'srv us/step':>11}",
+        f"{'x thru':>7} {'x p99':>6} {'client':>6} {'server':>6} {'other':>6} {'srv us/step':>11} {'x cpu':>6}",
     ]
     for cell in info["cells"]:
         batch = f"{cell['mean_batch_size']:.1f}" if cell.get("mean_batch_size") else "-"
         ratio = f"{cell['throughput_ratio']:.2f}" if "throughput_ratio" in cell else "-"
         p99 = f"{cell['p99_ratio']:.2f}" if "p99_ratio" in cell else "-"
+        cpu = f"{cell['server_cpu_ratio']:.2f}" if "server_cpu_ratio" in cell else "-"
+        other = max(0.0, cell["other_processes_cores"])  # can dip below 0: tick-sampled accounting
         delay = "-" if cell["delay_us"] is None else str(cell["delay_us"])
         lines.append(
             f"{cell['transport']:<14} {cell['concurrency']:>5} {delay:>6} {cell['steps_per_s']:>9.0f} "
             f"{cell['p50_ms']:>8.2f} {cell['p99_ms']:>8.2f} {batch:>6} {ratio:>7} {p99:>6} "
-            f"{cell['client_cores']:>6.2f} {cell['server_cores']:>6.2f} {cell['other_processes_cores']:>6.2f} "
-            f"{cell['server_cpu_us_per_step']:>11.1f}"
+            f"{cell['client_cores']:>6.2f} {cell['server_cores']:>6.2f} {other:>6.2f} "
+            f"{cell['server_cpu_us_per_step']:>11.1f} {cpu:>6}"
         )
     lines.append("")
     spot = info["spot_check"]["transports"]
@@ -708,6 +705,12 @@ def table(info: dict[str, Any]) -> str:
             for t, r in spot.items()
         )
     )
+    busiest = max(cell["other_processes_cores"] for cell in info["cells"])
+    if busiest > OTHER_LOAD_WARNING:
+        lines.append(
+            f"WARNING: other processes kept up to {busiest:.2f} cores busy during a cell; its throughput is disturbed "
+            "(compare x cpu, or run again on a quiet machine)"
+        )
     lines.append(f"best max_queue_delay_us at {info['targets'][0]['concurrency']} sequences: {info['best_delay_us']}")
     for target in info["targets"]:
         lines.append(
