@@ -1,0 +1,391 @@
+"""The gRPC front of `rnn serve`: Triton's GRPCInferenceService (the Open Inference Protocol) on
+grpcio's asyncio server, decoding each request for the `Engine` and encoding its answer.
+
+The service's messages and its servicer base come from tritonclient's generated stubs (the
+client users already have), so no proto is compiled here. Inputs arrive as ``raw_input_contents``
+(what tritonclient sends) or typed ``contents``; outputs always go back raw, as Triton does.
+A bidirectional stream answers its requests one at a time, in arrival order: its sequence
+steps share batched runs with the steps of every other stream, and a failed request is
+answered with its ``error_message`` while the stream goes on (Triton's behaviour).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import numpy as np
+from tritonclient.grpc import model_config_pb2 as config_pb
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+import runtime
+
+from .core import (
+    DATATYPE_OF,
+    DATATYPES,
+    PLATFORM,
+    VERSION,
+    BadRequest,
+    Engine,
+    InferRequest,
+    NotFound,
+    ServeError,
+    TooLarge,
+    one_line,
+)
+from .http_api import EXTENSIONS, SERVER_NAME  # one server identity for both fronts
+
+PROTOCOL = "grpc"  # the protocol label of the engine's request metrics
+MESSAGE_SLACK_BYTES = 64 << 10  # room for a message's headers beyond limits.max_body_bytes of tensor data
+SHARED_MEMORY = "shared_memory_region"
+
+log = logging.getLogger("rnn.serve")
+
+# The protocol's status of each `ServeError` status; anything else is INTERNAL.
+CODE_OF_STATUS = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+# The typed ``contents`` field of each datatype and the numpy dtype that field holds (FP16 has
+# none: it travels raw only).
+CONTENTS = {
+    "BOOL": ("bool_contents", np.dtype(bool)),
+    "INT8": ("int_contents", np.dtype(np.int32)),
+    "INT16": ("int_contents", np.dtype(np.int32)),
+    "INT32": ("int_contents", np.dtype(np.int32)),
+    "INT64": ("int64_contents", np.dtype(np.int64)),
+    "UINT8": ("uint_contents", np.dtype(np.uint32)),
+    "UINT16": ("uint_contents", np.dtype(np.uint32)),
+    "UINT32": ("uint_contents", np.dtype(np.uint32)),
+    "UINT64": ("uint64_contents", np.dtype(np.uint64)),
+    "FP32": ("fp32_contents", np.dtype(np.float32)),
+    "FP64": ("fp64_contents", np.dtype(np.float64)),
+}
+
+InferOutputTensor = pb.ModelInferResponse.InferOutputTensor
+
+
+# ---- decoding and encoding ---------------------------------------------------------------------
+
+
+def _parameters(parameters: Any) -> dict[str, Any]:
+    """A protobuf parameter map as plain Python values (int, str, bool or float)."""
+    values = {}
+    for key, parameter in parameters.items():
+        choice = parameter.WhichOneof("parameter_choice")
+        if choice is None:
+            raise BadRequest(f"parameter '{key}' has no value")
+        values[key] = getattr(parameter, choice)
+    return values
+
+
+def _typed_contents(name: str, datatype: str, contents: Any, count: int) -> np.ndarray:
+    if datatype not in CONTENTS:
+        raise BadRequest(f"input '{name}' of datatype {datatype} must be sent in raw_input_contents")
+    field, wide = CONTENTS[datatype]
+    values = getattr(contents, field)
+    if len(values) != count:
+        raise BadRequest(f"input '{name}' has {len(values)} value(s) in contents.{field}, its shape needs {count}")
+    array = np.fromiter(values, wide, count)
+    dtype = DATATYPES[datatype]
+    if dtype != wide:
+        narrow = array.astype(dtype)
+        if not np.array_equal(narrow, array):
+            raise BadRequest(f"input '{name}' holds values out of the range of {datatype}")
+        array = narrow
+    return array
+
+
+def decode_inputs(request: pb.ModelInferRequest, max_elements: int) -> dict[str, np.ndarray]:
+    """The request's input tensors as numpy arrays (read-only views of the raw bytes)."""
+    raw = request.raw_input_contents
+    tensors = request.inputs
+    if raw and len(raw) != len(tensors):
+        raise BadRequest(f"the request has {len(tensors)} input(s) but {len(raw)} raw_input_contents")
+    arrays: dict[str, np.ndarray] = {}
+    for index, tensor in enumerate(tensors):
+        name, datatype = tensor.name, tensor.datatype
+        if name in arrays:
+            raise BadRequest(f"input '{name}' is sent twice")
+        dtype = DATATYPES.get(datatype)
+        if dtype is None:
+            raise BadRequest(f"input '{name}' has datatype '{datatype}'; this server takes {', '.join(DATATYPES)}")
+        if tensor.parameters and SHARED_MEMORY in tensor.parameters:
+            raise BadRequest(f"input '{name}' is in shared memory, which this server does not support")
+        shape = tuple(tensor.shape)
+        if any(d < 0 for d in shape):
+            raise BadRequest(f"input '{name}' has a negative dimension in its shape {list(shape)}")
+        count = math.prod(shape)
+        if count > max_elements:
+            raise TooLarge(f"input '{name}' has {count} elements, the limit is {max_elements}")
+        if raw:
+            data = raw[index]
+            if len(data) != count * dtype.itemsize:
+                raise BadRequest(
+                    f"input '{name}' has {len(data)} bytes of raw content, "
+                    f"shape {list(shape)} of {datatype} needs {count * dtype.itemsize}"
+                )
+            if tensor.HasField("contents"):
+                raise BadRequest(f"input '{name}' is sent both in contents and in raw_input_contents")
+            arrays[name] = np.frombuffer(data, dtype).reshape(shape)
+        else:
+            arrays[name] = _typed_contents(name, datatype, tensor.contents, count).reshape(shape)
+    return arrays
+
+
+def _requested_outputs(request: pb.ModelInferRequest) -> list[str] | None:
+    if not request.outputs:
+        return None
+    names = []
+    for output in request.outputs:
+        if output.parameters:
+            for refused in (SHARED_MEMORY, "classification"):
+                if refused in output.parameters:
+                    raise BadRequest(f"output '{output.name}' asks for {refused}, which this server does not support")
+        names.append(output.name)
+    return names
+
+
+def _status_code(error: BaseException) -> grpc.StatusCode:
+    status = error.status if isinstance(error, ServeError) else 500
+    return CODE_OF_STATUS.get(status, grpc.StatusCode.INTERNAL)
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, ServeError):
+        return str(error)
+    log.error("a gRPC request failed", exc_info=error)
+    return f"internal error: {one_line(error)}"
+
+
+# ---- the service -------------------------------------------------------------------------------
+
+
+class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
+    """GRPCInferenceService on one `Engine`; with a ``token``, every RPC but ServerLive needs
+    the metadata ``authorization: Bearer <token>``."""
+
+    def __init__(self, engine: Engine, token: str | None) -> None:
+        self.engine = engine
+        self.expected = f"Bearer {token}".encode() if token else None
+        self.max_elements = engine.settings.limits.max_elements
+        self.max_body_bytes = engine.settings.limits.max_body_bytes
+
+    # ---- helpers ----
+
+    def _refusal(self, context: grpc.aio.ServicerContext) -> str | None:
+        """Why the call is not authorized (None: it is)."""
+        if self.expected is None:
+            return None
+        given = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                given = value
+                break
+        if isinstance(given, str) and hmac.compare_digest(given.encode(), self.expected):
+            return None
+        why = "a wrong token" if given else "no token"
+        return f"this server needs metadata 'authorization: Bearer <token>'; the request has {why}"
+
+    async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        refusal = self._refusal(context)
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
+
+    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        engine = self.engine
+        try:
+            decoded = InferRequest(
+                request.model_name,
+                decode_inputs(request, self.max_elements),
+                _requested_outputs(request),
+                request.id,
+                _parameters(request.parameters) if request.parameters else {},
+            )
+        except ServeError as error:  # counted as the engine counts the failures it finds
+            name = request.model_name
+            engine.metrics.request(name if name in engine.endpoints else "", PROTOCOL, error.status, 0.0)
+            raise
+        answer = await engine.infer(decoded, protocol=PROTOCOL, version=request.model_version)
+        outputs = answer.outputs
+        if sum(array.nbytes for _, array in outputs) > self.max_body_bytes:
+            size = sum(array.nbytes for _, array in outputs)
+            raise TooLarge(f"the response would hold {size} bytes of outputs, the limit is {self.max_body_bytes}")
+        return pb.ModelInferResponse(
+            model_name=answer.model,
+            model_version=VERSION,
+            id=answer.id,
+            outputs=[
+                InferOutputTensor(name=name, datatype=DATATYPE_OF[array.dtype], shape=array.shape)
+                for name, array in outputs
+            ],
+            raw_output_contents=[array.tobytes() for _, array in outputs],
+        )
+
+    # ---- health and metadata ----
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext) -> Any:
+        await self._authorize(context)
+        return pb.ServerReadyResponse(ready=self.engine.ready)
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> Any:
+        await self._authorize(context)
+        try:
+            ready = self.engine.endpoint(request.name, request.version).ready
+        except NotFound:  # as Triton: an unknown model is not ready, not an error
+            ready = False
+        return pb.ModelReadyResponse(ready=ready)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext) -> Any:
+        await self._authorize(context)
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=runtime.__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext) -> Any:
+        await self._authorize(context)
+        try:
+            metadata = self.engine.endpoint(request.name, request.version).metadata()
+        except ServeError as error:
+            await context.abort(_status_code(error), str(error))
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=metadata["name"],
+            versions=metadata["versions"],
+            platform=metadata["platform"],
+            inputs=[tensor(**spec) for spec in metadata["inputs"]],
+            outputs=[tensor(**spec) for spec in metadata["outputs"]],
+        )
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> Any:
+        """A minimal Triton model configuration (for clients that read it, e.g. perf_analyzer):
+        the tensors with their batch axis in dims (max_batch_size 0) and sequence batching."""
+        await self._authorize(context)
+        try:
+            endpoint = self.engine.endpoint(request.name, request.version)
+            endpoint.metadata()  # Unavailable when not ready
+        except ServeError as error:
+            await context.abort(_status_code(error), str(error))
+        idle_us = int(self.engine.settings.sequence_idle_timeout_s * 1e6)
+        config = config_pb.ModelConfig(
+            name=endpoint.name,
+            platform=PLATFORM,
+            max_batch_size=0,
+            input=[
+                config_pb.ModelInput(
+                    name=spec.name, data_type=config_pb.DataType.Value(f"TYPE_{spec.datatype}"), dims=spec.shape
+                )
+                for spec in endpoint.inputs
+            ],
+            output=[
+                config_pb.ModelOutput(
+                    name=spec.name, data_type=config_pb.DataType.Value(f"TYPE_{spec.datatype}"), dims=spec.shape
+                )
+                for spec in endpoint.outputs
+            ],
+            sequence_batching=config_pb.ModelSequenceBatching(max_sequence_idle_microseconds=idle_us),
+        )
+        for message, spec in zip(config.input, endpoint.inputs):
+            message.optional = spec.optional
+        return pb.ModelConfigResponse(config=config)
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext) -> Any:
+        await self._authorize(context)
+        if request.repository_name:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"unknown repository '{request.repository_name}' (this server has one: '')"
+            )
+        index = self.engine.repository_index()
+        if request.ready:
+            index = [entry for entry in index if entry["state"] == "READY"]
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in index])
+
+    # ---- inference ----
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> Any:
+        await self._authorize(context)
+        try:
+            return await self._infer(request)
+        except Exception as error:  # every failure answers with its status and one line
+            code, message = _status_code(error), _message(error)
+        await context.abort(code, message)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """One answer per request, in arrival order; a failed request's answer holds its
+        ``error_message`` (and its id) and the stream goes on."""
+        await self._authorize(context)
+        async for request in request_iterator:
+            try:
+                response = await self._infer(request)
+            except Exception as error:
+                failed = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+                yield pb.ModelStreamInferResponse(error_message=_message(error), infer_response=failed)
+                continue
+            yield pb.ModelStreamInferResponse(infer_response=response)
+
+    # ---- what this server does not offer ----
+
+    async def _unimplemented(self, context: grpc.aio.ServicerContext, what: str) -> Any:
+        await self._authorize(context)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"this server does not offer {what}")
+
+    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._unimplemented(context, "model statistics (see the Prometheus metrics at HTTP /metrics)")
+
+    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._unimplemented(context, "loading models (it serves the folders it was started with)")
+
+    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._unimplemented(context, "unloading models (it serves the folders it was started with)")
+
+    async def SystemSharedMemoryStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._unimplemented(context, "system shared memory")
+
+    async def SystemSharedMemoryRegister(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._unimplemented(context, "system shared memory")
+
+    async def SystemSharedMemoryUnregister(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._unimplemented(context, "system shared memory")
+
+    async def CudaSharedMemoryStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._unimplemented(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryRegister(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._unimplemented(context, "CUDA shared memory")
+
+    async def CudaSharedMemoryUnregister(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._unimplemented(context, "CUDA shared memory")
+
+    async def TraceSetting(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._unimplemented(context, "trace settings")
+
+    async def LogSettings(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._unimplemented(context, "log settings")
+
+
+def create_grpc_server(engine: Engine, *, token: str | None) -> grpc.aio.Server:
+    """The gRPC server of ``engine`` (call on the engine's event loop); the caller adds its port
+    (``add_insecure_port``), starts and stops it. A port in use fails to bind rather than being
+    shared (no SO_REUSEPORT)."""
+    max_message = engine.settings.limits.max_body_bytes + MESSAGE_SLACK_BYTES
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.max_send_message_length", max_message),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(engine, token), server)
+    return server
