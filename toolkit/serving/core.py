@@ -40,6 +40,10 @@ SUFFIXES = {STEP: "", PREDICT: "-predict", GENERATE: "-generate"}
 STEPS_INPUT = "steps"  # the generate endpoint's INT64 input: how many closed-loop steps
 VERSION = "1"  # every model has one version; tritonclient's default ("") means it too
 PLATFORM = "onnxruntime_onnx"
+SERVER_NAME = "rnn-toolkit"
+# What this server implements of the protocol's extensions, honestly: the repository extension
+# only as its index (no load/unload); no shared memory, classification, statistics or config.
+EXTENSIONS = ("binary_tensor_data", "sequence", "parameters", "model_repository(index_only)")
 
 # The protocol's datatype names and the numpy dtypes they decode to.
 DATATYPES = {

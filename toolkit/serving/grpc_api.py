@@ -28,7 +28,9 @@ import runtime
 from .core import (
     DATATYPE_OF,
     DATATYPES,
+    EXTENSIONS,
     PLATFORM,
+    SERVER_NAME,
     VERSION,
     BadRequest,
     Engine,
@@ -38,7 +40,6 @@ from .core import (
     TooLarge,
     one_line,
 )
-from .http_api import EXTENSIONS, SERVER_NAME  # one server identity for both fronts
 
 PROTOCOL = "grpc"  # the protocol label of the engine's request metrics
 MESSAGE_SLACK_BYTES = 64 << 10  # room for a message's headers beyond limits.max_body_bytes of tensor data

@@ -32,6 +32,8 @@ import runtime
 from .core import (
     DATATYPE_OF,
     DATATYPES,
+    EXTENSIONS,
+    SERVER_NAME,
     VERSION,
     BadRequest,
     Engine,
@@ -46,10 +48,6 @@ from .core import (
 )
 from .metrics import CONTENT_TYPE
 
-SERVER_NAME = "rnn-toolkit"
-# What this server implements of the protocol's extensions, honestly: the repository extension
-# only as its index (no load/unload); no shared memory, classification, statistics or config.
-EXTENSIONS = ("binary_tensor_data", "sequence", "parameters", "model_repository(index_only)")
 PROTOCOL = "http"
 LIVE_PATH = "/v2/health/live"  # the one route that needs no token
 HEADER_LENGTH = "Inference-Header-Content-Length"
