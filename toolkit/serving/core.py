@@ -246,7 +246,7 @@ class _Batcher:
                     item[2].set_exception(error)
                 continue
             finished = time.perf_counter()
-            self.metrics.batch(self.name, len(live), finished - started, [started - item[3] for item in live])
+            self.metrics.batch(self.name, len(live), finished - started, started - live[0][3])
             for row, item in enumerate(live):
                 item[2].set_result(ys[row : row + 1])
 

@@ -3,6 +3,8 @@ server has its own registry, so several servers (or tests) in one process do not
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -39,7 +41,7 @@ class Metrics:
         )
         self._queue = Histogram(
             "rnn_queue_seconds",
-            "Time a sequence step waited for its batched run",
+            "Time the oldest step of a batched run waited for it",
             ["model"],
             buckets=TIME_BUCKETS,
             registry=r,
@@ -54,22 +56,31 @@ class Metrics:
         self._live = Gauge("rnn_live_sequences", "Sequences holding state on the server", ["model"], registry=r)
         self._expired = Counter("rnn_sequences_expired", "Sequences ended by the idle timeout", ["model"], registry=r)
 
-    def request(self, model: str, protocol: str, status: int, seconds: float) -> None:
-        self._requests.labels(model, protocol).inc()
-        if status != 200:
-            self._failures.labels(model, protocol, str(status)).inc()
-        else:
-            self._latency.labels(model).observe(seconds)
+        self._children: dict[tuple, Any] = {}  # labels() looks its child up under a lock: once per label set
 
-    def batch(self, model: str, size: int, seconds: float, waits: list[float]) -> None:
-        self._batch.labels(model).observe(size)
-        self._compute.labels(model).observe(seconds)
-        queue = self._queue.labels(model)
-        for wait in waits:
-            queue.observe(wait)
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def request(self, model: str, protocol: str, status: int, seconds: float) -> None:
+        self._child(self._requests, model, protocol).inc()
+        if status != 200:
+            self._child(self._failures, model, protocol, str(status)).inc()
+        else:
+            self._child(self._latency, model).observe(seconds)
+
+    def batch(self, model: str, size: int, seconds: float, waited: float) -> None:
+        """One batched run of ``size`` steps; ``waited``: how long its oldest step queued (one
+        observation per run: a histogram observation costs microseconds, a run may hold 1000 steps)."""
+        self._child(self._batch, model).observe(size)
+        self._child(self._compute, model).observe(seconds)
+        self._child(self._queue, model).observe(waited)
 
     def compute(self, model: str, seconds: float) -> None:
-        self._compute.labels(model).observe(seconds)
+        self._child(self._compute, model).observe(seconds)
 
     def live_sequences(self, model: str, count: int) -> None:
         self._live.labels(model).set(count)
