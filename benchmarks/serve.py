@@ -1,7 +1,7 @@
 """Measures `rnn serve` against a hand-written FastAPI server: sequence steps per second and p50/p99
 latency with 1, 16 and 256 concurrent closed-loop sequences, over HTTP (the same KServe v2 JSON
 requests, the same load generator for both) and over gRPC streaming (one ModelStreamInfer stream
-per sequence). Prints a table of ratios measured in one run; writes serve.json and serve.png.
+per sequence). Prints a table of ratios measured in one run; writes serve.txt, serve.json, serve.png.
 
 The servers run in subprocesses of this script (``--serve-baseline`` / ``--serve-ours``); the
 load comes from this process (asyncio on uvloop: raw HTTP/1.1 keep-alive connections, one per
@@ -805,14 +805,18 @@ def main() -> None:
         return
     if 0 in args.concurrency:
         parser.error("--concurrency values must be >= 1")
+    if args.seconds <= 0 or args.warmup < 0 or args.rounds < 1 or args.grpc_channels < 1:
+        parser.error("--seconds must be > 0, --warmup >= 0, --rounds and --grpc-channels >= 1")
     import uvloop
 
     info = uvloop.run(benchmark(args))
     out = Path(args.out)
     (out / "serve.json").write_text(json.dumps(info, indent=1, default=float) + "\n")
     chart(info, out / "serve.png")
-    print(table(info))
-    print(f"\nwrote {out / 'serve.json'} and {out / 'serve.png'}")
+    text = table(info)
+    (out / "serve.txt").write_text(text + "\n")
+    print(text)
+    print(f"\nwrote {out / 'serve.json'}, serve.txt and serve.png")
 
 
 if __name__ == "__main__":
