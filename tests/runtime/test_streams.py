@@ -302,3 +302,26 @@ def test_stream_scalar_inputs_are_checked_like_arrays(model):
     assert np.isnan(tolerant.push(float("nan"))).all()
     tolerant.reset()
     assert tolerant.push(1e39).shape == (1,)  # not refused: it becomes +inf, as an array's cast does
+
+
+def test_large_batches_run_at_a_few_padded_sizes_and_padding_touches_no_stream(model):
+    """Batches above 16 run padded to four sizes per octave (the padded rows use a scratch slot of
+    no stream): every size from 1 to 300 steps bit for bit like each stream alone, with at most
+    RUNNER_CACHE runners bound."""
+    from runtime.streams import RUNNER_CACHE, padded_batch
+
+    assert [padded_batch(c) for c in (1, 16, 17, 21, 33, 65, 300)] == [1, 16, 20, 24, 40, 80, 320]
+    assert all(c <= padded_batch(c) <= c * 1.25 for c in range(1, 5000))
+    pool = runtime.StreamPool(model, capacity=8)
+    ids = [pool.open() for _ in range(300)]
+    streams = [runtime.Stream(model) for _ in ids]
+    rng = np.random.default_rng(3)
+    for count in range(1, 301, 7):
+        chosen = rng.permutation(len(ids))[:count]
+        xs = rng.uniform(-1, 1, (count, 1)).astype(np.float32)
+        ys = pool.step(np.array(ids)[chosen], xs)
+        for row, index in enumerate(chosen):
+            np.testing.assert_array_equal(ys[row], streams[index].push(xs[row, 0]))
+    assert len(pool) == 300 and len(pool._runners) <= RUNNER_CACHE
+    for stream, alone in zip(ids, streams):
+        np.testing.assert_array_equal(pool.state(stream)[0], alone.state[0])

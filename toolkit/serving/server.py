@@ -59,6 +59,20 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _run_loop(main: Any) -> None:
+    """Runs ``main`` on uvloop's event loop where it is installed (uvicorn[standard] brings it; much
+    of a small request's cost is the loop's own), else on asyncio's default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    if uvloop is None or not hasattr(asyncio, "Runner"):  # asyncio.Runner: Python 3.11
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
 class Server:
     """Serves artifact folders over the Open Inference Protocol (HTTP and gRPC).
 
@@ -100,7 +114,7 @@ class Server:
 
     def run(self) -> None:
         """Serves in this thread until SIGTERM/SIGINT; then drains and saves sequences."""
-        asyncio.run(self._serve(signals=True))
+        _run_loop(self._serve(signals=True))
 
     def start(self, timeout: float = 30.0) -> Server:
         """Serves in a background thread; returns once both fronts listen (raises what failed)."""
@@ -128,7 +142,7 @@ class Server:
 
     def _thread_main(self) -> None:
         try:
-            asyncio.run(self._serve(signals=False))
+            _run_loop(self._serve(signals=False))
         except BaseException as error:  # reported to start() or, later, logged
             self._failure = error
             self._started.set()
