@@ -878,7 +878,8 @@ def _model_specs(specs: tuple[str, ...], repository: Path | None) -> list[tuple[
 
     folders = [] if repository is None else artifact_folders(repository)
     for spec in specs:
-        name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        name, _, path = spec.partition("=") if "=" in spec else ("", "", spec)  # a name never holds '='
+
         folder = Path(path)
         folders.append((check_model_name(name or folder.resolve().name), folder))
     if not folders:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 import runtime
+from runtime.inputs import NONFINITE_HINT
 from runtime.manifest import MANIFEST_NAME
 from runtime.streams import StreamPool, state_from_bytes
 
@@ -347,7 +348,7 @@ def artifact_folders(repository: str | os.PathLike) -> list[tuple[str, Path]]:
     root = Path(repository)
     if not root.is_dir():
         raise runtime.ArtifactError(f"model repository {root} is not a folder")
-    found = [(child.name, child) for child in sorted(root.iterdir()) if (child / MANIFEST_NAME).is_file()]
+    found = [(check_model_name(c.name), c) for c in sorted(root.iterdir()) if (c / MANIFEST_NAME).is_file()]
     if not found:
         raise runtime.ArtifactError(f"model repository {root} holds no artifact folder (none has {MANIFEST_NAME})")
     return found
@@ -487,8 +488,8 @@ class Engine:
             )
             if isinstance(error, ServeError):
                 raise
-            if _users(error):
-                raise BadRequest(one_line(error)) from error
+            if _users(error):  # the runtime's hint names options of the library and CLI, not of a server
+                raise BadRequest(one_line(error).replace(f"; {NONFINITE_HINT}", "")) from error
             raise
         finally:
             self._in_flight -= 1
@@ -554,6 +555,10 @@ class Engine:
             if not 1 <= steps <= limits.max_steps:
                 raise BadRequest(f"input '{STEPS_INPUT}' must be 1 to {limits.max_steps}, got {steps}")
             checked["steps"] = steps
+        steps = {STEP: 1, PREDICT: x.shape[0], GENERATE: checked.get("steps", 1)}[endpoint.form]
+        answer = 4 * batch * (steps * model.output_size + sum(model.state_sizes))
+        if answer > limits.max_body_bytes:  # refused before anything runs or any state changes
+            raise TooLarge(f"the answer would hold {answer} bytes of outputs, the limit is {limits.max_body_bytes}")
         return checked
 
     @staticmethod
@@ -597,42 +602,71 @@ class Engine:
     async def _run_sequence(
         self, endpoint: Endpoint, key: int | str, start: bool, end: bool, arrays: dict, wanted: set[str]
     ) -> dict[str, np.ndarray]:
+        """A request of sequence ``key``. Nothing of the sequence changes unless the request
+        succeeds: its new state is committed after the run, a failed first request of a new id
+        leaves no sequence behind, and a failed start of a live id leaves it as it was."""
         served = endpoint.served
-        entry = served.sequences.get(key)
-        if entry is None:
-            if not start:
-                gone = served.gone.get(key)
-                why = f"it {gone}" if gone else "it was never started (send sequence_start first)"
-                raise BadRequest(f"model '{served.name}' has no live sequence {describe_id(key)}: {why}")
-            entry = served.open(key)
-            self.metrics.live_sequences(served.name, len(served.sequences))
-        async with entry.lock:
-            if entry.closed:
-                raise BadRequest(
-                    f"sequence {describe_id(key)} of model '{served.name}' ended while this request waited"
-                )
-            if start and served.pool is not None:
-                served.pool.reset(entry.stream)  # a start of a live id begins it again, as in Triton
-            entry.last_used = time.monotonic()
-            pool, model = served.pool, served.model
-            assert pool is not None and model is not None and served.batcher is not None
-            if endpoint.form == STEP:
-                y = await served.batcher.submit(entry.stream, model.check_x(arrays["x"]))
-                state = pool.state(entry.stream) if len(wanted) > 1 else ()
-                state = tuple(s.reshape(1, -1) for s in state)
-                values = self._values(endpoint, y, state)
-            else:
-                state = tuple(s.reshape(1, -1) for s in pool.state(entry.stream))
-                values = await self._run(endpoint, arrays, state)
-                # the new state: a fresh stream of the pool holds it (the old one is closed)
-                new_stream = pool.open(tuple(values[n][0] for n in model.state_outputs))
-                pool.close(entry.stream)
-                entry.stream = new_stream
-            entry.last_used = time.monotonic()
-            if end:
-                served.forget(key, "ended (its last request had sequence_end)")
+        while True:
+            entry = served.sequences.get(key)
+            created = entry is None
+            if created:
+                if not start:
+                    gone = served.gone.get(key)
+                    why = f"it {gone}" if gone else "it was never started (send sequence_start first)"
+                    raise BadRequest(f"model '{served.name}' has no live sequence {describe_id(key)}: {why}")
+                entry = served.open(key)
                 self.metrics.live_sequences(served.name, len(served.sequences))
-            return values
+            async with entry.lock:
+                if entry.closed:
+                    if start:
+                        continue  # it ended (or expired) while this start waited: begin it anew
+                    raise BadRequest(
+                        f"sequence {describe_id(key)} of model '{served.name}' ended while this request waited"
+                    )
+                try:
+                    values = await self._sequence_request(endpoint, entry, start and not created, arrays, wanted)
+                except BaseException:
+                    if created and not entry.closed:
+                        served.forget(key, "was never started: its start request failed")
+                        self.metrics.live_sequences(served.name, len(served.sequences))
+                    raise
+                entry.last_used = time.monotonic()
+                if end:
+                    served.forget(key, "ended (its last request had sequence_end)")
+                    self.metrics.live_sequences(served.name, len(served.sequences))
+                return values
+
+    async def _sequence_request(
+        self, endpoint: Endpoint, entry: _Sequence, restart: bool, arrays: dict, wanted: set[str]
+    ) -> dict[str, np.ndarray]:
+        """Runs one request of a sequence from its state (the initial state on a ``restart`` of a
+        live id, as Triton begins it again) and commits the new state only when the run succeeded.
+        The caller holds the sequence's lock."""
+        served = endpoint.served
+        pool, model, batcher = served.pool, served.model, served.batcher
+        assert pool is not None and model is not None and batcher is not None
+        entry.last_used = time.monotonic()
+        if endpoint.form == STEP:
+            x = model.check_x(arrays["x"])  # refused here, before anything is queued or changed
+            stream = pool.open() if restart else entry.stream  # a restart runs on a fresh stream
+            try:
+                y = await batcher.submit(stream, x)
+            except BaseException:
+                if restart:
+                    pool.close(stream)
+                raise
+            if restart:
+                pool.close(entry.stream)
+                entry.stream = stream
+            state = pool.state(stream) if wanted - {model.output_name} else ()
+            return self._values(endpoint, y, tuple(s.reshape(1, -1) for s in state))
+        state = model.initial_state(1) if restart else tuple(s.reshape(1, -1) for s in pool.state(entry.stream))
+        values = await self._run(endpoint, arrays, state)
+        # commit: a fresh stream of the pool holds the new state, the old one is closed
+        new_stream = pool.open(tuple(values[n][0] for n in model.state_outputs))
+        pool.close(entry.stream)
+        entry.stream = new_stream
+        return values
 
     # ---- saving and restoring sequences ----
 

@@ -28,12 +28,15 @@ from typing import Any
 import runtime
 from rnn.folders import write_text_atomically
 from runtime.jsonfile import parse_json
+from runtime.streams import state_from_bytes
 
-from .core import Engine, Loader, Settings, describe_id, one_line
+from .core import Engine, Loader, ServeError, Settings, describe_id, one_line, sequence_key
 from .metrics import Metrics
 
 STATE_FORMAT = "rnn-serve-sequences"
 STATE_SUFFIX = ".sequences.json"
+RESUMED_SUFFIX = ".sequences.resumed.json"  # a state file once resumed: kept until the next save
+NOT_RESUMED_SUFFIX = ".sequences.not-resumed.json"  # a state file that could not be resumed, set aside
 DRAIN_SECONDS = 10.0  # how long a stop waits for requests in progress
 
 log = logging.getLogger("rnn.serve")
@@ -93,7 +96,9 @@ class Server:
         loader: Loader | None = None,
         say: Callable[[str], None] = _say,
     ) -> None:
-        self.host, self.token, self.say = host, token or None, say
+        if token is not None and not token.strip():
+            raise runtime.InputValueError("the token is empty: give a secret, or no token to serve without one")
+        self.host, self.token, self.say = host, token, say
         self.settings = settings or Settings()
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.metrics = Metrics()
@@ -128,11 +133,15 @@ class Server:
 
     def stop(self, timeout: float = 60.0) -> None:
         """Drains and stops a server started with `start` (what SIGTERM does to `run`)."""
+        if self._thread is None:
+            return  # never started, or stopped already
         if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+            try:
+                self._loop.call_soon_threadsafe(self._stop.set)
+            except RuntimeError:  # its loop has ended already
+                pass
+        self._thread.join(timeout)
+        self._thread = None
 
     def __enter__(self) -> Server:
         return self.start()
@@ -158,7 +167,6 @@ class Server:
         self._stop = asyncio.Event()
         http_port, grpc_port = self._requested_ports
         self.engine.start()
-        self._resume_sequences()
         sock = _bind(self.host, http_port)
         self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -181,7 +189,10 @@ class Server:
             try:
                 self.grpc_port = grpc_server.add_insecure_port(target)
             except RuntimeError as error:
+                sock.close()
                 raise runtime.DataError(f"cannot listen on {target} for gRPC: {one_line(error)}") from None
+        self._resume_sequences()  # both ports are ours and nothing is served yet: no request sees a gap
+        if grpc_server is not None:
             await grpc_server.start()
         try:
             await http.startup(sockets=[sock])
@@ -194,7 +205,9 @@ class Server:
         sweeper = asyncio.create_task(self._sweep())
         if signals:
             for number in (signal.SIGTERM, signal.SIGINT):
-                self._loop.add_signal_handler(number, self._stop.set)
+                self._loop.add_signal_handler(number, self._signalled)
+        if self.token is None and self.host not in ("127.0.0.1", "::1", "localhost"):
+            self.say(f"warning: serving on {self.host} without a token: anyone who reaches it can use it (--token)")
         self.say(f"HTTP  http://{self.host}:{self.http_port}/v2 (metrics at /metrics)")
         if self.grpc_port is not None:
             self.say(f"gRPC  {self.host}:{self.grpc_port}")
@@ -213,9 +226,20 @@ class Server:
                 drains.append(grpc_server.stop(DRAIN_SECONDS))
             await asyncio.gather(*drains)
             sweeper.cancel()
-            await self.engine.drained(DRAIN_SECONDS)
-            self._save_sequences()
-            self.engine.close()
+            try:
+                if not await self.engine.drained(DRAIN_SECONDS):
+                    self.say(f"requests still in progress after {DRAIN_SECONDS:g} s: saving without them")
+                self._save_sequences()
+            finally:
+                self.engine.close()
+
+    def _signalled(self) -> None:
+        """The first SIGTERM/SIGINT drains and saves; a second one exits at once (nothing saved)."""
+        assert self._stop is not None
+        if self._stop.is_set():
+            self.say("second signal: exiting without draining or saving sequences")
+            os._exit(1)
+        self._stop.set()
 
     async def _sweep(self) -> None:
         period = max(0.05, min(1.0, self.settings.sequence_idle_timeout_s / 4))
@@ -225,9 +249,9 @@ class Server:
 
     # ---- sequences across restarts ----------------------------------------------------------
 
-    def _state_file(self, name: str) -> Path:
+    def _state_file(self, name: str, suffix: str = STATE_SUFFIX) -> Path:
         assert self.state_dir is not None
-        return self.state_dir / f"{name}{STATE_SUFFIX}"
+        return self.state_dir / f"{name}{suffix}"
 
     def _save_sequences(self) -> None:
         if self.state_dir is None:
@@ -245,42 +269,64 @@ class Server:
                 "sequences": [{"id": key, "state": base64.b64encode(data).decode("ascii")} for key, data in sequences],
             }
             write_text_atomically(self._state_file(name), json.dumps(document, indent=1) + "\n")
+        for name in self.engine.served:  # what the last start resumed is now saved (or ended)
+            self._state_file(name, RESUMED_SUFFIX).unlink(missing_ok=True)
         total = sum(len(s) for s in saved.values())
         self.say(f"saved {total} live sequence(s) to {self.state_dir}")
 
     def _resume_sequences(self) -> None:
+        """Opens the sequences saved in the state folder: all of a file or none of it. A resumed
+        file is renamed ``*.sequences.resumed.json`` (removed by the next save: it is never
+        resumed twice); a file that cannot be resumed is moved aside, never overwritten."""
         if self.state_dir is None or not self.state_dir.is_dir():
             return
         for name, served in self.engine.served.items():
-            path = self._state_file(name)
+            path, resumed = self._state_file(name), self._state_file(name, RESUMED_SUFFIX)
             if not path.is_file():
-                continue
-            if not served.ready:
-                self.say(f"kept {path}: model '{name}' is not ready")
+                if resumed.is_file():
+                    self.say(
+                        f"not resumed again: {resumed} (an earlier start resumed it and did not stop cleanly; "
+                        "its sequences may have advanced since)"
+                    )
                 continue
             try:
-                document = parse_json(path.read_bytes(), str(path), runtime.DataError)
-                if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
-                    raise runtime.DataError(f"{path} is not a file of saved sequences")
-                entries = document.get("sequences")
-                if not isinstance(entries, list):
-                    raise runtime.DataError(f"{path} has no list of sequences")
-                restored = []
-                for entry in entries:
-                    key = entry.get("id") if isinstance(entry, dict) else None
-                    if isinstance(key, bool) or not isinstance(key, (int, str)) or key in (0, ""):
-                        raise runtime.DataError(f"{path} holds a sequence without a valid id")
-                    try:
-                        data = base64.b64decode(entry.get("state", ""), validate=True)
-                    except (ValueError, TypeError):
-                        raise runtime.DataError(
-                            f"{path}: the state of sequence {describe_id(key)} is not base64"
-                        ) from None
-                    restored.append((key, data))
-                for key, data in restored:
+                saved = self._read_state_file(path)
+                if served.model is None:
+                    raise runtime.DataError(f"model '{name}' is not ready")
+                for _key, data in saved:  # every state checked before any sequence opens
+                    state_from_bytes(served.model, data)
+                room = self.settings.limits.max_sequences - len(served.sequences)
+                if len(saved) > room:
+                    raise runtime.DataError(f"{len(saved)} sequences saved, room for {room} (--max-sequences)")
+                for key, data in saved:
                     self.engine.restore_sequence(name, key, data)
-            except (runtime.ToolkitError, OSError) as error:
-                self.say(f"kept {path}, not resumed: {one_line(error)}")
+            except (runtime.ToolkitError, ServeError, OSError) as error:
+                aside = self._state_file(name, NOT_RESUMED_SUFFIX)
+                os.replace(path, aside)
+                self.say(f"not resumed: {one_line(error)}; the file is kept as {aside}")
                 continue
-            path.unlink()
-            self.say(f"resumed {len(restored)} sequence(s) of model '{name}' from {path}")
+            os.replace(path, resumed)
+            self.say(f"resumed {len(saved)} sequence(s) of model '{name}' from {path}")
+
+    @staticmethod
+    def _read_state_file(path: Path) -> list[tuple[int | str, bytes]]:
+        document = parse_json(path.read_bytes(), str(path), runtime.DataError)
+        if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
+            raise runtime.DataError(f"{path} is not a file of saved sequences")
+        entries = document.get("sequences")
+        if not isinstance(entries, list):
+            raise runtime.DataError(f"{path} has no list of sequences")
+        saved = []
+        for entry in entries:
+            try:
+                key = sequence_key(entry.get("id") if isinstance(entry, dict) else None)
+            except ServeError:
+                key = None
+            if key is None:
+                raise runtime.DataError(f"{path} holds a sequence without a valid id")
+            try:
+                data = base64.b64decode(entry.get("state", ""), validate=True)
+            except (ValueError, TypeError):
+                raise runtime.DataError(f"{path}: the state of sequence {describe_id(key)} is not base64") from None
+            saved.append((key, data))
+        return saved

@@ -435,3 +435,88 @@ def test_a_state_saved_from_another_model_is_refused(cell_folder):
             made.restore_sequence("zzz", key, data)
 
     run(go())
+
+
+# ---- nothing of a sequence changes unless its request succeeds (review findings) -------------------
+
+
+def test_a_sequence_step_can_ask_for_the_state_output_alone():
+    async def go():
+        made = await started(engine())
+        got = values(await made.infer(request(outputs=["h_out"], sequence_id=6, sequence_start=True), "test"))
+        assert list(got) == ["h_out"]
+        _, (h,) = MODEL.step(np.array([[0.25]], np.float32))
+        assert np.array_equal(got["h_out"], h)
+
+    run(go())
+
+
+def test_a_refused_start_leaves_a_live_sequence_as_it_was_and_opens_no_new_one():
+    nan = np.array([[np.nan]], np.float32)
+
+    async def go():
+        made = await started(engine())
+        stream = runtime.Stream(MODEL)
+        for value in (0.1, 0.2, 0.3):
+            got = values(
+                await made.infer(
+                    request(x=np.array([[value]], np.float32), sequence_id=2, sequence_start=value == 0.1), "t"
+                )
+            )
+            assert np.array_equal(got["y"][0], stream.push(value))
+        with pytest.raises(BadRequest, match="NaN or infinity$"):  # no hint about options a server does not have
+            await made.infer(request(x=nan, sequence_id=2, sequence_start=True), "test")
+        got = values(await made.infer(request(x=np.array([[0.4]], np.float32), sequence_id=2), "test"))
+        assert np.array_equal(got["y"][0], stream.push(0.4))  # continued, not restarted
+        with pytest.raises(BadRequest):
+            await made.infer(
+                InferRequest(
+                    "sine-predict",
+                    {"x": np.full((3, 1, 1), np.nan, np.float32)},
+                    parameters={"sequence_id": 2, "sequence_start": True},
+                ),
+                "test",
+            )
+        got = values(await made.infer(request(x=np.array([[0.5]], np.float32), sequence_id=2), "test"))
+        assert np.array_equal(got["y"][0], stream.push(0.5))
+        with pytest.raises(BadRequest):
+            await made.infer(request(x=nan, sequence_id=3, sequence_start=True), "test")
+        with pytest.raises(BadRequest, match="no live sequence 3: it was never started: its start request failed"):
+            await made.infer(request(sequence_id=3), "test")
+        assert made.metrics.value("rnn_live_sequences", {"model": "sine"}) == 1
+
+    run(go())
+
+
+def test_an_answer_over_the_size_limit_is_refused_before_anything_runs():
+    async def go():
+        made = await started(engine(limits=Limits(max_body_bytes=2048)))
+        stream = runtime.Stream(MODEL)
+        got = values(
+            await made.infer(request(x=np.array([[0.3]], np.float32), sequence_id=4, sequence_start=True), "t")
+        )
+        assert np.array_equal(got["y"][0], stream.push(0.3))
+        big = InferRequest(
+            "sine-generate",
+            {"x": np.zeros((1, 1), np.float32), "steps": np.array([1000])},
+            parameters={"sequence_id": 4},
+        )
+        with pytest.raises(TooLarge, match="the answer would hold 4024 bytes of outputs, the limit is 2048"):
+            await made.infer(big, "test")
+        got = values(await made.infer(request(x=np.array([[0.6]], np.float32), sequence_id=4), "test"))
+        assert np.array_equal(got["y"][0], stream.push(0.6))
+
+    run(go())
+
+
+def test_a_start_that_waits_behind_the_end_of_the_same_id_begins_it_anew():
+    async def go():
+        made = await started(engine())
+        await made.infer(request(sequence_id="z", sequence_start=True), "test")
+        ending = request(x=np.array([[0.9]], np.float32), sequence_id="z", sequence_end=True)
+        restart = request(x=np.array([[0.7]], np.float32), sequence_id="z", sequence_start=True)
+        _, again = await asyncio.gather(made.infer(ending, "test"), made.infer(restart, "test"))
+        assert np.array_equal(values(again)["y"][0], runtime.Stream(MODEL).push(0.7))
+        assert "z" in made.served["sine"].sequences
+
+    run(go())

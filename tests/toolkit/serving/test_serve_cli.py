@@ -60,10 +60,16 @@ class Served:
     def client(self) -> httpclient.InferenceServerClient:
         return httpclient.InferenceServerClient(f"127.0.0.1:{self.http}")
 
+    signalled = False
+
+    def terminate(self) -> None:
+        self.signalled = True
+        self.process.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 60.0) -> tuple[int, list[str]]:
         """SIGTERM, then the exit code and everything it printed after starting."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        if self.process.poll() is None and not self.signalled:  # a second signal would exit without saving
+            self.terminate()
         code = self.process.wait(timeout)
         self._reader.join(10)
         return code, self._rest
@@ -99,6 +105,7 @@ def test_sigterm_saves_live_sequences_and_a_restart_resumes_them_exactly(tmp_pat
     second = Served(f"sine={COMMITTED}", "--state-dir", str(state_dir))
     assert any("resumed 3 sequence(s) of model 'sine'" in line for line in second.lines), second.lines
     assert not (state_dir / "sine.sequences.json").exists()  # resumed once, never twice
+    assert (state_dir / "sine.sequences.resumed.json").exists()  # until the next save
     client = second.client()
     for t in range(15, 30):
         for key, row in zip(keys, inputs):
@@ -107,6 +114,7 @@ def test_sigterm_saves_live_sequences_and_a_restart_resumes_them_exactly(tmp_pat
         step(client, 99, 0.5)
     code, said = second.stop()
     assert code == 0 and any("saved 0 live sequence(s)" in line for line in said), said
+    assert not list(state_dir.iterdir())  # the resumed file went with the save that followed it
 
     for key, row in zip(keys, inputs):  # every sequence equals one uninterrupted local run
         stream = runtime.Stream(MODEL)
@@ -126,7 +134,7 @@ def test_sigterm_drains_a_request_in_progress(tmp_path):
     connection = http.client.HTTPConnection("127.0.0.1", served.http, timeout=60)
     connection.request("POST", "/v2/models/sine-predict/infer", body, {"Content-Type": "application/json"})
     time.sleep(1.0)  # the server has read the request and is running it
-    served.process.send_signal(signal.SIGTERM)
+    served.terminate()
     response = connection.getresponse()
     answer = json.loads(response.read())
     assert response.status == 200, answer
@@ -144,8 +152,13 @@ def test_a_state_dir_of_another_model_is_kept_and_not_resumed(tmp_path, cell_fol
     assert first.stop()[0] == 0
     second = Served(f"sine={folder}", "--state-dir", str(state_dir))  # same name, another model
     assert any("not resumed" in line and "different model" in line for line in second.lines), second.lines
-    assert (state_dir / "sine.sequences.json").exists()
-    second.stop()
+    assert not (state_dir / "sine.sequences.json").exists()
+    kept = state_dir / "sine.sequences.not-resumed.json"
+    assert json.loads(kept.read_text())["sequences"][0]["id"] == 5  # set aside, never overwritten by a save
+    step(second.client(), 6, 0.1, start=True)
+    assert second.stop()[0] == 0
+    assert json.loads(kept.read_text())["sequences"][0]["id"] == 5
+    assert json.loads((state_dir / "sine.sequences.json").read_text())["sequences"][0]["id"] == 6
 
 
 def _busy_port() -> tuple[socket.socket, int]:
