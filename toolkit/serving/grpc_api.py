@@ -11,9 +11,7 @@ answered with its ``error_message`` while the stream goes on (Triton's behaviour
 
 from __future__ import annotations
 
-import hmac
 import logging
-import math
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -38,8 +36,8 @@ from .core import (
     NotFound,
     ServeError,
     TooLarge,
-    one_line,
 )
+from .http_api import bearer_matches, check_shape, unexpected_message
 
 PROTOCOL = "grpc"  # the protocol label of the engine's request metrics
 MESSAGE_SLACK_BYTES = 64 << 10  # room for a message's headers beyond limits.max_body_bytes of tensor data
@@ -123,11 +121,7 @@ def decode_inputs(request: pb.ModelInferRequest, max_elements: int) -> dict[str,
         if tensor.parameters and SHARED_MEMORY in tensor.parameters:
             raise BadRequest(f"input '{name}' is in shared memory, which this server does not support")
         shape = tuple(tensor.shape)
-        if any(d < 0 for d in shape):
-            raise BadRequest(f"input '{name}' has a negative dimension in its shape {list(shape)}")
-        count = math.prod(shape)
-        if count > max_elements:
-            raise TooLarge(f"input '{name}' has {count} elements, the limit is {max_elements}")
+        count = check_shape(name, shape, max_elements)  # before numpy sees the shape or the data
         if raw:
             data = raw[index]
             if len(data) != count * dtype.itemsize:
@@ -161,11 +155,12 @@ def _status_code(error: BaseException) -> grpc.StatusCode:
     return CODE_OF_STATUS.get(status, grpc.StatusCode.INTERNAL)
 
 
-def _message(error: BaseException) -> str:
+def _message(error: BaseException, model: str) -> str:
+    """The one line that answers a failed inference: a ServeError's message; for any other
+    failure only its class (its traceback goes to the log), as the HTTP front answers."""
     if isinstance(error, ServeError):
         return str(error)
-    log.error("a gRPC request failed", exc_info=error)
-    return f"internal error: {one_line(error)}"
+    return unexpected_message(error, f"a gRPC inference request of model '{model}'")
 
 
 # ---- the service -------------------------------------------------------------------------------
@@ -177,7 +172,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, engine: Engine, token: str | None) -> None:
         self.engine = engine
-        self.expected = f"Bearer {token}".encode() if token else None
+        self.token = token.encode() if token else None
         self.max_elements = engine.settings.limits.max_elements
         self.max_body_bytes = engine.settings.limits.max_body_bytes
 
@@ -185,14 +180,14 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     def _refusal(self, context: grpc.aio.ServicerContext) -> str | None:
         """Why the call is not authorized (None: it is)."""
-        if self.expected is None:
+        if self.token is None:
             return None
         given = ""
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 given = value
                 break
-        if isinstance(given, str) and hmac.compare_digest(given.encode(), self.expected):
+        if isinstance(given, str) and bearer_matches(given.encode(), self.token):  # as the HTTP front
             return None
         why = "a wrong token" if given else "no token"
         return f"this server needs metadata 'authorization: Bearer <token>'; the request has {why}"
@@ -318,7 +313,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         try:
             return await self._infer(request)
         except Exception as error:  # every failure answers with its status and one line
-            code, message = _status_code(error), _message(error)
+            code, message = _status_code(error), _message(error, request.model_name)
         await context.abort(code, message)
 
     async def ModelStreamInfer(
@@ -332,7 +327,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                 response = await self._infer(request)
             except Exception as error:
                 failed = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
-                yield pb.ModelStreamInferResponse(error_message=_message(error), infer_response=failed)
+                yield pb.ModelStreamInferResponse(
+                    error_message=_message(error, request.model_name), infer_response=failed
+                )
                 continue
             yield pb.ModelStreamInferResponse(infer_response=response)
 

@@ -9,6 +9,7 @@ other routes are ordinary Starlette endpoints.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import json
@@ -16,7 +17,7 @@ import logging
 import math
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,8 +52,16 @@ from .metrics import CONTENT_TYPE
 PROTOCOL = "http"
 LIVE_PATH = "/v2/health/live"  # the one route that needs no token
 HEADER_LENGTH = "Inference-Header-Content-Length"
-MAX_DIMS = 32  # axes of one input tensor
+MAX_DIMS = 32  # axes of one input tensor (both fronts)
 INDEX_BODY_BYTES = 1 << 16  # a repository index request's optional JSON body
+# Work off the event loop (in the default executor) so one large request does not stall the
+# others; below these sizes it stays inline (the hot path: one step pays no thread hop). The json
+# module's C code holds the GIL for a whole call, so off the loop the work is also cut into calls
+# the loop thread can take the GIL between (a Python parse_float hook; JSON data encoded in chunks).
+OFFLOAD_BODY_BYTES = 1 << 20  # decoding a request body larger than this
+OFFLOAD_COMPRESSED_BYTES = 1 << 16  # inflating a compressed body larger than this
+OFFLOAD_JSON_ELEMENTS = 1 << 18  # encoding a response with more output elements as JSON than this
+JSON_CHUNK_ELEMENTS = 1 << 14  # output values per json call when encoding off the loop
 
 JSON_TYPE = b"application/json"
 BINARY_TYPE = b"application/octet-stream"
@@ -81,6 +90,13 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # made once
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)  # or json.loads with options makes one per call
 
 
+def _float(text: str) -> float:
+    return float(text)  # what the decoder does itself, but in Python: the GIL can change hands here
+
+
+_YIELDING_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_float)  # off the loop only
+
+
 def _dumps(document: Any) -> bytes:
     return _ENCODER.encode(document).encode()
 
@@ -89,12 +105,53 @@ def _error_body(message: str) -> bytes:
     return _dumps({"error": message})
 
 
-def _unexpected(error: BaseException, where: str) -> tuple[int, str]:
-    """(500, one line) for a failure that is not the caller's; its traceback goes to the log."""
+def unexpected_message(error: BaseException, where: str) -> str:
+    """The one line that answers a failure that is not the caller's (both fronts): its traceback
+    goes to the log, its text to the caller only when it is a `runtime.ToolkitError` (written for
+    users), else just its class."""
     log.error("%s failed: %s", where, one_line(error), exc_info=error)
     if isinstance(error, runtime.ToolkitError):  # typed and written for users: say what it is
-        return 500, one_line(error)
-    return 500, f"internal server error ({type(error).__name__}); the server log has the details"
+        return one_line(error)
+    return f"internal server error ({type(error).__name__}); the server log has the details"
+
+
+def _unexpected(error: BaseException, where: str) -> tuple[int, str]:
+    """(500, one line) for a failure that is not the caller's; its traceback goes to the log."""
+    return 500, unexpected_message(error, where)
+
+
+def bearer_matches(value: bytes, token: bytes) -> bool:
+    """Whether an authorization header (or gRPC metadata) value is ``Bearer <token>``: the scheme
+    in any case, whitespace around the value and between scheme and token ignored (both fronts)."""
+    scheme, _, given = value.strip().partition(b" ")
+    # compare_digest on every value, whatever its scheme: no timing hint
+    return hmac.compare_digest(given.strip(), token) and scheme.lower() == b"bearer"
+
+
+def check_shape(name: str, shape: Sequence[int], max_elements: int) -> int:
+    """The element count of input ``name``'s ``shape`` (ints), checked before numpy sees it (both
+    fronts): at most MAX_DIMS sizes, none negative (BadRequest), at most ``max_elements`` elements
+    (TooLarge); and an empty tensor's nonzero sizes may not multiply past ``max_elements`` either
+    (BadRequest: numpy cannot even hold such a shape)."""
+    if len(shape) > MAX_DIMS:
+        raise BadRequest(f"input '{name}' has {len(shape)} dimensions in its shape, at most {MAX_DIMS} are allowed")
+    volume = 1  # the product of the nonzero sizes
+    empty = False
+    for size in shape:
+        if size < 0:
+            raise BadRequest(f"input '{name}' shape must hold sizes >= 0, got {list(shape)!r:.80}")
+        if size == 0:
+            empty = True
+        elif volume <= max_elements:  # past the limit the product no longer matters
+            volume *= size
+    if volume > max_elements:
+        if not empty:
+            raise TooLarge(f"input '{name}' has {volume} elements, the limit is {max_elements}")
+        raise BadRequest(
+            f"input '{name}' shape {list(shape)!r:.80} is out of range: its nonzero sizes multiply past the limit "
+            f"of {max_elements} elements"
+        )
+    return 0 if empty else volume
 
 
 async def _send(send: Callable, status: int, body: bytes, content_type: bytes, extra: list | None = None) -> None:
@@ -181,9 +238,9 @@ def _split(body: bytes, header_length: bytes | None) -> tuple[bytes | memoryview
     return view[:length], view[length:]
 
 
-def _parse(head: bytes | memoryview) -> dict[str, Any]:
+def _parse(head: bytes | memoryview, decoder: json.JSONDecoder = _DECODER) -> dict[str, Any]:
     try:
-        document = _DECODER.decode(str(head, "utf-8"))
+        document = decoder.decode(str(head, "utf-8"))
     except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise BadRequest(f"the request's JSON is malformed: {one_line(error)}") from None
     if not isinstance(document, dict):
@@ -214,16 +271,15 @@ def _name(item: Any, what: str) -> str:
     return name
 
 
-def _shape(name: str, value: Any) -> tuple[list[int], int]:
-    """An input's shape and element count."""
-    if not isinstance(value, list) or len(value) > MAX_DIMS:
+def _shape(name: str, value: Any, max_elements: int) -> tuple[list[int], int]:
+    """An input's shape and element count, refused (TooLarge) past ``max_elements`` before its
+    data is looked at."""
+    if not isinstance(value, list):
         raise BadRequest(f"input '{name}' needs a 'shape': an array of at most {MAX_DIMS} sizes")
-    count = 1
     for size in value:
-        if type(size) is not int or size < 0:
+        if type(size) is not int:
             raise BadRequest(f"input '{name}' shape must hold sizes >= 0, got {value!r:.80}")
-        count *= size
-    return value, count
+    return value, check_shape(name, value, max_elements)
 
 
 def _json_tensor(name: str, datatype: str, dtype: np.dtype, shape: list[int], count: int, data: Any) -> np.ndarray:
@@ -280,10 +336,13 @@ def _binary_tensor(
     return array if array.flags.aligned else array.copy()
 
 
-def decode_infer(model: str, body: bytes, header_length: bytes | None) -> tuple[InferRequest, bool, dict[str, bool]]:
-    """A request body as (InferRequest, whether outputs are binary by default, per-output choice)."""
+def decode_infer(
+    model: str, body: bytes, header_length: bytes | None, max_elements: int
+) -> tuple[InferRequest, bool, dict[str, bool]]:
+    """A request body as (InferRequest, whether outputs are binary by default, per-output choice);
+    an input of more than ``max_elements`` elements is refused from its shape, before its data."""
     head, rest = _split(body, header_length)
-    document = _parse(head)
+    document = _parse(head, _YIELDING_DECODER if len(head) > OFFLOAD_BODY_BYTES else _DECODER)
     request_id = document.get("id", "")
     if not isinstance(request_id, str):
         raise BadRequest(f"the request 'id' must be a string, got {type(request_id).__name__}")
@@ -303,7 +362,7 @@ def decode_infer(model: str, body: bytes, header_length: bytes | None) -> tuple[
             if datatype == "BYTES":
                 raise BadRequest(f"input '{name}' is BYTES, which this server does not support")
             raise BadRequest(f"input '{name}' has an unknown datatype {datatype!r:.40} (known: {', '.join(DATATYPES)})")
-        shape, count = _shape(name, item.get("shape"))
+        shape, count = _shape(name, item.get("shape"), max_elements)
         tensor_parameters = _dict(item.get("parameters"), f"input '{name}' parameters")
         if "shared_memory_region" in tensor_parameters:
             raise BadRequest(f"input '{name}' is in shared memory, which this server does not support")
@@ -353,9 +412,30 @@ def _json_values(array: np.ndarray) -> list[Any]:
     return values
 
 
+def _json_elements(response: InferResponse, binary_default: bool, binary: dict[str, bool]) -> int:
+    """How many output elements encode_infer writes as JSON numbers."""
+    return sum(array.size for name, array in response.outputs if not binary.get(name, binary_default))
+
+
+def _chunked_json(entry: dict[str, Any], array: np.ndarray) -> bytes:
+    """An output ``entry`` with its ``data`` (last), encoded a chunk of values at a time."""
+    flat = array.ravel()
+    parts = [_dumps(entry)[:-1], b',"data":[']
+    for start in range(0, flat.size, JSON_CHUNK_ELEMENTS):
+        if start:
+            parts.append(b",")
+        parts.append(_dumps(_json_values(flat[start : start + JSON_CHUNK_ELEMENTS]))[1:-1])
+    parts.append(b"]}")
+    return b"".join(parts)
+
+
 def encode_infer(response: InferResponse, binary_default: bool, binary: dict[str, bool]) -> tuple[bytes, int | None]:
-    """(the response body, the length of its JSON part if binary outputs follow it, else None)."""
-    outputs = []
+    """(the response body, the length of its JSON part if binary outputs follow it, else None).
+    Past OFFLOAD_JSON_ELEMENTS values as JSON, each output's data is encoded a chunk at a time
+    (the same bytes; between chunks another thread can take the GIL)."""
+    chunked = _json_elements(response, binary_default, binary) > OFFLOAD_JSON_ELEMENTS
+    outputs: list[Any] = []
+    spliced: list[bytes] = []
     blobs = []
     for name, array in response.outputs:
         entry: dict[str, Any] = {"name": name, "datatype": DATATYPE_OF[array.dtype], "shape": list(array.shape)}
@@ -363,6 +443,10 @@ def encode_infer(response: InferResponse, binary_default: bool, binary: dict[str
             array = np.ascontiguousarray(array)
             entry["parameters"] = {"binary_data_size": array.nbytes}
             blobs.append(array)
+        elif chunked:
+            outputs.append(len(spliced))  # an int in the document marks where the output goes
+            spliced.append(_chunked_json(entry, array))
+            continue
         else:
             entry["data"] = _json_values(array)
         outputs.append(entry)
@@ -371,8 +455,14 @@ def encode_infer(response: InferResponse, binary_default: bool, binary: dict[str
         document["id"] = response.id
     if response.parameters:
         document["parameters"] = response.parameters
-    document["outputs"] = outputs
-    head = _dumps(document)
+    if spliced:
+        document["outputs"] = []
+        start, end = _dumps(document).rsplit(b"[]", 1)
+        items = [spliced[item] if isinstance(item, int) else _dumps(item) for item in outputs]
+        head = b"".join([start, b"[", b",".join(items), b"]", end])
+    else:
+        document["outputs"] = outputs
+        head = _dumps(document)
     if not blobs:
         return head, None
     return b"".join([head, *blobs]), len(head)
@@ -400,14 +490,25 @@ class _Infer:
         engine = self.engine
         counted = False
         try:
-            limit = self.limits.max_body_bytes
-            body = await read_body(receive, declared, limit)
+            limits = self.limits
+            body = await read_body(receive, declared, limits.max_body_bytes)
             if encoding is not None:
-                body = decompress(body, encoding.decode("latin-1"), limit)
-            request, binary_default, binary = decode_infer(name, body, header_length)
+                inflate = (body, encoding.decode("latin-1"), limits.max_body_bytes)
+                if len(body) > OFFLOAD_COMPRESSED_BYTES:
+                    body = await asyncio.to_thread(decompress, *inflate)
+                else:
+                    body = decompress(*inflate)
+            decode = (name, body, header_length, limits.max_elements)
+            if len(body) > OFFLOAD_BODY_BYTES:
+                request, binary_default, binary = await asyncio.to_thread(decode_infer, *decode)
+            else:
+                request, binary_default, binary = decode_infer(*decode)
             counted = True  # the engine counts its own answers
             response = await engine.infer(request, PROTOCOL, path.get("version", ""))
-            payload, json_length = encode_infer(response, binary_default, binary)
+            if _json_elements(response, binary_default, binary) > OFFLOAD_JSON_ELEMENTS:
+                payload, json_length = await asyncio.to_thread(encode_infer, response, binary_default, binary)
+            else:
+                payload, json_length = encode_infer(response, binary_default, binary)
         except _Disconnected:
             return
         except Exception as error:
@@ -455,9 +556,7 @@ class _Auth:
         self.token = token.encode()
 
     def allows(self, value: bytes) -> bool:
-        scheme, _, given = value.partition(b" ")
-        # compare_digest on every request with a header, whatever its scheme: no timing hint
-        return hmac.compare_digest(given.strip(), self.token) and scheme.lower() == b"bearer"
+        return bearer_matches(value, self.token)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http" and scope["path"] != LIVE_PATH:

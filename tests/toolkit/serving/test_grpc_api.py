@@ -6,6 +6,7 @@ the token."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import shutil
 
@@ -358,6 +359,51 @@ def test_sequence_id_of_a_wrong_type_is_refused(stub, kind, value, message):
     assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sequence_start" in excinfo.value.details()
 
 
+@pytest.mark.parametrize(
+    "shape, code, message",
+    [
+        ([1] * 100, "INVALID_ARGUMENT", "100 dimensions in its shape, at most 32"),
+        ([1] * 33, "INVALID_ARGUMENT", "33 dimensions in its shape, at most 32"),
+        ([0, 2**62, 2**62], "INVALID_ARGUMENT", "out of range"),
+        ([0] + [1 << 22] * 31, "INVALID_ARGUMENT", "out of range"),
+        ([1, -1], "INVALID_ARGUMENT", "sizes >= 0"),
+        ([2**62, 2**62], "RESOURCE_EXHAUSTED", "the limit is 4194304"),
+    ],
+)
+@pytest.mark.parametrize("contents", ["raw", "typed"])
+def test_a_shape_numpy_cannot_hold_is_refused_before_numpy_sees_it(stub, shape, code, message, contents):
+    request = raw_request()
+    del request.inputs[0].shape[:]
+    request.inputs[0].shape.extend(shape)
+    del request.raw_input_contents[:]
+    if contents == "raw":
+        request.raw_input_contents.append(b"")
+    with pytest.raises(grpc.RpcError) as excinfo:
+        stub.ModelInfer(request, timeout=WAIT_S)
+    assert excinfo.value.code() == getattr(grpc.StatusCode, code), excinfo.value.details()
+    assert message in excinfo.value.details()
+
+
+def test_an_unexpected_failure_is_internal_of_one_line_and_logged(start_server, caplog):
+    server = start_server()
+
+    async def broken(request, protocol, version=""):
+        raise RuntimeError("boom /secret/path\n  with a second line")
+
+    server.engine.infer = broken
+    with caplog.at_level(logging.ERROR, logger="rnn.serve"):
+        with grpc.insecure_channel(url(server)) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as excinfo:
+                stub.ModelInfer(raw_request(), timeout=WAIT_S)
+            answers = list(stub.ModelStreamInfer(iter([raw_request()]), timeout=WAIT_S))
+    assert excinfo.value.code() == grpc.StatusCode.INTERNAL
+    for message in (excinfo.value.details(), answers[0].error_message):
+        assert message.startswith("internal server error (RuntimeError)"), message
+        assert "boom" not in message and "secret" not in message and "\n" not in message
+    assert sum(bool(r.exc_info) and "boom" in str(r.exc_info[1]) for r in caplog.records) == 2
+
+
 def test_a_bad_request_in_a_stream_answers_its_error_message(sine_server):
     with grpc.insecure_channel(url(sine_server)) as channel:
         requests = [raw_request(sequence_id=("double_param", 1.5)), raw_request()]
@@ -407,6 +453,12 @@ def test_a_token_is_required_by_every_call_but_liveness(start_server):
                 assert status_of(excinfo) == "StatusCode.UNAUTHENTICATED" and why in excinfo.value.message()
         assert client.is_server_ready(headers=good) and client.get_model_metadata("sine", headers=good).name == "sine"
         assert client.infer("sine", [x], headers=good).as_numpy("y").shape == (1, 1)
+        for value in (f"bearer {TOKEN}", f"BEARER   {TOKEN}  ", f"  Bearer {TOKEN}"):  # as HTTP: any case, spaces
+            assert client.is_server_ready(headers={"authorization": value}), value
+        for value in (TOKEN, f"Basic {TOKEN}", f"Bearer{TOKEN}"):
+            with pytest.raises(InferenceServerException) as excinfo:
+                client.is_server_ready(headers={"authorization": value})
+            assert status_of(excinfo) == "StatusCode.UNAUTHENTICATED", value
     refused = Stream(server)  # refused as it opens, before any request (a send after that raises)
     try:
         result, error = refused.answer()

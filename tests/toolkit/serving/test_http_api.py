@@ -6,12 +6,14 @@ that failed to load."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import http.client
 import json
 import logging
 import re
 import shutil
+import threading
 import zlib
 
 import numpy as np
@@ -24,7 +26,7 @@ triton = pytest.importorskip("tritonclient.http", reason="tritonclient[http] (de
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 import runtime  # noqa: E402
-from toolkit.serving import Limits, Settings  # noqa: E402
+from toolkit.serving import Limits, Settings, http_api  # noqa: E402
 from toolkit.serving.core import InferResponse  # noqa: E402
 from toolkit.serving.http_api import EXTENSIONS, HEADER_LENGTH, SERVER_NAME, encode_infer  # noqa: E402
 
@@ -363,6 +365,38 @@ BAD_REQUESTS = {
         r"must have shape \[-1, 1\]",
     ),
     "bad shape": (case(lambda k: {"inputs": [{**x_tensor(), "shape": [1, -1]}]}), 400, "sizes >= 0"),
+    # shapes numpy cannot hold: refused before numpy sees them (they were 500s)
+    "33 dimensions": (
+        case(lambda k: {"inputs": [{**x_tensor(), "shape": [1] * 33}]}),
+        400,
+        "33 dimensions in its shape, at most 32",
+    ),
+    "empty with a huge dimension": (
+        case(lambda k: {"inputs": [{**x_tensor(), "shape": [0, 2**70], "data": []}]}),
+        400,
+        "out of range",
+    ),
+    "empty with a huge dimension, binary": (
+        case(lambda k: binary_body([({"name": "x", "shape": [0, 2**70], "datatype": "FP32"}, b"")])),
+        400,
+        "out of range",
+    ),
+    "empty with dimensions under the limit whose product is not": (
+        case(lambda k: {"inputs": [{**x_tensor(), "shape": [0] + [1 << 22] * 31, "data": []}]}),
+        400,
+        "out of range",
+    ),
+    # over the element limit: refused from the shape, before the data is converted (was 400 "has 1 values")
+    "too many elements": (
+        case(lambda k: {"inputs": [{**x_tensor(), "shape": [(1 << 22) + 1, 1]}], "parameters": seq(k)}),
+        413,
+        "has 4194305 elements, the limit is 4194304",
+    ),
+    "too many elements, binary": (
+        case(lambda k: binary_body([({"name": "x", "shape": [(1 << 22) + 1, 1], "datatype": "FP32"}, b"\0" * 4)])),
+        413,
+        "has 4194305 elements, the limit is 4194304",
+    ),
     "batch of 2 in a sequence": (
         case(lambda k: {"inputs": [{**x_tensor(), "shape": [2, 1], "data": [1, 2]}], "parameters": seq(k)}),
         400,
@@ -537,6 +571,80 @@ def test_an_unexpected_failure_is_a_500_of_one_line_and_logged(start_server, cap
     assert any(r.exc_info and "boom" in str(r.exc_info[1]) for r in caplog.records)
 
 
+def test_the_element_limit_comes_before_the_data_is_converted(start_server, monkeypatch):
+    server = start_server(settings=Settings(limits=Limits(max_elements=100)))
+    converted = []
+    monkeypatch.setattr(http_api, "_json_tensor", lambda *args: converted.append(args) or 1 / 0)
+    monkeypatch.setattr(http_api.np, "frombuffer", lambda *args: converted.append(args) or 1 / 0)
+    big = {"inputs": [{**x_tensor(), "shape": [101, 1], "data": [0.5] * 101}]}
+    one_line_error(*post_json(server, INFER, big), 413, "has 101 elements, the limit is 100")
+    body, headers = binary_body([({"name": "x", "shape": [101, 1], "datatype": "FP32"}, b"\0" * 404)])
+    one_line_error(*raw(server, "POST", INFER, body, headers), 413, "has 101 elements, the limit is 100")
+    assert converted == []
+
+
+def test_a_large_body_is_decoded_and_a_large_response_encoded_off_the_event_loop(sine_server, monkeypatch):
+    """A big JSON request must not stall the event loop (every other request) while it is decoded
+    or its JSON answer encoded; a small one stays on the loop (no thread hop on the hot path)."""
+    on_loop: dict[str, list[bool]] = {"decode": [], "encode": []}
+
+    def running_loop() -> bool:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return True
+
+    def spy(what, function):
+        def spied(*args):
+            on_loop[what].append(running_loop())
+            assert threading.current_thread() is not threading.main_thread()  # the server's own threads
+            return function(*args)
+
+        return spied
+
+    monkeypatch.setattr(http_api, "decode_infer", spy("decode", http_api.decode_infer))
+    monkeypatch.setattr(http_api, "encode_infer", spy("encode", http_api.encode_infer))
+    batch = http_api.OFFLOAD_JSON_ELEMENTS  # y and h_out: 7 elements a row, past the encode threshold
+    x = np.random.default_rng(3).standard_normal((batch, 1)).astype(np.float32)
+    big = json.dumps({"inputs": [{"name": "x", "shape": [batch, 1], "datatype": "FP32", "data": x.ravel().tolist()}]})
+    assert len(big) > http_api.OFFLOAD_BODY_BYTES
+    status, _, body = raw(sine_server, "POST", INFER, big.encode(), {"Content-Type": "application/json"})
+    assert status == 200, body
+    outputs = {o["name"]: o["data"] for o in json.loads(body)["outputs"]}
+    y, (h,) = MODEL.step(x)
+    np.testing.assert_array_equal(np.float32(outputs["y"]).reshape(y.shape), y)
+    assert on_loop == {"decode": [False], "encode": [False]}
+    status, _, body = post_json(sine_server, INFER, {"inputs": [x_tensor()]})
+    assert status == 200, body
+    assert on_loop == {"decode": [False, True], "encode": [False, True]}
+
+
+def test_a_large_json_response_is_encoded_in_chunks_to_the_same_bytes(monkeypatch):
+    rng = np.random.default_rng(5)
+    y = rng.standard_normal((37, 3)).astype(np.float32)
+    y[[0, 5, 36], [0, 2, 2]] = [np.nan, np.inf, -np.inf]  # JSON null, in different chunks
+    outputs = [("y", y), ("h_out", rng.standard_normal((37, 6))), ("k", np.arange(10, dtype=np.int64))]
+    response = InferResponse("m", "r1", outputs, {"sequence_id": 3})
+    chunks: list[int] = []
+    json_values = http_api._json_values
+
+    def counted(array):
+        chunks.append(array.size)
+        return json_values(array)
+
+    for binary in ({}, {"h_out": True}):
+        whole = encode_infer(response, False, binary)
+        chunks.clear()
+        with monkeypatch.context() as patched:
+            patched.setattr(http_api, "OFFLOAD_JSON_ELEMENTS", 16)
+            patched.setattr(http_api, "JSON_CHUNK_ELEMENTS", 7)
+            patched.setattr(http_api, "_json_values", counted)
+            assert encode_infer(response, False, binary) == whole
+        assert chunks and max(chunks) == 7
+    assert json.loads(whole[0][: whole[1]])["outputs"][0]["data"][:2] == [None, float(y[0, 1])]
+
+
 def test_a_non_finite_output_is_json_null():
     response = InferResponse("m", "", [("y", np.array([[1.5, np.nan], [np.inf, -2.0]], np.float32))])
     body, json_length = encode_infer(response, False, {})
@@ -576,8 +684,9 @@ def test_a_token_is_required_by_every_route_but_liveness(start_server):
         assert c.is_server_ready(headers=good) and c.is_model_ready("sine", headers=good)
         assert c.get_server_metadata(headers=good)["name"] == SERVER_NAME
         assert_outputs(c.infer("sine", [tensor("x", x)], headers=good), *MODEL.step(x))
-    status, _, text = raw(server, "GET", "/metrics", headers={"authorization": f"bearer {TOKEN}"})  # any case
-    assert status == 200 and b"rnn_requests_total" in text
+    for value in (f"bearer {TOKEN}", f"BEARER   {TOKEN}  ", f"  Bearer {TOKEN}"):  # any case, spaces around
+        status, _, text = raw(server, "GET", "/metrics", headers={"authorization": value})
+        assert status == 200 and b"rnn_requests_total" in text, value
     for headers in ({}, {"Authorization": "Bearer wrong"}):
         assert raw(server, "GET", "/v2/health/live", headers=headers)[0] == 200
 
