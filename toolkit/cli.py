@@ -937,6 +937,13 @@ def _model_specs(specs: tuple[str, ...], repository: Path | None) -> list[tuple[
     "--max-sequences", type=click.IntRange(min=1), default=1 << 20, show_default=True, help="Live ones, per model."
 )
 @click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=4096,
+    show_default=True,
+    help="Open HTTP connections and concurrent gRPC calls (streams); beyond: 503 / RESOURCE_EXHAUSTED.",
+)
+@click.option(
     "--workers", type=click.IntRange(min=1, max=64), default=2, show_default=True, help="Threads for multi-step runs."
 )
 @_DEVICE
@@ -964,6 +971,7 @@ def serve(models, repository, host, http_port, grpc_port, no_grpc, token, device
         max_elements=options.pop("max_elements"),
         max_steps=options.pop("max_steps"),
         max_sequences=options.pop("max_sequences"),
+        max_connections=options.pop("max_connections"),
     )
     settings = Settings(
         limits=limits,

@@ -383,7 +383,8 @@ def create_grpc_server(engine: Engine, *, token: str | None) -> grpc.aio.Server:
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
+        maximum_concurrent_rpcs=engine.settings.limits.max_connections,  # beyond: RESOURCE_EXHAUSTED
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(engine, token), server)
     return server

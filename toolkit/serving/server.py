@@ -176,6 +176,7 @@ class Server:
             lifespan="off",
             timeout_graceful_shutdown=DRAIN_SECONDS,
             server_header=False,
+            limit_concurrency=self.settings.limits.max_connections + 1,  # uvicorn counts the new one too; beyond: 503
         )
         config.load()
         http = uvicorn.Server(config)
