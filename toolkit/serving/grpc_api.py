@@ -104,10 +104,31 @@ def _typed_contents(name: str, datatype: str, contents: Any, count: int) -> np.n
     return array
 
 
+_OUTPUT_TENSORS: dict[tuple, Any] = {}  # (name, dtype, shape) -> its InferOutputTensor, made once
+
+
+def _output_tensor(name: str, array: np.ndarray) -> Any:
+    key = (name, array.dtype, array.shape)
+    tensor = _OUTPUT_TENSORS.get(key)
+    if tensor is None:
+        tensor = InferOutputTensor(name=name, datatype=DATATYPE_OF[array.dtype], shape=array.shape)
+        if len(_OUTPUT_TENSORS) < 4096:  # the shapes of steps repeat; those of long runs need not be kept
+            _OUTPUT_TENSORS[key] = tensor
+    return tensor
+
+
 def decode_inputs(request: pb.ModelInferRequest, max_elements: int) -> dict[str, np.ndarray]:
     """The request's input tensors as numpy arrays (read-only views of the raw bytes)."""
     raw = request.raw_input_contents
     tensors = request.inputs
+    if len(raw) == 1 and len(tensors) == 1:  # the hot path: one small raw FP32 tensor of rank 2
+        tensor = tensors[0]
+        shape = tuple(tensor.shape)
+        if tensor.datatype == "FP32" and len(shape) == 2 and not tensor.parameters and not tensor.HasField("contents"):
+            rows, columns = shape
+            data = raw[0]
+            if 0 < rows * columns <= max_elements and rows > 0 and columns > 0 and len(data) == 4 * rows * columns:
+                return {tensor.name: np.frombuffer(data, np.float32).reshape(shape)}
     if raw and len(raw) != len(tensors):
         raise BadRequest(f"the request has {len(tensors)} input(s) but {len(raw)} raw_input_contents")
     arrays: dict[str, np.ndarray] = {}
@@ -220,10 +241,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             model_name=answer.model,
             model_version=VERSION,
             id=answer.id,
-            outputs=[
-                InferOutputTensor(name=name, datatype=DATATYPE_OF[array.dtype], shape=array.shape)
-                for name, array in outputs
-            ],
+            outputs=[_output_tensor(name, array) for name, array in outputs],
             raw_output_contents=[array.tobytes() for _, array in outputs],
         )
 
