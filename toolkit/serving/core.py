@@ -389,8 +389,7 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.served: dict[str, Served] = {}
         self.endpoints: dict[str, Endpoint] = {}
-        self._in_flight = 0
-        self._idle: asyncio.Event | None = None  # set while no request is in progress (made by start)
+        self._in_flight = 0  # requests in progress (a drain waits for none)
         self._executor = ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="rnn-serve")
         load = loader or _default_loader
         for name, folder in folders:
@@ -413,21 +412,16 @@ class Engine:
 
     def start(self) -> None:
         """Called on the server's event loop before the first request."""
-        self._idle = asyncio.Event()
-        self._idle.set()
         for served in self.served.values():
             served.start(self.metrics)
             self.metrics.live_sequences(served.name, len(served.sequences))
 
     async def drained(self, timeout: float) -> bool:
         """Waits until no request is in progress (at most ``timeout`` seconds); whether none is."""
-        if self._idle is None:
-            return True
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
+        deadline = time.monotonic() + timeout
+        while self._in_flight and time.monotonic() < deadline:  # polled: no event to set per request
+            await asyncio.sleep(0.01)
+        return not self._in_flight
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -475,8 +469,6 @@ class Engine:
         started = time.perf_counter()
         name = request.model
         self._in_flight += 1
-        if self._idle is not None:
-            self._idle.clear()
         try:
             endpoint = self.endpoint(name, version)
             if not endpoint.ready:
@@ -494,8 +486,6 @@ class Engine:
             raise
         finally:
             self._in_flight -= 1
-            if self._in_flight == 0 and self._idle is not None:
-                self._idle.set()
         self.metrics.request(name, protocol, 200, time.perf_counter() - started)
         return InferResponse(name, request.id, outputs)
 

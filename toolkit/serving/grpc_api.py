@@ -234,8 +234,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             raise
         answer = await engine.infer(decoded, protocol=PROTOCOL, version=request.model_version)
         outputs = answer.outputs
-        if sum(array.nbytes for _, array in outputs) > self.max_body_bytes:
-            size = sum(array.nbytes for _, array in outputs)
+        size = sum([array.nbytes for _, array in outputs])  # a backstop: the engine refuses these before running
+        if size > self.max_body_bytes:
             raise TooLarge(f"the response would hold {size} bytes of outputs, the limit is {self.max_body_bytes}")
         return pb.ModelInferResponse(
             model_name=answer.model,
