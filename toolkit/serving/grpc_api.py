@@ -218,7 +218,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         if refusal is not None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, refusal)
 
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, response: pb.ModelInferResponse) -> None:
+        """Answers ``request`` into ``response`` (filled in place: a stream's answer holds its
+        response message, and building one to copy it in would cost a protobuf copy per step)."""
         engine = self.engine
         try:
             decoded = InferRequest(
@@ -237,13 +239,12 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         size = sum([array.nbytes for _, array in outputs])  # a backstop: the engine refuses these before running
         if size > self.max_body_bytes:
             raise TooLarge(f"the response would hold {size} bytes of outputs, the limit is {self.max_body_bytes}")
-        return pb.ModelInferResponse(
-            model_name=answer.model,
-            model_version=VERSION,
-            id=answer.id,
-            outputs=[_output_tensor(name, array) for name, array in outputs],
-            raw_output_contents=[array.tobytes() for _, array in outputs],
-        )
+        response.model_name = answer.model
+        response.model_version = VERSION
+        if answer.id:
+            response.id = answer.id
+        response.outputs.extend([_output_tensor(name, array) for name, array in outputs])
+        response.raw_output_contents.extend([array.tobytes() for _, array in outputs])
 
     # ---- health and metadata ----
 
@@ -329,7 +330,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext) -> Any:
         await self._authorize(context)
         try:
-            return await self._infer(request)
+            response = pb.ModelInferResponse()
+            await self._infer(request, response)
+            return response
         except Exception as error:  # every failure answers with its status and one line
             code, message = _status_code(error), _message(error, request.model_name)
         await context.abort(code, message)
@@ -341,15 +344,16 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         ``error_message`` (and its id) and the stream goes on."""
         await self._authorize(context)
         async for request in request_iterator:
+            answer = pb.ModelStreamInferResponse()
             try:
-                response = await self._infer(request)
+                await self._infer(request, answer.infer_response)
             except Exception as error:
                 failed = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
                 yield pb.ModelStreamInferResponse(
                     error_message=_message(error, request.model_name), infer_response=failed
                 )
                 continue
-            yield pb.ModelStreamInferResponse(infer_response=response)
+            yield answer
 
     # ---- what this server does not offer ----
 
