@@ -3,6 +3,12 @@ latency with 1, 16 and 256 concurrent closed-loop sequences, over HTTP (the same
 requests, the same load generator for both) and over gRPC streaming (one ModelStreamInfer stream
 per sequence). Prints a table of ratios measured in one run; writes serve.txt, serve.json, serve.png.
 
+A reference cell, "grpc-floor" (at the highest concurrency; --no-floor skips it), drives the same gRPC
+load against a bare grpc.aio server (``--serve-floor``: our server's options and event loop, the
+service's generated servicer) whose ModelStreamInfer answers every request with one prebuilt response
+of our answers' shape and does nothing else: the server CPU per step of the protocol stack itself,
+what is left for decoding, the engine and the model being the rest of ours. It is not ours: no ratios.
+
 The servers run in subprocesses of this script (``--serve-baseline`` / ``--serve-ours``); the
 load comes from this process (asyncio on uvloop: raw HTTP/1.1 keep-alive connections, one per
 sequence; grpc.aio with the service's generated stubs). Client and servers share the machine's
@@ -40,7 +46,9 @@ METRICS_PATH = "/metrics"
 HOST = "127.0.0.1"
 
 BASELINE, OURS_HTTP, OURS_GRPC = "baseline-http", "ours-http", "ours-grpc"
+FLOOR = "grpc-floor"  # reference: a bare grpc.aio server answering with a fixed response, no model
 TRANSPORTS = (BASELINE, OURS_HTTP, OURS_GRPC)
+GRPC_TRANSPORTS = (OURS_GRPC, FLOOR)
 TARGET_RATIO = {OURS_GRPC: 3.0, OURS_HTTP: 1.5}  # throughput over the baseline's at the highest concurrency
 
 OTHER_LOAD_WARNING = 0.2  # cores busy outside client and servers that make the table say it was disturbed
@@ -102,6 +110,65 @@ def serve_ours(http_port: int, grpc_port: int, delay_us: int, use_uvloop: bool) 
     Server([(MODEL, FOLDER)], host=HOST, http_port=http_port, grpc_port=grpc_port, settings=settings).run()
 
 
+def floor_response(service_pb2: Any) -> Any:
+    """The answer our server streams for one step of model 'sine' (y [1,1] and h_out [1,6], FP32,
+    as raw_output_contents), built once."""
+    answer = service_pb2.ModelStreamInferResponse()
+    response = answer.infer_response
+    response.model_name, response.model_version = MODEL, "1"
+    for name, shape in (("y", [1, 1]), ("h_out", [1, 6])):
+        tensor = response.outputs.add()
+        tensor.name, tensor.datatype = name, "FP32"
+        tensor.shape.extend(shape)
+        response.raw_output_contents.append(np.zeros(shape, np.float32).tobytes())
+    return answer
+
+
+def serve_floor(grpc_port: int) -> None:
+    """The gRPC stack's floor: grpc.aio with our server's options (toolkit/serving/grpc_api.py
+    create_grpc_server) on our event loop (uvloop through asyncio.Runner), the generated servicer,
+    and a ModelStreamInfer that answers each request with the same prebuilt response: no decoding,
+    no engine, no model."""
+    sys.path.insert(0, str(ROOT))
+    import grpc
+    import uvloop
+
+    from toolkit.serving import Settings
+    from toolkit.serving.grpc_api import MESSAGE_SLACK_BYTES
+
+    service_pb2, service_pb2_grpc = grpc_modules()
+    limits = Settings().limits
+    answer = floor_response(service_pb2)
+
+    class Floor(service_pb2_grpc.GRPCInferenceServiceServicer):
+        async def ModelStreamInfer(self, request_iterator: Any, context: Any) -> Any:
+            async for _ in request_iterator:
+                yield answer
+
+    async def main() -> None:
+        max_message = limits.max_body_bytes + MESSAGE_SLACK_BYTES
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_message),
+                ("grpc.max_send_message_length", max_message),
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=limits.max_connections,
+        )
+        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Floor(), server)
+        server.add_insecure_port(f"{HOST}:{grpc_port}")
+        await server.start()
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        await stopping.wait()
+        await server.stop(1.0)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
 @dataclass
 class ServerProcess:
     name: str
@@ -129,6 +196,15 @@ async def wait_ready(server: ServerProcess, log: Path) -> None:
             raise SystemExit(
                 f"server {server.name} exited with {server.process.returncode}:\n{log.read_text()[-3000:]}"
             )
+        if server.name == FLOOR:  # gRPC only: ready once a channel connects
+            import grpc
+
+            async with grpc.aio.insecure_channel(f"{HOST}:{server.grpc_port}") as channel:
+                try:
+                    await asyncio.wait_for(channel.channel_ready(), 1.0)
+                    return
+                except asyncio.TimeoutError:
+                    continue
         try:
             connection = await HttpConnection.open(server.http_port)
         except OSError:
@@ -401,7 +477,7 @@ async def measure(
     run = Run()
     offsets = [(index * 7) % len(INPUTS) for index in range(cell.concurrency)]
     channels = []
-    if cell.transport == OURS_GRPC:
+    if cell.transport in GRPC_TRANSPORTS:
         import grpc
 
         service_pb2, service_pb2_grpc = grpc_modules()
@@ -561,6 +637,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     info = {"machine": machine(), "versions": versions()}
     concurrencies, delays = args.concurrency, args.delay
     top = max(concurrencies)
+    floor = not args.no_floor
     servers: list[ServerProcess] = []
     try:
         port = free_port()
@@ -572,9 +649,15 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             arguments += ["--ours-uvloop"] if args.ours_uvloop else []
             log = out / f"server-ours-{delay}us.log"
             servers.append(launch(f"ours-{delay}us", arguments, http_port, log, grpc_port=grpc_port, delay_us=delay))
+        if floor:
+            grpc_port = free_port()
+            log = out / f"server-{FLOOR}.log"
+            servers.append(launch(FLOOR, ["--serve-floor", str(grpc_port)], 0, log, grpc_port=grpc_port))
         for server in servers:
             await wait_ready(server, out / f"server-{server.name}.log")
-        baseline, ours = servers[0], {server.delay_us: server for server in servers[1:]}
+        baseline = servers[0]
+        ours = {server.delay_us: server for server in servers[1:] if server.delay_us is not None}
+        floor_server = servers[-1] if floor else None
         print(f"servers: {', '.join(f'{s.name} (pid {s.pid})' for s in servers)}", file=sys.stderr)
         info["spot_check"] = await spot_check(baseline, ours[delays[0]])
         wrong = [t for t in (OURS_HTTP, OURS_GRPC) if not info["spot_check"]["transports"][t]["bit_identical"]]
@@ -587,6 +670,8 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             kinds: list[tuple[str, int | None]] = [(BASELINE, None)]
             for delay in delays if concurrency == top else delays[:1]:
                 kinds += [(OURS_HTTP, delay), (OURS_GRPC, delay)]
+            if floor and concurrency == top:
+                kinds.append((FLOOR, None))
             plan.append((concurrency, kinds))
         next_id = 1
         for concurrency, kinds in plan:
@@ -595,7 +680,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 for transport, delay in kinds[shift:] + kinds[:shift]:  # alternate the order per round
                     key = (transport, concurrency, delay)
                     cell = cells.setdefault(key, Cell(transport, concurrency, delay))
-                    server = baseline if transport == BASELINE else ours[delay]
+                    server = {BASELINE: baseline, FLOOR: floor_server}.get(transport) or ours[delay]
                     others = [s for s in servers if s is not server]
                     await measure(
                         cell, server, others, args.seconds / args.rounds, args.warmup, next_id, args.grpc_channels
@@ -618,11 +703,30 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "delay_us": delays,
         "ours_uvloop": args.ours_uvloop,
         "grpc_channels": args.grpc_channels,
+        "grpc_floor": floor,
         "client": "asyncio on uvloop; HTTP: raw HTTP/1.1 keep-alive, one connection per sequence; "
         "gRPC: grpc.aio, service_pb2_grpc stub, one ModelStreamInfer stream per sequence on one channel",
     }
     info.update(ratios(info["cells"], delays, top))
+    info["grpc_floor"] = floor_summary(info) if floor else None
     return info
+
+
+def floor_summary(info: dict[str, Any]) -> dict[str, Any]:
+    """The gRPC stack's floor against ours (best delay) and what the gRPC target leaves per step."""
+    top = info["targets"][0]["concurrency"]
+    at_top = {(c["transport"], c["delay_us"]): c for c in info["cells"] if c["concurrency"] == top}
+    floor, ours = at_top[(FLOOR, None)], at_top[(OURS_GRPC, info["best_delay_us"])]
+    base = at_top[(BASELINE, None)]["server_cpu_us_per_step"]
+    return {
+        "concurrency": top,
+        "server_cpu_us_per_step": floor["server_cpu_us_per_step"],
+        "ours_server_cpu_us_per_step": ours["server_cpu_us_per_step"],
+        "ours_delay_us": info["best_delay_us"],
+        # at the target throughput ratio, server CPU per step (the bottleneck on a shared machine) must be
+        # no more than the baseline's / ratio
+        "target_server_cpu_us_per_step": base / TARGET_RATIO[OURS_GRPC] if base else None,
+    }
 
 
 def ratios(cells: list[dict[str, Any]], delays: list[int], top: int) -> dict[str, Any]:
@@ -631,7 +735,7 @@ def ratios(cells: list[dict[str, Any]], delays: list[int], top: int) -> dict[str
     baseline = {c["concurrency"]: c for c in cells if c["transport"] == BASELINE}
     for cell in cells:
         base = baseline.get(cell["concurrency"])
-        if cell["transport"] != BASELINE and base and base["steps_per_s"]:
+        if cell["transport"] not in (BASELINE, FLOOR) and base and base["steps_per_s"]:
             cell["throughput_ratio"] = cell["steps_per_s"] / base["steps_per_s"]
             cell["p99_ratio"] = cell["p99_ms"] / base["p99_ms"]
             if cell["server_cpu_us_per_step"] and base["server_cpu_us_per_step"]:
@@ -710,6 +814,15 @@ def table(info: dict[str, Any]) -> str:
         lines.append(
             f"WARNING: other processes kept up to {busiest:.2f} cores busy during a cell; its throughput is disturbed "
             "(compare x cpu, or run again on a quiet machine)"
+        )
+    floor = info.get("grpc_floor")
+    if floor:
+        target = floor["target_server_cpu_us_per_step"]
+        lines.append(
+            f"gRPC stack floor ({FLOOR}: bare grpc.aio, same options and loop, fixed response, no model; not ours): "
+            f"{floor['server_cpu_us_per_step']:.1f} us of server CPU per step at {floor['concurrency']} sequences "
+            f"(ours-grpc, delay {floor['ours_delay_us']}: {floor['ours_server_cpu_us_per_step']:.1f}); "
+            f"{TARGET_RATIO[OURS_GRPC]:g}x the baseline needs <= " + (f"{target:.1f}" if target else "?") + " us/step"
         )
     lines.append(f"best max_queue_delay_us at {info['targets'][0]['concurrency']} sequences: {info['best_delay_us']}")
     for target in info["targets"]:
@@ -793,10 +906,17 @@ def main() -> None:
     parser.add_argument(
         "--grpc-channels", type=int, default=1, help="gRPC channels (connections) the sequences share (default 1)"
     )
+    parser.add_argument(
+        "--no-floor", action="store_true", help=f"skip the {FLOOR} reference cell (bare grpc.aio, no model)"
+    )
     parser.add_argument("--out", default="out/bench-serve", help="folder for serve.json and serve.png")
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-ours", type=int, nargs=2, metavar=("HTTP_PORT", "GRPC_PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_floor is not None:
+        serve_floor(args.serve_floor)
+        return
     if args.serve_baseline is not None:
         serve_baseline(args.serve_baseline)
         return
