@@ -410,6 +410,51 @@ _NONFINITE = click.option(
 )
 
 
+def _bulk_options(function):
+    from toolkit.bulk import ACTORS
+
+    options = [
+        click.option("--ray", is_flag=True, help="Run over every series of the dataset --input on Ray Data."),
+        click.option(
+            "--out",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="With --ray: the output, a new folder of Parquet files (id, y).",
+        ),
+        click.option(
+            "--address",
+            default=None,
+            help="With --ray: the Ray cluster to use (ray.init address). Default: a local one started for the run.",
+        ),
+        click.option(
+            "--actors",
+            type=click.IntRange(1, 1024),
+            default=ACTORS,
+            show_default=True,
+            help="With --ray: model workers (Ray actors), each loading the folder once.",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _bulk(folder, kind, steps, input_path, device, digest, public_key, as_json, ray, out, address, actors) -> None:
+    """`rnn predict/generate --ray`: toolkit.bulk.run_bulk, its summary line on stderr."""
+    from toolkit.bulk import run_bulk
+
+    if not ray:
+        raise InputValueError("--out and --address go with --ray")
+    if input_path is None or out is None:
+        raise InputValueError("--ray needs --input (a Parquet or .npy dataset) and --out (a new folder)")
+    if device != "cpu" or as_json:
+        raise InputValueError("--ray runs on the CPU and writes Parquet: leave out --device and --json")
+    if digest is not None or public_key is not None:
+        _load(folder, device, False, digest, public_key)  # the pins, checked once here before the workers load it
+    result = run_bulk(folder, input_path, out, kind=kind, steps=steps, address=address, actors=actors)
+    click.echo(f"{kind}: {result.series} series in {result.seconds:.1f} s -> {result.out}", err=True)
+
+
 def _load(folder: Path, device: str, allow_nonfinite: bool, digest: str | None = None, public_key=None):
     """The folder through the torch-free runtime: its manifest pinned where asked, then the
     sha256 of every file checked."""
@@ -429,22 +474,30 @@ def _number(value: float) -> float:
 @click.option(
     "--input",
     "input_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
-    help="A one-column .csv or .npy series. Default: the series the model was trained on.",
+    help="A one-column .csv or .npy series. Default: the series the model was trained on. "
+    "With --ray: the dataset (Parquet or .npy, a file or a folder).",
 )
 @_DEVICE
 @_pin_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of CSV.")
-def predict(folder, input_path, device, digest, public_key, as_json) -> None:
+@_bulk_options
+def predict(folder, input_path, device, digest, public_key, as_json, ray, out, address, actors) -> None:
     """Teacher-forced one-step predictions over a series, from the exported ONNX model (CSV).
 
     Each row: the input at t, the prediction the model makes from it for the next point (at
     next_t), and that point's true value (target; empty after the last point of the series).
-    A model with several outputs gets one prediction column each and no target."""
+    A model with several outputs gets one prediction column each and no target.
+
+    With --ray: over every series of the dataset --input (Parquet or .npy) on Ray Data, written
+    to the Parquet folder --out (README, "Bulk predict and generate on Ray Data")."""
     from rnn.config import read_config, training_series
     from rnn.data import load_series
 
+    if ray or out is not None or address is not None:
+        _bulk(folder, "predict", None, input_path, device, digest, public_key, as_json, ray, out, address, actors)
+        return
     model = _load(folder, device, False, digest, public_key)  # a series file never holds NaN (load_series)
     if input_path is not None:
         series = load_series(input_path)
@@ -497,13 +550,46 @@ def predict(folder, input_path, device, digest, public_key, as_json) -> None:
 @_NONFINITE
 @_pin_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of CSV.")
-def generate(folder, steps, x0, warmup, device, allow_nonfinite, digest, public_key, as_json) -> None:
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="With --ray: the dataset (Parquet or .npy); each series warms the state up, as --warmup does.",
+)
+@_bulk_options
+def generate(
+    folder,
+    steps,
+    x0,
+    warmup,
+    device,
+    allow_nonfinite,
+    digest,
+    public_key,
+    as_json,
+    input_path,
+    ray,
+    out,
+    address,
+    actors,
+) -> None:
     """Run the autoregressive context loop in onnxruntime: each output is the next input (CSV,
-    streamed in chunks: any number of steps; --json holds at most a million)."""
+    streamed in chunks: any number of steps; --json holds at most a million).
+
+    With --ray: --steps from the last point of every series of the dataset --input, each warmed up
+    on the points before it, on Ray Data, written to the Parquet folder --out."""
     from rnn.config import read_config
     from rnn.data import load_series
     from toolkit.running import JSON_MAX_STEPS, generate_csv_chunks, start_value
 
+    if ray or out is not None or address is not None or input_path is not None:
+        if x0 is not None or warmup is not None or allow_nonfinite:
+            raise InputValueError(
+                "--ray starts each series from its own last point: leave out --x0, --warmup, --allow-nonfinite"
+            )
+        _bulk(folder, "generate", steps, input_path, device, digest, public_key, as_json, ray, out, address, actors)
+        return
     if as_json and steps > JSON_MAX_STEPS:
         raise InputValueError(
             f"--json holds at most {JSON_MAX_STEPS} steps in one document, got {steps}; "

@@ -1,0 +1,304 @@
+"""Predict and generate over many series on Ray Data: Parquet or .npy in, Parquet out, streamed.
+
+One series per row: a Parquet dataset (a file or a folder of files) with an ``id`` column and a
+``series`` column holding a list of numbers, all of one length (batches cross files and row
+groups; a batch of mixed lengths is refused), or .npy files (a file or a folder of them), each one
+2-D array (n_series, length) whose rows get the ids 0, 1, 2, ... across the files in name order.
+A long table (series_id, t, value) is not read: it would need a shuffle to group its rows.
+
+Each Ray worker (an actor of `map_batches`) loads the folder with `runtime.load` once and runs
+whole batches through the fused forms: ``predict`` is the teacher-forced one-step prediction at
+every point of a series (`rnn predict --input`); ``generate`` warms the state up on all points
+but the last and runs ``steps`` closed-loop steps from the last (`rnn generate --warmup`).
+Every batch runs in the form the runtime picks for a full batch, so a short last batch computes
+exactly what it would inside a full one. The output is a folder of Parquet files with ``id`` and
+``y`` (a list of float32), in input order.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import DataError, InputValueError, MissingDependencyError, ShapeError, ToolkitError
+from runtime.fused import FUSED_MIN_STEPS, choose_form
+
+KINDS = ("predict", "generate")
+ID_COLUMN = "id"  # Parquet input and output: the series' id, copied through
+SERIES_COLUMN = "series"  # Parquet input: a list of numbers per row
+OUTPUT_COLUMN = "y"  # Parquet output: a list of float32 per row (length points, or steps)
+BATCH_SIZE = 1024  # series per model call: past the fused forms' knee (rnn bench), well below the parallel split
+ACTORS = 2  # model workers (Ray actors)
+ACTOR_CPUS = (
+    0.5  # Ray's CPUs per actor: two actors leave a CPU to the read and write tasks (at 1 each they starve them)
+)
+LOCAL_CPUS = 2  # the CPUs of the local Ray instance started when no address is given
+READ_CPUS = 0.25  # per read task
+INSTALL_HINT = "pip install 'rnn-toolkit[ray]' (in a checkout: pip install -c constraints.txt -e '.[ray]')"
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """What a bulk run wrote: the output folder, the number of series, the wall time."""
+
+    out: Path
+    series: int
+    seconds: float
+
+
+def import_ray() -> Any:
+    """The ray module with Ray Data and pyarrow; MissingDependencyError naming the extra if absent."""
+    for package in ("ray", "ray.data", "pyarrow"):
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            raise MissingDependencyError(
+                f"bulk runs on Ray Data need {package.split('.')[0]}, which is not installed; install the ray "
+                f"extra: {INSTALL_HINT}"
+            ) from None
+    import ray
+
+    return ray
+
+
+# ---- the model worker ---------------------------------------------------------------------
+
+
+class SeriesRunner:
+    """A Ray Data callable class: one loaded model per actor, one batch of equal-length series in,
+    ``id`` and ``y`` out (pyarrow tables)."""
+
+    def __init__(self, folder: str, kind: str, steps: int | None, batch_size: int) -> None:
+        import runtime
+
+        self.model = runtime.load(folder, workers=1)  # one CPU per actor: no thread split
+        if self.model.input_size != 1 or self.model.output_size != 1:
+            raise ShapeError(
+                "bulk runs read series of one value per step: the model must have input and output size 1, "
+                f"got {self.model.input_size} and {self.model.output_size}"
+            )
+        self.kind, self.steps, self.batch_size = kind, steps, batch_size
+
+    def _form(self, kind: str, steps: int) -> str | None:
+        """The form of a full batch (None where the runtime goes to the step model by itself)."""
+        return None if steps < FUSED_MIN_STEPS else choose_form(kind, self.batch_size, steps, self.model.forms)
+
+    def run(self, series: np.ndarray) -> np.ndarray:
+        """(n, length) series -> (n, length) predictions, or (n, steps) generated values."""
+        xs = series.T[:, :, None]  # (length, n, 1)
+        if self.kind == "predict":
+            ys, _ = self.model.predict(xs, form=self._form("predict", len(xs)))
+        else:
+            if len(xs) < 2:
+                raise DataError(f"generate warms up on all points but the last: series need 2 or more, got {len(xs)}")
+            _, state = self.model.predict(xs[:-1], form=self._form("predict", len(xs) - 1))
+            ys, _ = self.model.generate(xs[-1], self.steps, state, form=self._form("generate", self.steps))
+        return np.ascontiguousarray(ys[:, :, 0].T)  # (n, length or steps) float32
+
+    def __call__(self, batch: Any) -> Any:
+        ids = batch.column(ID_COLUMN)
+        return output_table(ids, self.run(series_matrix(batch.column(SERIES_COLUMN), ids)))
+
+
+class NpyRunner(SeriesRunner):
+    """`SeriesRunner` for .npy input: each row of the batch names a file and a slice of its rows,
+    read here (memory-mapped), so a batch never mixes files of different lengths."""
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        tables = []
+        for path, start, first_id in zip(*(batch.column(name).to_pylist() for name in ("path", "start", "first_id"))):
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            rows = np.asarray(array[start : start + self.batch_size], dtype=np.float64)  # (n, length)
+            ids = pa.array(np.arange(first_id, first_id + len(rows), dtype=np.int64))
+            tables.append(output_table(ids, self.run(rows)))
+        return pa.concat_tables(tables)
+
+
+def series_matrix(column: Any, ids: Any) -> np.ndarray:
+    """A pyarrow list column as (n, length) float64; DataError unless every series has the same
+    length (and none is null)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
+        raise DataError(f"column {SERIES_COLUMN!r} must hold a list of numbers per row, got {array.type}")
+    if array.null_count:
+        raise DataError(f"column {SERIES_COLUMN!r} has {array.null_count} null series")
+    lengths = pc.list_value_length(array).to_numpy()
+    if len(lengths) and (lengths != lengths[0]).any():
+        other = int(np.argmax(lengths != lengths[0]))
+        raise DataError(
+            f"series must all have the same length: {ID_COLUMN} {ids[0].as_py()!r} has {lengths[0]} points, "
+            f"{ID_COLUMN} {ids[other].as_py()!r} has {lengths[other]}"
+        )
+    values = array.flatten()
+    if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
+        raise DataError(f"column {SERIES_COLUMN!r} must hold numbers, got lists of {values.type}")
+    width = int(lengths[0]) if len(lengths) else 0
+    return values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False).reshape(len(array), width)
+
+
+def output_table(ids: Any, ys: np.ndarray) -> Any:
+    """``id`` and ``y`` (a list of float32 per row) from (n, width) outputs."""
+    import pyarrow as pa
+
+    n, width = ys.shape
+    offsets = pa.array(np.arange(0, n * width + 1, width, dtype=np.int32))
+    return pa.table({ID_COLUMN: ids, OUTPUT_COLUMN: pa.ListArray.from_arrays(offsets, pa.array(ys.reshape(-1)))})
+
+
+# ---- the dataset --------------------------------------------------------------------------
+
+
+def npy_files(source: Path) -> list[Path]:
+    """The .npy files of ``source`` (a file, or a folder's, in name order)."""
+    files = sorted(source.glob("*.npy")) if source.is_dir() else [source]
+    if not files:
+        raise DataError(f"{source} holds no .npy files")
+    return files
+
+
+def npy_slices(files: list[Path], batch_size: int) -> list[dict[str, Any]]:
+    """One item per batch of rows of each file: path, first row, first id. The headers are read
+    here (memory-mapped: no data), so a file that is not a 2-D numeric array is refused at once."""
+    items, first_id = [], 0
+    for path in files:
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise DataError(f"{path} is not a readable .npy array: {error}") from None
+        if array.ndim != 2 or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise DataError(
+                f"{path} must hold one 2-D numeric array (n_series, length), got {array.shape} {array.dtype}"
+            )
+        for start in range(0, array.shape[0], batch_size):
+            items.append({"path": str(path.resolve()), "start": start, "first_id": first_id + start})
+        first_id += array.shape[0]
+    return items
+
+
+def is_npy(source: Path) -> bool:
+    return source.suffix == ".npy" or (source.is_dir() and any(source.glob("*.npy")))
+
+
+def _dataset(ray: Any, source: Path, batch_size: int) -> tuple[Any, bool]:
+    """(the input dataset, whether it is .npy slices)."""
+    if not source.exists():
+        raise DataError(f"input {str(source)!r} does not exist")
+    if is_npy(source):
+        return ray.data.from_items(npy_slices(npy_files(source), batch_size)), True
+    dataset = ray.data.read_parquet(str(source), num_cpus=READ_CPUS)
+    missing = {ID_COLUMN, SERIES_COLUMN} - set(dataset.schema().names)
+    if missing:
+        raise DataError(
+            f"{source} must have the columns {ID_COLUMN!r} and {SERIES_COLUMN!r}; missing {sorted(missing)}"
+        )
+    return dataset.select_columns([ID_COLUMN, SERIES_COLUMN]), False
+
+
+def run_bulk(
+    folder: str | os.PathLike,
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    kind: str = "predict",
+    steps: int | None = None,
+    address: str | None = None,
+    batch_size: int = BATCH_SIZE,
+    actors: int = ACTORS,
+    progress: bool = True,
+) -> BulkResult:
+    """Runs ``kind`` over every series of ``source`` on Ray Data and writes ``out`` (a folder of
+    Parquet files: ``id``, ``y``), streaming: no stage holds more than a few batches.
+
+    Ray: the instance already initialised in this process, else the cluster at ``address``, else a
+    local one of `LOCAL_CPUS` CPUs started and shut down here. The model folder and the data must
+    be readable at the same paths on every node. Errors in the data (ragged series, NaN, a bad
+    file) come back as the runtime's typed errors, one line each.
+    """
+    if kind not in KINDS:
+        raise InputValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    if kind == "generate" and (type(steps) is not int or steps < 1):
+        raise InputValueError(f"generate needs steps >= 1, got {steps!r}")
+    if type(batch_size) is not int or batch_size < 1 or type(actors) is not int or actors < 1:
+        raise InputValueError(f"batch_size and actors must be integers >= 1, got {batch_size!r} and {actors!r}")
+    folder, source, out = Path(folder).resolve(), Path(source).resolve(), Path(out).resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputValueError(f"output {str(out)!r} already exists; name a new folder")
+    SeriesRunner(str(folder), kind, steps, batch_size)  # the folder's errors here, once, before Ray starts
+    ray = import_ray()
+    started = not ray.is_initialized()
+    if started:
+        if address is None:
+            ray.init(num_cpus=LOCAL_CPUS, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        else:
+            ray.init(address=address, logging_level="ERROR")
+    context = ray.data.DataContext.get_current()
+    saved = context.execution_options.preserve_order, context.enable_progress_bars, context.raise_original_map_exception
+    context.execution_options.preserve_order = True  # output rows in input order
+    context.enable_progress_bars = progress
+    context.raise_original_map_exception = True  # a worker's DataError reaches here as itself
+    begin = time.perf_counter()
+    try:
+        dataset, npy = _dataset(ray, source, batch_size)
+        dataset = dataset.map_batches(
+            NpyRunner if npy else SeriesRunner,
+            fn_constructor_args=(str(folder), kind, steps, batch_size),
+            batch_size=1 if npy else batch_size,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=ACTOR_CPUS,
+        )
+        dataset.write_parquet(str(out))
+    except Exception as error:
+        cause = _toolkit_cause(ray, error)
+        if cause is None:
+            raise
+        raise cause from None
+    finally:
+        context.execution_options.preserve_order, context.enable_progress_bars, context.raise_original_map_exception = (
+            saved
+        )
+        if started:
+            ray.shutdown()
+    return BulkResult(out, count_rows(out), time.perf_counter() - begin)
+
+
+def _toolkit_cause(ray: Any, error: BaseException) -> ToolkitError | None:
+    """The toolkit error a worker raised, unwrapped from Ray's exceptions (whose text carries
+    the worker's traceback) and cut to its own line; None if the failure is not one."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ToolkitError) and not isinstance(current, ray.exceptions.RayError):
+            return type(current)(str(current).split("\n", 1)[0])  # Ray appends its retry notes on lines below
+        following = getattr(current, "cause", None)
+        current = following if isinstance(following, BaseException) else (current.__cause__ or current.__context__)
+    return None
+
+
+def count_rows(out: Path) -> int:
+    """Rows in the Parquet files of ``out`` (from their footers)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in sorted(out.glob("*.parquet")))
+
+
+def read_output(out: str | os.PathLike) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(ids, outputs) of a bulk run's output folder, in row order: for tests and small outputs."""
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(path) for path in sorted(Path(out).glob("*.parquet"))]
+    ids = np.concatenate([t.column(ID_COLUMN).to_numpy() for t in tables]) if tables else np.array([])
+    ys = [np.asarray(y, dtype=np.float32) for t in tables for y in t.column(OUTPUT_COLUMN).to_pylist()]
+    return ids, ys
