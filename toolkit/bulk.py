@@ -17,7 +17,6 @@ exactly what it would inside a full one. The output is a folder of Parquet files
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from dataclasses import dataclass
@@ -26,8 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import DataError, InputValueError, MissingDependencyError, ShapeError, ToolkitError
+from runtime.errors import DataError, InputValueError, ShapeError, ToolkitError
 from runtime.fused import FUSED_MIN_STEPS, choose_form
+
+from .extras import require
 
 KINDS = ("predict", "generate")
 ID_COLUMN = "id"  # Parquet input and output: the series' id, copied through
@@ -40,7 +41,6 @@ ACTOR_CPUS = (
 )
 LOCAL_CPUS = 2  # the CPUs of the local Ray instance started when no address is given
 READ_CPUS = 0.25  # per read task
-INSTALL_HINT = "pip install 'rnn-toolkit[ray]' (in a checkout: pip install -c constraints.txt -e '.[ray]')"
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,7 @@ class BulkResult:
 
 def import_ray() -> Any:
     """The ray module with Ray Data and pyarrow; MissingDependencyError naming the extra if absent."""
-    for package in ("ray", "ray.data", "pyarrow"):
-        try:
-            importlib.import_module(package)
-        except ImportError:
-            raise MissingDependencyError(
-                f"bulk runs on Ray Data need {package.split('.')[0]}, which is not installed; install the ray "
-                f"extra: {INSTALL_HINT}"
-            ) from None
+    require(("ray", "ray.data", "pyarrow"), "a bulk run on Ray Data", "ray")
     import ray
 
     return ray

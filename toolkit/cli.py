@@ -22,7 +22,7 @@ import click
 import numpy as np
 
 from rnn.config import MAX_SIZE
-from runtime.errors import InputValueError, MissingDependencyError, ToolkitError
+from runtime.errors import InputValueError, ToolkitError
 
 from .settings import (
     BENCH_BATCHES,
@@ -58,14 +58,9 @@ def _needs_torch(command: str, threads: int = 1) -> None:
     """Says which package to install when a torch command runs without torch; then sets torch's
     intra-op threads (1 by default: these models are far too small for more to pay, and on busy
     cores torch's default spins; NOTES.md)."""
-    for package in ("torch", "onnx", "matplotlib"):
-        try:
-            importlib.import_module(package)
-        except ImportError:
-            raise MissingDependencyError(
-                f"'rnn {command}' needs {package}, which is not installed; install the training extra: "
-                "pip install 'rnn-toolkit[train]' (in a checkout: pip install -c constraints.txt -e '.[train]')"
-            ) from None
+    from .extras import require
+
+    require(("torch", "onnx", "matplotlib"), f"'rnn {command}'", "train")
     import torch
 
     torch.set_num_threads(threads)
@@ -1041,13 +1036,9 @@ def serve(models, repository, host, http_port, grpc_port, no_grpc, token, device
     state), NAME-predict (teacher-forced, x [T, batch, input]) and NAME-generate (closed loop, x and
     steps). Stops on SIGTERM or Ctrl-C after the requests in progress; see the README's "Serving".
     """
-    try:
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise MissingDependencyError(
-            "'rnn serve' needs the serve extra: pip install 'rnn-toolkit[serve]' "
-            "(in a checkout: pip install -c constraints.txt -e '.[serve]')"
-        ) from None
+    from .extras import require
+
+    require(("uvicorn", "starlette", "grpc", "tritonclient.grpc", "prometheus_client"), "'rnn serve'", "serve")
     import runtime
     from toolkit.serving import Limits, Server, Settings
 
