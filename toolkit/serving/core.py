@@ -64,6 +64,7 @@ DATATYPES = {
 DATATYPE_OF = {dtype: name for name, dtype in DATATYPES.items()}
 
 MAX_SEQUENCE_ID_CHARS = 256
+MAX_SEQUENCE_VERSION = (1 << 63) - 1  # the answer's version (one more) still fits gRPC's int64
 GONE_REMEMBERED = 100_000  # ended or expired sequence ids kept to name them in errors
 
 
@@ -93,6 +94,14 @@ class NotFound(ServeError):
 
 class TooLarge(ServeError):
     status = 413
+
+
+class Conflict(ServeError):
+    """The sequence's state here is not the one the client acknowledged (this server or replica
+    never held it, lost it, or holds another version): the client resends its last acknowledged
+    state with ``sequence_start`` and goes on. Only requests that carry ``sequence_version`` get it."""
+
+    status = 409
 
 
 class Unavailable(ServeError):
@@ -198,13 +207,25 @@ def _flag(parameters: dict[str, Any], name: str) -> bool:
     return value
 
 
+def sequence_version(parameters: dict[str, Any]) -> int | None:
+    """A request's ``sequence_version``: how many requests of the sequence the client has had
+    answered (None: the client does not track it, and no version is checked)."""
+    value = parameters.get("sequence_version")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_SEQUENCE_VERSION:
+        raise BadRequest(f"parameter 'sequence_version' must be a non-negative integer, got {value!r:.40}")
+    return value
+
+
 class _Sequence:
-    __slots__ = ("key", "stream", "last_used", "lock", "closed")
+    __slots__ = ("key", "stream", "last_used", "lock", "closed", "version")
 
     def __init__(self, key: int | str, stream: int) -> None:
         self.key, self.stream, self.last_used = key, stream, time.monotonic()
         self.lock = asyncio.Lock()  # one request of a sequence at a time, in arrival order
         self.closed = False
+        self.version = 0  # requests answered since the sequence (re)started from its base version
 
 
 class _Batcher:
@@ -473,7 +494,7 @@ class Engine:
             endpoint = self.endpoint(name, version)
             if not endpoint.ready:
                 raise Unavailable(f"model '{name}' is not ready: {endpoint.served.error}")
-            outputs = await self._infer(endpoint, request)
+            outputs, parameters = await self._infer(endpoint, request)
         except Exception as error:
             status = error.status if isinstance(error, ServeError) else 400 if _users(error) else 500
             self.metrics.request(
@@ -487,23 +508,28 @@ class Engine:
         finally:
             self._in_flight -= 1
         self.metrics.request(name, protocol, 200, time.perf_counter() - started)
-        return InferResponse(name, request.id, outputs)
+        return InferResponse(name, request.id, outputs, parameters)
 
-    async def _infer(self, endpoint: Endpoint, request: InferRequest) -> list[tuple[str, np.ndarray]]:
+    async def _infer(self, endpoint: Endpoint, request: InferRequest) -> tuple[list[tuple[str, np.ndarray]], dict]:
         parameters = request.parameters
         key = sequence_key(parameters.get("sequence_id"))
         start, end = _flag(parameters, "sequence_start"), _flag(parameters, "sequence_end")
-        if key is None and (start or end):
-            raise BadRequest("parameters 'sequence_start'/'sequence_end' need a 'sequence_id'")
-        arrays = self._checked_inputs(endpoint, request.inputs, sequence=key is not None)
+        version = sequence_version(parameters)
+        if key is None and (start or end or version is not None):
+            raise BadRequest("parameters 'sequence_start'/'sequence_end'/'sequence_version' need a 'sequence_id'")
+        arrays = self._checked_inputs(endpoint, request.inputs, sequence=key is not None, start=start)
         wanted = self._wanted_outputs(endpoint, request.outputs)
+        answer: dict[str, Any] = {}
         if key is None:
             values = await self._run(endpoint, arrays, None)
         else:
-            values = await self._run_sequence(endpoint, key, start, end, arrays, wanted)
-        return [(spec.name, values[spec.name]) for spec in endpoint.outputs if spec.name in wanted]
+            values, answered = await self._run_sequence(endpoint, key, start, end, version, arrays, wanted)
+            answer["sequence_version"] = answered
+        return [(spec.name, values[spec.name]) for spec in endpoint.outputs if spec.name in wanted], answer
 
-    def _checked_inputs(self, endpoint: Endpoint, inputs: dict[str, np.ndarray], sequence: bool) -> dict:
+    def _checked_inputs(
+        self, endpoint: Endpoint, inputs: dict[str, np.ndarray], sequence: bool, start: bool = False
+    ) -> dict:
         model = endpoint.served.model
         if sequence and endpoint.form == STEP and len(inputs) == 1 and model is not None:
             x = inputs.get(model.input_name)  # the hot path: one step of a sequence, x (1, input_size) FP32
@@ -515,10 +541,10 @@ class Engine:
             spec = specs.get(name)
             if spec is None:
                 raise BadRequest(f"model '{endpoint.name}' has no input '{name}' (inputs: {', '.join(specs)})")
-            if sequence and spec.optional:
+            if sequence and spec.optional and not start:
                 raise BadRequest(
-                    f"input '{name}' is held by the server for a sequence; send only "
-                    f"{', '.join(s.name for s in endpoint.inputs if not s.optional)}"
+                    f"input '{name}' is held by the server for a sequence (a sequence_start request may "
+                    f"set it); send only {', '.join(s.name for s in endpoint.inputs if not s.optional)}"
                 )
             datatype = DATATYPE_OF.get(array.dtype)
             if datatype != spec.datatype:
@@ -596,12 +622,24 @@ class Engine:
         return self._values(endpoint, y, new_state)
 
     async def _run_sequence(
-        self, endpoint: Endpoint, key: int | str, start: bool, end: bool, arrays: dict, wanted: set[str]
-    ) -> dict[str, np.ndarray]:
-        """A request of sequence ``key``. Nothing of the sequence changes unless the request
-        succeeds: its new state is committed after the run, a failed first request of a new id
-        leaves no sequence behind, and a failed start of a live id leaves it as it was."""
+        self,
+        endpoint: Endpoint,
+        key: int | str,
+        start: bool,
+        end: bool,
+        version: int | None,
+        arrays: dict,
+        wanted: set[str],
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """A request of sequence ``key``; its values and the sequence's version after it. Nothing
+        of the sequence changes unless the request succeeds: its new state is committed after the
+        run, a failed first request of a new id leaves no sequence behind, and a failed start of a
+        live id leaves it as it was. A start may carry the state to begin from (state inputs) and
+        the version it had (``sequence_version``); any other request with ``sequence_version``
+        runs only when this server holds exactly that version of the sequence (else Conflict)."""
         served = endpoint.served
+        given = arrays["state"]
+        initial = None if given is None else tuple(s[0] for s in given)
         while True:
             entry = served.sequences.get(key)
             created = entry is None
@@ -609,8 +647,13 @@ class Engine:
                 if not start:
                     gone = served.gone.get(key)
                     why = f"it {gone}" if gone else "it was never started (send sequence_start first)"
+                    if version is not None and not (gone or "").startswith("ended"):
+                        raise Conflict(
+                            f"this server holds no state of sequence {describe_id(key)} of model "
+                            f"'{served.name}' ({why}); resend the last acknowledged state with sequence_start"
+                        )
                     raise BadRequest(f"model '{served.name}' has no live sequence {describe_id(key)}: {why}")
-                entry = served.open(key)
+                entry = served.open(key, initial)
                 self.metrics.live_sequences(served.name, len(served.sequences))
             async with entry.lock:
                 if entry.closed:
@@ -619,32 +662,47 @@ class Engine:
                     raise BadRequest(
                         f"sequence {describe_id(key)} of model '{served.name}' ended while this request waited"
                     )
+                if not start and version is not None and version != entry.version:
+                    raise Conflict(
+                        f"sequence {describe_id(key)} of model '{served.name}' is at version {entry.version} "
+                        f"here, the request expects {version}; resend the last acknowledged state with sequence_start"
+                    )
+                base = (version or 0) if start else entry.version
                 try:
-                    values = await self._sequence_request(endpoint, entry, start and not created, arrays, wanted)
+                    values = await self._sequence_request(
+                        endpoint, entry, start and not created, initial, arrays, wanted
+                    )
                 except BaseException:
                     if created and not entry.closed:
                         served.forget(key, "was never started: its start request failed")
                         self.metrics.live_sequences(served.name, len(served.sequences))
                     raise
                 entry.last_used = time.monotonic()
+                entry.version = base + 1
                 if end:
                     served.forget(key, "ended (its last request had sequence_end)")
                     self.metrics.live_sequences(served.name, len(served.sequences))
-                return values
+                return values, entry.version
 
     async def _sequence_request(
-        self, endpoint: Endpoint, entry: _Sequence, restart: bool, arrays: dict, wanted: set[str]
+        self,
+        endpoint: Endpoint,
+        entry: _Sequence,
+        restart: bool,
+        initial: tuple[np.ndarray, ...] | None,
+        arrays: dict,
+        wanted: set[str],
     ) -> dict[str, np.ndarray]:
-        """Runs one request of a sequence from its state (the initial state on a ``restart`` of a
-        live id, as Triton begins it again) and commits the new state only when the run succeeded.
-        The caller holds the sequence's lock."""
+        """Runs one request of a sequence from its state (on a ``restart`` of a live id: from
+        ``initial``, or the model's initial state, as Triton begins it again) and commits the new
+        state only when the run succeeded. The caller holds the sequence's lock."""
         served = endpoint.served
         pool, model, batcher = served.pool, served.model, served.batcher
         assert pool is not None and model is not None and batcher is not None
         entry.last_used = time.monotonic()
         if endpoint.form == STEP:
             x = model.check_x(arrays["x"])  # refused here, before anything is queued or changed
-            stream = pool.open() if restart else entry.stream  # a restart runs on a fresh stream
+            stream = pool.open(initial) if restart else entry.stream  # a restart runs on a fresh stream
             try:
                 y = await batcher.submit(stream, x)
             except BaseException:
@@ -656,7 +714,10 @@ class Engine:
                 entry.stream = stream
             state = pool.state(stream) if wanted - {model.output_name} else ()
             return self._values(endpoint, y, tuple(s.reshape(1, -1) for s in state))
-        state = model.initial_state(1) if restart else tuple(s.reshape(1, -1) for s in pool.state(entry.stream))
+        if restart:
+            state = model.initial_state(1) if initial is None else tuple(s.reshape(1, -1) for s in initial)
+        else:
+            state = tuple(s.reshape(1, -1) for s in pool.state(entry.stream))
         values = await self._run(endpoint, arrays, state)
         # commit: a fresh stream of the pool holds the new state, the old one is closed
         new_stream = pool.open(tuple(values[n][0] for n in model.state_outputs))
@@ -666,23 +727,27 @@ class Engine:
 
     # ---- saving and restoring sequences ----
 
-    def saved_sequences(self) -> dict[str, list[tuple[int | str, bytes]]]:
-        """Every live sequence's state bytes, by folder name (call with no request in progress)."""
+    def saved_sequences(self) -> dict[str, list[tuple[int | str, bytes, int]]]:
+        """Every live sequence's id, state bytes and version, by folder name (call with no
+        request in progress)."""
         saved = {}
         for served in self.served.values():
             if served.pool is not None and served.sequences:
-                saved[served.name] = [(key, served.pool.save(e.stream)) for key, e in served.sequences.items()]
+                saved[served.name] = [
+                    (key, served.pool.save(e.stream), e.version) for key, e in served.sequences.items()
+                ]
         return saved
 
-    def restore_sequence(self, name: str, key: int | str, data: bytes) -> None:
-        """Opens sequence ``key`` of folder ``name`` from state bytes; ToolkitError if they do not fit."""
+    def restore_sequence(self, name: str, key: int | str, data: bytes, version: int = 0) -> None:
+        """Opens sequence ``key`` of folder ``name`` from state bytes at ``version``; ToolkitError
+        if they do not fit."""
         served = self.served.get(name)
         if served is None or served.model is None or served.pool is None:
             raise runtime.ArtifactError(f"no ready model '{name}' to restore sequences into")
         state = state_from_bytes(served.model, data)
         if key in served.sequences:
             served.forget(key, "replaced")
-        served.open(key, state)
+        served.open(key, state).version = version
         self.metrics.live_sequences(served.name, len(served.sequences))
 
 

@@ -50,6 +50,7 @@ CODE_OF_STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
     404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.ABORTED,  # a sequence-version check failed (gRPC's word for it)
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
@@ -243,6 +244,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         response.model_version = VERSION
         if answer.id:
             response.id = answer.id
+        for key, value in answer.parameters.items():  # sequence_version: an int
+            response.parameters[key].int64_param = value
         response.outputs.extend([_output_tensor(name, array) for name, array in outputs])
         response.raw_output_contents.extend([array.tobytes() for _, array in outputs])
 

@@ -30,7 +30,16 @@ from rnn.folders import write_text_atomically
 from runtime.jsonfile import parse_json
 from runtime.streams import state_from_bytes
 
-from .core import Engine, Loader, ServeError, Settings, describe_id, one_line, sequence_key
+from .core import (
+    MAX_SEQUENCE_VERSION,
+    Engine,
+    Loader,
+    ServeError,
+    Settings,
+    describe_id,
+    one_line,
+    sequence_key,
+)
 from .metrics import Metrics
 
 STATE_FORMAT = "rnn-serve-sequences"
@@ -267,7 +276,10 @@ class Server:
                 "format_version": 1,
                 "model": name,
                 "step_sha256": served.model.step_sha256,
-                "sequences": [{"id": key, "state": base64.b64encode(data).decode("ascii")} for key, data in sequences],
+                "sequences": [
+                    {"id": key, "state": base64.b64encode(data).decode("ascii"), "version": version}
+                    for key, data, version in sequences
+                ],
             }
             write_text_atomically(self._state_file(name), json.dumps(document, indent=1) + "\n")
         for name in self.engine.served:  # what the last start resumed is now saved (or ended)
@@ -294,13 +306,13 @@ class Server:
                 saved = self._read_state_file(path)
                 if served.model is None:
                     raise runtime.DataError(f"model '{name}' is not ready")
-                for _key, data in saved:  # every state checked before any sequence opens
+                for _key, data, _version in saved:  # every state checked before any sequence opens
                     state_from_bytes(served.model, data)
                 room = self.settings.limits.max_sequences - len(served.sequences)
                 if len(saved) > room:
                     raise runtime.DataError(f"{len(saved)} sequences saved, room for {room} (--max-sequences)")
-                for key, data in saved:
-                    self.engine.restore_sequence(name, key, data)
+                for key, data, version in saved:
+                    self.engine.restore_sequence(name, key, data, version)
             except (runtime.ToolkitError, ServeError, OSError) as error:
                 aside = self._state_file(name, NOT_RESUMED_SUFFIX)
                 os.replace(path, aside)
@@ -310,7 +322,7 @@ class Server:
             self.say(f"resumed {len(saved)} sequence(s) of model '{name}' from {path}")
 
     @staticmethod
-    def _read_state_file(path: Path) -> list[tuple[int | str, bytes]]:
+    def _read_state_file(path: Path) -> list[tuple[int | str, bytes, int]]:
         document = parse_json(path.read_bytes(), str(path), runtime.DataError)
         if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
             raise runtime.DataError(f"{path} is not a file of saved sequences")
@@ -329,5 +341,8 @@ class Server:
                 data = base64.b64decode(entry.get("state", ""), validate=True)
             except (ValueError, TypeError):
                 raise runtime.DataError(f"{path}: the state of sequence {describe_id(key)} is not base64") from None
-            saved.append((key, data))
+            version = entry.get("version", 0)  # files of earlier versions have none
+            if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < MAX_SEQUENCE_VERSION:
+                raise runtime.DataError(f"{path}: the version of sequence {describe_id(key)} is not a valid version")
+            saved.append((key, data, version))
         return saved

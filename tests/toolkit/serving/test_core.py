@@ -403,17 +403,19 @@ def test_saved_sequences_restore_into_a_new_engine_and_continue_exactly():
 
     async def second_half(saved):
         made = await started(engine())
-        for key, data in saved["sine"]:
-            made.restore_sequence("sine", key, data)
+        for key, data, version in saved["sine"]:
+            made.restore_sequence("sine", key, data, version)
         outputs = {key: [] for key in keys}
         for t in range(20, 40):
             for key, row in zip(keys, inputs):
-                got = values(await made.infer(request(x=row[t].reshape(1, 1), sequence_id=key), "test"))
+                asked = request(x=row[t].reshape(1, 1), sequence_id=key, sequence_version=t)  # versions restored
+                got = values(await made.infer(asked, "test"))
                 outputs[key].append(got["y"][0, 0])
         return outputs
 
     saved = run(first_half())
-    assert sorted(map(str, (key for key, _ in saved["sine"]))) == sorted(map(str, keys))
+    assert sorted(map(str, (key for key, _, _ in saved["sine"]))) == sorted(map(str, keys))
+    assert {version for _, _, version in saved["sine"]} == {20}
     outputs = run(second_half(saved))
     for key, row in zip(keys, inputs):
         stream = runtime.Stream(MODEL)
@@ -428,7 +430,7 @@ def test_a_state_saved_from_another_model_is_refused(cell_folder):
     async def go():
         made.start()
         await made.infer(request(sequence_id=1, sequence_start=True), "test")
-        ((key, data),) = made.saved_sequences()["sine"]
+        ((key, data, _version),) = made.saved_sequences()["sine"]
         with pytest.raises(runtime.ToolkitError, match="different model"):
             made.restore_sequence("cell", key, data)
         with pytest.raises(runtime.ArtifactError, match="no ready model 'zzz'"):
