@@ -88,8 +88,9 @@ def _run_loop(main: Any) -> None:
 class Server:
     """Serves artifact folders over the Open Inference Protocol (HTTP and gRPC).
 
-    ``folders``: (name, folder) pairs. ``token``: a bearer token every route but liveness
-    requires. ``state_dir``: where a stop writes every live sequence and a start resumes them.
+    ``folders``: (name, folder) pairs (or ``engine``: the engine to serve, folders ignored).
+    ``token``: a bearer token every route but liveness requires. ``state_dir``: where a stop
+    writes every live sequence and a start resumes them.
     A folder that fails to load is served as not ready; the others serve."""
 
     def __init__(
@@ -104,14 +105,18 @@ class Server:
         state_dir: str | os.PathLike | None = None,
         loader: Loader | None = None,
         say: Callable[[str], None] = _say,
+        engine: Engine | None = None,
     ) -> None:
         if token is not None and not token.strip():
             raise runtime.InputValueError("the token is empty: give a secret, or no token to serve without one")
         self.host, self.token, self.say = host, token, say
         self.settings = settings or Settings()
         self.state_dir = Path(state_dir) if state_dir is not None else None
-        self.metrics = Metrics()
-        self.engine = Engine(folders, self.settings, loader, self.metrics)
+        if engine is None:
+            engine = Engine(folders, self.settings, loader, Metrics())
+        self.engine = engine  # given: an engine of another kind (RoutedEngine: its requests run on Ray)
+        self.metrics = engine.metrics
+        self.settings = engine.settings
         self._requested_ports = (http_port, grpc_port)
         self.http_port: int | None = None
         self.grpc_port: int | None = None

@@ -1,0 +1,113 @@
+"""`SequenceClient`: one sequence of a model served by `rnn serve` (one process or Ray replicas),
+driven through tritonclient's asyncio clients (HTTP or gRPC), holding the last acknowledged
+state so that the sequence survives the loss of the server process or replica that held it.
+
+The protocol (any client can speak it; this is the reference):
+
+- every request of the sequence sends ``sequence_id`` and ``sequence_version`` (the
+  ``sequence_version`` of the last answer; 0 before the first) and asks for every output;
+- every answer carries the step's output, the new state (the model's state outputs, in the order
+  of its state inputs) and ``sequence_version``: the client keeps them as its acknowledged state;
+- an answer of 409 (gRPC ABORTED: the server does not hold that version of the sequence) or 503
+  (gRPC UNAVAILABLE: e.g. the replica running the request died) is followed by the same request
+  with ``sequence_start``, the acknowledged state as the state inputs and the acknowledged
+  version: wherever it lands, the sequence goes on from the state the client last saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+RETRY_STATUSES = {"409", "503", "StatusCode.ABORTED", "StatusCode.UNAVAILABLE"}
+
+
+class SequenceLost(Exception):
+    """The sequence could not be continued within the retries."""
+
+
+class SequenceClient:
+    """One sequence of ``model`` (a step endpoint, ``NAME``) through ``client``, a
+    ``tritonclient.http.aio`` or ``tritonclient.grpc.aio`` InferenceServerClient.
+
+    ``metadata``: the model's metadata (``await client.get_model_metadata(model)``; for gRPC
+    pass ``as_json=True``), read once and shared by the sequences of a model."""
+
+    def __init__(
+        self,
+        client: Any,
+        model: str,
+        sequence_id: int | str,
+        metadata: dict[str, Any],
+        *,
+        retries: int = 20,
+        backoff_s: float = 0.05,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.client, self.model, self.sequence_id = client, model, sequence_id
+        self.retries, self.backoff_s, self.headers = retries, backoff_s, headers
+        self._grpc = type(client).__module__.startswith("tritonclient.grpc")
+        if self._grpc:
+            import tritonclient.grpc as triton
+        else:
+            import tritonclient.http as triton
+        self._triton = triton
+        inputs, outputs = metadata["inputs"], metadata["outputs"]
+        self.input_name = inputs[0]["name"]
+        self.state_inputs = [item["name"] for item in inputs[1:]]
+        self.output_name = outputs[0]["name"]
+        self.state_outputs = [item["name"] for item in outputs[1:]]
+        self.state: list[np.ndarray] | None = None  # the last acknowledged state (None: not started)
+        self.version = 0
+        self.recoveries = 0  # requests resent from the acknowledged state
+
+    def _request(self, x: np.ndarray, start: bool) -> tuple[list, list]:
+        triton = self._triton
+        tensors = [(self.input_name, x)]
+        if start and self.state is not None:
+            tensors += list(zip(self.state_inputs, self.state))
+        inputs = []
+        for name, array in tensors:
+            tensor = triton.InferInput(name, list(array.shape), "FP32")
+            tensor.set_data_from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+            inputs.append(tensor)
+        outputs = [triton.InferRequestedOutput(name) for name in (self.output_name, *self.state_outputs)]
+        return inputs, outputs
+
+    def _answered_version(self, result: Any) -> int:
+        response = result.get_response()
+        if self._grpc:
+            return int(response.parameters["sequence_version"].int64_param)
+        return int(response["parameters"]["sequence_version"])
+
+    async def step(self, x: np.ndarray, *, end: bool = False) -> np.ndarray:
+        """One step: x of shape (1, input_size); returns y of shape (1, output_size)."""
+        from tritonclient.utils import InferenceServerException
+
+        start = self.state is None
+        for attempt in range(self.retries + 1):
+            inputs, outputs = self._request(x, start)
+            try:
+                result = await self.client.infer(
+                    self.model,
+                    inputs,
+                    outputs=outputs,
+                    sequence_id=self.sequence_id,
+                    sequence_start=start,
+                    sequence_end=end,
+                    parameters={"sequence_version": self.version},
+                    headers=self.headers,
+                )
+            except InferenceServerException as error:
+                if str(error.status()) not in RETRY_STATUSES or attempt == self.retries:
+                    raise
+                start = True  # resend from the acknowledged state (the initial one if none yet)
+                self.recoveries += 1
+                await asyncio.sleep(self.backoff_s * min(attempt, 10))
+                continue
+            self.state = [result.as_numpy(name) for name in self.state_outputs]
+            self.version = self._answered_version(result)
+            return result.as_numpy(self.output_name)
+        raise SequenceLost(f"sequence {self.sequence_id} of model '{self.model}' could not go on")

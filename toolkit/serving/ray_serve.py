@@ -1,0 +1,476 @@
+"""`rnn serve --ray`: the Open Inference Protocol server of `toolkit.serving` on Ray Serve, with
+N stepping replicas, sequence affinity and sequences that survive a replica's death.
+
+Two deployments make the application:
+
+- ``Front`` (the ingress): Ray's HTTP proxy hands it every request; it runs this package's
+  HTTP app (`create_app`) over a `RoutedEngine`, which decodes and checks a request as the
+  one-process server does, then passes it to a ``Stepper`` replica through a deployment handle.
+  A request of a sequence goes with ``session_id = <folder>/<sequence id>``, so the
+  `SequenceRouter` (rendezvous hashing over the replicas' ids: every router, in every process,
+  picks the same replica for the same sequence and replica set) keeps it on one replica;
+  a stateless request goes to the less loaded of two random replicas. When the replica
+  running a request dies, the Front answers 503 (retryable) instead of Ray's 500.
+- ``Stepper`` (N replicas, or autoscaled): an `Engine` over the folders, with its own
+  sequences and dynamic batching, answering `infer` calls.
+
+Why state survives a replica's death: the client holds it. Every answer of a sequence carries
+the new state (the model's state outputs) and ``sequence_version`` (requests answered); every
+request sends ``sequence_version``, and a replica runs it only when it holds exactly that
+version of the sequence (else 409 Conflict). After a 409 or a 503 the client resends its request
+with ``sequence_start`` and its last acknowledged state and version (`SequenceClient` in
+`toolkit.serving.client` does this): wherever the sequence lands, it goes on from the last
+state the client saw, and a replica's stale or lost copy is never used. The cost: the state
+travels back on every answer (4 bytes per state value), one extra request per sequence after
+a failover; no shared store, no extra round trip per step. NOTES.md has the reasoning.
+
+Every folder's files travel to the replicas as bytes (no shared filesystem needed on a
+cluster) and are loaded there pinned to the manifest digest the driver checked (and, with
+``public_key``, verified), so every replica runs exactly the bytes the caller pinned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.config import AutoscalingConfig, RequestRouterConfig
+from ray.serve.exceptions import BackPressureError
+from ray.serve.request_router import FIFOMixin, PendingRequest, RequestRouter, RunningReplica
+
+import runtime
+
+from .core import (
+    MANIFEST_NAME,
+    Engine,
+    InferRequest,
+    InferResponse,
+    ServeError,
+    Settings,
+    Unavailable,
+    sequence_key,
+)
+from .http_api import create_app
+
+APP_NAME = "rnn"
+STEPPER = "Stepper"
+FRONT = "Front"
+MAX_FOLDER_BYTES = 256 << 20  # what one folder may ship to every replica
+EXPIRY_PERIOD_S = 5.0
+
+# ---- routing ----------------------------------------------------------------------------------
+
+
+def rendezvous_order(key: str, replica_ids: Iterable[str]) -> list[str]:
+    """``replica_ids`` ranked for ``key`` by rendezvous (highest random weight) hashing: the
+    same order in every process; adding or removing a replica moves only the keys that rank
+    it first."""
+
+    def weight(replica: str) -> bytes:
+        return hashlib.blake2b(f"{key}\0{replica}".encode(), digest_size=8).digest()
+
+    return sorted(replica_ids, key=weight, reverse=True)
+
+
+class SequenceRouter(FIFOMixin, RequestRouter):
+    """Requests with a ``session_id`` (a sequence) go to the replica that ranks first for it
+    (the others follow as fallbacks: one reaching another replica is answered 409 and the
+    client resends its state, never run on a stale copy); requests without one to the less
+    loaded of two random replicas (Ray's power of two choices)."""
+
+    async def choose_replicas(
+        self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
+    ) -> list[list[RunningReplica]]:
+        if not candidate_replicas:
+            return []
+        session = pending_request.metadata.session_id if pending_request is not None else ""
+        if session:
+            by_id = {replica.replica_id.unique_id: replica for replica in candidate_replicas}
+            return [[by_id[unique]] for unique in rendezvous_order(session, by_id)]
+        if len(candidate_replicas) <= 2:
+            return [list(candidate_replicas)]
+        import random
+
+        return [random.sample(candidate_replicas, 2)]
+
+
+# ---- shipping folders ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShippedFolder:
+    """An artifact folder as bytes, with the manifest digest every replica pins it to."""
+
+    name: str
+    files: dict[str, bytes]  # path relative to the folder -> bytes
+    digest: str
+
+
+def ship_folder(name: str, folder: Path, loader: Any = None) -> ShippedFolder:
+    """Reads ``folder`` (after ``loader`` checked it, e.g. verified its signature) into a
+    `ShippedFolder` pinned to its manifest's digest."""
+    folder = Path(folder)
+    if not (folder / MANIFEST_NAME).is_file():
+        raise runtime.ArtifactError(f"{folder} is not an artifact folder (it has no {MANIFEST_NAME})")
+    if loader is not None:
+        loader(folder)  # refuses a folder the caller would not run (bad digest, bad signature)
+    files, total = {}, 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        total += len(data)
+        if total > MAX_FOLDER_BYTES:
+            raise runtime.ArtifactError(f"{folder} holds more than {MAX_FOLDER_BYTES >> 20} MiB to ship to replicas")
+        files[path.relative_to(folder).as_posix()] = data
+    digest = hashlib.sha256(files[MANIFEST_NAME]).hexdigest()
+    return ShippedFolder(name, files, digest)
+
+
+def unpack(shipped: Iterable[ShippedFolder], root: Path) -> list[tuple[str, Path]]:
+    folders = []
+    for item in shipped:
+        folder = root / item.name
+        for relative, data in item.files.items():
+            path = folder / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        folders.append((item.name, folder))
+    return folders
+
+
+def _engine(shipped: list[ShippedFolder], settings: Settings, device: str) -> tuple[Engine, Any]:
+    """An engine over the shipped folders, unpacked into a temporary folder of this process
+    and loaded pinned to the driver's manifest digests."""
+    scratch = tempfile.TemporaryDirectory(prefix="rnn-serve-")
+    digests = {item.name: item.digest for item in shipped}
+    folders = unpack(shipped, Path(scratch.name))
+
+    def loader(folder: Path) -> runtime.Model:
+        return runtime.load(folder, device=device, digest=digests[folder.name])
+
+    return Engine(folders, settings, loader=loader), scratch
+
+
+# ---- the deployments -------------------------------------------------------------------------
+
+
+class Stepper:
+    """One stepping replica: an `Engine` with its sequences and batcher."""
+
+    def __init__(self, shipped: list[ShippedFolder], settings: Settings, device: str) -> None:
+        self.engine, self._scratch = _engine(shipped, settings, device)
+        self._expiry: asyncio.Task | None = None
+
+    def _start(self) -> None:
+        self.engine.start()
+        self._expiry = asyncio.get_running_loop().create_task(self._expire())
+
+    async def _expire(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_PERIOD_S)
+            self.engine.expire_idle()
+
+    async def infer(self, request: InferRequest, protocol: str, version: str) -> InferResponse | ServeError:
+        """The engine's answer, or its ServeError as a value (the Front raises it)."""
+        if self._expiry is None:
+            self._start()
+        try:
+            return await self.engine.infer(request, protocol, version)
+        except ServeError as error:
+            return error
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def metrics_text(self) -> str:
+        return self.engine.metrics.text()
+
+
+def _session(served: str, key: int | str) -> str:
+    return f"{served}/{'i' if isinstance(key, int) else 's'}:{key}"
+
+
+class RoutedEngine(Engine):
+    """The Front's engine: the folders loaded for their metadata and request checks; `infer`
+    runs on a Stepper replica chosen by sequence."""
+
+    def __init__(self, folders: list[tuple[str, Path]], settings: Settings, loader: Any, stepper: Any) -> None:
+        super().__init__(folders, settings, loader=loader)
+        self.stepper = stepper
+
+    async def infer(self, request: InferRequest, protocol: str, version: str = "") -> InferResponse:
+        started = time.perf_counter()
+        name = request.model
+        self._in_flight += 1
+        try:
+            endpoint = self.endpoint(name, version)
+            if not endpoint.ready:
+                raise Unavailable(f"model '{name}' is not ready: {endpoint.served.error}")
+            key = sequence_key(request.parameters.get("sequence_id"))
+            handle = (
+                self.stepper if key is None else self.stepper.options(session_id=_session(endpoint.served.name, key))
+            )
+            try:
+                answer = await handle.infer.remote(request, protocol, version)
+            except (RayActorError, ActorUnavailableError) as error:
+                raise Unavailable(
+                    f"the replica running this request of model '{name}' died or is unreachable "
+                    f"({type(error).__name__}); the request may have run: resend a sequence's request "
+                    "from its last acknowledged state with sequence_start"
+                ) from None
+            except BackPressureError as error:
+                raise Unavailable(f"every replica is busy: {error}") from None
+            if isinstance(answer, ServeError):
+                raise answer
+        except ServeError as error:
+            self.metrics.request(
+                name if name in self.endpoints else "", protocol, error.status, time.perf_counter() - started
+            )
+            raise
+        finally:
+            self._in_flight -= 1
+        self.metrics.request(name, protocol, 200, time.perf_counter() - started)
+        return answer
+
+
+@serve.ingress()
+class Front:
+    """The ingress: this package's HTTP app over a `RoutedEngine`."""
+
+    def __init__(self, stepper: Any, shipped: list[ShippedFolder], settings: Settings, token: str | None) -> None:
+        scratch = tempfile.TemporaryDirectory(prefix="rnn-front-")
+        digests = {item.name: item.digest for item in shipped}
+        folders = unpack(shipped, Path(scratch.name))
+
+        def loader(folder: Path) -> runtime.Model:
+            return runtime.load(folder, digest=digests[folder.name])  # metadata only: it never runs here
+
+        self._scratch = scratch
+        self.engine = RoutedEngine(folders, settings, loader, stepper)
+        self.token = token
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return create_app(self.engine, token=self.token)
+
+
+# ---- the application -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How many Stepper replicas: ``replicas`` fixed, or autoscaled between ``min_replicas``
+    and ``max_replicas`` on ongoing requests per replica."""
+
+    replicas: int = 2
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    target_ongoing_requests: float = 64.0
+    replica_cpus: float = 1.0
+    max_ongoing_requests: int = 4096  # Ray's default (5) would starve the batcher
+
+
+def steppers(shipped: list[ShippedFolder], settings: Settings, scale: Scale, device: str = "cpu") -> Any:
+    """The Stepper deployment, bound: an application of its own (`serve.run` it without a
+    route; `RayServer` calls it through a handle) or a part of `application`."""
+    router = RequestRouterConfig(request_router_class=SequenceRouter)
+    if scale.min_replicas is not None or scale.max_replicas is not None:
+        low = scale.min_replicas if scale.min_replicas is not None else 1
+        high = scale.max_replicas if scale.max_replicas is not None else max(low, scale.replicas)
+        sizing: dict[str, Any] = {
+            "autoscaling_config": AutoscalingConfig(
+                min_replicas=low, max_replicas=high, target_ongoing_requests=scale.target_ongoing_requests
+            )
+        }
+    else:
+        sizing = {"num_replicas": scale.replicas}
+    return serve.deployment(
+        Stepper,
+        name=STEPPER,
+        max_ongoing_requests=scale.max_ongoing_requests,
+        request_router_config=router,
+        ray_actor_options={"num_cpus": scale.replica_cpus},
+        **sizing,
+    ).bind(shipped, settings, device)
+
+
+def application(
+    shipped: list[ShippedFolder],
+    settings: Settings | None = None,
+    *,
+    scale: Scale | None = None,
+    token: str | None = None,
+    device: str = "cpu",
+) -> Any:
+    """The whole application on Ray Serve, HTTP through Ray's proxy (`serve.run` it with
+    ``route_prefix="/"``): the Front ingress and its Stepper replicas. Two actor hops per
+    request (proxy to Front, Front to Stepper): `RayServer` has one."""
+    settings = settings or Settings()
+    stepper = steppers(shipped, settings, scale or Scale(), device)
+    front = serve.deployment(
+        Front,
+        name=FRONT,
+        max_ongoing_requests=(scale or Scale()).max_ongoing_requests,
+        ray_actor_options={"num_cpus": 0.5},
+    )
+    return front.bind(stepper, shipped, settings, token)
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """For ``serve run toolkit.serving.ray_serve:app_builder models=NAME=FOLDER,... replicas=2``
+    and Serve config files (``import_path: toolkit.serving.ray_serve:app_builder``, ``args:``):
+    ``models`` (NAME=FOLDER pairs, comma-separated, or a list) or ``repository`` (a folder of
+    artifact folders), ``replicas``, ``min_replicas``, ``max_replicas``, ``token``,
+    ``max_queue_delay_us``, ``device``."""
+    from .core import artifact_folders, check_model_name
+
+    models = args.get("models")
+    if models:
+        pairs = models.split(",") if isinstance(models, str) else list(models)
+        folders = []
+        for pair in pairs:
+            name, _, folder = pair.partition("=")
+            if not folder:
+                name, folder = Path(name).name, name
+            folders.append((check_model_name(name), Path(folder)))
+    elif args.get("repository"):
+        folders = artifact_folders(args["repository"])
+    else:
+        raise runtime.InputValueError("give 'models' (NAME=FOLDER,...) or 'repository'")
+
+    def number(key: str) -> int | None:
+        return None if args.get(key) is None else int(args[key])
+
+    scale = Scale(
+        replicas=number("replicas") or 2, min_replicas=number("min_replicas"), max_replicas=number("max_replicas")
+    )
+    settings = Settings(max_queue_delay_us=number("max_queue_delay_us") or 0)
+    shipped = [ship_folder(name, folder, runtime.load) for name, folder in folders]
+    return application(shipped, settings, scale=scale, token=args.get("token"), device=args.get("device", "cpu"))
+
+
+def connect(address: str | None = None, cpus: int | None = None) -> bool:
+    """Joins the Ray cluster at ``address``, or starts a local one (``cpus`` logical CPUs);
+    whether this call started it."""
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        return False
+    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    return True
+
+
+def start(
+    app: Any, *, address: str | None = None, host: str = "127.0.0.1", http_port: int = 8000, cpus: int | None = None
+) -> None:
+    """Starts (or joins, with ``address``) Ray, Serve's HTTP proxy on ``host:http_port`` and
+    ``app`` (from `application`); returns once every replica is up."""
+    connect(address, cpus)
+    serve.start(http_options={"host": host, "port": http_port}, logging_config={"log_level": "WARNING"})
+    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+
+
+def stop(*, shutdown_ray: bool = True) -> None:
+    try:
+        serve.shutdown()
+    finally:
+        if shutdown_ray:
+            ray.shutdown()
+
+
+class RayServer:
+    """`rnn serve --ray`: this package's `Server` (HTTP and gRPC fronts, limits, token, metrics)
+    in this process over a `RoutedEngine` whose requests run on Stepper replicas on Ray (a
+    local cluster started for it, or the one at ``address``). One actor hop per request (this
+    process to a replica); a replica's death is answered 503 here."""
+
+    def __init__(
+        self,
+        folders: list[tuple[str, Path]],
+        *,
+        scale: Scale | None = None,
+        settings: Settings | None = None,
+        loader: Any = None,
+        device: str = "cpu",
+        address: str | None = None,
+        app_name: str = APP_NAME,
+        say: Any = print,
+        **server_options: Any,
+    ) -> None:
+        from .server import Server
+
+        self.settings = settings or Settings()
+        self.scale = scale or Scale()
+        self.app_name, self.say = app_name, say
+        load = loader or runtime.load
+        shipped = [ship_folder(name, Path(folder), load) for name, folder in folders]
+        most = max(self.scale.replicas, self.scale.max_replicas or 0)
+        self.started_ray = connect(address, cpus=None if address else max(os.cpu_count() or 1, most + 1))
+        try:
+            serve.start(proxy_location="Disabled", logging_config={"log_level": "WARNING"})
+            first = self.scale.replicas if self.scale.min_replicas is None else self.scale.min_replicas
+            say(f"starting {first} Stepper replica(s) on Ray" + (f" at {address}" if address else " (a local cluster)"))
+            handle = serve.run(steppers(shipped, self.settings, self.scale, device), name=app_name, route_prefix=None)
+            self.engine = RoutedEngine(folders, self.settings, load, handle)
+            self.server = Server([], settings=self.settings, engine=self.engine, say=say, **server_options)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def http_port(self) -> int | None:
+        return self.server.http_port
+
+    @property
+    def grpc_port(self) -> int | None:
+        return self.server.grpc_port
+
+    def replica_pids(self, expected: int, tries: int = 400) -> set[int]:
+        """The process ids of (at least ``expected``) Stepper replicas, asked through the router."""
+        handle = serve.get_deployment_handle(STEPPER, app_name=self.app_name)
+        pids: set[int] = set()
+        for i in range(tries):
+            pids.add(handle.options(session_id=f"probe/{i}").pid.remote().result(timeout_s=60))
+            if len(pids) >= expected:
+                break
+        return pids
+
+    def start(self) -> RayServer:
+        """Serves in a background thread (see `Server.start`)."""
+        self.server.start()
+        return self
+
+    def run(self) -> None:
+        """Serves until SIGTERM/SIGINT, then deletes the application."""
+        try:
+            self.server.run()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        try:
+            self.server.stop()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Deletes the application (and stops Ray if this process started it)."""
+        try:
+            if ray.is_initialized():
+                try:
+                    serve.delete(self.app_name)
+                finally:
+                    if self.started_ray:
+                        serve.shutdown()
+        finally:
+            if self.started_ray and ray.is_initialized():
+                ray.shutdown()
