@@ -1029,16 +1029,77 @@ def _model_specs(specs: tuple[str, ...], repository: Path | None) -> list[tuple[
 )
 @_DEVICE
 @_PUBLIC_KEY
-def serve(models, repository, host, http_port, grpc_port, no_grpc, token, device, public_key, **options) -> None:
+@click.option(
+    "--ray",
+    "on_ray",
+    is_flag=True,
+    help="Run the models on Ray Serve replicas (sequence affinity; sequences survive a replica's death "
+    "with a client that resends its state, see the README's 'Serving on Ray').",
+)
+@click.option(
+    "--replicas", type=click.IntRange(min=1, max=1024), default=None, help="With --ray: Stepper replicas [2]."
+)
+@click.option(
+    "--min-replicas",
+    type=click.IntRange(min=0, max=1024),
+    default=None,
+    help="With --ray: autoscale between --min-replicas and --max-replicas.",
+)
+@click.option(
+    "--max-replicas", type=click.IntRange(min=1, max=1024), default=None, help="With --ray: see --min-replicas."
+)
+@click.option(
+    "--address",
+    default=None,
+    help="With --ray: the Ray cluster to join (e.g. 'auto' or 'ray://head:10001'); default: start a local one.",
+)
+@click.option(
+    "--app-name",
+    default="rnn",
+    show_default=True,
+    help="With --ray: the Serve application's name (two servers on one cluster need two names).",
+)
+def serve(
+    models,
+    repository,
+    host,
+    http_port,
+    grpc_port,
+    no_grpc,
+    token,
+    device,
+    public_key,
+    on_ray,
+    replicas,
+    min_replicas,
+    max_replicas,
+    address,
+    app_name,
+    **options,
+) -> None:
     """Serve artifact folders over the Open Inference Protocol (KServe v2 / Triton), HTTP and gRPC.
 
     Each folder NAME offers three models: NAME (one step; with a sequence_id the server holds the
     state), NAME-predict (teacher-forced, x [T, batch, input]) and NAME-generate (closed loop, x and
     steps). Stops on SIGTERM or Ctrl-C after the requests in progress; see the README's "Serving".
+    With --ray the same fronts run here and the models on Ray Serve replicas.
     """
     from .extras import require
 
     require(("uvicorn", "starlette", "grpc", "tritonclient.grpc", "prometheus_client"), "'rnn serve'", "serve")
+    ray_options = {"--replicas": replicas, "--min-replicas": min_replicas, "--max-replicas": max_replicas}
+    ray_options.update({"--address": address, "--app-name": app_name if app_name != "rnn" else None})
+    given = [name for name, value in ray_options.items() if value is not None]
+    if given and not on_ray:
+        raise click.UsageError(f"{given[0]} needs --ray")
+    if on_ray and options["state_dir"] is not None:
+        raise click.UsageError(
+            "--state-dir does not apply with --ray: the clients hold their sequences' state (see the README)"
+        )
+    if min_replicas is not None and max_replicas is not None and min_replicas > max_replicas:
+        raise click.UsageError(f"--min-replicas {min_replicas} is more than --max-replicas {max_replicas}")
+    if on_ray:
+        require(("ray", "ray.serve"), "'rnn serve --ray'", "ray")
     import runtime
     from toolkit.serving import Limits, Server, Settings
 
@@ -1061,6 +1122,26 @@ def serve(models, repository, host, http_port, grpc_port, no_grpc, token, device
     def loader(folder: Path) -> runtime.Model:
         return _load(folder, device, False, None, public_key)
 
+    if on_ray:
+        from toolkit.serving.ray_serve import RayServer, Scale
+
+        scale = Scale(replicas=replicas or 2, min_replicas=min_replicas, max_replicas=max_replicas)
+        on = RayServer(
+            folders,
+            scale=scale,
+            settings=settings,
+            loader=loader,
+            device=device,
+            address=address,
+            app_name=app_name,
+            say=lambda message: click.echo(message, err=True),
+            host=host,
+            http_port=http_port,
+            grpc_port=None if no_grpc else grpc_port,
+            token=token,
+        )
+        on.run()
+        return
     server = Server(
         folders,
         host=host,

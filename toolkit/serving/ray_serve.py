@@ -58,6 +58,7 @@ from .core import (
     ServeError,
     Settings,
     Unavailable,
+    one_line,
     sequence_key,
 )
 from .http_api import create_app
@@ -357,13 +358,31 @@ def app_builder(args: dict[str, Any]) -> Any:
     return application(shipped, settings, scale=scale, token=args.get("token"), device=args.get("device", "cpu"))
 
 
+def _reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuses at once a HOST:PORT (or ray://HOST:PORT) nothing listens on: Ray itself retries
+    for minutes. "auto" and other forms go to Ray as they are."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise runtime.DataError(f"cannot join the Ray cluster at {address!r}: {error.strerror or error}") from None
+
+
 def connect(address: str | None = None, cpus: int | None = None) -> bool:
     """Joins the Ray cluster at ``address``, or starts a local one (``cpus`` logical CPUs);
     whether this call started it."""
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        _reachable(address)
+        try:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            raise runtime.DataError(f"cannot join the Ray cluster at {address!r}: {one_line(error)}") from None
         return False
     ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     return True
@@ -421,6 +440,7 @@ class RayServer:
             say(f"starting {first} Stepper replica(s) on Ray" + (f" at {address}" if address else " (a local cluster)"))
             handle = serve.run(steppers(shipped, self.settings, self.scale, device), name=app_name, route_prefix=None)
             self.engine = RoutedEngine(folders, self.settings, load, handle)
+            self.replica_pids(max(1, first))  # the router knows every replica before a sequence is placed
             self.server = Server([], settings=self.settings, engine=self.engine, say=say, **server_options)
         except BaseException:
             self.close()
@@ -434,15 +454,17 @@ class RayServer:
     def grpc_port(self) -> int | None:
         return self.server.grpc_port
 
-    def replica_pids(self, expected: int, tries: int = 400) -> set[int]:
-        """The process ids of (at least ``expected``) Stepper replicas, asked through the router."""
-        handle = serve.get_deployment_handle(STEPPER, app_name=self.app_name)
-        pids: set[int] = set()
-        for i in range(tries):
-            pids.add(handle.options(session_id=f"probe/{i}").pid.remote().result(timeout_s=60))
-            if len(pids) >= expected:
-                break
-        return pids
+    def replica_pids(self, expected: int, timeout_s: float = 90.0) -> set[int]:
+        """The process ids of the Stepper replicas the router sees now (at least ``expected``
+        of them, waiting up to ``timeout_s`` for Serve to start replacements)."""
+        handle = self.engine.stepper  # its router is the one requests go through
+        deadline = time.monotonic() + timeout_s
+        while True:
+            probes = [handle.options(session_id=f"probe/{i}").pid.remote() for i in range(16 * expected)]
+            pids = {probe.result(timeout_s=timeout_s) for probe in probes}
+            if len(pids) >= expected or time.monotonic() > deadline:
+                return pids
+            time.sleep(0.5)
 
     def start(self) -> RayServer:
         """Serves in a background thread (see `Server.start`)."""

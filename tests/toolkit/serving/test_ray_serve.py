@@ -1,0 +1,201 @@
+"""`rnn serve --ray` on a local Ray cluster started by this module (and stopped at its end):
+sequence affinity, stateless requests, the Ray-native application behind Ray's HTTP proxy, and
+the kill test: 64 sequences x 500 steps through tritonclient (HTTP and gRPC) against 2 Stepper
+replicas, one SIGKILLed at a random moment, every output equal to an uninterrupted local run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.serve", reason="the ray extra is not installed")
+import ray  # noqa: E402
+import tritonclient.grpc as grpc_client  # noqa: E402
+import tritonclient.grpc.aio as grpc_aio  # noqa: E402
+import tritonclient.http as http_client  # noqa: E402
+import tritonclient.http.aio as http_aio  # noqa: E402
+from ray import serve  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+import runtime  # noqa: E402
+from tests.conftest import COMMITTED  # noqa: E402
+from toolkit.serving import ray_serve  # noqa: E402
+from toolkit.serving.client import SequenceClient  # noqa: E402
+
+MODEL = runtime.load(COMMITTED)
+KILL_TEST_BUDGET_S = 420  # the whole kill test (about 90 s here), a bound, not a measurement
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def local_run(xs: np.ndarray) -> np.ndarray:
+    """Steps (T, 1, 1) inputs through the runtime from the initial state: the reference."""
+    state, ys = None, []
+    for x in xs:
+        y, state = MODEL.step(x, state)
+        ys.append(y)
+    return np.concatenate(ys)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray (4 logical CPUs on any machine: the replicas idle most of the time) with
+    Serve's HTTP proxy on a free loopback port, for the Ray-native application's test."""
+    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    proxy_port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": proxy_port}, logging_config={"log_level": "WARNING"})
+    yield proxy_port
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_server(cluster):
+    server = ray_serve.RayServer(
+        [("sine", COMMITTED)],
+        scale=ray_serve.Scale(replicas=2),
+        app_name="rnn-test",
+        http_port=0,
+        grpc_port=0,
+        say=lambda message: None,
+    ).start()
+    yield server
+    server.stop()
+
+
+def test_rendezvous_order_is_stable_and_moves_only_the_keys_of_a_changed_replica():
+    keys = [f"sine/i:{i}" for i in range(2000)]
+    three = {key: ray_serve.rendezvous_order(key, ["a", "b", "c"])[0] for key in keys}
+    assert three == {key: ray_serve.rendezvous_order(key, ["c", "a", "b"])[0] for key in keys}  # order-free
+    assert 500 < sum(first == "a" for first in three.values()) < 830  # about a third each
+    two = {key: ray_serve.rendezvous_order(key, ["a", "b"])[0] for key in keys}  # c died
+    assert all(two[key] == first for key, first in three.items() if first != "c")
+    four = {key: ray_serve.rendezvous_order(key, ["a", "b", "c", "d"])[0] for key in keys}  # d joined
+    assert all(four[key] in (first, "d") for key, first in three.items())
+
+
+def test_plain_tritonclient_sequences_stay_on_their_replica(ray_server):
+    """No version, no resent state: a step landing on a replica that does not hold its sequence
+    would be refused (400, never started), so 24 sequences x 30 steps passing shows affinity."""
+    rng = np.random.default_rng(3)
+    xs = rng.uniform(-1, 1, (24, 30, 1, 1)).astype(np.float32)
+    client = http_client.InferenceServerClient(f"127.0.0.1:{ray_server.http_port}", concurrency=4)
+    outputs = np.zeros((24, 30, 1), np.float32)
+    for t in range(30):
+        for i in range(24):
+            tensor = http_client.InferInput("x", [1, 1], "FP32")
+            tensor.set_data_from_numpy(xs[i, t])
+            result = client.infer("sine", [tensor], sequence_id=5000 + i, sequence_start=t == 0, sequence_end=t == 29)
+            outputs[i, t] = result.as_numpy("y")[0]
+    for i in range(24):
+        np.testing.assert_array_equal(outputs[i], local_run(xs[i]))
+    assert len(ray_server.replica_pids(2)) == 2
+
+
+def test_stateless_requests_and_the_fused_forms_run_on_the_replicas(ray_server):
+    client = grpc_client.InferenceServerClient(f"127.0.0.1:{ray_server.grpc_port}")
+    xs = np.random.default_rng(4).uniform(-1, 1, (7, 5, 1)).astype(np.float32)  # T=7, batch 5
+    tensor = grpc_client.InferInput("x", list(xs.shape), "FP32")
+    tensor.set_data_from_numpy(xs)
+    got = client.infer("sine-predict", [tensor]).as_numpy("y")
+    np.testing.assert_array_equal(got, MODEL.predict(xs)[0])
+    for _ in range(20):  # stateless steps (batch 3), spread over the replicas
+        x = np.random.default_rng(5).uniform(-1, 1, (3, 1)).astype(np.float32)
+        step = grpc_client.InferInput("x", [3, 1], "FP32")
+        step.set_data_from_numpy(x)
+        np.testing.assert_array_equal(client.infer("sine", [step]).as_numpy("y"), MODEL.step(x)[0])
+    with pytest.raises(InferenceServerException, match="has no input 'nope'"):  # checked in this process
+        bad = grpc_client.InferInput("nope", [1, 1], "FP32")
+        bad.set_data_from_numpy(np.zeros((1, 1), np.float32))
+        client.infer("sine", [bad])
+
+
+def test_the_ray_native_application_behind_rays_http_proxy(cluster):
+    """``serve run toolkit.serving.ray_serve:app_builder``'s application: HTTP through Ray's proxy."""
+    app = ray_serve.app_builder({"models": f"sine={COMMITTED}", "replicas": 1})
+    serve.run(app, name="rnn-native", route_prefix="/")
+    try:
+        client = http_client.InferenceServerClient(f"127.0.0.1:{cluster}")
+        assert client.is_model_ready("sine-generate")
+        assert [item["name"] for item in client.get_model_metadata("sine")["inputs"]] == ["x", "h"]
+        xs = np.random.default_rng(6).uniform(-1, 1, (12, 1, 1)).astype(np.float32)
+        got = []
+        for t, x in enumerate(xs):
+            tensor = http_client.InferInput("x", [1, 1], "FP32")
+            tensor.set_data_from_numpy(x)
+            got.append(client.infer("sine", [tensor], sequence_id=77, sequence_start=t == 0).as_numpy("y"))
+        np.testing.assert_array_equal(np.concatenate(got), local_run(xs))
+    finally:
+        serve.delete("rnn-native")
+
+
+def test_a_replica_killed_under_load_loses_no_acknowledged_step(ray_server):
+    """The issue's kill test: 64 sequences x 500 steps (32 over HTTP, 32 over gRPC), one of the
+    2 replicas SIGKILLed at a random moment between 20% and 60% of the steps."""
+    sequences, steps = 64, 500
+    rng = np.random.default_rng(12)
+    xs = rng.uniform(-1, 1, (sequences, steps, 1, 1)).astype(np.float32)
+    moment = random.Random(os.getpid()).randint(sequences * steps // 5, sequences * steps * 3 // 5)
+    pids = ray_server.replica_pids(2)
+    assert len(pids) == 2
+    victim = sorted(pids)[moment % 2]
+    done = 0
+
+    async def run() -> tuple[list[np.ndarray], list[SequenceClient]]:
+        nonlocal done
+        http = http_aio.InferenceServerClient(f"127.0.0.1:{ray_server.http_port}", conn_limit=40)
+        grpc = grpc_aio.InferenceServerClient(f"127.0.0.1:{ray_server.grpc_port}")
+        try:
+            http_meta = await http.get_model_metadata("sine")
+            grpc_meta = await grpc.get_model_metadata("sine", as_json=True)
+            clients = [
+                SequenceClient(http, "sine", 9000 + i, http_meta)
+                if i % 2
+                else SequenceClient(grpc, "sine", f"seq-{i}", grpc_meta)
+                for i in range(sequences)
+            ]
+
+            async def drive(i: int) -> np.ndarray:
+                nonlocal done
+                ys = []
+                for t in range(steps):
+                    ys.append(await clients[i].step(xs[i, t], end=t == steps - 1))
+                    done += 1
+                return np.concatenate(ys)
+
+            async def kill() -> None:
+                while done < moment:
+                    await asyncio.sleep(0.005)
+                os.kill(victim, signal.SIGKILL)
+
+            outputs = await asyncio.wait_for(
+                asyncio.gather(kill(), *(drive(i) for i in range(sequences))), KILL_TEST_BUDGET_S
+            )
+            return outputs[1:], clients
+        finally:
+            await http.close()
+            await grpc.close()
+
+    started = time.monotonic()
+    outputs, clients = asyncio.run(run())
+    elapsed = time.monotonic() - started
+    for i in range(sequences):
+        np.testing.assert_array_equal(outputs[i], local_run(xs[i]), err_msg=f"sequence {i}")
+    recovered = sum(client.recoveries for client in clients)
+    assert recovered > 0, "the kill should have moved some sequences"
+    with pytest.raises(ProcessLookupError):
+        os.kill(victim, 0)
+    print(f"\nkill test: {sequences * steps} steps in {elapsed:.1f} s, killed at step {moment}, {recovered} resends")
+    replacement = ray_server.replica_pids(2)  # Serve started another replica in its place
+    assert len(replacement) == 2 and victim not in replacement
