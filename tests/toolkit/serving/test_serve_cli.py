@@ -176,6 +176,9 @@ def _busy_port() -> tuple[socket.socket, int]:
         (["a=" + str(COMMITTED), "a=" + str(COMMITTED)], "two served models are named 'a'"),
         (["--repository", "."], "holds no artifact folder"),
         (["--max-queue-delay-us", "-1", str(COMMITTED)], "Invalid value for '--max-queue-delay-us'"),
+        (["--replicas", "2", str(COMMITTED)], "--replicas needs --ray"),
+        (["--ray", "--state-dir", "x", str(COMMITTED)], "--state-dir does not apply with --ray"),
+        (["--ray", "--min-replicas", "3", "--max-replicas", "2", str(COMMITTED)], "is more than --max-replicas"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(arguments, message):
@@ -198,3 +201,38 @@ def test_a_port_in_use_is_one_line_and_exit_2():
         sock.close()
     assert result.returncode == 2, result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ray_an_unreachable_cluster_is_one_line_and_exit_2():
+    pytest.importorskip("ray.serve", reason="the ray extra is not installed")
+    sock, port = _busy_port()
+    sock.close()  # nothing listens there now
+    result = subprocess.run(
+        [*RNN, "serve", "--ray", "--address", f"127.0.0.1:{port}", str(COMMITTED)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "cannot join the Ray cluster" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ray_serve_process_answers_sequences_and_stops_on_sigterm():
+    """`rnn serve --ray` as the README starts it: a local Ray cluster of its own, one replica;
+    SIGTERM stops the server, deletes the application and shuts that cluster down."""
+    pytest.importorskip("ray.serve", reason="the ray extra is not installed")
+    served = Served("--ray", "--replicas", "1", f"sine={COMMITTED}")
+    try:
+        assert any("Stepper replica(s) on Ray" in line for line in served.lines), served.lines
+        client = served.client()
+        values = np.random.default_rng(9).uniform(-1, 1, 15).astype(np.float32)
+        got = [step(client, 41, v, start=t == 0)[0] for t, v in enumerate(values)]
+        state, expected = None, []
+        for v in values:
+            y, state = MODEL.step(np.array([[v]], np.float32), state)
+            expected.append(float(y[0, 0]))
+        assert got == expected
+    finally:
+        code, rest = served.stop(timeout=120)
+    assert code == 0, rest
+    assert not any("Traceback" in line for line in rest), rest
