@@ -247,3 +247,42 @@ def test_failover_to_a_fresh_server_through_the_fronts(protocol, sine_server, st
     new.refused(new.bad, "it ended", key, XS[8], version=8)
     old.client.close()
     new.client.close()
+
+
+# ---- SequenceClient: the reference client of the protocol ------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_sequence_client_moves_to_a_server_that_never_saw_its_sequence(protocol, sine_server, start_server):
+    """Half the steps on one server, the rest on another (as after a replica's death): the client
+    is refused once (409 / ABORTED), resends its state and goes on bit for bit."""
+    from toolkit.serving.client import SequenceClient
+
+    other = start_server()
+
+    def client_of(server):
+        if protocol == "http":
+            import tritonclient.http.aio as aio
+
+            return aio.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+        import tritonclient.grpc.aio as aio
+
+        return aio.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+
+    async def go():
+        first, second = client_of(sine_server), client_of(other)
+        try:
+            meta = await first.get_model_metadata("sine", **({"as_json": True} if protocol == "grpc" else {}))
+            sequence = SequenceClient(first, "sine", f"moving-{protocol}", meta, backoff_s=0.0)
+            ys = [await sequence.step(x) for x in XS[:6]]
+            assert sequence.version == 6 and sequence.recoveries == 0
+            sequence.client = second
+            ys += [await sequence.step(x) for x in XS[6:]]
+            assert sequence.version == 12 and sequence.recoveries == 1
+            return np.concatenate(ys)
+        finally:
+            await first.close()
+            await second.close()
+
+    expected = np.concatenate([y for y, _ in expected_run(XS)])
+    np.testing.assert_array_equal(asyncio.run(go()), expected)
