@@ -4,7 +4,12 @@ One series per row: a Parquet dataset (a file or a folder of files) with an ``id
 ``series`` column holding a list of numbers, all of one length (batches cross files and row
 groups; a batch of mixed lengths is refused), or .npy files (a file or a folder of them), each one
 2-D array (n_series, length) whose rows get the ids 0, 1, 2, ... across the files in name order.
-A long table (series_id, t, value) is not read: it would need a shuffle to group its rows.
+Or the long layout: a Parquet dataset with the columns ``series_id`` (int or string), ``t`` (int)
+and ``value`` (a number), one row per point, rows in any order and a series' rows in any files.
+Ray Data sorts it by ``series_id`` (a shuffle: every row crosses the object store once more,
+spilled to disk past its size) and each sorted block becomes wide rows (``id`` = series_id), each
+series ordered by ``t``. Two rows at one (series_id, t), or series of different lengths, are
+refused (DataError). The rest is the wide path.
 
 Each Ray worker (an actor of `map_batches`) loads the folder with `runtime.load` once and runs
 whole batches through the fused forms: ``predict`` is the teacher-forced one-step prediction at
@@ -33,6 +38,7 @@ from .extras import require
 KINDS = ("predict", "generate")
 ID_COLUMN = "id"  # Parquet input and output: the series' id, copied through
 SERIES_COLUMN = "series"  # Parquet input: a list of numbers per row
+LONG_COLUMNS = ("series_id", "t", "value")  # Parquet input, long layout: one row per point
 OUTPUT_COLUMN = "y"  # Parquet output: a list of float32 per row (length points, or steps)
 BATCH_SIZE = 1024  # series per model call: past the fused forms' knee (rnn bench), well below the parallel split
 ACTORS = 2  # model workers (Ray actors)
@@ -41,6 +47,7 @@ ACTOR_CPUS = (
 )
 LOCAL_CPUS = 2  # the CPUs of the local Ray instance started when no address is given
 READ_CPUS = 0.25  # per read task
+LONG_ROWS_PER_PARTITION = 2_000_000  # long layout: rows per sort partition (~48 MB of int64, int64, float64)
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,16 @@ class SeriesRunner:
         return None if steps < FUSED_MIN_STEPS else choose_form(kind, self.batch_size, steps, self.model.forms)
 
     def run(self, series: np.ndarray) -> np.ndarray:
-        """(n, length) series -> (n, length) predictions, or (n, steps) generated values."""
+        """(n, length) series -> (n, length) predictions, or (n, steps) generated values. A short
+        batch (Ray cuts one at the end of each bundle of blocks) is padded to a full one with
+        copies of its last row: onnxruntime's kernels for a few rows (1-3, 15 here) differ from a
+        full batch's in the last bit, so a row's result would depend on where the batch was cut."""
+        n = len(series)
+        if 0 < n < self.batch_size:
+            series = np.concatenate([series, np.repeat(series[-1:], self.batch_size - n, axis=0)])
+        return self._run(series)[:n]
+
+    def _run(self, series: np.ndarray) -> np.ndarray:
         xs = series.T[:, :, None]  # (length, n, 1)
         if self.kind == "predict":
             ys, _ = self.model.predict(xs, form=self._form("predict", len(xs)))
@@ -149,6 +165,70 @@ def output_table(ids: Any, ys: np.ndarray) -> Any:
     return pa.table({ID_COLUMN: ids, OUTPUT_COLUMN: pa.ListArray.from_arrays(offsets, pa.array(ys.reshape(-1)))})
 
 
+# ---- the long layout ------------------------------------------------------------------------
+
+
+class LengthRegistry:
+    """A Ray actor (no CPU) holding the first series length seen, so that every block of a long
+    table is checked against one length: series of different lengths in different blocks are
+    refused too, in the same pass."""
+
+    def __init__(self) -> None:
+        self.first: tuple[int, Any] | None = None
+
+    def check(self, length: int, series_id: Any) -> tuple[int, Any]:
+        if self.first is None:
+            self.first = (length, series_id)
+        return self.first
+
+
+def long_to_wide(block: Any, registry: Any = None) -> Any:
+    """A block of the long layout holding every row of its series (sorted by series_id) -> one
+    wide row per series: ``id`` (the series_id) and ``series`` (the values ordered by ``t``).
+    DataError on nulls, two rows at one (series_id, t), or series of different lengths (within
+    the block, or against ``registry``'s first length)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    sid_name, t_name, value_name = LONG_COLUMNS
+    for name in LONG_COLUMNS:
+        if block.column(name).null_count:
+            raise DataError(f"column {name!r} has {block.column(name).null_count} nulls")
+    if not pa.types.is_integer(block.schema.field(t_name).type):
+        raise DataError(f"column {t_name!r} must hold integers, got {block.schema.field(t_name).type}")
+    value_type = block.schema.field(value_name).type
+    if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
+        raise DataError(f"column {value_name!r} must hold numbers, got {value_type}")
+    if block.num_rows == 0:
+        empty = pa.array([], pa.list_(pa.float64()))
+        return pa.table({ID_COLUMN: block.column(sid_name).combine_chunks(), SERIES_COLUMN: empty})
+    table = block.take(pc.sort_indices(block, sort_keys=[(sid_name, "ascending"), (t_name, "ascending")]))
+    sid = table.column(sid_name).combine_chunks()
+    t = table.column(t_name).to_numpy()
+    n = table.num_rows
+    same = ~pc.not_equal(sid.slice(1), sid.slice(0, n - 1)).to_numpy(zero_copy_only=False)  # row i+1 continues i
+    twice = np.flatnonzero(same & (t[1:] == t[:-1]))
+    if len(twice):
+        raise DataError(f"series_id {sid[int(twice[0])].as_py()!r} has two rows at t = {t[twice[0]]}")
+    starts = np.flatnonzero(np.concatenate(([True], ~same)))
+    bounds = np.append(starts, n)
+    lengths = np.diff(bounds)
+    length, first_id = int(lengths[0]), sid[int(starts[0])].as_py()
+    if registry is not None:
+        import ray
+
+        length, first_id = ray.get(registry.check.remote(length, first_id))
+    other = np.flatnonzero(lengths != length)
+    if len(other):
+        raise DataError(
+            f"series must all have the same length: series_id {first_id!r} has {length} points, "
+            f"series_id {sid[int(starts[other[0]])].as_py()!r} has {lengths[other[0]]}"
+        )
+    values = table.column(value_name).to_numpy().astype(np.float64, copy=False)
+    series = pa.ListArray.from_arrays(pa.array(bounds.astype(np.int64 if n >= 2**31 else np.int32)), pa.array(values))
+    return pa.table({ID_COLUMN: sid.take(pa.array(starts)), SERIES_COLUMN: series})
+
+
 # ---- the dataset --------------------------------------------------------------------------
 
 
@@ -190,10 +270,20 @@ def _dataset(ray: Any, source: Path, batch_size: int) -> tuple[Any, bool]:
     if is_npy(source):
         return ray.data.from_items(npy_slices(npy_files(source), batch_size)), True
     dataset = ray.data.read_parquet(str(source), num_cpus=READ_CPUS)
+    names = set(dataset.schema().names)
+    if set(LONG_COLUMNS) <= names and not {ID_COLUMN, SERIES_COLUMN} <= names:
+        registry = ray.remote(num_cpus=0)(LengthRegistry).remote()
+        rows = count_rows(source)  # from the footers: the sort's partitions (its blocks) by the data's size
+        ray.data.DataContext.get_current().default_hash_shuffle_parallelism = -(-rows // LONG_ROWS_PER_PARTITION)
+        wide = dataset.select_columns(list(LONG_COLUMNS)).sort(LONG_COLUMNS[0])  # a series' rows in one block
+        return wide.map_batches(
+            long_to_wide, fn_kwargs={"registry": registry}, batch_size=None, batch_format="pyarrow", num_cpus=READ_CPUS
+        ), False
     missing = {ID_COLUMN, SERIES_COLUMN} - set(dataset.schema().names)
     if missing:
         raise DataError(
-            f"{source} must have the columns {ID_COLUMN!r} and {SERIES_COLUMN!r}; missing {sorted(missing)}"
+            f"{source} must have the columns {ID_COLUMN!r} and {SERIES_COLUMN!r} (or {', '.join(LONG_COLUMNS)}); "
+            f"missing {sorted(missing)}"
         )
     return dataset.select_columns([ID_COLUMN, SERIES_COLUMN]), False
 
@@ -237,6 +327,7 @@ def run_bulk(
             ray.init(address=address, logging_level="ERROR")
     context = ray.data.DataContext.get_current()
     saved = context.execution_options.preserve_order, context.enable_progress_bars, context.raise_original_map_exception
+    saved_parallelism = context.default_hash_shuffle_parallelism
     context.execution_options.preserve_order = True  # output rows in input order
     context.enable_progress_bars = progress
     context.raise_original_map_exception = True  # a worker's DataError reaches here as itself
@@ -261,6 +352,7 @@ def run_bulk(
         context.execution_options.preserve_order, context.enable_progress_bars, context.raise_original_map_exception = (
             saved
         )
+        context.default_hash_shuffle_parallelism = saved_parallelism
         if started:
             ray.shutdown()
     return BulkResult(out, count_rows(out), time.perf_counter() - begin)
@@ -281,10 +373,11 @@ def _toolkit_cause(ray: Any, error: BaseException) -> ToolkitError | None:
 
 
 def count_rows(out: Path) -> int:
-    """Rows in the Parquet files of ``out`` (from their footers)."""
+    """Rows in the Parquet files of ``out`` (a folder, or one file; from their footers)."""
     import pyarrow.parquet as pq
 
-    return sum(pq.ParquetFile(path).metadata.num_rows for path in sorted(out.glob("*.parquet")))
+    paths = sorted(out.rglob("*.parquet")) if out.is_dir() else [out]
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
 
 
 def read_output(out: str | os.PathLike) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -21,7 +21,16 @@ ray = pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from toolkit.bulk import ID_COLUMN, SERIES_COLUMN, SeriesRunner, read_output, run_bulk  # noqa: E402
+from toolkit import bulk  # noqa: E402
+from toolkit.bulk import (  # noqa: E402
+    ID_COLUMN,
+    SERIES_COLUMN,
+    LengthRegistry,
+    SeriesRunner,
+    long_to_wide,
+    read_output,
+    run_bulk,
+)
 
 SERIES = 2000
 STEPS = 25
@@ -148,6 +157,94 @@ def test_short_series_for_generate_refused():
     runner = SeriesRunner(str(COMMITTED), "generate", 3, BATCH)  # the actor's work, without Ray
     with pytest.raises(DataError, match="series need 2 or more, got 1"):
         runner.run(np.zeros((5, 1)))
+
+
+def long_table(ids, matrix: np.ndarray, seed: int):
+    """The long layout (series_id, t, value) of ``matrix``'s rows, rows shuffled; t counts from 100
+    in steps of 3 (only the order of t matters)."""
+    count, length = matrix.shape
+    order = np.random.default_rng(seed).permutation(count * length)
+    series_id = np.repeat(np.asarray(ids), length)[order]
+    t = np.tile(100 + 3 * np.arange(length), count)[order]
+    return pa.table({"series_id": series_id, "t": t, "value": matrix.reshape(-1)[order]})
+
+
+def write_long(folder, table, parts: int = 3) -> None:
+    """``table`` over ``parts`` files (so a series' rows are spread over them), small row groups."""
+    folder.mkdir()
+    size = -(-table.num_rows // parts)
+    for part in range(parts):
+        pq.write_table(table.slice(part * size, size), folder / f"part{part}.parquet", row_group_size=7000)
+
+
+def test_long_layout_shuffled_over_files_equals_the_runtime(tmp_path, model, monkeypatch):
+    monkeypatch.setattr(bulk, "LONG_ROWS_PER_PARTITION", 20_000)  # 90,000 rows: a sort into 5 blocks
+    count = 3000
+    matrix = series_matrix(21, count, 30)
+    ids = np.random.default_rng(3).permutation(count).astype(np.int64) * 7 + 5  # int ids, not in order
+    write_long(tmp_path / "long", long_table(ids, matrix, seed=4))
+    result = run_bulk(COMMITTED, tmp_path / "long", tmp_path / "pred", batch_size=BATCH, progress=False)
+    assert result.series == count
+    got = by_id(*read_output(tmp_path / "pred"), ids)
+    assert got.dtype == np.float32 and np.array_equal(got, expected_predict(model, matrix))
+    run_bulk(COMMITTED, tmp_path / "long", tmp_path / "gen", kind="generate", steps=STEPS, batch_size=BATCH)
+    got = by_id(*read_output(tmp_path / "gen"), ids)
+    assert np.array_equal(got, expected_generate(model, matrix, STEPS))
+
+
+def test_long_layout_string_ids_through_the_cli(tmp_path, model):
+    matrix = series_matrix(22, 500, 12)
+    ids = [f"sensor-{i:04d}" for i in range(500)]
+    write_long(tmp_path / "long", long_table(ids, matrix, seed=5), parts=2)
+    result = CliRunner().invoke(
+        cli, ["predict", str(COMMITTED), "--ray", "--input", str(tmp_path / "long"), "--out", str(tmp_path / "p")]
+    )
+    assert result.exit_code == 0, result.output
+    got = by_id(*read_output(tmp_path / "p"), ids)
+    assert np.array_equal(got, expected_predict(model, matrix))
+
+
+def test_long_blocks_refused_without_ray():
+    """long_to_wide, the work of one sorted block: two rows at one t, or lengths that differ in the
+    block or from the first length seen elsewhere (LengthRegistry), are refused in one line."""
+    block = pa.table({"series_id": ["a", "a", "b", "b"], "t": [2, 1, 1, 2], "value": [2.0, 1.0, 3.0, 4.0]})
+    wide = long_to_wide(block)
+    assert wide.column(ID_COLUMN).to_pylist() == ["a", "b"]
+    assert wide.column(SERIES_COLUMN).to_pylist() == [[1.0, 2.0], [3.0, 4.0]]
+    twice = pa.table({"series_id": [1, 1, 2, 2], "t": [0, 0, 0, 1], "value": [1.0, 2.0, 3.0, 4.0]})
+    with pytest.raises(DataError, match=r"^series_id 1 has two rows at t = 0$"):
+        long_to_wide(twice)
+    ragged = pa.table({"series_id": [1, 1, 2], "t": [0, 1, 0], "value": [1.0, 2.0, 3.0]})
+    with pytest.raises(
+        DataError, match=r"^series must all have the same length: series_id 1 has 2 points, series_id 2 has 1$"
+    ):
+        long_to_wide(ragged)
+
+    class Local:  # LengthRegistry without Ray: check.remote(...) returns what ray.get needs
+        def __init__(self):
+            self.registry = LengthRegistry()
+            self.check = self
+
+        def remote(self, *args):
+            return ray.put(self.registry.check(*args))
+
+    registry = Local()
+    long_to_wide(pa.table({"series_id": [7, 7], "t": [0, 1], "value": [1.0, 2.0]}), registry)
+    with pytest.raises(
+        DataError, match=r"^series must all have the same length: series_id 7 has 2 points, series_id 8 has 3$"
+    ):
+        long_to_wide(pa.table({"series_id": [8, 8, 8], "t": [0, 1, 2], "value": [1.0, 2.0, 3.0]}), registry)
+
+
+def test_long_layout_ragged_refused_in_one_line(tmp_path):
+    """Through Ray: one series one point short, in a table spread over files, refused as itself."""
+    matrix = series_matrix(23, 400, 10)
+    table = long_table(np.arange(400), matrix, seed=6)
+    short = np.flatnonzero(table.column("series_id").to_numpy() == 123)[0]
+    write_long(tmp_path / "long", pa.concat_tables([table.slice(0, short), table.slice(short + 1)]), parts=2)
+    one_line = r"^series must all have the same length: series_id \d+ has (10|9) points, series_id \d+ has (9|10)$"
+    with pytest.raises(DataError, match=one_line):
+        run_bulk(COMMITTED, tmp_path / "long", tmp_path / "out", progress=False)
 
 
 def test_ragged_series_refused_in_one_line(tmp_path):
