@@ -68,6 +68,7 @@ STEPPER = "Stepper"
 FRONT = "Front"
 MAX_FOLDER_BYTES = 256 << 20  # what one folder may ship to every replica
 EXPIRY_PERIOD_S = 5.0
+CALLS_PER_REPLICA = 2  # calls in flight from one front to one replica; later requests wait for the next
 
 # ---- routing ----------------------------------------------------------------------------------
 
@@ -83,11 +84,41 @@ def rendezvous_order(key: str, replica_ids: Iterable[str]) -> list[str]:
     return sorted(replica_ids, key=weight, reverse=True)
 
 
+REPLICA_SESSION = "replica:"  # a session id naming the replica to route to: "replica:<unique id>"
+
+# The replicas each router of this process sees, by (application, deployment): what a
+# `RoutedEngine` groups its requests by (one call per replica and tick).
+_VIEWS: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def replica_view(app_name: str, deployment: str = STEPPER) -> tuple[str, ...]:
+    """The unique ids of the replicas this process's router of the deployment sees (sorted)."""
+    return _VIEWS.get((app_name, deployment), ())
+
+
 class SequenceRouter(FIFOMixin, RequestRouter):
     """Requests with a ``session_id`` (a sequence) go to the replica that ranks first for it
     (the others follow as fallbacks: one reaching another replica is answered 409 and the
-    client resends its state, never run on a stale copy); requests without one to the less
-    loaded of two random replicas (Ray's power of two choices)."""
+    client resends its state, never run on a stale copy); ``replica:<id>`` names the replica
+    (a batch grouped by `RoutedEngine`; the others follow as fallbacks); requests without a
+    session go to the less loaded of two random replicas (Ray's power of two choices)."""
+
+    def _publish(self) -> None:
+        import sys
+
+        # Ray may rebuild this class by value (cloudpickle), with a copy of this module's globals:
+        # the views go to the module this process imported, where RoutedEngine reads them.
+        views = sys.modules[__name__]._VIEWS
+        key = (self._deployment_id.app_name, self._deployment_id.name)
+        views[key] = tuple(sorted(replica_id.unique_id for replica_id in self._replica_id_set))
+
+    def update_replicas(self, replicas: list[RunningReplica]) -> None:
+        super().update_replicas(replicas)
+        self._publish()
+
+    def on_replica_actor_died(self, replica_id: Any) -> None:
+        super().on_replica_actor_died(replica_id)
+        self._publish()
 
     async def choose_replicas(
         self, candidate_replicas: list[RunningReplica], pending_request: PendingRequest | None = None
@@ -97,7 +128,12 @@ class SequenceRouter(FIFOMixin, RequestRouter):
         session = pending_request.metadata.session_id if pending_request is not None else ""
         if session:
             by_id = {replica.replica_id.unique_id: replica for replica in candidate_replicas}
-            return [[by_id[unique]] for unique in rendezvous_order(session, by_id)]
+            named = session.removeprefix(REPLICA_SESSION) if session.startswith(REPLICA_SESSION) else None
+            order = rendezvous_order(session, by_id)
+            if named in by_id:
+                order.remove(named)
+                order.insert(0, named)
+            return [[by_id[unique]] for unique in order]
         if len(candidate_replicas) <= 2:
             return [list(candidate_replicas)]
         import random
@@ -189,6 +225,11 @@ class Stepper:
         except ServeError as error:
             return error
 
+    async def infer_many(self, batch: list[tuple[InferRequest, str, str]]) -> list[InferResponse | ServeError]:
+        """Several requests in one call, run concurrently (so the batcher can share their steps);
+        the answers in order. A sequence's requests start in the order given."""
+        return list(await asyncio.gather(*(self.infer(*item) for item in batch)))
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -201,12 +242,85 @@ def _session(served: str, key: int | str) -> str:
 
 
 class RoutedEngine(Engine):
-    """The Front's engine: the folders loaded for their metadata and request checks; `infer`
-    runs on a Stepper replica chosen by sequence."""
+    """The fronts' engine: the folders loaded for their metadata and request checks; `infer`
+    runs on a Stepper replica chosen by sequence. Requests for one replica go as one call
+    (`Stepper.infer_many`), at most `CALLS_PER_REPLICA` in flight; requests arriving meanwhile
+    wait for the next call: Ray's cost per actor call (about 2 ms of CPU here) is paid per
+    call, not per request, and an idle server sends at once. The replica of a sequence is
+    the router's rendezvous choice over the replicas it sees; stateless requests spread round
+    robin over them."""
 
-    def __init__(self, folders: list[tuple[str, Path]], settings: Settings, loader: Any, stepper: Any) -> None:
+    def __init__(
+        self, folders: list[tuple[str, Path]], settings: Settings, loader: Any, stepper: Any, app_name: str
+    ) -> None:
         super().__init__(folders, settings, loader=loader)
-        self.stepper = stepper
+        self.stepper, self.app_name = stepper, app_name
+        self._queues: dict[str, list[tuple[InferRequest, str, str, asyncio.Future]]] = {}  # by replica
+        self._busy: dict[str, int] = {}  # calls in flight, by replica
+        self._turn = 0  # round robin of stateless requests
+        self.calls = 0  # actor calls made (for tests and benchmarks: requests per call)
+
+    def _call(self, request: InferRequest, protocol: str, version: str, session: str | None) -> asyncio.Future:
+        """Queues the request for its replica; its answer's future. A replica has at most
+        `CALLS_PER_REPLICA` calls in flight; what arrives meanwhile goes in its next call."""
+        view = replica_view(self.app_name)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        item = (request, protocol, version, future)
+        if not view:  # the router has not seen the replicas yet: alone, routed by Ray
+            handle = self.stepper if session is None else self.stepper.options(session_id=session)
+            loop.create_task(self._send(handle, [item], None))
+            return future
+        if session is None:
+            self._turn += 1
+            target = view[self._turn % len(view)]
+        else:
+            target = rendezvous_order(session, view)[0]
+        queue = self._queues.get(target)
+        if queue is None:
+            self._queues[target] = [item]
+            if self._busy.get(target, 0) < CALLS_PER_REPLICA:
+                loop.call_soon(self._flush, target)  # after this tick's other arrivals
+        else:
+            queue.append(item)
+        return future
+
+    def _flush(self, target: str) -> None:
+        items = self._queues.pop(target, None)
+        if not items:
+            return
+        self._busy[target] = self._busy.get(target, 0) + 1
+        handle = self.stepper.options(session_id=REPLICA_SESSION + target)
+        asyncio.get_running_loop().create_task(self._send(handle, items, target))
+
+    async def _send(
+        self, handle: Any, items: list[tuple[InferRequest, str, str, asyncio.Future]], target: str | None
+    ) -> None:
+        self.calls += 1
+        try:
+            answers = await handle.infer_many.remote([item[:3] for item in items])
+        except (RayActorError, ActorUnavailableError) as error:
+            failure: ServeError = Unavailable(
+                f"the replica running this request died or is unreachable ({type(error).__name__}); "
+                "the request may have run: resend a sequence's request from its last acknowledged state "
+                "with sequence_start"
+            )
+            answers = [failure] * len(items)
+        except BackPressureError as error:
+            answers = [Unavailable(f"every replica is busy: {one_line(error)}")] * len(items)
+        except Exception as error:  # anything else: the same failure for each, as a 500
+            answers = [error] * len(items)
+        finally:
+            if target is not None:
+                self._busy[target] -= 1
+                if target in self._queues:
+                    self._flush(target)
+        for (_, _, _, future), answer in zip(items, answers):
+            if not future.done():
+                if isinstance(answer, BaseException):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
 
     async def infer(self, request: InferRequest, protocol: str, version: str = "") -> InferResponse:
         started = time.perf_counter()
@@ -217,19 +331,8 @@ class RoutedEngine(Engine):
             if not endpoint.ready:
                 raise Unavailable(f"model '{name}' is not ready: {endpoint.served.error}")
             key = sequence_key(request.parameters.get("sequence_id"))
-            handle = (
-                self.stepper if key is None else self.stepper.options(session_id=_session(endpoint.served.name, key))
-            )
-            try:
-                answer = await handle.infer.remote(request, protocol, version)
-            except (RayActorError, ActorUnavailableError) as error:
-                raise Unavailable(
-                    f"the replica running this request of model '{name}' died or is unreachable "
-                    f"({type(error).__name__}); the request may have run: resend a sequence's request "
-                    "from its last acknowledged state with sequence_start"
-                ) from None
-            except BackPressureError as error:
-                raise Unavailable(f"every replica is busy: {error}") from None
+            session = None if key is None else _session(endpoint.served.name, key)
+            answer = await self._call(request, protocol, version, session)
             if isinstance(answer, ServeError):
                 raise answer
         except ServeError as error:
@@ -256,7 +359,7 @@ class Front:
             return runtime.load(folder, digest=digests[folder.name])  # metadata only: it never runs here
 
         self._scratch = scratch
-        self.engine = RoutedEngine(folders, settings, loader, stepper)
+        self.engine = RoutedEngine(folders, settings, loader, stepper, stepper.app_name)
         self.token = token
 
     def __serve_build_asgi_app__(self) -> Any:
@@ -282,7 +385,7 @@ class Scale:
 def steppers(shipped: list[ShippedFolder], settings: Settings, scale: Scale, device: str = "cpu") -> Any:
     """The Stepper deployment, bound: an application of its own (`serve.run` it without a
     route; `RayServer` calls it through a handle) or a part of `application`."""
-    router = RequestRouterConfig(request_router_class=SequenceRouter)
+    router = RequestRouterConfig(request_router_class=f"{__name__}.SequenceRouter")  # by name: imported, not a copy
     if scale.min_replicas is not None or scale.max_replicas is not None:
         low = scale.min_replicas if scale.min_replicas is not None else 1
         high = scale.max_replicas if scale.max_replicas is not None else max(low, scale.replicas)
@@ -439,7 +542,7 @@ class RayServer:
             first = self.scale.replicas if self.scale.min_replicas is None else self.scale.min_replicas
             say(f"starting {first} Stepper replica(s) on Ray" + (f" at {address}" if address else " (a local cluster)"))
             handle = serve.run(steppers(shipped, self.settings, self.scale, device), name=app_name, route_prefix=None)
-            self.engine = RoutedEngine(folders, self.settings, load, handle)
+            self.engine = RoutedEngine(folders, self.settings, load, handle, app_name)
             self.replica_pids(max(1, first))  # the router knows every replica before a sequence is placed
             self.server = Server([], settings=self.settings, engine=self.engine, say=say, **server_options)
         except BaseException:
