@@ -25,7 +25,7 @@ from ray import serve  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 import runtime  # noqa: E402
-from tests.conftest import COMMITTED  # noqa: E402
+from tests.conftest import COMMITTED, REPO  # noqa: E402
 from toolkit.serving import ray_serve  # noqa: E402
 from toolkit.serving.client import SequenceClient  # noqa: E402
 
@@ -122,10 +122,19 @@ def test_stateless_requests_and_the_fused_forms_run_on_the_replicas(ray_server):
 
 
 def test_the_ray_native_application_behind_rays_http_proxy(cluster):
-    """``serve run toolkit.serving.ray_serve:app_builder``'s application: HTTP through Ray's proxy."""
-    app = ray_serve.app_builder({"models": f"sine={COMMITTED}", "replicas": 1})
-    serve.run(app, name="rnn-native", route_prefix="/")
+    """The application of examples/ray/serve_config.yaml (`serve run` it): HTTP through Ray's
+    proxy, autoscaled Steppers between its bounds."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    config = yaml.safe_load((REPO / "examples" / "ray" / "serve_config.yaml").read_text())
+    (application,) = ServeDeploySchema.model_validate(config).applications
+    assert application.import_path == "toolkit.serving.ray_serve:app_builder"
+    args = {**application.args, "models": application.args["models"].replace("artifacts/", f"{REPO}/artifacts/")}
+    serve.run(ray_serve.app_builder(args), name="rnn-native", route_prefix="/")
     try:
+        stepper = serve.status().applications["rnn-native"].deployments["Stepper"]
+        assert stepper.status == "HEALTHY" and 1 <= sum(stepper.replica_states.values()) <= 2
         client = http_client.InferenceServerClient(f"127.0.0.1:{cluster}")
         assert client.is_model_ready("sine-generate")
         assert [item["name"] for item in client.get_model_metadata("sine")["inputs"]] == ["x", "h"]
