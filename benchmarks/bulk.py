@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toolkit.bulk import BATCH_SIZE, ID_COLUMN, SERIES_COLUMN, SeriesRunner, count_rows, run_bulk  # noqa: E402
+from toolkit.bulk import ACTORS, BATCH_SIZE, ID_COLUMN, SERIES_COLUMN, SeriesRunner, count_rows, run_bulk  # noqa: E402
 
 FOLDER = Path(__file__).resolve().parents[1] / "artifacts" / "sine-elman"
 SERIES = 200_000
@@ -35,45 +35,75 @@ STEPS = 100
 WRITE_CHUNK = 50_000  # series generated and written at a time
 
 
-def rss_kib(pid: int) -> int:
+def memory_kib(pid: int) -> tuple[int, int]:
+    """(heap, shared) resident KiB of a process, from /proc/PID/status: heap is RssAnon, the
+    process's own memory; shared is RssShmem, the object store's pages (/dev/shm) it has mapped,
+    counted in every process that maps them. (USS from smaps_rollup is no good here: object-store
+    pages that only one process has mapped yet, e.g. blocks a read task wrote, count as private.)"""
+    fields = {}
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+                if line.startswith(("RssShmem:", "RssAnon:")):
+                    fields[line.split(":")[0]] = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return fields.get("RssAnon", 0), fields.get("RssShmem", 0)
 
 
-def ray_worker_pids() -> list[int]:
-    pids = []
+def ray_processes() -> dict[int, str]:
+    """Ray's worker processes (``ray::`` titles): pid -> "actor" (a model worker) or "task"."""
+    found = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                    if handle.read(5) == b"ray::":
-                        pids.append(int(entry))
+                    title = handle.read(200)
             except OSError:
-                pass
-    return pids
+                continue
+            if title.startswith(b"ray::"):
+                found[int(entry)] = (
+                    "actor"
+                    if b"MapWorker" in title
+                    else "read"
+                    if b"Read" in title
+                    else "write"
+                    if b"Write" in title
+                    else "task"
+                )
+    return found
+
+
+def shm_used_kib() -> int:
+    """Bytes in use on /dev/shm (KiB): the Ray object store's resident pages."""
+    stats = os.statvfs("/dev/shm")
+    return (stats.f_blocks - stats.f_bfree) * stats.f_frsize // 1024
 
 
 class PeakMemory:
-    """Samples the driver's RSS and the Ray workers' RSS (largest one, and their sum) until stopped."""
+    """Peaks, sampled every 100 ms until stopped: the driver's heap; per Ray process kind (model
+    actors, read tasks, write tasks, other ray:: workers) the largest heap of one process and the
+    largest object-store share an actor maps; the object store's pages on /dev/shm (above what was
+    there at the start)."""
 
     def __init__(self) -> None:
-        self.driver = self.worker = self.workers = 0
+        self.peaks: dict[str, int] = {}
+        self.shm_base = shm_used_kib()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _peak(self, name: str, value: int) -> None:
+        self.peaks[name] = max(self.peaks.get(name, 0), value)
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.driver = max(self.driver, rss_kib(os.getpid()))
-            sizes = [rss_kib(pid) for pid in ray_worker_pids()]
-            self.worker = max([self.worker, *sizes])
-            self.workers = max(self.workers, sum(sizes))
-            self._stop.wait(0.05)
+            self._peak("driver_heap", memory_kib(os.getpid())[0])
+            for pid, kind in ray_processes().items():
+                heap, shared = memory_kib(pid)
+                self._peak(f"{kind}_heap", heap)
+                self._peak(f"{kind}_shm", shared)
+            self._peak("store", shm_used_kib() - self.shm_base)
+            self._stop.wait(0.1)
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()
@@ -83,14 +113,17 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
 
+    def mib(self, name: str) -> str:
+        return f"{self.peaks[name] / 1024:.0f}" if name in self.peaks else "-"
 
-def write_dataset(path: Path, series: int) -> None:
+
+def write_dataset(path: Path, series: int, row_group: int) -> None:
     rng = np.random.default_rng(0)
     t = np.arange(LENGTH) * 0.4
     schema = pa.schema([(ID_COLUMN, pa.int64()), (SERIES_COLUMN, pa.list_(pa.float64()))])
     with pq.ParquetWriter(path, schema) as writer:
-        for start in range(0, series, WRITE_CHUNK):
-            n = min(WRITE_CHUNK, series - start)
+        for start in range(0, series, row_group):
+            n = min(row_group, series - start)
             rows = np.sin(rng.uniform(0.5, 1.5, (n, 1)) * t + rng.uniform(0, 2 * np.pi, (n, 1)))
             offsets = pa.array(np.arange(0, n * LENGTH + 1, LENGTH, dtype=np.int32))
             values = pa.ListArray.from_arrays(offsets, pa.array(rows.reshape(-1)))
@@ -113,13 +146,16 @@ def single_process(source: Path, out: Path, kind: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=SERIES, help=f"series in the dataset (default {SERIES})")
+    parser.add_argument(
+        "--row-group", type=int, default=WRITE_CHUNK, help=f"series per Parquet row group (default {WRITE_CHUNK})"
+    )
     parser.add_argument("--kinds", default="predict,generate", help="comma-separated: predict, generate")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bulk-bench-"))
     try:
         source = work / "series.parquet"
         began = time.perf_counter()
-        write_dataset(source, args.series)
+        write_dataset(source, args.series, args.row_group)
         size = source.stat().st_size
         print(
             f"dataset: {args.series} series x {LENGTH} points, {size / 2**20:.0f} MiB Parquet, "
@@ -133,23 +169,23 @@ def main() -> None:
                 done = single_process(source, work / f"{kind}-loop", kind)
                 loop_seconds = time.perf_counter() - began
             assert done == args.series
-            rows.append((kind, "single process", loop_seconds, loop_seconds, memory.driver, 0, 0))
+            rows.append((kind, "single process", loop_seconds, loop_seconds, memory))
             with PeakMemory() as memory:
                 began = time.perf_counter()
                 result = run_bulk(FOLDER, source, work / f"{kind}-ray", kind=kind, steps=STEPS, progress=False)
                 seconds = time.perf_counter() - began
             assert result.series == count_rows(work / f"{kind}-ray") == args.series
-            rows.append(
-                (kind, "ray data (2 actors)", seconds, loop_seconds, memory.driver, memory.worker, memory.workers)
-            )
+            rows.append((kind, f"ray data ({ACTORS} actors)", seconds, loop_seconds, memory))
+        columns = ("driver_heap", "actor_heap", "read_heap", "write_heap", "task_heap", "actor_shm", "store")
         print(
             f"\n{'kind':9} {'way':20} {'seconds':>8} {'series/s':>10} {'vs loop':>8} "
-            f"{'driver MiB':>10} {'max worker MiB':>14} {'all ray:: MiB':>13}"
+            + " ".join(f"{name:>11}" for name in columns)
+            + "\n(peak MiB; _heap: RssAnon of the largest one process of that kind; actor_shm: object-store pages an actor maps; store: object store pages on /dev/shm)"
         )
-        for kind, way, seconds, loop_seconds, driver, worker, workers in rows:
+        for kind, way, seconds, loop_seconds, memory in rows:
             print(
                 f"{kind:9} {way:20} {seconds:8.1f} {args.series / seconds:10.0f} {loop_seconds / seconds:7.2f}x "
-                f"{driver / 1024:10.0f} {worker / 1024:14.0f} {workers / 1024:13.0f}"
+                + " ".join(f"{memory.mib(name):>11}" for name in columns)
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -47,6 +47,7 @@ ACTOR_CPUS = (
 )
 LOCAL_CPUS = 2  # the CPUs of the local Ray instance started when no address is given
 READ_CPUS = 0.25  # per read task
+STORE_LIMIT = 256 * 2**20  # bytes of Ray's object store the run's blocks may hold at once (see run_bulk)
 LONG_ROWS_PER_PARTITION = 2_000_000  # long layout: rows per sort partition (~48 MB of int64, int64, float64)
 
 
@@ -129,6 +130,46 @@ class NpyRunner(SeriesRunner):
             ids = pa.array(np.arange(first_id, first_id + len(rows), dtype=np.int64))
             tables.append(output_table(ids, self.run(rows)))
         return pa.concat_tables(tables)
+
+
+class ParquetRunner(SeriesRunner):
+    """`SeriesRunner` for wide Parquet: each row of the batch names a file and one row group, read
+    here in batches of ``batch_size`` rows. One row group at a time: pyarrow's iter_batches over a
+    whole file with a list column keeps every row group read so far allocated until it ends, so
+    Ray Data's reader (which does that) grew with the file (~1 GB per read task at 1M series)."""
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        tables = []
+        for path, group in zip(*(batch.column(name).to_pylist() for name in ("path", "row_group"))):
+            reader = pq.ParquetFile(path)
+            for part in reader.iter_batches(self.batch_size, row_groups=[group], columns=[ID_COLUMN, SERIES_COLUMN]):
+                ids = part.column(ID_COLUMN)
+                tables.append(output_table(ids, self.run(series_matrix(part.column(SERIES_COLUMN), ids))))
+        return pa.concat_tables(tables)
+
+
+def parquet_row_groups(source: Path) -> list[dict[str, Any]]:
+    """One item per row group of the Parquet files of ``source`` (footers only); DataError unless
+    the first file has the wide columns."""
+    import pyarrow.parquet as pq
+
+    files = sorted(source.rglob("*.parquet")) if source.is_dir() else [source]
+    if not files:
+        raise DataError(f"{source} holds no .parquet files")
+    items = []
+    for path in files:
+        metadata = pq.ParquetFile(path).metadata
+        missing = {ID_COLUMN, SERIES_COLUMN} - set(metadata.schema.to_arrow_schema().names)
+        if missing:
+            raise DataError(
+                f"{path} must have the columns {ID_COLUMN!r} and {SERIES_COLUMN!r} (or {', '.join(LONG_COLUMNS)}); "
+                f"missing {sorted(missing)}"
+            )
+        items += [{"path": str(path.resolve()), "row_group": group} for group in range(metadata.num_row_groups)]
+    return items
 
 
 def series_matrix(column: Any, ids: Any) -> np.ndarray:
@@ -263,29 +304,23 @@ def is_npy(source: Path) -> bool:
     return source.suffix == ".npy" or (source.is_dir() and any(source.glob("*.npy")))
 
 
-def _dataset(ray: Any, source: Path, batch_size: int) -> tuple[Any, bool]:
-    """(the input dataset, whether it is .npy slices)."""
+def _dataset(ray: Any, source: Path, batch_size: int) -> tuple[Any, str]:
+    """(the input dataset, its kind: "npy" (slices), "parquet" (row groups) or "long" (wide rows))."""
     if not source.exists():
         raise DataError(f"input {str(source)!r} does not exist")
     if is_npy(source):
-        return ray.data.from_items(npy_slices(npy_files(source), batch_size)), True
+        return ray.data.from_items(npy_slices(npy_files(source), batch_size)), "npy"
     dataset = ray.data.read_parquet(str(source), num_cpus=READ_CPUS)
     names = set(dataset.schema().names)
     if set(LONG_COLUMNS) <= names and not {ID_COLUMN, SERIES_COLUMN} <= names:
         registry = ray.remote(num_cpus=0)(LengthRegistry).remote()
         rows = count_rows(source)  # from the footers: the sort's partitions (its blocks) by the data's size
-        ray.data.DataContext.get_current().default_hash_shuffle_parallelism = -(-rows // LONG_ROWS_PER_PARTITION)
+        dataset.context.default_hash_shuffle_parallelism = -(-rows // LONG_ROWS_PER_PARTITION)  # its own copy
         wide = dataset.select_columns(list(LONG_COLUMNS)).sort(LONG_COLUMNS[0])  # a series' rows in one block
         return wide.map_batches(
             long_to_wide, fn_kwargs={"registry": registry}, batch_size=None, batch_format="pyarrow", num_cpus=READ_CPUS
-        ), False
-    missing = {ID_COLUMN, SERIES_COLUMN} - set(dataset.schema().names)
-    if missing:
-        raise DataError(
-            f"{source} must have the columns {ID_COLUMN!r} and {SERIES_COLUMN!r} (or {', '.join(LONG_COLUMNS)}); "
-            f"missing {sorted(missing)}"
-        )
-    return dataset.select_columns([ID_COLUMN, SERIES_COLUMN]), False
+        ), "long"
+    return ray.data.from_items(parquet_row_groups(source)), "parquet"
 
 
 def run_bulk(
@@ -327,17 +362,22 @@ def run_bulk(
             ray.init(address=address, logging_level="ERROR")
     context = ray.data.DataContext.get_current()
     saved = context.execution_options.preserve_order, context.enable_progress_bars, context.raise_original_map_exception
-    saved_parallelism = context.default_hash_shuffle_parallelism
+    saved_limits = context.execution_options.resource_limits
+    # Ray Data lets the reader run ahead of the model workers until its share of the object store
+    # (by default a fraction of 30% of the node's RAM) is full: the blocks read and not yet run
+    # grew with the data (to ~1 GB at 1M series here). A fixed budget bounds them.
+    context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(object_store_memory=STORE_LIMIT)
     context.execution_options.preserve_order = True  # output rows in input order
     context.enable_progress_bars = progress
     context.raise_original_map_exception = True  # a worker's DataError reaches here as itself
     begin = time.perf_counter()
     try:
-        dataset, npy = _dataset(ray, source, batch_size)
+        dataset, layout = _dataset(ray, source, batch_size)
+        runner = {"npy": NpyRunner, "parquet": ParquetRunner, "long": SeriesRunner}[layout]
         dataset = dataset.map_batches(
-            NpyRunner if npy else SeriesRunner,
+            runner,
             fn_constructor_args=(str(folder), kind, steps, batch_size),
-            batch_size=1 if npy else batch_size,
+            batch_size=batch_size if layout == "long" else 1,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=ACTOR_CPUS,
@@ -352,7 +392,7 @@ def run_bulk(
         context.execution_options.preserve_order, context.enable_progress_bars, context.raise_original_map_exception = (
             saved
         )
-        context.default_hash_shuffle_parallelism = saved_parallelism
+        context.execution_options.resource_limits = saved_limits
         if started:
             ray.shutdown()
     return BulkResult(out, count_rows(out), time.perf_counter() - begin)
