@@ -180,7 +180,8 @@ def main() -> None:
         print(
             f"\n{'kind':9} {'way':20} {'seconds':>8} {'series/s':>10} {'vs loop':>8} "
             + " ".join(f"{name:>11}" for name in columns)
-            + "\n(peak MiB; _heap: RssAnon of the largest one process of that kind; actor_shm: object-store pages an actor maps; store: object store pages on /dev/shm)"
+            + "\n(peak MiB; _heap: RssAnon of the largest one process of that kind; "
+            + "actor_shm: object-store pages an actor maps; store: object store pages on /dev/shm)"
         )
         for kind, way, seconds, loop_seconds, memory in rows:
             print(
