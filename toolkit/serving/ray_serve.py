@@ -68,6 +68,7 @@ STEPPER = "Stepper"
 FRONT = "Front"
 MAX_FOLDER_BYTES = 256 << 20  # what one folder may ship to every replica
 EXPIRY_PERIOD_S = 5.0
+REPLICA_PROTOCOL = "ray"  # the protocol label of a replica's request metrics
 CALLS_PER_REPLICA = 2  # calls in flight from one front to one replica; later requests wait for the next
 
 # ---- routing ----------------------------------------------------------------------------------
@@ -322,28 +323,14 @@ class RoutedEngine(Engine):
                 else:
                     future.set_result(answer)
 
-    async def infer(self, request: InferRequest, protocol: str, version: str = "") -> InferResponse:
-        started = time.perf_counter()
-        name = request.model
-        self._in_flight += 1
-        try:
-            endpoint = self.endpoint(name, version)
-            if not endpoint.ready:
-                raise Unavailable(f"model '{name}' is not ready: {endpoint.served.error}")
-            key = sequence_key(request.parameters.get("sequence_id"))
-            session = None if key is None else _session(endpoint.served.name, key)
-            answer = await self._call(request, protocol, version, session)
-            if isinstance(answer, ServeError):
-                raise answer
-        except ServeError as error:
-            self.metrics.request(
-                name if name in self.endpoints else "", protocol, error.status, time.perf_counter() - started
-            )
-            raise
-        finally:
-            self._in_flight -= 1
-        self.metrics.request(name, protocol, 200, time.perf_counter() - started)
-        return answer
+    async def _infer(self, endpoint: Any, request: InferRequest) -> tuple[list[tuple[str, Any]], dict]:
+        """Runs on a replica (`Engine.infer` around it checks the model and counts the answer)."""
+        key = sequence_key(request.parameters.get("sequence_id"))
+        session = None if key is None else _session(endpoint.served.name, key)
+        answer = await self._call(request, REPLICA_PROTOCOL, "", session)  # the version checked here
+        if isinstance(answer, ServeError):
+            raise answer
+        return answer.outputs, answer.parameters
 
 
 @serve.ingress()
