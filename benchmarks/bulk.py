@@ -3,15 +3,19 @@
     .venv/bin/python benchmarks/bulk.py                  # 200k series x 100 steps, about 1 min here
     .venv/bin/python benchmarks/bulk.py --series 1000000 # the issue's million
 
-Both ways read the same Parquet file in batches, run the same `toolkit.bulk.SeriesRunner` (one
-loaded model, fused forms) and write Parquet. Peak RSS is sampled every 50 ms from /proc: the
-driver (this process) and every Ray worker process (``ray::`` in its command line). Ray's times
-include starting and stopping the local instance. Prints one table; ratios are against the loop.
+Both ways read the same Parquet file (written by a child process) one row group at a time in
+batches of `BATCH_SIZE`, run the same `toolkit.bulk.SeriesRunner` (one loaded model, fused forms)
+and write Parquet. Memory is sampled every 100 ms from /proc (see `PeakMemory`): the driver (this
+process), every Ray worker process (``ray::`` in its command line) by kind, and /dev/shm (the
+object store). Ray's times include starting and stopping the local instance. Prints one table;
+ratios are against the loop. ``task_heap`` in a loop row is Ray workers still exiting from the
+previous run.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import shutil
 import sys
@@ -134,11 +138,13 @@ def single_process(source: Path, out: Path, kind: str) -> int:
     runner = SeriesRunner(str(FOLDER), kind, STEPS if kind == "generate" else None, BATCH_SIZE)
     done, writer = 0, None
     out.mkdir()
-    for batch in pq.ParquetFile(source).iter_batches(batch_size=BATCH_SIZE):
-        table = runner(pa.Table.from_batches([batch]))
-        writer = writer or pq.ParquetWriter(out / "part-0.parquet", table.schema)
-        writer.write_table(table)
-        done += table.num_rows
+    reader = pq.ParquetFile(source)
+    for group in range(reader.num_row_groups):  # one row group at a time: see toolkit.bulk.ParquetRunner
+        for batch in reader.iter_batches(batch_size=BATCH_SIZE, row_groups=[group]):
+            table = runner(pa.Table.from_batches([batch]))
+            writer = writer or pq.ParquetWriter(out / "part-0.parquet", table.schema)
+            writer.write_table(table)
+            done += table.num_rows
     writer.close()
     return done
 
@@ -155,7 +161,13 @@ def main() -> None:
     try:
         source = work / "series.parquet"
         began = time.perf_counter()
-        write_dataset(source, args.series, args.row_group)
+        # in a child process, so that the driver's memory below is the run's alone
+        child = multiprocessing.get_context("spawn").Process(
+            target=write_dataset, args=(source, args.series, args.row_group)
+        )
+        child.start()
+        child.join()
+        assert child.exitcode == 0
         size = source.stat().st_size
         print(
             f"dataset: {args.series} series x {LENGTH} points, {size / 2**20:.0f} MiB Parquet, "
