@@ -462,6 +462,20 @@ def _reachable(address: str, timeout_s: float = 5.0) -> None:
         raise runtime.DataError(f"cannot join the Ray cluster at {address!r}: {error.strerror or error}") from None
 
 
+def _token_auth_if_configured() -> None:
+    """Ray 2.60 starts local clusters with token authentication (the token in ~/.ray/auth_token)
+    but joins one without sending it unless RAY_AUTH_MODE=token: set it where a token is at
+    hand and the caller did not choose (RAY_AUTH_MODE=disabled opts out)."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").is_file()
+    ):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def connect(address: str | None = None, cpus: int | None = None) -> bool:
     """Joins the Ray cluster at ``address``, or starts a local one (``cpus`` logical CPUs);
     whether this call started it."""
@@ -469,6 +483,7 @@ def connect(address: str | None = None, cpus: int | None = None) -> bool:
         return False
     if address:
         _reachable(address)
+        _token_auth_if_configured()
         try:
             ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as error:

@@ -149,6 +149,27 @@ def test_the_ray_native_application_behind_rays_http_proxy(cluster):
         serve.delete("rnn-native")
 
 
+def test_rnn_serve_ray_joins_an_existing_cluster(cluster):
+    """`rnn serve --ray --address HOST:PORT` (this module's cluster, token authentication on, as
+    Ray starts local clusters): its own application beside the others; SIGTERM deletes it only."""
+    from tests.toolkit.serving.test_serve_cli import Served, step
+
+    address = ray.get_runtime_context().gcs_address
+    before = set(serve.status().applications)
+    served = Served("--ray", "--address", address, "--replicas", "1", "--app-name", "joined", f"sine={COMMITTED}")
+    try:
+        assert any(f"on Ray at {address}" in line for line in served.lines), served.lines
+        assert "joined" in serve.status().applications
+        client = served.client()
+        got = [step(client, 8, float(v), start=t == 0)[0] for t, v in enumerate(np.linspace(-1, 1, 6))]
+        expected = local_run(np.linspace(-1, 1, 6, dtype=np.float32).reshape(6, 1, 1))
+        assert got == [float(y) for y in expected[:, 0]]
+    finally:
+        code, rest = served.stop(timeout=120)
+    assert code == 0, rest
+    assert set(serve.status().applications) == before  # its application deleted, no other touched
+
+
 def test_a_replica_killed_under_load_loses_no_acknowledged_step(ray_server):
     """The issue's kill test: 64 sequences x 500 steps (32 over HTTP, 32 over gRPC), one of the
     2 replicas SIGKILLed at a random moment between 20% and 60% of the steps."""
