@@ -1,8 +1,9 @@
 """Predict and generate over many series on Ray Data: Parquet or .npy in, Parquet out, streamed.
 
 One series per row: a Parquet dataset (a file or a folder of files) with an ``id`` column and a
-``series`` column holding a list of numbers, all of one length (batches cross files and row
-groups; a batch of mixed lengths is refused), or .npy files (a file or a folder of them), each one
+``series`` column holding a list of numbers, all of one length (a batch of mixed lengths is
+refused), read by the model workers one row group at a time (so a worker holds one row group, not
+a file: see `ParquetRunner`), or .npy files (a file or a folder of them), each one
 2-D array (n_series, length) whose rows get the ids 0, 1, 2, ... across the files in name order.
 Or the long layout: a Parquet dataset with the columns ``series_id`` (int or string), ``t`` (int)
 and ``value`` (a number), one row per point, rows in any order and a series' rows in any files.
@@ -151,17 +152,25 @@ class ParquetRunner(SeriesRunner):
         return pa.concat_tables(tables)
 
 
-def parquet_row_groups(source: Path) -> list[dict[str, Any]]:
-    """One item per row group of the Parquet files of ``source`` (footers only); DataError unless
-    the first file has the wide columns."""
-    import pyarrow.parquet as pq
-
+def parquet_files(source: Path) -> list[Path]:
+    """The .parquet files of ``source`` (a file, or a folder's, in name order)."""
     files = sorted(source.rglob("*.parquet")) if source.is_dir() else [source]
     if not files:
         raise DataError(f"{source} holds no .parquet files")
+    return files
+
+
+def parquet_row_groups(files: list[Path]) -> list[dict[str, Any]]:
+    """One item per row group of ``files`` (footers only); DataError unless each has the wide
+    columns."""
+    import pyarrow.parquet as pq
+
     items = []
     for path in files:
-        metadata = pq.ParquetFile(path).metadata
+        try:
+            metadata = pq.ParquetFile(path).metadata
+        except (OSError, ValueError) as error:
+            raise DataError(f"{path} is not a readable Parquet file: {error}") from None
         missing = {ID_COLUMN, SERIES_COLUMN} - set(metadata.schema.to_arrow_schema().names)
         if missing:
             raise DataError(
@@ -310,9 +319,15 @@ def _dataset(ray: Any, source: Path, batch_size: int) -> tuple[Any, str]:
         raise DataError(f"input {str(source)!r} does not exist")
     if is_npy(source):
         return ray.data.from_items(npy_slices(npy_files(source), batch_size)), "npy"
-    dataset = ray.data.read_parquet(str(source), num_cpus=READ_CPUS)
-    names = set(dataset.schema().names)
+    import pyarrow.parquet as pq
+
+    files = parquet_files(source)
+    try:
+        names = set(pq.read_schema(files[0]).names)  # the layout, from the first file's footer
+    except (OSError, ValueError) as error:
+        raise DataError(f"{files[0]} is not a readable Parquet file: {error}") from None
     if set(LONG_COLUMNS) <= names and not {ID_COLUMN, SERIES_COLUMN} <= names:
+        dataset = ray.data.read_parquet(str(source), num_cpus=READ_CPUS)
         registry = ray.remote(num_cpus=0)(LengthRegistry).remote()
         rows = count_rows(source)  # from the footers: the sort's partitions (its blocks) by the data's size
         dataset.context.default_hash_shuffle_parallelism = -(-rows // LONG_ROWS_PER_PARTITION)  # its own copy
@@ -320,7 +335,7 @@ def _dataset(ray: Any, source: Path, batch_size: int) -> tuple[Any, str]:
         return wide.map_batches(
             long_to_wide, fn_kwargs={"registry": registry}, batch_size=None, batch_format="pyarrow", num_cpus=READ_CPUS
         ), "long"
-    return ray.data.from_items(parquet_row_groups(source)), "parquet"
+    return ray.data.from_items(parquet_row_groups(files)), "parquet"
 
 
 def run_bulk(
