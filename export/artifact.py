@@ -14,7 +14,9 @@ import torch
 from rnn.checkpoint import load_checkpoint
 from rnn.config import TRAIN_DATA_NAME, Config, ModelConfig
 from rnn.folders import replacing_folder
+from rnn.randomness import preserved_global_rng
 from runtime import __version__
+from runtime.errors import ExportError
 from runtime.fused import STEP
 from runtime.manifest import (
     BATCH_AXIS,
@@ -27,6 +29,7 @@ from runtime.manifest import (
     ROLE_WEIGHTS,
     STEP_ONNX_NAME,
     STEP_TORCHSCRIPT_NAME,
+    TORCHSCRIPT_SKIPPED_KEY,
     VERIFY_NAME,
     WEIGHTS_NAME,
     Manifest,
@@ -41,6 +44,7 @@ from .errors import failing_as
 from .fused import BUILDERS, ElmanWeights, write_fused
 from .onnx_export import export_step_onnx, resolve_opset
 from .ort_format import convert_to_ort
+from .probe import PROBE_SEED
 from .test_data import write_test_data
 from .torchscript import save_torchscript, script_step
 
@@ -59,7 +63,8 @@ def export_folder(
 ) -> Path:
     """Scripts and exports the model trained in ``folder`` into ``out`` (default: ``folder``).
 
-    Writes ``step.torchscript.pt``, ``step.onnx``, for the Elman cell the fused loop models
+    Writes ``step.torchscript.pt`` (with the dynamo exporter, only if the model scripts: the
+    manifest's ``model.torchscript_skipped`` says why not), ``step.onnx``, for the Elman cell the fused loop models
     (``sequence_*.onnx``, ``rollout_*.onnx``, see `export.fused`), self-check data for every
     ONNX model (`export.test_data`) and ``manifest.json``, beside copies of ``weights.pt`` and
     ``config.json``. With ``ort_format``, also each model in onnxruntime's ORT format
@@ -67,12 +72,13 @@ def export_folder(
     ("torchscript") or through ``torch.export`` ("dynamo"); ``opset`` None is the exporter's
     default (`export.onnx_export.resolve_opset`). A folder of a user's module needs its
     ``factory``. The result is built in a temporary folder and swapped into place, so an
-    interrupted export leaves the previous folder as it was.
+    interrupted export leaves the previous folder as it was. The caller's global random
+    generators are left as they were.
     """
     source = Path(folder)
     opset = resolve_opset(exporter, opset)
     checkpoint = load_checkpoint(source, factory)
-    with replacing_folder(source if out is None else out) as staging:
+    with preserved_global_rng(PROBE_SEED), replacing_folder(source if out is None else out) as staging:
         _carry_over(source, staging)
         write_artifacts(
             staging, checkpoint.model, checkpoint.config, opset=opset, ort_format=ort_format, exporter=exporter
@@ -100,9 +106,9 @@ def write_artifacts(
     ``weights.pt`` and ``config.json``)."""
     x, y, states = step_specs(config.model)
     metadata = _onnx_metadata(config.model, states)
-    with failing_as(f"torch.jit.script cannot compile {type(model).__name__}"):
-        scripted = script_step(model)
-    save_torchscript(scripted, staging)
+    scripted, torchscript_skipped = _script(model, required=exporter == "torchscript")
+    if scripted is not None:
+        save_torchscript(scripted, staging)
     with failing_as(f"the {exporter} exporter cannot export {type(model).__name__}"):
         step_module = scripted if exporter == "torchscript" else model
         export_step_onnx(step_module, staging / STEP_ONNX_NAME, [x], [y], states, metadata, opset, exporter)
@@ -110,9 +116,21 @@ def write_artifacts(
     onnx_files = {STEP: STEP_ONNX_NAME, **fused}
     write_test_data(model, config.model, staging, onnx_files)
     ort_files = convert_to_ort(staging, onnx_files) if ort_format else {}
-    manifest = _manifest(staging, config, (x, y, states), fused, ort_files, opset, exporter)
+    manifest = _manifest(staging, config, (x, y, states), fused, ort_files, opset, exporter, torchscript_skipped)
     write_manifest(staging, manifest)  # last: a folder without it is never loadable
     return manifest
+
+
+def _script(model: torch.nn.Module, *, required: bool) -> tuple[torch.jit.ScriptModule | None, str | None]:
+    """(the scripted module, None), or where TorchScript cannot compile it and it is not
+    ``required`` (the dynamo exporter works from the eager module), (None, why)."""
+    try:
+        with failing_as(f"torch.jit.script cannot compile {type(model).__name__}"):
+            return script_step(model), None
+    except ExportError as error:
+        if required:
+            raise
+        return None, str(error)
 
 
 def step_specs(model: ModelConfig) -> tuple[TensorSpec, TensorSpec, list[StateSpec]]:
@@ -155,13 +173,16 @@ def _manifest(
     ort_files: dict[str, str],
     opset: int,
     exporter: str,
+    torchscript_skipped: str | None,
 ) -> Manifest:
-    """The manifest of what ``staging`` now holds, every file hashed."""
+    """The manifest of what ``staging`` now holds, every file hashed; without a TorchScript file
+    where ``torchscript_skipped`` says why there is none."""
     x, y, states = specs
     train = config.train
+    scripted = torchscript_skipped is None
     files = [
         file_entry(staging, STEP_ONNX_NAME, ROLE_STEP_ONNX),
-        file_entry(staging, STEP_TORCHSCRIPT_NAME, ROLE_STEP_TORCHSCRIPT),
+        *([file_entry(staging, STEP_TORCHSCRIPT_NAME, ROLE_STEP_TORCHSCRIPT)] if scripted else []),
         file_entry(staging, WEIGHTS_NAME, ROLE_WEIGHTS),
         file_entry(staging, CONFIG_NAME, ROLE_CONFIG),
         *(file_entry(staging, name, form) for form, name in fused.items()),
@@ -175,7 +196,7 @@ def _manifest(
     )
     producers = {
         STEP_ONNX_NAME: step_producer,
-        STEP_TORCHSCRIPT_NAME: "torch.jit.script",
+        **({STEP_TORCHSCRIPT_NAME: "torch.jit.script"} if scripted else {}),
         WEIGHTS_NAME: f"rnn train ({train.trainer} trainer)" if train else "state_dict of the user's module",
         CONFIG_NAME: "rnn train" if train else "rnn export-module",
         **{name: "export.fused (onnx.helper, from the weights)" for name in fused.values()},
@@ -190,6 +211,8 @@ def _manifest(
     }
     if config.model.kind == "custom":
         model_info["factory"] = config.model.factory
+    if not scripted:
+        model_info[TORCHSCRIPT_SKIPPED_KEY] = torchscript_skipped
     return Manifest(
         model=model_info,
         producers=producers,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +13,15 @@ import torch
 from rnn.checkpoint import save_checkpoint
 from rnn.config import CUSTOM, MAX_SIZE, Config, ModelConfig, StateConfig
 from rnn.folders import replacing_folder
+from rnn.randomness import preserved_global_rng
 from runtime.errors import ExportError, InputValueError
 
-from .artifact import write_artifacts
+from .artifact import step_specs, write_artifacts
 from .errors import failing_as
 from .onnx_export import resolve_opset
+from .probe import PROBE_SEED, TORCH_DTYPES, probe_tensor
 
 PROBE_BATCH = 3
-PROBE_SEED = 0
 
 
 def custom_config(
@@ -56,23 +58,57 @@ def custom_config(
 
 
 def check_protocol(module: torch.nn.Module, config: ModelConfig) -> None:
-    """Runs the module once on seeded random inputs (the caller's global RNG untouched): it must
-    return (y, *state) with the right shapes and dtype."""
+    """Runs the module once on seeded probe inputs of the declared dtypes, uniform over INPUT_RANGE
+    (`export.probe`; the caller's global RNG untouched): it must return (y, *state) with the right
+    shapes and dtypes. A module whose parameters are not float32 is refused first, by name."""
+    check_float32(module)
+    x, y, states = step_specs(config)
     generator = torch.Generator().manual_seed(PROBE_SEED)
-    x = torch.randn(PROBE_BATCH, config.input_size, generator=generator)
-    state = [torch.randn(PROBE_BATCH, size, generator=generator) for size in config.state_sizes]
+    inputs = [probe_tensor(spec, PROBE_BATCH, generator) for spec in (x, *states)]
     with failing_as(f"calling the module as forward(x, {', '.join(config.state_names)}) failed"), torch.no_grad():
-        result = module(x, *state)
-    expected = [(PROBE_BATCH, config.output_size), *((PROBE_BATCH, size) for size in config.state_sizes)]
+        result = module(*inputs)
+    expected = [y, *states]
     if not isinstance(result, (tuple, list)) or len(result) != len(expected):
         count = len(result) if isinstance(result, (tuple, list)) else 1
         raise ExportError(
             f"forward must return (y, {', '.join(config.state_names)}): {len(expected)} tensors, got {count}"
         )
-    for name, tensor, shape in zip(("y", *config.state_names), result, expected):
-        if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != shape or tensor.dtype != torch.float32:
-            got = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-            raise ExportError(f"forward's {name} must be a float32 tensor of shape (batch, {shape[1]}), got {got}")
+    for name, tensor, spec in zip(("y", *config.state_names), result, expected):
+        shape = (PROBE_BATCH, *spec.shape[1:])
+        wanted = (shape, TORCH_DTYPES[spec.dtype])
+        if isinstance(tensor, torch.Tensor) and (tuple(tensor.shape), tensor.dtype) == wanted:
+            continue
+        got = (
+            f"{tuple(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"
+            if isinstance(tensor, torch.Tensor)
+            else type(tensor).__name__
+        )
+        raise ExportError(f"forward's {name} must be a {spec.dtype} tensor of shape (batch, {shape[1]}), got {got}")
+
+
+def check_float32(module: torch.nn.Module) -> None:
+    """ExportError naming the first floating parameter or buffer that is not float32, and what to do:
+    the exported models compute in float32 and verification compares them with the module as it is."""
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and tensor.dtype != torch.float32:
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            raise ExportError(
+                f"the module's {name!r} is {dtype}; the exported models compute in float32: "
+                f"export module.float() (a float32 copy: copy.deepcopy(module).float())"
+            )
+
+
+@contextlib.contextmanager
+def evaluating(module: torch.nn.Module) -> Iterator[None]:
+    """The module (every submodule) in eval mode inside the block, each back in its own mode after."""
+    modes = [(sub, sub.training) for sub in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for sub, training in modes:
+            sub.training = training
 
 
 def export_module(
@@ -93,6 +129,11 @@ def export_module(
     initial), initial a number or ``size`` numbers (default 0). ``factory``
     ("package.module:function") is recorded so that `verify_folder` can rebuild the module.
     Raises ExportError naming the construct when the module cannot be scripted or exported.
+
+    The module is exported in eval mode and left in the mode it came in; the caller's global
+    random generators are left as they were (torch's is seeded with PROBE_SEED meanwhile).
+    With the dynamo exporter a module TorchScript cannot compile still exports: the folder then
+    has no TorchScript file, and its manifest says why (``model.torchscript_skipped``).
     """
     model = custom_config(
         input_size,
@@ -102,10 +143,10 @@ def export_module(
         class_name=f"{type(module).__module__}.{type(module).__qualname__}",
     )
     opset = resolve_opset(exporter, opset)
-    module = module.eval()
-    check_protocol(module, model)
     config = Config(model)
-    with replacing_folder(out) as staging:
-        save_checkpoint(module, config, staging)
-        write_artifacts(staging, module, config, opset=opset, ort_format=ort_format, exporter=exporter)
+    with preserved_global_rng(PROBE_SEED), evaluating(module):
+        check_protocol(module, model)
+        with replacing_folder(out) as staging:
+            save_checkpoint(module, config, staging)
+            write_artifacts(staging, module, config, opset=opset, ort_format=ort_format, exporter=exporter)
     return Path(out)

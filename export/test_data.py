@@ -21,6 +21,8 @@ from runtime.errors import ExportError
 from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
 from runtime.manifest import TEST_DATA_DIR
 
+from .probe import INPUT_RANGE
+
 TEST_BATCH = 3
 TEST_STEPS = 13  # > UNROLL, not a multiple: the blocked loops run a full block and a remainder
 TEST_SEED = 99
@@ -31,16 +33,16 @@ def reference_case(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(inputs, outputs) of one form, in the graph's order, outputs from eager PyTorch."""
     n_in = config.input_size
-    state = [rng.uniform(-1, 1, (TEST_BATCH, size)).astype(np.float32) for size in config.state_sizes]
+    state = [rng.uniform(*INPUT_RANGE, (TEST_BATCH, size)).astype(np.float32) for size in config.state_sizes]
     eager = NumpyStep(model)
     if form == STEP:
-        x = rng.uniform(-1, 1, (TEST_BATCH, n_in)).astype(np.float32)
+        x = rng.uniform(*INPUT_RANGE, (TEST_BATCH, n_in)).astype(np.float32)
         inputs, (y, new) = [x, *state], eager.step_once(x, state)
     elif form in SEQUENCE_FORMS:
-        xs = rng.uniform(-1, 1, (TEST_STEPS, TEST_BATCH, n_in)).astype(np.float32)
+        xs = rng.uniform(*INPUT_RANGE, (TEST_STEPS, TEST_BATCH, n_in)).astype(np.float32)
         inputs, (y, new) = [xs, *state], eager.predict(xs, state)
     elif form in ROLLOUT_FORMS:
-        x0 = rng.uniform(-1, 1, (TEST_BATCH, n_in)).astype(np.float32)
+        x0 = rng.uniform(*INPUT_RANGE, (TEST_BATCH, n_in)).astype(np.float32)
         inputs = [x0, *state, np.array([TEST_STEPS], dtype=np.int64)]
         y, new = eager.generate(x0, TEST_STEPS, state)
     else:

@@ -7,6 +7,7 @@ import io
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -15,14 +16,43 @@ from runtime.manifest import STEP_TORCHSCRIPT_NAME, FileEntry, resolve_file
 
 
 def script_step(model: torch.nn.Module) -> torch.jit.ScriptModule:
-    """``torch.jit.script`` of the step module, in eval mode.
+    """``torch.jit.script`` of the step module, in eval mode (the caller sets and restores the mode).
 
     TorchScript is deprecated in current PyTorch but is what libtorch programs load; the
-    design keeps it (NOTES.md), so its deprecation warning is silenced here.
+    design keeps it (NOTES.md), so its deprecation warning is silenced here. A failure leaves
+    TorchScript's type cache as it was (`_forget_failed_types`), so that scripting the same
+    class again in this process fails with the same error, not ``Can't redefine method``.
     """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated.*", category=DeprecationWarning)
-        return torch.jit.script(model.eval())
+    before = _known_types()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated.*", category=DeprecationWarning)
+            return torch.jit.script(model.eval())
+    except Exception:
+        _forget_failed_types(before)
+        raise
+
+
+def _type_store() -> Any:
+    """TorchScript's cache of module types (private to torch; None if a torch version has none)."""
+    return getattr(getattr(torch.jit, "_recursive", None), "concrete_type_store", None)
+
+
+def _known_types() -> dict[type, int]:
+    """How many compiled types TorchScript's cache holds per module class."""
+    store = _type_store()
+    return {} if store is None else {cls: len(types) for cls, types in store.type_store.items()}
+
+
+def _forget_failed_types(before: dict[type, int]) -> None:
+    """Drops the types a failed ``torch.jit.script`` left in TorchScript's cache without their
+    methods compiled: reused, they fail with ``Can't redefine method: forward on class``."""
+    store = _type_store()
+    if store is None:
+        return
+    for cls, types in store.type_store.items():
+        kept = before.get(cls, 0)
+        types[kept:] = [t for t in types[kept:] if t in store.methods_compiled]
 
 
 def save_torchscript(scripted: torch.jit.ScriptModule, folder: str | os.PathLike) -> Path:

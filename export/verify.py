@@ -31,10 +31,12 @@ from rnn.config import Config, training_series
 from rnn.data import SEQ_LENGTH, pairs
 from rnn.eager import NumpyStep
 from rnn.folders import write_text_atomically
+from rnn.randomness import preserved_global_rng
 from runtime.errors import VerificationFailed
 from runtime.fused import SEQUENCE_FORMS, STEP
 from runtime.manifest import ROLE_STEP_TORCHSCRIPT, VERIFY_NAME
 
+from .probe import INPUT_RANGE
 from .torchscript import load_torchscript_checked
 
 # Tolerances, as max abs error against eager float32 PyTorch. The models' values are O(1) (tanh
@@ -89,6 +91,7 @@ class VerifyReport:
     horizon_steps: int = HORIZON_STEPS
     limits: dict[str, dict] = field(default_factory=dict)  # check -> steps compared, drift, tolerance used
     skipped: dict[str, str] = field(default_factory=dict)  # form -> why it was not checked
+    horizon_skipped: str | None = None  # why no divergence horizon was measured (no closed loop)
     manifest_sha256: str = ""  # the manifest this report is about (`rnn info` trusts no other)
 
     @property
@@ -102,7 +105,12 @@ class VerifyReport:
             "passed": self.passed,
             "skipped": self.skipped,
             "tolerances": {"step": STEP_ATOL, "sequence": SEQUENCE_ATOL, "rollout": ROLLOUT_ATOL},
-            "divergence": {"threshold": DIVERGENCE_ATOL, "steps": self.horizon_steps, "horizons": self.horizons},
+            "divergence": {
+                "threshold": DIVERGENCE_ATOL,
+                "steps": self.horizon_steps,
+                "horizons": self.horizons,
+                "not_measured": self.horizon_skipped,
+            },
             "limited_checks": self.limits,
             "comparisons": [asdict(c) for c in self.comparisons],
         }
@@ -145,7 +153,9 @@ class VerifyReport:
                 )
                 drift, tolerance = limit["float32_drift"], limit["tolerance"]
                 lines.append(f"  {check}: float32 drift {drift:.1e}, tolerance {tolerance:.1e}, {steps}")
-        if self.horizons:
+        if self.horizon_skipped:
+            lines += ["", f"divergence horizon: not measured ({self.horizon_skipped})"]
+        elif self.horizons:
             lines += [
                 "",
                 f"divergence horizon vs float64 eager (first step with error > {DIVERGENCE_ATOL:g}, "
@@ -282,7 +292,19 @@ def verify_folder(
     folder you made yourself). Otherwise the report says it skipped that form. Everything else
     (the ONNX models in onnxruntime, weights.pt with ``weights_only=True``) runs no code.
     """
-    folder = Path(folder)
+    with preserved_global_rng(VERIFY_SEED):  # the caller's generators stay as they were
+        return _verify(Path(folder), write, raise_on_failure, factory, progress, digest, trust)
+
+
+def _verify(
+    folder: Path,
+    write: bool,
+    raise_on_failure: bool,
+    factory,
+    progress: Progress | None,
+    digest: str | None,
+    trust: bool,
+) -> VerifyReport:
     onnx_model = runtime.load(folder, digest=digest)  # checks the manifest's digest, then every file's sha256
     checkpoint = load_checkpoint(folder, factory)
     names = [onnx_model.manifest.outputs[0].name, *onnx_model.state_outputs]
@@ -299,6 +321,11 @@ def verify_folder(
         if progress is not None:
             progress(len(cases), len(cases) + 1, "divergence horizon")
         _measure_horizons(data_start, eager, exact, forms, report)
+    else:
+        report.horizon_skipped = (
+            f"the output size {onnx_model.output_size} differs from the input size {onnx_model.input_size}: "
+            "outputs cannot be fed back as inputs, so there is no closed loop to roll out"
+        )
     if progress is not None:
         progress(len(cases) + 1, len(cases) + 1, "done")
     if write:
@@ -341,7 +368,7 @@ def _cases(model: runtime.Model, config: Config, folder: Path) -> tuple[list[Cas
     n_in = model.input_size
 
     def uniform(*shape: int) -> np.ndarray:
-        return rng.uniform(-1, 1, shape).astype(np.float32)
+        return rng.uniform(*INPUT_RANGE, shape).astype(np.float32)
 
     def random_state(batch: int) -> tuple[np.ndarray, ...]:
         return tuple(uniform(batch, size) for size in model.state_sizes)

@@ -15,6 +15,7 @@ from runtime.manifest import WEIGHTS_NAME
 from .config import CUSTOM, Config, read_config
 from .factory import resolve_factory
 from .model import build_model
+from .randomness import preserved_global_rng
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,13 @@ def load_checkpoint(folder: str | os.PathLike, factory: Any = None) -> Checkpoin
     factory named in config.json is never imported on its own, so loading a folder runs no code.
     """
     config = read_config(folder)
-    if config.model.kind == CUSTOM:
-        if factory is None:
-            raise ArtifactError(
-                f"{str(folder)!r} holds a user's step module (factory {config.model.factory!r} in config.json); "
-                "pass its factory explicitly (rnn verify --factory package.module:function)"
-            )
-        model = resolve_factory(factory)()
-    else:
-        model = build_model(config.model)
+    if config.model.kind == CUSTOM and factory is None:
+        raise ArtifactError(
+            f"{str(folder)!r} holds a user's step module (factory {config.model.factory!r} in config.json); "
+            "pass its factory explicitly (rnn verify --factory package.module:function)"
+        )
+    with preserved_global_rng():  # its fresh parameters are overwritten: the caller's generators stay as they were
+        model = resolve_factory(factory)() if config.model.kind == CUSTOM else build_model(config.model)
     path = Path(folder) / WEIGHTS_NAME
     if not path.is_file():
         raise ArtifactError(f"{str(folder)!r} has no {WEIGHTS_NAME}")

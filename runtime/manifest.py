@@ -52,6 +52,10 @@ ROLE_WEIGHTS = "weights"
 ROLE_CONFIG = "config"
 ROLE_TRAIN_DATA = "train_data"  # a user's training series, copied in (verification and predict read it)
 
+# A key of the manifest's ``model``: why the folder has no step.torchscript.pt (the dynamo
+# exporter exported a module TorchScript cannot compile); absent where the file was written.
+TORCHSCRIPT_SKIPPED_KEY = "torchscript_skipped"
+
 
 @dataclass(frozen=True)
 class TensorSpec:

@@ -61,3 +61,67 @@ class DataDependent(nn.Module):
         if bool(h_next.sum() > 0):
             h_next = h_next * 0.5
         return h_next[:, :1], h_next
+
+
+class FourState(nn.Module):
+    """Two layers of (h, c)-like state of different sizes, two inputs, three outputs:
+    forward(x, h0, c0, h1, c1) -> (y, h0, c0, h1, c1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer0 = nn.Linear(2 + 3 + 2, 3 + 2)
+        self.layer1 = nn.Linear(3 + 4 + 1, 4 + 1)
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, h1: torch.Tensor, c1: torch.Tensor):
+        h0_next, c0_next = torch.tanh(self.layer0(torch.cat((x, h0, c0), 1))).split((3, 2), 1)
+        h1_next, c1_next = torch.tanh(self.layer1(torch.cat((h0_next, h1, c1), 1))).split((4, 1), 1)
+        return self.out(h1_next), h0_next, c0_next, h1_next, c1_next
+
+
+FOUR_STATES = [("h0", 3), ("c0", 2), ("h1", 4), ("c1", 1)]
+
+
+def make_four_state() -> FourState:
+    torch.manual_seed(11)  # a factory that seeds the global generator, as users' factories do
+    return FourState()
+
+
+class PythonOnly(nn.Module):
+    """Calls a lambda in forward: torch.export traces it, TorchScript cannot compile it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(5, 4) * 0.5)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor):
+        squash = lambda v: torch.tanh(v)  # noqa: E731
+        h_next = squash(torch.cat((x, h), 1) @ self.w)
+        return h_next[:, :1], h_next
+
+
+class TokenStep(nn.Module):
+    """A token model as users write one: x carries token ids as floats, cast to long for an embedding."""
+
+    def __init__(self, vocabulary: int = 5, hidden: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocabulary, hidden)
+        self.rec = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor):
+        h_next = torch.tanh(self.embed(x[:, 0].long()) + self.rec(h))  # a negative id raises IndexError
+        return self.out(h_next), h_next
+
+
+class LayeredGRU(nn.Module):
+    """nn.GRU of two layers behind the step protocol: one state tensor per layer."""
+
+    def __init__(self, hidden: int = 3) -> None:
+        super().__init__()
+        self.gru = nn.GRU(1, hidden, num_layers=2)
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor, h1: torch.Tensor):
+        ys, h = self.gru(x.unsqueeze(0), torch.stack((h0, h1)))  # (1, batch, hidden), (layers, batch, hidden)
+        return self.out(ys[0]), h[0], h[1]

@@ -619,7 +619,7 @@ def info(folder, as_json, digest, public_key) -> None:
     An unreadable verify.json is reported, not fatal: "verified unknown (...)" and exit 0 (JSON:
     "verified" null and "verify_error" saying why). A verify.json about another manifest (the
     folder changed since) counts as not verified."""
-    from runtime.manifest import check_files, read_manifest_pinned
+    from runtime.manifest import TORCHSCRIPT_SKIPPED_KEY, check_files, read_manifest_pinned
     from toolkit.running import read_verify_report
 
     manifest, manifest_sha256 = read_manifest_pinned(folder, _pinned(folder, digest, public_key))
@@ -647,12 +647,19 @@ def info(folder, as_json, digest, public_key) -> None:
         _emit_json({**document, "verify_error": verify_error} if verify_error else document)
         return
     model = manifest.model
+    # hidden_size is the first state's size: it describes a model of one state tensor, or a
+    # built-in cell (every state that size); the state lines below give each tensor's own size
+    omitted = {"kind", TORCHSCRIPT_SKIPPED_KEY} | ({"hidden_size"} if model.get("kind") == "custom" else set())
     click.echo(f"folder     {folder}")
     click.echo(f"digest     {manifest_sha256}  (sha256 of manifest.json: pin it with --digest)")
-    click.echo(f"model      {model.get('kind')}  " + "  ".join(f"{k}={v}" for k, v in model.items() if k != "kind"))
+    described = "  ".join(f"{key}={value}" for key, value in model.items() if key not in omitted)
+    click.echo(f"model      {model.get('kind')}  {described}")
     for label, specs in (("inputs", manifest.inputs), ("outputs", manifest.outputs)):
         click.echo(f"{label:<10} " + ", ".join(f"{t.name} {t.describe()}" for t in specs))
-    click.echo("state      " + ", ".join(f"{s.name} -> {s.output} {s.describe()}" for s in manifest.state))
+    for spec in manifest.state:  # one line per state tensor, each with its own size
+        click.echo(f"state      {spec.name} -> {spec.output} {spec.describe()}")
+    if model.get(TORCHSCRIPT_SKIPPED_KEY):
+        click.echo(f"torchscript not written: {model[TORCHSCRIPT_SKIPPED_KEY]}")
     click.echo(f"opset      {manifest.opset}   format version {manifest.format_version}")
     for entry in manifest.files:
         click.echo(f"file       {entry.name:<22} {entry.role:<17} {entry.size:>8} B  sha256 {entry.sha256[:16]}")

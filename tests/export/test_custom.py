@@ -1,18 +1,37 @@
-"""export.custom: bring your own step module: export_module, verification with its factory, clear failures."""
+"""export.custom: bring your own step module: export_module, verification with its factory, clear failures,
+and an export that leaves the caller's module, random generators and warnings alone."""
 
 from __future__ import annotations
+
+import random
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import runtime
-from export import ExportError, export_module, verify_folder
+from export import ExportError, export_folder, export_module, verify_folder
+from export.custom import PROBE_BATCH, check_protocol, custom_config
+from export.probe import INPUT_RANGE
 from rnn.eager import generate_eager
 from runtime.errors import ArtifactError, InputValueError
+from runtime.manifest import ROLE_STEP_TORCHSCRIPT, TORCHSCRIPT_SKIPPED_KEY
 
+from ..user_modules import (
+    FOUR_STATES,
+    DataDependent,
+    LayeredGRU,
+    NotScriptable,
+    PythonOnly,
+    TokenStep,
+    TwoStateLeaky,
+    WrongProtocol,
+    make_four_state,
+    make_two_state,
+)
 from ..user_modules import MAKE_TWO_STATE as FACTORY
-from ..user_modules import DataDependent, NotScriptable, TwoStateLeaky, WrongProtocol, make_two_state
 
 
 @pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
@@ -89,3 +108,136 @@ def test_a_module_that_breaks_the_protocol(tmp_path):
         export_module(WrongProtocol(), tmp_path / "x", input_size=1, output_size=1, states=[("h", 4)])
     with pytest.raises(ExportError, match=r"calling the module as forward\(x, fast, slow\) failed: RuntimeError"):
         export_module(make_two_state(), tmp_path / "x", input_size=1, output_size=1, states=[("fast", 5), ("slow", 4)])
+
+
+def _global_states():
+    return torch.get_rng_state(), np.random.get_state(), random.getstate()
+
+
+def _assert_same_states(before, after):
+    assert torch.equal(before[0], after[0]), "torch's global generator moved"
+    assert before[1][0] == after[1][0] and np.array_equal(before[1][1], after[1][1]) and before[1][2:] == after[1][2:]
+    assert before[2] == after[2], "Python's random moved"
+
+
+def test_export_and_verification_leave_the_callers_random_generators_alone(tmp_path, trained_folder):
+    module = make_four_state()  # seeds torch's generator itself: the user's doing, before the export
+    torch.rand(3)  # the caller goes on drawing: a factory that seeds again would move the generator
+    np.random.seed(7)
+    random.seed(3)
+    before = _global_states()
+    folder = export_module(
+        module, tmp_path / "four", input_size=2, output_size=3, states=FOUR_STATES, factory="x:y", exporter="dynamo"
+    )
+    _assert_same_states(before, _global_states())
+    report = verify_folder(folder, factory=make_four_state, trust=True)  # the factory seeds, verification restores
+    assert report.passed, report.table()
+    _assert_same_states(before, _global_states())
+    export_folder(trained_folder, tmp_path / "elman")  # rebuilding the built-in cell draws its weights
+    _assert_same_states(before, _global_states())
+    table = report.table()  # no closed loop here: the table says so instead of an empty heading
+    assert "divergence horizon: not measured (the output size 3 differs from the input size 2" in table
+    assert "divergence horizon vs" not in table and report.to_dict()["divergence"]["not_measured"]
+
+
+def test_the_protocol_check_probes_seeded_inputs_of_the_declared_dtype_and_range():
+    seen = []
+
+    class Recording(nn.Module):
+        def forward(self, x, h, c):
+            seen.append((x.clone(), h.clone(), c.clone()))
+            return x[:, :1] * 2, h, c
+
+    config = custom_config(3, 1, [("h", 4), ("c", 2)])
+    for seed in (0, 1):
+        torch.manual_seed(seed)  # the check draws nothing from the global generator
+        check_protocol(Recording(), config)
+    low, high = INPUT_RANGE
+    for first, second in zip(*seen):
+        assert torch.equal(first, second) and first.dtype == torch.float32 and first.shape[0] == PROBE_BATCH
+        assert low <= float(first.min()) and float(first.max()) < high
+    assert [tuple(t.shape[1:]) for t in seen[0]] == [(3,), (4,), (2,)]
+
+
+def test_a_token_model_exports_whatever_the_global_seed(tmp_path):
+    """Issue 13: the check fed torch.randn into x, negative token ids for half of all global seeds."""
+    module = TokenStep()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        export_module(module, tmp_path / f"tokens{seed}", input_size=1, output_size=1, states=[("h", 4)])
+    ys, _ = runtime.load(tmp_path / "tokens0").predict(np.array([[[3.0]], [[1.0]]], np.float32))
+    expected = module(torch.tensor([[3.0]]), torch.zeros(1, 4))[0]
+    np.testing.assert_allclose(ys[0], expected.detach().numpy(), atol=1e-6)
+
+
+def test_dynamo_exports_a_module_torchscript_cannot_compile(tmp_path):
+    folder = export_module(
+        PythonOnly(), tmp_path / "py", input_size=1, output_size=1, states=[("h", 4)], exporter="dynamo"
+    )
+    manifest = runtime.read_manifest(folder)
+    assert manifest.file(ROLE_STEP_TORCHSCRIPT) is None and not (folder / "step.torchscript.pt").exists()
+    assert "Lambda" in manifest.model[TORCHSCRIPT_SKIPPED_KEY]
+    report = verify_folder(folder, factory=PythonOnly, trust=True)
+    assert report.passed, report.table()
+    assert report.skipped == {"torchscript": "the folder has no TorchScript file"}
+    assert {c.form for c in report.comparisons} == {"onnx"}
+    ys, _ = runtime.load(folder).generate(np.float32(0.5), 30)
+    assert ys.shape == (30, 1, 1) and np.isfinite(ys).all()
+    with pytest.raises(ExportError, match="torch.jit.script cannot compile PythonOnly: .*Lambda"):
+        export_module(PythonOnly(), tmp_path / "ts", input_size=1, output_size=1, states=[("h", 4)])  # the default
+
+
+@pytest.mark.parametrize(
+    "make, exporter, message",
+    [
+        (NotScriptable, "torchscript", r"torch.jit.script cannot compile NotScriptable: RuntimeError: Python builtin"),
+        (DataDependent, "dynamo", "the dynamo exporter cannot export DataDependent"),
+    ],
+)
+def test_a_failing_export_fails_the_same_way_when_tried_again(tmp_path, make, exporter, message):
+    errors = []
+    for attempt in range(2):
+        with pytest.raises(ExportError, match=message) as caught:
+            export_module(
+                make(), tmp_path / str(attempt), input_size=1, output_size=1, states=[("h", 4)], exporter=exporter
+            )
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1] and "redefine" not in errors[1]
+
+
+def test_export_leaves_the_module_in_the_mode_it_came_in(tmp_path):
+    module = make_two_state().train()
+    module.out.eval()  # a submodule in its own mode
+    export_module(module, tmp_path / "m", input_size=1, output_size=1, states=[("fast", 4), ("slow", 4)])
+    assert module.training and module.inp.training and not module.out.training
+    broken = WrongProtocol().train()
+    with pytest.raises(ExportError):
+        export_module(broken, tmp_path / "x", input_size=1, output_size=1, states=[("h", 4)])
+    assert broken.training
+
+
+def test_exporting_an_nn_gru_module_warns_nothing(tmp_path):
+    torch.manual_seed(4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_module(LayeredGRU(), tmp_path / "gru", input_size=1, output_size=1, states=[("h0", 3), ("h1", 3)])
+    assert [str(w.message)[:120] for w in caught] == []
+
+
+def test_a_float64_module_is_refused_with_what_to_do(tmp_path):
+    with pytest.raises(ExportError, match=r"'inp.weight' is float64; .*float32: export module.float\(\)"):
+        export_module(
+            TwoStateLeaky().double(), tmp_path / "x", input_size=1, output_size=1, states=[("a", 4), ("b", 4)]
+        )
+
+    class DoubleOutput(nn.Module):
+        def forward(self, x, h):
+            return x.double(), h
+
+    with pytest.raises(
+        ExportError, match=r"forward's y must be a float32 tensor of shape \(batch, 1\), got \(3, 1\) float64"
+    ):
+        export_module(DoubleOutput(), tmp_path / "x", input_size=1, output_size=1, states=[("h", 2)])
+    export_module(
+        TwoStateLeaky().double().float(), tmp_path / "f", input_size=1, output_size=1, states=[("a", 4), ("b", 4)]
+    )
