@@ -15,7 +15,7 @@ import runtime
 from toolkit.cli import cli
 
 from ..conftest import COMMITTED, REPO, plant
-from ..user_modules import MAKE_TWO_STATE, make_two_state
+from ..user_modules import FOUR_STATES, MAKE_TWO_STATE, PythonOnly, make_four_state, make_two_state
 
 COMMANDS = ["train", "export", "verify", "predict", "generate", "plot", "info", "demo"]
 
@@ -117,6 +117,24 @@ def test_info_text_and_json(exported_copy):
     assert document["integrity"] == "ok" and document["format_version"] == runtime.FORMAT_VERSION
     (exported_copy / "weights.pt").write_bytes(b"changed")
     assert "integrity  FAILED" in invoke("info", exported_copy).output
+
+
+def test_info_lists_every_state_tensor_and_says_why_there_is_no_torchscript_file(tmp_path):
+    from export import export_module
+
+    four = export_module(make_four_state(), tmp_path / "four", input_size=2, output_size=3, states=FOUR_STATES)
+    output = invoke("info", four).output
+    assert [line for line in output.splitlines() if line.startswith("state")] == [
+        f"state      {name} -> {name}_out (batch, {size}) float32" for name, size in FOUR_STATES
+    ]
+    assert "hidden_size" not in output  # the first state's size, which says nothing of the other three
+    lambdas = export_module(
+        PythonOnly(), tmp_path / "py", input_size=1, output_size=1, states=[("h", 4)], exporter="dynamo"
+    )
+    output = invoke("info", lambdas).output
+    assert "torchscript not written: torch.jit.script cannot compile PythonOnly" in output and "integrity  ok" in output
+    result = invoke("verify", lambdas, "--factory", "tests.user_modules:PythonOnly", "--trust")
+    assert result.exit_code == 0 and "torchscript: the folder has no TorchScript file" in result.output
 
 
 @pytest.mark.parametrize(
