@@ -1162,6 +1162,29 @@ def serve(
     server.run()
 
 
+@cli.command()
+@_folder_argument
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: a free port.")
+@click.option("--log", is_flag=True, help="Log every request to stderr.")
+def web(folder, host, port, log) -> None:
+    """Serve the browser page (examples/web: onnxruntime-web) with FOLDER on a loopback port.
+
+    Prints the URL; the page checks every file against the manifest's sha256 in the browser, runs
+    the loop there (the fused rollout where the folder has one), draws it and runs the folder's
+    self-check. Needs `npm ci --ignore-scripts` in examples/web once. Stops on Ctrl-C.
+    """
+    from toolkit.web import WebServer
+
+    server = WebServer(folder, host=host, port=port, quiet=not log)
+    click.echo(server.url)
+    click.echo(f"serving the page and {folder} (Ctrl-C stops)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
 def main() -> None:
     """The console script: click's usage errors also become one line and exit code 2; a reader
     that closed stdout (``| head``) ends the command quietly, as Unix tools do."""

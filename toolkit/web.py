@@ -37,7 +37,9 @@ def check_page() -> None:
     """Refuses (one line) when the page or onnxruntime-web is not where the server looks."""
     missing = [name for name in PAGE_FILES if not (PAGE_DIR / name).is_file()]
     if missing:
-        raise DataError(f"the web page is not at {PAGE_DIR} (missing {', '.join(missing)}): run rnn web from a checkout")
+        raise DataError(
+            f"the web page is not at {PAGE_DIR} (missing {', '.join(missing)}): run rnn web from a checkout"
+        )
     if not all((ORT_DIST / name).is_file() for name in ORT_FILES):
         raise MissingDependencyError(
             f"rnn web needs onnxruntime-web in {PAGE_DIR / 'node_modules'}: run `npm ci --ignore-scripts` in {PAGE_DIR}"

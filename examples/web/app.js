@@ -292,7 +292,7 @@ async function open(source) {
 
 // For tests and the curious: closed loop at batch 1 ({x0, steps, form}) and a timing of it.
 rnn.generate = async ({ x0, steps, form }) => Array.from(await rnn.model.generate([x0], steps, form || undefined));
-rnn.time = async ({ x0, steps, form, repeats = 5 }) => {
+rnn.time = async ({ x0, steps, form, repeats = 20 }) => {
   await rnn.model.generate([x0], steps, form || undefined);
   const t0 = performance.now();
   for (let i = 0; i < repeats; i++) await rnn.model.generate([x0], steps, form || undefined);

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import runtime
 
-from ..conftest import COMMITTED
+from ..conftest import COMMITTED, REPO
 
 EMBED_ATOL = 1e-5  # C++ and Node.js against the Python runtime over 200 steps (the issue's bound); the
 # reference-trainer artifacts amplify rounding (7.9e-6 measured), so they are held to ROLLOUT_ATOL
@@ -46,3 +51,28 @@ def run_two_state(command, folder):
     assert out.returncode == 0, out.stderr
     values = np.array([float(line.split(",")[1]) for line in out.stdout.strip().splitlines()[1:]])
     np.testing.assert_allclose(values, expected, atol=1e-5, rtol=0, err_msg=command[0])
+
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def web_page():
+    """examples/web ready to drive: node, npm and Debian's chromium present (`.ci/run` installs
+    chromium), the page's npm packages installed once (``npm ci --ignore-scripts``)."""
+    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed: the browser page cannot be tested")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set CHROMIUM)")
+    folder = REPO / "examples" / "web"
+    if not (folder / "node_modules" / "puppeteer-core").is_dir():  # installed once, ignored by git
+        result = subprocess.run(
+            ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return folder
