@@ -146,3 +146,11 @@ def test_rnn_web_serves_the_page_and_only_the_folders_files(web_page):
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_without_onnxruntime_web_rnn_web_says_what_to_install(tmp_path, monkeypatch):
+    import toolkit.web
+
+    monkeypatch.setattr(toolkit.web, "ORT_DIST", tmp_path / "nothing")
+    with pytest.raises(runtime.MissingDependencyError, match="npm ci --ignore-scripts"):
+        WebServer(COMMITTED, port=0)
