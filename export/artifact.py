@@ -42,6 +42,7 @@ from runtime.manifest import (
 
 from .errors import failing_as
 from .fused import BUILDERS, ElmanWeights, write_fused
+from .fused_cells import CELL_FORMS, CellWeights, write_cell_fused
 from .onnx_export import export_step_onnx, resolve_opset
 from .ort_format import convert_to_ort
 from .probe import PROBE_SEED
@@ -50,7 +51,14 @@ from .torchscript import save_torchscript, script_step
 
 # Files an export (re)writes; anything else in the source folder is carried over, except the
 # verification report, which no longer describes the new files.
-_WRITTEN = {STEP_ONNX_NAME, STEP_TORCHSCRIPT_NAME, MANIFEST_NAME, VERIFY_NAME, *map(form_file_name, BUILDERS)}
+_WRITTEN = {
+    STEP_ONNX_NAME,
+    STEP_TORCHSCRIPT_NAME,
+    MANIFEST_NAME,
+    VERIFY_NAME,
+    *map(form_file_name, BUILDERS),
+    *(form_file_name(form) for forms in CELL_FORMS.values() for form in forms),
+}
 
 
 def export_folder(
@@ -64,9 +72,10 @@ def export_folder(
     """Scripts and exports the model trained in ``folder`` into ``out`` (default: ``folder``).
 
     Writes ``step.torchscript.pt`` (with the dynamo exporter, only if the model scripts: the
-    manifest's ``model.torchscript_skipped`` says why not), ``step.onnx``, for the Elman cell the fused loop models
-    (``sequence_*.onnx``, ``rollout_*.onnx``, see `export.fused`), self-check data for every
-    ONNX model (`export.test_data`) and ``manifest.json``, beside copies of ``weights.pt`` and
+    manifest's ``model.torchscript_skipped`` says why not), ``step.onnx``, for the built-in
+    cells the fused loop models (``sequence_*.onnx``, ``rollout_*.onnx``, see `export.fused`
+    and `export.fused_cells`), self-check data for every ONNX model (`export.test_data`) and
+    ``manifest.json``, beside copies of ``weights.pt`` and
     ``config.json``. With ``ort_format``, also each model in onnxruntime's ORT format
     (``<form>.ort``). ``exporter`` picks how ``step.onnx`` is made: from the TorchScript module
     ("torchscript") or through ``torch.export`` ("dynamo"); ``opset`` None is the exporter's
@@ -154,7 +163,10 @@ def _onnx_metadata(model: ModelConfig, states: list[StateSpec]) -> dict[str, str
 def _write_fused_forms(
     model: torch.nn.Module, config: ModelConfig, staging: Path, opset: int, metadata: dict[str, str]
 ) -> dict[str, str]:
-    """The fused loop models, built from the Elman weights ({} for other cells): {form: file name}."""
+    """The fused loop models, built from the weights of a built-in cell ({} for a user's module):
+    {form: file name}."""
+    if config.kind in CELL_FORMS:
+        return write_cell_fused(CellWeights.from_module(model), staging, opset, metadata)
     if config.kind != "elman":
         return {}
     weights = ElmanWeights(
@@ -163,6 +175,9 @@ def _write_fused_forms(
         input_size=config.input_size,
     )
     return write_fused(weights, staging, opset, metadata)
+
+
+_FUSED_PRODUCERS = {"elman": "export.fused", **dict.fromkeys(CELL_FORMS, "export.fused_cells")}
 
 
 def _manifest(
@@ -199,7 +214,7 @@ def _manifest(
         **({STEP_TORCHSCRIPT_NAME: "torch.jit.script"} if scripted else {}),
         WEIGHTS_NAME: f"rnn train ({train.trainer} trainer)" if train else "state_dict of the user's module",
         CONFIG_NAME: "rnn train" if train else "rnn export-module",
-        **{name: "export.fused (onnx.helper, from the weights)" for name in fused.values()},
+        **{name: f"{_FUSED_PRODUCERS[config.model.kind]} (onnx.helper, from the weights)" for name in fused.values()},
         **{name: "onnxruntime ORT format conversion" for name in ort_files.values()},
     }
     model_info = {

@@ -31,11 +31,25 @@ RNN_MAX_BATCH = 16
 PARALLEL_MIN_BATCH = 2048
 # Below this many steps the per-run set-up of a fused model costs more than it saves.
 FUSED_MIN_STEPS = 2
+# The gated cells' fused forms (native GRU/LSTM kernels; a Loop for a GRU's closed loop) pay
+# while batch * hidden is small: 2.2-38x the step loop at batch 1, 1.4-2.2x at batch 64 with
+# hidden 16. At batch 64 with hidden 100 every form is bound by the same matmuls (0.9-1.05x), so
+# above these products the step loop runs (benchmarks/fused_cells.py, docs/fused-cells-bench.txt).
+GATED_MAX_WORK = {"gru": 4096, "lstm": 2048}
 
 
-def choose_form(kind: str, batch_size: int, steps: int, available: tuple[str, ...]) -> str:
-    """The form for a ``kind`` ("predict" or "generate") call; ``step`` when nothing fused fits."""
+def choose_form(
+    kind: str, batch_size: int, steps: int, available: tuple[str, ...], cell: str = "", hidden_size: int = 0
+) -> str:
+    """The form for a ``kind`` ("predict" or "generate") call; ``step`` when nothing fused fits.
+
+    ``cell`` is the manifest's model kind and ``hidden_size`` its widest state: a gated cell
+    (`GATED_MAX_WORK`) runs the step loop when batch * hidden is too large for its fused forms to pay.
+    """
     if steps < FUSED_MIN_STEPS:
+        return STEP
+    limit = GATED_MAX_WORK.get(cell)
+    if limit is not None and batch_size * hidden_size > limit:
         return STEP
     small, large = ("sequence_rnn", "sequence_loop") if kind == "predict" else ("rollout_rnn", "rollout_loop")
     preferred = (small, large) if batch_size <= RNN_MAX_BATCH else (large, small)

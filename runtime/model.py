@@ -432,6 +432,7 @@ class Model:
         self._state_bytes = 2 * 4 * sum(self.state_sizes)
         self._step_bytes = self._x_bytes + self._row_bytes + self._state_bytes
         self._feeds_back = self.input_size == self.output_size  # generate can feed y back as x
+        self._cell = str(manifest.model.get("kind", ""))  # the built-in cell kind, for choose_form
         self._entries = dict(entries)
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._lock = threading.Lock()
@@ -603,7 +604,7 @@ class Model:
     def _pick(self, kind: str, form: str | None, batch_size: int, steps: int) -> str:
         allowed = (STEP, *(SEQUENCE_FORMS if kind == "predict" else ROLLOUT_FORMS))
         if form is None:
-            return choose_form(kind, batch_size, steps, self.forms)
+            return choose_form(kind, batch_size, steps, self.forms, self._cell, max(self.state_sizes, default=0))
         if form not in allowed:
             raise InputValueError(f"{kind} runs in one of the forms {list(allowed)}, got {form!r}")
         if form not in self.forms:
