@@ -6,9 +6,12 @@ teacher-forced checks, rollout forms in the closed-loop ones), each against the 
 rebuilt from weights.pt. Checks, in layers: (a) single steps at batch 1, 3 and 64 from random
 inputs and states, (b) teacher-forced sequences (the training series; random inputs at batch
 3 over 1 and 1000 steps, at batch 64 and 4096 over 200), (c) 200-step closed-loop rollouts from the
-data's first point and from random starts at batch 3, 64 and 4096. Every comparison
-checks names, then shapes, then values; all failures are collected. Also reported for every
-form: the divergence horizon against a float64 eager reference.
+data's first point and from random starts at batch 3, 64 and 4096. With the user's own
+``inputs`` (`export.user_inputs`), beside all of these: a teacher-forced check over that data
+and, where outputs are inputs, a closed-loop rollout from its first value (rows "user data ...";
+a user's module then drops the built-in sine for them). Every comparison checks names, then
+shapes, then values; all failures are collected. Also reported for every form: the divergence
+horizon against a float64 eager reference.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 
 import runtime
 from rnn.checkpoint import load_checkpoint
-from rnn.config import Config, training_series
+from rnn.config import CUSTOM, Config, training_series
 from rnn.data import SEQ_LENGTH, pairs
 from rnn.eager import NumpyStep
 from rnn.folders import write_text_atomically
@@ -38,6 +41,7 @@ from runtime.manifest import ROLE_STEP_TORCHSCRIPT, VERIFY_NAME
 
 from .probe import INPUT_RANGE
 from .torchscript import load_torchscript_checked
+from .user_inputs import UserInputs, user_inputs
 
 # Tolerances, as max abs error against eager float32 PyTorch. The models' values are O(1) (tanh
 # states, a readout of them), so absolute errors are the meaningful measure; relative errors
@@ -93,6 +97,7 @@ class VerifyReport:
     skipped: dict[str, str] = field(default_factory=dict)  # form -> why it was not checked
     horizon_skipped: str | None = None  # why no divergence horizon was measured (no closed loop)
     manifest_sha256: str = ""  # the manifest this report is about (`rnn info` trusts no other)
+    user_data: dict[str, Any] | None = None  # the user's inputs it ran on (UserInputs.to_dict); None: none given
 
     @property
     def passed(self) -> bool:
@@ -103,6 +108,7 @@ class VerifyReport:
             "folder": self.folder,
             "manifest_sha256": self.manifest_sha256,
             "passed": self.passed,
+            "user_data": self.user_data,
             "skipped": self.skipped,
             "tolerances": {"step": STEP_ATOL, "sequence": SEQUENCE_ATOL, "rollout": ROLLOUT_ATOL},
             "divergence": {
@@ -136,6 +142,14 @@ class VerifyReport:
         lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         problems = [f"  {c.form} / {c.check} / {c.output}: {c.problem}" for c in self.comparisons if c.problem]
+        data = self.user_data
+        lines += [
+            "",
+            "user data: none given (random inputs over [-1, 1] and the training series only)"
+            if data is None
+            else f"user data: {data['source']}, shape {'x'.join(map(str, data['shape']))} "
+            f"(steps x batch x input), sha256 {data['sha256'][:16]}",
+        ]
         if self.skipped:
             lines += ["", "not checked:", *(f"  {form}: {why}" for form, why in self.skipped.items())]
         if problems:
@@ -279,6 +293,7 @@ def verify_folder(
     progress: Progress | None = None,
     digest: str | None = None,
     trust: bool = False,
+    inputs: Any = None,
 ) -> VerifyReport:
     """Verifies every exported form in ``folder``; writes ``verify.json`` there unless ``write=False``.
 
@@ -291,9 +306,18 @@ def verify_folder(
     sha256, which a verified signature gives: `toolkit.signing`), or with ``trust=True`` (a
     folder you made yourself). Otherwise the report says it skipped that form. Everything else
     (the ONNX models in onnxruntime, weights.pt with ``weights_only=True``) runs no code.
+
+    ``inputs``: the data the model will see, checked beside the random inputs over [-1, 1] (a
+    model may differ from its export only outside that range): a (steps, batch, input_size)
+    array of real numbers, one series (steps, input_size), for input_size 1 also (steps,) or a
+    list of equal-length 1-D series, or the path of a .csv (a column per input feature) or .npy
+    file of those shapes. Every teacher-forced form runs over it from the initial state, and
+    where the output size equals the input size every closed-loop form rolls out from its first
+    value; the report's ``user_data`` names it (source, shape, sha256). ShapeError (naming the
+    shapes taken), DtypeError, InputValueError or DataError for data that cannot be used.
     """
     with preserved_global_rng(VERIFY_SEED):  # the caller's generators stay as they were
-        return _verify(Path(folder), write, raise_on_failure, factory, progress, digest, trust)
+        return _verify(Path(folder), write, raise_on_failure, factory, progress, digest, trust, inputs)
 
 
 def _verify(
@@ -304,15 +328,19 @@ def _verify(
     progress: Progress | None,
     digest: str | None,
     trust: bool,
+    inputs: Any,
 ) -> VerifyReport:
     onnx_model = runtime.load(folder, digest=digest)  # checks the manifest's digest, then every file's sha256
+    data = None if inputs is None else user_inputs(inputs, onnx_model.input_size)  # refused before any check runs
     checkpoint = load_checkpoint(folder, factory)
     names = [onnx_model.manifest.outputs[0].name, *onnx_model.state_outputs]
     eager = _TorchForm(checkpoint.model, names)
     exact = _TorchForm(copy.deepcopy(checkpoint.model).double(), names, torch.float64)
-    report = VerifyReport(str(folder), manifest_sha256=onnx_model.manifest_digest)
+    report = VerifyReport(
+        str(folder), manifest_sha256=onnx_model.manifest_digest, user_data=None if data is None else data.to_dict()
+    )
     forms = _forms(folder, onnx_model, names, trusted=trust or digest is not None, report=report)
-    cases, data_start = _cases(onnx_model, checkpoint.config, folder)
+    cases, data_start = _cases(onnx_model, checkpoint.config, folder, data)
     for index, case in enumerate(cases):
         if progress is not None:
             progress(index, len(cases) + 1, case.check)
@@ -361,9 +389,15 @@ def _forms(
     return forms
 
 
-def _cases(model: runtime.Model, config: Config, folder: Path) -> tuple[list[Case], tuple | None]:
+def _cases(
+    model: runtime.Model, config: Config, folder: Path, data: UserInputs | None = None
+) -> tuple[list[Case], tuple | None]:
     """The checks in layers (steps, sequences, rollouts), and the start (x0, state) of the
-    divergence-horizon rollout (None where outputs are not inputs: there is no closed loop)."""
+    divergence-horizon rollout (None where outputs are not inputs: there is no closed loop).
+
+    With the user's ``data``: its checks too, and for a user's module (whose config names no
+    training series, only the built-in sine) they replace the sine's, the horizon starting from
+    the data's first value."""
     rng = np.random.default_rng(VERIFY_SEED)
     n_in = model.input_size
 
@@ -375,12 +409,17 @@ def _cases(model: runtime.Model, config: Config, folder: Path) -> tuple[list[Cas
 
     cases = [Case(f"step b={b}", STEP_ONCE, (uniform(b, n_in), random_state(b)), STEP_ATOL) for b in STEP_BATCHES]
     zero = model.initial_state(1)
+    user = data is not None
+    users_own = user and config.model.kind == CUSTOM  # the user's data stands for the sine it never saw
     if n_in == 1:  # the training series is one column
         data_inputs, _ = pairs(training_series(config.train, folder).values)
         xs = data_inputs.astype(np.float32).reshape(-1, 1, 1)
-        cases.append(Case(f"sequence data T={len(xs)}", PREDICT, (xs, zero), SEQUENCE_ATOL))
+        if not users_own:
+            cases.append(Case(f"sequence data T={len(xs)}", PREDICT, (xs, zero), SEQUENCE_ATOL))
     else:
-        xs = uniform(SEQ_LENGTH, 1, n_in)
+        xs = uniform(SEQ_LENGTH, 1, n_in)  # drawn either way: the random checks stay the same with user data
+    if users_own:
+        xs, zero = data.values, model.initial_state(data.batch_size)
     for steps, batch in SEQUENCES_RANDOM:
         cases.append(
             Case(
@@ -397,11 +436,19 @@ def _cases(model: runtime.Model, config: Config, folder: Path) -> tuple[list[Cas
         (uniform(short_steps, short_batch, n_in), random_state(short_batch)),
         SEQUENCE_ATOL,
     )
+    if user:
+        user_state = model.initial_state(data.batch_size)
+        label = f"user data b={data.batch_size}"
+        cases.append(Case(f"{label} T={data.steps}", PREDICT, (data.values, user_state), SEQUENCE_ATOL))
     if model.input_size != model.output_size:
         return [*cases, short], None
-    cases.append(
-        Case(f"rollout data T={VERIFY_ROLLOUT_STEPS}", GENERATE, (xs[0], VERIFY_ROLLOUT_STEPS, zero), ROLLOUT_ATOL)
-    )
+    if user:
+        start = (data.values[0], VERIFY_ROLLOUT_STEPS, user_state)
+        cases.append(Case(f"{label} rollout T={VERIFY_ROLLOUT_STEPS}", GENERATE, start, ROLLOUT_ATOL))
+    if not users_own:
+        cases.append(
+            Case(f"rollout data T={VERIFY_ROLLOUT_STEPS}", GENERATE, (xs[0], VERIFY_ROLLOUT_STEPS, zero), ROLLOUT_ATOL)
+        )
     for batch in ROLLOUT_BATCHES:
         cases.append(
             Case(

@@ -1,12 +1,14 @@
-"""Training series: the reference sine wave, or a user's one-column CSV or .npy file. Numpy only."""
+"""Training series: the reference sine, or a user's CSV or .npy file (a series or a table of inputs). Numpy only."""
 
 from __future__ import annotations
 
 import array
+import hashlib
 import math
 import os
 import stat
 import tokenize
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,6 +25,7 @@ T_STOP = 10.0
 # or predict on; a file claiming more (an .npy header says so before any data is read) is refused.
 MAX_SERIES_POINTS = 10**8
 MAX_CSV_LINE_BYTES = 4096  # a number, or a header, is far shorter
+MAX_INPUT_COLUMNS = 4096  # input features of one row of an inputs table (rnn.config.MAX_SIZE's order)
 
 
 def sine_times(seq_length: int = SEQ_LENGTH, start: float = T_START, stop: float = T_STOP) -> np.ndarray:
@@ -94,9 +97,46 @@ def load_series(path: str | os.PathLike) -> np.ndarray:
     return series.astype(np.float64)
 
 
-def _read_npy(path: Path, handle: BinaryIO) -> np.ndarray:
+@dataclass(frozen=True)
+class InputsFile:
+    """An inputs table read by `load_inputs`: its values and the sha256 of the file's bytes."""
+
+    values: np.ndarray  # float64, (steps,), (steps, input_size) or (steps, batch, input_size)
+    sha256: str  # of the bytes read, so a report can name exactly the data it ran on
+
+
+def load_inputs(path: str | os.PathLike) -> InputsFile:
+    """Reads a model's input series from ``.csv`` or ``.npy``, as `load_series` reads a series.
+
+    ``.csv``: one column (a series) or several, comma-separated (one input feature a column, one
+    step a row), with an optional header line. ``.npy``: real numbers of shape (steps,),
+    (steps, input_size) or (steps, batch, input_size). DataError for anything else: other
+    suffixes, rows of unequal widths, text that is not a number, NaN or infinity, no steps, more
+    than ``MAX_SERIES_POINTS`` values. Errors name where the problem is, never the contents.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    with open_regular(path) as handle:
+        if suffix == ".npy":
+            values = _read_npy(path, handle, max_ndim=3)
+        elif suffix == ".csv":
+            values = _read_csv(path, handle, several_columns=True)
+        else:
+            raise DataError(f"data file {path} must be .csv or .npy, got {suffix or 'no suffix'!r}")
+        handle.seek(0)
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    if values.size == 0:
+        raise DataError(f"{path} holds no values (shape {values.shape})")
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
+        raise DataError(f"{path} contains NaN or infinity at index {where[0] if len(where) == 1 else where}")
+    return InputsFile(values.astype(np.float64), digest)
+
+
+def _read_npy(path: Path, handle: BinaryIO, max_ndim: int = 0) -> np.ndarray:
     """The array of an .npy file, its header checked (dtype, shape, size on disk) before its data
-    is read; pickled object arrays are never unpickled."""
+    is read; pickled object arrays are never unpickled. One column of numbers, or with
+    ``max_ndim`` any shape of 1 to ``max_ndim`` axes."""
     fmt = np.lib.format
     try:
         version = fmt.read_magic(handle)
@@ -111,7 +151,10 @@ def _read_npy(path: Path, handle: BinaryIO) -> np.ndarray:
         raise DataError(f"{path} is not a readable .npy array ({type(error).__name__} in its header)") from None
     if dtype.hasobject or dtype.kind not in "fiu":
         raise DataError(f"{path} must hold real numbers, got dtype {dtype.kind!r} (Python objects are never unpickled)")
-    if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or min(shape) < 0:
+    if max_ndim:
+        if not 1 <= len(shape) <= max_ndim or min(shape) < 0:
+            raise DataError(f"{path} must be an array of 1 to {max_ndim} axes, got shape {shape}")
+    elif len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or min(shape) < 0:
         raise DataError(f"{path} must be one column of numbers, got shape {shape}")
     count = math.prod(shape)
     if count > MAX_SERIES_POINTS:
@@ -124,10 +167,13 @@ def _read_npy(path: Path, handle: BinaryIO) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran_order else "C")
 
 
-def _read_csv(path: Path, handle: BinaryIO) -> np.ndarray:
+def _read_csv(path: Path, handle: BinaryIO, several_columns: bool = False) -> np.ndarray:
+    """One column of numbers; with ``several_columns`` a (rows, columns) table of comma-separated
+    numbers (a single column still comes back 1-D)."""
     values = array.array("d")
     number = 0  # the line's number in the file
     text_lines = 0  # lines that are not blank
+    width = 0  # the columns of the first row of numbers
     while True:
         raw = handle.readline(MAX_CSV_LINE_BYTES + 1)
         if not raw:
@@ -142,14 +188,28 @@ def _read_csv(path: Path, handle: BinaryIO) -> np.ndarray:
         if not line:
             continue
         text_lines += 1
-        if "," in line or ";" in line or "\t" in line:
+        if several_columns:
+            fields = line.split(",")
+        elif "," in line or ";" in line or "\t" in line:
             raise DataError(f"{path} line {number}: expected one column, got several")
+        else:
+            fields = [line]
         try:
-            values.append(float(line))
+            row = [float(field) for field in fields]
         except ValueError:
             if text_lines == 1:
                 continue  # a header line
-            raise DataError(f"{path} line {number} is not a number") from None
+            raise DataError(
+                f"{path} line {number} is not {'a row of numbers' if several_columns else 'a number'}"
+            ) from None
+        if not width:
+            width = len(row)
+            if width > MAX_INPUT_COLUMNS:
+                raise DataError(f"{path} line {number} has {width} columns, more than {MAX_INPUT_COLUMNS}")
+        elif len(row) != width:
+            raise DataError(f"{path} line {number} has {len(row)} columns, the first row {width}")
+        values.extend(row)
         if len(values) > MAX_SERIES_POINTS:
             raise DataError(f"{path} holds more than the {MAX_SERIES_POINTS} points a series may have")
-    return np.frombuffer(values, dtype=np.float64) if values else np.zeros(0)
+    table = np.frombuffer(values, dtype=np.float64) if values else np.zeros(0)
+    return table.reshape(-1, width) if width > 1 else table

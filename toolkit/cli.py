@@ -359,17 +359,37 @@ def export(folder, out, opset, ort_format, exporter, factory, threads) -> None:
 @_FACTORY
 @_pin_options
 @_TRUST
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also check on your own inputs: a .csv (one column per input feature, one row per step) or .npy "
+    "of shape (steps,), (steps, input_size) or (steps, batch, input_size). Default: none, only the "
+    "built-in checks.",
+)
 @_THREADS
-def verify(folder, as_json, factory, digest, public_key, trust, threads) -> None:
+def verify(folder, as_json, factory, digest, public_key, trust, data_path, threads) -> None:
     """Check TorchScript and ONNX against eager PyTorch; write verify.json. Exit 1 on any failure.
 
     TorchScript is checked only in a folder you trust (--digest, --public-key or --trust):
-    loading it runs the code inside the archive. The report says when it was skipped."""
+    loading it runs the code inside the archive. The report says when it was skipped.
+
+    With --data, every teacher-forced form also runs over your data, and every closed-loop
+    form rolls out from its first value (rows "user data ..."); verify.json's user_data
+    names the file, its sha256 and the shape checked."""
     _needs_torch("verify", threads)
     from export import verify_folder
 
     pinned = _pinned(folder, digest, public_key)
-    report = verify_folder(folder, factory=factory, progress=_Progress("verifying"), digest=pinned, trust=trust)
+    report = verify_folder(
+        folder,
+        factory=factory,
+        progress=_Progress("verifying"),
+        digest=pinned,
+        trust=trust,
+        inputs=data_path,
+    )
     _emit_json(report.to_dict()) if as_json else click.echo(report.table())
     if not report.passed:
         sys.exit(1)
