@@ -10,8 +10,9 @@ interleaved rounds, best time kept, so the ratios come from the same minutes of 
   as the runtime's: 1 intra-op thread, no constant folding)
 - runtime auto: ``runtime.load(folder).predict/generate`` with the form `choose_form` picks
 
-Usage: ``.venv/bin/python benchmarks/fused_cells.py [--rounds 5] [--quick]``; prints a table of
-us per step (whole batch) and times faster than the step loop.
+Usage: ``.venv/bin/python benchmarks/fused_cells.py [--rounds 5] [--hidden-sizes 16,100]
+[--batches 1,64] [--steps 100,1000]``; prints a table of us per step (whole batch) and times
+faster than the step loop.
 """
 
 from __future__ import annotations
@@ -118,12 +119,11 @@ def _folder(kind: str, hidden: int, root: Path) -> Path:
     return folder
 
 
-def bench(rounds: int, quick: bool) -> list[tuple]:
+def bench(rounds: int, hidden_sizes=HIDDEN_SIZES, batches=BATCHES, steps_list=STEPS) -> list[tuple]:
     rows = []
-    steps_list = (100,) if quick else STEPS
     with tempfile.TemporaryDirectory() as tmp:
         for kind in KINDS:
-            for hidden in HIDDEN_SIZES:
+            for hidden in hidden_sizes:
                 folder = _folder(kind, hidden, Path(tmp))
                 module = load_checkpoint(folder).model.eval()
                 model = runtime.load(folder)
@@ -134,7 +134,7 @@ def bench(rounds: int, quick: bool) -> list[tuple]:
                     if kind == "lstm" or build is not rollout_native
                 }
                 predict = {name: _session(build(weights, OPSET, {})) for name, build in PREDICT_CANDIDATES.items()}
-                for batch in BATCHES:
+                for batch in batches:
                     for steps in steps_list:
                         for call, calls in _calls(module, model, generate, predict, batch, steps).items():
                             best = _best(calls, rounds)
@@ -158,13 +158,19 @@ def table(rows: list[tuple]) -> str:
     return "\n".join(lines)
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(","))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; each keeps its best time")
-    parser.add_argument("--quick", action="store_true", help="T=100 only")
+    parser.add_argument("--hidden-sizes", type=_ints, default=HIDDEN_SIZES, help="comma-separated")
+    parser.add_argument("--batches", type=_ints, default=BATCHES, help="comma-separated")
+    parser.add_argument("--steps", type=_ints, default=STEPS, help="comma-separated")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = bench(args.rounds, args.quick)
+    rows = bench(args.rounds, args.hidden_sizes, args.batches, args.steps)
     print(
         f"# {platform.processor() or platform.machine()}, torch {torch.__version__} (1 thread), "
         f"onnxruntime {ort.__version__}, {args.rounds} rounds"

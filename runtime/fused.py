@@ -32,10 +32,17 @@ PARALLEL_MIN_BATCH = 2048
 # Below this many steps the per-run set-up of a fused model costs more than it saves.
 FUSED_MIN_STEPS = 2
 # The gated cells' fused forms (native GRU/LSTM kernels; a Loop for a GRU's closed loop) pay
-# while batch * hidden is small: 2.2-38x the step loop at batch 1, 1.4-2.2x at batch 64 with
-# hidden 16. At batch 64 with hidden 100 every form is bound by the same matmuls (0.9-1.05x), so
-# above these products the step loop runs (benchmarks/fused_cells.py, docs/fused-cells-bench.txt).
-GATED_MAX_WORK = {"gru": 4096, "lstm": 2048}
+# while batch * hidden is small: 2.1-37x the step loop at batch 1, 1.4-2.3x at batch 64 with
+# hidden 16. As batch * hidden grows every form is bound by the same matmuls: at 4096 a GRU's
+# native kernel is 0.90-0.94x the step loop (its Loop rollout still 1.3x), an LSTM's 0.93-1.0x; at 6400
+# all are 0.9-1.05x. Above these products a call runs the step loop (benchmarks/fused_cells.py,
+# docs/fused-cells-bench.txt).
+GATED_MAX_WORK = {
+    ("gru", "predict"): 3200,
+    ("gru", "generate"): 4096,
+    ("lstm", "predict"): 2048,
+    ("lstm", "generate"): 2048,
+}
 
 
 def choose_form(
@@ -48,7 +55,7 @@ def choose_form(
     """
     if steps < FUSED_MIN_STEPS:
         return STEP
-    limit = GATED_MAX_WORK.get(cell)
+    limit = GATED_MAX_WORK.get((cell, kind))
     if limit is not None and batch_size * hidden_size > limit:
         return STEP
     small, large = ("sequence_rnn", "sequence_loop") if kind == "predict" else ("rollout_rnn", "rollout_loop")

@@ -145,8 +145,9 @@ def test_choice_for_gated_cells_keeps_the_step_loop_where_fused_does_not_pay():
     assert choose_form("predict", 64, 1000, gru, "gru", 16) == "sequence_rnn"
     assert choose_form("generate", 1, 1000, gru, "gru", 100) == "rollout_loop"
     assert choose_form("generate", 64, 1000, gru, "gru", 64) == "rollout_loop"  # 4096: the limit
+    assert choose_form("predict", 64, 1000, gru, "gru", 64) == STEP  # the GRU kernel stops paying first
     assert choose_form("generate", 64, 1000, gru, "gru", 100) == STEP
     assert choose_form("generate", 1, 1, gru, "gru", 4) == STEP
-    assert GATED_MAX_WORK["lstm"] < GATED_MAX_WORK["gru"]
+    assert GATED_MAX_WORK["lstm", "generate"] < GATED_MAX_WORK["gru", "generate"]
     elman = ("step", "sequence_rnn", "sequence_loop", "rollout_rnn", "rollout_loop")
     assert choose_form("generate", 4096, 1000, elman, "elman", 6) == "rollout_loop"  # unchanged
