@@ -46,8 +46,8 @@ class UserInputs:
         }
 
 
-def expected_shapes(input_size: int) -> str:
-    one = " or a list of equal-length 1-D series" if input_size == 1 else ""
+def expected_shapes(input_size: int, file: bool = False) -> str:
+    one = " or a list of equal-length 1-D series" if input_size == 1 and not file else ""
     series = "(steps,), " if input_size == 1 else ""
     return f"{series}(steps, {input_size}) or (steps, batch, {input_size}) real numbers{one}"
 
@@ -61,22 +61,23 @@ def user_inputs(inputs: Any, input_size: int) -> UserInputs:
     batch row each). ShapeError for any other shape or an empty axis, DtypeError for values that
     are not real numbers, InputValueError for NaN, infinity or values float32 cannot hold.
     """
-    source, file_sha256 = "array", None
+    source, file_sha256, name = "array", None, INPUTS_NAME
     if isinstance(inputs, (str, os.PathLike)):
         read = load_inputs(inputs)
         source, file_sha256, inputs = str(Path(inputs)), read.sha256, read.values
-    expected = expected_shapes(input_size)
+        name = f"data file {source}"  # the file's columns are its input features
+    expected = expected_shapes(input_size, file=file_sha256 is not None)
     if isinstance(inputs, (list, tuple)):
         inputs = _stack_series(inputs, input_size, expected)
     if isinstance(inputs, (numbers.Number, np.generic)) or (isinstance(inputs, np.ndarray) and inputs.ndim == 0):
-        raise ShapeError(f"{INPUTS_NAME} must be {expected}, got a single number: shape ()")
-    values = as_float32(inputs, INPUTS_NAME, expected, allow_nonfinite=False)
+        raise ShapeError(f"{name} must be {expected}, got a single number: shape ()")
+    values = as_float32(inputs, name, expected, allow_nonfinite=False)
     if values.ndim == 1 and input_size == 1:
         values = values.reshape(-1, 1, 1)
     elif values.ndim == 2 and values.shape[1] == input_size:
         values = values.reshape(values.shape[0], 1, input_size)
     if values.ndim != 3 or values.shape[2] != input_size or 0 in values.shape:
-        raise ShapeError(f"{INPUTS_NAME} must be {expected}, got shape {tuple(np.shape(inputs))}")
+        raise ShapeError(f"{name} must be {expected}, got shape {tuple(np.shape(inputs))}")
     return UserInputs(np.ascontiguousarray(values), source, file_sha256)
 
 

@@ -189,7 +189,11 @@ def test_user_data_is_refused_before_any_check_runs(two_state_folder):
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("wide.csv", "1,2\n3,4\n", r"must be \(steps,\), \(steps, 1\) or \(steps, batch, 1\)"),
+        (
+            "wide.csv",
+            "1,2\n3,4\n",
+            r"wide.csv must be \(steps,\), \(steps, 1\) or \(steps, batch, 1\) real numbers, got shape \(2, 2\)$",
+        ),
         ("nan.csv", "1\nnan\n2\n", "NaN or infinity at index 1"),
         ("ragged.csv", "1,2\n3\n", "line 2 has 1 columns, the first row 2"),
         ("words.csv", "x\n1\nabc\n", "line 3 is not a row of numbers"),
