@@ -648,13 +648,14 @@ def info(folder, as_json, digest, public_key) -> None:
         integrity = "ok"
     except ToolkitError as error:
         integrity = f"FAILED: {error}"
-    verified, verify_error = None, None
+    verified, verify_error, user_data = None, None, None
     try:
         report = read_verify_report(folder)
         if report is not None and report.get("manifest_sha256") != manifest_sha256:
             verify_error = "verify.json is about another manifest: the folder changed since; run rnn verify"
         else:
             verified = None if report is None else report["passed"]
+            user_data = None if report is None else report.get("user_data")
     except ToolkitError as error:
         verify_error = str(error)
     if as_json:
@@ -663,6 +664,7 @@ def info(folder, as_json, digest, public_key) -> None:
             "manifest_sha256": manifest_sha256,
             "integrity": integrity,
             "verified": verified,
+            "verified_on_user_data": user_data,
         }
         _emit_json({**document, "verify_error": verify_error} if verify_error else document)
         return
@@ -689,6 +691,14 @@ def info(folder, as_json, digest, public_key) -> None:
     if verified is not None:  # anyone can write verify.json: it is a report, not a proof
         status += " (as verify.json reports for this manifest; not authenticated: rerun rnn verify to know)"
     click.echo(f"verified   {f'unknown ({verify_error})' if verify_error else status}")
+    if verified is not None:
+        if isinstance(user_data, dict):
+            shape = "x".join(str(n) for n in user_data.get("shape", []))
+            click.echo(
+                f"user data  {user_data.get('source')} (shape {shape}, sha256 {str(user_data.get('sha256'))[:16]})"
+            )
+        else:
+            click.echo("user data  none (rnn verify --data FILE checks the forms on your own inputs)")
 
 
 class _StateSpec(click.ParamType):

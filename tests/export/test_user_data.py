@@ -107,8 +107,12 @@ def test_rnn_verify_data_fails_on_large_data_and_records_the_file(clamped_folder
     assert user["file_sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
     values = np.loadtxt(data, skiprows=1, dtype=np.float64).astype(np.float32).reshape(40, 1, 1)
     assert user["sha256"] == hashlib.sha256(values.tobytes()).hexdigest()
+    info = invoke("info", clamped_folder)  # rnn info says which data the report is about
+    assert f"user data  {data} (shape 40x1x1, sha256 {user['sha256'][:16]})" in info.output
+    assert json.loads(invoke("info", clamped_folder, "--json").output)["verified_on_user_data"] == user
     assert invoke("verify", clamped_folder, "--factory", CLAMPED).exit_code == 0  # without --data: passes
     assert json.loads((clamped_folder / VERIFY_NAME).read_text())["user_data"] is None
+    assert "user data  none" in invoke("info", clamped_folder).output
 
 
 def test_a_good_module_passes_on_user_data_in_every_accepted_shape(two_state_folder):
