@@ -22,6 +22,7 @@ PAGE_DIR = Path(__file__).resolve().parent.parent / "examples" / "web"
 ORT_DIST = PAGE_DIR / "node_modules" / "onnxruntime-web" / "dist"
 PAGE_FILES = ("index.html", "app.js", "tensorproto.js")
 ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+LOOPBACK = ("127.0.0.1", "::1")
 TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -60,12 +61,26 @@ class _Handler(SimpleHTTPRequestHandler):
         if path.startswith("/ort/") and path.removeprefix("/ort/") in ORT_FILES:
             return ORT_DIST / path.removeprefix("/ort/")
         if path.startswith("/model/"):
-            target = (self.folder / path.removeprefix("/model/")).resolve()
-            if target.is_relative_to(self.folder) and target.is_file():
-                return target
+            try:
+                target = (self.folder / path.removeprefix("/model/")).resolve()
+                if target.is_relative_to(self.folder) and target.is_file():  # symlinks resolved first
+                    return target
+            except (ValueError, OSError):  # a NUL byte, a name too long: not a file of the folder
+                return None
         return None
 
+    def _host_allowed(self) -> bool:
+        """On a loopback address, only loopback names in the Host header: a page of another site
+        whose name was rebound to 127.0.0.1 (DNS rebinding) does not get the folder's files."""
+        if self.server.server_address[0] not in LOOPBACK:
+            return True
+        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
+        return host in LOOPBACK or host == "localhost"
+
     def _answer(self, body: bool) -> None:
+        if not self._host_allowed():
+            self.send_error(HTTPStatus.FORBIDDEN, "this server answers loopback names only")
+            return
         if urlsplit(self.path).path == "/favicon.ico":
             self.send_response(HTTPStatus.NO_CONTENT)
             self.end_headers()
@@ -74,7 +89,11 @@ class _Handler(SimpleHTTPRequestHandler):
         if target is None:
             self.send_error(HTTPStatus.NOT_FOUND, "no such file here")
             return
-        data = target.read_bytes()
+        try:
+            data = target.read_bytes()
+        except OSError:
+            self.send_error(HTTPStatus.NOT_FOUND, "no such file here")
+            return
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", TYPES.get(target.suffix, "application/octet-stream"))
         self.send_header("Content-Length", str(len(data)))

@@ -139,10 +139,15 @@ def test_rnn_web_serves_the_page_and_only_the_folders_files(web_page):
             assert response.headers["Content-Type"] == "application/json"
         with urllib.request.urlopen(url + "ort/ort-wasm-simd-threaded.wasm") as response:
             assert response.headers["Content-Type"] == "application/wasm"
-        for outside in ("model/../../../pyproject.toml", "model/%2e%2e/%2e%2e/pyproject.toml", "../pyproject.toml"):
+        # COMMITTED is REPO/artifacts/sine-elman: ../../pyproject.toml exists, outside the folder
+        for outside in ("model/../../pyproject.toml", "model/%2e%2e/%2e%2e/pyproject.toml", "model/%00"):
             with pytest.raises(urllib.error.HTTPError) as refused:
                 urllib.request.urlopen(url + outside)
-            assert refused.value.code == 404
+            assert refused.value.code == 404, outside
+        rebound = urllib.request.Request(url + "model/manifest.json", headers={"Host": "evil.example:80"})
+        with pytest.raises(urllib.error.HTTPError) as refused:  # DNS rebinding: not a loopback name
+            urllib.request.urlopen(rebound)
+        assert refused.value.code == 403
     finally:
         process.terminate()
         process.wait(30)
@@ -154,3 +159,24 @@ def test_without_onnxruntime_web_rnn_web_says_what_to_install(tmp_path, monkeypa
     monkeypatch.setattr(toolkit.web, "ORT_DIST", tmp_path / "nothing")
     with pytest.raises(runtime.MissingDependencyError, match="npm ci --ignore-scripts"):
         WebServer(COMMITTED, port=0)
+
+
+def test_a_symlink_out_of_the_folder_is_not_served(tmp_path):
+    folder = tmp_path / "linked"
+    shutil.copytree(COMMITTED, folder)
+    (tmp_path / "secret.txt").write_text("not a model file")
+    (folder / "secret.txt").symlink_to(tmp_path / "secret.txt")
+    (folder / "outside").symlink_to(tmp_path, target_is_directory=True)
+    try:
+        server = WebServer(folder, port=0).start()
+    except runtime.MissingDependencyError as error:  # the check of the page's files comes first
+        pytest.skip(str(error))
+    try:
+        for path in ("model/secret.txt", "model/outside/secret.txt"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(server.url + path)
+            assert refused.value.code == 404, path
+        with urllib.request.urlopen(server.url + "model/manifest.json") as response:
+            assert response.status == 200
+    finally:
+        server.stop()

@@ -5,23 +5,33 @@ state so that the sequence survives the loss of the server process or replica th
 The protocol (any client can speak it; this is the reference):
 
 - every request of the sequence sends ``sequence_id`` and ``sequence_version`` (the
-  ``sequence_version`` of the last answer; 0 before the first) and asks for every output;
+  ``sequence_version`` of the last answer) and asks for every output; a start sends a fresh
+  random version as the base (the server counts on from it), so a copy of the sequence left on
+  another replica by an earlier start can never match by chance of an equal count;
 - every answer carries the step's output, the new state (the model's state outputs, in the order
   of its state inputs) and ``sequence_version``: the client keeps them as its acknowledged state;
-- an answer of 409 (gRPC ABORTED: the server does not hold that version of the sequence) or 503
-  (gRPC UNAVAILABLE: e.g. the replica running the request died) is followed by the same request
-  with ``sequence_start``, the acknowledged state as the state inputs and the acknowledged
-  version: wherever it lands, the sequence goes on from the state the client last saw.
+- an answer of 409 (gRPC ABORTED: the server does not hold that version of the sequence), 503
+  (gRPC UNAVAILABLE: e.g. the replica running the request died), gRPC RESOURCE_EXHAUSTED (too
+  many connections) or a lost connection is followed by the same request with
+  ``sequence_start``, the acknowledged state as the state inputs and a fresh base version:
+  wherever it lands, the sequence goes on from the state the client last saw.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import Any
 
 import numpy as np
 
-RETRY_STATUSES = {"409", "503", "StatusCode.ABORTED", "StatusCode.UNAVAILABLE"}
+RETRY_STATUSES = {"409", "503", "StatusCode.ABORTED", "StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED"}
+try:  # tritonclient.http.aio's transport
+    from aiohttp import ClientError as _HttpError
+except ImportError:  # pragma: no cover (gRPC only)
+    _HttpError = OSError
+CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, _HttpError)
+VERSION_BITS = 62  # a start's random base version (the server takes any below 2**63 - 1)
 
 
 class SequenceLost(Exception):
@@ -83,11 +93,16 @@ class SequenceClient:
         return int(response["parameters"]["sequence_version"])
 
     async def step(self, x: np.ndarray, *, end: bool = False) -> np.ndarray:
-        """One step: x of shape (1, input_size); returns y of shape (1, output_size)."""
+        """One step: x of shape (1, input_size); returns y of shape (1, output_size). After a
+        step with ``end`` the sequence is over: the next step starts it again from the initial
+        state. `SequenceLost` when the retries are spent."""
         from tritonclient.utils import InferenceServerException
 
         start = self.state is None
+        error: BaseException | None = None
         for attempt in range(self.retries + 1):
+            if start:
+                self.version = secrets.randbits(VERSION_BITS)
             inputs, outputs = self._request(x, start)
             try:
                 result = await self.client.infer(
@@ -100,14 +115,24 @@ class SequenceClient:
                     parameters={"sequence_version": self.version},
                     headers=self.headers,
                 )
-            except InferenceServerException as error:
-                if str(error.status()) not in RETRY_STATUSES or attempt == self.retries:
+            except InferenceServerException as failure:
+                if str(failure.status()) not in RETRY_STATUSES:
                     raise
+                error = failure
+            except CONNECTION_ERRORS as failure:  # a lost connection or a timeout
+                error = failure
+            else:
+                y = result.as_numpy(self.output_name)
+                if end:  # over: the next step starts anew
+                    self.state, self.version = None, 0
+                else:
+                    self.state = [result.as_numpy(name) for name in self.state_outputs]
+                    self.version = self._answered_version(result)
+                return y
+            if attempt < self.retries:
                 start = True  # resend from the acknowledged state (the initial one if none yet)
                 self.recoveries += 1
                 await asyncio.sleep(self.backoff_s * min(attempt, 10))
-                continue
-            self.state = [result.as_numpy(name) for name in self.state_outputs]
-            self.version = self._answered_version(result)
-            return result.as_numpy(self.output_name)
-        raise SequenceLost(f"sequence {self.sequence_id} of model '{self.model}' could not go on")
+        raise SequenceLost(
+            f"sequence {self.sequence_id} of model '{self.model}' could not go on after {self.retries} resends"
+        ) from error

@@ -32,7 +32,9 @@ cluster) and are loaded there pinned to the manifest digest the driver checked (
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
+import logging
 import os
 import tempfile
 import time
@@ -43,10 +45,10 @@ from typing import Any
 
 import ray
 from ray import serve
-from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.exceptions import ActorUnavailableError, RayActorError, RayError, RayTaskError
 from ray.serve.config import AutoscalingConfig, RequestRouterConfig
 from ray.serve.exceptions import BackPressureError
-from ray.serve.request_router import FIFOMixin, PendingRequest, RequestRouter, RunningReplica
+from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
 
 import runtime
 
@@ -63,12 +65,15 @@ from .core import (
 )
 from .http_api import create_app
 
+log = logging.getLogger("rnn.serve")
+
 APP_NAME = "rnn"
 STEPPER = "Stepper"
 FRONT = "Front"
 MAX_FOLDER_BYTES = 256 << 20  # what one folder may ship to every replica
 EXPIRY_PERIOD_S = 5.0
 REPLICA_PROTOCOL = "ray"  # the protocol label of a replica's request metrics
+SCRATCH_PREFIX = "rnn-serve-"  # + pid: the unpacked folders of a process
 CALLS_PER_REPLICA = 2  # calls in flight from one front to one replica; later requests wait for the next
 
 # ---- routing ----------------------------------------------------------------------------------
@@ -97,10 +102,10 @@ def replica_view(app_name: str, deployment: str = STEPPER) -> tuple[str, ...]:
     return _VIEWS.get((app_name, deployment), ())
 
 
-class SequenceRouter(FIFOMixin, RequestRouter):
+class SequenceRouter(RequestRouter):  # not FIFOMixin: it hands a choice to the oldest request, not its own
     """Requests with a ``session_id`` (a sequence) go to the replica that ranks first for it
-    (the others follow as fallbacks: one reaching another replica is answered 409 and the
-    client resends its state, never run on a stale copy); ``replica:<id>`` names the replica
+    (the others follow as fallbacks: a versioned request reaching a replica without that
+    version is answered 409 and the client resends its state); ``replica:<id>`` names the replica
     (a batch grouped by `RoutedEngine`; the others follow as fallbacks); requests without a
     session go to the less loaded of two random replicas (Ray's power of two choices)."""
 
@@ -155,13 +160,12 @@ class ShippedFolder:
 
 
 def ship_folder(name: str, folder: Path, loader: Any = None) -> ShippedFolder:
-    """Reads ``folder`` (after ``loader`` checked it, e.g. verified its signature) into a
-    `ShippedFolder` pinned to its manifest's digest."""
+    """Reads ``folder`` once into a `ShippedFolder` pinned to its manifest's digest; ``loader``
+    (e.g. one that verifies a signature) checks a copy of exactly those bytes, so the replicas
+    run what was checked even if the folder changes meanwhile."""
     folder = Path(folder)
     if not (folder / MANIFEST_NAME).is_file():
         raise runtime.ArtifactError(f"{folder} is not an artifact folder (it has no {MANIFEST_NAME})")
-    if loader is not None:
-        loader(folder)  # refuses a folder the caller would not run (bad digest, bad signature)
     files, total = {}, 0
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         data = path.read_bytes()
@@ -169,8 +173,12 @@ def ship_folder(name: str, folder: Path, loader: Any = None) -> ShippedFolder:
         if total > MAX_FOLDER_BYTES:
             raise runtime.ArtifactError(f"{folder} holds more than {MAX_FOLDER_BYTES >> 20} MiB to ship to replicas")
         files[path.relative_to(folder).as_posix()] = data
-    digest = hashlib.sha256(files[MANIFEST_NAME]).hexdigest()
-    return ShippedFolder(name, files, digest)
+    shipped = ShippedFolder(name, files, hashlib.sha256(files[MANIFEST_NAME]).hexdigest())
+    if loader is not None:  # refuses what the caller would not run (bad digest, bad signature)
+        with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as scratch:
+            ((_, copy),) = unpack([shipped], Path(scratch))
+            loader(copy)
+    return shipped
 
 
 def unpack(shipped: Iterable[ShippedFolder], root: Path) -> list[tuple[str, Path]]:
@@ -185,10 +193,23 @@ def unpack(shipped: Iterable[ShippedFolder], root: Path) -> list[tuple[str, Path
     return folders
 
 
+def scratch_folder() -> tempfile.TemporaryDirectory:
+    """A temporary folder named after this process; the folders of processes that are gone
+    (a replica killed before its finalizer ran) are removed first."""
+    import shutil
+
+    root = Path(tempfile.gettempdir())
+    for old in root.glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = old.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
+
+
 def _engine(shipped: list[ShippedFolder], settings: Settings, device: str) -> tuple[Engine, Any]:
     """An engine over the shipped folders, unpacked into a temporary folder of this process
     and loaded pinned to the driver's manifest digests."""
-    scratch = tempfile.TemporaryDirectory(prefix="rnn-serve-")
+    scratch = scratch_folder()
     digests = {item.name: item.digest for item in shipped}
     folders = unpack(shipped, Path(scratch.name))
 
@@ -225,17 +246,33 @@ class Stepper:
             return await self.engine.infer(request, protocol, version)
         except ServeError as error:
             return error
+        except Exception as error:  # this request's failure alone, never its batch's: a 500
+            log.exception("a request of model %r failed on this replica", request.model)
+            return ServeError(f"the replica failed on this request ({type(error).__name__})")
 
     async def infer_many(self, batch: list[tuple[InferRequest, str, str]]) -> list[InferResponse | ServeError]:
         """Several requests in one call, run concurrently (so the batcher can share their steps);
-        the answers in order. A sequence's requests start in the order given."""
-        return list(await asyncio.gather(*(self.infer(*item) for item in batch)))
+        the answers in order, one per request. A sequence's requests start in the order given."""
+        answers = await asyncio.gather(*(self.infer(*item) for item in batch), return_exceptions=True)
+        # infer answers ServeErrors as values; anything else raised (a cancellation) is its own 500
+        return [
+            a if isinstance(a, (InferResponse, ServeError)) else ServeError(f"failed: {type(a).__name__}")
+            for a in answers
+        ]
 
     def pid(self) -> int:
         return os.getpid()
 
     def metrics_text(self) -> str:
         return self.engine.metrics.text()
+
+
+def _lost(error: BaseException | None) -> ServeError:
+    why = type(error).__name__ if error is not None else "no answer"
+    return Unavailable(
+        f"the replica running this request died, is unreachable or the call was lost ({why}); the request "
+        "may have run: resend a sequence's request from its last acknowledged state with sequence_start"
+    )
 
 
 def _session(served: str, key: int | str) -> str:
@@ -259,6 +296,7 @@ class RoutedEngine(Engine):
         self._queues: dict[str, list[tuple[InferRequest, str, str, asyncio.Future]]] = {}  # by replica
         self._busy: dict[str, int] = {}  # calls in flight, by replica
         self._turn = 0  # round robin of stateless requests
+        self._tasks: set[asyncio.Task] = set()  # calls in flight (referenced until done)
         self.calls = 0  # actor calls made (for tests and benchmarks: requests per call)
 
     def _call(self, request: InferRequest, protocol: str, version: str, session: str | None) -> asyncio.Future:
@@ -270,7 +308,7 @@ class RoutedEngine(Engine):
         item = (request, protocol, version, future)
         if not view:  # the router has not seen the replicas yet: alone, routed by Ray
             handle = self.stepper if session is None else self.stepper.options(session_id=session)
-            loop.create_task(self._send(handle, [item], None))
+            self._spawn(self._send(handle, [item], None))
             return future
         if session is None:
             self._turn += 1
@@ -280,8 +318,10 @@ class RoutedEngine(Engine):
         queue = self._queues.get(target)
         if queue is None:
             self._queues[target] = [item]
-            if self._busy.get(target, 0) < CALLS_PER_REPLICA:
-                loop.call_soon(self._flush, target)  # after this tick's other arrivals
+            if self._busy.get(target, 0) < CALLS_PER_REPLICA:  # after this tick's other arrivals, in a
+                # context of its own: not a child of the request that happened to come first (Ray
+                # cancels a call whose parent request is cancelled)
+                loop.call_soon(self._flush, target, context=contextvars.Context())
         else:
             queue.append(item)
         return future
@@ -292,36 +332,39 @@ class RoutedEngine(Engine):
             return
         self._busy[target] = self._busy.get(target, 0) + 1
         handle = self.stepper.options(session_id=REPLICA_SESSION + target)
-        asyncio.get_running_loop().create_task(self._send(handle, items, target))
+        self._spawn(self._send(handle, items, target))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine, context=contextvars.Context())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _send(
         self, handle: Any, items: list[tuple[InferRequest, str, str, asyncio.Future]], target: str | None
     ) -> None:
         self.calls += 1
+        answers: list[Any] = []
         try:
             answers = await handle.infer_many.remote([item[:3] for item in items])
-        except (RayActorError, ActorUnavailableError) as error:
-            failure: ServeError = Unavailable(
-                f"the replica running this request died or is unreachable ({type(error).__name__}); "
-                "the request may have run: resend a sequence's request from its last acknowledged state "
-                "with sequence_start"
-            )
-            answers = [failure] * len(items)
         except BackPressureError as error:
             answers = [Unavailable(f"every replica is busy: {one_line(error)}")] * len(items)
-        except Exception as error:  # anything else: the same failure for each, as a 500
-            answers = [error] * len(items)
+        except RayTaskError as error:  # the replica's code failed (not one request: infer answers those)
+            log.error("a call to a replica failed: %s", one_line(error))
+            answers = [ServeError(f"the replica failed ({type(error).__name__})")] * len(items)
+        except (RayActorError, ActorUnavailableError, RayError, asyncio.CancelledError) as error:
+            answers = [_lost(error)] * len(items)  # died, unreachable, lost, cancelled: retryable
         finally:
             if target is not None:
                 self._busy[target] -= 1
                 if target in self._queues:
                     self._flush(target)
-        for (_, _, _, future), answer in zip(items, answers):
-            if not future.done():
-                if isinstance(answer, BaseException):
-                    future.set_exception(answer)
-                else:
-                    future.set_result(answer)
+            for index, (_, _, _, future) in enumerate(items):  # every request answered, whatever happened
+                if not future.done():
+                    answer = answers[index] if index < len(answers) else _lost(None)
+                    if isinstance(answer, BaseException):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(answer)
 
     async def _infer(self, endpoint: Any, request: InferRequest) -> tuple[list[tuple[str, Any]], dict]:
         """Runs on a replica (`Engine.infer` around it checks the model and counts the answer)."""
@@ -338,7 +381,7 @@ class Front:
     """The ingress: this package's HTTP app over a `RoutedEngine`."""
 
     def __init__(self, stepper: Any, shipped: list[ShippedFolder], settings: Settings, token: str | None) -> None:
-        scratch = tempfile.TemporaryDirectory(prefix="rnn-front-")
+        scratch = scratch_folder()
         digests = {item.name: item.digest for item in shipped}
         folders = unpack(shipped, Path(scratch.name))
 

@@ -28,6 +28,7 @@ import runtime  # noqa: E402
 from tests.conftest import COMMITTED, REPO  # noqa: E402
 from toolkit.serving import ray_serve  # noqa: E402
 from toolkit.serving.client import SequenceClient  # noqa: E402
+from toolkit.serving.core import InferRequest, ServeError  # noqa: E402
 
 MODEL = runtime.load(COMMITTED)
 KILL_TEST_BUDGET_S = 420  # the whole kill test (about 90 s here), a bound, not a measurement
@@ -87,20 +88,56 @@ def test_rendezvous_order_is_stable_and_moves_only_the_keys_of_a_changed_replica
 
 def test_plain_tritonclient_sequences_stay_on_their_replica(ray_server):
     """No version, no resent state: a step landing on a replica that does not hold its sequence
-    would be refused (400, never started), so 24 sequences x 30 steps passing shows affinity."""
-    rng = np.random.default_rng(3)
-    xs = rng.uniform(-1, 1, (24, 30, 1, 1)).astype(np.float32)
-    client = http_client.InferenceServerClient(f"127.0.0.1:{ray_server.http_port}", concurrency=4)
-    outputs = np.zeros((24, 30, 1), np.float32)
-    for t in range(30):
-        for i in range(24):
-            tensor = http_client.InferInput("x", [1, 1], "FP32")
+    would be refused (400, never started), so 32 concurrent sequences x 40 steps passing shows
+    affinity, also while many calls wait for a replica at once (grouped calls, Ray's routing)."""
+    sequences, steps = 32, 40
+    xs = np.random.default_rng(3).uniform(-1, 1, (sequences, steps, 1, 1)).astype(np.float32)
+
+    async def drive(client, i: int) -> np.ndarray:
+        ys = []
+        for t in range(steps):
+            tensor = http_aio.InferInput("x", [1, 1], "FP32")
             tensor.set_data_from_numpy(xs[i, t])
-            result = client.infer("sine", [tensor], sequence_id=5000 + i, sequence_start=t == 0, sequence_end=t == 29)
-            outputs[i, t] = result.as_numpy("y")[0]
-    for i in range(24):
-        np.testing.assert_array_equal(outputs[i], local_run(xs[i]))
+            result = await client.infer(
+                "sine", [tensor], sequence_id=5000 + i, sequence_start=t == 0, sequence_end=t == steps - 1
+            )
+            ys.append(result.as_numpy("y"))
+        return np.concatenate(ys)
+
+    async def run() -> list[np.ndarray]:
+        client = http_aio.InferenceServerClient(f"127.0.0.1:{ray_server.http_port}", conn_limit=sequences + 4)
+        try:
+            return await asyncio.wait_for(asyncio.gather(*(drive(client, i) for i in range(sequences))), 120)
+        finally:
+            await client.close()
+
+    calls_before = ray_server.engine.calls
+    outputs = asyncio.run(run())
+    for i in range(sequences):
+        np.testing.assert_array_equal(outputs[i], local_run(xs[i]), err_msg=f"sequence {i}")
+    assert ray_server.engine.calls - calls_before < sequences * steps  # requests shared actor calls
     assert len(ray_server.replica_pids(2)) == 2
+
+
+def test_one_failing_request_does_not_fail_the_others_of_its_call():
+    """Stepper.infer_many without Ray: a request that raises unexpectedly is answered alone (a
+    500-status ServeError); the sequence step beside it is answered and counted."""
+    stepper = ray_serve.Stepper([ray_serve.ship_folder("sine", COMMITTED)], ray_serve.Settings(), "cpu")
+    real = stepper.engine.infer
+
+    async def flaky(request, protocol, version):
+        if request.model == "sine-predict":
+            raise RuntimeError("boom")
+        return await real(request, protocol, version)
+
+    stepper.engine.infer = flaky
+    x = np.array([[0.5]], np.float32)
+    good = InferRequest("sine", {"x": x}, parameters={"sequence_id": 1, "sequence_start": True})
+    bad = InferRequest("sine-predict", {"x": x.reshape(1, 1, 1)})
+    answers = asyncio.run(stepper.infer_many([(good, "test", ""), (bad, "test", "")]))
+    assert isinstance(answers[1], ServeError) and answers[1].status == 500 and "RuntimeError" in str(answers[1])
+    np.testing.assert_array_equal(dict(answers[0].outputs)["y"], MODEL.step(x)[0])
+    assert answers[0].parameters["sequence_version"] == 1
 
 
 def test_stateless_requests_and_the_fused_forms_run_on_the_replicas(ray_server):

@@ -275,10 +275,13 @@ def test_sequence_client_moves_to_a_server_that_never_saw_its_sequence(protocol,
             meta = await first.get_model_metadata("sine", **({"as_json": True} if protocol == "grpc" else {}))
             sequence = SequenceClient(first, "sine", f"moving-{protocol}", meta, backoff_s=0.0)
             ys = [await sequence.step(x) for x in XS[:6]]
-            assert sequence.version == 6 and sequence.recoveries == 0
+            base = sequence.version - 6  # a start sends a random base version; answers count on from it
+            assert 0 <= base < 2**62 and sequence.recoveries == 0
             sequence.client = second
-            ys += [await sequence.step(x) for x in XS[6:]]
-            assert sequence.version == 12 and sequence.recoveries == 1
+            ys += [await sequence.step(x) for x in XS[6:-1]]
+            assert sequence.recoveries == 1 and sequence.version != base + 11  # the resend took a new base
+            ys.append(await sequence.step(XS[-1], end=True))
+            assert sequence.state is None  # ended: a next step would start anew
             return np.concatenate(ys)
         finally:
             await first.close()
@@ -286,3 +289,33 @@ def test_sequence_client_moves_to_a_server_that_never_saw_its_sequence(protocol,
 
     expected = np.concatenate([y for y, _ in expected_run(XS)])
     np.testing.assert_array_equal(asyncio.run(go()), expected)
+
+
+def test_sequence_client_gives_up_with_sequence_lost_and_keeps_other_errors(sine_server):
+    """Only retryable refusals are resent; past the retries SequenceLost; a 400 is raised as it is."""
+    import tritonclient.http.aio as aio
+
+    from toolkit.serving.client import SequenceClient, SequenceLost
+
+    async def go():
+        client = aio.InferenceServerClient(f"127.0.0.1:{sine_server.http_port}")
+        try:
+            meta = await client.get_model_metadata("sine")
+            wrong = SequenceClient(client, "sine", "bad-x", meta, retries=3, backoff_s=0.0)
+            with pytest.raises(InferenceServerException, match="400|shape"):  # a 400 is not resent
+                await wrong.step(np.zeros((1, 2), np.float32))
+            assert wrong.recoveries == 0
+
+            class Refusing:  # answers every request 503
+                async def infer(self, *args, **kwargs):
+                    raise InferenceServerException("busy", status="503")
+
+            lost = SequenceClient(Refusing(), "sine", "lost", meta, retries=3, backoff_s=0.0)
+            lost._triton = wrong._triton  # the HTTP tensors
+            with pytest.raises(SequenceLost, match="after 3 resends"):
+                await lost.step(XS[0])
+            assert lost.recoveries == 3
+        finally:
+            await client.close()
+
+    asyncio.run(go())
