@@ -147,13 +147,13 @@ def cpp_binary(tmp_path_factory):
     return build / "rnn_generate"
 
 
-@pytest.fixture(scope="session")
-def node_example():
+def npm_installed(folder: Path, package: str, what: str) -> Path:
+    """``folder``'s npm packages, installed once (``npm ci --ignore-scripts``; node_modules is
+    ignored by git); skips with the reason where node or npm is missing."""
     missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
     if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed: the Node.js example cannot run")
-    folder = REPO / "examples" / "node"
-    if not (folder / "node_modules" / "onnxruntime-node").is_dir():  # installed once, ignored by git
+        pytest.skip(f"{' and '.join(missing)} not installed: {what} cannot run")
+    if not (folder / "node_modules" / package).is_dir():
         result = subprocess.run(
             ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
             cwd=folder,
@@ -162,7 +162,12 @@ def node_example():
             timeout=600,
         )
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return folder / "generate.js"
+    return folder
+
+
+@pytest.fixture(scope="session")
+def node_example():
+    return npm_installed(REPO / "examples" / "node", "onnxruntime-node", "the Node.js example") / "generate.js"
 
 
 def rehash_file(folder: Path, name: str = "config.json") -> None:

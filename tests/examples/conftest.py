@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 import runtime
 
-from ..conftest import COMMITTED, REPO
+from ..conftest import COMMITTED, REPO, npm_installed
 
 EMBED_ATOL = 1e-5  # C++ and Node.js against the Python runtime over 200 steps (the issue's bound); the
 # reference-trainer artifacts amplify rounding (7.9e-6 measured), so they are held to ROLLOUT_ATOL
@@ -44,7 +43,6 @@ def lstm_folder(tmp_path_factory):
 
 def run_two_state(command, folder):
     """The example's 30 generated values for ``folder``, checked against the Python runtime."""
-    import subprocess
 
     expected = runtime.load(folder).generate(np.float32(np.sin(2.0)), 30)[0].reshape(-1)
     out = subprocess.run([*command, str(folder), "--steps", "30"], capture_output=True, text=True, timeout=60)
@@ -58,21 +56,8 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 @pytest.fixture(scope="session")
 def web_page():
-    """examples/web ready to drive: node, npm and Debian's chromium present (`.ci/run` installs
-    chromium), the page's npm packages installed once (``npm ci --ignore-scripts``)."""
-    missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed: the browser page cannot be tested")
+    """examples/web ready to drive: Debian's chromium present (`.ci/run` installs it), the page's
+    npm packages installed once."""
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium, or set CHROMIUM)")
-    folder = REPO / "examples" / "web"
-    if not (folder / "node_modules" / "puppeteer-core").is_dir():  # installed once, ignored by git
-        result = subprocess.run(
-            ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
-            cwd=folder,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return folder
+    return npm_installed(REPO / "examples" / "web", "puppeteer-core", "the browser page's tests")
