@@ -1,4 +1,4 @@
-"""What the C++ and Node.js example tests share: the Python runtime's rollout to compare with."""
+"""What the C++, Node.js and browser example tests share: the Python runtime's rollout to compare with."""
 
 from __future__ import annotations
 
