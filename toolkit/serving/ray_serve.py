@@ -581,6 +581,7 @@ class RayServer:
         load = loader or runtime.load
         shipped = [ship_folder(name, Path(folder), load) for name, folder in folders]
         most = max(self.scale.replicas, self.scale.max_replicas or 0)
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)  # Serve's INFO lines are not the server's to print
         self.started_ray = connect(address, cpus=None if address else max(os.cpu_count() or 1, most + 1))
         try:
             serve.start(proxy_location="Disabled", logging_config={"log_level": "WARNING"})
@@ -633,14 +634,11 @@ class RayServer:
             self.close()
 
     def close(self) -> None:
-        """Deletes the application (and stops Ray if this process started it)."""
+        """Deletes the application (and stops Ray if this process started it: the whole local
+        cluster goes, Serve's controller with it)."""
         try:
-            if ray.is_initialized():
-                try:
-                    serve.delete(self.app_name)
-                finally:
-                    if self.started_ray:
-                        serve.shutdown()
+            if ray.is_initialized() and not self.started_ray:
+                serve.delete(self.app_name)
         finally:
             if self.started_ray and ray.is_initialized():
                 ray.shutdown()
