@@ -23,8 +23,10 @@ exactly what it would inside a full one. The output is a folder of Parquet files
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -385,7 +387,16 @@ def run_bulk(
     context.execution_options.preserve_order = True  # output rows in input order
     context.enable_progress_bars = progress
     context.raise_original_map_exception = True  # a worker's DataError reaches here as itself
+    # Ray Data logs a failed worker's traceback before raising; the caller gets the error itself
+    # (one line in the CLI), so its loggers are quieted for the run (its log file keeps everything)
+    quiet = [logging.getLogger(name) for name in ("ray.data", "ray")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.CRITICAL)
     begin = time.perf_counter()
+    caught = warnings.catch_warnings()
+    caught.__enter__()
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\.")  # pool-size advice
     try:
         dataset, layout = _dataset(ray, source, batch_size)
         runner = {"npy": NpyRunner, "parquet": ParquetRunner, "long": SeriesRunner}[layout]
@@ -408,6 +419,9 @@ def run_bulk(
             saved
         )
         context.execution_options.resource_limits = saved_limits
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
+        caught.__exit__(None, None, None)
         if started:
             ray.shutdown()
     return BulkResult(out, count_rows(out), time.perf_counter() - begin)
