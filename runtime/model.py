@@ -434,7 +434,12 @@ class Model:
         self._feeds_back = self.input_size == self.output_size  # generate can feed y back as x
         self._cell = str(manifest.model.get("kind", ""))  # the built-in cell kind, for choose_form
         self._entries = dict(entries)
+        self._forms = tuple(form for form in FORMS if form in self._entries)  # the folder's forms, fixed
+        self._hidden = max(self.state_sizes, default=0)  # the widest state, for choose_form
         self._sessions: dict[str, ort.InferenceSession] = {}
+        # per fused form once its session exists: (session, file name, input names, output names),
+        # so that a call builds none of them (~3 us of a ~8 us overhead per fused call, NOTES.md)
+        self._fused: dict[str, tuple[ort.InferenceSession, str, tuple[str, ...], list[str]]] = {}
         self._lock = threading.Lock()
         # fail at load, not at the first call, if the step model is unusable
         self._step_session = self._session(STEP)
@@ -442,7 +447,7 @@ class Model:
     @property
     def forms(self) -> tuple[str, ...]:
         """The forms this folder can run: ``step`` and the fused forms it ships."""
-        return tuple(form for form in FORMS if form in self._entries)
+        return self._forms
 
     @property
     def loaded_forms(self) -> tuple[str, ...]:
@@ -604,7 +609,7 @@ class Model:
     def _pick(self, kind: str, form: str | None, batch_size: int, steps: int) -> str:
         allowed = (STEP, *(SEQUENCE_FORMS if kind == "predict" else ROLLOUT_FORMS))
         if form is None:
-            return choose_form(kind, batch_size, steps, self.forms, self._cell, max(self.state_sizes, default=0))
+            return choose_form(kind, batch_size, steps, self._forms, self._cell, self._hidden)
         if form not in allowed:
             raise InputValueError(f"{kind} runs in one of the forms {list(allowed)}, got {form!r}")
         if form not in self.forms:
@@ -679,7 +684,10 @@ class Model:
 
     def _run_fused(self, form: str, first: np.ndarray, state: State, steps: int | None) -> tuple[np.ndarray, State]:
         batch_axis = 1 if steps is None else 0  # xs is (T, B, n_in), x0 is (B, n_in)
-        parts = min(self.workers, first.shape[batch_axis] // (PARALLEL_MIN_BATCH // 2))
+        batch_size = first.shape[batch_axis]
+        if batch_size < PARALLEL_MIN_BATCH:  # parts below would be < 2: skip working it out
+            return self._run_fused_part(form, first, state, steps)
+        parts = min(self.workers, batch_size // (PARALLEL_MIN_BATCH // 2))
         if parts < 2 or self.device != "cpu":
             return self._run_fused_part(form, first, state, steps)
         with self._lock:
@@ -695,14 +703,19 @@ class Model:
     def _run_fused_part(
         self, form: str, first: np.ndarray, state: State, steps: int | None
     ) -> tuple[np.ndarray, State]:
-        inputs, outputs = io_names(form, self.state_names, self.state_outputs)
+        fused = self._fused.get(form)
+        if fused is None:
+            session = self._session(form)  # checks the session against the contract when it creates it
+            inputs, outputs = io_names(form, self.state_names, self.state_outputs)
+            fused = self._fused[form] = (session, self._entries[form].name, tuple(inputs), outputs)
+        session, name, inputs, outputs = fused
         feed = dict(zip(inputs, (first, *state)))
         if steps is not None:
             feed["steps"] = np.array([steps], dtype=np.int64)
             batch_size, ys_shape = first.shape[0], (steps, first.shape[0], self.output_size)
         else:
             batch_size, ys_shape = first.shape[1], (first.shape[0], first.shape[1], self.output_size)
-        ys, *new_state = self._run_session(self._session(form), self._entries[form].name, outputs, feed)
+        ys, *new_state = self._run_session(session, name, outputs, feed)
         self._check_outputs(form, ys, ys_shape, new_state, batch_size)
         return ys, tuple(new_state)
 
