@@ -45,6 +45,7 @@ from rnn.config import TrainConfig  # noqa: E402
 from rnn.eager import generate_eager, predict_eager  # noqa: E402
 from rnn.train import train_folder  # noqa: E402
 from runtime.fused import choose_form  # noqa: E402
+from runtime.model import _create_session  # noqa: E402  (the runtime's own session factory)
 
 KINDS = ("gru", "lstm")
 HIDDEN_SIZES = (16, 100)
@@ -60,16 +61,8 @@ PREDICT_CANDIDATES = {"sequence_rnn (native GRU/LSTM)": sequence_native}
 
 
 def _session(model) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(
-        model.SerializeToString(),
-        sess_options=options,
-        providers=["CPUExecutionProvider"],
-        disabled_optimizers=["ConstantFolding"],
-    )
+    """Made as the runtime makes its sessions (one thread, no constant folding)."""
+    return _create_session(model.SerializeToString(), {}, "a candidate", "cpu", 1)
 
 
 def _best(calls: dict, rounds: int) -> dict[str, float]:

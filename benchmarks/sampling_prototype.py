@@ -37,6 +37,8 @@ import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from runtime.model import _create_session  # the runtime's own session factory
+
 V, E, H, LAYERS = 100, 32, 100, 2
 STEPS = 1000
 TEMPERATURE = 0.8
@@ -448,17 +450,8 @@ def build_step(weights: Weights):
 
 
 def session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
-    """As runtime/model.py makes them: intra-op threads, 1 inter-op thread, no constant folding."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(
-        model.SerializeToString(),
-        sess_options=options,
-        providers=["CPUExecutionProvider"],
-        disabled_optimizers=["ConstantFolding"],
-    )
+    """Made by the runtime's own session factory: intra-op threads, 1 inter-op thread, no constant folding."""
+    return _create_session(model.SerializeToString(), {}, "the prototype", "cpu", threads)
 
 
 def step_loop_sample(sess, token0, h0, uniforms, temperature, greedy, steps=STEPS):

@@ -36,6 +36,7 @@ import contextvars
 import hashlib
 import logging
 import os
+import random
 import tempfile
 import time
 from collections.abc import Iterable
@@ -84,10 +85,16 @@ def rendezvous_order(key: str, replica_ids: Iterable[str]) -> list[str]:
     same order in every process; adding or removing a replica moves only the keys that rank
     it first."""
 
-    def weight(replica: str) -> bytes:
-        return hashlib.blake2b(f"{key}\0{replica}".encode(), digest_size=8).digest()
+    return sorted(replica_ids, key=lambda replica: _weight(key, replica), reverse=True)
 
-    return sorted(replica_ids, key=weight, reverse=True)
+
+def rendezvous_first(key: str, replica_ids: Iterable[str]) -> str:
+    """The first of `rendezvous_order` (one pass, no sort: the per-request choice)."""
+    return max(replica_ids, key=lambda replica: _weight(key, replica))
+
+
+def _weight(key: str, replica: str) -> bytes:
+    return hashlib.blake2b(f"{key}\0{replica}".encode(), digest_size=8).digest()
 
 
 REPLICA_SESSION = "replica:"  # a session id naming the replica to route to: "replica:<unique id>"
@@ -142,8 +149,6 @@ class SequenceRouter(RequestRouter):  # not FIFOMixin: it hands a choice to the 
             return [[by_id[unique]] for unique in order]
         if len(candidate_replicas) <= 2:
             return [list(candidate_replicas)]
-        import random
-
         return [random.sample(candidate_replicas, 2)]
 
 
@@ -206,17 +211,17 @@ def scratch_folder() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
 
 
-def _engine(shipped: list[ShippedFolder], settings: Settings, device: str) -> tuple[Engine, Any]:
-    """An engine over the shipped folders, unpacked into a temporary folder of this process
-    and loaded pinned to the driver's manifest digests."""
+def unpacked(shipped: list[ShippedFolder], device: str = "cpu") -> tuple[list[tuple[str, Path]], Any, Any]:
+    """The shipped folders unpacked into a temporary folder of this process: (name, folder)
+    pairs, a loader that loads each pinned to the driver's manifest digest, and the temporary
+    folder (kept alive as long as the models are used)."""
     scratch = scratch_folder()
     digests = {item.name: item.digest for item in shipped}
-    folders = unpack(shipped, Path(scratch.name))
 
     def loader(folder: Path) -> runtime.Model:
         return runtime.load(folder, device=device, digest=digests[folder.name])
 
-    return Engine(folders, settings, loader=loader), scratch
+    return unpack(shipped, Path(scratch.name)), loader, scratch
 
 
 # ---- the deployments -------------------------------------------------------------------------
@@ -226,7 +231,8 @@ class Stepper:
     """One stepping replica: an `Engine` with its sequences and batcher."""
 
     def __init__(self, shipped: list[ShippedFolder], settings: Settings, device: str) -> None:
-        self.engine, self._scratch = _engine(shipped, settings, device)
+        folders, loader, self._scratch = unpacked(shipped, device)
+        self.engine = Engine(folders, settings, loader=loader)
         self._expiry: asyncio.Task | None = None
 
     def _start(self) -> None:
@@ -314,7 +320,7 @@ class RoutedEngine(Engine):
             self._turn += 1
             target = view[self._turn % len(view)]
         else:
-            target = rendezvous_order(session, view)[0]
+            target = rendezvous_first(session, view)
         queue = self._queues.get(target)
         if queue is None:
             self._queues[target] = [item]
@@ -381,14 +387,7 @@ class Front:
     """The ingress: this package's HTTP app over a `RoutedEngine`."""
 
     def __init__(self, stepper: Any, shipped: list[ShippedFolder], settings: Settings, token: str | None) -> None:
-        scratch = scratch_folder()
-        digests = {item.name: item.digest for item in shipped}
-        folders = unpack(shipped, Path(scratch.name))
-
-        def loader(folder: Path) -> runtime.Model:
-            return runtime.load(folder, digest=digests[folder.name])  # metadata only: it never runs here
-
-        self._scratch = scratch
+        folders, loader, self._scratch = unpacked(shipped)  # for metadata and checks: never run here
         self.engine = RoutedEngine(folders, settings, loader, stepper, stepper.app_name)
         self.token = token
 
@@ -447,12 +446,12 @@ def application(
     """The whole application on Ray Serve, HTTP through Ray's proxy (`serve.run` it with
     ``route_prefix="/"``): the Front ingress and its Stepper replicas. Two actor hops per
     request (proxy to Front, Front to Stepper): `RayServer` has one."""
-    settings = settings or Settings()
-    stepper = steppers(shipped, settings, scale or Scale(), device)
+    settings, scale = settings or Settings(), scale or Scale()
+    stepper = steppers(shipped, settings, scale, device)
     front = serve.deployment(
         Front,
         name=FRONT,
-        max_ongoing_requests=(scale or Scale()).max_ongoing_requests,
+        max_ongoing_requests=scale.max_ongoing_requests,
         ray_actor_options={"num_cpus": 0.5},
     )
     return front.bind(stepper, shipped, settings, token)

@@ -78,6 +78,7 @@ def ray_server(cluster):
 def test_rendezvous_order_is_stable_and_moves_only_the_keys_of_a_changed_replica():
     keys = [f"sine/i:{i}" for i in range(2000)]
     three = {key: ray_serve.rendezvous_order(key, ["a", "b", "c"])[0] for key in keys}
+    assert three == {key: ray_serve.rendezvous_first(key, ["a", "b", "c"]) for key in keys}  # the request path's
     assert three == {key: ray_serve.rendezvous_order(key, ["c", "a", "b"])[0] for key in keys}  # order-free
     assert 500 < sum(first == "a" for first in three.values()) < 830  # about a third each
     two = {key: ray_serve.rendezvous_order(key, ["a", "b"])[0] for key in keys}  # c died
