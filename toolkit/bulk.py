@@ -37,6 +37,7 @@ from runtime.errors import DataError, InputValueError, ShapeError, ToolkitError
 from runtime.fused import FUSED_MIN_STEPS, choose_form
 
 from .extras import require
+from .ray_cluster import connect
 
 KINDS = ("predict", "generate")
 ID_COLUMN = "id"  # Parquet input and output: the series' id, copied through
@@ -373,10 +374,7 @@ def run_bulk(
     ray = import_ray()
     started = not ray.is_initialized()
     if started:
-        if address is None:
-            ray.init(num_cpus=LOCAL_CPUS, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-        else:
-            ray.init(address=address, logging_level="ERROR")
+        connect(address, cpus=LOCAL_CPUS, logging_level="ERROR")
     context = ray.data.DataContext.get_current()
     saved = context.execution_options.preserve_order, context.enable_progress_bars, context.raise_original_map_exception
     saved_limits = context.execution_options.resource_limits

@@ -53,6 +53,7 @@ from ray.serve.request_router import PendingRequest, RequestRouter, RunningRepli
 
 import runtime
 
+from ..ray_cluster import connect
 from .core import (
     MANIFEST_NAME,
     Engine,
@@ -488,51 +489,6 @@ def app_builder(args: dict[str, Any]) -> Any:
     settings = Settings(max_queue_delay_us=number("max_queue_delay_us") or 0)
     shipped = [ship_folder(name, folder, runtime.load) for name, folder in folders]
     return application(shipped, settings, scale=scale, token=args.get("token"), device=args.get("device", "cpu"))
-
-
-def _reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Refuses at once a HOST:PORT (or ray://HOST:PORT) nothing listens on: Ray itself retries
-    for minutes. "auto" and other forms go to Ray as they are."""
-    import socket
-
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        return
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as error:
-        raise runtime.DataError(f"cannot join the Ray cluster at {address!r}: {error.strerror or error}") from None
-
-
-def _token_auth_if_configured() -> None:
-    """Ray 2.60 starts local clusters with token authentication (the token in ~/.ray/auth_token)
-    but joins one without sending it unless RAY_AUTH_MODE=token: set it where a token is at
-    hand and the caller did not choose (RAY_AUTH_MODE=disabled opts out)."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    if (
-        os.environ.get("RAY_AUTH_TOKEN")
-        or os.environ.get("RAY_AUTH_TOKEN_PATH")
-        or (Path.home() / ".ray" / "auth_token").is_file()
-    ):
-        os.environ["RAY_AUTH_MODE"] = "token"
-
-
-def connect(address: str | None = None, cpus: int | None = None) -> bool:
-    """Joins the Ray cluster at ``address``, or starts a local one (``cpus`` logical CPUs);
-    whether this call started it."""
-    if ray.is_initialized():
-        return False
-    if address:
-        _reachable(address)
-        _token_auth_if_configured()
-        try:
-            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            raise runtime.DataError(f"cannot join the Ray cluster at {address!r}: {one_line(error)}") from None
-        return False
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-    return True
 
 
 def start(
