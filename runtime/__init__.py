@@ -22,7 +22,7 @@ from .errors import (
     VerificationFailed,
     VersionError,
 )
-from .manifest import FORMAT_VERSION, Manifest, manifest_digest, read_manifest
+from .manifest import CLASSIC_FORMAT_VERSION, FORMAT_VERSION, Manifest, manifest_digest, read_manifest
 from .model import BoundStep, Model, State, load
 from .streams import Stream, StreamPool
 
@@ -37,6 +37,7 @@ __all__ = [
     "Manifest",
     "read_manifest",
     "manifest_digest",
+    "CLASSIC_FORMAT_VERSION",
     "FORMAT_VERSION",
     "ToolkitError",
     "ShapeError",

@@ -171,11 +171,12 @@ def test_a_manifest_of_18000_inputs_is_read_in_linear_time_and_refused_by_load(f
     """The duplicate-name check is one set look-up a name (it was list.count: 18,000**2 steps)."""
     data = json.loads((folder / MANIFEST_NAME).read_text())
     data["inputs"] = [{"name": f"i{n}", "shape": ["batch", 1], "dtype": "float32"} for n in range(18_000)]
+    data["format_version"] = 2  # version 1 has one input
     text = json.dumps(data, separators=(",", ":"))
     assert len(text) < MAX_MANIFEST_BYTES
     write_raw(folder, text)
     assert len(read_manifest(folder).inputs) == 18_000
-    with pytest.raises(ArtifactError, match="one input"):
+    with pytest.raises(ArtifactError, match="input"):
         runtime.load(folder)
     data["inputs"][17_999]["name"] = "i5"
     write_raw(folder, json.dumps(data, separators=(",", ":")))

@@ -114,7 +114,7 @@ def test_info_text_and_json(exported_copy):
     assert result.exit_code == 0
     assert "integrity  ok" in result.output and "h -> h_out" in result.output
     document = json.loads(invoke("info", COMMITTED, "--json").stdout)
-    assert document["integrity"] == "ok" and document["format_version"] == runtime.FORMAT_VERSION
+    assert document["integrity"] == "ok" and document["format_version"] == runtime.CLASSIC_FORMAT_VERSION
     (exported_copy / "weights.pt").write_bytes(b"changed")
     assert "integrity  FAILED" in invoke("info", exported_copy).output
 
