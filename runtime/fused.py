@@ -6,6 +6,12 @@ form as their role):
 
 - sequence forms (teacher-forced): inputs ``xs, *state`` -> outputs ``ys, *state outputs``
 - rollout forms (closed loop): inputs ``x0, *state, steps`` -> outputs ``ys, *state outputs``
+- sampling forms (a model whose logits are sampled into its next token input, manifest format 2):
+  ``rollout_greedy``: inputs ``token0, *other inputs, *state, steps`` and ``rollout_sample``:
+  inputs ``token0, *other inputs, *state, uniforms, temperature, top_k, top_p`` -> outputs
+  ``tokens, *state outputs``. ``token0`` int64 (batch,) is the first token fed; the other inputs
+  keep their value for every step; ``uniforms`` float32 (steps, batch) are the draws (one per
+  token, `runtime.sampling`); ``tokens`` int64 (steps, batch).
 
 `choose_form` picks the fastest available form for a call from the batch size and the number of
 steps; the thresholds come from `rnn bench` on the 2-core CI machine (NOTES.md).
@@ -18,7 +24,8 @@ from .errors import InputValueError
 STEP = "step"
 SEQUENCE_FORMS = ("sequence_rnn", "sequence_loop")
 ROLLOUT_FORMS = ("rollout_rnn", "rollout_loop")
-FORMS = (STEP, *SEQUENCE_FORMS, *ROLLOUT_FORMS)
+SAMPLING_FORMS = ("rollout_greedy", "rollout_sample")
+FORMS = (STEP, *SEQUENCE_FORMS, *ROLLOUT_FORMS, *SAMPLING_FORMS)
 
 # The native RNN kernel applies tanh element by element through a function pointer: unbeatable
 # at batch 1 (0.13 us/step) but 2.8 us/step at batch 64 and 200 us/step at 4096, where the
