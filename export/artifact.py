@@ -12,14 +12,13 @@ import onnxruntime
 import torch
 
 from rnn.checkpoint import load_checkpoint
-from rnn.config import TRAIN_DATA_NAME, Config, ModelConfig
+from rnn.config import TRAIN_DATA_NAME, Config, ModelConfig, step_specs
 from rnn.folders import replacing_folder
 from rnn.randomness import preserved_global_rng
 from runtime import __version__
 from runtime.errors import ExportError
 from runtime.fused import STEP
 from runtime.manifest import (
-    BATCH_AXIS,
     CONFIG_NAME,
     MANIFEST_NAME,
     ROLE_CONFIG,
@@ -29,6 +28,7 @@ from runtime.manifest import (
     ROLE_WEIGHTS,
     STEP_ONNX_NAME,
     STEP_TORCHSCRIPT_NAME,
+    TIME_FIRST,
     TORCHSCRIPT_SKIPPED_KEY,
     VERIFY_NAME,
     WEIGHTS_NAME,
@@ -113,19 +113,21 @@ def write_artifacts(
 ) -> Manifest:
     """Writes every exported file and, last, the manifest into ``staging`` (which already holds
     ``weights.pt`` and ``config.json``)."""
-    x, y, states = step_specs(config.model)
+    inputs, outputs, states = step_specs(config.model)
     metadata = _onnx_metadata(config.model, states)
     scripted, torchscript_skipped = _script(model, required=exporter == "torchscript")
     if scripted is not None:
         save_torchscript(scripted, staging)
     with failing_as(f"the {exporter} exporter cannot export {type(model).__name__}"):
         step_module = scripted if exporter == "torchscript" else model
-        export_step_onnx(step_module, staging / STEP_ONNX_NAME, [x], [y], states, metadata, opset, exporter)
+        export_step_onnx(step_module, staging / STEP_ONNX_NAME, inputs, outputs, states, metadata, opset, exporter)
     fused = _write_fused_forms(model, config.model, staging, opset, metadata)
     onnx_files = {STEP: STEP_ONNX_NAME, **fused}
     write_test_data(model, config.model, staging, onnx_files)
     ort_files = convert_to_ort(staging, onnx_files) if ort_format else {}
-    manifest = _manifest(staging, config, (x, y, states), fused, ort_files, opset, exporter, torchscript_skipped)
+    manifest = _manifest(
+        staging, config, (inputs, outputs, states), fused, ort_files, opset, exporter, torchscript_skipped
+    )
     write_manifest(staging, manifest)  # last: a folder without it is never loadable
     return manifest
 
@@ -140,14 +142,6 @@ def _script(model: torch.nn.Module, *, required: bool) -> tuple[torch.jit.Script
         if required:
             raise
         return None, str(error)
-
-
-def step_specs(model: ModelConfig) -> tuple[TensorSpec, TensorSpec, list[StateSpec]]:
-    """The step model's contract: input ``x``, output ``y`` and each state tensor NAME -> NAME_out."""
-    x = TensorSpec("x", (BATCH_AXIS, model.input_size))
-    y = TensorSpec("y", (BATCH_AXIS, model.output_size))
-    states = [StateSpec(s.name, (BATCH_AXIS, s.size), output=f"{s.name}_out", initial=s.initial) for s in model.states]
-    return x, y, states
 
 
 def _onnx_metadata(model: ModelConfig, states: list[StateSpec]) -> dict[str, str]:
@@ -183,7 +177,7 @@ _FUSED_PRODUCERS = {"elman": "export.fused", **dict.fromkeys(CELL_FORMS, "export
 def _manifest(
     staging: Path,
     config: Config,
-    specs: tuple[TensorSpec, TensorSpec, list[StateSpec]],
+    specs: tuple[list[TensorSpec], list[TensorSpec], list[StateSpec]],
     fused: dict[str, str],
     ort_files: dict[str, str],
     opset: int,
@@ -192,7 +186,7 @@ def _manifest(
 ) -> Manifest:
     """The manifest of what ``staging`` now holds, every file hashed; without a TorchScript file
     where ``torchscript_skipped`` says why there is none."""
-    x, y, states = specs
+    inputs, outputs, states = specs
     train = config.train
     scripted = torchscript_skipped is None
     files = [
@@ -228,12 +222,15 @@ def _manifest(
         model_info["factory"] = config.model.factory
     if not scripted:
         model_info[TORCHSCRIPT_SKIPPED_KEY] = torchscript_skipped
+    signature = config.model.signature
     return Manifest(
         model=model_info,
         producers=producers,
-        inputs=(x,),
-        outputs=(y,),
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
         state=tuple(states),
+        layout=signature.layout if signature else TIME_FIRST,
+        feedback=signature.feedback if signature else None,
         files=tuple(files),
         opset=opset,
         versions={

@@ -15,6 +15,22 @@ from rnn.config import CUSTOM, MAX_SIZE, Config, ModelConfig, StateConfig
 from rnn.folders import replacing_folder
 from rnn.randomness import preserved_global_rng
 from runtime.errors import ExportError, InputValueError
+from runtime.fused import SAMPLING_FORMS
+from runtime.manifest import (
+    BATCH_AXIS,
+    IDENTITY,
+    LAYOUTS,
+    LOGITS,
+    MAX_RANK,
+    SAMPLE,
+    TIME_FIRST,
+    TOKENS,
+    Feedback,
+    Signature,
+    StateSpec,
+    TensorSpec,
+    check_feedback,
+)
 
 from .artifact import step_specs, write_artifacts
 from .errors import failing_as
@@ -22,6 +38,9 @@ from .onnx_export import resolve_opset
 from .probe import PROBE_SEED, TORCH_DTYPES, probe_tensor
 
 PROBE_BATCH = 3
+# Names the sampling forms give their own inputs and outputs (runtime.fused): no tensor of a
+# model with sampled feedback may take them.
+RESERVED_NAMES = ("token0", "tokens", "steps", "uniforms", "temperature", "top_k", "top_p")
 
 
 def custom_config(
@@ -57,24 +76,158 @@ def custom_config(
     return ModelConfig(CUSTOM, input_size, output_size, tuple(parsed), factory=factory, class_name=class_name)
 
 
+def _size(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 2**31 - 1:
+        raise InputValueError(f"{what} must be a positive integer, got {value!r:.80}")
+    return value
+
+
+def _sizes(spec: dict, what: str) -> tuple[int, ...]:
+    """A tensor's per-stream axes from ``size`` (one axis) or ``shape`` (a list, possibly empty)."""
+    if "shape" in spec:
+        shape = spec["shape"]
+        if not isinstance(shape, (list, tuple)) or len(shape) >= MAX_RANK:
+            raise InputValueError(f"{what}: shape must be a list of fewer than {MAX_RANK} sizes, got {shape!r:.80}")
+        return tuple(_size(d, f"{what}: each shape size") for d in shape)
+    return (_size(spec.get("size"), f"{what}: size"),)
+
+
+def _as_dict(spec: Any, what: str) -> dict:
+    """(name, size), (name, size, initial) or a dict, as a dict."""
+    if isinstance(spec, dict):
+        return dict(spec)
+    if isinstance(spec, (tuple, list)) and len(spec) in (2, 3):
+        return {"name": spec[0], "size": spec[1], **({"initial": spec[2]} if len(spec) == 3 else {})}
+    raise InputValueError(f"{what} must be (name, size) or a dict with 'name', got {spec!r:.80}")
+
+
+def _name(spec: dict, what: str) -> str:
+    name = spec.get("name")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise InputValueError(f"{what}: a name must be an identifier, got {name!r:.80}")
+    return name
+
+
+def _input_spec(spec: Any, index: int) -> TensorSpec:
+    spec = _as_dict(spec, f"inputs[{index}]")
+    name = _name(spec, f"inputs[{index}]")
+    if "vocabulary" in spec:  # token ids, one a stream: (batch,) int64
+        vocabulary = _size(spec["vocabulary"], f"input {name!r}: vocabulary")
+        return TensorSpec(name, (BATCH_AXIS,), "int64", role=TOKENS, vocabulary=vocabulary)
+    return TensorSpec(name, (BATCH_AXIS, *_sizes(spec, f"input {name!r}")))
+
+
+def _output_spec(spec: Any, index: int) -> TensorSpec:
+    spec = _as_dict(spec, f"outputs[{index}]")
+    name = _name(spec, f"outputs[{index}]")
+    if "vocabulary" in spec or spec.get("logits"):  # scores over a vocabulary: (batch, V)
+        size = _size(spec.get("vocabulary", spec.get("size")), f"output {name!r}: vocabulary")
+        return TensorSpec(name, (BATCH_AXIS, size), role=LOGITS)
+    return TensorSpec(name, (BATCH_AXIS, *_sizes(spec, f"output {name!r}")))
+
+
+def _state_spec(spec: Any, index: int) -> StateSpec:
+    spec = _as_dict(spec, f"states[{index}]")
+    name = _name(spec, f"states[{index}]")
+    if "shape" in spec:  # the whole shape, "batch" where the batch axis is: [layers, "batch", hidden]
+        shape = spec["shape"]
+        if not isinstance(shape, (list, tuple)) or list(shape).count(BATCH_AXIS) != 1 or len(shape) > MAX_RANK:
+            raise InputValueError(
+                f"state {name!r}: shape must list its axes with {BATCH_AXIS!r} once, e.g. [2, {BATCH_AXIS!r}, 64], "
+                f"got {shape!r:.80}"
+            )
+        shape = tuple(d if d == BATCH_AXIS else _size(d, f"state {name!r}: each shape size") for d in shape)
+    else:
+        shape = (BATCH_AXIS, _size(spec.get("size"), f"state {name!r}: size"))
+    count = 1
+    for d in shape:
+        count *= 1 if d == BATCH_AXIS else d
+    initial = spec.get("initial", 0.0)
+    if isinstance(initial, (int, float)) and not isinstance(initial, bool):
+        row = (float(initial),) * count
+    else:
+        try:
+            row = tuple(float(v) for v in torch.as_tensor(initial, dtype=torch.float64).reshape(-1).tolist())
+        except (TypeError, ValueError, RuntimeError):
+            raise InputValueError(f"state {name!r}: initial must be a number or {count} numbers") from None
+    if len(row) != count:
+        raise InputValueError(f"state {name!r}: initial has {len(row)} values, the state holds {count} a stream")
+    return StateSpec(name, shape, output=f"{name}_out", initial=row)
+
+
+def custom_signature(
+    inputs: Sequence[Any],
+    outputs: Sequence[Any],
+    states: Sequence[Any],
+    layout: str = TIME_FIRST,
+    feedback: Any = None,
+) -> Signature:
+    """A format 2 signature from export_module's ``inputs``, ``outputs`` and ``states``
+    (see there); InputValueError naming the first spec that cannot be used."""
+    if not inputs or not outputs:
+        raise InputValueError("a step module needs at least one input and one output")
+    specs_in = tuple(_input_spec(spec, i) for i, spec in enumerate(inputs))
+    specs_out = tuple(_output_spec(spec, i) for i, spec in enumerate(outputs))
+    specs_state = tuple(_state_spec(spec, i) for i, spec in enumerate(states))
+    if not specs_state:
+        raise InputValueError("a step module needs at least one state tensor")
+    if layout not in LAYOUTS:
+        raise InputValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r:.80}")
+    names = [t.name for t in (*specs_in, *specs_out, *specs_state)] + [s.output for s in specs_state]
+    if len(set(names)) != len(names):
+        raise InputValueError(
+            f"input, output and state names (and NAME_out of each state) must be distinct, got {names}"
+        )
+    closed = _feedback(feedback, specs_in, specs_out)
+    if closed is not None and closed.via == SAMPLE and set(RESERVED_NAMES) & set(names):
+        raise InputValueError(
+            f"a model with sampled feedback cannot name a tensor {sorted(set(RESERVED_NAMES) & set(names))}: "
+            f"the sampling forms ({', '.join(SAMPLING_FORMS)}) use those names"
+        )
+    return Signature(specs_in, specs_out, specs_state, layout, closed)
+
+
+def _feedback(feedback: Any, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> Feedback | None:
+    """The declared feedback: a dict {"output", "input"} (via sample from logits, else identity),
+    or None: a single logits output sampled into a single tokens input of its vocabulary, else
+    none declared (the manifest's classic rule: one output fed back as an input of its shape)."""
+    if feedback is None:
+        tokens = [t for t in inputs if t.is_tokens]
+        logits = [t for t in outputs if t.is_logits]
+        if len(tokens) == 1 and len(logits) == 1 and logits[0].sizes == (tokens[0].vocabulary,):
+            return Feedback(logits[0].name, tokens[0].name, SAMPLE)
+        return None
+    if (
+        not isinstance(feedback, dict)
+        or not isinstance(feedback.get("output"), str)
+        or not isinstance(feedback.get("input"), str)
+    ):
+        raise InputValueError(f'feedback must be {{"output": NAME, "input": NAME}}, got {feedback!r:.80}')
+    source = next((t for t in outputs if t.name == feedback["output"]), None)
+    via = feedback.get("via", SAMPLE if source is not None and source.is_logits else IDENTITY)
+    declared = Feedback(feedback["output"], feedback["input"], via)
+    check_feedback(declared, inputs, outputs, InputValueError)
+    return declared
+
+
 def check_protocol(module: torch.nn.Module, config: ModelConfig) -> None:
     """Runs the module once on seeded probe inputs of the declared dtypes, uniform over INPUT_RANGE
     (`export.probe`; the caller's global RNG untouched): it must return (y, *state) with the right
     shapes and dtypes. A module whose parameters are not float32 is refused first, by name."""
     check_float32(module)
-    x, y, states = step_specs(config)
+    inputs, outputs, states = step_specs(config)
     generator = torch.Generator().manual_seed(PROBE_SEED)
-    inputs = [probe_tensor(spec, PROBE_BATCH, generator) for spec in (x, *states)]
-    with failing_as(f"calling the module as forward(x, {', '.join(config.state_names)}) failed"), torch.no_grad():
-        result = module(*inputs)
-    expected = [y, *states]
+    probes = [probe_tensor(spec, PROBE_BATCH, generator) for spec in (*inputs, *states)]
+    arguments = ", ".join(t.name for t in (*inputs, *states))
+    with failing_as(f"calling the module as forward({arguments}) failed"), torch.no_grad():
+        result = module(*probes)
+    expected = [*outputs, *states]
+    returned = ", ".join(t.name for t in expected)
     if not isinstance(result, (tuple, list)) or len(result) != len(expected):
         count = len(result) if isinstance(result, (tuple, list)) else 1
-        raise ExportError(
-            f"forward must return (y, {', '.join(config.state_names)}): {len(expected)} tensors, got {count}"
-        )
-    for name, tensor, spec in zip(("y", *config.state_names), result, expected):
-        shape = (PROBE_BATCH, *spec.shape[1:])
+        raise ExportError(f"forward must return ({returned}): {len(expected)} tensors, got {count}")
+    for tensor, spec in zip(result, expected):
+        shape = spec.shape_for(PROBE_BATCH)
         wanted = (shape, TORCH_DTYPES[spec.dtype])
         if isinstance(tensor, torch.Tensor) and (tuple(tensor.shape), tensor.dtype) == wanted:
             continue
@@ -83,7 +236,8 @@ def check_protocol(module: torch.nn.Module, config: ModelConfig) -> None:
             if isinstance(tensor, torch.Tensor)
             else type(tensor).__name__
         )
-        raise ExportError(f"forward's {name} must be a {spec.dtype} tensor of shape (batch, {shape[1]}), got {got}")
+        described = ", ".join(str(d) for d in spec.shape)
+        raise ExportError(f"forward's {spec.name} must be a {spec.dtype} tensor of shape ({described}), got {got}")
 
 
 def check_float32(module: torch.nn.Module) -> None:
@@ -115,9 +269,13 @@ def export_module(
     module: torch.nn.Module,
     out: str | os.PathLike,
     *,
-    input_size: int,
-    output_size: int,
     states: Sequence[Any],
+    input_size: int | None = None,
+    output_size: int | None = None,
+    inputs: Sequence[Any] | None = None,
+    outputs: Sequence[Any] | None = None,
+    layout: str = TIME_FIRST,
+    feedback: dict | None = None,
     exporter: str = "torchscript",
     opset: int | None = None,
     ort_format: bool = False,
@@ -125,8 +283,22 @@ def export_module(
 ) -> Path:
     """Exports a user's step module into the artifact folder ``out`` (replaced whole).
 
+    The classic signature ``forward(x, *states) -> (y, *states)``: give ``input_size`` and
+    ``output_size``. Anything else: give ``inputs`` and ``outputs`` instead, in forward's order,
+    ``forward(*inputs, *states) -> (*outputs, *states)``:
+
+    - an input: ``(name, size)`` (float32 (batch, size)), ``{"name", "shape": [sizes]}`` (float32
+      (batch, *sizes)) or ``{"name", "vocabulary": V}`` (int64 token ids (batch,), 0 <= id < V);
+    - an output: ``(name, size)``, ``{"name", "shape"}``, or ``{"name", "vocabulary": V}`` for logits (batch, V);
+    - ``feedback`` ``{"output": NAME, "input": NAME}``: what generate feeds back (logits are sampled
+      into tokens, anything else fed as it is); by default a single logits output is sampled into
+      a single tokens input of its vocabulary;
+    - ``layout`` "batch_first": the runtime's sequences are (batch, steps, ...).
+
     ``states`` lists the state tensors in forward's order: (name, size) or (name, size,
-    initial), initial a number or ``size`` numbers (default 0). ``factory``
+    initial) for (batch, size), or ``{"name", "shape": [2, "batch", 64], "initial"}`` for any
+    rank with the batch axis where the module has it (nn.GRU's (layers, batch, hidden));
+    initial a number or one stream's values (default 0). ``factory``
     ("package.module:function") is recorded so that `verify_folder` can rebuild the module.
     Raises ExportError naming the construct when the module cannot be scripted or exported.
 
@@ -135,13 +307,16 @@ def export_module(
     With the dynamo exporter a module TorchScript cannot compile still exports: the folder then
     has no TorchScript file, and its manifest says why (``model.torchscript_skipped``).
     """
-    model = custom_config(
-        input_size,
-        output_size,
-        states,
-        factory=factory,
-        class_name=f"{type(module).__module__}.{type(module).__qualname__}",
-    )
+    class_name = f"{type(module).__module__}.{type(module).__qualname__}"
+    if inputs is None and outputs is None and layout == TIME_FIRST and feedback is None:
+        model = custom_config(input_size, output_size, states, factory=factory, class_name=class_name)
+    elif inputs is None or outputs is None or input_size is not None or output_size is not None:
+        raise InputValueError(
+            "give inputs and outputs (any signature) or input_size and output_size (x -> y), not a mix"
+        )
+    else:
+        signature = custom_signature(inputs, outputs, states, layout, feedback)
+        model = ModelConfig.from_signature(signature, factory=factory, class_name=class_name)
     opset = resolve_opset(exporter, opset)
     config = Config(model)
     with preserved_global_rng(PROBE_SEED), evaluating(module):

@@ -68,22 +68,31 @@ def export_step_onnx(
     """
     input_names = [t.name for t in inputs] + [s.name for s in state]
     output_names = [t.name for t in outputs] + [s.output for s in state]
-    examples = tuple(torch.zeros(EXPORT_BATCH, int(t.shape[1])) for t in (*inputs, *state))
+    examples = tuple(example_tensor(t) for t in (*inputs, *state))
+    axes = {t.name: t.batch_axis for t in (*inputs, *state)}
+    axes.update({t.name: t.batch_axis for t in outputs})
+    axes.update({s.output: s.batch_axis for s in state})
     opset = resolve_opset(exporter, opset)
     if exporter == "dynamo":
-        _export_dynamo(module, examples, path, input_names, output_names, opset)
+        _export_dynamo(module, examples, path, input_names, output_names, opset, axes)
     else:
-        _export_torchscript(module, examples, path, input_names, output_names, opset)
+        _export_torchscript(module, examples, path, input_names, output_names, opset, axes)
     model = onnx.load(str(path))
     stamp_model(model, metadata, exporter=exporter)
     onnx.checker.check_model(model, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    _check_io(inferred, input_names, output_names)
+    _check_io(inferred, input_names, output_names, axes)
     onnx.save(model, str(path))
     return model
 
 
-def _export_dynamo(module, examples, path, input_names, output_names, opset) -> None:
+def example_tensor(spec: TensorSpec) -> torch.Tensor:
+    """The zeros the graph is traced with: ``spec``'s shape at EXPORT_BATCH, int64 ids 0 for tokens."""
+    dtype = torch.int64 if spec.dtype == "int64" else torch.float32
+    return torch.zeros(spec.shape_for(EXPORT_BATCH), dtype=dtype)
+
+
+def _export_dynamo(module, examples, path, input_names, output_names, opset, axes) -> None:
     batch = torch.export.Dim(BATCH_AXIS)
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
@@ -97,7 +106,7 @@ def _export_dynamo(module, examples, path, input_names, output_names, opset) -> 
                 str(path),
                 input_names=input_names,
                 output_names=output_names,
-                dynamic_shapes=tuple({0: batch} for _ in examples),
+                dynamic_shapes=tuple({axes[name]: batch} for name in input_names),
                 opset_version=opset,
                 dynamo=True,
                 external_data=False,
@@ -107,12 +116,12 @@ def _export_dynamo(module, examples, path, input_names, output_names, opset) -> 
         quiet.setLevel(level)
     model = onnx.load(str(path))
     for value in (*model.graph.input, *model.graph.output):  # name the batch axis as the contract says
-        value.type.tensor_type.shape.dim[0].dim_param = BATCH_AXIS
+        value.type.tensor_type.shape.dim[axes[value.name]].dim_param = BATCH_AXIS
     onnx.save(model, str(path))
 
 
-def _export_torchscript(scripted, examples, path, input_names, output_names, opset) -> None:
-    dynamic_axes = {name: {0: BATCH_AXIS} for name in input_names + output_names}
+def _export_torchscript(scripted, examples, path, input_names, output_names, opset, axes) -> None:
+    dynamic_axes = {name: {axes[name]: BATCH_AXIS} for name in input_names + output_names}
     with warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of torch.export; the design keeps
         # it as the default (NOTES.md), so its deprecation warnings are expected here.
@@ -134,7 +143,7 @@ def _export_torchscript(scripted, examples, path, input_names, output_names, ops
         )
 
 
-def _check_io(model: onnx.ModelProto, input_names: list[str], output_names: list[str]) -> None:
+def _check_io(model: onnx.ModelProto, input_names: list[str], output_names: list[str], axes: dict[str, int]) -> None:
     """The graph's inputs and outputs must be exactly the names asked for, batch axis symbolic."""
     got_inputs = [i.name for i in model.graph.input]
     got_outputs = [o.name for o in model.graph.output]
@@ -144,6 +153,7 @@ def _check_io(model: onnx.ModelProto, input_names: list[str], output_names: list
             f"expected {input_names} and {output_names}"
         )
     for value in (*model.graph.input, *model.graph.output):
-        first = value.type.tensor_type.shape.dim[0]
-        if first.dim_param != BATCH_AXIS:
-            raise ExportError(f"the exported tensor {value.name!r} has a fixed first axis, expected {BATCH_AXIS!r}")
+        dims = value.type.tensor_type.shape.dim
+        axis = axes[value.name]
+        if len(dims) <= axis or dims[axis].dim_param != BATCH_AXIS:
+            raise ExportError(f"the exported tensor {value.name!r} has no free {BATCH_AXIS!r} axis at axis {axis}")

@@ -15,11 +15,11 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from rnn.config import ModelConfig
+from rnn.config import ModelConfig, step_specs
 from rnn.eager import NumpyStep
 from runtime.errors import ExportError
 from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
-from runtime.manifest import TEST_DATA_DIR
+from runtime.manifest import TEST_DATA_DIR, TensorSpec
 
 from .probe import INPUT_RANGE
 
@@ -28,10 +28,39 @@ TEST_STEPS = 13  # > UNROLL, not a multiple: the blocked loops run a full block 
 TEST_SEED = 99
 
 
+def random_tensor(spec: TensorSpec, batch_size: int, rng: np.random.Generator, *leading: int) -> np.ndarray:
+    """``spec`` at ``batch_size`` (after ``leading`` axes, e.g. steps): token ids uniform over the
+    vocabulary as int64, anything else uniform over INPUT_RANGE as float32."""
+    shape = (*leading, *spec.shape_for(batch_size))
+    if spec.is_tokens:
+        return rng.integers(0, int(spec.vocabulary), shape, dtype=np.int64)
+    return rng.uniform(*INPUT_RANGE, shape).astype(np.float32)
+
+
+def eager_step(model: torch.nn.Module, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """One call of the eager module on numpy arrays (graph order in, graph order out)."""
+    with torch.no_grad():
+        result = model(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
+    return [t.detach().numpy() for t in result]
+
+
+def general_case(
+    model: torch.nn.Module, config: ModelConfig, form: str, rng: np.random.Generator
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(inputs, outputs) of the step form of a module with a format 2 signature."""
+    if form != STEP:
+        raise ExportError(f"no self-check data can be made for form {form!r} of a module with this signature")
+    inputs, _, states = step_specs(config)
+    values = [random_tensor(spec, TEST_BATCH, rng) for spec in (*inputs, *states)]
+    return values, eager_step(model, values)
+
+
 def reference_case(
     model: torch.nn.Module, config: ModelConfig, form: str, rng: np.random.Generator
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(inputs, outputs) of one form, in the graph's order, outputs from eager PyTorch."""
+    if config.signature is not None:
+        return general_case(model, config, form, rng)
     n_in = config.input_size
     state = [rng.uniform(*INPUT_RANGE, (TEST_BATCH, size)).astype(np.float32) for size in config.state_sizes]
     eager = NumpyStep(model)

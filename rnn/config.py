@@ -19,7 +19,7 @@ import numpy as np
 
 from runtime.errors import ArtifactError, InputValueError
 from runtime.jsonfile import parse_json
-from runtime.manifest import CONFIG_NAME
+from runtime.manifest import BATCH_AXIS, CONFIG_NAME, Signature, StateSpec, TensorSpec
 
 from .data import SEQ_LENGTH, load_series, open_regular, sine_series, sine_times
 
@@ -68,6 +68,26 @@ class ModelConfig:
     states: tuple[StateConfig, ...]
     factory: str | None = None  # a user's module: "package.module:function" that builds it
     class_name: str | None = None  # a user's module: its class, for people reading the folder
+    # A user's module beyond the classic signature (several or token inputs, logits, states of
+    # any rank, batch-first, sampled feedback): its tensors as the manifest will list them; the
+    # sizes above are then its first input's, first output's and first state's values a stream.
+    signature: Signature | None = None
+
+    @classmethod
+    def from_signature(
+        cls, signature: Signature, factory: str | None = None, class_name: str | None = None
+    ) -> ModelConfig:
+        """A user's module described by a format 2 signature."""
+        states = tuple(StateConfig(s.name, s.initial) for s in signature.state)
+        return cls(
+            CUSTOM,
+            signature.inputs[0].count,
+            signature.outputs[0].count,
+            states,
+            factory=factory,
+            class_name=class_name,
+            signature=signature,
+        )
 
     @classmethod
     def cell(cls, kind: str, input_size: int = 1, hidden_size: int = HIDDEN_SIZE, output_size: int = 1) -> ModelConfig:
@@ -103,6 +123,8 @@ class ModelConfig:
             document["factory"] = self.factory
             document["class"] = self.class_name
             document["states"] = [{"name": s.name, "size": s.size, "initial": list(s.initial)} for s in self.states]
+            if self.signature is not None:
+                document["signature"] = self.signature.to_dict()
         return document
 
     @classmethod
@@ -112,6 +134,13 @@ class ModelConfig:
         kind = data.get("kind")
         if kind not in MODEL_KINDS:
             raise ArtifactError(f"{where}: model kind {kind!r} is not supported (expected one of {list(MODEL_KINDS)})")
+        if kind == CUSTOM and data.get("signature") is not None:
+            factory, class_name = data.get("factory"), data.get("class")
+            return cls.from_signature(
+                Signature.from_dict(data["signature"], f"{where}.signature"),
+                factory=factory if isinstance(factory, str) else None,
+                class_name=class_name if isinstance(class_name, str) else None,
+            )
         sizes = {key: data.get(key) for key in ("input_size", "hidden_size", "output_size")}
         if not all(_positive_int(v) for v in sizes.values()):
             raise ArtifactError(f"{where}: input_size, hidden_size and output_size must be positive integers")
@@ -131,6 +160,17 @@ class ModelConfig:
             factory=factory if isinstance(factory, str) else None,
             class_name=data.get("class") if isinstance(data.get("class"), str) else None,
         )
+
+
+def step_specs(model: ModelConfig) -> tuple[list[TensorSpec], list[TensorSpec], list[StateSpec]]:
+    """The step model's contract (inputs, outputs, states): the module's signature where it has
+    one, else input ``x``, output ``y`` and each state tensor NAME -> NAME_out."""
+    if model.signature is not None:
+        return list(model.signature.inputs), list(model.signature.outputs), list(model.signature.state)
+    x = TensorSpec("x", (BATCH_AXIS, model.input_size))
+    y = TensorSpec("y", (BATCH_AXIS, model.output_size))
+    states = [StateSpec(s.name, (BATCH_AXIS, s.size), output=f"{s.name}_out", initial=s.initial) for s in model.states]
+    return [x], [y], states
 
 
 def _positive_int(value: Any) -> bool:

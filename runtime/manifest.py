@@ -187,6 +187,47 @@ class Feedback:
 
 
 @dataclass(frozen=True)
+class Signature:
+    """A step model's tensors as a format 2 manifest lists them: what `export.custom` records in
+    config.json for a module beyond the classic signature, and what the manifest is written from."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    state: tuple[StateSpec, ...]
+    layout: str = TIME_FIRST
+    feedback: Feedback | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "state": [s.to_dict() for s in self.state],
+            "layout": self.layout,
+            "feedback": None if self.feedback is None else self.feedback.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "signature") -> Signature:
+        """Validates a signature as `Manifest.from_dict` validates a format 2 manifest's tensors."""
+        if not isinstance(data, dict):
+            raise ManifestError(f"{where} must be an object, got {type(data).__name__}")
+        inputs = tuple(
+            _tensor(t, f"{where}.inputs[{i}]", True, INPUT_ROLES)
+            for i, t in enumerate(_field(data, "inputs", list, where))
+        )
+        outputs = tuple(
+            _tensor(t, f"{where}.outputs[{i}]", True, OUTPUT_ROLES)
+            for i, t in enumerate(_field(data, "outputs", list, where))
+        )
+        state = tuple(_state(s, f"{where}.state[{i}]", True) for i, s in enumerate(_field(data, "state", list, where)))
+        layout = data.get("layout", TIME_FIRST)
+        if layout not in LAYOUTS:
+            raise ManifestError(f"{where}.layout must be one of {list(LAYOUTS)}, got {layout!r:.80}")
+        feedback = None if data.get("feedback") is None else _feedback(data["feedback"], inputs, outputs)
+        return cls(inputs, outputs, state, layout, feedback)
+
+
+@dataclass(frozen=True)
 class Manifest:
     """Everything a runtime needs to know about an artifact folder."""
 
