@@ -125,3 +125,60 @@ class LayeredGRU(nn.Module):
     def forward(self, x: torch.Tensor, h0: torch.Tensor, h1: torch.Tensor):
         ys, h = self.gru(x.unsqueeze(0), torch.stack((h0, h1)))  # (1, batch, hidden), (layers, batch, hidden)
         return self.out(ys[0]), h[0], h[1]
+
+
+class CharGRU(nn.Module):
+    """A character model as people write one: a token and a category in, logits out, nn.GRU's
+    own (layers, batch, hidden) state; generation samples the next token from the logits."""
+
+    def __init__(self, vocabulary: int = 11, categories: int = 3, embed: int = 5, hidden: int = 7) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocabulary, embed)
+        self.gru = nn.GRU(embed + categories, hidden, num_layers=2)
+        self.out = nn.Linear(hidden, vocabulary)
+
+    def forward(self, token: torch.Tensor, category: torch.Tensor, h: torch.Tensor):
+        step = torch.cat([self.embed(token), category], dim=1).unsqueeze(0)
+        ys, h_next = self.gru(step, h)
+        return self.out(ys[0]) * 3.0, h_next  # x3: peaked distributions, so sampling is not near uniform
+
+
+def make_char_gru() -> CharGRU:
+    torch.manual_seed(5)
+    return CharGRU()
+
+
+MAKE_CHAR_GRU = "tests.user_modules:make_char_gru"
+CHAR_GRU_SIGNATURE = {
+    "inputs": [{"name": "token", "vocabulary": 11}, ("category", 3)],
+    "outputs": [{"name": "logits", "vocabulary": 11}],
+    "states": [{"name": "h", "shape": [2, "batch", 7]}],
+}
+
+
+class TwoInputs(nn.Module):
+    """A forecaster with two inputs: the last value (fed back) and a weekday token (held)."""
+
+    def __init__(self, days: int = 7, hidden: int = 6) -> None:
+        super().__init__()
+        self.day = nn.Embedding(days, hidden)
+        self.cell = nn.LSTMCell(1, hidden)
+        self.out = nn.Linear(hidden, 1)
+
+    def forward(self, value: torch.Tensor, day: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        h_next, c_next = self.cell(value, (h + self.day(day), c))
+        return self.out(h_next), h_next, c_next
+
+
+def make_two_inputs() -> TwoInputs:
+    torch.manual_seed(6)
+    return TwoInputs()
+
+
+MAKE_TWO_INPUTS = "tests.user_modules:make_two_inputs"
+TWO_INPUTS_SIGNATURE = {
+    "inputs": [("value", 1), {"name": "day", "vocabulary": 7}],
+    "outputs": [("next_value", 1)],
+    "states": [("h", 6), ("c", 6, 0.1)],
+    "feedback": {"output": "next_value", "input": "value"},
+}
