@@ -213,7 +213,7 @@ def _manifest(
     }
     model_info = {
         "kind": config.model.kind,
-        **config.model.sizes(),
+        **(config.model.sizes() if config.model.signature is None else {}),  # a signature's tensors say more
         "trainer": train.trainer if train else None,
         "seed": train.seed if train else None,
         "exporter": exporter,

@@ -365,8 +365,8 @@ def export(folder, out, opset, ort_format, exporter, factory, threads) -> None:
     type=click.Path(path_type=Path),
     default=None,
     help="Also check on your own inputs: a .csv (one column per input feature, one row per step) or .npy "
-    "of shape (steps,), (steps, input_size) or (steps, batch, input_size). Default: none, only the "
-    "built-in checks.",
+    "of shape (steps,), (steps, input_size) or (steps, batch, input_size); for a model with named or "
+    "token inputs an .npz of one array per input name. Default: none, only the built-in checks.",
 )
 @_THREADS
 def verify(folder, as_json, factory, digest, public_key, trust, data_path, threads) -> None:
@@ -680,6 +680,10 @@ def info(folder, as_json, digest, public_key) -> None:
         click.echo(f"{label:<10} " + ", ".join(f"{t.name} {t.describe()}" for t in specs))
     for spec in manifest.state:  # one line per state tensor, each with its own size
         click.echo(f"state      {spec.name} -> {spec.output} {spec.describe()}")
+    if manifest.format_version >= 2:
+        closed = manifest.closed_loop
+        loop = "none" if closed is None else f"{closed.output} -> {closed.input} ({closed.via})"
+        click.echo(f"layout     {manifest.layout}   feedback {loop}")
     if model.get(TORCHSCRIPT_SKIPPED_KEY):
         click.echo(f"torchscript not written: {model[TORCHSCRIPT_SKIPPED_KEY]}")
     click.echo(f"opset      {manifest.opset}   format version {manifest.format_version}")
@@ -699,6 +703,26 @@ def info(folder, as_json, digest, public_key) -> None:
             )
         else:
             click.echo("user data  none (rnn verify --data FILE checks the forms on your own inputs)")
+
+
+def _signature_file(path: Path) -> dict:
+    """The keyword arguments of export_module a --signature JSON file gives (inputs, outputs,
+    states, layout, feedback); InputValueError naming what is wrong."""
+    from runtime.jsonfile import parse_json
+
+    limit = 1 << 20
+    with open(path, "rb") as handle:
+        raw = handle.read(limit + 1)
+    if len(raw) > limit:
+        raise InputValueError(f"--signature {path} is larger than 1 MiB")
+    document = parse_json(raw, str(path), InputValueError)
+    keys = {"inputs", "outputs", "states", "layout", "feedback"}
+    if not isinstance(document, dict) or not {"inputs", "outputs", "states"} <= set(document) <= keys:
+        raise InputValueError(
+            f"--signature {path} must be a JSON object with inputs, outputs and states (and optionally layout, "
+            f"feedback), got {sorted(document) if isinstance(document, dict) else type(document).__name__}"
+        )
+    return document
 
 
 class _StateSpec(click.ParamType):
@@ -739,33 +763,43 @@ class _StateSpec(click.ParamType):
     "states",
     type=_StateSpec(),
     multiple=True,
-    required=True,
     help="A state tensor, in forward's order (repeat): its name, size and initial value (default 0).",
+)
+@click.option(
+    "--signature",
+    "signature_path",
+    type=_EXISTING_FILE,
+    default=None,
+    help='A JSON file with any other signature: {"inputs": [...], "outputs": [...], "states": [...], '
+    '"layout", "feedback"} as export_module takes them (token inputs, several inputs, layered states; '
+    "README). Replaces --input-size, --output-size and --state.",
 )
 @_EXPORTER
 @_OPSET
 @_THREADS
-def export_module_command(factory, out, weights, input_size, output_size, states, exporter, opset, threads) -> None:
+def export_module_command(
+    factory, out, weights, input_size, output_size, states, signature_path, exporter, opset, threads
+) -> None:
     """Export your own step module: FACTORY builds a torch.nn.Module whose forward(x, *state)
-    returns (y, *state). Then verify with: rnn verify OUT --factory FACTORY."""
+    returns (y, *state), or with --signature forward(*inputs, *states) -> (*outputs, *states).
+    Then verify with: rnn verify OUT --factory FACTORY."""
     _needs_torch("export-module", threads)
     from export import export_module
     from rnn.checkpoint import load_module_weights
     from rnn.factory import resolve_factory
 
+    if signature_path is not None:
+        if states:
+            raise InputValueError("--signature lists the states: leave out --state")
+        shape = _signature_file(signature_path)
+    elif not states:
+        raise InputValueError("give the module's state tensors: --state NAME:SIZE (repeat), or a --signature file")
+    else:
+        shape = {"input_size": input_size, "output_size": output_size, "states": states}
     module = resolve_factory(factory)()
     if weights is not None:
         load_module_weights(module, weights)
-    target = export_module(
-        module,
-        out,
-        input_size=input_size,
-        output_size=output_size,
-        states=states,
-        exporter=exporter,
-        opset=opset,
-        factory=factory,
-    )
+    target = export_module(module, out, exporter=exporter, opset=opset, factory=factory, **shape)
     click.echo(f"wrote {target} (verify: rnn verify {target} --factory {factory})")
 
 
