@@ -145,10 +145,16 @@ class VerifyReport:
         data = self.user_data
         lines += [
             "",
-            "user data: none given (random inputs over [-1, 1] and the training series only)"
+            "user data: none given (random inputs only: values over [-1, 1], token ids over each vocabulary; "
+            "a trained folder's training series too)"
             if data is None
-            else f"user data: {data['source']}, shape {'x'.join(map(str, data['shape']))} "
-            f"(steps x batch x input), sha256 {data['sha256'][:16]}",
+            else f"user data: {data['source']}, "
+            + (
+                ", ".join(f"{name} {'x'.join(map(str, d['shape']))} {d['dtype']}" for name, d in data["inputs"].items())
+                if "inputs" in data
+                else f"shape {'x'.join(map(str, data['shape']))} (steps x batch x input)"
+            )
+            + f", sha256 {data['sha256'][:16]}",
         ]
         if self.skipped:
             lines += ["", "not checked:", *(f"  {form}: {why}" for form, why in self.skipped.items())]
@@ -331,6 +337,8 @@ def _verify(
     inputs: Any,
 ) -> VerifyReport:
     onnx_model = runtime.load(folder, digest=digest)  # checks the manifest's digest, then every file's sha256
+    if not onnx_model.manifest.classic:
+        return _verify_signature(folder, onnx_model, write, raise_on_failure, factory, progress, digest, trust, inputs)
     data = None if inputs is None else user_inputs(inputs, onnx_model.input_size)  # refused before any check runs
     checkpoint = load_checkpoint(folder, factory)
     names = [onnx_model.manifest.outputs[0].name, *onnx_model.state_outputs]
@@ -356,12 +364,41 @@ def _verify(
         )
     if progress is not None:
         progress(len(cases) + 1, len(cases) + 1, "done")
+    return _finish(folder, report, write, raise_on_failure)
+
+
+def _finish(folder: Path, report: VerifyReport, write: bool, raise_on_failure: bool) -> VerifyReport:
     if write:
         _write_json(folder / VERIFY_NAME, report.to_dict())
     if raise_on_failure and not report.passed:
         failed = sum(not c.passed for c in report.comparisons)
         raise VerificationFailed(f"{failed} of {len(report.comparisons)} comparisons failed in {folder}", report)
     return report
+
+
+def _verify_signature(
+    folder: Path,
+    onnx_model: runtime.Model,
+    write: bool,
+    raise_on_failure: bool,
+    factory,
+    progress: Progress | None,
+    digest: str | None,
+    trust: bool,
+    inputs: Any,
+) -> VerifyReport:
+    """`_verify` for a module beyond x -> y (`export.verify_general`)."""
+    from .verify_general import general_user_data, verify_general
+
+    data, described = (None, None) if inputs is None else general_user_data(inputs, onnx_model)
+    checkpoint = load_checkpoint(folder, factory)
+    report = VerifyReport(str(folder), manifest_sha256=onnx_model.manifest_digest, user_data=described)
+    forms = _forms(folder, onnx_model, [], trusted=trust or digest is not None, report=report)
+    torchscript = forms["torchscript"].step.step if "torchscript" in forms else None
+    verify_general(folder, onnx_model, checkpoint, report, torchscript, progress, data)
+    if progress is not None:
+        progress(1, 1, "done")
+    return _finish(folder, report, write, raise_on_failure)
 
 
 UNTRUSTED_TORCHSCRIPT = (

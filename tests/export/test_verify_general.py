@@ -1,0 +1,105 @@
+"""verify_folder for modules beyond x -> y: every token id checked, the user's own named data,
+identity feedback over two inputs, batch-first sequences, and sampled generation compared
+token for token with eager PyTorch fed the same uniform draws."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from export import export_module, verify_folder
+from runtime.errors import DataError, ShapeError
+from runtime.manifest import MANIFEST_NAME, file_sha256
+
+from ..user_modules import (
+    CHAR_GRU_SIGNATURE,
+    TWO_INPUTS_SIGNATURE,
+    make_char_gru,
+    make_two_inputs,
+)
+
+
+@pytest.fixture(scope="module")
+def char_folder(tmp_path_factory):
+    return export_module(make_char_gru(), tmp_path_factory.mktemp("char") / "model", **CHAR_GRU_SIGNATURE)
+
+
+def _checks(report, form="onnx"):
+    return {c.check for c in report.comparisons if c.form == form}
+
+
+def test_a_token_model_verifies_with_every_id_of_its_vocabulary(char_folder):
+    report = verify_folder(char_folder, factory=make_char_gru, trust=True, write=False)
+    assert report.passed, report.table()
+    checks = _checks(report)
+    assert {"every id of token (V=11), one step", "every id of token (V=11) b=11 T=1"} <= checks
+    assert {c.form for c in report.comparisons} >= {"onnx", "torchscript"}
+    assert {"step b=1", "step b=3", "step b=64", "sequence b=3 T=100"} <= checks
+
+
+def test_an_export_wrong_for_one_token_id_fails_the_every_id_checks(char_folder, tmp_path):
+    """The last embedding row zeroed in step.onnx (manifest re-hashed, as a faulty exporter would
+    leave it): the checks that feed every id must catch it."""
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for path in char_folder.iterdir():
+        if path.is_file():
+            (folder / path.name).write_bytes(path.read_bytes())
+    model = onnx.load(str(folder / "step.onnx"))
+    (table,) = [t for t in model.graph.initializer if numpy_helper.to_array(t).shape == (11, 5)]
+    values = numpy_helper.to_array(table).copy()
+    values[10] = 0.0
+    table.CopyFrom(numpy_helper.from_array(values, table.name))
+    onnx.save(model, str(folder / "step.onnx"))
+    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    for entry in manifest["files"]:
+        if entry["name"] == "step.onnx":
+            entry["sha256"], entry["size"] = file_sha256(folder / "step.onnx"), (folder / "step.onnx").stat().st_size
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    report = verify_folder(folder, factory=make_char_gru, write=False)
+    failed = {c.check for c in report.comparisons if not c.passed and c.form == "onnx"}
+    assert not report.passed
+    assert {"every id of token (V=11), one step", "every id of token (V=11) b=11 T=1"} <= failed
+
+
+def test_the_users_own_token_data_is_checked_and_recorded(char_folder, tmp_path):
+    rng = np.random.default_rng(3)
+    path = tmp_path / "data.npz"
+    np.savez(path, token=rng.integers(0, 11, (30, 2)), category=rng.uniform(-3, 3, (30, 2, 3)).astype(np.float32))
+    report = verify_folder(char_folder, factory=make_char_gru, trust=True, write=False, inputs=path)
+    assert report.passed, report.table()
+    assert "user data b=2 T=30" in _checks(report)
+    assert report.user_data["source"] == str(path) and report.user_data["shape"] == [30, 2]
+    assert report.user_data["inputs"]["token"]["dtype"] == "int64"
+
+
+@pytest.mark.parametrize(
+    "data, error, message",
+    [
+        ({"token": np.array([1, 11]), "category": np.zeros((2, 3))}, DataError, "holds id 11 at"),
+        ({"token": np.array([1, 2])}, ShapeError, "exactly the inputs"),
+        ({"token": np.array([1.5, 2]), "category": np.zeros((2, 3))}, DataError, "integer token ids"),
+        ({"token": np.array([1, 2]), "category": np.zeros((2, 4))}, ShapeError, "'category' must be"),
+    ],
+)
+def test_unusable_user_data_is_refused_before_any_check(char_folder, data, error, message):
+    with pytest.raises(error, match=message):
+        verify_folder(char_folder, factory=make_char_gru, write=False, inputs=data)
+
+
+def test_two_inputs_identity_feedback_batch_first(tmp_path):
+    folder = export_module(make_two_inputs(), tmp_path / "two", layout="batch_first", **TWO_INPUTS_SIGNATURE)
+    data = {"value": np.sin(np.arange(40) / 4).reshape(1, 40, 1), "day": np.arange(40).reshape(1, 40) % 7}
+    report = verify_folder(folder, factory=make_two_inputs, trust=True, write=False, inputs=data)
+    assert report.passed, report.table()
+    checks = _checks(report)
+    assert {
+        "rollout b=3 T=200",
+        "user data b=1 T=40",
+        "user data rollout T=200",
+        "every id of day (V=7), one step",
+    } <= checks
