@@ -19,17 +19,20 @@ from .errors import (
     RunTimeoutError,
     ShapeError,
     ToolkitError,
+    UnsupportedError,
     VerificationFailed,
     VersionError,
 )
 from .manifest import CLASSIC_FORMAT_VERSION, FORMAT_VERSION, Manifest, manifest_digest, read_manifest
-from .model import BoundStep, Model, State, load
+from .model import BatchFirstModel, BoundStep, GeneralModel, Model, State, load
 from .streams import Stream, StreamPool
 
 __all__ = [
     "__version__",
     "load",
     "Model",
+    "GeneralModel",
+    "BatchFirstModel",
     "BoundStep",
     "State",
     "Stream",
@@ -40,6 +43,7 @@ __all__ = [
     "CLASSIC_FORMAT_VERSION",
     "FORMAT_VERSION",
     "ToolkitError",
+    "UnsupportedError",
     "ShapeError",
     "DtypeError",
     "InputValueError",

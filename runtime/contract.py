@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import ArtifactError
-from .fused import ROLLOUT_FORMS, SEQUENCE_FORMS, io_names
+from .errors import ArtifactError, InputValueError
+from .fused import ROLLOUT_FORMS, SAMPLING_FORMS, SEQUENCE_FORMS, STEP, io_names
+from .manifest import BATCH_AXIS, Feedback, TensorSpec
 
 FLOAT32 = "tensor(float)"
 INT64 = "tensor(int64)"
@@ -45,6 +46,43 @@ def form_io(
         return inputs, [(ys, FLOAT32, (STEPS, BATCH, output_size)), *new_states]
     inputs = [(input_name, FLOAT32, (BATCH, input_size)), *states]
     return inputs, [(output_name, FLOAT32, (BATCH, output_size)), *new_states]
+
+
+# The sampling forms' own tensors (runtime.fused): the first token, the draws and the sampler's settings.
+TOKEN0, TOKENS, SAMPLING_STEPS = "token0", "tokens", "steps"
+UNIFORMS, TEMPERATURE, TOP_K, TOP_P = "uniforms", "temperature", "top_k", "top_p"
+
+
+def _spec(tensor: TensorSpec, name: str | None = None) -> Spec:
+    """A manifest tensor as a declared spec: int64 for tokens, a free batch axis where its shape has one."""
+    dims = tuple(BATCH if d == BATCH_AXIS else int(d) for d in tensor.shape)
+    return (tensor.name if name is None else name, INT64 if tensor.dtype == "int64" else FLOAT32, dims)
+
+
+def general_form_io(
+    form: str,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+    states: tuple[Any, ...],
+    feedback: Feedback | None,
+) -> tuple[list[Spec], list[Spec]]:
+    """The inputs and outputs the ONNX model of ``form`` of a format 2 (general) model must declare,
+    in order: the step model ``(*inputs, *states) -> (*outputs, *state outputs)``; the sampling
+    forms as `runtime.fused` describes them (``tokens`` (steps, batch) int64)."""
+    state_in = [_spec(s) for s in states]
+    state_out = [_spec(s, s.output) for s in states]
+    if form == STEP:
+        return [*(_spec(t) for t in inputs), *state_in], [*(_spec(t) for t in outputs), *state_out]
+    if form not in SAMPLING_FORMS or feedback is None or feedback.via != "sample":
+        raise InputValueError(f"form {form!r} is not one a model of this signature runs")
+    held = [_spec(t) for t in inputs if t.name != feedback.input]
+    first = [(TOKEN0, INT64, (BATCH,)), *held, *state_in]
+    if form == "rollout_greedy":
+        specs = [*first, (SAMPLING_STEPS, INT64, (1,))]
+    else:
+        specs = [*first, (UNIFORMS, FLOAT32, (STEPS, BATCH)), (TEMPERATURE, FLOAT32, (1,))]
+        specs += [(TOP_K, INT64, (1,)), (TOP_P, FLOAT32, (1,))]
+    return specs, [(TOKENS, INT64, (STEPS, BATCH)), *state_out]
 
 
 def _describe(dims: Any, kind: str) -> str:

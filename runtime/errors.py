@@ -20,6 +20,11 @@ class InputValueError(ToolkitError, ValueError):
     """An input has the right shape and type but a value that is refused (NaN, steps < 1, ...)."""
 
 
+class UnsupportedError(ToolkitError, ValueError):
+    """A valid model or call that this part of the runtime does not run (for example a model with
+    named or token inputs in a `StreamPool`, which serves the classic signature only)."""
+
+
 class ArtifactError(ToolkitError):
     """An artifact folder or one of its files is missing or unreadable."""
 

@@ -117,6 +117,40 @@ def as_float32(value: Any, name: str, expected: str, *, allow_nonfinite: bool) -
     return array
 
 
+INT64 = np.dtype(np.int64)
+
+
+def as_tokens(value: Any, name: str, expected: str, vocabulary: int) -> np.ndarray:
+    """Token ids (an integer array, list or int) as a C-contiguous int64 array, each id
+    0 <= id < ``vocabulary``; a DtypeError for anything but integers (floats and booleans too), an
+    InputValueError naming the first id out of range and where it is. ``expected`` describes the
+    wanted shape for the error message."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise DtypeError(f"input {name!r} must be {expected} int64 token ids, got a masked array")
+    if isinstance(value, np.ndarray):
+        array = value
+    elif isinstance(value, (numbers.Integral, list, tuple)) and not isinstance(value, bool):
+        try:
+            array = np.asarray(value)
+        except (ValueError, TypeError):
+            raise DtypeError(
+                f"input {name!r} must be {expected} int64 token ids, got a ragged {type(value).__name__}"
+            ) from None
+    else:
+        raise DtypeError(f"input {name!r} must be {expected} int64 token ids, got {_describe(value)}")
+    if array.dtype.kind not in "iu":
+        raise DtypeError(
+            f"input {name!r} must be {expected} int64 token ids (any integer dtype), got {_describe(array)}"
+        )
+    if array.size and (array.min() < 0 or array.max() >= vocabulary):
+        where = tuple(int(i) for i in np.argwhere((array < 0) | (array >= vocabulary))[0])
+        raise InputValueError(
+            f"input {name!r} holds token id {int(array[where])} at index {where}; "
+            f"its ids must be 0 <= id < {vocabulary} (the vocabulary)"
+        )
+    return np.ascontiguousarray(array, dtype=INT64)
+
+
 def check_steps(steps: Any, max_steps: int = DEFAULT_MAX_STEPS) -> int:
     """A positive whole number of steps, at most ``max_steps``."""
     if type(steps) is int and 1 <= steps <= max_steps:  # the fast path

@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from .contract import check_session, form_io
-from .errors import ArtifactError, DeviceError, InputValueError, IntegrityError, ShapeError
+from .contract import TEMPERATURE, TOP_K, TOP_P, check_session, form_io, general_form_io
+from .errors import ArtifactError, DeviceError, InputValueError, IntegrityError, ShapeError, UnsupportedError
 from .fused import (
     FORMS,
+    FUSED_MIN_STEPS,
     PARALLEL_MIN_BATCH,
     ROLLOUT_FORMS,
+    SAMPLING_FORMS,
     SEQUENCE_FORMS,
     STEP,
     choose_form,
@@ -31,13 +33,25 @@ from .inputs import (
     FLOAT32,
     MAX_INT64,
     as_float32,
+    as_tokens,
     check_batch,
     check_count,
     check_memory,
     check_steps,
     is_ready,
 )
-from .manifest import ROLE_STEP_ONNX, FileEntry, Manifest, check_files, read_manifest_pinned, resolve_file
+from .manifest import (
+    BATCH_AXIS,
+    BATCH_FIRST,
+    IDENTITY,
+    ROLE_STEP_ONNX,
+    SAMPLE,
+    FileEntry,
+    Manifest,
+    check_files,
+    read_manifest_pinned,
+    resolve_file,
+)
 from .onnx_refs import external_data_locations
 from .runs import DEFAULT_RUN_TIMEOUT, ORT_ERRORS, RunGuard, check_run_timeout, first_line
 
@@ -119,7 +133,10 @@ def load(
             entries[form] = entry
     if STEP not in entries:
         raise ArtifactError(f"the manifest of {str(folder)!r} lists no file with role {ROLE_STEP_ONNX!r}")
-    return Model(
+    kind = Model if classic_shaped(manifest) else GeneralModel
+    if kind is Model and manifest.layout == BATCH_FIRST:
+        kind = BatchFirstModel
+    return kind(
         folder,
         manifest,
         entries,
@@ -366,6 +383,32 @@ class BoundStep:
                 target[rows] = buffer
 
 
+def classic_shaped(manifest: Manifest) -> bool:
+    """Whether the classic `Model` runs it: one float32 (batch, n) input and output, float32
+    (batch, size) states, no tokens or logits, and a closed loop (if declared) that feeds the output
+    back as it is. The layout may be batch_first (`BatchFirstModel`)."""
+    if len(manifest.inputs) != 1 or len(manifest.outputs) != 1:
+        return False
+    for spec in (*manifest.inputs, *manifest.outputs, *manifest.state):
+        if spec.dtype != "float32" or len(spec.shape) != 2 or spec.shape[0] != BATCH_AXIS:
+            return False
+        if spec.is_tokens or spec.is_logits:
+            return False
+    feedback = manifest.feedback
+    return feedback is None or (
+        feedback.via == IDENTITY
+        and feedback.output == manifest.outputs[0].name
+        and feedback.input == manifest.inputs[0].name
+    )
+
+
+def _refuse_sampler() -> None:
+    raise InputValueError(
+        "sampler= is for models whose generate samples the next token from logits (manifest feedback via "
+        "'sample'); this model feeds its output back as it is"
+    )
+
+
 class Model:
     """A loaded model. All methods take and return float32 numpy arrays.
 
@@ -381,7 +424,14 @@ class Model:
     checked too (shape, float32): a model that breaks its contract is an ArtifactError, never a
     wrong answer. Each onnxruntime run is stopped after ``run_timeout`` seconds
     (RunTimeoutError); a call that would allocate more than ``max_memory_bytes`` is refused.
+
+    ``classic`` is True for this class (one float32 input, one output, (batch, size) states);
+    `runtime.load` gives a `GeneralModel` (``classic`` False) for any other signature of a format 2
+    folder. ``inputs``, ``outputs``, ``states`` are the manifest's specs, ``layout`` its sequence
+    layout, ``feedback`` how generate closes the loop (None: it cannot).
     """
+
+    classic = True
 
     def __init__(
         self,
@@ -410,14 +460,30 @@ class Model:
         self.max_memory_bytes = max_memory_bytes
         self.run_timeout = run_timeout
         self._guards: list[RunGuard] = []  # idle RunOptions for session.run calls (list pop/append: thread-safe)
-        if len(manifest.inputs) != 1 or len(manifest.outputs) != 1:
-            raise ArtifactError("the runtime runs step models with one input and one output tensor")
+        self.inputs, self.outputs, self.states = manifest.inputs, manifest.outputs, manifest.state
+        self.input_names = tuple(t.name for t in manifest.inputs)
+        self.output_names = tuple(t.name for t in manifest.outputs)
+        self.state_names = tuple(s.name for s in manifest.state)
+        self.state_outputs = tuple(s.output for s in manifest.state)
+        self.layout = manifest.layout
+        self.feedback = manifest.closed_loop
+        self._host = device == "cpu"
+        self._entries = dict(entries)
+        self._forms = tuple(form for form in FORMS if form in self._entries)  # the folder's forms, fixed
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._lock = threading.Lock()
+        self._init_signature(manifest)
+        # fail at load, not at the first call, if the step model is unusable
+        self._step_session = self._session(STEP)
+
+    def _init_signature(self, manifest: Manifest) -> None:
+        """The classic signature's sizes and caches (a general model sets up its own)."""
+        if not classic_shaped(manifest):
+            raise ArtifactError("this Model runs the classic signature; load the folder with runtime.load")
         self.input_name = manifest.inputs[0].name
         self.output_name = manifest.outputs[0].name
         self.input_size = int(manifest.inputs[0].shape[1])
         self.output_size = int(manifest.outputs[0].shape[1])
-        self.state_names = tuple(s.name for s in manifest.state)
-        self.state_outputs = tuple(s.output for s in manifest.state)
         self.state_sizes = tuple(int(s.shape[1]) for s in manifest.state)
         self._input_names = (self.input_name, *self.state_names)
         self._output_names = [self.output_name, *self.state_outputs]
@@ -425,7 +491,6 @@ class Model:
         self._initial_cache: dict[int, State] = {}
         self._bound: dict[int, BoundStep] = {}  # run_step's runners by batch size, used under _bound_lock
         self._bound_lock = threading.Lock()
-        self._host = device == "cpu"
         self._row_bytes = self.output_size * 4  # of one step's float32 output, per stream
         # bytes of one stream's arrays in one call: x and y of a step, the state in and out
         self._x_bytes = self.input_size * 4
@@ -433,16 +498,10 @@ class Model:
         self._step_bytes = self._x_bytes + self._row_bytes + self._state_bytes
         self._feeds_back = self.input_size == self.output_size  # generate can feed y back as x
         self._cell = str(manifest.model.get("kind", ""))  # the built-in cell kind, for choose_form
-        self._entries = dict(entries)
-        self._forms = tuple(form for form in FORMS if form in self._entries)  # the folder's forms, fixed
         self._hidden = max(self.state_sizes, default=0)  # the widest state, for choose_form
-        self._sessions: dict[str, ort.InferenceSession] = {}
         # per fused form once its session exists: (session, file name, input names, output names),
         # so that a call builds none of them (~3 us of a ~8 us overhead per fused call, NOTES.md)
         self._fused: dict[str, tuple[ort.InferenceSession, str, tuple[str, ...], list[str]]] = {}
-        self._lock = threading.Lock()
-        # fail at load, not at the first call, if the step model is unusable
-        self._step_session = self._session(STEP)
 
     @property
     def forms(self) -> tuple[str, ...]:
@@ -506,19 +565,23 @@ class Model:
                 entry = self._entries[form]
                 source, external = _model_source(self.folder, self.manifest, entry)
                 session = _create_session(source, external, entry.name, self.device, self.threads)
-                inputs, outputs = form_io(
-                    form,
-                    self.input_size,
-                    self.output_size,
-                    self.state_names,
-                    self.state_outputs,
-                    self.state_sizes,
-                    self.input_name,
-                    self.output_name,
-                )
+                inputs, outputs = self._form_io(form)
                 check_session(session, form, entry.name, inputs, outputs)
                 self._sessions[form] = session
             return self._sessions[form]
+
+    def _form_io(self, form: str) -> tuple[list, list]:
+        """What the ONNX model of ``form`` must declare (`runtime.contract`)."""
+        return form_io(
+            form,
+            self.input_size,
+            self.output_size,
+            self.state_names,
+            self.state_outputs,
+            self.state_sizes,
+            self.input_name,
+            self.output_name,
+        )
 
     # ---- inputs ---------------------------------------------------------------------------
 
@@ -586,7 +649,12 @@ class Model:
 
     def _check_conversion(self, value: Any, name: str) -> None:
         """Refuses an array whose float32 copy alone would take more than max_memory_bytes, before
-        converting it."""
+        converting it; and named inputs (a dict), which are for models beyond the classic signature."""
+        if isinstance(value, dict):
+            raise InputValueError(
+                f"input {name!r} of this model is one float32 array (batch, {self.input_size}), not a dict of "
+                f"named inputs: the model has the classic signature (one input {self.input_name!r})"
+            )
         if isinstance(value, np.ndarray) and value.size * 4 > self.max_memory_bytes:
             check_memory(value.size * 4, f"input {name!r} as float32", self.max_memory_bytes)
 
@@ -796,12 +864,17 @@ class Model:
                 ys, current = self._run_fused(chosen, sequence, current, None)
         return (ys.reshape(steps) if flat and self.output_size == 1 else ys), current
 
-    def generate(self, x0: Any, steps: Any, state: Any = None, *, form: str | None = None) -> tuple[np.ndarray, State]:
+    def generate(
+        self, x0: Any, steps: Any, state: Any = None, *, form: str | None = None, sampler: Any = None
+    ) -> tuple[np.ndarray, State]:
         """The autoregressive context loop: each output is fed back as the next input.
 
         ``x0`` is (batch, input_size) (a scalar or (batch,) for one input); returns the
-        outputs (steps, batch, output_size) and the final state.
+        outputs (steps, batch, output_size) and the final state. ``sampler`` is for models that
+        sample tokens from logits; here it is refused.
         """
+        if sampler is not None:
+            _refuse_sampler()
         x, steps, current, _ = self._generate_inputs(x0, steps, state)
         batch_size = x.shape[0]
         if steps == 1 and form is None:  # a fused rollout of one step is the step model
@@ -854,3 +927,433 @@ class Model:
             done += n
             x = ys[-1]
             yield ys, current
+
+
+class BatchFirstModel(Model):
+    """A classic-signature model whose sequences are batch-first (manifest ``layout``
+    "batch_first"): predict takes xs (batch, steps, input_size) and returns (batch, steps,
+    output_size); generate and generate_iter return (batch, steps, output_size). Transposed at
+    the edges; the step model and the fused forms run time-first as for every classic model."""
+
+    def predict(self, xs: Any, state: Any = None, *, form: str | None = None) -> tuple[np.ndarray, State]:
+        expected = f"(batch, steps, {self.input_size})" + (" or (steps,)" if self.input_size == 1 else "")
+        self._check_conversion(xs, "xs")
+        array = as_float32(xs, "xs", expected, allow_nonfinite=self.allow_nonfinite)
+        if self.input_size == 1 and array.ndim == 1:  # one stream's series: no batch axis to move
+            return super().predict(array, state, form=form)
+        if array.ndim != 3 or array.shape[2] != self.input_size or not all(array.shape):
+            raise ShapeError(
+                f"input 'xs' must be {expected} float32 (layout batch_first) with batch and steps >= 1, "
+                f"got {array.shape}"
+            )
+        ys, current = super().predict(np.ascontiguousarray(array.swapaxes(0, 1)), state, form=form)
+        return np.ascontiguousarray(ys.swapaxes(0, 1)), current
+
+    def generate(
+        self, x0: Any, steps: Any, state: Any = None, *, form: str | None = None, sampler: Any = None
+    ) -> tuple[np.ndarray, State]:
+        ys, current = super().generate(x0, steps, state, form=form, sampler=sampler)
+        return np.ascontiguousarray(ys.swapaxes(0, 1)), current
+
+    def generate_iter(
+        self, x0: Any, steps: Any, state: Any = None, *, chunk: int = DEFAULT_CHUNK, form: str | None = None
+    ) -> Iterator[tuple[np.ndarray, State]]:
+        for ys, current in super().generate_iter(x0, steps, state, chunk=chunk, form=form):
+            yield np.ascontiguousarray(ys.swapaxes(0, 1)), current
+
+
+Named = dict[str, np.ndarray]
+
+
+def _dims(shape: tuple[int | str, ...]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+class GeneralModel(Model):
+    """A loaded model of any signature a format 2 manifest describes: several named inputs (float32
+    features (batch, *sizes) or int64 token ids (batch,) below a vocabulary), several outputs
+    (values, or logits (batch, V)), states of any rank with the batch axis where the manifest puts
+    it, time-first or batch-first sequences, and generation that feeds an output back as it is or
+    samples the next token from logits.
+
+    Inputs are a dict ``{name: array}`` (a bare array for a model with one input); outputs are an
+    array for a model with one output, else a dict. States are a tuple in manifest order.
+    ``predict`` and the step-loop ``generate`` run the step model once per step from Python; a
+    sampled ``generate`` of 2 steps or more runs the folder's fused sampling form when it has one
+    (``rollout_greedy`` for a greedy sampler, ``rollout_sample`` otherwise), giving the same tokens
+    as the step loop for the same sampler seed (the uniforms are drawn up front and fed to both).
+    """
+
+    classic = False
+
+    def _init_signature(self, manifest: Manifest) -> None:
+        self._initial = tuple(np.asarray(s.initial, dtype=np.float32).reshape(s.sizes) for s in manifest.state)
+        self._initial_cache: dict[int, State] = {}
+        self._feed_names = (*self.input_names, *self.state_names)
+        self._fetch_names = [*self.output_names, *self.state_outputs]
+        self._shapes: dict[int, list[tuple[int, ...]]] = {}  # batch size -> shapes of a step's outputs and states
+        self._in_bytes = sum(t.count * (8 if t.dtype == "int64" else 4) for t in self.inputs)  # a stream's, a step
+        self._out_bytes = 4 * sum(t.count for t in self.outputs)
+        self._state_bytes = 2 * 4 * sum(s.count for s in self.states)
+        self._step_bytes = self._in_bytes + self._out_bytes + self._state_bytes
+        self._forms = tuple(form for form in (STEP, *SAMPLING_FORMS) if form in self._entries)
+        self._fused: dict[str, tuple[ort.InferenceSession, str, list[str], list[str]]] = {}
+        self._feedback_output = None if self.feedback is None else self.output_names.index(self.feedback.output)
+
+    def _form_io(self, form: str) -> tuple[list, list]:
+        return general_form_io(form, self.inputs, self.outputs, self.states, self.feedback)
+
+    def __repr__(self) -> str:
+        return (
+            f"GeneralModel({str(self.folder)!r}, inputs={[f'{t.name} {t.describe()}' for t in self.inputs]}, "
+            f"outputs={[f'{t.name} {t.describe()}' for t in self.outputs]}, "
+            f"state={[f'{s.name} {s.describe()}' for s in self.states]}, layout={self.layout!r}, "
+            f"forms={list(self.forms)}, providers={self.providers})"
+        )
+
+    def _unsupported(self, what: str) -> UnsupportedError:
+        return UnsupportedError(
+            f"{what} runs models with the classic signature (one float32 input, one output, (batch, size) "
+            f"states); this model has inputs {list(self.input_names)}: use step, predict and generate"
+        )
+
+    def bind(self, batch_size: int) -> BoundStep:
+        raise self._unsupported("a BoundStep")
+
+    def run_step(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        raise self._unsupported("run_step")
+
+    # ---- inputs -------------------------------------------------------------------------
+
+    def initial_state(self, batch_size: int = 1) -> State:
+        """The manifest's initial state for ``batch_size`` streams, each tensor with its batch axis
+        where the manifest puts it (new arrays)."""
+        batch_size = check_count(batch_size, "batch_size", 1, MAX_INT64)
+        return tuple(
+            np.ascontiguousarray(np.repeat(np.expand_dims(row, s.batch_axis), batch_size, axis=s.batch_axis))
+            for row, s in zip(self._initial, self.states)
+        )
+
+    def check_state(self, state: Any, batch_size: int) -> State:
+        """A caller's state as a tuple of C-contiguous float32 arrays of the manifest's shapes at
+        ``batch_size`` (the batch axis where each spec has it), or a typed error; ``None`` is the
+        initial state. A bare array is accepted for a one-tensor state."""
+        if state is None:
+            return self.initial_state(batch_size)
+        if isinstance(state, np.ndarray) or not isinstance(state, (tuple, list)):
+            state = (state,)
+        if len(state) != len(self.states):
+            raise ShapeError(f"state must be {len(self.states)} array(s) {list(self.state_names)}, got {len(state)}")
+        arrays = []
+        for spec, value in zip(self.states, state):
+            wanted = spec.shape_for(batch_size)
+            expected = f"{_dims(spec.shape)} = {wanted}"
+            self._check_conversion(value, spec.name)
+            array = as_float32(value, spec.name, expected, allow_nonfinite=self.allow_nonfinite)
+            if array.shape != wanted:
+                raise ShapeError(
+                    f"state {spec.name!r} must be {_dims(spec.shape)} float32, {wanted} at the inputs' batch "
+                    f"{batch_size}, got {array.shape}"
+                )
+            arrays.append(array)
+        return tuple(arrays)
+
+    def check_x(self, x: Any, name: str = "x") -> Named:  # type: ignore[override]
+        """`check_inputs` (a dict of checked arrays, not one array)."""
+        return self.check_inputs(x, name)
+
+    def check_inputs(self, x: Any, name: str = "x") -> Named:
+        """One step's inputs as ``{name: array}``: float32 (batch, *sizes) for features, int64
+        (batch,) ids below the vocabulary for tokens, one batch size for all; or a typed error."""
+        return self._check_inputs(x, name, sequence=False)[0]
+
+    def _named(self, x: Any, what: str) -> dict[str, Any]:
+        if isinstance(x, dict):
+            missing = [n for n in self.input_names if n not in x]
+            unknown = [n for n in x if n not in self.input_names]
+            if missing or unknown:
+                parts = ([f"missing {missing}"] if missing else []) + ([f"unknown {unknown}"] if unknown else [])
+                raise InputValueError(f"{what} must give the inputs {list(self.input_names)}: {', '.join(parts)}")
+            return x
+        if len(self.inputs) == 1:
+            return {self.input_names[0]: x}
+        raise InputValueError(
+            f"this model has {len(self.inputs)} inputs {list(self.input_names)}: pass {what} as a dict "
+            f"{{name: array}}, got {type(x).__name__}"
+        )
+
+    def _check_inputs(self, x: Any, what: str, sequence: bool) -> tuple[Named, int, int]:
+        """(the inputs checked, time-first for a sequence, the batch size, the steps (1 for a step))."""
+        given = self._named(x, what)
+        if sequence:
+            lead = ("batch", "steps") if self.layout == BATCH_FIRST else ("steps", "batch")
+        else:
+            lead = ("batch",)
+        sizes: dict[str, tuple[int, str]] = {}  # "batch"/"steps" -> (size, the input it came from)
+        named = {}
+        for spec in self.inputs:
+            value = given[spec.name]
+            dims = (*lead, *spec.sizes)
+            expected = _dims(dims)
+            dtype = "int64" if spec.is_tokens else "float32"
+            self._check_conversion(value, spec.name)
+            if spec.is_tokens:
+                array = as_tokens(value, spec.name, expected, int(spec.vocabulary))
+            else:
+                array = as_float32(value, spec.name, expected, allow_nonfinite=self.allow_nonfinite)
+            shape = array.shape
+            if len(shape) != len(dims) or shape[len(lead) :] != spec.sizes:
+                raise ShapeError(
+                    f"input {spec.name!r} must be {expected} {dtype}, got {shape} {np.asarray(value).dtype}"
+                )
+            for axis, label in enumerate(lead):
+                if shape[axis] == 0:
+                    raise ShapeError(f"input {spec.name!r} must be {expected} with {label} >= 1, got {shape}")
+                seen = sizes.setdefault(label, (shape[axis], spec.name))
+                if seen[0] != shape[axis]:
+                    raise ShapeError(
+                        f"input {spec.name!r} must be {expected} {dtype} with the {label} of input {seen[1]!r} "
+                        f"({seen[0]}), got {shape}: every input has the same {label}"
+                    )
+            if sequence and self.layout == BATCH_FIRST:
+                array = np.ascontiguousarray(array.swapaxes(0, 1))
+            named[spec.name] = array
+        return named, sizes["batch"][0], sizes["steps"][0] if sequence else 1
+
+    def _check_bytes(self, size: int, what: str) -> None:
+        if size > self.max_memory_bytes:
+            check_memory(size, what, self.max_memory_bytes)
+
+    # ---- running ------------------------------------------------------------------------
+
+    def _run_general(self, feed: dict[str, np.ndarray], batch_size: int) -> list[np.ndarray]:
+        """One run of the step model; refuses outputs and states of another shape or dtype."""
+        values = self._run_session(self._step_session, self.step_file, self._fetch_names, feed)
+        shapes = self._shapes.get(batch_size)
+        if shapes is None:
+            if len(self._shapes) >= INITIAL_CACHE:
+                self._shapes.clear()
+            shapes = [t.shape_for(batch_size) for t in (*self.outputs, *self.states)]
+            self._shapes[batch_size] = shapes
+        for value, shape in zip(values, shapes):
+            if not (type(value) is np.ndarray and value.dtype == FLOAT32 and value.shape == shape):
+                got = [f"{getattr(a, 'shape', '?')} {getattr(a, 'dtype', type(a).__name__)}" for a in values]
+                raise ArtifactError(
+                    f"the ONNX model of form 'step' ({self.step_file}) returned {', '.join(got)}, the manifest "
+                    f"promises {', '.join(f'{s} float32' for s in shapes)}"
+                )
+        return values
+
+    def _result(self, arrays: list[np.ndarray], sequence: bool) -> Any:
+        """Outputs as the caller gets them: batch-first if the layout says so, one array or a dict."""
+        if sequence and self.layout == BATCH_FIRST:
+            arrays = [np.ascontiguousarray(a.swapaxes(0, 1)) for a in arrays]
+        return arrays[0] if len(arrays) == 1 else dict(zip(self.output_names, arrays))
+
+    def step(self, x: Any, state: Any = None) -> tuple[Any, State]:
+        """One step for a batch of streams: ``x`` a dict {name: array} (a bare array for one input),
+        each (batch, *sizes); returns (y, new state), y an array for one output, else a dict."""
+        named, batch_size, _ = self._check_inputs(x, "x", sequence=False)
+        self._check_bytes(batch_size * self._step_bytes, f"a step of batch {batch_size}")
+        current = self._initial_rows(batch_size) if state is None else self.check_state(state, batch_size)
+        values = self._run_general({**named, **dict(zip(self.state_names, current))}, batch_size)
+        count = len(self.outputs)
+        return self._result(values[:count], False), tuple(values[count:])
+
+    def predict(self, xs: Any, state: Any = None, *, form: str | None = None) -> tuple[Any, State]:
+        """Teacher-forced over sequences: each input (steps, batch, *sizes), or (batch, steps,
+        *sizes) when the layout is batch_first; returns the outputs in the same layout and the
+        final state. Runs the step model once per step."""
+        if form not in (None, STEP):
+            raise InputValueError(f"predict of this model runs in the form 'step', got {form!r}")
+        named, batch_size, steps = self._check_inputs(xs, "xs", sequence=True)
+        size = batch_size * (steps * (self._in_bytes + self._out_bytes) + self._state_bytes)
+        self._check_bytes(size, f"predict of {steps} steps x batch {batch_size}")
+        current = self._initial_rows(batch_size) if state is None else self.check_state(state, batch_size)
+        ys = [np.empty((steps, batch_size, *t.sizes), np.float32) for t in self.outputs]
+        count = len(self.outputs)
+        for t in range(steps):
+            feed = {name: array[t] for name, array in named.items()}
+            values = self._run_general({**feed, **dict(zip(self.state_names, current))}, batch_size)
+            for buffer, value in zip(ys, values):
+                buffer[t] = value
+            current = tuple(values[count:])
+        return self._result(ys, True), current
+
+    def _generate_inputs(  # type: ignore[override]
+        self, x0: Any, steps: Any, state: Any, sampler: Any, chunk: Any = None
+    ) -> tuple[Named, int, State, int | None]:
+        feedback = self.feedback
+        if feedback is None:
+            raise InputValueError(
+                "generate needs to know which output becomes which input: this model's manifest declares no "
+                f"feedback, and its outputs {list(self.output_names)} are not its inputs' shapes"
+            )
+        if feedback.via == SAMPLE:
+            if sampler is None:
+                raise InputValueError(
+                    f"this model samples its next {feedback.input!r} token from the logits {feedback.output!r}: "
+                    "pass sampler=runtime.Sampler(...) (greedy, temperature, top_k or top_p)"
+                )
+            if not all(callable(getattr(sampler, a, None)) for a in ("uniforms", "draw", "feeds")):
+                raise InputValueError(f"sampler must be a runtime.Sampler, got {type(sampler).__name__}")
+        elif sampler is not None:
+            _refuse_sampler()
+        named, batch_size, _ = self._check_inputs(x0, "x0", sequence=False)
+        if type(steps) is not int or not 1 <= steps <= self.max_steps:
+            steps = check_steps(steps, self.max_steps)
+        if chunk is not None:
+            chunk = check_steps(chunk, self.max_steps)
+        n = steps if chunk is None else min(chunk, steps)
+        per_step = 12 if feedback.via == SAMPLE else self._out_bytes  # tokens and uniforms, or the outputs
+        size = batch_size * (self._in_bytes + self._out_bytes + n * per_step + self._state_bytes)
+        self._check_bytes(size, f"generate of {n} steps x batch {batch_size}")
+        current = self._initial_rows(batch_size) if state is None else self.check_state(state, batch_size)
+        return named, steps, current, chunk
+
+    def _sampling_form(self, form: str | None, sampler: Any, steps: int) -> str:
+        wanted = "rollout_greedy" if sampler.greedy else "rollout_sample"
+        if form is None:
+            return wanted if steps >= FUSED_MIN_STEPS and wanted in self._forms else STEP
+        if form == STEP:
+            return STEP
+        if form not in SAMPLING_FORMS:
+            raise InputValueError(
+                f"generate of this model runs in one of the forms {[STEP, *SAMPLING_FORMS]}, got {form!r}"
+            )
+        if form not in self._forms:
+            raise InputValueError(f"form {form!r} is not in this artifact folder; it has {list(self.forms)}")
+        if form != wanted:
+            raise InputValueError(f"form {form!r} does not run a {'greedy' if sampler.greedy else 'random'} sampler")
+        return form
+
+    def _rollout(
+        self, named: Named, steps: int, current: State, sampler: Any, form: str | None
+    ) -> tuple[list[np.ndarray], State, np.ndarray]:
+        """``steps`` closed-loop steps from ``named``: (time-first outputs: [tokens] when sampled, else
+        every output stacked; the final state; the feedback input's next value)."""
+        feedback = self.feedback
+        assert feedback is not None  # checked by _generate_inputs
+        batch_size = next(iter(named.values())).shape[0]
+        count = len(self.outputs)
+        if feedback.via != SAMPLE:
+            if form not in (None, STEP):
+                raise InputValueError(f"generate of this model runs in the form 'step', got {form!r}")
+            ys = [np.empty((steps, batch_size, *t.sizes), np.float32) for t in self.outputs]
+            feed = dict(named)
+            for t in range(steps):
+                feed.update(zip(self.state_names, current))
+                values = self._run_general(feed, batch_size)
+                for buffer, value in zip(ys, values):
+                    buffer[t] = value
+                feed[feedback.input] = values[self._feedback_output]
+                current = tuple(values[count:])
+            return ys, current, feed[feedback.input]
+        chosen = self._sampling_form(form, sampler, steps)
+        uniforms = np.ascontiguousarray(sampler.uniforms(steps, batch_size), dtype=np.float32)
+        if uniforms.shape != (steps, batch_size):
+            raise InputValueError(
+                f"the sampler drew uniforms {uniforms.shape}, not (steps, batch) = {(steps, batch_size)}"
+            )
+        if chosen != STEP:
+            tokens, current = self._run_sampling(chosen, named, current, sampler, uniforms, steps)
+            return [tokens], current, tokens[-1]
+        tokens = np.empty((steps, batch_size), np.int64)
+        feed = dict(named)
+        for t in range(steps):
+            feed.update(zip(self.state_names, current))
+            values = self._run_general(feed, batch_size)
+            token = np.asarray(sampler.draw(values[self._feedback_output], uniforms[t]), dtype=np.int64)
+            tokens[t] = token
+            feed[feedback.input] = tokens[t]
+            current = tuple(values[count:])
+        return [tokens], current, tokens[-1]
+
+    def _run_sampling(
+        self, form: str, named: Named, state: State, sampler: Any, uniforms: np.ndarray, steps: int
+    ) -> tuple[np.ndarray, State]:
+        """One run of a fused sampling form: (tokens (steps, batch) int64, the final state)."""
+        feedback = self.feedback
+        assert feedback is not None
+        fused = self._fused.get(form)
+        if fused is None:
+            session = self._session(form)  # checked against the contract as it is created
+            inputs, outputs = self._form_io(form)
+            fused = self._fused[form] = (
+                session,
+                self._entries[form].name,
+                [s[0] for s in inputs],
+                [s[0] for s in outputs],
+            )
+        session, name, input_names, output_names = fused
+        held = [named[t.name] for t in self.inputs if t.name != feedback.input]
+        values = [named[feedback.input], *held, *state]
+        if form == "rollout_greedy":
+            values.append(np.array([steps], dtype=np.int64))
+        else:
+            vocabulary = next(t.vocabulary for t in self.inputs if t.name == feedback.input)
+            settings = sampler.feeds(vocabulary)
+            values += [
+                uniforms,
+                np.asarray(settings[TEMPERATURE], np.float32).reshape(1),
+                np.asarray(settings[TOP_K], np.int64).reshape(1),
+                np.asarray(settings[TOP_P], np.float32).reshape(1),
+            ]
+        tokens, *new_state = self._run_session(session, name, output_names, dict(zip(input_names, values)))
+        batch_size = uniforms.shape[1]
+        shapes = [s.shape_for(batch_size) for s in self.states]
+        good = type(tokens) is np.ndarray and tokens.dtype == np.int64 and tokens.shape == (steps, batch_size)
+        if not good or any(
+            not (type(v) is np.ndarray and v.dtype == FLOAT32 and v.shape == s) for v, s in zip(new_state, shapes)
+        ):
+            got = [f"{getattr(a, 'shape', '?')} {getattr(a, 'dtype', type(a).__name__)}" for a in (tokens, *new_state)]
+            raise ArtifactError(
+                f"the ONNX model of form {form!r} ({name}) returned {', '.join(got)}, the manifest promises "
+                f"{(steps, batch_size)} int64, {', '.join(f'{s} float32' for s in shapes)}"
+            )
+        return tokens, tuple(new_state)
+
+    def generate(
+        self, x0: Any, steps: Any, state: Any = None, *, form: str | None = None, sampler: Any = None
+    ) -> tuple[Any, State]:
+        """The closed loop the manifest declares (``feedback``): ``x0`` the first step's inputs (as
+        `step` takes them); inputs other than the fed-back one keep their value for every step.
+
+        Fed back as it is: returns every output stacked, (steps, batch, *sizes) (batch-first:
+        (batch, steps, *sizes)), an array for one output, else a dict. Sampled: ``sampler`` (a
+        `runtime.Sampler`) draws each next token from the logits; returns the tokens int64
+        (steps, batch) (batch-first: (batch, steps)). ``form`` "step" forces the step loop;
+        None runs the folder's fused sampling form for 2 steps or more."""
+        named, steps, current, _ = self._generate_inputs(x0, steps, state, sampler)
+        ys, current, _ = self._rollout(named, steps, current, sampler, form)
+        return self._generated(ys), current
+
+    def _generated(self, ys: list[np.ndarray]) -> Any:
+        if self.feedback is not None and self.feedback.via == SAMPLE:
+            tokens = ys[0]
+            return np.ascontiguousarray(tokens.T) if self.layout == BATCH_FIRST else tokens
+        return self._result(ys, True)
+
+    def generate_iter(  # type: ignore[override]
+        self,
+        x0: Any,
+        steps: Any,
+        state: Any = None,
+        *,
+        chunk: int = DEFAULT_CHUNK,
+        form: str | None = None,
+        sampler: Any = None,
+    ) -> Iterator[tuple[Any, State]]:
+        """`generate` in bounded memory: yields (outputs or tokens of n <= chunk steps, state) chunk
+        by chunk, each continuing from the last fed-back value and state of the one before (the
+        sampler draws each chunk's uniforms as the chunk starts)."""
+        named, steps, current, chunk = self._generate_inputs(x0, steps, state, sampler, chunk)
+        assert self.feedback is not None and chunk is not None
+        named = dict(named)
+        done = 0
+        while done < steps:
+            n = min(chunk, steps - done)
+            ys, current, following = self._rollout(named, n, current, sampler, form)
+            named[self.feedback.input] = following
+            done += n
+            yield self._generated(ys), current

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputValueError, ShapeError
+from .errors import InputValueError, ShapeError, UnsupportedError
 from .inputs import MAX_INT64, as_float32, check_count, check_memory, check_scalar
 from .model import BoundStep, Model
 
@@ -83,6 +83,15 @@ def state_from_bytes(model: Model, data: bytes) -> tuple[np.ndarray, ...]:
     return tuple(rows)
 
 
+def _check_classic(model: Model, what: str) -> None:
+    """Refuses a model beyond the classic signature: streams run it through a `BoundStep`."""
+    if not getattr(model, "classic", True):
+        raise UnsupportedError(
+            f"a {what} serves models with the classic signature (one float32 input, (batch, size) states); "
+            f"this model has inputs {list(model.input_names)}: run it with Model.step"
+        )
+
+
 def _stream_id(stream: Any) -> int:
     """A stream id as given by a caller: an int (or numpy integer), never a bool, float, string or
     array; an InputValueError otherwise (raised in the caller's thread, before anything is queued)."""
@@ -111,6 +120,7 @@ class Stream:
     stream's bound onnxruntime buffers between pushes (`runtime.model.BoundStep`)."""
 
     def __init__(self, model: Model, state: Any = None) -> None:
+        _check_classic(model, "Stream")
         self.model = model
         self._bound = model.bind(1)
         if state is not None:
@@ -158,6 +168,7 @@ class StreamPool:
     """
 
     def __init__(self, model: Model, capacity: int = 64) -> None:
+        _check_classic(model, "StreamPool")
         capacity = check_count(capacity, "capacity", 1, MAX_INT64)
         check_memory(capacity * 4 * sum(model.state_sizes), f"a pool of {capacity} streams", model.max_memory_bytes)
         self.model = model

@@ -1,0 +1,391 @@
+"""The runtime on format 2 folders: named float and token inputs, several outputs, nn.GRU's
+(layers, batch, hidden) state, batch-first sequences and sampled generation, against eager torch."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import runtime
+from export import export_module
+from runtime import BatchFirstModel, GeneralModel
+from runtime.errors import DtypeError, InputValueError, ShapeError, UnsupportedError
+from runtime.manifest import BATCH_FIRST, read_manifest, write_manifest
+
+from ..user_modules import CHAR_GRU_SIGNATURE, TWO_INPUTS_SIGNATURE, make_char_gru, make_two_inputs
+
+STEP_ATOL = 1e-5  # one step of ONNX against eager torch (float32 rounding of a few matmuls)
+SEQUENCE_ATOL = 1e-4  # whole sequences: rounding grows with the steps
+ROOT = Path(__file__).resolve().parents[2]
+
+try:  # the runtime's own sampler once it lands; until then one written to its contract
+    from runtime.sampling import Sampler
+except ImportError:  # pragma: no cover - the stand-in goes once runtime.sampling exists
+
+    class Sampler:  # type: ignore[no-redef]
+        """The contract of runtime.sampling.Sampler: inverse-CDF draws from supplied uniforms."""
+
+        def __init__(self, strategy: str = "temperature", *, temperature: float = 1.0, seed: int | None = None):
+            self.greedy = strategy == "greedy"
+            self.temperature = temperature
+            self._rng = np.random.default_rng(seed)
+
+        def uniforms(self, steps: int, batch: int) -> np.ndarray:
+            return self._rng.random((steps, batch), dtype=np.float32)
+
+        def draw(self, logits: np.ndarray, u: np.ndarray) -> np.ndarray:
+            if self.greedy:
+                return logits.argmax(axis=1).astype(np.int64)
+            scaled = logits / np.float32(self.temperature)
+            p = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+            cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
+            return np.minimum((cdf < u[:, None]).sum(axis=1), logits.shape[1] - 1).astype(np.int64)
+
+        def feeds(self, vocabulary: int) -> dict[str, np.ndarray]:
+            return {
+                "temperature": np.array([self.temperature], np.float32),
+                "top_k": np.array([vocabulary], np.int64),
+                "top_p": np.array([1.0], np.float32),
+            }
+
+
+class GRUForecaster(nn.Module):
+    """nn.GRU's own (layers, batch, hidden) state, float features in, two outputs (a forecast fed
+    back, and a score): forward(x, h) -> (y, score, h)."""
+
+    def __init__(self, features: int = 3, hidden: int = 5) -> None:
+        super().__init__()
+        self.gru = nn.GRU(features, hidden, num_layers=2)
+        self.out = nn.Linear(hidden, features)
+        self.score = nn.Linear(hidden, 2)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor):
+        ys, h_next = self.gru(x.unsqueeze(0), h)
+        return self.out(ys[0]), self.score(ys[0]), h_next
+
+
+GRU_SIGNATURE = {
+    "inputs": [("x", 3)],
+    "outputs": [("y", 3), ("score", 2)],
+    "states": [{"name": "h", "shape": [2, "batch", 5], "initial": 0.05}],
+    "feedback": {"output": "y", "input": "x"},
+}
+
+
+class Leaky(nn.Module):
+    """The classic signature x (batch, 2) -> y (batch, 2), one (batch, 4) state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rec = nn.Linear(6, 4)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor):
+        h_next = torch.tanh(self.rec(torch.cat((x, h), 1)))
+        return self.out(h_next), h_next
+
+
+@pytest.fixture(scope="module")
+def char(tmp_path_factory):
+    module = make_char_gru()
+    folder = export_module(module, tmp_path_factory.mktemp("char") / "m", **CHAR_GRU_SIGNATURE)
+    return module, runtime.load(folder)
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    module = make_two_inputs()
+    folder = export_module(module, tmp_path_factory.mktemp("two") / "m", layout=BATCH_FIRST, **TWO_INPUTS_SIGNATURE)
+    return module, runtime.load(folder)
+
+
+@pytest.fixture(scope="module")
+def gru(tmp_path_factory):
+    torch.manual_seed(3)
+    module = GRUForecaster()
+    folder = export_module(module, tmp_path_factory.mktemp("gru") / "m", **GRU_SIGNATURE)
+    return module, runtime.load(folder)
+
+
+def eager(module, *arrays):
+    with torch.no_grad():
+        return [t.numpy() for t in module(*(torch.from_numpy(np.asarray(a)) for a in arrays))]
+
+
+def char_inputs(rng, batch):
+    return {"token": rng.integers(0, 11, batch), "category": rng.uniform(-1, 1, (batch, 3)).astype(np.float32)}
+
+
+# ---- loading and attributes --------------------------------------------------------------------
+
+
+def test_a_format_2_folder_loads_as_a_general_model_with_its_signature(char):
+    _, model = char
+    assert isinstance(model, GeneralModel) and isinstance(model, runtime.Model) and not model.classic
+    assert model.input_names == ("token", "category") and model.output_names == ("logits",)
+    assert model.state_names == ("h",) and model.states[0].shape == (2, "batch", 7)
+    assert model.inputs[0].is_tokens and model.inputs[0].vocabulary == 11
+    assert model.layout == "time_first" and (model.feedback.output, model.feedback.input) == ("logits", "token")
+    assert model.forms == ("step",)
+    assert [s.shape for s in model.initial_state(4)] == [(2, 4, 7)]
+    assert "token" in repr(model)
+
+
+def test_the_initial_state_puts_the_batch_axis_where_the_manifest_says(gru):
+    _, model = gru
+    (h,) = model.initial_state(3)
+    assert h.shape == (2, 3, 5) and h.flags.c_contiguous and np.all(h == np.float32(0.05))
+
+
+# ---- step and predict against eager torch --------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [1, 3, 17])
+def test_step_of_a_token_and_a_float_input_is_eager_torch(char, batch):
+    module, model = char
+    rng = np.random.default_rng(batch)
+    x = char_inputs(rng, batch)
+    state = (rng.uniform(-1, 1, (2, batch, 7)).astype(np.float32),)
+    logits, new_state = model.step(x, state)
+    want_logits, want_h = eager(module, x["token"].astype(np.int64), x["category"], state[0])
+    np.testing.assert_allclose(logits, want_logits, atol=STEP_ATOL, rtol=0)
+    np.testing.assert_allclose(new_state[0], want_h, atol=STEP_ATOL, rtol=0)
+    # any integer dtype is a token; the initial state is the default
+    y32, _ = model.step({"token": x["token"].astype(np.int32), "category": x["category"]})
+    y64, _ = model.step(x, model.initial_state(batch))
+    np.testing.assert_array_equal(y32, y64)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_several_outputs_come_as_a_dict_and_predict_is_the_eager_loop(gru, batch):
+    module, model = gru
+    rng = np.random.default_rng(7)
+    xs = rng.uniform(-1, 1, (9, batch, 3)).astype(np.float32)
+    ys, state = model.predict(xs)
+    assert set(ys) == {"y", "score"} and ys["y"].shape == (9, batch, 3) and ys["score"].shape == (9, batch, 2)
+    h = model.initial_state(batch)[0]
+    for t in range(9):
+        y, score, h = eager(module, xs[t], h)
+        np.testing.assert_allclose(ys["y"][t], y, atol=SEQUENCE_ATOL, rtol=0)
+        np.testing.assert_allclose(ys["score"][t], score, atol=SEQUENCE_ATOL, rtol=0)
+    np.testing.assert_allclose(state[0], h, atol=SEQUENCE_ATOL, rtol=0)
+    # a bare array for the one input; step agrees with predict's first step
+    y0, _ = model.step(xs[0])
+    np.testing.assert_array_equal(y0["y"], ys["y"][0])
+
+
+def test_generate_feeds_the_declared_output_back_and_keeps_the_state(gru):
+    module, model = gru
+    x0 = np.array([[0.1, -0.2, 0.3], [0.5, 0.0, -0.5], [1.0, 1.0, 1.0]], np.float32)
+    ys, state = model.generate(x0, 6)
+    x, h = x0, model.initial_state(3)[0]
+    for t in range(6):
+        y, score, h = eager(module, x, h)
+        np.testing.assert_allclose(ys["y"][t], y, atol=SEQUENCE_ATOL, rtol=0)
+        np.testing.assert_allclose(ys["score"][t], score, atol=SEQUENCE_ATOL, rtol=0)
+        x = y
+    chunks = list(model.generate_iter(x0, 6, chunk=4))
+    assert [c[0]["y"].shape[0] for c in chunks] == [4, 2]
+    np.testing.assert_allclose(np.concatenate([c[0]["y"] for c in chunks]), ys["y"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(chunks[-1][1][0], state[0], atol=1e-6, rtol=0)
+
+
+# ---- batch-first ---------------------------------------------------------------------------------
+
+
+def test_batch_first_predict_and_generate_of_two_inputs_are_eager_torch(two):
+    module, model = two
+    assert model.layout == "batch_first"
+    rng = np.random.default_rng(2)
+    batch, steps = 3, 7
+    values = rng.uniform(-1, 1, (batch, steps, 1)).astype(np.float32)
+    days = rng.integers(0, 7, (batch, steps))
+    ys, (h, c) = model.predict({"value": values, "day": days})
+    assert ys.shape == (batch, steps, 1)
+    want_h, want_c = (np.repeat(s.reshape(1, -1), batch, 0) for s in (model._initial[0], model._initial[1]))
+    for t in range(steps):
+        y, want_h, want_c = eager(module, values[:, t], days[:, t], want_h, want_c)
+        np.testing.assert_allclose(ys[:, t], y, atol=SEQUENCE_ATOL, rtol=0)
+    np.testing.assert_allclose(c, want_c, atol=SEQUENCE_ATOL, rtol=0)
+    # generate: the value is fed back, the day held; outputs batch-first
+    gen, _ = model.generate({"value": values[:, 0], "day": days[:, 0]}, 5)
+    assert gen.shape == (batch, 5, 1)
+    x, hh, cc = values[:, 0], *model.initial_state(batch)
+    for t in range(5):
+        x, hh, cc = eager(module, x, days[:, 0], hh, cc)
+        np.testing.assert_allclose(gen[:, t], x, atol=SEQUENCE_ATOL, rtol=0)
+
+
+def test_a_classic_shaped_batch_first_folder_runs_the_classic_model_transposed(tmp_path):
+    torch.manual_seed(4)
+    module = Leaky()
+    folder = export_module(module, tmp_path / "m", inputs=[("x", 2)], outputs=[("y", 2)], states=[("h", 4)])
+    time_first = runtime.load(folder)
+    batch_first = export_module(
+        module, tmp_path / "bf", inputs=[("x", 2)], outputs=[("y", 2)], states=[("h", 4)], layout=BATCH_FIRST
+    )
+    model = runtime.load(batch_first)
+    assert type(time_first) is runtime.Model and isinstance(model, BatchFirstModel) and model.classic
+    xs = np.random.default_rng(0).uniform(-1, 1, (3, 8, 2)).astype(np.float32)  # (batch, steps, 2)
+    ys, state = model.predict(xs)
+    want, want_state = time_first.predict(np.ascontiguousarray(xs.swapaxes(0, 1)))
+    np.testing.assert_array_equal(ys, want.swapaxes(0, 1))
+    np.testing.assert_array_equal(state[0], want_state[0])
+    gen, _ = model.generate(xs[:, 0], 5)
+    np.testing.assert_array_equal(gen, time_first.generate(xs[:, 0], 5)[0].swapaxes(0, 1))
+    with pytest.raises(ShapeError, match=r"\(batch, steps, 2\).*batch_first"):
+        model.predict(np.zeros((3, 8, 3), np.float32))
+
+
+def test_batch_first_applies_to_a_classic_folders_fused_forms(tmp_path):
+    folder = tmp_path / "sine"
+    shutil.copytree(ROOT / "artifacts" / "sine-elman", folder)
+    classic = runtime.load(folder)
+    manifest = read_manifest(folder)
+    write_manifest(folder, dataclasses.replace(manifest, format_version=2, layout=BATCH_FIRST))
+    model = runtime.load(folder)
+    assert isinstance(model, BatchFirstModel) and "rollout_rnn" in model.forms
+    x0 = np.linspace(-1, 1, 5, dtype=np.float32).reshape(5, 1)
+    for form in ("step", "rollout_rnn", "rollout_loop"):
+        got, _ = model.generate(x0, 12, form=form)
+        want, _ = classic.generate(x0, 12, form=form)
+        assert got.shape == (5, 12, 1)
+        np.testing.assert_array_equal(got, want.swapaxes(0, 1))
+    xs = np.sin(np.linspace(0, 3, 5 * 9, dtype=np.float32)).reshape(5, 9, 1)
+    for form in ("step", "sequence_rnn", "sequence_loop"):
+        got, _ = model.predict(xs, form=form)
+        np.testing.assert_array_equal(
+            got, classic.predict(np.ascontiguousarray(xs.swapaxes(0, 1)), form=form)[0].swapaxes(0, 1)
+        )
+    chunks = [ys for ys, _ in model.generate_iter(x0, 12, chunk=5)]
+    np.testing.assert_allclose(np.concatenate(chunks, axis=1), model.generate(x0, 12)[0], atol=SEQUENCE_ATOL, rtol=0)
+
+
+# ---- sampled generation --------------------------------------------------------------------------
+
+
+def eager_sample(module, sampler, x, steps):
+    """Eager torch's logits, drawn from by the sampler with its own uniforms: the reference."""
+    batch = len(x["token"])
+    u = sampler.uniforms(steps, batch)
+    token, h = x["token"].astype(np.int64), np.zeros((2, batch, 7), np.float32)
+    tokens = []
+    for t in range(steps):
+        logits, h = eager(module, token, x["category"], h)
+        token = sampler.draw(logits, u[t])
+        tokens.append(token)
+    return np.stack(tokens), h
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_sampled_generate_is_reproducible_by_seed_and_is_eager_torch_with_the_same_draws(char, batch):
+    module, model = char
+    x = char_inputs(np.random.default_rng(batch), batch)
+    tokens, (h,) = model.generate(x, 30, sampler=Sampler("temperature", temperature=0.8, seed=11))
+    assert tokens.dtype == np.int64 and tokens.shape == (30, batch) and h.shape == (2, batch, 7)
+    again, _ = model.generate(x, 30, sampler=Sampler("temperature", temperature=0.8, seed=11))
+    np.testing.assert_array_equal(tokens, again)
+    want, want_h = eager_sample(module, Sampler("temperature", temperature=0.8, seed=11), x, 30)
+    np.testing.assert_array_equal(tokens, want)
+    np.testing.assert_allclose(h, want_h, atol=SEQUENCE_ATOL, rtol=0)
+    greedy, _ = model.generate(x, 10, sampler=Sampler("greedy"), form="step")
+    np.testing.assert_array_equal(greedy, eager_sample(module, Sampler("greedy"), x, 10)[0])
+
+
+def test_sampled_generate_iter_continues_chunk_to_chunk(char):
+    _, model = char
+    x = char_inputs(np.random.default_rng(0), 3)
+    whole, state = model.generate(x, 12, sampler=Sampler("greedy"))
+    chunks = list(model.generate_iter(x, 12, chunk=5, sampler=Sampler("greedy")))
+    assert [c.shape for c, _ in chunks] == [(5, 3), (5, 3), (2, 3)]
+    np.testing.assert_array_equal(np.concatenate([c for c, _ in chunks]), whole)
+    np.testing.assert_allclose(chunks[-1][1][0], state[0], atol=1e-6, rtol=0)
+
+
+# ---- errors --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (
+            lambda x: {**x, "token": np.array([1, 11, 2])},
+            InputValueError,
+            r"'token' holds token id 11 at index \(1,\).*< 11",
+        ),
+        (lambda x: {**x, "token": np.array([1, -1, 2])}, InputValueError, r"token id -1"),
+        (lambda x: {**x, "token": np.array([1.0, 2.0, 3.0])}, DtypeError, r"'token' must be \(batch\) int64"),
+        (lambda x: {**x, "token": np.array([True, False, True])}, DtypeError, r"int64 token ids"),
+        (
+            lambda x: {**x, "category": np.zeros((3, 4))},
+            ShapeError,
+            r"'category' must be \(batch, 3\) float32, got \(3, 4\)",
+        ),
+        (
+            lambda x: {**x, "category": np.zeros((2, 3))},
+            ShapeError,
+            r"'category' must be \(batch, 3\).*'token' \(3\).*\(2, 3\)",
+        ),
+        (lambda x: {**x, "category": np.full((3, 3), np.nan)}, InputValueError, r"'category' contains NaN"),
+        (lambda x: {"token": x["token"]}, InputValueError, r"missing \['category'\]"),
+        (lambda x: {**x, "extra": 1}, InputValueError, r"unknown \['extra'\]"),
+        (lambda x: x["token"], InputValueError, r"2 inputs \['token', 'category'\]: pass x as a dict"),
+    ],
+)
+def test_input_mistakes_are_typed_and_name_the_input(char, change, error, message):
+    _, model = char
+    x = char_inputs(np.random.default_rng(0), 3)
+    with pytest.raises(error, match=message):
+        model.step(change(x))
+    model.step(x)  # still works
+
+
+def test_state_and_call_mistakes_are_typed(char, gru):
+    _, model = char
+    x = char_inputs(np.random.default_rng(0), 3)
+    with pytest.raises(
+        ShapeError, match=r"state 'h' must be \(2, batch, 7\) float32, \(2, 3, 7\) at .* got \(3, 2, 7\)"
+    ):
+        model.step(x, (np.zeros((3, 2, 7), np.float32),))
+    with pytest.raises(ShapeError, match=r"state must be 1 array"):
+        model.step(x, (np.zeros((2, 3, 7)), np.zeros((2, 3, 7))))
+    with pytest.raises(InputValueError, match=r"pass sampler=runtime.Sampler"):
+        model.generate(x, 5)
+    with pytest.raises(InputValueError, match=r"form 'rollout_sample' is not in this artifact folder"):
+        model.generate(x, 5, sampler=Sampler(seed=0), form="rollout_sample")
+    with pytest.raises(InputValueError, match=r"steps must be between 1 and"):
+        model.generate(x, 0, sampler=Sampler(seed=0))
+    with pytest.raises(InputValueError, match=r"more than the limit"):
+        small = runtime.load(model.folder, max_memory_bytes=10_000)
+        small.generate(x, 1000, sampler=Sampler(seed=0))
+    _, forecaster = gru
+    with pytest.raises(InputValueError, match=r"sampler= is for models whose generate samples"):
+        forecaster.generate(np.zeros((1, 3)), 5, sampler=Sampler(seed=0))
+    with pytest.raises(UnsupportedError, match=r"StreamPool serves models with the classic signature"):
+        runtime.StreamPool(model)
+    with pytest.raises(UnsupportedError, match=r"classic signature"):
+        model.bind(1)
+
+
+def test_a_general_model_without_feedback_refuses_generate(tmp_path):
+    torch.manual_seed(1)
+    folder = export_module(GRUForecaster(), tmp_path / "m", **{**GRU_SIGNATURE, "feedback": None})
+    model = runtime.load(folder)
+    assert model.feedback is None
+    with pytest.raises(InputValueError, match=r"declares no feedback"):
+        model.generate(np.zeros((1, 3)), 3)
+
+
+def test_classic_models_refuse_named_inputs_and_samplers_clearly():
+    model = runtime.load(ROOT / "artifacts" / "sine-elman")
+    assert model.classic and model.input_names == ("x",) and model.layout == "time_first"
+    with pytest.raises(InputValueError, match=r"not a dict of named inputs: the model has the classic signature"):
+        model.step({"x": [[0.5]]})
+    with pytest.raises(InputValueError, match=r"sampler= is for models"):
+        model.generate(0.5, 4, sampler=Sampler(seed=0))
