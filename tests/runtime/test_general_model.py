@@ -389,3 +389,145 @@ def test_classic_models_refuse_named_inputs_and_samplers_clearly():
         model.step({"x": [[0.5]]})
     with pytest.raises(InputValueError, match=r"sampler= is for models"):
         model.generate(0.5, 4, sampler=Sampler(seed=0))
+
+
+# ---- the fused sampling forms ---------------------------------------------------------------------
+
+
+def add_sampling_form(folder: Path, form: str) -> None:
+    """Writes a stand-in of `form` (rollout_greedy or rollout_sample) of the char model into
+    ``folder`` and lists it in the manifest: an ONNX Loop around the step graph that draws each
+    token by argmax, or by the inverse CDF of softmax(logits / temperature) at uniforms[t]."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from runtime.manifest import file_entry
+
+    step = onnx.load(folder / "step.onnx")
+    outer = {i.name for i in step.graph.initializer} | {"category"}
+
+    def inner(name: str) -> str:
+        return name if name in outer or not name else f"b_{name}"
+
+    body_nodes = []
+    for node in step.graph.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.input[:] = [inner(n) for n in node.input]
+        copy.output[:] = [inner(n) for n in node.output]
+        body_nodes.append(copy)
+    if form == "rollout_greedy":
+        body_nodes.append(helper.make_node("ArgMax", ["b_logits"], ["b_next"], axis=1, keepdims=0))
+    else:
+        body_nodes += [
+            helper.make_node("Gather", ["uniforms", "b_i"], ["b_u"], axis=0),
+            helper.make_node("Unsqueeze", ["b_u", "b_one"], ["b_u1"]),
+            helper.make_node("Div", ["b_logits", "temperature"], ["b_scaled"]),
+            helper.make_node("Softmax", ["b_scaled"], ["b_p"], axis=1),
+            helper.make_node("CumSum", ["b_p", "b_one"], ["b_cdf"]),
+            helper.make_node("Less", ["b_cdf", "b_u1"], ["b_below"]),
+            helper.make_node("Cast", ["b_below"], ["b_count"], to=TensorProto.INT64),
+            helper.make_node("ReduceSum", ["b_count", "b_one"], ["b_sum"], keepdims=0),
+            helper.make_node("Min", ["b_sum", "b_last"], ["b_next"]),
+        ]
+    body_nodes += [
+        helper.make_node("Identity", ["b_cond"], ["b_cond_out"]),
+        helper.make_node("Identity", ["b_next"], ["b_scan"]),
+    ]
+    body = helper.make_graph(
+        body_nodes,
+        "body",
+        [
+            helper.make_tensor_value_info("b_i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("b_cond", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("b_token", TensorProto.INT64, ["batch"]),
+            helper.make_tensor_value_info("b_h", TensorProto.FLOAT, [2, "batch", 7]),
+        ],
+        [
+            helper.make_tensor_value_info("b_cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("b_next", TensorProto.INT64, ["batch"]),
+            helper.make_tensor_value_info("b_h_out", TensorProto.FLOAT, [2, "batch", 7]),
+            helper.make_tensor_value_info("b_scan", TensorProto.INT64, ["batch"]),
+        ],
+        [
+            helper.make_tensor("b_one", TensorProto.INT64, [1], [1]),
+            helper.make_tensor("b_last", TensorProto.INT64, [1], [10]),
+        ],
+    )
+    inputs = [
+        helper.make_tensor_value_info("token0", TensorProto.INT64, ["batch"]),
+        helper.make_tensor_value_info("category", TensorProto.FLOAT, ["batch", 3]),
+        helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, "batch", 7]),
+    ]
+    nodes = [helper.make_node("Constant", [], ["cond"], value=helper.make_tensor("c", TensorProto.BOOL, [], [True]))]
+    if form == "rollout_greedy":
+        inputs.append(helper.make_tensor_value_info("steps", TensorProto.INT64, [1]))
+        nodes.append(helper.make_node("Squeeze", ["steps"], ["count"]))
+    else:
+        inputs += [
+            helper.make_tensor_value_info("uniforms", TensorProto.FLOAT, ["steps", "batch"]),
+            helper.make_tensor_value_info("temperature", TensorProto.FLOAT, [1]),
+            helper.make_tensor_value_info("top_k", TensorProto.INT64, [1]),
+            helper.make_tensor_value_info("top_p", TensorProto.FLOAT, [1]),
+        ]
+        nodes += [
+            helper.make_node("Shape", ["uniforms"], ["shape"]),
+            helper.make_node("Gather", ["shape", "zero"], ["count"], axis=0),
+        ]
+    nodes.append(
+        helper.make_node("Loop", ["count", "cond", "token0", "h"], ["token_last", "h_out", "tokens"], body=body)
+    )
+    graph = helper.make_graph(
+        nodes,
+        form,
+        inputs,
+        [
+            helper.make_tensor_value_info("tokens", TensorProto.INT64, ["steps", "batch"]),
+            helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [2, "batch", 7]),
+        ],
+        [*step.graph.initializer, helper.make_tensor("zero", TensorProto.INT64, [], [0])],
+    )
+    model = helper.make_model(graph, opset_imports=step.opset_import)
+    model.ir_version = step.ir_version
+    onnx.save(model, folder / f"{form}.onnx")
+    manifest = read_manifest(folder)
+    files = (*manifest.files, file_entry(folder, f"{form}.onnx", form))
+    write_manifest(folder, dataclasses.replace(manifest, files=files))
+
+
+@pytest.fixture(scope="module")
+def fused_char(tmp_path_factory):
+    module = make_char_gru()
+    folder = export_module(module, tmp_path_factory.mktemp("fused") / "m", **CHAR_GRU_SIGNATURE)
+    for form in ("rollout_greedy", "rollout_sample"):
+        add_sampling_form(folder, form)
+    return module, runtime.load(folder)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_the_fused_sampling_forms_give_the_step_loops_tokens(fused_char, batch):
+    _, model = fused_char
+    assert model.forms == ("step", "rollout_greedy", "rollout_sample")
+    x = char_inputs(np.random.default_rng(batch), batch)
+    for strategy in ("greedy", "temperature"):
+        fused, fused_state = model.generate(x, 40, sampler=Sampler(strategy, temperature=0.9, seed=3))
+        loop, loop_state = model.generate(x, 40, sampler=Sampler(strategy, temperature=0.9, seed=3), form="step")
+        assert fused.shape == (40, batch) and fused.dtype == np.int64
+        np.testing.assert_array_equal(fused, loop)
+        np.testing.assert_allclose(fused_state[0], loop_state[0], atol=SEQUENCE_ATOL, rtol=0)
+    assert set(model.loaded_forms) == {"step", "rollout_greedy", "rollout_sample"}
+    chunks = [t for t, _ in model.generate_iter(x, 40, chunk=15, sampler=Sampler("greedy"))]
+    np.testing.assert_array_equal(np.concatenate(chunks), model.generate(x, 40, sampler=Sampler("greedy"))[0])
+    with pytest.raises(InputValueError, match=r"does not run a greedy sampler"):
+        model.generate(x, 5, sampler=Sampler("greedy"), form="rollout_sample")
+
+
+def test_a_sampling_form_that_breaks_the_contract_is_refused(tmp_path):
+    folder = export_module(make_char_gru(), tmp_path / "m", **CHAR_GRU_SIGNATURE)
+    add_sampling_form(folder, "rollout_greedy")
+    manifest = read_manifest(folder)
+    token, category = manifest.inputs
+    wrong = dataclasses.replace(category, shape=("batch", 4))  # the step model and the form take (batch, 3)
+    write_manifest(folder, dataclasses.replace(manifest, inputs=(token, wrong)))
+    with pytest.raises(runtime.ArtifactError, match=r"form 'step'.*declares input 'category' as \(batch, 3\) float"):
+        runtime.load(folder)
