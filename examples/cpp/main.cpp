@@ -1,32 +1,69 @@
 // rnn_generate: loads an artifact folder's step.torchscript.pt with libtorch and runs the
-// closed-loop context loop (each output fed back as the next input), printing CSV.
+// closed-loop context loop (an output fed back as the next input), printing CSV.
 //
-//   rnn_generate FOLDER [--steps N] [--x0 VALUE] [--hidden H]
+//   rnn_generate FOLDER [--steps N] [--x0 VALUE] [--hidden H] [--form step]
+//                [--input NAME=v1,v2,...]... [--sample greedy|temperature] [--temperature T]
+//                [--uniforms FILE] [--seed S]
 //
-// The state tensors (any number, in manifest order: h for Elman and GRU, h and c for LSTM)
-// and their initial values come from FOLDER/manifest.json ("state": [{"initial": [...]}, ...]);
-// --hidden H instead gives one zero state of size H.
+// A format 1 folder (one float32 input x, one output y): the state tensors (any number, in
+// manifest order: h for Elman and GRU, h and c for LSTM) and their initial values come from
+// FOLDER/manifest.json; --hidden H instead gives one zero state of size H. --x0 is the first
+// input (default sin(2)). Prints "step,y".
+//
+// A format 2 folder (named inputs, int64 token inputs, logits, states of any rank, "feedback"),
+// as examples/node/generate.js runs it: --input NAME=v1,v2,... gives an input's values (every
+// value of one stream, C order; one id for a token input); inputs other than the feedback input
+// are held for every step (default zeros, token 0), the feedback input's value is the first
+// step's. Feedback "identity" feeds the output back as it is and prints "step,<output name>"
+// (its first value); feedback "sample" draws the next token from the logits and prints
+// "step,token": --sample greedy (argmax, first maximum; the default) or --sample temperature
+// (inverse-CDF draw from softmax(logits / T), --temperature T default 1, one uniform a step from
+// --uniforms FILE, raw little-endian float32, exactly one a step, or else from the seeded
+// generator of --seed S, default 0: mulberry32 as in the Node example, NOT numpy's).
+// This example always runs the step model once per step: the fused forms (rollout_*) are
+// ONNX models, run by the Python runtime and the Node example.
+// Errors print one line on stderr and exit 2.
 #include <torch/script.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
 
+const char* const USAGE =
+    "usage: rnn_generate FOLDER [--steps N] [--x0 VALUE] [--hidden H] [--form step] [--input NAME=v1,v2,...]... "
+    "[--sample greedy|temperature] [--temperature T] [--uniforms FILE] [--seed S]\n"
+    "  runs the step model once per step (the fused rollout forms are for the Python runtime and Node)";
+
 struct Options {
   std::string folder;
   long steps = 100;
+  bool x0_given = false;
   double x0 = 0.9092974268256817;  // sin(2), the first point of the reference data
   long hidden = -1;
+  std::string form;
+  std::vector<std::pair<std::string, std::string>> inputs;  // --input NAME=VALUES, in the order given
+  std::string sample;
+  bool temperature_given = false;
+  double temperature = 1.0;
+  std::string uniforms;
+  bool seed_given = false;
+  unsigned long seed = 0;
 };
 
 [[noreturn]] void fail(const std::string& message) {
-  std::cerr << "error: " << message << std::endl;
+  std::cerr << "error: " << message.substr(0, message.find('\n')) << std::endl;
   std::exit(2);
 }
 
@@ -40,30 +77,181 @@ Options parse(int argc, char** argv) {
     };
     try {
       if (arg == "--steps") options.steps = std::stol(value());
-      else if (arg == "--x0") options.x0 = std::stod(value());
+      else if (arg == "--x0") options.x0 = std::stod(value()), options.x0_given = true;
       else if (arg == "--hidden") options.hidden = std::stol(value());
+      else if (arg == "--form") options.form = value();
+      else if (arg == "--input") {
+        const std::string text = value();
+        const auto equals = text.find('=');
+        if (equals == std::string::npos || equals == 0) fail("--input must be NAME=v1,v2,..., got \"" + text + "\"");
+        const std::string name = text.substr(0, equals);
+        for (const auto& given : options.inputs)
+          if (given.first == name) fail("--input " + name + " is given twice");
+        options.inputs.emplace_back(name, text.substr(equals + 1));
+      } else if (arg == "--sample") options.sample = value();
+      else if (arg == "--temperature") options.temperature = std::stod(value()), options.temperature_given = true;
+      else if (arg == "--uniforms") options.uniforms = value();
+      else if (arg == "--seed") options.seed = std::stoul(value()), options.seed_given = true;
       else if (arg == "-h" || arg == "--help") {
-        std::cout << "usage: rnn_generate FOLDER [--steps N] [--x0 VALUE] [--hidden H]\n";
+        std::cout << USAGE << "\n";
         std::exit(0);
       } else if (!arg.empty() && arg[0] == '-') fail("unknown option " + arg);
+      else if (!options.folder.empty()) fail("one FOLDER only, got " + options.folder + " and " + arg);
       else options.folder = arg;
     } catch (const std::logic_error&) {
       fail("bad value for " + arg);
     }
   }
-  if (options.folder.empty()) fail("usage: rnn_generate FOLDER [--steps N] [--x0 VALUE] [--hidden H]");
+  if (options.folder.empty()) fail(std::string(USAGE).substr(0, std::string(USAGE).find('\n')));
   if (options.steps < 1) fail("--steps must be >= 1");
+  if (!options.form.empty() && options.form != "step")
+    fail("--form must be step: this example runs the step model once per step");
+  if (!options.sample.empty() && options.sample != "greedy" && options.sample != "temperature")
+    fail("--sample must be greedy or temperature");
+  if (options.temperature_given && !(std::isfinite(options.temperature) && options.temperature > 0))
+    fail("--temperature must be a number > 0");
+  if (options.seed_given && options.seed > 0xffffffffUL) fail("--seed must be a whole number from 0 to 2**32 - 1");
   return options;
 }
 
-// The initial row of every state tensor, in manifest order: a deliberately small reader for
-// the one field it needs ("initial" appears only in the state entries), not a JSON parser.
-std::vector<std::vector<float>> initial_states(const std::string& folder) {
-  std::ifstream file(folder + "/manifest.json");
-  if (!file) fail(folder + "/manifest.json cannot be read");
+// ---- a small JSON reader: enough for manifest.json -----------------------------------------------
+
+struct Json {
+  enum Kind { Null, Bool, Number, String, Array, Object } kind = Null;
+  bool boolean = false;
+  double number = 0;
+  std::string text;
+  std::vector<Json> items;
+  std::vector<std::pair<std::string, Json>> members;
+
+  const Json* get(const std::string& key) const {
+    for (const auto& member : members)
+      if (member.first == key) return &member.second;
+    return nullptr;
+  }
+  std::string string_at(const std::string& key, const std::string& otherwise = "") const {
+    const Json* found = get(key);
+    return found && found->kind == String ? found->text : otherwise;
+  }
+};
+
+class JsonReader {
+ public:
+  explicit JsonReader(const std::string& text) : text_(text) {}
+
+  Json document() {
+    Json value = read(0);
+    skip();
+    if (at_ != text_.size()) bad("text after the document");
+    return value;
+  }
+
+ private:
+  [[noreturn]] void bad(const std::string& what) {
+    fail("manifest.json is not valid JSON (" + what + " at byte " + std::to_string(at_) + ")");
+  }
+  void skip() {
+    while (at_ < text_.size() && std::isspace(static_cast<unsigned char>(text_[at_]))) ++at_;
+  }
+  bool take(char c) {
+    skip();
+    if (at_ < text_.size() && text_[at_] == c) return ++at_, true;
+    return false;
+  }
+  void expect(char c) {
+    if (!take(c)) bad(std::string("expected '") + c + "'");
+  }
+  std::string string() {
+    expect('"');
+    std::string out;
+    while (at_ < text_.size() && text_[at_] != '"') {
+      char c = text_[at_++];
+      if (c == '\\') {
+        if (at_ >= text_.size()) bad("unfinished escape");
+        char e = text_[at_++];
+        switch (e) {
+          case 'n': out += '\n'; break;
+          case 't': out += '\t'; break;
+          case 'r': out += '\r'; break;
+          case 'b': out += '\b'; break;
+          case 'f': out += '\f'; break;
+          case 'u': {  // names here are ASCII; any other code point is kept as '?'
+            if (at_ + 4 > text_.size()) bad("short \\u escape");
+            unsigned code = std::stoul(text_.substr(at_, 4), nullptr, 16);
+            at_ += 4;
+            out += code < 0x80 ? static_cast<char>(code) : '?';
+            break;
+          }
+          default: out += e;
+        }
+      } else {
+        out += c;
+      }
+    }
+    expect('"');
+    return out;
+  }
+  Json read(int depth) {
+    if (depth > 64) bad("nesting too deep");
+    skip();
+    if (at_ >= text_.size()) bad("unexpected end");
+    Json value;
+    char c = text_[at_];
+    if (c == '{') {
+      ++at_;
+      value.kind = Json::Object;
+      if (take('}')) return value;
+      do {
+        skip();
+        std::string key = string();
+        expect(':');
+        value.members.emplace_back(key, read(depth + 1));
+      } while (take(','));
+      expect('}');
+    } else if (c == '[') {
+      ++at_;
+      value.kind = Json::Array;
+      if (take(']')) return value;
+      do value.items.push_back(read(depth + 1));
+      while (take(','));
+      expect(']');
+    } else if (c == '"') {
+      value.kind = Json::String;
+      value.text = string();
+    } else if (text_.compare(at_, 4, "true") == 0 || text_.compare(at_, 5, "false") == 0) {
+      value.kind = Json::Bool;
+      value.boolean = c == 't';
+      at_ += value.boolean ? 4 : 5;
+    } else if (text_.compare(at_, 4, "null") == 0) {
+      at_ += 4;
+    } else {
+      const char* start = text_.c_str() + at_;
+      char* end = nullptr;
+      value.number = std::strtod(start, &end);
+      if (end == start) bad("unexpected character");
+      value.kind = Json::Number;
+      at_ += static_cast<size_t>(end - start);
+    }
+    return value;
+  }
+
+  const std::string& text_;
+  size_t at_ = 0;
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) fail(path + " cannot be read");
   std::stringstream text;
   text << file.rdbuf();
-  const std::string document = text.str();
+  return text.str();
+}
+
+// ---- format 1 ---------------------------------------------------------------------------------
+
+// The initial row of every state tensor, in manifest order: a deliberately small reader for
+// the one field it needs ("initial" appears only in the state entries), not a JSON parser.
+std::vector<std::vector<float>> initial_states(const std::string& document) {
   const std::regex initial(R"("initial"\s*:\s*\[([^\]]*)\])");
   std::vector<std::vector<float>> states;
   for (auto it = std::sregex_iterator(document.begin(), document.end(), initial); it != std::sregex_iterator(); ++it) {
@@ -77,20 +265,24 @@ std::vector<std::vector<float>> initial_states(const std::string& folder) {
   return states;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  const Options options = parse(argc, argv);
-  std::vector<std::vector<float>> initial =
-      options.hidden > 0 ? std::vector<std::vector<float>>{std::vector<float>(options.hidden, 0.0f)}
-                         : initial_states(options.folder);
+torch::jit::script::Module load_step(const std::string& path) {
   torch::jit::script::Module step;
   try {
-    step = torch::jit::load(options.folder + "/step.torchscript.pt");
+    step = torch::jit::load(path);
   } catch (const c10::Error& error) {
-    fail("cannot load step.torchscript.pt: " + std::string(error.what_without_backtrace()));
+    fail("cannot load " + path + ": " + std::string(error.what_without_backtrace()));
   }
   step.eval();
+  return step;
+}
+
+int run_classic(const Options& options, const std::vector<std::vector<float>>& initial_rows) {
+  if (!options.inputs.empty() || !options.sample.empty() || options.temperature_given || !options.uniforms.empty() ||
+      options.seed_given)
+    fail("--input, --sample, --temperature, --uniforms and --seed are for format 2 folders; " + options.folder +
+         " is format 1 (use --x0)");
+  std::vector<std::vector<float>> initial = initial_rows;
+  torch::jit::script::Module step = load_step(options.folder + "/step.torchscript.pt");
   torch::NoGradGuard no_grad;
 
   auto x = torch::full({1, 1}, static_cast<float>(options.x0));  // (batch, 1)
@@ -106,4 +298,290 @@ int main(int argc, char** argv) {
     std::cout << t << "," << x.item<float>() << "\n";
   }
   return 0;
+}
+
+// ---- format 2 ---------------------------------------------------------------------------------
+
+struct Spec {
+  std::string name, dtype, role, output;
+  std::vector<long> shape;  // -1 marks the batch axis
+  long vocabulary = 0;
+  std::vector<float> initial;
+
+  bool tokens() const { return role == "tokens"; }
+  bool logits() const { return role == "logits"; }
+  long count() const {
+    long n = 1;
+    for (long d : shape)
+      if (d != -1) n *= d;
+    return n;
+  }
+  std::vector<int64_t> batch_one() const {
+    std::vector<int64_t> sizes;
+    for (long d : shape) sizes.push_back(d == -1 ? 1 : d);
+    return sizes;
+  }
+};
+
+std::vector<Spec> specs(const Json& manifest, const std::string& key) {
+  const Json* list = manifest.get(key);
+  if (!list || list->kind != Json::Array) fail("manifest.json has no list \"" + key + "\"");
+  std::vector<Spec> out;
+  for (const Json& item : list->items) {
+    Spec spec;
+    spec.name = item.string_at("name");
+    spec.dtype = item.string_at("dtype", "float32");
+    spec.role = item.string_at("role");
+    spec.output = item.string_at("output");
+    const Json* shape = item.get("shape");
+    if (spec.name.empty() || !shape || shape->kind != Json::Array) fail("manifest.json: a \"" + key + "\" entry needs a name and a shape");
+    for (const Json& d : shape->items) spec.shape.push_back(d.kind == Json::String ? -1 : static_cast<long>(d.number));
+    if (const Json* v = item.get("vocabulary")) spec.vocabulary = static_cast<long>(v->number);
+    if (const Json* initial = item.get("initial"))
+      for (const Json& v : initial->items) spec.initial.push_back(static_cast<float>(v.number));
+    out.push_back(spec);
+  }
+  return out;
+}
+
+const Spec* find(const std::vector<Spec>& list, const std::string& name) {
+  for (const Spec& spec : list)
+    if (spec.name == name) return &spec;
+  return nullptr;
+}
+
+std::string names(const std::vector<Spec>& list) {
+  std::string out;
+  for (const Spec& spec : list) out += (out.empty() ? "" : ", ") + spec.name;
+  return out;
+}
+
+std::string shape_text(const Spec& spec) {
+  std::string out = "[";
+  for (size_t i = 0; i < spec.shape.size(); ++i)
+    out += (i ? "," : "") + (spec.shape[i] == -1 ? std::string("\"batch\"") : std::to_string(spec.shape[i]));
+  return out + "]";
+}
+
+// The tensor of one input at batch 1, from its --input text (null: the default, zeros or token 0).
+torch::Tensor input_tensor(const Spec& spec, const std::string* text) {
+  if (spec.tokens()) {
+    long id = 0;
+    if (text) {
+      if (!std::regex_match(*text, std::regex(R"(\s*[0-9]+\s*)")))
+        fail("--input " + spec.name + " takes one token id, a whole number, got \"" + *text + "\"");
+      try {
+        id = std::stol(*text);
+      } catch (const std::logic_error&) {
+        id = spec.vocabulary;  // too large for a long: out of range below
+      }
+      if (id >= spec.vocabulary)
+        fail("--input " + spec.name + ": token " + *text + " is out of range (vocabulary " +
+             std::to_string(spec.vocabulary) + ": ids 0 to " + std::to_string(spec.vocabulary - 1) + ")");
+    }
+    return torch::full({1}, id, torch::kLong);
+  }
+  std::vector<float> values(static_cast<size_t>(spec.count()), 0.0f);
+  if (text) {
+    std::vector<std::string> items;
+    std::stringstream stream(*text);
+    std::string item;
+    while (std::getline(stream, item, ',')) items.push_back(item);
+    if (!text->empty() && text->back() == ',') items.push_back("");
+    if (text->empty()) items.push_back("");
+    if (static_cast<long>(items.size()) != spec.count())
+      fail("--input " + spec.name + " needs " + std::to_string(spec.count()) + " values (shape " + shape_text(spec) +
+           "), got " + std::to_string(items.size()));
+    for (size_t i = 0; i < items.size(); ++i) {
+      char* end = nullptr;
+      const double number = std::strtod(items[i].c_str(), &end);
+      const bool rest_blank = std::all_of(static_cast<const char*>(end), items[i].c_str() + items[i].size(),
+                                          [](char c) { return std::isspace(static_cast<unsigned char>(c)); });
+      if (end == items[i].c_str() || !rest_blank || !std::isfinite(number))
+        fail("--input " + spec.name + ": \"" + items[i] + "\" is not a finite number");
+      values[i] = static_cast<float>(number);
+    }
+  }
+  return torch::from_blob(values.data(), spec.batch_one()).clone();
+}
+
+// mulberry32, the Node example's seeded generator (NOT numpy's): 24 random bits a float32 in [0, 1).
+std::vector<float> seeded_uniforms(uint32_t seed, long steps) {
+  std::vector<float> out;
+  uint32_t a = seed;
+  for (long t = 0; t < steps; ++t) {
+    a += 0x6d2b79f5u;
+    uint32_t r = (a ^ (a >> 15)) * (1u | a);
+    r = (r + ((r ^ (r >> 7)) * (61u | r))) ^ r;
+    out.push_back(static_cast<float>((r ^ (r >> 14)) >> 8) / 16777216.0f);
+  }
+  return out;
+}
+
+std::vector<float> read_uniforms(const std::string& file, long steps) {
+  std::ifstream stream(file, std::ios::binary);
+  if (!stream) fail("--uniforms " + file + " cannot be read");
+  std::string bytes((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
+  if (static_cast<long>(bytes.size()) != 4 * steps)
+    fail("--uniforms " + file + " holds " + std::to_string(bytes.size() / 4) + " float32 values, one a step needs " +
+         std::to_string(steps) + " (" + std::to_string(4 * steps) + " bytes)");
+  std::vector<float> out(static_cast<size_t>(steps));
+  for (long t = 0; t < steps; ++t) {
+    uint32_t bits = 0;
+    for (int b = 3; b >= 0; --b) bits = (bits << 8) | static_cast<unsigned char>(bytes[4 * t + b]);  // little-endian
+    std::memcpy(&out[t], &bits, 4);
+    if (!(out[t] >= 0.0f && out[t] < 1.0f))
+      fail("--uniforms " + file + ": value " + std::to_string(t) + " is " + std::to_string(out[t]) + ", not in [0, 1)");
+  }
+  return out;
+}
+
+long argmax(const float* logits, long vocabulary) {
+  long best = 0;
+  for (long i = 1; i < vocabulary; ++i)
+    if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
+// The inverse-CDF draw of runtime.sampling, in float32: z = logits / T, p = softmax(z),
+// cdf = cumsum(p) in id order, token = min(count(cdf <= u * cdf[V - 1]), V - 1).
+long draw_temperature(const float* logits, long vocabulary, float temperature, float u) {
+  std::vector<float> z(static_cast<size_t>(vocabulary)), cdf(static_cast<size_t>(vocabulary));
+  float max = -INFINITY;
+  for (long i = 0; i < vocabulary; ++i) max = std::max(max, z[i] = logits[i] / temperature);
+  float sum = 0.0f;
+  for (long i = 0; i < vocabulary; ++i) sum += (z[i] = std::exp(z[i] - max));
+  float running = 0.0f;
+  for (long i = 0; i < vocabulary; ++i) cdf[i] = running += z[i] / sum;
+  const float threshold = u * cdf[vocabulary - 1];
+  long count = 0;
+  for (long i = 0; i < vocabulary; ++i) count += cdf[i] <= threshold;
+  return std::min(count, vocabulary - 1);
+}
+
+int run_general(const Options& options, const Json& manifest) {
+  const std::vector<Spec> inputs = specs(manifest, "inputs"), outputs = specs(manifest, "outputs"),
+                          states = specs(manifest, "state");
+  if (options.x0_given) fail("--x0 is for format 1 folders; give the first value with --input NAME=...");
+  if (options.hidden > 0) fail("--hidden is for format 1 folders");
+
+  // How the loop closes: the declared feedback, or one float input fed by an output of its shape.
+  std::string out_name, in_name, via;
+  if (const Json* feedback = manifest.get("feedback"); feedback && feedback->kind == Json::Object) {
+    out_name = feedback->string_at("output"), in_name = feedback->string_at("input"), via = feedback->string_at("via");
+  } else if (inputs.size() == 1 && outputs.size() == 1 && !inputs[0].tokens() && !outputs[0].logits() &&
+             inputs[0].dtype == "float32" && outputs[0].dtype == "float32" && inputs[0].shape == outputs[0].shape) {
+    out_name = outputs[0].name, in_name = inputs[0].name, via = "identity";
+  } else {
+    fail("the manifest declares no feedback (which output becomes which input): this example cannot close the loop");
+  }
+  for (const Spec& spec : inputs) {
+    if (spec.shape.empty() || spec.shape[0] != -1)
+      fail("input " + spec.name + ": this example needs the batch axis first, got " + shape_text(spec));
+    if (spec.tokens() ? spec.dtype != "int64" || spec.shape.size() != 1 : spec.dtype != "float32")
+      fail("input " + spec.name + " (" + spec.dtype + " " + shape_text(spec) + ") is not supported by this example");
+  }
+  for (const auto* list : {&outputs, &states})
+    for (const Spec& spec : *list)
+      if (spec.dtype != "float32") fail(spec.name + " is " + spec.dtype + ": this example runs float32 outputs and states only");
+  if (via != "identity" && via != "sample") fail("feedback via " + via + " is not supported by this example");
+  const Spec* source = find(outputs, out_name);
+  const Spec* target = find(inputs, in_name);
+  if (!source || !target) fail("feedback names output " + out_name + " and input " + in_name + ", which the manifest does not list");
+  const bool sampled = via == "sample";
+  if (sampled && (!source->logits() || !target->tokens() || source->count() != target->vocabulary))
+    fail("feedback via sample needs a logits output of the tokens input's vocabulary");
+  if (!sampled && (target->tokens() || source->count() != target->count()))
+    fail("feedback via identity needs output " + source->name + " to have input " + target->name + "'s shape");
+  for (const Spec& state : states)
+    if (static_cast<long>(state.initial.size()) != state.count())
+      fail("state " + state.name + ": manifest.json's initial has " + std::to_string(state.initial.size()) +
+           " values, its shape needs " + std::to_string(state.count()));
+
+  for (const auto& given : options.inputs)
+    if (!find(inputs, given.first))
+      fail("--input " + given.first + ": the model has no input " + given.first + " (its inputs: " + names(inputs) + ")");
+  if (!sampled && (!options.sample.empty() || options.temperature_given || !options.uniforms.empty() || options.seed_given))
+    fail("--sample, --temperature, --uniforms and --seed are for models that sample tokens; " + source->name +
+         " is fed back as it is");
+  const std::string strategy = options.sample.empty() ? "greedy" : options.sample;
+  if (sampled && strategy == "greedy" && (options.temperature_given || !options.uniforms.empty() || options.seed_given))
+    fail("--temperature, --uniforms and --seed are for --sample temperature");
+  if (!options.uniforms.empty() && options.seed_given) fail("give --uniforms or --seed, not both");
+  std::vector<float> uniforms;
+  if (sampled && strategy == "temperature")
+    uniforms = options.uniforms.empty() ? seeded_uniforms(static_cast<uint32_t>(options.seed), options.steps)
+                                        : read_uniforms(options.uniforms, options.steps);
+  const float temperature = static_cast<float>(options.temperature);
+
+  std::string file;
+  if (const Json* files = manifest.get("files"))
+    for (const Json& entry : files->items)
+      if (entry.string_at("role") == "step_torchscript") file = entry.string_at("name");
+  if (file.empty()) fail(options.folder + " has no step.torchscript.pt (the dynamo exporter skipped it): this example runs TorchScript step models");
+  torch::jit::script::Module step = load_step(options.folder + "/" + file);
+  torch::NoGradGuard no_grad;
+
+  std::vector<torch::Tensor> feeds;  // the inputs in manifest order, then the states
+  size_t target_index = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const std::string* text = nullptr;
+    for (const auto& given : options.inputs)
+      if (given.first == inputs[i].name) text = &given.second;
+    feeds.push_back(input_tensor(inputs[i], text));
+    if (inputs[i].name == target->name) target_index = i;
+  }
+  for (const Spec& state : states) {
+    std::vector<float> initial = state.initial;
+    feeds.push_back(torch::from_blob(initial.data(), state.batch_one()).clone());
+  }
+  size_t source_index = 0;
+  for (size_t i = 0; i < outputs.size(); ++i)
+    if (outputs[i].name == source->name) source_index = i;
+
+  std::cout << "step," << (sampled ? std::string("token") : source->name) << "\n" << std::setprecision(9);
+  for (long t = 1; t <= options.steps; ++t) {
+    std::vector<torch::jit::IValue> arguments(feeds.begin(), feeds.end());
+    torch::jit::IValue result;
+    try {
+      result = step.forward(arguments);
+    } catch (const c10::Error& error) {
+      fail("the step model failed: " + std::string(error.what_without_backtrace()));
+    }
+    std::vector<torch::jit::IValue> values =
+        result.isTuple() ? result.toTuple()->elements().vec() : std::vector<torch::jit::IValue>{result};
+    if (values.size() != outputs.size() + states.size())
+      fail("the step model returned " + std::to_string(values.size()) + " tensors, the manifest lists " +
+           std::to_string(outputs.size() + states.size()));
+    for (size_t i = 0; i < states.size(); ++i) feeds[inputs.size() + i] = values[outputs.size() + i].toTensor();
+    torch::Tensor y = values[source_index].toTensor().contiguous().to(torch::kFloat);
+    if (sampled) {
+      const float* logits = y.data_ptr<float>();
+      const long token = strategy == "greedy" ? argmax(logits, target->vocabulary)
+                                              : draw_temperature(logits, target->vocabulary, temperature, uniforms[t - 1]);
+      feeds[target_index] = torch::full({1}, token, torch::kLong);
+      std::cout << t << "," << token << "\n";
+    } else {
+      feeds[target_index] = y.reshape(target->batch_one());
+      std::cout << t << "," << y.data_ptr<float>()[0] << "\n";
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options options = parse(argc, argv);
+  if (options.hidden > 0) {
+    return run_classic(options, {std::vector<float>(options.hidden, 0.0f)});
+  }
+  const std::string document = read_text(options.folder + "/manifest.json");
+  const Json manifest = JsonReader(document).document();
+  const Json* version = manifest.get("format_version");
+  if (manifest.string_at("format") != "rnn-toolkit-artifact" || !version || version->kind != Json::Number ||
+      (version->number != 1 && version->number != 2))
+    fail(options.folder + " is not an rnn-toolkit artifact folder of format version 1 or 2");
+  if (version->number == 1) return run_classic(options, initial_states(document));
+  return run_general(options, manifest);
 }

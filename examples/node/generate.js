@@ -1,38 +1,97 @@
 #!/usr/bin/env node
 // Runs the closed-loop context loop of an rnn-toolkit artifact folder with onnxruntime-node.
 //
-//   node generate.js FOLDER [--steps N] [--x0 VALUE] [--form step|rollout_rnn|rollout_loop]
+//   node generate.js FOLDER [--steps N] [--x0 VALUE] [--form FORM]
+//        [--input NAME=v1,v2,...]... [--sample greedy|temperature] [--temperature T]
+//        [--uniforms FILE] [--seed S]
 //
-// Reads manifest.json for the tensors' names and the initial state; uses the fused rollout
-// model (one run for the whole loop) where the manifest lists one, else the step model once
-// per step. Prints "step,y" CSV.
+// Reads manifest.json for the tensors' names and the initial state.
+//
+// A format 1 folder (one float32 input x, one output y): uses the fused rollout model (one run
+// for the whole loop) where the manifest lists one, else the step model once per step; --x0 is
+// the first input (default sin(2)). Prints "step,y" CSV. --form: step, rollout_rnn or rollout_loop.
+//
+// A format 2 folder (named inputs, int64 token inputs, logits, states of any rank, "feedback"):
+// --input NAME=v1,v2,... gives an input's values (every value of one stream, C order; one id
+// for a token input). Inputs other than the feedback input are held at their values for every
+// step (default zeros, token 0); the feedback input's value is the first step's. Feedback
+// "identity" feeds the output back as it is and prints "step,<output name>" (its first value);
+// feedback "sample" draws the next token from the logits and prints "step,token":
+//   --sample greedy       argmax, the first maximum (the default)
+//   --sample temperature  inverse-CDF draw from softmax(logits / T) (--temperature T, default 1)
+//                         with one uniform u in [0, 1) a step: from --uniforms FILE (raw
+//                         little-endian float32, exactly one per step, e.g. numpy's
+//                         rng.random(steps, dtype=np.float32).tofile(FILE)) or else from a
+//                         seeded generator (--seed S, default 0; mulberry32, NOT numpy's: the
+//                         same seed gives other tokens than the Python runtime's Sampler).
+// The fused sampling forms (rollout_greedy, rollout_sample: one run for the whole loop) are used
+// where the manifest lists them, unless --form step.
+// Errors print one line on stderr and exit 2.
 "use strict";
 
 const fs = require("fs");
 const path = require("path");
 const ort = require("onnxruntime-node");
 
+const USAGE =
+  "usage: node generate.js FOLDER [--steps N] [--x0 VALUE] [--form FORM] [--input NAME=v1,v2,...]... " +
+  "[--sample greedy|temperature] [--temperature T] [--uniforms FILE] [--seed S]";
+const CLASSIC_FORMS = ["step", "rollout_rnn", "rollout_loop"];
+const SAMPLING_FORMS = ["rollout_greedy", "rollout_sample"];
+const READ_VERSIONS = [1, 2];
+
 function fail(message) {
-  process.stderr.write(`error: ${message}\n`);
+  process.stderr.write(`error: ${String(message).split("\n")[0]}\n`);
   process.exit(2);
 }
 
 function parse(argv) {
-  const options = { folder: null, steps: 100, x0: Math.sin(2), form: null };
+  const options = {
+    folder: null,
+    steps: 100,
+    x0: null,
+    form: null,
+    inputs: new Map(),
+    sample: null,
+    temperature: null,
+    uniforms: null,
+    seed: null,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => (i + 1 < argv.length ? argv[++i] : fail(`${arg} needs a value`));
     if (arg === "--steps") options.steps = Number(value());
     else if (arg === "--x0") options.x0 = Number(value());
     else if (arg === "--form") options.form = value();
-    else if (arg.startsWith("-")) fail(`unknown option ${arg}`);
+    else if (arg === "--input") {
+      const text = value();
+      const equals = text.indexOf("=");
+      if (equals < 1) fail(`--input must be NAME=v1,v2,..., got ${JSON.stringify(text)}`);
+      const name = text.slice(0, equals);
+      if (options.inputs.has(name)) fail(`--input ${name} is given twice`);
+      options.inputs.set(name, text.slice(equals + 1));
+    } else if (arg === "--sample") options.sample = value();
+    else if (arg === "--temperature") options.temperature = Number(value());
+    else if (arg === "--uniforms") options.uniforms = value();
+    else if (arg === "--seed") options.seed = Number(value());
+    else if (arg === "-h" || arg === "--help") {
+      process.stdout.write(USAGE + "\n");
+      process.exit(0);
+    } else if (arg.startsWith("-")) fail(`unknown option ${arg}`);
+    else if (options.folder) fail(`one FOLDER only, got ${options.folder} and ${arg}`);
     else options.folder = arg;
   }
-  if (!options.folder) fail("usage: node generate.js FOLDER [--steps N] [--x0 VALUE] [--form FORM]");
+  if (!options.folder) fail(USAGE);
   if (!Number.isInteger(options.steps) || options.steps < 1) fail("--steps must be a whole number >= 1");
-  if (!Number.isFinite(options.x0)) fail("--x0 must be a number");
-  if (options.form && !["step", "rollout_rnn", "rollout_loop"].includes(options.form)) {
-    fail("--form must be step, rollout_rnn or rollout_loop");
+  if (options.x0 !== null && !Number.isFinite(options.x0)) fail("--x0 must be a number");
+  if (options.sample !== null && !["greedy", "temperature"].includes(options.sample)) {
+    fail("--sample must be greedy or temperature");
+  }
+  if (options.temperature !== null && !(Number.isFinite(options.temperature) && options.temperature > 0)) {
+    fail("--temperature must be a number > 0");
+  }
+  if (options.seed !== null && !(Number.isInteger(options.seed) && options.seed >= 0 && options.seed < 2 ** 32)) {
+    fail("--seed must be a whole number from 0 to 2**32 - 1");
   }
   return options;
 }
@@ -44,8 +103,8 @@ function readManifest(folder) {
   } catch (error) {
     fail(`${folder}/manifest.json cannot be read: ${error.message}`);
   }
-  if (manifest.format !== "rnn-toolkit-artifact" || manifest.format_version !== 1) {
-    fail(`${folder} is not an rnn-toolkit artifact folder of format version 1`);
+  if (manifest.format !== "rnn-toolkit-artifact" || !READ_VERSIONS.includes(manifest.format_version)) {
+    fail(`${folder} is not an rnn-toolkit artifact folder of format version ${READ_VERSIONS.join(" or ")}`);
   }
   return manifest;
 }
@@ -55,8 +114,19 @@ function fileFor(manifest, role) {
   return entry ? entry.name : null;
 }
 
-async function generate(options) {
-  const manifest = readManifest(options.folder);
+// ---- format 1: one float32 input x, one output y, fed back as it is -----------------------------
+
+async function generateClassic(options, manifest) {
+  const given = [
+    [options.inputs.size > 0, "--input"],
+    [options.sample !== null, "--sample"],
+    [options.temperature !== null, "--temperature"],
+    [options.uniforms !== null, "--uniforms"],
+    [options.seed !== null, "--seed"],
+  ].filter(([used]) => used);
+  if (given.length) fail(`${given[0][1]} is for format 2 folders; ${options.folder} is format 1 (use --x0)`);
+  if (options.form && !CLASSIC_FORMS.includes(options.form)) fail(`--form must be ${CLASSIC_FORMS.join(", ")}`);
+  const x0Value = options.x0 === null ? Math.sin(2) : options.x0;
   const x = manifest.inputs[0];
   const y = manifest.outputs[0];
   const states = manifest.state;
@@ -65,7 +135,7 @@ async function generate(options) {
   if (!file) fail(`the manifest lists no model for form ${form}`);
   const session = await ort.InferenceSession.create(path.join(options.folder, file));
   const initial = states.map((s) => new ort.Tensor("float32", Float32Array.from(s.initial), [1, s.shape[1]]));
-  const x0 = new ort.Tensor("float32", Float32Array.from([options.x0]), [1, x.shape[1]]);
+  const x0 = new ort.Tensor("float32", Float32Array.from([x0Value]), [1, x.shape[1]]);
   const ys = [];
   if (form === "step") {
     let input = x0;
@@ -89,4 +159,227 @@ async function generate(options) {
   process.stdout.write(lines.join("\n") + "\n");
 }
 
-generate(parse(process.argv.slice(2))).catch((error) => fail(error.message));
+// ---- format 2: named inputs, tokens, logits, states of any rank, declared feedback --------------
+
+const sizesOf = (spec) => spec.shape.filter((d) => d !== "batch");
+const countOf = (spec) => sizesOf(spec).reduce((a, b) => a * b, 1);
+const isTokens = (spec) => spec.role === "tokens";
+const isLogits = (spec) => spec.role === "logits";
+const batchOne = (spec) => spec.shape.map((d) => (d === "batch" ? 1 : d));
+
+// How generate closes the loop: the declared feedback, or (as runtime.manifest's closed_loop) a
+// one-input, one-output model whose float output has the input's shape.
+function closedLoop(manifest) {
+  if (manifest.feedback) return manifest.feedback;
+  if (manifest.inputs.length === 1 && manifest.outputs.length === 1) {
+    const [x, y] = [manifest.inputs[0], manifest.outputs[0]];
+    if (x.dtype === "float32" && y.dtype === "float32" && !isTokens(x) && !isLogits(y)) {
+      if (JSON.stringify(sizesOf(x)) === JSON.stringify(sizesOf(y))) return { output: y.name, input: x.name, via: "identity" };
+    }
+  }
+  fail("the manifest declares no feedback (which output becomes which input): this example cannot close the loop");
+}
+
+// The features and tokens this example can feed; anything else is refused by name.
+function checkSupported(manifest, feedback) {
+  for (const spec of manifest.inputs) {
+    if (spec.shape[0] !== "batch") fail(`input ${spec.name}: this example needs the batch axis first, got ${JSON.stringify(spec.shape)}`);
+    if (isTokens(spec) ? spec.dtype !== "int64" || spec.shape.length !== 1 : spec.dtype !== "float32") {
+      fail(`input ${spec.name} (${spec.dtype} ${JSON.stringify(spec.shape)}, role ${spec.role}) is not supported by this example`);
+    }
+  }
+  for (const spec of [...manifest.outputs, ...manifest.state]) {
+    if (spec.dtype !== "float32") fail(`${spec.name} is ${spec.dtype}: this example runs float32 outputs and states only`);
+  }
+  if (!["identity", "sample"].includes(feedback.via)) fail(`feedback via ${feedback.via} is not supported by this example`);
+  const source = manifest.outputs.find((t) => t.name === feedback.output);
+  const target = manifest.inputs.find((t) => t.name === feedback.input);
+  if (!source || !target) fail(`feedback names output ${feedback.output} and input ${feedback.input}, which the manifest does not list`);
+  if (feedback.via === "sample" && (!isLogits(source) || !isTokens(target) || countOf(source) !== target.vocabulary)) {
+    fail(`feedback via sample needs a logits output of the tokens input's vocabulary`);
+  }
+  if (feedback.via === "identity" && (isTokens(target) || countOf(source) !== countOf(target))) {
+    fail(`feedback via identity needs output ${source.name} to have input ${target.name}'s shape`);
+  }
+  return { source, target };
+}
+
+// The tensor of one input at batch 1, from its --input text or its default (zeros, token 0).
+function inputTensor(spec, text) {
+  if (isTokens(spec)) {
+    let id = 0;
+    if (text !== undefined) {
+      if (!/^\s*[0-9]+\s*$/.test(text)) fail(`--input ${spec.name} takes one token id, a whole number, got ${JSON.stringify(text)}`);
+      id = Number(text);
+      if (id >= spec.vocabulary) fail(`--input ${spec.name}: token ${id} is out of range (vocabulary ${spec.vocabulary}: ids 0 to ${spec.vocabulary - 1})`);
+    }
+    return new ort.Tensor("int64", BigInt64Array.from([BigInt(id)]), [1]);
+  }
+  const count = countOf(spec);
+  const values = new Float32Array(count);
+  if (text !== undefined) {
+    const items = text.split(",");
+    if (items.length !== count) fail(`--input ${spec.name} needs ${count} values (shape ${JSON.stringify(spec.shape)}), got ${items.length}`);
+    items.forEach((item, i) => {
+      const number = item.trim() === "" ? NaN : Number(item);
+      if (!Number.isFinite(number)) fail(`--input ${spec.name}: ${JSON.stringify(item)} is not a finite number`);
+      values[i] = number;
+    });
+  }
+  return new ort.Tensor("float32", values, batchOne(spec));
+}
+
+// mulberry32: a small seeded 32-bit generator, NOT numpy's; 24 random bits give a float32 in [0, 1).
+function seededUniforms(seed, steps) {
+  let a = seed >>> 0;
+  const out = new Float32Array(steps);
+  for (let t = 0; t < steps; t++) {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let r = Math.imul(a ^ (a >>> 15), 1 | a);
+    r = (r + Math.imul(r ^ (r >>> 7), 61 | r)) ^ r;
+    out[t] = ((r ^ (r >>> 14)) >>> 8) / 16777216;
+  }
+  return out;
+}
+
+function readUniforms(file, steps) {
+  let bytes;
+  try {
+    bytes = fs.readFileSync(file);
+  } catch (error) {
+    fail(`--uniforms ${file} cannot be read: ${error.message}`);
+  }
+  if (bytes.length !== 4 * steps) {
+    fail(`--uniforms ${file} holds ${bytes.length / 4} float32 values, one a step needs ${steps} (${4 * steps} bytes)`);
+  }
+  const out = new Float32Array(steps);
+  for (let t = 0; t < steps; t++) {
+    out[t] = bytes.readFloatLE(4 * t);
+    if (!(out[t] >= 0 && out[t] < 1)) fail(`--uniforms ${file}: value ${t} is ${out[t]}, not in [0, 1)`);
+  }
+  return out;
+}
+
+// The first maximum's index.
+function argmax(logits) {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
+// The inverse-CDF draw of runtime.sampling, in float32: z = logits / T, p = softmax(z),
+// cdf = cumsum(p) in id order, token = min(count(cdf <= u * cdf[V - 1]), V - 1).
+function drawTemperature(logits, temperature, u) {
+  const f = Math.fround;
+  const V = logits.length;
+  const t = f(temperature);
+  const z = new Float32Array(V);
+  let max = -Infinity;
+  for (let i = 0; i < V; i++) {
+    z[i] = f(logits[i] / t);
+    if (z[i] > max) max = z[i];
+  }
+  let sum = 0;
+  for (let i = 0; i < V; i++) {
+    z[i] = f(Math.exp(f(z[i] - max)));
+    sum = f(sum + z[i]);
+  }
+  let cdf = 0;
+  const cdfs = new Float32Array(V);
+  for (let i = 0; i < V; i++) {
+    cdf = f(cdf + f(z[i] / sum));
+    cdfs[i] = cdf;
+  }
+  const threshold = f(u * cdfs[V - 1]);
+  let count = 0;
+  for (let i = 0; i < V; i++) if (cdfs[i] <= threshold) count++;
+  return Math.min(count, V - 1);
+}
+
+async function generateGeneral(options, manifest) {
+  const feedback = closedLoop(manifest);
+  const { source, target } = checkSupported(manifest, feedback);
+  const sampled = feedback.via === "sample";
+  if (options.x0 !== null) fail(`--x0 is for format 1 folders; give the first ${target.name} with --input ${target.name}=...`);
+  for (const name of options.inputs.keys()) {
+    if (!manifest.inputs.some((t) => t.name === name)) {
+      fail(`--input ${name}: the model has no input ${name} (its inputs: ${manifest.inputs.map((t) => t.name).join(", ")})`);
+    }
+  }
+  if (!sampled) {
+    for (const flag of ["sample", "temperature", "uniforms", "seed"]) {
+      if (options[flag] !== null) fail(`--${flag} is for models that sample tokens; ${feedback.output} is fed back as it is`);
+    }
+  }
+  const strategy = options.sample || "greedy";
+  if (sampled && strategy === "greedy") {
+    for (const flag of ["temperature", "uniforms", "seed"]) {
+      if (options[flag] !== null) fail(`--${flag} is for --sample temperature`);
+    }
+  }
+  if (options.uniforms !== null && options.seed !== null) fail("give --uniforms or --seed, not both");
+  const allowed = ["step", ...(sampled ? SAMPLING_FORMS : [])];
+  if (options.form && !allowed.includes(options.form)) fail(`--form must be ${allowed.join(" or ")} for this folder`);
+  const temperature = options.temperature === null ? 1 : options.temperature;
+  const uniforms =
+    sampled && strategy === "temperature"
+      ? options.uniforms !== null
+        ? readUniforms(options.uniforms, options.steps)
+        : seededUniforms(options.seed === null ? 0 : options.seed, options.steps)
+      : null;
+
+  const inputs = new Map(manifest.inputs.map((spec) => [spec.name, inputTensor(spec, options.inputs.get(spec.name))]));
+  const states = manifest.state.map((s) => new ort.Tensor("float32", Float32Array.from(s.initial), batchOne(s)));
+  const fused = sampled ? (strategy === "greedy" ? "rollout_greedy" : "rollout_sample") : null;
+  let form = options.form || (fused && fileFor(manifest, fused) ? fused : "step");
+  if (form !== "step" && form !== fused) fail(`--form ${form} does not run --sample ${strategy}`);
+  const file = fileFor(manifest, form === "step" ? "step_onnx" : form);
+  if (!file) fail(`the manifest lists no model for form ${form}`);
+  const session = await ort.InferenceSession.create(path.join(options.folder, file));
+
+  const values = [];
+  if (form === "step") {
+    for (let t = 0; t < options.steps; t++) {
+      const feeds = {};
+      for (const [name, tensor] of inputs) feeds[name] = tensor;
+      manifest.state.forEach((s, i) => (feeds[s.name] = states[i]));
+      const out = await session.run(feeds);
+      manifest.state.forEach((s, i) => (states[i] = out[s.output]));
+      const result = out[source.name];
+      if (sampled) {
+        const token = strategy === "greedy" ? argmax(result.data) : drawTemperature(result.data, temperature, uniforms[t]);
+        values.push(token);
+        inputs.set(target.name, new ort.Tensor("int64", BigInt64Array.from([BigInt(token)]), [1]));
+      } else {
+        values.push(result.data[0]);
+        inputs.set(target.name, new ort.Tensor("float32", Float32Array.from(result.data), batchOne(target)));
+      }
+    }
+  } else {
+    // token0, *other inputs, *state, then steps (greedy) or uniforms, temperature, top_k, top_p
+    const feeds = { token0: inputs.get(target.name) };
+    for (const [name, tensor] of inputs) if (name !== target.name) feeds[name] = tensor;
+    manifest.state.forEach((s, i) => (feeds[s.name] = states[i]));
+    if (form === "rollout_greedy") {
+      feeds.steps = new ort.Tensor("int64", BigInt64Array.from([BigInt(options.steps)]), [1]);
+    } else {
+      feeds.uniforms = new ort.Tensor("float32", uniforms, [options.steps, 1]);
+      feeds.temperature = new ort.Tensor("float32", Float32Array.from([temperature]), [1]);
+      feeds.top_k = new ort.Tensor("int64", BigInt64Array.from([BigInt(target.vocabulary)]), [1]);
+      feeds.top_p = new ort.Tensor("float32", Float32Array.from([1]), [1]);
+    }
+    const out = await session.run(feeds);
+    for (const token of out.tokens.data) values.push(Number(token));
+  }
+  const lines = [sampled ? "step,token" : `step,${source.name}`];
+  values.forEach((value, i) => lines.push(`${i + 1},${sampled ? value : value.toPrecision(9)}`));
+  process.stdout.write(lines.join("\n") + "\n");
+}
+
+async function main(options) {
+  const manifest = readManifest(options.folder);
+  if (manifest.format_version === 1) await generateClassic(options, manifest);
+  else await generateGeneral(options, manifest);
+}
+
+main(parse(process.argv.slice(2))).catch((error) => fail(error.message));
