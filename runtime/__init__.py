@@ -25,7 +25,7 @@ from .errors import (
 )
 from .manifest import CLASSIC_FORMAT_VERSION, FORMAT_VERSION, Manifest, manifest_digest, read_manifest
 from .model import BatchFirstModel, BoundStep, GeneralModel, Model, State, load
-from .streams import Stream, StreamPool
+from .streams import GeneralStreamPool, Stream, StreamPool
 
 __all__ = [
     "__version__",
@@ -37,6 +37,7 @@ __all__ = [
     "State",
     "Stream",
     "StreamPool",
+    "GeneralStreamPool",
     "Manifest",
     "read_manifest",
     "manifest_digest",

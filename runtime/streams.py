@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputValueError, ShapeError, UnsupportedError
+from .errors import DtypeError, InputValueError, ShapeError, UnsupportedError
 from .inputs import MAX_INT64, as_float32, check_count, check_memory, check_scalar
 from .model import BoundStep, Model
 
@@ -66,10 +66,11 @@ def state_from_bytes(model: Model, data: bytes) -> tuple[np.ndarray, ...]:
         raise InputValueError("these bytes are not a stream state saved by this toolkit")
     if tag != _model_tag(model):
         raise InputValueError("this state was saved from a different model (its step model's hash differs)")
-    if count != len(model.state_sizes):
-        raise ShapeError(f"the saved state has {count} tensors, the model has {len(model.state_sizes)}")
+    sizes = tuple(s.count for s in model.states)  # values one stream holds of each tensor
+    if count != len(sizes):
+        raise ShapeError(f"the saved state has {count} tensors, the model has {len(sizes)}")
     rows, offset = [], _HEADER.size
-    for size in model.state_sizes:
+    for size in sizes:
         if offset + 4 > len(data):
             raise InputValueError("the saved state is truncated")
         (saved,) = struct.unpack_from("<I", data, offset)
@@ -84,11 +85,11 @@ def state_from_bytes(model: Model, data: bytes) -> tuple[np.ndarray, ...]:
 
 
 def _check_classic(model: Model, what: str) -> None:
-    """Refuses a model beyond the classic signature: streams run it through a `BoundStep`."""
-    if not getattr(model, "classic", True):
+    """Refuses a model beyond the classic signature: a Stream runs it through a `BoundStep`."""
+    if not model.classic:
         raise UnsupportedError(
             f"a {what} serves models with the classic signature (one float32 input, (batch, size) states); "
-            f"this model has inputs {list(model.input_names)}: run it with Model.step"
+            f"this model has inputs {list(model.input_names)}: use a StreamPool (one stream a row) or Model.step"
         )
 
 
@@ -167,8 +168,12 @@ class StreamPool:
     may open and close at any time. Every method is thread-safe.
     """
 
+    def __new__(cls, model: Model, capacity: int = 64) -> StreamPool:
+        if cls is StreamPool and not getattr(model, "classic", True):
+            cls = GeneralStreamPool
+        return super().__new__(cls)
+
     def __init__(self, model: Model, capacity: int = 64) -> None:
-        _check_classic(model, "StreamPool")
         capacity = check_count(capacity, "capacity", 1, MAX_INT64)
         check_memory(capacity * 4 * sum(model.state_sizes), f"a pool of {capacity} streams", model.max_memory_bytes)
         self.model = model
@@ -264,6 +269,16 @@ class StreamPool:
         with self._lock:
             return self._step_slots([self._slot(key) for key in keys], x)
 
+    def _one_input(self, x: Any) -> Any:
+        return _one_input(self.model, x)
+
+    def _gather_inputs(self, items: list[_Pending]) -> Any:
+        """The checked inputs of ``items`` as one batch, a row each."""
+        x = np.empty((len(items), self.model.input_size), np.float32)
+        for row, item in enumerate(items):
+            x[row] = item.x  # a checked float or (1, input_size) array
+        return x
+
     def _runner(self, batch_size: int) -> BoundStep:
         """The bound runner for ``batch_size`` streams (made on first use); the caller holds ``_lock``."""
         runner = self._runners.pop(batch_size, None)
@@ -302,7 +317,7 @@ class StreamPool:
         """Steps one stream; concurrent pushes from other threads share one run per tick. A bad id
         or input is refused here, in the caller's thread; a push that fails in a tick (its stream
         closed meanwhile) fails alone, and a failed run fails the pushes of that run only."""
-        pending = _Pending(_stream_id(stream), _one_input(self.model, x))
+        pending = _Pending(_stream_id(stream), self._one_input(x))
         with self._queue_lock:
             self._queue.append(pending)
         extra_drains = 1  # after its own push is served, a caller drains stranded pushes once, not forever
@@ -359,9 +374,7 @@ class StreamPool:
                     slots.append(slot)
             if not valid:
                 return
-            x = np.empty((len(valid), self.model.input_size), np.float32)
-            for row, item in enumerate(valid):
-                x[row] = item.x  # a checked float or (1, input_size) array
+            x = self._gather_inputs(valid)
             try:
                 ys = self._step_slots(slots, x)
             except Exception as error:  # handed to every waiting caller, raised in its own thread
@@ -369,6 +382,129 @@ class StreamPool:
                     item.error = error
                     item.done.set()
                 return
-        for item, y in zip(valid, ys):
+        for item, y in zip(valid, self._per_stream(ys)):
             item.y = y
             item.done.set()
+
+    def _per_stream(self, ys: Any) -> Any:
+        """A run's outputs, one item per stream (rows of y)."""
+        return ys
+
+
+class GeneralStreamPool(StreamPool):
+    """A `StreamPool` of a model beyond the classic signature (`runtime.model.GeneralModel`), made
+    by ``StreamPool(model)``: named inputs (one stream's as ``{name: value}``, a token id an int),
+    outputs an array for one output else a dict, states of any rank. Each tick is one
+    ``session.run`` of the stepped streams' rows (no bound runners, no padding). A state of one
+    stream is one array of its spec's non-batch shape per tensor."""
+
+    def __init__(self, model: Model, capacity: int = 64) -> None:
+        capacity = check_count(capacity, "capacity", 1, MAX_INT64)
+        counts = [s.count for s in model.states]
+        check_memory(capacity * 4 * sum(counts), f"a pool of {capacity} streams", model.max_memory_bytes)
+        self.model = model
+        # one stream a row: each state (capacity, *sizes), moved to its batch axis for a run
+        self._states = [np.zeros((capacity, *s.sizes), np.float32) for s in model.states]
+        self._slots = {}
+        self._free = list(range(capacity - 1, -1, -1))
+        self._next_id = 0
+        self._lock = threading.Lock()
+        self._tick = threading.Lock()
+        self._queue = []
+        self._queue_lock = threading.Lock()
+        self._runners = {}
+        self._scratch = None
+
+    def _rows(self, state: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+        """A model state (batch axis where each spec has it) as rows (batch, *sizes)."""
+        return [np.moveaxis(value, spec.batch_axis, 0) for value, spec in zip(state, self.model.states)]
+
+    def _batched(self, rows: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+        return tuple(
+            np.ascontiguousarray(np.moveaxis(value, 0, spec.batch_axis)) for value, spec in zip(rows, self.model.states)
+        )
+
+    def open(self, state: Any = None) -> int:
+        """A new stream (initial state, or ``state`` as returned by `state`: one array of each
+        state's non-batch shape, or its values flat); returns its id."""
+        rows = None
+        if state is not None:
+            if isinstance(state, np.ndarray) or not isinstance(state, (tuple, list)):
+                state = (state,)
+            if len(state) != len(self.model.states):
+                raise ShapeError(f"state must be {len(self.model.states)} array(s), got {len(state)}")
+            shaped = []
+            for value, spec in zip(state, self.model.states):
+                array = np.asarray(value) if isinstance(value, np.ndarray) else value
+                if isinstance(array, np.ndarray) and array.size == spec.count:
+                    array = np.expand_dims(array.reshape(spec.sizes), spec.batch_axis)
+                shaped.append(array)
+            rows = self._rows(self.model.check_state(tuple(shaped), 1))
+        with self._lock:
+            if not self._free:
+                self._grow()
+            slot = self._free.pop()
+            stream = self._next_id
+            self._next_id += 1
+            self._slots[stream] = slot
+            for array, initial in zip(self._states, rows or self._rows(self.model.initial_state(1))):
+                array[slot] = initial[0]
+            return stream
+
+    def reset(self, stream: int) -> None:
+        with self._lock:
+            slot = self._slot(stream)
+            for array, initial in zip(self._states, self._rows(self.model.initial_state(1))):
+                array[slot] = initial[0]
+
+    def _one_input(self, x: Any) -> Any:
+        """One stream's inputs ({name: value of the spec's non-batch shape}, a token id an int; a
+        bare value for a model of one input) checked, as a batch of 1."""
+        batched = {}
+        for name, value in self.model._named(x, "x").items():
+            if isinstance(value, np.ndarray):
+                batched[name] = value[np.newaxis]
+                continue
+            try:
+                batched[name] = np.asarray([value])
+            except (ValueError, TypeError):
+                raise DtypeError(
+                    f"input {name!r} of one stream must be numbers, got a ragged {type(value).__name__}"
+                ) from None
+        return self.model.check_inputs(batched, "x")
+
+    def _gather_inputs(self, items: list[_Pending]) -> Any:
+        return {name: np.concatenate([item.x[name] for item in items]) for name in self.model.input_names}
+
+    def step(self, streams: Any, xs: Any) -> Any:
+        """One step for the given streams (ids, distinct) with inputs ``xs`` ({name: (len(ids), *sizes)});
+        one run for all of them. Returns the outputs (an array for one output, else a dict)."""
+        if isinstance(streams, np.ma.MaskedArray):
+            raise InputValueError("stream ids must be integers, got a masked array")
+        ids = np.asarray(streams)
+        if ids.dtype.kind not in "iu":
+            raise InputValueError(f"stream ids must be integers, got {ids.dtype}")
+        x = self.model.check_inputs(xs, "xs")
+        keys = ids.ravel().tolist()
+        if next(iter(x.values())).shape[0] != len(keys):
+            raise ShapeError(f"{len(keys)} stream ids but {next(iter(x.values())).shape[0]} inputs")
+        if len(set(keys)) != len(keys):
+            raise InputValueError("a stream can take one step per call; ids must be distinct")
+        with self._lock:
+            return self._step_slots([self._slot(key) for key in keys], x)
+
+    def _step_slots(self, slots: list[int], x: Any) -> Any:
+        rows = np.array(slots, dtype=np.intp)
+        model = self.model
+        state = self._batched([np.take(array, rows, axis=0) for array in self._states])
+        values = model._run_general({**x, **dict(zip(model.state_names, state))}, len(slots))
+        count = len(model.outputs)
+        for array, new in zip(self._states, self._rows(tuple(values[count:]))):
+            array[rows] = new
+        outputs = values[:count]
+        return outputs[0] if count == 1 else dict(zip(model.output_names, outputs))
+
+    def _per_stream(self, ys: Any) -> Any:
+        if isinstance(ys, dict):  # several outputs: each stream gets a dict of its rows
+            return [dict(zip(ys, rows)) for rows in zip(*ys.values())]
+        return ys

@@ -367,8 +367,8 @@ def test_state_and_call_mistakes_are_typed(char, gru):
     _, forecaster = gru
     with pytest.raises(InputValueError, match=r"sampler= is for models whose generate samples"):
         forecaster.generate(np.zeros((1, 3)), 5, sampler=Sampler(seed=0))
-    with pytest.raises(UnsupportedError, match=r"StreamPool serves models with the classic signature"):
-        runtime.StreamPool(model)
+    with pytest.raises(UnsupportedError, match=r"Stream serves models with the classic signature.*StreamPool"):
+        runtime.Stream(model)
     with pytest.raises(UnsupportedError, match=r"classic signature"):
         model.bind(1)
 
@@ -531,3 +531,50 @@ def test_a_sampling_form_that_breaks_the_contract_is_refused(tmp_path):
     write_manifest(folder, dataclasses.replace(manifest, inputs=(token, wrong)))
     with pytest.raises(runtime.ArtifactError, match=r"form 'step'.*declares input 'category' as \(batch, 3\) float"):
         runtime.load(folder)
+
+
+# ---- stream pools ---------------------------------------------------------------------------------
+
+
+def test_a_pool_of_a_token_model_steps_streams_as_the_model_does(char):
+    _, model = char
+    pool = runtime.StreamPool(model, capacity=2)
+    assert isinstance(pool, runtime.GeneralStreamPool)
+    ids = [pool.open() for _ in range(5)]  # grows past its capacity
+    x = char_inputs(np.random.default_rng(1), 5)
+    want, (h,) = model.step(x)
+    got = pool.step(ids, x)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(pool.state(ids[3])[0], h[:, 3])
+    # a push per stream, from threads, continues each stream's state
+    want, (h,) = model.step(x, (h,))
+    from concurrent.futures import ThreadPoolExecutor
+
+    def push(row: int):
+        return pool.push(ids[row], {"token": int(x["token"][row]), "category": x["category"][row]})
+
+    with ThreadPoolExecutor(5) as workers:
+        rows = list(workers.map(push, range(5)))
+    np.testing.assert_allclose(np.stack(rows), want, atol=1e-6, rtol=0)
+    # a saved state restores into a new stream (the state's batch axis is the pool's business)
+    copy = pool.restore(pool.save(ids[2]))
+    np.testing.assert_array_equal(pool.state(copy)[0], pool.state(ids[2])[0])
+    pool.reset(copy)
+    np.testing.assert_array_equal(pool.state(copy)[0], np.zeros((2, 7), np.float32))
+    with pytest.raises(InputValueError, match=r"token id 11"):
+        pool.push(ids[0], {"token": 11, "category": [0.0, 0.0, 0.0]})
+    with pytest.raises(ShapeError, match=r"'category' must be \(batch, 3\)"):
+        pool.push(ids[0], {"token": 1, "category": [0.0, 0.0]})
+
+
+def test_a_pool_of_a_model_with_two_outputs_returns_a_dict_per_stream(gru):
+    _, model = gru
+    pool = runtime.StreamPool(model)
+    a, b = pool.open(), pool.open()
+    x = np.array([[0.1, 0.2, 0.3], [-0.3, 0.0, 0.5]], np.float32)
+    want, _ = model.step(x)
+    y = pool.push(b, x[1])
+    assert set(y) == {"y", "score"}
+    np.testing.assert_allclose(y["score"], want["score"][1], atol=1e-6, rtol=0)
+    both = pool.step([a, b], x)
+    np.testing.assert_allclose(both["y"][0], want["y"][0], atol=1e-6, rtol=0)
