@@ -578,3 +578,41 @@ def test_a_pool_of_a_model_with_two_outputs_returns_a_dict_per_stream(gru):
     np.testing.assert_allclose(y["score"], want["score"][1], atol=1e-6, rtol=0)
     both = pool.step([a, b], x)
     np.testing.assert_allclose(both["y"][0], want["y"][0], atol=1e-6, rtol=0)
+
+
+def test_teacher_forced_tokens_and_batch_first_sampling(char, tmp_path):
+    module, model = char
+    rng = np.random.default_rng(5)
+    tokens = rng.integers(0, 11, (6, 3))  # (steps, batch)
+    category = rng.uniform(-1, 1, (6, 3, 3)).astype(np.float32)
+    logits, (h,) = model.predict({"token": tokens, "category": category})
+    assert logits.shape == (6, 3, 11)
+    want_h = np.zeros((2, 3, 7), np.float32)
+    for t in range(6):
+        want, want_h = eager(module, tokens[t].astype(np.int64), category[t], want_h)
+        np.testing.assert_allclose(logits[t], want, atol=SEQUENCE_ATOL, rtol=0)
+    with pytest.raises(InputValueError, match=r"token id 12 at index \(2, 1\)"):
+        model.predict({"token": np.where(np.arange(18).reshape(6, 3) == 7, 12, tokens), "category": category})
+    # the same module, batch-first: sequences (batch, steps, ...), tokens (batch, steps)
+    folder = export_module(module, tmp_path / "bf", layout=BATCH_FIRST, **CHAR_GRU_SIGNATURE)
+    batch_first = runtime.load(folder)
+    got, _ = batch_first.predict({"token": tokens.T, "category": np.ascontiguousarray(category.swapaxes(0, 1))})
+    np.testing.assert_array_equal(got, logits.swapaxes(0, 1))
+    x = char_inputs(rng, 3)
+    sampled, _ = batch_first.generate(x, 9, sampler=Sampler("temperature", seed=2))
+    np.testing.assert_array_equal(sampled, model.generate(x, 9, sampler=Sampler("temperature", seed=2))[0].T)
+    with pytest.raises(ShapeError, match=r"'token' must be \(batch, steps\) int64"):
+        batch_first.predict({"token": tokens[0], "category": category})
+
+
+def test_bounds_hold_for_general_models(char):
+    _, model = char
+    bounded = runtime.load(model.folder, max_steps=10)
+    x = char_inputs(np.random.default_rng(0), 2)
+    with pytest.raises(InputValueError, match=r"steps must be between 1 and 10"):
+        bounded.generate(x, 11, sampler=Sampler("greedy"))
+    small = runtime.load(model.folder, max_memory_bytes=4096)
+    with pytest.raises(InputValueError, match=r"predict of 40 steps x batch 2 would take"):
+        small.predict({"token": np.zeros((40, 2), int), "category": np.zeros((40, 2, 3))})
+    with pytest.raises(InputValueError, match=r"a step of batch 64 would take"):
+        small.step({"token": np.zeros(64, int), "category": np.zeros((64, 3))})
