@@ -3,6 +3,10 @@
 >>> import runtime
 >>> model = runtime.load("artifacts/sine-elman")
 >>> ys, state = model.generate(0.9, steps=100)   # (100, 1, 1), closed loop
+
+A format 2 folder (named or token inputs, several outputs, states of any rank, batch-first
+sequences, sampled generation) loads as a `GeneralModel` (``model.classic`` is False): inputs
+are a dict ``{name: array}``, and a model that samples its next token takes ``sampler=``.
 """
 
 from ._version import __version__

@@ -5,6 +5,9 @@ it can compute a wrong answer: a step model whose state output is a fixed ``(1, 
 manifest says ``(batch, 6)`` would hand one stream's row to every stream of a batch. What a
 session declares can still be loose (a free axis where a size is expected, a symbolic rank is
 not allowed); the runtime checks the shape of what each run returns as well.
+
+`form_io` gives the classic signature's forms; `general_form_io` a format 2 model's step model
+(int64 for token inputs, the batch free axis where each spec has it) and its sampling forms.
 """
 
 from __future__ import annotations

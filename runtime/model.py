@@ -915,10 +915,19 @@ class Model:
         return self._run_fused(form, x, state, steps)
 
     def generate_iter(
-        self, x0: Any, steps: Any, state: Any = None, *, chunk: int = DEFAULT_CHUNK, form: str | None = None
+        self,
+        x0: Any,
+        steps: Any,
+        state: Any = None,
+        *,
+        chunk: int = DEFAULT_CHUNK,
+        form: str | None = None,
+        sampler: Any = None,
     ) -> Iterator[tuple[np.ndarray, State]]:
         """`generate` in bounded memory: yields (outputs (n <= chunk, batch, output_size), state)
         chunk by chunk, each chunk continuing from the last output and state of the one before."""
+        if sampler is not None:
+            _refuse_sampler()
         x, steps, current, chunk = self._generate_inputs(x0, steps, state, chunk)
         done = 0
         while done < steps:
@@ -956,9 +965,16 @@ class BatchFirstModel(Model):
         return np.ascontiguousarray(ys.swapaxes(0, 1)), current
 
     def generate_iter(
-        self, x0: Any, steps: Any, state: Any = None, *, chunk: int = DEFAULT_CHUNK, form: str | None = None
+        self,
+        x0: Any,
+        steps: Any,
+        state: Any = None,
+        *,
+        chunk: int = DEFAULT_CHUNK,
+        form: str | None = None,
+        sampler: Any = None,
     ) -> Iterator[tuple[np.ndarray, State]]:
-        for ys, current in super().generate_iter(x0, steps, state, chunk=chunk, form=form):
+        for ys, current in super().generate_iter(x0, steps, state, chunk=chunk, form=form, sampler=sampler):
             yield np.ascontiguousarray(ys.swapaxes(0, 1)), current
 
 

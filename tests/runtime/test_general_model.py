@@ -616,3 +616,9 @@ def test_bounds_hold_for_general_models(char):
         small.predict({"token": np.zeros((40, 2), int), "category": np.zeros((40, 2, 3))})
     with pytest.raises(InputValueError, match=r"a step of batch 64 would take"):
         small.step({"token": np.zeros(64, int), "category": np.zeros((64, 3))})
+
+
+def test_classic_generate_iter_refuses_a_sampler():
+    model = runtime.load(ROOT / "artifacts" / "sine-elman")
+    with pytest.raises(InputValueError, match=r"sampler= is for models"):
+        next(model.generate_iter(0.5, 4, sampler=Sampler(seed=0)))
