@@ -64,6 +64,12 @@ class Folder {
   static async open(source) {
     const manifest = JSON.parse(new TextDecoder().decode(await source.read("manifest.json")));
     if (manifest.format !== "rnn-toolkit-artifact") throw new Error("manifest.json is not an rnn-toolkit manifest");
+    if (manifest.format_version !== 1) {
+      throw new Error(
+        `this page runs format 1 folders only (one float input fed back as it is); this folder's manifest is ` +
+          `format_version ${manifest.format_version}: run it with the Python runtime or examples/node/generate.js`,
+      );
+    }
     return new Folder(source, manifest);
   }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import numpy as np
@@ -10,7 +11,24 @@ import pytest
 from export.verify import ROLLOUT_ATOL
 
 from ..conftest import COMMITTED
-from .conftest import EMBED_ATOL, STEPS, python_generate, read_csv, run_two_state
+from .conftest import (
+    CHAR_INPUTS,
+    EMBED_ATOL,
+    GENERAL_STEPS,
+    STEPS,
+    check_general_errors,
+    check_general_example,
+    input_arguments,
+    python_generate,
+    read_column,
+    read_csv,
+    reference_tokens,
+    run_example,
+    run_two_state,
+    uniforms_file,
+)
+
+SAMPLING_FORMS = ("rollout_greedy", "rollout_sample")
 
 
 @pytest.mark.parametrize("form", [None, "step", "rollout_loop"])
@@ -33,3 +51,60 @@ def test_node_example_errors(node_example, tmp_path):
 
 def test_node_example_runs_a_two_state_model(node_example, lstm_folder):
     run_two_state(["node", str(node_example)], lstm_folder)
+
+
+# ---- format 2 folders --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", [None, "step"])
+def test_node_example_runs_format_2_folders_as_the_python_reference(node_example, general_folders, tmp_path, form):
+    check_general_example(["node", str(node_example)], general_folders, tmp_path, ("--form", form) if form else ())
+
+
+@pytest.fixture(scope="module")
+def fused_char(general_folders, tmp_path_factory):
+    """The character GRU's folder with its fused sampling forms: the exporter's where it writes
+    them, else the runtime tests' stand-in Loop forms (to the same contract)."""
+    from runtime.manifest import read_manifest
+
+    folder = general_folders["char"]
+    if all(read_manifest(folder).file(form) for form in SAMPLING_FORMS):
+        return folder
+    try:
+        from tests.runtime.test_general_model import add_sampling_form
+    except ImportError as error:
+        pytest.skip(f"no sampling forms to run: the exporter writes none and the stand-in is gone ({error})")
+    copy = tmp_path_factory.mktemp("fused") / "char"
+    shutil.copytree(folder, copy)
+    for form in SAMPLING_FORMS:
+        add_sampling_form(copy, form)
+    return copy
+
+
+def test_node_example_runs_the_fused_sampling_forms_in_one_run(node_example, fused_char, tmp_path):
+    uniforms, path = uniforms_file(tmp_path)
+    arguments = ["--steps", str(GENERAL_STEPS), *input_arguments(CHAR_INPUTS)]
+    sample = ["--sample", "temperature", "--temperature", "0.8", "--uniforms", str(path)]
+    for strategy, extra in (("greedy", []), ("temperature", sample)):
+        expected = reference_tokens(fused_char, CHAR_INPUTS, GENERAL_STEPS, strategy, uniforms)
+        for form in (None, f"rollout_{'greedy' if strategy == 'greedy' else 'sample'}", "step"):
+            chosen = ["--form", form] if form else []
+            tokens = read_column(
+                run_example(["node", str(node_example)], fused_char, *arguments, *extra, *chosen), "token"
+            )
+            np.testing.assert_array_equal(tokens, expected, err_msg=f"{strategy}, form {form}")
+    result = run_example(["node", str(node_example)], fused_char, "--form", "rollout_sample")  # greedy by default
+    assert result.returncode == 2 and "does not run --sample greedy" in result.stderr
+
+
+def test_node_example_seeded_draws_repeat(node_example, general_folders):
+    def tokens(seed):
+        arguments = ["--steps", "40", "--sample", "temperature", "--seed", str(seed), "--form", "step"]
+        return read_column(run_example(["node", str(node_example)], general_folders["char"], *arguments), "token")
+
+    np.testing.assert_array_equal(tokens(1), tokens(1))
+    assert not np.array_equal(tokens(1), tokens(2))
+
+
+def test_node_example_format_2_errors_are_one_line(node_example, general_folders, tmp_path):
+    check_general_errors(["node", str(node_example)], general_folders, tmp_path)

@@ -115,6 +115,13 @@ def test_a_folder_without_fused_forms_runs_the_step_loop(web_page, tmp_path):
     assert np.max(np.abs(np.array(report["generated"][0]) - python_rollout(folder))) <= ROLLOUT_ATOL
 
 
+def test_a_format_2_folder_gets_a_visible_message_that_the_page_runs_format_1_only(web_page, general_folders, tmp_path):
+    report = drive(web_page, general_folders["char"], tmp_path)
+    assert report["statusClass"] == "error" and report["checkedFiles"] == [], report
+    assert report["status"].startswith("this page runs format 1 folders only"), report["status"]
+    assert "format_version 2" in report["status"]
+
+
 def test_the_step_loop_keeps_every_state_tensor(web_page, lstm_folder, tmp_path):
     """An LSTM folder: two state tensors (h, c) carried between steps."""
     report = drive(web_page, lstm_folder, tmp_path, {"generate": [{"x0": X0, "steps": 60, "form": "step"}]})
