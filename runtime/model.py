@@ -609,6 +609,7 @@ class Model:
         if is_ready(x, 2, self.input_size, self.allow_nonfinite):
             return x
         expected = f"(batch, {self.input_size})"
+        x = self._unwrap(x, name)
         self._check_conversion(x, name)
         array = as_float32(x, name, expected, allow_nonfinite=self.allow_nonfinite)
         if self.input_size == 1 and array.ndim in (0, 1):
@@ -647,14 +648,22 @@ class Model:
             arrays.append(array)
         return tuple(arrays)
 
+    def _unwrap(self, value: Any, name: str) -> Any:
+        """The array of a dict that names the model's one input (``{"x": array}``, as a general
+        model takes its inputs); an InputValueError for a dict of other names."""
+        if not isinstance(value, dict):
+            return value
+        if list(value) != [self.input_name]:
+            raise InputValueError(
+                f"{name} names the inputs {list(value)[:8]}, but this model has the classic signature: one "
+                f"float32 input {self.input_name!r} (batch, {self.input_size}); pass the array, or a dict "
+                f"of that one name"
+            )
+        return value[self.input_name]
+
     def _check_conversion(self, value: Any, name: str) -> None:
         """Refuses an array whose float32 copy alone would take more than max_memory_bytes, before
-        converting it; and named inputs (a dict), which are for models beyond the classic signature."""
-        if isinstance(value, dict):
-            raise InputValueError(
-                f"input {name!r} of this model is one float32 array (batch, {self.input_size}), not a dict of "
-                f"named inputs: the model has the classic signature (one input {self.input_name!r})"
-            )
+        converting it."""
         if isinstance(value, np.ndarray) and value.size * 4 > self.max_memory_bytes:
             check_memory(value.size * 4, f"input {name!r} as float32", self.max_memory_bytes)
 
@@ -663,6 +672,7 @@ class Model:
         if is_ready(xs, 3, self.input_size, self.allow_nonfinite):
             return xs, False
         expected = f"(steps, batch, {self.input_size})" + (" or (steps,)" if self.input_size == 1 else "")
+        xs = self._unwrap(xs, "xs")
         self._check_conversion(xs, "xs")
         array = as_float32(xs, "xs", expected, allow_nonfinite=self.allow_nonfinite)
         flat = self.input_size == 1 and array.ndim == 1
@@ -946,6 +956,7 @@ class BatchFirstModel(Model):
 
     def predict(self, xs: Any, state: Any = None, *, form: str | None = None) -> tuple[np.ndarray, State]:
         expected = f"(batch, steps, {self.input_size})" + (" or (steps,)" if self.input_size == 1 else "")
+        xs = self._unwrap(xs, "xs")
         self._check_conversion(xs, "xs")
         array = as_float32(xs, "xs", expected, allow_nonfinite=self.allow_nonfinite)
         if self.input_size == 1 and array.ndim == 1:  # one stream's series: no batch axis to move

@@ -385,8 +385,13 @@ def test_a_general_model_without_feedback_refuses_generate(tmp_path):
 def test_classic_models_refuse_named_inputs_and_samplers_clearly():
     model = runtime.load(ROOT / "artifacts" / "sine-elman")
     assert model.classic and model.input_names == ("x",) and model.layout == "time_first"
-    with pytest.raises(InputValueError, match=r"not a dict of named inputs: the model has the classic signature"):
-        model.step({"x": [[0.5]]})
+    with pytest.raises(
+        InputValueError, match=r"names the inputs \['token'\], but this model has the classic signature"
+    ):
+        model.step({"token": [[0.5]]})
+    y, _ = model.step({"x": [[0.5]]})  # its own input, named, is the array
+    np.testing.assert_array_equal(y, model.step([[0.5]])[0])
+    np.testing.assert_array_equal(model.predict({"x": [0.5, 0.2]})[0], model.predict([0.5, 0.2])[0])
     with pytest.raises(InputValueError, match=r"sampler= is for models"):
         model.generate(0.5, 4, sampler=Sampler(seed=0))
 
