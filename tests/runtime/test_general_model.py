@@ -627,3 +627,42 @@ def test_classic_generate_iter_refuses_a_sampler():
     model = runtime.load(ROOT / "artifacts" / "sine-elman")
     with pytest.raises(InputValueError, match=r"sampler= is for models"):
         next(model.generate_iter(0.5, 4, sampler=Sampler(seed=0)))
+
+
+def test_a_step_model_that_breaks_a_general_manifest_is_refused_at_load(tmp_path):
+    """A general folder built by hand: y is declared (batch, size) but onnxruntime infers x's (batch, 3)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from runtime.manifest import Manifest, StateSpec, TensorSpec, file_entry
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"]), helper.make_node("Identity", ["h"], ["h_out"])],
+        "step",
+        [
+            helper.make_tensor_value_info("token", TensorProto.INT64, ["batch"]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3]),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", 4]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "size"]),
+            helper.make_tensor_value_info("h_out", TensorProto.FLOAT, ["batch", 4]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    tmp_path.mkdir(exist_ok=True)
+    onnx.save(model, tmp_path / "step.onnx")
+    manifest = Manifest(
+        model={"kind": "hand"},
+        inputs=(TensorSpec("token", ("batch",), "int64", "tokens", 5), TensorSpec("x", ("batch", 3))),
+        outputs=(TensorSpec("y", ("batch", 2)),),
+        state=(StateSpec("h", ("batch", 4), output="h_out", initial=(0.0,) * 4),),
+        files=(file_entry(tmp_path, "step.onnx", "step_onnx"),),
+        opset=17,
+    )
+    write_manifest(tmp_path, manifest)
+    with pytest.raises(
+        runtime.ArtifactError, match=r"declares output 'y' as \(batch, 3\) float, the manifest needs \(batch, 2\)"
+    ):
+        runtime.load(tmp_path)
