@@ -1016,7 +1016,6 @@ class GeneralModel(Model):
     def _init_signature(self, manifest: Manifest) -> None:
         self._initial = tuple(np.asarray(s.initial, dtype=np.float32).reshape(s.sizes) for s in manifest.state)
         self._initial_cache: dict[int, State] = {}
-        self._feed_names = (*self.input_names, *self.state_names)
         self._fetch_names = [*self.output_names, *self.state_outputs]
         self._shapes: dict[int, list[tuple[int, ...]]] = {}  # batch size -> shapes of a step's outputs and states
         self._in_bytes = sum(t.count * (8 if t.dtype == "int64" else 4) for t in self.inputs)  # a stream's, a step
