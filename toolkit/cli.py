@@ -492,6 +492,7 @@ def _number(value: float) -> float:
     type=click.Path(path_type=Path),
     default=None,
     help="A one-column .csv or .npy series. Default: the series the model was trained on. "
+    "A model with named inputs: an .npz of one array per input, (steps, ...) or (steps, batch, ...). "
     "With --ray: the dataset (Parquet or .npy, a file or a folder).",
 )
 @_DEVICE
@@ -514,6 +515,20 @@ def predict(folder, input_path, device, digest, public_key, as_json, ray, out, a
         _bulk(folder, "predict", None, input_path, device, digest, public_key, as_json, ray, out, address, actors)
         return
     model = _load(folder, device, False, digest, public_key)  # a series file never holds NaN (load_series)
+    if not model.classic:
+        from toolkit.general_cli import predict_csv, read_sequences
+
+        if input_path is None:
+            raise InputValueError("this model has named inputs: give --input FILE.npz (an array per input name)")
+        sequences = read_sequences(input_path, model.inputs, model.layout)
+        if as_json:
+            ys, _ = model.predict(sequences)
+            named = ys if isinstance(ys, dict) else {model.output_names[0]: ys}
+            _emit_json({"layout": model.layout, **{k: np.asarray(v).tolist() for k, v in named.items()}})
+            return
+        for text in predict_csv(model, sequences):
+            click.echo(text)
+        return
     if input_path is not None:
         series = load_series(input_path)
         times, inputs = np.arange(len(series) + 1, dtype=np.float64), series
@@ -572,6 +587,30 @@ def predict(folder, input_path, device, digest, public_key, as_json, ray, out, a
     default=None,
     help="With --ray: the dataset (Parquet or .npy); each series warms the state up, as --warmup does.",
 )
+@click.option(
+    "--start",
+    "start_values",
+    multiple=True,
+    metavar="NAME=VALUES",
+    help="A model with named inputs: an input's first value (repeat per input), e.g. --start token=3 "
+    "--start category=0,1,0; inputs other than the fed-back one keep it for every step.",
+)
+@click.option(
+    "--sample",
+    type=click.Choice(["greedy", "temperature", "top_k", "top_p"]),
+    default=None,
+    help="A model that samples its next token: how. Default: top_k or top_p when --top-k or --top-p is "
+    "given, else temperature.",
+)
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Keep the k most likely tokens.")
+@click.option(
+    "--top-p",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Keep the most likely tokens up to this mass.",
+)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="The sampler's seed.")
 @_bulk_options
 def generate(
     folder,
@@ -584,6 +623,12 @@ def generate(
     public_key,
     as_json,
     input_path,
+    start_values,
+    sample,
+    temperature,
+    top_k,
+    top_p,
+    seed,
     ray,
     out,
     address,
@@ -591,6 +636,11 @@ def generate(
 ) -> None:
     """Run the autoregressive context loop in onnxruntime: each output is the next input (CSV,
     streamed in chunks: any number of steps; --json holds at most a million).
+
+    A model with named or token inputs (format 2): --start NAME=VALUES gives the first inputs
+    (or --warmup FILE.npz, teacher-forced, generation going on from its last step); a model that
+    samples its next token prints "step,<token input>" rows, seeded (--sample, --temperature,
+    --top-k, --top-p, --seed).
 
     With --ray: --steps from the last point of every series of the dataset --input, each warmed up
     on the points before it, on Ray Data, written to the Parquet folder --out."""
@@ -611,6 +661,13 @@ def generate(
             "leave out --json for CSV, which streams any number"
         )
     model = _load(folder, device, allow_nonfinite, digest, public_key)
+    if not model.classic:
+        if x0 is not None:
+            raise InputValueError("this model has named inputs: give --start NAME=VALUES instead of --x0")
+        _generate_general(model, steps, start_values, warmup, (sample, temperature, top_k, top_p, seed), as_json)
+        return
+    if start_values or sample or top_k or top_p:
+        raise InputValueError("--start, --sample, --top-k and --top-p are for models with named or token inputs")
     state = None
     if warmup is not None:
         series = load_series(warmup)
@@ -625,6 +682,36 @@ def generate(
         )
         return
     for text in generate_csv_chunks(model, start, steps, state):
+        click.echo(text)
+
+
+def _generate_general(model, steps, start_values, warmup, sampling, as_json) -> None:
+    """`rnn generate` of a format 2 folder (toolkit.general_cli)."""
+    from toolkit.general_cli import generate_csv, last_step, make_sampler, parse_start, read_sequences
+    from toolkit.running import JSON_MAX_STEPS
+
+    sampler = make_sampler(model, *sampling)
+    start, state = {}, None
+    if warmup is not None:
+        head, start = last_step(read_sequences(warmup, model.inputs, model.layout), model.layout)
+        if next(iter(start.values())).shape[0] != 1:
+            raise InputValueError("--warmup must hold one stream (arrays of (steps, ...)) for rnn generate")
+        if next(iter(head.values())).size:
+            _, state = model.predict(head)
+    start.update(parse_start(start_values, model.inputs))
+    missing = [t.name for t in model.inputs if t.name not in start]
+    if missing:
+        raise InputValueError(f"give every input's first value: --start {missing[0]}=... (missing: {missing})")
+    if as_json:
+        if steps > JSON_MAX_STEPS:
+            raise InputValueError(f"--json holds at most {JSON_MAX_STEPS} steps, got {steps}; leave out --json")
+        ys, _ = model.generate(start, steps, state, sampler=sampler)
+        named = {"tokens": ys} if sampler is not None else (ys if isinstance(ys, dict) else {model.output_names[0]: ys})
+        axis = 0 if model.layout == "batch_first" else 1
+        document = {k: np.take(np.asarray(v), 0, axis=axis).tolist() for k, v in named.items()}
+        _emit_json({"steps": steps, **document, "sampler": None if sampler is None else repr(sampler)})
+        return
+    for text in generate_csv(model, start, steps, state, sampler):
         click.echo(text)
 
 
