@@ -89,8 +89,9 @@ def general_folders(tmp_path_factory):
 
 
 def uniforms_file(folder: Path, steps: int = GENERAL_STEPS, seed: int = UNIFORMS_SEED) -> tuple[np.ndarray, Path]:
-    """``steps`` uniforms drawn as the Python runtime draws them, and the raw little-endian float32
-    file the examples read them from (--uniforms)."""
+    """``steps`` uniforms as ``runtime.Sampler(seed=seed)`` draws them at batch 1 (numpy's
+    ``default_rng(seed).random(..., dtype=float32)``), and the raw little-endian float32 file the
+    examples read them from (--uniforms)."""
     uniforms = np.random.default_rng(seed).random(steps, dtype=np.float32)
     path = folder / f"uniforms-{seed}-{steps}.f32"
     uniforms.astype("<f4").tofile(path)
@@ -104,14 +105,37 @@ def draw(logits: np.ndarray, u: np.float32, strategy: str, temperature: float = 
         return int(np.argmax(logits))
     z = (logits / np.float32(temperature)).astype(np.float32)
     p = np.exp(z - z.max())
-    p = p / p.sum()
+    p = p / p.sum(dtype=np.float32)
     cdf = np.cumsum(p, dtype=np.float32)
     return min(int(np.count_nonzero(cdf <= np.float32(u) * cdf[-1])), logits.shape[0] - 1)
 
 
 def reference_tokens(folder: Path, inputs: dict, steps: int, strategy: str, uniforms=None) -> np.ndarray:
-    """The sampled closed loop of ``folder`` at batch 1: its step.onnx in onnxruntime, the next
-    token drawn in numpy (`draw`) with ``uniforms[t]`` at step t."""
+    """The sampled closed loop of ``folder`` at batch 1, drawn with ``uniforms[t]`` at step t: the
+    Python runtime's step-loop generate with its Sampler where runtime.sampling exists, else its
+    step.onnx in onnxruntime with the same draw in numpy (`draw`)."""
+    try:
+        from runtime.sampling import Sampler
+    except ImportError:
+        return onnx_tokens(folder, inputs, steps, strategy, uniforms)
+
+    class FixedUniforms(Sampler):
+        """The runtime's draw, fed the uniforms the examples read from --uniforms."""
+
+        def uniforms(self, steps: int, batch: int) -> np.ndarray:
+            if self.greedy:
+                return super().uniforms(steps, batch)
+            return np.asarray(uniforms, np.float32).reshape(steps, batch)
+
+    model = runtime.load(folder)
+    x0 = {t.name: np.asarray(inputs[t.name], dtype=t.dtype).reshape(t.shape_for(1)) for t in model.inputs}
+    sampler = FixedUniforms(strategy, **({} if strategy == "greedy" else {"temperature": TEMPERATURE}))
+    tokens, _ = model.generate(x0, steps, sampler=sampler, form="step")
+    return np.asarray(tokens).reshape(-1)
+
+
+def onnx_tokens(folder: Path, inputs: dict, steps: int, strategy: str, uniforms=None) -> np.ndarray:
+    """`reference_tokens` without the runtime: step.onnx in onnxruntime, the draw in numpy."""
     import onnxruntime as ort
 
     from runtime.manifest import read_manifest
