@@ -22,7 +22,7 @@ import click
 import numpy as np
 
 from rnn.config import MAX_SIZE
-from runtime.errors import InputValueError, ToolkitError
+from runtime.errors import InputValueError, ToolkitError, UnsupportedError
 
 from .settings import (
     BENCH_BATCHES,
@@ -466,6 +466,13 @@ def _bulk(folder, kind, steps, input_path, device, digest, public_key, as_json, 
         raise InputValueError("--ray runs on the CPU and writes Parquet: leave out --device and --json")
     if digest is not None or public_key is not None:
         _load(folder, device, False, digest, public_key)  # the pins, checked once here before the workers load it
+    from runtime.manifest import read_manifest
+
+    if not read_manifest(folder).classic:
+        raise UnsupportedError(
+            "--ray bulk runs take folders of the classic signature (x -> y, format 1); this folder has named or "
+            "token inputs (format 2): run it with the Python runtime (runtime.load(...).predict / generate)"
+        )
     result = run_bulk(folder, input_path, out, kind=kind, steps=steps, address=address, actors=actors)
     click.echo(f"{kind}: {result.series} series in {result.seconds:.1f} s -> {result.out}", err=True)
 

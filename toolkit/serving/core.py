@@ -417,6 +417,11 @@ class Engine:
             model, error = None, ""
             try:
                 model = load(Path(folder))
+                if not model.classic:
+                    raise runtime.UnsupportedError(
+                        "rnn serve runs folders of the classic signature (x -> y, manifest format 1); this one has "
+                        "named or token inputs (format 2), which the server does not serve yet"
+                    )
                 _warm_up(model)
             except (runtime.ToolkitError, OSError) as failure:
                 model, error = None, one_line(failure)

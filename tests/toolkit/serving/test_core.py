@@ -522,3 +522,17 @@ def test_a_start_that_waits_behind_the_end_of_the_same_id_begins_it_anew():
         assert "z" in made.served["sine"].sequences
 
     run(go())
+
+
+def test_a_format_2_folder_is_not_ready_and_says_why(tmp_path):
+    """Named or token inputs (manifest format 2) are not served yet: the model is unavailable with
+    the reason in the repository index, the others serve."""
+    from export import export_module
+
+    from tests.user_modules import CHAR_GRU_SIGNATURE, make_char_gru
+
+    folder = export_module(make_char_gru(), tmp_path / "char", **CHAR_GRU_SIGNATURE)
+    made = engine([("sine", COMMITTED), ("char", folder)])
+    index = {entry["name"]: entry for entry in made.repository_index()}
+    assert index["char"]["state"] == "UNAVAILABLE" and "format 2" in index["char"]["reason"]
+    assert made.endpoint("sine").ready
