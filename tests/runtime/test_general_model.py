@@ -44,8 +44,9 @@ except ImportError:  # pragma: no cover - the stand-in goes once runtime.samplin
                 return logits.argmax(axis=1).astype(np.int64)
             scaled = logits / np.float32(self.temperature)
             p = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-            cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1)
-            return np.minimum((cdf < u[:, None]).sum(axis=1), logits.shape[1] - 1).astype(np.int64)
+            cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1, dtype=np.float32)
+            x = u[:, None] * cdf[:, -1:]
+            return np.minimum((cdf <= x).sum(axis=1), logits.shape[1] - 1).astype(np.int64)
 
         def feeds(self, vocabulary: int) -> dict[str, np.ndarray]:
             return {
@@ -402,7 +403,8 @@ def test_classic_models_refuse_named_inputs_and_samplers_clearly():
 def add_sampling_form(folder: Path, form: str) -> None:
     """Writes a stand-in of `form` (rollout_greedy or rollout_sample) of the char model into
     ``folder`` and lists it in the manifest: an ONNX Loop around the step graph that draws each
-    token by argmax, or by the inverse CDF of softmax(logits / temperature) at uniforms[t]."""
+    token by argmax, or as `runtime.sampling` pins the temperature draw: the first id whose
+    cdf of softmax(logits / temperature) exceeds uniforms[t] * total."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -430,7 +432,9 @@ def add_sampling_form(folder: Path, form: str) -> None:
             helper.make_node("Div", ["b_logits", "temperature"], ["b_scaled"]),
             helper.make_node("Softmax", ["b_scaled"], ["b_p"], axis=1),
             helper.make_node("CumSum", ["b_p", "b_one"], ["b_cdf"]),
-            helper.make_node("Less", ["b_cdf", "b_u1"], ["b_below"]),
+            helper.make_node("ReduceMax", ["b_cdf"], ["b_total"], axes=[1], keepdims=1),  # cdf[:, -1:]
+            helper.make_node("Mul", ["b_u1", "b_total"], ["b_x"]),
+            helper.make_node("LessOrEqual", ["b_cdf", "b_x"], ["b_below"]),
             helper.make_node("Cast", ["b_below"], ["b_count"], to=TensorProto.INT64),
             helper.make_node("ReduceSum", ["b_count", "b_one"], ["b_sum"], keepdims=0),
             helper.make_node("Min", ["b_sum", "b_last"], ["b_next"]),
@@ -666,3 +670,52 @@ def test_a_step_model_that_breaks_a_general_manifest_is_refused_at_load(tmp_path
         runtime.ArtifactError, match=r"declares output 'y' as \(batch, 3\) float, the manifest needs \(batch, 2\)"
     ):
         runtime.load(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def exported_sampling_forms(tmp_path_factory):
+    """The char model with the fused sampling forms `export.sampling` builds, listed in its manifest."""
+    sampling = pytest.importorskip("export.sampling", reason="export.sampling (the fused sampling forms) is absent")
+    import onnx
+
+    from runtime.manifest import file_entry
+
+    module = make_char_gru()
+    folder = export_module(module, tmp_path_factory.mktemp("sampling") / "m", **CHAR_GRU_SIGNATURE)
+    manifest = read_manifest(folder)
+    forms = sampling.sampling_rollouts(
+        onnx.load(folder / "step.onnx"),
+        token_input="token",
+        logits_output="logits",
+        state_inputs=["h"],
+        state_outputs=["h_out"],
+        opset=manifest.opset,
+        metadata={},
+    )
+    entries = []
+    for form, model in forms.items():
+        onnx.save(model, folder / f"{form}.onnx")
+        entries.append(file_entry(folder, f"{form}.onnx", form))
+    write_manifest(folder, dataclasses.replace(manifest, files=(*manifest.files, *entries)))
+    return module, runtime.load(folder)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"strategy": "greedy"},
+        {"strategy": "temperature", "temperature": 0.7},
+        {"strategy": "top_k", "top_k": 3},
+        {"strategy": "top_p", "top_p": 0.8},
+    ],
+)
+def test_exported_sampling_forms_give_the_step_loops_tokens_for_a_seed(exported_sampling_forms, batch, settings):
+    _, model = exported_sampling_forms
+    assert {"rollout_greedy", "rollout_sample"} <= set(model.forms)
+    x = char_inputs(np.random.default_rng(batch + 10), batch)
+    fused, (h,) = model.generate(x, 50, sampler=Sampler(**settings, seed=21))
+    loop, (want_h,) = model.generate(x, 50, sampler=Sampler(**settings, seed=21), form="step")
+    assert fused.shape == (50, batch)
+    np.testing.assert_array_equal(fused, loop)
+    np.testing.assert_allclose(h, want_h, atol=SEQUENCE_ATOL, rtol=0)
