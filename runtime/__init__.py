@@ -6,7 +6,8 @@
 
 A format 2 folder (named or token inputs, several outputs, states of any rank, batch-first
 sequences, sampled generation) loads as a `GeneralModel` (``model.classic`` is False): inputs
-are a dict ``{name: array}``, and a model that samples its next token takes ``sampler=``.
+are a dict ``{name: array}``, and a model that samples its next token takes
+``sampler=runtime.Sampler("temperature", temperature=0.8, seed=0)``.
 """
 
 from ._version import __version__
@@ -29,6 +30,7 @@ from .errors import (
 )
 from .manifest import CLASSIC_FORMAT_VERSION, FORMAT_VERSION, Manifest, manifest_digest, read_manifest
 from .model import BatchFirstModel, BoundStep, GeneralModel, Model, State, load
+from .sampling import Sampler
 from .streams import GeneralStreamPool, Stream, StreamPool
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "Stream",
     "StreamPool",
     "GeneralStreamPool",
+    "Sampler",
     "Manifest",
     "read_manifest",
     "manifest_digest",

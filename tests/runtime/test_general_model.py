@@ -14,7 +14,7 @@ from torch import nn
 
 import runtime
 from export import export_module
-from runtime import BatchFirstModel, GeneralModel
+from runtime import BatchFirstModel, GeneralModel, Sampler
 from runtime.errors import DtypeError, InputValueError, ShapeError, UnsupportedError
 from runtime.manifest import BATCH_FIRST, read_manifest, write_manifest
 
@@ -23,37 +23,6 @@ from ..user_modules import CHAR_GRU_SIGNATURE, TWO_INPUTS_SIGNATURE, make_char_g
 STEP_ATOL = 1e-5  # one step of ONNX against eager torch (float32 rounding of a few matmuls)
 SEQUENCE_ATOL = 1e-4  # whole sequences: rounding grows with the steps
 ROOT = Path(__file__).resolve().parents[2]
-
-try:  # the runtime's own sampler once it lands; until then one written to its contract
-    from runtime.sampling import Sampler
-except ImportError:  # pragma: no cover - the stand-in goes once runtime.sampling exists
-
-    class Sampler:  # type: ignore[no-redef]
-        """The contract of runtime.sampling.Sampler: inverse-CDF draws from supplied uniforms."""
-
-        def __init__(self, strategy: str = "temperature", *, temperature: float = 1.0, seed: int | None = None):
-            self.greedy = strategy == "greedy"
-            self.temperature = temperature
-            self._rng = np.random.default_rng(seed)
-
-        def uniforms(self, steps: int, batch: int) -> np.ndarray:
-            return self._rng.random((steps, batch), dtype=np.float32)
-
-        def draw(self, logits: np.ndarray, u: np.ndarray) -> np.ndarray:
-            if self.greedy:
-                return logits.argmax(axis=1).astype(np.int64)
-            scaled = logits / np.float32(self.temperature)
-            p = np.exp(scaled - scaled.max(axis=1, keepdims=True))
-            cdf = np.cumsum(p / p.sum(axis=1, keepdims=True), axis=1, dtype=np.float32)
-            x = u[:, None] * cdf[:, -1:]
-            return np.minimum((cdf <= x).sum(axis=1), logits.shape[1] - 1).astype(np.int64)
-
-        def feeds(self, vocabulary: int) -> dict[str, np.ndarray]:
-            return {
-                "temperature": np.array([self.temperature], np.float32),
-                "top_k": np.array([vocabulary], np.int64),
-                "top_p": np.array([1.0], np.float32),
-            }
 
 
 class GRUForecaster(nn.Module):
