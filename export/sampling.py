@@ -70,6 +70,8 @@ class _Step:
     logits: str
     state_output_names: list[str]
     vocabulary: int
+    constants: dict[str, np.ndarray]  # initializers and Constant nodes' values
+    dims: dict[str, list[int | None]]  # the static shapes of the step's values
 
 
 def _subgraph_refs(graph: onnx.GraphProto) -> set[str]:
@@ -145,7 +147,7 @@ def _int_constant(name: str, constants: dict[str, np.ndarray]) -> list[int] | No
     return [int(v) for v in value.reshape(-1)]
 
 
-def _bypass_slices_of_concats(nodes: list[onnx.NodeProto], constants, dims) -> list[onnx.NodeProto]:
+def _bypass_slices_of_concats(nodes: list[onnx.NodeProto], constants, dims_of) -> list[onnx.NodeProto]:
     """``Slice(Concat(a, b, ...), start, end, axis)`` taking exactly one of the inputs ``a`` -> ``a``
     (nn.GRU's per-layer state: the step concatenates the layers, the next step slices them apart)."""
     producer = {o: n for n in nodes for o in n.output}
@@ -158,12 +160,12 @@ def _bypass_slices_of_concats(nodes: list[onnx.NodeProto], constants, dims) -> l
             continue
         starts, ends, axes = (_int_constant(n, constants) for n in node.input[1:4])
         axis = next((a.i for a in concat.attribute if a.name == "axis"), None)
-        rank = len(dims.get(node.input[0]) or [])
+        rank = len(dims_of(node.input[0]) or [])
         if None in (starts, ends, axes, axis) or len(starts) != 1 or rank == 0:
             continue
         if (axes[0] % rank) != (axis % rank):
             continue
-        sizes = [(dims.get(i) or [None] * rank)[axis % rank] for i in concat.input]
+        sizes = [(dims_of(i) or [None] * rank)[axis % rank] for i in concat.input]
         offset = 0
         for name, size in zip(concat.input, sizes):
             if size is None:
@@ -248,7 +250,6 @@ def _prepare(
             invariant |= set(node.output)
         else:
             body.append(node)
-    body = _bypass_slices_of_concats(body, constants, _static_dims(step))
     return _Step(
         hoisted=hoisted,
         body=body,
@@ -260,16 +261,18 @@ def _prepare(
         logits=logits_output,
         state_output_names=list(state_outputs),
         vocabulary=vocabulary,
+        constants=constants,
+        dims=_static_dims(step),
     )
 
 
 def _copy_body(
-    step: _Step, prefix: str, token: str, states: list[str], final: dict[str, str] | None = None
+    step: _Step, prefix: str, token: str, states: list[str], origin: dict[str, str], final: dict[str, str] | None = None
 ) -> tuple[list[onnx.NodeProto], str, list[str]]:
     """One copy of the step's body nodes reading ``token`` and ``states``: (nodes, logits, new states).
 
     ``final`` names some step values directly (a loop body's outputs); values the step passes
-    through unchanged come back as they are."""
+    through unchanged come back as they are. ``origin`` gets {new name: the step's name}."""
     mapping = {step.token.name: token, **{s.name: n for s, n in zip(step.states, states)}}
     final = final or {}
     taken: set[str] = set()
@@ -284,6 +287,7 @@ def _copy_body(
     for node in nodes:
         if node.name:
             node.name = f"{prefix}{node.name}"
+    origin.update({renamed: name for name, renamed in mapping.items()})
     return nodes, mapping.get(step.logits, step.logits), [mapping.get(s, s) for s in step.state_output_names]
 
 
@@ -377,11 +381,12 @@ def _loop_body(step: _Step, name: str, steps: int, sample: bool, filtered: bool,
             nodes.append(n("Split", [f"{p}u_block", f"{_P}ones{steps}"], us, axis=1))
         else:
             us = [f"{p}u_block"]
-    tokens = []
+    tokens: list[str] = []
+    origin: dict[str, str] = {}
     for k in range(steps):
         last = k == steps - 1
         final = dict(zip(step.state_output_names, out_states)) if last else None
-        copy, logits, states = _copy_body(step, f"{p}s{k}/", token, states, final)
+        copy, logits, states = _copy_body(step, f"{p}s{k}/", token, states, origin, final)
         nodes += copy
         draw, token = _draw_nodes(f"{p}s{k}/", logits, us[k], filtered)
         nodes += draw
@@ -394,6 +399,7 @@ def _loop_body(step: _Step, name: str, steps: int, sample: bool, filtered: bool,
         n("Identity", [token], [f"{p}token_out"]),
         n("Concat", tokens, [f"{p}tokens"], axis=0) if steps > 1 else n("Identity", tokens, [f"{p}tokens"]),
     ]
+    nodes = _bypass_slices_of_concats(nodes, step.constants, lambda name: step.dims.get(origin.get(name, name)))
     nodes = _prune(nodes, [f"{p}cond_out", f"{p}token_out", *out_states, f"{p}tokens"])
     batch = step.token.type.tensor_type.shape.dim[0]
     batch_dim = batch.dim_param if batch.HasField("dim_param") else None

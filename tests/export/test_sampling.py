@@ -1,0 +1,296 @@
+"""export.sampling: the fused sampling rollouts around exported step graphs, against the step loop
+with the runtime's Sampler and against eager torch with the same uniforms; the draw itself in
+numpy, ONNX and torch on logits with ties."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+from torch import nn
+
+from export.fused import IR_VERSION
+from export.sampling import (
+    TIE_ULPS,
+    _gaps_ulps,
+    eager_sample,
+    first_parting,
+    module_step,
+    partings,
+    sampling_rollouts,
+    torch_draw,
+)
+from runtime.errors import ExportError
+from runtime.sampling import Sampler
+
+from ..user_modules import make_char_gru
+
+OPSET = 17
+STATE_ATOL = 1e-5  # final states after tens of steps: the same kernels in the loop and the step model
+STRATEGIES = [
+    Sampler("greedy"),
+    Sampler("temperature", temperature=0.8, seed=1),
+    Sampler("top_k", temperature=0.9, top_k=3, seed=2),
+    Sampler("top_p", temperature=1.2, top_p=0.6, seed=3),
+]
+
+
+def session(model: onnx.ModelProto) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def export(module, examples, input_names, output_names, axes) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        module,
+        examples,
+        buffer,
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes=axes,
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    return onnx.load_from_string(buffer.getvalue())
+
+
+class TinyChar(nn.Module):
+    """Embedding + 2-layer nn.GRU (state (2, batch, H)) + Linear: forward(token, h) -> (logits, h)."""
+
+    def __init__(self, vocabulary: int = 13, embed: int = 4, hidden: int = 6) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocabulary, embed)
+        self.gru = nn.GRU(embed, hidden, num_layers=2)
+        self.out = nn.Linear(hidden, vocabulary)
+
+    def forward(self, token: torch.Tensor, h: torch.Tensor):
+        ys, h_next = self.gru(self.embed(token).unsqueeze(0), h)
+        return self.out(ys[0]) * 3.0, h_next
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    module = TinyChar().eval()
+    axes = {"token": {0: "batch"}, "h": {1: "batch"}, "logits": {0: "batch"}, "h_out": {1: "batch"}}
+    step = export(
+        module, (torch.zeros(3, dtype=torch.int64), torch.zeros(2, 3, 6)), ["token", "h"], ["logits", "h_out"], axes
+    )
+    forms = sampling_rollouts(
+        step,
+        token_input="token",
+        logits_output="logits",
+        state_inputs=["h"],
+        state_outputs=["h_out"],
+        opset=OPSET,
+        metadata={"model": "tiny"},
+        unroll=4,
+    )
+    return module, step, forms
+
+
+@pytest.fixture(scope="module")
+def char():
+    """The user's character model: a second, held float input ``category``."""
+    module = make_char_gru().eval()
+    names = ["token", "category", "h", "logits", "h_out"]
+    axes = {name: {1 if name.startswith("h") else 0: "batch"} for name in names}
+    examples = (torch.zeros(3, dtype=torch.int64), torch.zeros(3, 3), torch.zeros(2, 3, 7))
+    step = export(module, examples, names[:3], names[3:], axes)
+    forms = sampling_rollouts(
+        step,
+        token_input="token",
+        logits_output="logits",
+        state_inputs=["h"],
+        state_outputs=["h_out"],
+        opset=OPSET,
+        metadata={},
+    )
+    return module, step, forms
+
+
+def step_loop(step: ort.InferenceSession, sampler: Sampler, token0, others: dict, h, uniforms):
+    """The reference: the step model per token, the next token drawn by the runtime's Sampler."""
+    tokens, token = [], token0
+    for u in uniforms:
+        logits, h = step.run(None, {"token": token, **others, "h": h})
+        token = sampler.draw(logits, u)
+        tokens.append(token)
+    return np.array(tokens), h
+
+
+def fused(forms, sampler: Sampler, token0, others: dict, h, uniforms, vocabulary: int):
+    if sampler.greedy:
+        feed = {"token0": token0, **others, "h": h, "steps": np.array([len(uniforms)], np.int64)}
+        return session(forms["rollout_greedy"]).run(None, feed)
+    feed = {"token0": token0, **others, "h": h, "uniforms": uniforms, **sampler.feeds(vocabulary)}
+    return session(forms["rollout_sample"]).run(None, feed)
+
+
+def check_against_eager(module, input_names, token0, others, h, sampler, uniforms, tokens, h_out):
+    want, (want_h,), gaps = eager_sample(
+        module_step(module, input_names, "token", ["logits"], "logits"),
+        token0,
+        others,
+        (h,),
+        None if sampler.greedy else uniforms,
+        sampler.temperature,
+        sampler.top_k,
+        sampler.top_p,
+        sampler.greedy,
+        steps=len(uniforms),
+    )
+    parting = first_parting(want, tokens, gaps)
+    assert parting is None or parting.tie, parting.describe()
+    if parting is None:
+        np.testing.assert_allclose(h_out, want_h, atol=STATE_ATOL)
+
+
+@pytest.mark.parametrize("sampler", STRATEGIES, ids=lambda s: s.strategy)
+@pytest.mark.parametrize(("batch", "steps"), [(1, 1), (1, 23), (5, 9), (64, 14)])
+def test_the_fused_forms_give_the_step_loops_tokens_and_eagers(tiny, sampler, batch, steps):
+    module, step, forms = tiny
+    rng = np.random.default_rng(batch * 100 + steps)
+    token0 = rng.integers(0, 13, batch)
+    h = (rng.standard_normal((2, batch, 6)) * 0.5).astype(np.float32)
+    uniforms = sampler.uniforms(steps, batch)
+    tokens, h_out = fused(forms, sampler, token0, {}, h, uniforms, 13)
+    assert tokens.dtype == np.int64 and tokens.shape == (steps, batch) and h_out.shape == (2, batch, 6)
+    want, want_h = step_loop(session(step), sampler, token0, {}, h, uniforms)
+    np.testing.assert_array_equal(tokens, want)
+    np.testing.assert_allclose(h_out, want_h, atol=STATE_ATOL)
+    check_against_eager(module, ["token"], token0, {}, h, sampler, uniforms, tokens, h_out)
+
+
+@pytest.mark.parametrize("sampler", STRATEGIES[:2], ids=lambda s: s.strategy)
+def test_a_held_second_input_keeps_its_value_every_step(char, sampler):
+    module, step, forms = char
+    rng = np.random.default_rng(4)
+    token0, category = rng.integers(0, 11, 2), rng.standard_normal((2, 3)).astype(np.float32)
+    h = np.zeros((2, 2, 7), np.float32)
+    uniforms = sampler.uniforms(31, 2)
+    tokens, h_out = fused(forms, sampler, token0, {"category": category}, h, uniforms, 11)
+    want, want_h = step_loop(session(step), sampler, token0, {"category": category}, h, uniforms)
+    np.testing.assert_array_equal(tokens, want)
+    np.testing.assert_allclose(h_out, want_h, atol=STATE_ATOL)
+    check_against_eager(
+        module, ["token", "category"], token0, {"category": category}, h, sampler, uniforms, tokens, h_out
+    )
+
+
+def test_the_forms_io_ir_version_metadata_and_hoisted_constants(tiny):
+    _, step, forms = tiny
+    greedy, sample = forms["rollout_greedy"], forms["rollout_sample"]
+    assert [i.name for i in greedy.graph.input] == ["token0", "h", "steps"]
+    assert [i.name for i in sample.graph.input] == ["token0", "h", "uniforms", "temperature", "top_k", "top_p"]
+    assert [o.name for o in greedy.graph.output] == [o.name for o in sample.graph.output] == ["tokens", "h_out"]
+    for form, model in forms.items():
+        assert model.ir_version == IR_VERSION
+        props = {p.key: p.value for p in model.metadata_props}
+        assert props["form"] == form and props["model"] == "tiny"
+    loop = next(n for n in greedy.graph.node if n.op_type == "Loop")
+    body = next(a.g for a in loop.attribute if a.name == "body")
+    assert not [n for n in body.node if n.op_type == "Constant"]  # run once, outside the loop
+    assert sum(n.op_type == "GRU" for n in body.node) == 2 * 4  # two layers, four steps per iteration
+    assert sum(n.op_type == "Slice" for n in body.node) == 2  # only the first step slices the carried state
+
+
+def draw_model(vocabulary: int) -> onnx.ModelProto:
+    """A step whose logits are a held input ``scores`` (batch, V): its rollout draws from them."""
+    nodes = [
+        helper.make_node("Identity", ["scores"], ["logits"]),
+        helper.make_node("Add", ["h", "one"], ["h_out"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "scores",
+        [
+            helper.make_tensor_value_info("token", TensorProto.INT64, ["batch"]),
+            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", vocabulary]),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", 1]),
+        ],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", vocabulary]),
+            helper.make_tensor_value_info("h_out", TensorProto.FLOAT, ["batch", 1]),
+        ],
+        [helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+@pytest.mark.parametrize(
+    "sampler", [*STRATEGIES, Sampler("top_k", top_k=1, seed=5), Sampler("top_p", top_p=0.05, seed=6)]
+)
+def test_the_draw_in_numpy_onnx_and_torch_agree_on_logits_with_ties(sampler):
+    vocabulary, batch = 17, 400
+    rng = np.random.default_rng(9)
+    scores = rng.integers(-3, 4, (batch, vocabulary)).astype(np.float32)  # many equal logits in each row
+    scores[: batch // 2] += rng.standard_normal((batch // 2, vocabulary)).astype(np.float32)  # and rows without
+    forms = sampling_rollouts(
+        draw_model(vocabulary),
+        token_input="token",
+        logits_output="logits",
+        state_inputs=["h"],
+        state_outputs=["h_out"],
+        opset=OPSET,
+        metadata={},
+    )
+    uniforms = sampler.uniforms(3, batch)
+    uniforms[:, :8] = [0.0, 1 - 2**-24, 0.5, 0.25, 0.75, 1e-8, 0.999, 0.1]  # edges as well
+    token0, h = np.zeros(batch, np.int64), np.zeros((batch, 1), np.float32)
+    tokens, h_out = fused(forms, sampler, token0, {"scores": scores}, h, uniforms, vocabulary)
+    np.testing.assert_array_equal(h_out, np.full((batch, 1), 3.0, np.float32))
+    for t in range(3):
+        numpy_tokens = sampler.draw(scores, uniforms[t])
+        if sampler.greedy:
+            torch_tokens = torch.from_numpy(scores).argmax(1).numpy()
+            np.testing.assert_array_equal(numpy_tokens, torch_tokens)
+            np.testing.assert_array_equal(tokens[t], numpy_tokens)
+            continue
+        torch_tokens, cdf, x = torch_draw(
+            torch.from_numpy(scores), torch.from_numpy(uniforms[t]), sampler.temperature, sampler.top_k, sampler.top_p
+        )
+        gaps = _gaps_ulps(cdf.numpy(), x.numpy(), torch_tokens.numpy())[None]
+        for other in (numpy_tokens, tokens[t]):
+            found = partings(torch_tokens.numpy()[None], other[None], gaps)
+            assert all(p.tie for p in found), [p.describe() for p in found]
+            assert len(found) <= 2
+
+
+def test_first_parting_reports_the_earliest_step_and_whether_it_is_a_tie():
+    expected = np.array([[1, 2], [3, 4], [5, 6]])
+    actual = np.array([[1, 2], [3, 9], [7, 6]])
+    gaps = np.array([[50.0, 50.0], [50.0, 1.0], [30.0, 50.0]])
+    assert first_parting(expected, expected.copy(), gaps) is None
+    parting = first_parting(expected, actual, gaps)
+    assert (parting.step, parting.stream, parting.expected, parting.actual, parting.tie) == (1, 1, 4, 9, True)
+    assert "a float32 tie" in parting.describe()
+    assert [p.stream for p in partings(expected, actual, gaps)] == [0, 1]
+    assert not partings(expected, actual, gaps)[0].tie and TIE_ULPS < 30
+    with pytest.raises(ExportError, match="different shapes"):
+        first_parting(expected, actual[:2])
+
+
+def test_a_step_graph_without_the_named_tensors_is_refused(tiny):
+    _, step, _ = tiny
+    with pytest.raises(ExportError, match=r"no input or output \['x'\]"):
+        sampling_rollouts(
+            step,
+            token_input="x",
+            logits_output="logits",
+            state_inputs=["h"],
+            state_outputs=["h_out"],
+            opset=17,
+            metadata={},
+        )
+    with pytest.raises(ExportError, match="must be int64"):
+        sampling_rollouts(
+            step, token_input="h", logits_output="logits", state_inputs=[], state_outputs=[], opset=17, metadata={}
+        )
