@@ -31,7 +31,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from export.sampling import sampling_rollouts, torch_draw
+from export.sampling import eager_sample, module_step, partings, sampling_rollouts, torch_draw
 from runtime.model import _create_session  # the runtime's own session factory
 from runtime.sampling import Sampler
 
@@ -157,7 +157,17 @@ def main() -> None:
                 name = f"fused, unroll {unroll}, {'1 thr' if threads == 1 else 'default thr'}"
                 impls[name] = lambda session=session, feed=feed: session.run(["tokens"], feed)[0]
         results = {name: fn() for name, fn in impls.items()}  # warm-up, and the tokens each gives
-        reference = results["eager torch (1 thread)"]
+        reference, _, gaps = eager_sample(
+            module_step(model, ["token"], "token", ["logits"], "logits"),
+            token0,
+            {},
+            (h0,),
+            None if greedy else uniforms,
+            TEMPERATURE,
+            greedy=greedy,
+            steps=STEPS,
+        )
+        assert np.array_equal(reference, results["eager torch (1 thread)"])
         best = {name: float("inf") for name in impls}
         for _ in range(args.rounds):
             for name, fn in impls.items():
@@ -168,9 +178,10 @@ def main() -> None:
         target = TARGETS[(label, batch)]
         for name, seconds in best.items():
             ratio = base / seconds
-            same = np.array_equal(results[name], reference)
+            found = partings(reference, results[name], gaps)
             mark = "" if name.startswith("eager") else (" met" if ratio >= target else " missed")
-            tokens = "" if same else " (tokens part from eager: a CDF tie)"
+            ties = sum(p.tie for p in found)
+            tokens = f" ({len(found)} of {batch} streams part from eager, {ties} at a CDF tie)" if found else ""
             lines.append(
                 f"| {label} | {batch} | {name}{tokens} | {seconds * 1e3:.2f} | {ratio:.2f}x | >= {target}x{mark} |"
             )

@@ -182,6 +182,34 @@ def _bypass_slices_of_concats(nodes: list[onnx.NodeProto], constants, dims_of) -
     return kept
 
 
+def _last_states_for_squeezed_sequences(
+    nodes: list[onnx.NodeProto], constants, dims, keep: set[str]
+) -> list[onnx.NodeProto]:
+    """``Squeeze(Y, axes=[1])`` of a one-direction ``GRU``/``LSTM``/``RNN`` run over a sequence of
+    length 1 is its last state ``Y_h`` (both (1, batch, hidden)): read ``Y_h``, drop the Squeeze
+    (an nn.GRU layer called for one step, as step modules do)."""
+    producer = {o: (n, i) for n in nodes for i, o in enumerate(n.output)}
+    replace: dict[str, str] = {}
+    for node in nodes:
+        if node.op_type != "Squeeze" or len(node.input) != 2 or node.output[0] in keep:
+            continue
+        source, index = producer.get(node.input[0], (None, None))
+        if source is None or source.op_type not in ("GRU", "LSTM", "RNN") or index != 0 or len(source.output) < 2:
+            continue
+        direction = next((a.s for a in source.attribute if a.name == "direction"), b"forward")
+        sequence = (dims.get(source.input[0]) or [None])[0]
+        if direction == b"bidirectional" or sequence != 1 or not source.output[1]:
+            continue
+        if _int_constant(node.input[1], constants) == [1]:
+            replace[node.output[0]] = source.output[1]
+    if not replace:
+        return nodes
+    kept = [n for n in nodes if not (n.op_type == "Squeeze" and n.output[0] in replace)]
+    for node in kept:
+        node.input[:] = [replace.get(n, n) for n in node.input]
+    return kept
+
+
 def _prepare(
     step: onnx.ModelProto,
     token_input: str,
@@ -250,6 +278,8 @@ def _prepare(
             invariant |= set(node.output)
         else:
             body.append(node)
+    dims = _static_dims(step)
+    body = _last_states_for_squeezed_sequences(body, constants, dims, {logits_output, *state_outputs})
     return _Step(
         hoisted=hoisted,
         body=body,
@@ -262,7 +292,7 @@ def _prepare(
         state_output_names=list(state_outputs),
         vocabulary=vocabulary,
         constants=constants,
-        dims=_static_dims(step),
+        dims=dims,
     )
 
 
