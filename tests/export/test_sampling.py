@@ -203,9 +203,11 @@ def test_the_forms_io_ir_version_metadata_and_hoisted_constants(tiny):
 
 
 def draw_model(vocabulary: int) -> onnx.ModelProto:
-    """A step whose logits are a held input ``scores`` (batch, V): its rollout draws from them."""
+    """A step whose logits are a held input ``scores`` (batch, V): its rollout draws from them. An
+    extra output (``doubled``) that nothing else needs is dropped from the forms."""
     nodes = [
         helper.make_node("Identity", ["scores"], ["logits"]),
+        helper.make_node("Mul", ["scores", "two"], ["doubled"]),
         helper.make_node("Add", ["h", "one"], ["h_out"]),
     ]
     graph = helper.make_graph(
@@ -218,9 +220,13 @@ def draw_model(vocabulary: int) -> onnx.ModelProto:
         ],
         [
             helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", vocabulary]),
+            helper.make_tensor_value_info("doubled", TensorProto.FLOAT, ["batch", vocabulary]),
             helper.make_tensor_value_info("h_out", TensorProto.FLOAT, ["batch", 1]),
         ],
-        [helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])],
+        [
+            helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+            helper.make_tensor("two", TensorProto.FLOAT, [], [2.0]),
+        ],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
 
@@ -242,6 +248,8 @@ def test_the_draw_in_numpy_onnx_and_torch_agree_on_logits_with_ties(sampler):
         opset=OPSET,
         metadata={},
     )
+    assert not any(n.op_type == "Mul" and "two" in n.input for n in forms["rollout_sample"].graph.node)
+    assert "two" not in {t.name for t in forms["rollout_sample"].graph.initializer}
     uniforms = sampler.uniforms(3, batch)
     uniforms[:, :8] = [0.0, 1 - 2**-24, 0.5, 0.25, 0.75, 1e-8, 0.999, 0.1]  # edges as well
     token0, h = np.zeros(batch, np.int64), np.zeros((batch, 1), np.float32)
