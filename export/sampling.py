@@ -571,6 +571,7 @@ def _rollout(step: _Step, form: str, unroll: int, opset: int, metadata: dict[str
         helper.make_tensor_value_info("tokens", INT64, ["steps", batch_dim]),
         *(_typed(s, s.name) for s in step.state_outputs),
     ]
+    nodes = _prune(nodes, [o.name for o in graph_outputs])  # hoisted nodes the rewrites left unused
     used = _used_names(nodes) | {o.name for o in graph_outputs}
     initializers = [t for t in (*step.initializers, *constants) if t.name in used]
     graph = helper.make_graph(nodes, form, inputs, graph_outputs, initializers)
