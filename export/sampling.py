@@ -35,7 +35,8 @@ from onnx import TensorProto, helper, numpy_helper
 from runtime.errors import ExportError
 from runtime.sampling import U_MAX
 
-from .fused import _model
+from .fused import IR_VERSION
+from .onnx_export import stamp_model
 
 UNROLL = 10  # steps per Loop iteration (benchmarks/sampling.py: the per-iteration cost amortised)
 TIE_ULPS = 4  # a parting whose drawn point lies within this many float32 ulps of a boundary is a tie
@@ -71,6 +72,8 @@ class _Step:
     state_output_names: list[str]
     vocabulary: int
     constants: dict[str, np.ndarray]  # initializers and Constant nodes' values
+    imports: list[onnx.OperatorSetIdProto]  # the step model's opset imports
+    functions: list[onnx.FunctionProto]  # and its local functions
     dims: dict[str, list[int | None]]  # the static shapes of the step's values
 
 
@@ -293,6 +296,8 @@ def _prepare(
         vocabulary=vocabulary,
         constants=constants,
         dims=dims,
+        imports=list(step.opset_import),
+        functions=list(step.functions),
     )
 
 
@@ -575,7 +580,14 @@ def _rollout(step: _Step, form: str, unroll: int, opset: int, metadata: dict[str
     used = _used_names(nodes) | {o.name for o in graph_outputs}
     initializers = [t for t in (*step.initializers, *constants) if t.name in used]
     graph = helper.make_graph(nodes, form, inputs, graph_outputs, initializers)
-    return _model(graph, opset, form, metadata)
+    # As export.fused's models (IR_VERSION pinned, metadata stamped), with the step model's other
+    # opset domains and local functions carried over.
+    imports = [helper.make_opsetid("", opset), *(o for o in step.imports if o.domain not in ("", "ai.onnx"))]
+    model = helper.make_model(graph, opset_imports=imports, functions=step.functions)
+    model.ir_version = IR_VERSION
+    stamp_model(model, metadata, form=form)
+    onnx.checker.check_model(model, full_check=True)
+    return model
 
 
 def sampling_rollouts(
@@ -599,6 +611,9 @@ def sampling_rollouts(
     the step's state outputs name the final states. ``unroll`` steps run per Loop iteration."""
     if not isinstance(unroll, int) or unroll < 1:
         raise ExportError(f"unroll must be an int >= 1, got {unroll!r}")
+    step_opset = next((o.version for o in step.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if step_opset != opset:
+        raise ExportError(f"the step model is opset {step_opset}, the sampling forms were asked for opset {opset}")
     prepared = _prepare(step, token_input, logits_output, list(state_inputs), list(state_outputs), vocabulary)
     return {form: _rollout(prepared, form, unroll, opset, metadata) for form in (GREEDY, SAMPLE)}
 
