@@ -63,21 +63,34 @@ def test_node_example_runs_format_2_folders_as_the_python_reference(node_example
 
 @pytest.fixture(scope="module")
 def fused_char(general_folders, tmp_path_factory):
-    """The character GRU's folder with its fused sampling forms: the exporter's where it writes
-    them, else the runtime tests' stand-in Loop forms (to the same contract)."""
-    from runtime.manifest import read_manifest
+    """The character GRU's folder with its fused sampling forms: as exported where the exporter
+    writes them, else built with export.sampling into a copy and listed in its manifest."""
+    import dataclasses
+
+    import onnx
+
+    from export.sampling import sampling_rollouts
+    from runtime.manifest import file_entry, read_manifest, write_manifest
 
     folder = general_folders["char"]
-    if all(read_manifest(folder).file(form) for form in SAMPLING_FORMS):
+    manifest = read_manifest(folder)
+    if all(manifest.file(form) for form in SAMPLING_FORMS):
         return folder
-    try:
-        from tests.runtime.test_general_model import add_sampling_form
-    except ImportError as error:
-        pytest.skip(f"no sampling forms to run: the exporter writes none and the stand-in is gone ({error})")
     copy = tmp_path_factory.mktemp("fused") / "char"
     shutil.copytree(folder, copy)
-    for form in SAMPLING_FORMS:
-        add_sampling_form(copy, form)
+    forms = sampling_rollouts(
+        onnx.load(str(copy / "step.onnx")),
+        token_input=manifest.feedback.input,
+        logits_output=manifest.feedback.output,
+        state_inputs=[s.name for s in manifest.state],
+        state_outputs=[s.output for s in manifest.state],
+        opset=manifest.opset,
+        metadata={},
+    )
+    for form, model in forms.items():
+        onnx.save(model, str(copy / f"{form}.onnx"))
+    entries = tuple(file_entry(copy, f"{form}.onnx", form) for form in forms)
+    write_manifest(copy, dataclasses.replace(manifest, files=(*manifest.files, *entries)))
     return copy
 
 
