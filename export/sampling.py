@@ -673,7 +673,9 @@ def _gaps_ulps(cdf: np.ndarray, x: np.ndarray, tokens: np.ndarray) -> np.ndarray
 
 
 def _argmax_gaps_ulps(logits: np.ndarray) -> np.ndarray:
-    top2 = -np.partition(-logits, 1, axis=1)[:, :2] if logits.shape[1] > 1 else np.hstack([logits, -np.inf * logits])
+    if logits.shape[1] < 2:  # one id: nothing to part over
+        return np.full(logits.shape[0], np.inf)
+    top2 = -np.partition(-logits, 1, axis=1)[:, :2]
     gap = top2[:, 0].astype(np.float64) - top2[:, 1]
     return gap / np.spacing(np.maximum(np.abs(top2[:, 0]), np.float32(np.finfo(np.float32).tiny)).astype(np.float32))
 
