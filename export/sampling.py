@@ -14,7 +14,9 @@ runs the remainder (steps % unroll). The step graph is rewritten on the way in: 
 initializers stay in the outer graph (the body reads them from there), its ``Constant`` nodes
 and every node computed from constants and the held inputs alone run once before the loop,
 nodes that only feed unused outputs are dropped, a ``Slice`` that takes back exactly one input of a
-``Concat`` along its axis reads that input, and the body's values are renamed per copy.
+``Concat`` along its axis reads that input, ``Squeeze(Y)`` of a one-step ``GRU``/``LSTM``/``RNN``
+reads its ``Y_h``, and the body's values are renamed per copy. The forms keep the step model's
+opset (and its other domains and local functions) at IR version `export.fused.IR_VERSION`.
 ``rollout_sample`` chooses at run time (an outer ``If``) between a body without the top-k/top-p
 filters (both off: top_k >= V and top_p >= 1) and one with them.
 
@@ -247,7 +249,8 @@ def _prepare(
             raise ExportError(f"the logits output {logits_output!r} has no static vocabulary size: pass vocabulary=")
         vocabulary = int(declared.dim_value)
     names = {n for node in graph.node for n in node.output} | set(by_name) | initializer_names
-    clashes = sorted(n for n in names if n.startswith(_P))
+    own = {"token0", "tokens", "steps", "uniforms", "temperature", "top_k", "top_p"} - set(state_outputs)
+    clashes = sorted(n for n in names if n.startswith(_P) or n in own)
     if clashes:
         raise ExportError(f"the step graph's names {clashes[:3]} clash with the names of the sampling forms")
     others = [i for i in inputs if i.name != token_input and i.name not in state_inputs]
