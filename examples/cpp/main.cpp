@@ -2,8 +2,8 @@
 // closed-loop context loop (an output fed back as the next input), printing CSV.
 //
 //   rnn_generate FOLDER [--steps N] [--x0 VALUE] [--hidden H] [--form step]
-//                [--input NAME=v1,v2,...]... [--sample greedy|temperature] [--temperature T]
-//                [--uniforms FILE] [--seed S]
+//                [--input NAME=v1,v2,...]... [--sample greedy|temperature|top_k|top_p] [--temperature T]
+//                [--top-k K] [--top-p P] [--uniforms FILE] [--seed S]
 //
 // A format 1 folder (one float32 input x, one output y): the state tensors (any number, in
 // manifest order: h for Elman and GRU, h and c for LSTM) and their initial values come from
@@ -17,7 +17,9 @@
 // step's. Feedback "identity" feeds the output back as it is and prints "step,<output name>"
 // (its first value); feedback "sample" draws the next token from the logits and prints
 // "step,token": --sample greedy (argmax, first maximum; the default) or --sample temperature
-// (inverse-CDF draw from softmax(logits / T), --temperature T default 1, one uniform a step from
+// (inverse-CDF draw from softmax(logits / T), --temperature T default 1; top_k / top_p: over the
+// K largest logits (--top-k K) or the smallest set of ids whose probability reaches P (--top-p P),
+// the draw runtime.sampling pins; --top-k / --top-p alone choose their strategy; one uniform a step from
 // --uniforms FILE, raw little-endian float32, exactly one a step, or else from the seeded
 // generator of --seed S, default 0: mulberry32 as in the Node example, NOT numpy's).
 // This example always runs the step model once per step: the fused forms (rollout_*) are
@@ -30,6 +32,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <map>
@@ -43,7 +46,7 @@ namespace {
 
 const char* const USAGE =
     "usage: rnn_generate FOLDER [--steps N] [--x0 VALUE] [--hidden H] [--form step] [--input NAME=v1,v2,...]... "
-    "[--sample greedy|temperature] [--temperature T] [--uniforms FILE] [--seed S]\n"
+    "[--sample greedy|temperature|top_k|top_p] [--temperature T] [--top-k K] [--top-p P] [--uniforms FILE] [--seed S]\n"
     "  runs the step model once per step (the fused rollout forms are for the Python runtime and Node)";
 
 struct Options {
@@ -57,6 +60,8 @@ struct Options {
   std::string sample;
   bool temperature_given = false;
   double temperature = 1.0;
+  long top_k = 0;      // 0: not given
+  double top_p = 0.0;  // 0: not given
   std::string uniforms;
   bool seed_given = false;
   unsigned long seed = 0;
@@ -90,7 +95,13 @@ Options parse(int argc, char** argv) {
         options.inputs.emplace_back(name, text.substr(equals + 1));
       } else if (arg == "--sample") options.sample = value();
       else if (arg == "--temperature") options.temperature = std::stod(value()), options.temperature_given = true;
-      else if (arg == "--uniforms") options.uniforms = value();
+      else if (arg == "--top-k") {
+        options.top_k = std::stol(value());
+        if (options.top_k < 1) fail("--top-k must be a whole number >= 1");
+      } else if (arg == "--top-p") {
+        options.top_p = std::stod(value());
+        if (!(options.top_p > 0 && options.top_p <= 1)) fail("--top-p must be a number in (0, 1]");
+      } else if (arg == "--uniforms") options.uniforms = value();
       else if (arg == "--seed") options.seed = std::stoul(value()), options.seed_given = true;
       else if (arg == "-h" || arg == "--help") {
         std::cout << USAGE << "\n";
@@ -106,8 +117,9 @@ Options parse(int argc, char** argv) {
   if (options.steps < 1) fail("--steps must be >= 1");
   if (!options.form.empty() && options.form != "step")
     fail("--form must be step: this example runs the step model once per step");
-  if (!options.sample.empty() && options.sample != "greedy" && options.sample != "temperature")
-    fail("--sample must be greedy or temperature");
+  if (!options.sample.empty() && options.sample != "greedy" && options.sample != "temperature" &&
+      options.sample != "top_k" && options.sample != "top_p")
+    fail("--sample must be greedy, temperature, top_k, top_p");
   if (options.temperature_given && !(std::isfinite(options.temperature) && options.temperature > 0))
     fail("--temperature must be a number > 0");
   if (options.seed_given && options.seed > 0xffffffffUL) fail("--seed must be a whole number from 0 to 2**32 - 1");
@@ -278,8 +290,8 @@ torch::jit::script::Module load_step(const std::string& path) {
 
 int run_classic(const Options& options, const std::vector<std::vector<float>>& initial_rows) {
   if (!options.inputs.empty() || !options.sample.empty() || options.temperature_given || !options.uniforms.empty() ||
-      options.seed_given)
-    fail("--input, --sample, --temperature, --uniforms and --seed are for format 2 folders; " + options.folder +
+      options.seed_given || options.top_k || options.top_p > 0)
+    fail("--input, --sample, --temperature, --top-k, --top-p, --uniforms and --seed are for format 2 folders; " + options.folder +
          " is format 1 (use --x0)");
   std::vector<std::vector<float>> initial = initial_rows;
   torch::jit::script::Module step = load_step(options.folder + "/step.torchscript.pt");
@@ -443,16 +455,37 @@ long argmax(const float* logits, long vocabulary) {
   return best;
 }
 
-// The inverse-CDF draw of runtime.sampling, in float32: z = logits / T, p = softmax(z),
+// The inverse-CDF draw of runtime.sampling, in float32: z = logits / T; top-k (k > 0): every z
+// below the k-th largest becomes -inf (ties kept); p = softmax(z); top-p (0 < P < 1): s = p sorted
+// descending, m = min(count(cumsum(s) < P), V - 1), every p below s[m] becomes 0 (ties kept);
 // cdf = cumsum(p) in id order, token = min(count(cdf <= u * cdf[V - 1]), V - 1).
-long draw_temperature(const float* logits, long vocabulary, float temperature, float u) {
+long draw_sampled(const float* logits, long vocabulary, float temperature, float u, long top_k, float top_p) {
   std::vector<float> z(static_cast<size_t>(vocabulary)), cdf(static_cast<size_t>(vocabulary));
+  for (long i = 0; i < vocabulary; ++i) z[i] = logits[i] / temperature;
+  if (top_k > 0 && top_k < vocabulary) {
+    std::vector<float> ordered(z);
+    std::sort(ordered.begin(), ordered.end(), std::greater<float>());
+    const float threshold = ordered[top_k - 1];
+    for (float& v : z)
+      if (v < threshold) v = -INFINITY;
+  }
   float max = -INFINITY;
-  for (long i = 0; i < vocabulary; ++i) max = std::max(max, z[i] = logits[i] / temperature);
+  for (long i = 0; i < vocabulary; ++i) max = std::max(max, z[i]);
   float sum = 0.0f;
   for (long i = 0; i < vocabulary; ++i) sum += (z[i] = std::exp(z[i] - max));
+  for (long i = 0; i < vocabulary; ++i) z[i] /= sum;  // p
+  if (top_p > 0 && top_p < 1) {
+    std::vector<float> ordered(z);
+    std::sort(ordered.begin(), ordered.end(), std::greater<float>());
+    float mass = 0.0f;
+    long m = 0;
+    for (long i = 0; i < vocabulary; ++i) m += (mass += ordered[i]) < top_p;
+    const float threshold = ordered[std::min(m, vocabulary - 1)];
+    for (float& v : z)
+      if (v < threshold) v = 0.0f;
+  }
   float running = 0.0f;
-  for (long i = 0; i < vocabulary; ++i) cdf[i] = running += z[i] / sum;
+  for (long i = 0; i < vocabulary; ++i) cdf[i] = running += z[i];
   const float threshold = u * cdf[vocabulary - 1];
   long count = 0;
   for (long i = 0; i < vocabulary; ++i) count += cdf[i] <= threshold;
@@ -501,15 +534,25 @@ int run_general(const Options& options, const Json& manifest) {
   for (const auto& given : options.inputs)
     if (!find(inputs, given.first))
       fail("--input " + given.first + ": the model has no input " + given.first + " (its inputs: " + names(inputs) + ")");
-  if (!sampled && (!options.sample.empty() || options.temperature_given || !options.uniforms.empty() || options.seed_given))
-    fail("--sample, --temperature, --uniforms and --seed are for models that sample tokens; " + source->name +
-         " is fed back as it is");
-  const std::string strategy = options.sample.empty() ? "greedy" : options.sample;
-  if (sampled && strategy == "greedy" && (options.temperature_given || !options.uniforms.empty() || options.seed_given))
-    fail("--temperature, --uniforms and --seed are for --sample temperature");
+  const bool top_k_given = options.top_k > 0, top_p_given = options.top_p > 0;
+  if (!sampled && (!options.sample.empty() || options.temperature_given || !options.uniforms.empty() ||
+                   options.seed_given || top_k_given || top_p_given))
+    fail("--sample, --temperature, --top-k, --top-p, --uniforms and --seed are for models that sample tokens; " +
+         source->name + " is fed back as it is");
+  const std::string strategy = !options.sample.empty() ? options.sample
+                               : top_k_given          ? "top_k"
+                               : top_p_given          ? "top_p"
+                                                      : "greedy";
+  if (sampled && strategy == "greedy" &&
+      (options.temperature_given || !options.uniforms.empty() || options.seed_given || top_k_given || top_p_given))
+    fail("--temperature, --top-k, --top-p, --uniforms and --seed are not used by --sample greedy");
+  if (strategy == "top_k" && !top_k_given) fail("--sample top_k needs --top-k K");
+  if (strategy == "top_p" && !top_p_given) fail("--sample top_p needs --top-p P");
+  if (top_k_given && strategy != "top_k") fail("--top-k is for --sample top_k, not " + strategy);
+  if (top_p_given && strategy != "top_p") fail("--top-p is for --sample top_p, not " + strategy);
   if (!options.uniforms.empty() && options.seed_given) fail("give --uniforms or --seed, not both");
   std::vector<float> uniforms;
-  if (sampled && strategy == "temperature")
+  if (sampled && strategy != "greedy")
     uniforms = options.uniforms.empty() ? seeded_uniforms(static_cast<uint32_t>(options.seed), options.steps)
                                         : read_uniforms(options.uniforms, options.steps);
   const float temperature = static_cast<float>(options.temperature);
@@ -558,7 +601,8 @@ int run_general(const Options& options, const Json& manifest) {
     if (sampled) {
       const float* logits = y.data_ptr<float>();
       const long token = strategy == "greedy" ? argmax(logits, target->vocabulary)
-                                              : draw_temperature(logits, target->vocabulary, temperature, uniforms[t - 1]);
+                                              : draw_sampled(logits, target->vocabulary, temperature, uniforms[t - 1],
+                                                             options.top_k, static_cast<float>(options.top_p));
       feeds[target_index] = torch::full({1}, token, torch::kLong);
       std::cout << t << "," << token << "\n";
     } else {

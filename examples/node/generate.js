@@ -2,8 +2,8 @@
 // Runs the closed-loop context loop of an rnn-toolkit artifact folder with onnxruntime-node.
 //
 //   node generate.js FOLDER [--steps N] [--x0 VALUE] [--form FORM]
-//        [--input NAME=v1,v2,...]... [--sample greedy|temperature] [--temperature T]
-//        [--uniforms FILE] [--seed S]
+//        [--input NAME=v1,v2,...]... [--sample greedy|temperature|top_k|top_p] [--temperature T]
+//        [--top-k K] [--top-p P] [--uniforms FILE] [--seed S]
 //
 // Reads manifest.json for the tensors' names and the initial state.
 //
@@ -19,6 +19,9 @@
 // feedback "sample" draws the next token from the logits and prints "step,token":
 //   --sample greedy       argmax, the first maximum (the default)
 //   --sample temperature  inverse-CDF draw from softmax(logits / T) (--temperature T, default 1)
+//   --sample top_k        the same over the K largest logits only (--top-k K)
+//   --sample top_p        the same over the smallest set of ids whose probability reaches P (--top-p P)
+//                         (--top-k / --top-p alone choose their strategy; the draw is runtime.sampling's)
 //                         with one uniform u in [0, 1) a step: from --uniforms FILE (raw
 //                         little-endian float32, exactly one per step, e.g. numpy's
 //                         rng.random(steps, dtype=np.float32).tofile(FILE)) or else from a
@@ -35,10 +38,11 @@ const ort = require("onnxruntime-node");
 
 const USAGE =
   "usage: node generate.js FOLDER [--steps N] [--x0 VALUE] [--form FORM] [--input NAME=v1,v2,...]... " +
-  "[--sample greedy|temperature] [--temperature T] [--uniforms FILE] [--seed S]";
+  "[--sample greedy|temperature|top_k|top_p] [--temperature T] [--top-k K] [--top-p P] [--uniforms FILE] [--seed S]";
 const CLASSIC_FORMS = ["step", "rollout_rnn", "rollout_loop"];
 const SAMPLING_FORMS = ["rollout_greedy", "rollout_sample"];
 const READ_VERSIONS = [1, 2];
+const STRATEGIES = ["greedy", "temperature", "top_k", "top_p"];
 
 function fail(message) {
   process.stderr.write(`error: ${String(message).split("\n")[0]}\n`);
@@ -54,6 +58,8 @@ function parse(argv) {
     inputs: new Map(),
     sample: null,
     temperature: null,
+    topK: null,
+    topP: null,
     uniforms: null,
     seed: null,
   };
@@ -72,6 +78,8 @@ function parse(argv) {
       options.inputs.set(name, text.slice(equals + 1));
     } else if (arg === "--sample") options.sample = value();
     else if (arg === "--temperature") options.temperature = Number(value());
+    else if (arg === "--top-k") options.topK = Number(value());
+    else if (arg === "--top-p") options.topP = Number(value());
     else if (arg === "--uniforms") options.uniforms = value();
     else if (arg === "--seed") options.seed = Number(value());
     else if (arg === "-h" || arg === "--help") {
@@ -84,9 +92,9 @@ function parse(argv) {
   if (!options.folder) fail(USAGE);
   if (!Number.isInteger(options.steps) || options.steps < 1) fail("--steps must be a whole number >= 1");
   if (options.x0 !== null && !Number.isFinite(options.x0)) fail("--x0 must be a number");
-  if (options.sample !== null && !["greedy", "temperature"].includes(options.sample)) {
-    fail("--sample must be greedy or temperature");
-  }
+  if (options.sample !== null && !STRATEGIES.includes(options.sample)) fail(`--sample must be ${STRATEGIES.join(", ")}`);
+  if (options.topK !== null && !(Number.isInteger(options.topK) && options.topK >= 1)) fail("--top-k must be a whole number >= 1");
+  if (options.topP !== null && !(options.topP > 0 && options.topP <= 1)) fail("--top-p must be a number in (0, 1]");
   if (options.temperature !== null && !(Number.isFinite(options.temperature) && options.temperature > 0)) {
     fail("--temperature must be a number > 0");
   }
@@ -121,6 +129,8 @@ async function generateClassic(options, manifest) {
     [options.inputs.size > 0, "--input"],
     [options.sample !== null, "--sample"],
     [options.temperature !== null, "--temperature"],
+    [options.topK !== null, "--top-k"],
+    [options.topP !== null, "--top-p"],
     [options.uniforms !== null, "--uniforms"],
     [options.seed !== null, "--seed"],
   ].filter(([used]) => used);
@@ -267,27 +277,43 @@ function argmax(logits) {
   return best;
 }
 
-// The inverse-CDF draw of runtime.sampling, in float32: z = logits / T, p = softmax(z),
+// The inverse-CDF draw of runtime.sampling, in float32: z = logits / T; top-k: every z below the
+// k-th largest becomes -inf (ties kept); p = softmax(z); top-p: s = p sorted descending,
+// m = min(count(cumsum(s) < P), V - 1), every p below s[m] becomes 0 (ties kept);
 // cdf = cumsum(p) in id order, token = min(count(cdf <= u * cdf[V - 1]), V - 1).
-function drawTemperature(logits, temperature, u) {
+function drawSampled(logits, temperature, u, topK, topP) {
   const f = Math.fround;
   const V = logits.length;
   const t = f(temperature);
   const z = new Float32Array(V);
-  let max = -Infinity;
-  for (let i = 0; i < V; i++) {
-    z[i] = f(logits[i] / t);
-    if (z[i] > max) max = z[i];
+  for (let i = 0; i < V; i++) z[i] = f(logits[i] / t);
+  if (topK !== null && topK < V) {
+    const threshold = Float32Array.from(z).sort().reverse()[topK - 1];
+    for (let i = 0; i < V; i++) if (z[i] < threshold) z[i] = -Infinity;
   }
+  let max = -Infinity;
+  for (let i = 0; i < V; i++) if (z[i] > max) max = z[i];
   let sum = 0;
   for (let i = 0; i < V; i++) {
     z[i] = f(Math.exp(f(z[i] - max)));
     sum = f(sum + z[i]);
   }
+  const p = z.map((e) => f(e / sum));
+  if (topP !== null && topP < 1) {
+    const ordered = Float32Array.from(p).sort().reverse();
+    let mass = 0;
+    let m = 0;
+    for (let i = 0; i < V; i++) {
+      mass = f(mass + ordered[i]);
+      if (mass < f(topP)) m++;
+    }
+    const threshold = ordered[Math.min(m, V - 1)];
+    for (let i = 0; i < V; i++) if (p[i] < threshold) p[i] = 0;
+  }
   let cdf = 0;
   const cdfs = new Float32Array(V);
   for (let i = 0; i < V; i++) {
-    cdf = f(cdf + f(z[i] / sum));
+    cdf = f(cdf + p[i]);
     cdfs[i] = cdf;
   }
   const threshold = f(u * cdfs[V - 1]);
@@ -306,23 +332,28 @@ async function generateGeneral(options, manifest) {
       fail(`--input ${name}: the model has no input ${name} (its inputs: ${manifest.inputs.map((t) => t.name).join(", ")})`);
     }
   }
+  const flags = { sample: "--sample", temperature: "--temperature", topK: "--top-k", topP: "--top-p", uniforms: "--uniforms", seed: "--seed" };
   if (!sampled) {
-    for (const flag of ["sample", "temperature", "uniforms", "seed"]) {
-      if (options[flag] !== null) fail(`--${flag} is for models that sample tokens; ${feedback.output} is fed back as it is`);
+    for (const [key, flag] of Object.entries(flags)) {
+      if (options[key] !== null) fail(`${flag} is for models that sample tokens; ${feedback.output} is fed back as it is`);
     }
   }
-  const strategy = options.sample || "greedy";
+  const strategy = options.sample || (options.topK !== null ? "top_k" : options.topP !== null ? "top_p" : "greedy");
   if (sampled && strategy === "greedy") {
-    for (const flag of ["temperature", "uniforms", "seed"]) {
-      if (options[flag] !== null) fail(`--${flag} is for --sample temperature`);
+    for (const key of ["temperature", "topK", "topP", "uniforms", "seed"]) {
+      if (options[key] !== null) fail(`${flags[key]} is not used by --sample greedy`);
     }
   }
+  if (strategy === "top_k" && options.topK === null) fail("--sample top_k needs --top-k K");
+  if (strategy === "top_p" && options.topP === null) fail("--sample top_p needs --top-p P");
+  if (options.topK !== null && strategy !== "top_k") fail(`--top-k is for --sample top_k, not ${strategy}`);
+  if (options.topP !== null && strategy !== "top_p") fail(`--top-p is for --sample top_p, not ${strategy}`);
   if (options.uniforms !== null && options.seed !== null) fail("give --uniforms or --seed, not both");
   const allowed = ["step", ...(sampled ? SAMPLING_FORMS : [])];
   if (options.form && !allowed.includes(options.form)) fail(`--form must be ${allowed.join(" or ")} for this folder`);
   const temperature = options.temperature === null ? 1 : options.temperature;
   const uniforms =
-    sampled && strategy === "temperature"
+    sampled && strategy !== "greedy"
       ? options.uniforms !== null
         ? readUniforms(options.uniforms, options.steps)
         : seededUniforms(options.seed === null ? 0 : options.seed, options.steps)
@@ -347,7 +378,10 @@ async function generateGeneral(options, manifest) {
       manifest.state.forEach((s, i) => (states[i] = out[s.output]));
       const result = out[source.name];
       if (sampled) {
-        const token = strategy === "greedy" ? argmax(result.data) : drawTemperature(result.data, temperature, uniforms[t]);
+        const token =
+          strategy === "greedy"
+            ? argmax(result.data)
+            : drawSampled(result.data, temperature, uniforms[t], options.topK, options.topP);
         values.push(token);
         inputs.set(target.name, new ort.Tensor("int64", BigInt64Array.from([BigInt(token)]), [1]));
       } else {
@@ -365,8 +399,9 @@ async function generateGeneral(options, manifest) {
     } else {
       feeds.uniforms = new ort.Tensor("float32", uniforms, [options.steps, 1]);
       feeds.temperature = new ort.Tensor("float32", Float32Array.from([temperature]), [1]);
-      feeds.top_k = new ort.Tensor("int64", BigInt64Array.from([BigInt(target.vocabulary)]), [1]);
-      feeds.top_p = new ort.Tensor("float32", Float32Array.from([1]), [1]);
+      const topK = options.topK === null ? target.vocabulary : Math.min(options.topK, target.vocabulary);
+      feeds.top_k = new ort.Tensor("int64", BigInt64Array.from([BigInt(topK)]), [1]);
+      feeds.top_p = new ort.Tensor("float32", Float32Array.from([options.topP === null ? 1 : options.topP]), [1]);
     }
     const out = await session.run(feeds);
     for (const token of out.tokens.data) values.push(Number(token));

@@ -1,6 +1,6 @@
 """What the C++, Node.js and browser example tests share: the Python runtime's rollout to compare with,
-and for format 2 folders (a token + category character GRU, a two-input forecaster) a reference
-closed loop of their step.onnx in onnxruntime with the sampler's draw in numpy."""
+and for format 2 folders (a token + category character GRU, a two-input forecaster) the Python
+runtime's closed loop, its sampler fed the uniforms the examples read."""
 
 from __future__ import annotations
 
@@ -98,28 +98,12 @@ def uniforms_file(folder: Path, steps: int = GENERAL_STEPS, seed: int = UNIFORMS
     return uniforms, path
 
 
-def draw(logits: np.ndarray, u: np.float32, strategy: str, temperature: float = TEMPERATURE) -> int:
-    """One token from one stream's logits (V,): greedy, the first maximum; temperature, the
-    inverse-CDF draw at ``u`` that runtime.sampling pins (float32 throughout)."""
-    if strategy == "greedy":
-        return int(np.argmax(logits))
-    z = (logits / np.float32(temperature)).astype(np.float32)
-    p = np.exp(z - z.max())
-    p = p / p.sum(dtype=np.float32)
-    cdf = np.cumsum(p, dtype=np.float32)
-    return min(int(np.count_nonzero(cdf <= np.float32(u) * cdf[-1])), logits.shape[0] - 1)
+def reference_tokens(folder: Path, inputs: dict, steps: int, strategy: str, uniforms=None, **settings) -> np.ndarray:
+    """The sampled closed loop of ``folder`` at batch 1 as the Python runtime's step-loop generate
+    draws it with ``runtime.Sampler(strategy, temperature=TEMPERATURE, **settings)`` (top_k, top_p),
+    fed ``uniforms[t]`` at step t."""
 
-
-def reference_tokens(folder: Path, inputs: dict, steps: int, strategy: str, uniforms=None) -> np.ndarray:
-    """The sampled closed loop of ``folder`` at batch 1, drawn with ``uniforms[t]`` at step t: the
-    Python runtime's step-loop generate with its Sampler where runtime.sampling exists, else its
-    step.onnx in onnxruntime with the same draw in numpy (`draw`)."""
-    try:
-        from runtime.sampling import Sampler
-    except ImportError:
-        return onnx_tokens(folder, inputs, steps, strategy, uniforms)
-
-    class FixedUniforms(Sampler):
+    class FixedUniforms(runtime.Sampler):
         """The runtime's draw, fed the uniforms the examples read from --uniforms."""
 
         def uniforms(self, steps: int, batch: int) -> np.ndarray:
@@ -129,32 +113,9 @@ def reference_tokens(folder: Path, inputs: dict, steps: int, strategy: str, unif
 
     model = runtime.load(folder)
     x0 = {t.name: np.asarray(inputs[t.name], dtype=t.dtype).reshape(t.shape_for(1)) for t in model.inputs}
-    sampler = FixedUniforms(strategy, **({} if strategy == "greedy" else {"temperature": TEMPERATURE}))
+    sampler = FixedUniforms(strategy, **({} if strategy == "greedy" else {"temperature": TEMPERATURE, **settings}))
     tokens, _ = model.generate(x0, steps, sampler=sampler, form="step")
     return np.asarray(tokens).reshape(-1)
-
-
-def onnx_tokens(folder: Path, inputs: dict, steps: int, strategy: str, uniforms=None) -> np.ndarray:
-    """`reference_tokens` without the runtime: step.onnx in onnxruntime, the draw in numpy."""
-    import onnxruntime as ort
-
-    from runtime.manifest import read_manifest
-
-    manifest = read_manifest(folder)
-    feedback = manifest.feedback
-    session = ort.InferenceSession(str(folder / "step.onnx"), providers=["CPUExecutionProvider"])
-    feeds = {t.name: np.asarray(inputs[t.name], dtype=t.dtype).reshape(t.shape_for(1)) for t in manifest.inputs}
-    feeds.update({s.name: np.asarray(s.initial, np.float32).reshape(s.shape_for(1)) for s in manifest.state})
-    names = [t.name for t in manifest.outputs] + [s.output for s in manifest.state]
-    logits_index = names.index(feedback.output)
-    tokens = []
-    for t in range(steps):
-        values = session.run(names, feeds)
-        token = draw(values[logits_index][0], None if uniforms is None else uniforms[t], strategy)
-        tokens.append(token)
-        feeds[feedback.input] = np.array([token], np.int64)
-        feeds.update({s.name: v for s, v in zip(manifest.state, values[len(manifest.outputs) :])})
-    return np.array(tokens)
 
 
 def reference_values(folder: Path, inputs: dict, steps: int) -> np.ndarray:
@@ -194,7 +155,7 @@ def input_arguments(inputs: dict) -> list[str]:
 
 def check_general_example(command: list[str], folders: dict, tmp_path: Path, extra: tuple[str, ...] = ()) -> None:
     """The example's format 2 closed loops against the Python references: the character GRU's
-    tokens, greedy and temperature (the same uniforms through --uniforms), equal over
+    tokens, greedy, temperature, top-k and top-p (the same uniforms through --uniforms), equal over
     GENERAL_STEPS steps; the two-input forecaster's fed-back values within EMBED_ATOL."""
     char, two = folders["char"], folders["two"]
     steps = str(GENERAL_STEPS)
@@ -210,6 +171,12 @@ def check_general_example(command: list[str], folders: dict, tmp_path: Path, ext
     expected = reference_tokens(char, CHAR_INPUTS, GENERAL_STEPS, "temperature", uniforms)
     np.testing.assert_array_equal(sampled, expected)
     assert len(set(expected.tolist())) >= 4  # a draw that varies, not one token repeated
+    for strategy, setting, flag in (("top_k", {"top_k": 3}, "--top-k=3"), ("top_p", {"top_p": 0.6}, "--top-p=0.6")):
+        flags = [*flag.split("="), "--sample", strategy, "--temperature", str(TEMPERATURE), "--uniforms", str(path)]
+        result = run_example(command, char, "--steps", steps, *input_arguments(CHAR_INPUTS), *flags, *extra)
+        expected = reference_tokens(char, CHAR_INPUTS, GENERAL_STEPS, strategy, uniforms, **setting)
+        np.testing.assert_array_equal(read_column(result, "token"), expected, err_msg=strategy)
+        assert len(set(expected.tolist())) >= 3
     values = read_column(run_example(command, two, "--steps", steps, *input_arguments(TWO_INPUTS)), "next_value")
     difference = np.max(np.abs(values - reference_values(two, TWO_INPUTS, GENERAL_STEPS)))
     print(f"\n{Path(command[-1]).name} vs the Python runtime, two-input forecaster: {difference:.2e}")
@@ -242,6 +209,8 @@ def general_error_cases(folders: dict, tmp_path: Path) -> list[tuple[Path, list[
         (char, ["--input", "category=1,x,0"], "not a finite number"),
         (char, ["--sample", "temperature", "--uniforms", str(uniforms), "--steps", "6"], "holds 5 float32 values"),
         (char, ["--sample", "nucleus"], "--sample must be"),
+        (char, ["--sample", "top_k"], "needs --top-k"),
+        (char, ["--sample", "temperature", "--top-p", "0.5"], "--top-p is for --sample top_p"),
         (char, ["--x0", "0.5"], "--x0 is for format 1"),
         (two, ["--sample", "greedy"], "fed back as it is"),
         (no_feedback, [], "declares no feedback"),
