@@ -17,7 +17,7 @@ from rnn.folders import replacing_folder
 from rnn.randomness import preserved_global_rng
 from runtime import __version__
 from runtime.errors import ExportError
-from runtime.fused import STEP
+from runtime.fused import SAMPLING_FORMS, STEP
 from runtime.manifest import (
     CONFIG_NAME,
     MANIFEST_NAME,
@@ -26,6 +26,7 @@ from runtime.manifest import (
     ROLE_STEP_TORCHSCRIPT,
     ROLE_TRAIN_DATA,
     ROLE_WEIGHTS,
+    SAMPLE,
     STEP_ONNX_NAME,
     STEP_TORCHSCRIPT_NAME,
     TIME_FIRST,
@@ -46,6 +47,7 @@ from .fused_cells import CELL_FORMS, CellWeights, write_cell_fused
 from .onnx_export import export_step_onnx, resolve_opset
 from .ort_format import convert_to_ort
 from .probe import PROBE_SEED
+from .sampling import sampling_rollouts
 from .test_data import write_test_data
 from .torchscript import save_torchscript, script_step
 
@@ -57,6 +59,7 @@ _WRITTEN = {
     MANIFEST_NAME,
     VERIFY_NAME,
     *map(form_file_name, BUILDERS),
+    *map(form_file_name, SAMPLING_FORMS),
     *(form_file_name(form) for forms in CELL_FORMS.values() for form in forms),
 }
 
@@ -157,8 +160,12 @@ def _onnx_metadata(model: ModelConfig, states: list[StateSpec]) -> dict[str, str
 def _write_fused_forms(
     model: torch.nn.Module, config: ModelConfig, staging: Path, opset: int, metadata: dict[str, str]
 ) -> dict[str, str]:
-    """The fused loop models, built from the weights of a built-in cell ({} for a user's module):
-    {form: file name}."""
+    """The fused loop models, built from the weights of a built-in cell, or for a user's module
+    that samples its next token, the sampling rollouts around its step model ({} for other
+    user's modules): {form: file name}."""
+    signature = config.signature
+    if signature is not None:
+        return _write_sampling_forms(signature, staging, opset, metadata) if _samples(signature) else {}
     if config.kind in CELL_FORMS:
         return write_cell_fused(CellWeights.from_module(model), staging, opset, metadata)
     if config.kind != "elman":
@@ -169,6 +176,31 @@ def _write_fused_forms(
         input_size=config.input_size,
     )
     return write_fused(weights, staging, opset, metadata)
+
+
+def _samples(signature) -> bool:
+    return signature.feedback is not None and signature.feedback.via == SAMPLE
+
+
+def _write_sampling_forms(signature, staging: Path, opset: int, metadata: dict[str, str]) -> dict[str, str]:
+    """``rollout_greedy.onnx`` and ``rollout_sample.onnx`` around the exported step model (`export.sampling`)."""
+    step = onnx.load(str(staging / STEP_ONNX_NAME))
+    with failing_as("the sampling rollouts cannot be built around step.onnx"):
+        forms = sampling_rollouts(
+            step,
+            token_input=signature.feedback.input,
+            logits_output=signature.feedback.output,
+            state_inputs=[s.name for s in signature.state],
+            state_outputs=[s.output for s in signature.state],
+            opset=opset,
+            metadata=metadata,
+        )
+    written = {}
+    for form, model in forms.items():
+        name = form_file_name(form)
+        onnx.save(model, str(staging / name))
+        written[form] = name
+    return written
 
 
 _FUSED_PRODUCERS = {"elman": "export.fused", **dict.fromkeys(CELL_FORMS, "export.fused_cells")}
@@ -208,7 +240,12 @@ def _manifest(
         **({STEP_TORCHSCRIPT_NAME: "torch.jit.script"} if scripted else {}),
         WEIGHTS_NAME: f"rnn train ({train.trainer} trainer)" if train else "state_dict of the user's module",
         CONFIG_NAME: "rnn train" if train else "rnn export-module",
-        **{name: f"{_FUSED_PRODUCERS[config.model.kind]} (onnx.helper, from the weights)" for name in fused.values()},
+        **{
+            name: "export.sampling (a Loop around step.onnx)"
+            if config.model.signature is not None
+            else f"{_FUSED_PRODUCERS[config.model.kind]} (onnx.helper, from the weights)"
+            for name in fused.values()
+        },
         **{name: "onnxruntime ORT format conversion" for name in ort_files.values()},
     }
     model_info = {

@@ -18,14 +18,16 @@ from onnx import numpy_helper
 from rnn.config import ModelConfig, step_specs
 from rnn.eager import NumpyStep
 from runtime.errors import ExportError
-from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
+from runtime.fused import ROLLOUT_FORMS, SAMPLING_FORMS, SEQUENCE_FORMS, STEP
 from runtime.manifest import TEST_DATA_DIR, TensorSpec
 
 from .probe import INPUT_RANGE
+from .sampling import eager_sample, module_step
 
 TEST_BATCH = 3
 TEST_STEPS = 13  # > UNROLL, not a multiple: the blocked loops run a full block and a remainder
 TEST_SEED = 99
+TEST_TEMPERATURE = 0.8  # the sampling rollout's self-check: temperature only (top-k and top-p off)
 
 
 def random_tensor(spec: TensorSpec, batch_size: int, rng: np.random.Generator, *leading: int) -> np.ndarray:
@@ -48,11 +50,27 @@ def general_case(
     model: torch.nn.Module, config: ModelConfig, form: str, rng: np.random.Generator
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(inputs, outputs) of the step form of a module with a format 2 signature."""
-    if form != STEP:
+    inputs, outputs, states = step_specs(config)
+    if form == STEP:
+        values = [random_tensor(spec, TEST_BATCH, rng) for spec in (*inputs, *states)]
+        return values, eager_step(model, values)
+    feedback = config.signature.feedback
+    if form not in SAMPLING_FORMS or feedback is None:
         raise ExportError(f"no self-check data can be made for form {form!r} of a module with this signature")
-    inputs, _, states = step_specs(config)
-    values = [random_tensor(spec, TEST_BATCH, rng) for spec in (*inputs, *states)]
-    return values, eager_step(model, values)
+    token = next(t for t in inputs if t.name == feedback.input)
+    others = {t.name: random_tensor(t, TEST_BATCH, rng) for t in inputs if t.name != feedback.input}
+    token0 = random_tensor(token, TEST_BATCH, rng)
+    state = [random_tensor(spec, TEST_BATCH, rng) for spec in states]
+    step_fn = module_step(model, [t.name for t in inputs], token.name, [t.name for t in outputs], feedback.output)
+    if form == "rollout_greedy":
+        tokens, final, _ = eager_sample(step_fn, token0, others, tuple(state), greedy=True, steps=TEST_STEPS)
+        extra = [np.array([TEST_STEPS], dtype=np.int64)]
+    else:
+        uniforms = rng.random((TEST_STEPS, TEST_BATCH), dtype=np.float32)
+        tokens, final, _ = eager_sample(step_fn, token0, others, tuple(state), uniforms, TEST_TEMPERATURE)
+        off = [np.array([TEST_TEMPERATURE], np.float32), np.array([token.vocabulary], np.int64), np.ones(1, np.float32)]
+        extra = [uniforms, *off]
+    return [token0, *others.values(), *state, *extra], [tokens, *final]
 
 
 def reference_case(

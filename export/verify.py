@@ -98,6 +98,7 @@ class VerifyReport:
     horizon_skipped: str | None = None  # why no divergence horizon was measured (no closed loop)
     manifest_sha256: str = ""  # the manifest this report is about (`rnn info` trusts no other)
     user_data: dict[str, Any] | None = None  # the user's inputs it ran on (UserInputs.to_dict); None: none given
+    partings: dict[str, str] = field(default_factory=dict)  # "form / check" -> where sampled tokens part at a tie
 
     @property
     def passed(self) -> bool:
@@ -118,6 +119,7 @@ class VerifyReport:
                 "not_measured": self.horizon_skipped,
             },
             "limited_checks": self.limits,
+            "token_partings_at_ties": self.partings,
             "comparisons": [asdict(c) for c in self.comparisons],
         }
 
@@ -173,6 +175,13 @@ class VerifyReport:
                 )
                 drift, tolerance = limit["float32_drift"], limit["tolerance"]
                 lines.append(f"  {check}: float32 drift {drift:.1e}, tolerance {tolerance:.1e}, {steps}")
+        if self.partings:
+            lines += [
+                "",
+                "sampled tokens that part from eager PyTorch's where the drawn uniform falls within float32 "
+                "resolution of a CDF boundary (a tie: expected; compared up to there):",
+                *(f"  {where}: {note}" for where, note in self.partings.items()),
+            ]
         if self.horizon_skipped:
             lines += ["", f"divergence horizon: not measured ({self.horizon_skipped})"]
         elif self.horizons:

@@ -31,6 +31,7 @@ from runtime.errors import DataError, ShapeError
 from runtime.fused import STEP
 from runtime.manifest import BATCH_FIRST, IDENTITY, SAMPLE, TensorSpec
 
+from .sampling import eager_sample, first_parting, module_step, partings
 from .test_data import random_tensor
 from .verify import (
     DRIFT_ALLOWANCE,
@@ -39,6 +40,7 @@ from .verify import (
     STEP_ATOL,
     VERIFY_ROLLOUT_STEPS,
     VERIFY_SEED,
+    Comparison,
     Outputs,
     Progress,
     VerifyReport,
@@ -284,12 +286,129 @@ def verify_general(
             progress(index, total, case.check)
         check_general(case, eager, exact, forms, report)
     feedback = manifest.closed_loop
+    if feedback is not None and feedback.via == SAMPLE:
+        samplings = sampling_cases(model)
+        for index, case in enumerate(samplings):
+            if progress is not None:
+                progress(len(cases) + index, len(cases) + len(samplings), case.check)
+            check_sampling(case, checkpoint.model, torchscript, model, report)
     if feedback is None:
         report.horizon_skipped = "no output is fed back as an input: there is no closed loop to roll out"
     elif feedback.via == SAMPLE:
         report.horizon_skipped = "generation samples tokens: its rollouts are compared token for token instead"
     else:
         report.horizon_skipped = "measured for the classic signature only"
+
+
+SAMPLING_STEPS = 200  # tokens of each sampled rollout compared
+SAMPLING_BATCHES = (3, 64)
+SAMPLING_TEMPERATURE = 0.8
+SAMPLING_TOP_K = 5
+SAMPLING_TOP_P = 0.9
+SAMPLING_SEED = 7
+
+
+@dataclass(frozen=True)
+class SamplingCase:
+    check: str
+    token0: np.ndarray  # (batch,) int64
+    others: dict[str, np.ndarray]  # the held inputs
+    state: tuple[np.ndarray, ...]
+    strategy: str
+    options: dict[str, Any]  # temperature, top_k, top_p as runtime.Sampler takes them
+
+    def sampler(self) -> runtime.Sampler:
+        return runtime.Sampler(self.strategy, seed=SAMPLING_SEED, **self.options)
+
+
+def sampling_cases(model: runtime.Model) -> list[SamplingCase]:
+    """Greedy, temperature, top-k and top-p rollouts from seeded random starts."""
+    manifest = model.manifest
+    feedback = manifest.closed_loop
+    rng = np.random.default_rng(VERIFY_SEED + 1)
+    token = next(t for t in manifest.inputs if t.name == feedback.input)
+    top_k = min(SAMPLING_TOP_K, int(token.vocabulary))
+    kinds = [
+        ("greedy", "greedy", {}),
+        (f"temperature {SAMPLING_TEMPERATURE:g}", "temperature", {"temperature": SAMPLING_TEMPERATURE}),
+        (f"top-k {top_k}", "top_k", {"temperature": SAMPLING_TEMPERATURE, "top_k": top_k}),
+        (f"top-p {SAMPLING_TOP_P:g}", "top_p", {"temperature": SAMPLING_TEMPERATURE, "top_p": SAMPLING_TOP_P}),
+    ]
+    cases = []
+    for batch in SAMPLING_BATCHES:
+        for label, strategy, options in kinds:
+            if batch != SAMPLING_BATCHES[0] and strategy != "temperature":
+                continue  # the wide batch once, with the plain temperature draw
+            cases.append(
+                SamplingCase(
+                    f"{label} b={batch} T={SAMPLING_STEPS}",
+                    random_tensor(token, batch, rng),
+                    {t.name: random_tensor(t, batch, rng) for t in manifest.inputs if t.name != token.name},
+                    tuple(random_tensor(s, batch, rng) for s in manifest.state),
+                    strategy,
+                    options,
+                )
+            )
+    return cases
+
+
+def check_sampling(
+    case: SamplingCase,
+    module: Callable,
+    torchscript: Callable | None,
+    model: runtime.Model,
+    report: VerifyReport,
+) -> None:
+    """Every form's tokens against eager PyTorch's, fed the same uniforms: equal, or parting only
+    at a float32 CDF tie (then compared up to the parting and reported in ``report.partings``)."""
+    manifest = model.manifest
+    feedback = manifest.closed_loop
+    names = [t.name for t in manifest.inputs]
+    outputs = [t.name for t in manifest.outputs]
+    state_outputs = [s.output for s in manifest.state]
+    greedy = case.strategy == "greedy"
+    uniforms = None if greedy else case.sampler().uniforms(SAMPLING_STEPS, len(case.token0))
+    options = {"temperature": case.options.get("temperature", 1.0), "top_k": case.options.get("top_k")}
+    options["top_p"] = case.options.get("top_p")
+
+    def eager_run(step_module: Callable) -> tuple[np.ndarray, tuple, np.ndarray]:
+        step_fn = module_step(step_module, names, feedback.input, outputs, feedback.output)
+        return eager_sample(
+            step_fn, case.token0, case.others, case.state, uniforms, greedy=greedy, steps=SAMPLING_STEPS, **options
+        )
+
+    expected, final, gaps = eager_run(module)
+    results: dict[str, tuple[np.ndarray, tuple]] = {}
+    if torchscript is not None:
+        tokens, states, _ = eager_run(torchscript)
+        results["torchscript"] = (tokens, states)
+    wanted = "rollout_greedy" if greedy else "rollout_sample"
+    for form in (STEP, wanted):
+        if form not in model.forms:
+            continue
+        x0 = {feedback.input: case.token0, **case.others}
+        tokens, states = model.generate(x0, SAMPLING_STEPS, case.state, sampler=case.sampler(), form=form)
+        if manifest.layout == BATCH_FIRST:
+            tokens = np.swapaxes(tokens, 0, 1)
+        results["onnx" if form == STEP else form] = (np.asarray(tokens), tuple(states))
+    for name, (tokens, states) in results.items():
+        parting = first_parting(expected, tokens, gaps)
+        shape = list(np.shape(tokens))
+        if parting is None:
+            report.comparisons.append(Comparison(name, case.check, "tokens", shape, 0.0, 0.0, 0.0, True))
+            final_expected = dict(zip(state_outputs, final))
+            report.comparisons.extend(
+                compare(name, case.check, final_expected, dict(zip(state_outputs, states)), ROLLOUT_ATOL)
+            )
+            continue
+        count = len(partings(expected, tokens, gaps))
+        note = f"{parting.describe()}; {count} of {len(case.token0)} streams part"
+        if parting.tie:
+            report.partings[f"{name} / {case.check}"] = note
+            report.comparisons.append(Comparison(name, case.check, "tokens", shape, 0.0, 0.0, 0.0, True))
+        else:
+            problem = f"tokens part from eager PyTorch's at {note}"
+            report.comparisons.append(Comparison(name, case.check, "tokens", shape, None, None, 0.0, False, problem))
 
 
 def general_user_data(inputs: Any, model: runtime.Model) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -103,3 +103,63 @@ def test_two_inputs_identity_feedback_batch_first(tmp_path):
         "user data rollout T=200",
         "every id of day (V=7), one step",
     } <= checks
+
+
+def test_sampled_generation_of_every_form_is_compared_token_for_token(char_folder):
+    report = verify_folder(char_folder, factory=make_char_gru, trust=True, write=False)
+    rows = {(c.form, c.check) for c in report.comparisons if c.output == "tokens"}
+    for form in ("onnx", "torchscript", "rollout_greedy"):
+        assert (form, "greedy b=3 T=200") in rows
+    for check in (
+        "temperature 0.8 b=3 T=200",
+        "top-k 5 b=3 T=200",
+        "top-p 0.9 b=3 T=200",
+        "temperature 0.8 b=64 T=200",
+    ):
+        assert {("onnx", check), ("rollout_sample", check), ("torchscript", check)} <= rows
+    assert not report.partings
+
+
+def _tampered_sampling_form(char_folder, tmp_path):
+    """rollout_sample.onnx with one logit's bias moved (manifest re-hashed): its tokens part from eager's."""
+    folder = tmp_path / "tampered"
+    folder.mkdir()
+    for path in char_folder.iterdir():
+        if path.is_file():
+            (folder / path.name).write_bytes(path.read_bytes())
+    model = onnx.load(str(folder / "rollout_sample.onnx"))
+    (bias,) = [t for t in model.graph.initializer if numpy_helper.to_array(t).shape == (11,)]
+    values = numpy_helper.to_array(bias).copy()
+    values[3] += 2.0
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    onnx.save(model, str(folder / "rollout_sample.onnx"))
+    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    for entry in manifest["files"]:
+        if entry["name"] == "rollout_sample.onnx":
+            path = folder / entry["name"]
+            entry["sha256"], entry["size"] = file_sha256(path), path.stat().st_size
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_sampling_form_that_draws_other_tokens_fails_naming_where(char_folder, tmp_path):
+    report = verify_folder(_tampered_sampling_form(char_folder, tmp_path), factory=make_char_gru, write=False)
+    failed = [c for c in report.comparisons if not c.passed]
+    assert failed and {c.form for c in failed} == {"rollout_sample"}
+    assert all("tokens part from eager PyTorch's at step" in c.problem and "not a tie" in c.problem for c in failed)
+    greedy = [c for c in report.comparisons if c.form == "rollout_greedy"]
+    assert greedy and all(c.passed for c in greedy)  # the greedy form was left alone
+
+
+def test_a_parting_at_a_tie_passes_and_is_reported(char_folder, tmp_path, monkeypatch):
+    import export.verify_general as general
+    from export.sampling import first_parting, partings
+
+    # every gap counts as a tie here: the tampered form's partings take the tie path
+    monkeypatch.setattr(general, "first_parting", lambda e, a, g: first_parting(e, a, g, ulps=float("inf")))
+    monkeypatch.setattr(general, "partings", lambda e, a, g: partings(e, a, g, ulps=float("inf")))
+    report = verify_folder(_tampered_sampling_form(char_folder, tmp_path), factory=make_char_gru, write=False)
+    assert report.passed, report.table()
+    assert any(key.startswith("rollout_sample / temperature 0.8") for key in report.partings)
+    assert "a float32 tie" in next(iter(report.partings.values()))
+    assert "part from eager PyTorch's where the drawn uniform falls within float32" in report.table()
