@@ -76,7 +76,9 @@ UNIFORMS_SEED = 7
 def general_folders(tmp_path_factory):
     """{"char": the CharGRU folder (token + category in, logits out, state (2, batch, 7), sampled
     feedback; with its fused sampling forms where the exporter writes them), "two": the TwoInputs
-    folder (value + day token in, the value fed back as it is)}, exported once (torch, fixed seeds)."""
+    folder (value + day token in, the value fed back as it is), "two_batch_first": the same with
+    layout batch_first (the step model is the same; only sequences change axes)}, exported once
+    (torch, fixed seeds)."""
     from export import export_module
 
     from ..user_modules import CHAR_GRU_SIGNATURE, TWO_INPUTS_SIGNATURE, make_char_gru, make_two_inputs
@@ -85,6 +87,9 @@ def general_folders(tmp_path_factory):
     return {
         "char": export_module(make_char_gru(), root / "char", **CHAR_GRU_SIGNATURE),
         "two": export_module(make_two_inputs(), root / "two", **TWO_INPUTS_SIGNATURE),
+        "two_batch_first": export_module(
+            make_two_inputs(), root / "two_batch_first", layout="batch_first", **TWO_INPUTS_SIGNATURE
+        ),
     }
 
 
@@ -177,10 +182,11 @@ def check_general_example(command: list[str], folders: dict, tmp_path: Path, ext
         expected = reference_tokens(char, CHAR_INPUTS, GENERAL_STEPS, strategy, uniforms, **setting)
         np.testing.assert_array_equal(read_column(result, "token"), expected, err_msg=strategy)
         assert len(set(expected.tolist())) >= 3
-    values = read_column(run_example(command, two, "--steps", steps, *input_arguments(TWO_INPUTS)), "next_value")
-    difference = np.max(np.abs(values - reference_values(two, TWO_INPUTS, GENERAL_STEPS)))
-    print(f"\n{Path(command[-1]).name} vs the Python runtime, two-input forecaster: {difference:.2e}")
-    assert difference <= EMBED_ATOL
+    for folder in (two, folders["two_batch_first"]):
+        values = read_column(run_example(command, folder, "--steps", steps, *input_arguments(TWO_INPUTS)), "next_value")
+        difference = np.max(np.abs(values - reference_values(folder, TWO_INPUTS, GENERAL_STEPS)))
+        print(f"\n{Path(command[-1]).name} vs the Python runtime, {folder.name}: {difference:.2e}")
+        assert difference <= EMBED_ATOL
 
 
 def general_error_cases(folders: dict, tmp_path: Path) -> list[tuple[Path, list[str], str]]:
