@@ -102,7 +102,7 @@ def test_a_format_2_folder_loads_as_a_general_model_with_its_signature(char):
     assert model.state_names == ("h",) and model.states[0].shape == (2, "batch", 7)
     assert model.inputs[0].is_tokens and model.inputs[0].vocabulary == 11
     assert model.layout == "time_first" and (model.feedback.output, model.feedback.input) == ("logits", "token")
-    assert model.forms == ("step",)
+    assert model.forms == ("step", "rollout_greedy", "rollout_sample")  # written by the export (export.sampling)
     assert [s.shape for s in model.initial_state(4)] == [(2, 4, 7)]
     assert "token" in repr(model)
 
@@ -327,8 +327,10 @@ def test_state_and_call_mistakes_are_typed(char, gru):
         model.step(x, (np.zeros((2, 3, 7)), np.zeros((2, 3, 7))))
     with pytest.raises(InputValueError, match=r"pass sampler=runtime.Sampler"):
         model.generate(x, 5)
-    with pytest.raises(InputValueError, match=r"form 'rollout_sample' is not in this artifact folder"):
-        model.generate(x, 5, sampler=Sampler(seed=0), form="rollout_sample")
+    with pytest.raises(
+        InputValueError, match=r"runs in one of the forms \['step', 'rollout_greedy', 'rollout_sample'\]"
+    ):
+        model.generate(x, 5, sampler=Sampler(seed=0), form="rollout_loop")
     with pytest.raises(InputValueError, match=r"steps must be between 1 and"):
         model.generate(x, 0, sampler=Sampler(seed=0))
     with pytest.raises(InputValueError, match=r"more than the limit"):
@@ -369,117 +371,11 @@ def test_classic_models_refuse_named_inputs_and_samplers_clearly():
 # ---- the fused sampling forms ---------------------------------------------------------------------
 
 
-def add_sampling_form(folder: Path, form: str) -> None:
-    """Writes a stand-in of `form` (rollout_greedy or rollout_sample) of the char model into
-    ``folder`` and lists it in the manifest: an ONNX Loop around the step graph that draws each
-    token by argmax, or as `runtime.sampling` pins the temperature draw: the first id whose
-    cdf of softmax(logits / temperature) exceeds uniforms[t] * total."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from runtime.manifest import file_entry
-
-    step = onnx.load(folder / "step.onnx")
-    outer = {i.name for i in step.graph.initializer} | {"category"}
-
-    def inner(name: str) -> str:
-        return name if name in outer or not name else f"b_{name}"
-
-    body_nodes = []
-    for node in step.graph.node:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        copy.input[:] = [inner(n) for n in node.input]
-        copy.output[:] = [inner(n) for n in node.output]
-        body_nodes.append(copy)
-    if form == "rollout_greedy":
-        body_nodes.append(helper.make_node("ArgMax", ["b_logits"], ["b_next"], axis=1, keepdims=0))
-    else:
-        body_nodes += [
-            helper.make_node("Gather", ["uniforms", "b_i"], ["b_u"], axis=0),
-            helper.make_node("Unsqueeze", ["b_u", "b_one"], ["b_u1"]),
-            helper.make_node("Div", ["b_logits", "temperature"], ["b_scaled"]),
-            helper.make_node("Softmax", ["b_scaled"], ["b_p"], axis=1),
-            helper.make_node("CumSum", ["b_p", "b_one"], ["b_cdf"]),
-            helper.make_node("ReduceMax", ["b_cdf"], ["b_total"], axes=[1], keepdims=1),  # cdf[:, -1:]
-            helper.make_node("Mul", ["b_u1", "b_total"], ["b_x"]),
-            helper.make_node("LessOrEqual", ["b_cdf", "b_x"], ["b_below"]),
-            helper.make_node("Cast", ["b_below"], ["b_count"], to=TensorProto.INT64),
-            helper.make_node("ReduceSum", ["b_count", "b_one"], ["b_sum"], keepdims=0),
-            helper.make_node("Min", ["b_sum", "b_last"], ["b_next"]),
-        ]
-    body_nodes += [
-        helper.make_node("Identity", ["b_cond"], ["b_cond_out"]),
-        helper.make_node("Identity", ["b_next"], ["b_scan"]),
-    ]
-    body = helper.make_graph(
-        body_nodes,
-        "body",
-        [
-            helper.make_tensor_value_info("b_i", TensorProto.INT64, []),
-            helper.make_tensor_value_info("b_cond", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("b_token", TensorProto.INT64, ["batch"]),
-            helper.make_tensor_value_info("b_h", TensorProto.FLOAT, [2, "batch", 7]),
-        ],
-        [
-            helper.make_tensor_value_info("b_cond_out", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("b_next", TensorProto.INT64, ["batch"]),
-            helper.make_tensor_value_info("b_h_out", TensorProto.FLOAT, [2, "batch", 7]),
-            helper.make_tensor_value_info("b_scan", TensorProto.INT64, ["batch"]),
-        ],
-        [
-            helper.make_tensor("b_one", TensorProto.INT64, [1], [1]),
-            helper.make_tensor("b_last", TensorProto.INT64, [1], [10]),
-        ],
-    )
-    inputs = [
-        helper.make_tensor_value_info("token0", TensorProto.INT64, ["batch"]),
-        helper.make_tensor_value_info("category", TensorProto.FLOAT, ["batch", 3]),
-        helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, "batch", 7]),
-    ]
-    nodes = [helper.make_node("Constant", [], ["cond"], value=helper.make_tensor("c", TensorProto.BOOL, [], [True]))]
-    if form == "rollout_greedy":
-        inputs.append(helper.make_tensor_value_info("steps", TensorProto.INT64, [1]))
-        nodes.append(helper.make_node("Squeeze", ["steps"], ["count"]))
-    else:
-        inputs += [
-            helper.make_tensor_value_info("uniforms", TensorProto.FLOAT, ["steps", "batch"]),
-            helper.make_tensor_value_info("temperature", TensorProto.FLOAT, [1]),
-            helper.make_tensor_value_info("top_k", TensorProto.INT64, [1]),
-            helper.make_tensor_value_info("top_p", TensorProto.FLOAT, [1]),
-        ]
-        nodes += [
-            helper.make_node("Shape", ["uniforms"], ["shape"]),
-            helper.make_node("Gather", ["shape", "zero"], ["count"], axis=0),
-        ]
-    nodes.append(
-        helper.make_node("Loop", ["count", "cond", "token0", "h"], ["token_last", "h_out", "tokens"], body=body)
-    )
-    graph = helper.make_graph(
-        nodes,
-        form,
-        inputs,
-        [
-            helper.make_tensor_value_info("tokens", TensorProto.INT64, ["steps", "batch"]),
-            helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [2, "batch", 7]),
-        ],
-        [*step.graph.initializer, helper.make_tensor("zero", TensorProto.INT64, [], [0])],
-    )
-    model = helper.make_model(graph, opset_imports=step.opset_import)
-    model.ir_version = step.ir_version
-    onnx.save(model, folder / f"{form}.onnx")
-    manifest = read_manifest(folder)
-    files = (*manifest.files, file_entry(folder, f"{form}.onnx", form))
-    write_manifest(folder, dataclasses.replace(manifest, files=files))
-
-
 @pytest.fixture(scope="module")
 def fused_char(tmp_path_factory):
     module = make_char_gru()
     folder = export_module(module, tmp_path_factory.mktemp("fused") / "m", **CHAR_GRU_SIGNATURE)
-    for form in ("rollout_greedy", "rollout_sample"):
-        add_sampling_form(folder, form)
-    return module, runtime.load(folder)
+    return module, runtime.load(folder)  # the export writes the sampling forms (export.sampling)
 
 
 @pytest.mark.parametrize("batch", [1, 4])
@@ -502,7 +398,6 @@ def test_the_fused_sampling_forms_give_the_step_loops_tokens(fused_char, batch):
 
 def test_a_sampling_form_that_breaks_the_contract_is_refused(tmp_path):
     folder = export_module(make_char_gru(), tmp_path / "m", **CHAR_GRU_SIGNATURE)
-    add_sampling_form(folder, "rollout_greedy")
     manifest = read_manifest(folder)
     token, category = manifest.inputs
     wrong = dataclasses.replace(category, shape=("batch", 4))  # the step model and the form take (batch, 3)
@@ -644,28 +539,9 @@ def test_a_step_model_that_breaks_a_general_manifest_is_refused_at_load(tmp_path
 @pytest.fixture(scope="module")
 def exported_sampling_forms(tmp_path_factory):
     """The char model with the fused sampling forms `export.sampling` builds, listed in its manifest."""
-    sampling = pytest.importorskip("export.sampling", reason="export.sampling (the fused sampling forms) is absent")
-    import onnx
-
-    from runtime.manifest import file_entry
 
     module = make_char_gru()
     folder = export_module(module, tmp_path_factory.mktemp("sampling") / "m", **CHAR_GRU_SIGNATURE)
-    manifest = read_manifest(folder)
-    forms = sampling.sampling_rollouts(
-        onnx.load(folder / "step.onnx"),
-        token_input="token",
-        logits_output="logits",
-        state_inputs=["h"],
-        state_outputs=["h_out"],
-        opset=manifest.opset,
-        metadata={},
-    )
-    entries = []
-    for form, model in forms.items():
-        onnx.save(model, folder / f"{form}.onnx")
-        entries.append(file_entry(folder, f"{form}.onnx", form))
-    write_manifest(folder, dataclasses.replace(manifest, files=(*manifest.files, *entries)))
     return module, runtime.load(folder)
 
 
