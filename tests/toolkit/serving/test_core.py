@@ -528,7 +528,6 @@ def test_a_format_2_folder_is_not_ready_and_says_why(tmp_path):
     """Named or token inputs (manifest format 2) are not served yet: the model is unavailable with
     the reason in the repository index, the others serve."""
     from export import export_module
-
     from tests.user_modules import CHAR_GRU_SIGNATURE, make_char_gru
 
     folder = export_module(make_char_gru(), tmp_path / "char", **CHAR_GRU_SIGNATURE)
