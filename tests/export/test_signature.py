@@ -104,7 +104,9 @@ def test_the_classic_signature_is_still_written_as_format_1(tmp_path):
 
 def test_the_protocol_check_calls_forward_with_every_named_tensor_at_its_declared_shape(tmp_path):
     signature = {**CHAR_GRU_SIGNATURE, "states": [{"name": "h", "shape": ["batch", 2, 7]}]}  # batch axis misplaced
-    with pytest.raises(ExportError, match=r"forward\(token, category, h\) failed: RuntimeError: Expected hidden size \(2, 3, 7\)"):
+    with pytest.raises(
+        ExportError, match=r"forward\(token, category, h\) failed: RuntimeError: Expected hidden size \(2, 3, 7\)"
+    ):
         export_module(make_char_gru(), tmp_path / "bad", **signature)
     assert not (tmp_path / "bad").exists()
 
