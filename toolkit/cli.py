@@ -1048,7 +1048,14 @@ def bench(
     TorchScript is timed only in a folder you trust (--digest, --public-key or --trust)."""
     _needs_torch("bench", threads)
     from rnn.folders import ensure_parent
+    from runtime.manifest import read_manifest
     from toolkit.bench import plot_bench, run_bench, write_json
+
+    if not read_manifest(folder).classic:
+        raise UnsupportedError(
+            "rnn bench times folders of the classic signature (x -> y, format 1); for a model with named or "
+            "token inputs time generate with benchmarks/sampling.py (README, Performance)"
+        )
 
     ensure_parent(out / BENCH_PNG)  # an unwritable output fails before minutes of timing
     report = run_bench(

@@ -67,7 +67,7 @@ def plot_folder(
 
 def drawable_prediction(config: Config) -> bool:
     """prediction.png draws a one-column series: models of one input and one output only."""
-    return config.model.input_size == 1 and config.model.output_size == 1
+    return config.model.signature is None and config.model.input_size == 1 and config.model.output_size == 1
 
 
 def plot_prediction(
