@@ -36,6 +36,9 @@ RNN_MAX_BATCH = 16
 # Measured at T=1000, rollout_loop, 2 workers: 6.7 -> 6.3 us/step at 2048, 13.3 -> 8.7 at 4096;
 # at 1024 and below the split costs more than it gains.
 PARALLEL_MIN_BATCH = 2048
+# The same for the fused sampling forms, whose steps cost more per row (embedding, GRU layers,
+# readout, draw): from this batch size up a sampling call is split across the workers.
+SAMPLING_PARALLEL_MIN_BATCH = 32
 # Below this many steps the per-run set-up of a fused model costs more than it saves.
 FUSED_MIN_STEPS = 2
 # The gated cells' fused forms (native GRU/LSTM kernels; a Loop for a GRU's closed loop) pay

@@ -22,6 +22,7 @@ from .fused import (
     PARALLEL_MIN_BATCH,
     ROLLOUT_FORMS,
     SAMPLING_FORMS,
+    SAMPLING_PARALLEL_MIN_BATCH,
     SEQUENCE_FORMS,
     STEP,
     choose_form,
@@ -175,7 +176,7 @@ def _model_source(folder: Path, manifest: Manifest, entry: FileEntry) -> tuple[b
 
 
 def _create_session(
-    source: bytes, external: dict[str, bytes], name: str, device: str, threads: int
+    source: bytes, external: dict[str, bytes], name: str, device: str, threads: int, *, arena: bool = True
 ) -> ort.InferenceSession:
     wanted = _PROVIDERS[device]
     available = ort.get_available_providers()
@@ -188,6 +189,7 @@ def _create_session(
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    options.enable_cpu_mem_arena = arena
     if external:  # onnxruntime copies what it needs from these buffers while it creates the session
         if not hasattr(options, "add_external_initializers_from_files_in_memory"):
             raise ArtifactError(
@@ -564,7 +566,10 @@ class Model:
             if form not in self._sessions:
                 entry = self._entries[form]
                 source, external = _model_source(self.folder, self.manifest, entry)
-                session = _create_session(source, external, entry.name, self.device, self.threads)
+                # The sampling forms' Loop bodies allocate many small tensors each step: plain malloc
+                # beats the CPU arena there (batch 1: 7-10% faster greedy, 1-7% temperature; docs/sampling-bench.txt).
+                arena = form not in SAMPLING_FORMS
+                session = _create_session(source, external, entry.name, self.device, self.threads, arena=arena)
                 inputs, outputs = self._form_io(form)
                 check_session(session, form, entry.name, inputs, outputs)
                 self._sessions[form] = session
@@ -1298,7 +1303,10 @@ class GeneralModel(Model):
     def _run_sampling(
         self, form: str, named: Named, state: State, sampler: Any, uniforms: np.ndarray, steps: int
     ) -> tuple[np.ndarray, State]:
-        """One run of a fused sampling form: (tokens (steps, batch) int64, the final state)."""
+        """One run of a fused sampling form: (tokens (steps, batch) int64, the final state). A batch of
+        `SAMPLING_PARALLEL_MIN_BATCH` or more on the CPU is split into one part of rows per worker
+        thread, each run by the same session at once (the streams are independent: each part gives
+        the rows' tokens and states bit for bit as the whole batch does)."""
         feedback = self.feedback
         assert feedback is not None
         fused = self._fused.get(form)
@@ -1311,20 +1319,65 @@ class GeneralModel(Model):
                 [s[0] for s in inputs],
                 [s[0] for s in outputs],
             )
-        session, name, input_names, output_names = fused
         held = [named[t.name] for t in self.inputs if t.name != feedback.input]
-        values = [named[feedback.input], *held, *state]
         if form == "rollout_greedy":
-            values.append(np.array([steps], dtype=np.int64))
+            settings = [np.array([steps], dtype=np.int64)]
         else:
             vocabulary = next(t.vocabulary for t in self.inputs if t.name == feedback.input)
-            settings = sampler.feeds(vocabulary)
-            values += [
-                uniforms,
-                np.asarray(settings[TEMPERATURE], np.float32).reshape(1),
-                np.asarray(settings[TOP_K], np.int64).reshape(1),
-                np.asarray(settings[TOP_P], np.float32).reshape(1),
+            feeds = sampler.feeds(vocabulary)
+            settings = [
+                np.asarray(feeds[TEMPERATURE], np.float32).reshape(1),
+                np.asarray(feeds[TOP_K], np.int64).reshape(1),
+                np.asarray(feeds[TOP_P], np.float32).reshape(1),
             ]
+        token = named[feedback.input]
+        batch_size = uniforms.shape[1]
+        parts = min(self.workers, batch_size // max(1, SAMPLING_PARALLEL_MIN_BATCH // 2))
+        if batch_size < SAMPLING_PARALLEL_MIN_BATCH or parts < 2 or self.device != "cpu":
+            return self._run_sampling_part(form, fused, token, held, state, uniforms, settings, steps)
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="rnn-runtime")
+        bounds = np.linspace(0, batch_size, parts + 1).astype(int)
+        axes = [s.batch_axis for s in self.states]
+        futures = []
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            rows = slice(int(start), int(stop))
+            part_state = tuple(np.ascontiguousarray(s[(slice(None),) * axis + (rows,)]) for s, axis in zip(state, axes))
+            futures.append(
+                self._pool.submit(
+                    self._run_sampling_part,
+                    form,
+                    fused,
+                    token[rows],
+                    [h[rows] for h in held],
+                    part_state,
+                    np.ascontiguousarray(uniforms[:, rows]),
+                    settings,
+                    steps,
+                )
+            )
+        results = [future.result() for future in futures]
+        tokens = np.concatenate([r[0] for r in results], axis=1)
+        return tokens, tuple(np.concatenate(p, axis=a) for p, a in zip(zip(*(r[1] for r in results)), axes))
+
+    def _run_sampling_part(
+        self,
+        form: str,
+        fused: tuple,
+        token: np.ndarray,
+        held: list[np.ndarray],
+        state: State,
+        uniforms: np.ndarray,
+        settings: list[np.ndarray],
+        steps: int,
+    ) -> tuple[np.ndarray, State]:
+        session, name, input_names, output_names = fused
+        values = [token, *held, *state]
+        if form == "rollout_greedy":
+            values += settings
+        else:
+            values += [uniforms, *settings]
         tokens, *new_state = self._run_session(session, name, output_names, dict(zip(input_names, values)))
         batch_size = uniforms.shape[1]
         shapes = [s.shape_for(batch_size) for s in self.states]

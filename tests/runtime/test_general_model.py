@@ -16,6 +16,7 @@ import runtime
 from export import export_module
 from runtime import BatchFirstModel, GeneralModel, Sampler
 from runtime.errors import DtypeError, InputValueError, ShapeError, UnsupportedError
+from runtime.fused import SAMPLING_PARALLEL_MIN_BATCH
 from runtime.manifest import BATCH_FIRST, read_manifest, write_manifest
 
 from ..user_modules import CHAR_GRU_SIGNATURE, TWO_INPUTS_SIGNATURE, make_char_gru, make_two_inputs
@@ -394,6 +395,33 @@ def test_the_fused_sampling_forms_give_the_step_loops_tokens(fused_char, batch):
     np.testing.assert_array_equal(np.concatenate(chunks), model.generate(x, 40, sampler=Sampler("greedy"))[0])
     with pytest.raises(InputValueError, match=r"does not run a greedy sampler"):
         model.generate(x, 5, sampler=Sampler("greedy"), form="rollout_sample")
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_large_sampling_batches_split_across_workers_give_the_same_tokens_and_states(fused_char, workers):
+    _, whole = fused_char
+    split = runtime.load(whole.folder, workers=workers)
+    calls = []
+    part = split._run_sampling_part
+    split._run_sampling_part = lambda *args: calls.append(args[2].shape[0]) or part(*args)
+    batch = 2 * SAMPLING_PARALLEL_MIN_BATCH + 3  # parts of unequal sizes
+    x = char_inputs(np.random.default_rng(7), batch)
+    state = (np.random.default_rng(8).standard_normal((2, batch, 7)) * 0.3).astype(np.float32)
+    strategies = [
+        {"strategy": "greedy"},
+        {"strategy": "temperature", "temperature": 0.9},
+        {"strategy": "top_p", "top_p": 0.8},
+    ]
+    for settings in strategies:
+        want, (want_h,) = whole.generate(x, 30, state, sampler=Sampler(**settings, seed=5))
+        calls.clear()
+        got, (h,) = split.generate(x, 30, state, sampler=Sampler(**settings, seed=5))
+        assert sorted(calls) == sorted(np.diff(np.linspace(0, batch, workers + 1).astype(int)).tolist())
+        np.testing.assert_array_equal(got, want)  # bit for bit: the rows are independent
+        np.testing.assert_array_equal(h, want_h)
+    calls.clear()
+    split.generate(char_inputs(np.random.default_rng(9), SAMPLING_PARALLEL_MIN_BATCH - 1), 5, sampler=Sampler("greedy"))
+    assert len(calls) == 1  # below the threshold: one run
 
 
 def test_a_sampling_form_that_breaks_the_contract_is_refused(tmp_path):
