@@ -36,9 +36,14 @@ RNN_MAX_BATCH = 16
 # Measured at T=1000, rollout_loop, 2 workers: 6.7 -> 6.3 us/step at 2048, 13.3 -> 8.7 at 4096;
 # at 1024 and below the split costs more than it gains.
 PARALLEL_MIN_BATCH = 2048
-# The same for the fused sampling forms, whose steps cost more per row (embedding, GRU layers,
-# readout, draw): from this batch size up a sampling call is split across the workers.
-SAMPLING_PARALLEL_MIN_BATCH = 32
+# The same for the fused sampling forms, whose steps cost far more per row (embedding, GRU
+# layers, readout, draw): from this batch size up a sampling call is split across the workers,
+# parts of at least SAMPLING_PARALLEL_MIN_BATCH // 2 rows. Measured (benchmarks/sampling.py's
+# model, 1000 tokens, 2 workers on the 2-core VM, docs/sampling-bench.txt): with a core free,
+# 1.3-1.4x at batch 4, 1.5-1.6x at 8-16, 1.7-1.9x at 32-64; with the other core busy (load 2.5+)
+# 0.8-0.97x. Parts of one row would run onnxruntime's one-row GEMM path, whose states differ from
+# the whole batch's in the last bit; parts of 2 rows or more give the whole batch's bits.
+SAMPLING_PARALLEL_MIN_BATCH = 8
 # Below this many steps the per-run set-up of a fused model costs more than it saves.
 FUSED_MIN_STEPS = 2
 # The gated cells' fused forms (native GRU/LSTM kernels; a Loop for a GRU's closed loop) pay

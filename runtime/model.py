@@ -92,8 +92,9 @@ def load(
     ``device`` is ``"cpu"`` or ``"cuda"``; CUDA without a working CUDA execution provider is a
     DeviceError, never a silent fall back to the CPU. ``threads`` is onnxruntime's intra-op
     thread count (1 is fastest for small recurrent models). ``workers`` (default: the number of
-    CPUs) splits fused calls of batch >= PARALLEL_MIN_BATCH across that many threads; 1 turns
-    that off. NaN and infinity in inputs are refused unless ``allow_nonfinite``.
+    CPUs) splits fused calls of batch >= PARALLEL_MIN_BATCH (sampling forms: >=
+    SAMPLING_PARALLEL_MIN_BATCH) across that many threads; 1 turns that off. NaN and infinity in
+    inputs are refused unless ``allow_nonfinite``.
 
     Bounds: ``max_steps`` per call; ``max_memory_bytes`` of arrays one call may allocate (its
     inputs as converted to float32, outputs and states in and out; a larger call is refused
