@@ -28,10 +28,10 @@ import torch
 import runtime
 from rnn.checkpoint import Checkpoint
 from runtime.errors import DataError, ShapeError
-from runtime.fused import STEP
+from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
 from runtime.manifest import BATCH_FIRST, IDENTITY, SAMPLE, TensorSpec
 
-from .sampling import eager_sample, first_parting, module_step, partings
+from .sampling import eager_sample, module_step, partings
 from .test_data import random_tensor
 from .verify import (
     DRIFT_ALLOWANCE,
@@ -200,19 +200,21 @@ def general_cases(model: runtime.Model, data: dict[str, np.ndarray] | None) -> l
 
 
 def _coverage(spec: TensorSpec, specs, inputs, state, rng: np.random.Generator) -> list[GeneralCase]:
-    """Checks in which every id 0 .. V - 1 of ``spec`` appears: one step at batch V (up to
-    MAX_COVERAGE_STEP_BATCH), and a teacher-forced sequence of COVERAGE_BATCH streams whose ids
-    are a shuffled vocabulary, padded with random ids to fill the last step."""
+    """Checks in which every id 0 .. V - 1 of ``spec`` appears: single steps at batch V (a
+    shuffled vocabulary; above MAX_COVERAGE_STEP_BATCH ids, one step per part of that many),
+    the guarantee, since a step is compared whole; and a teacher-forced sequence of
+    COVERAGE_BATCH streams whose ids are a shuffled vocabulary, padded with random ids to fill
+    the last step (compared as far as float32 itself stays within the tolerance)."""
     vocabulary = int(spec.vocabulary)
     cases = []
-    if vocabulary <= MAX_COVERAGE_STEP_BATCH:
-        step_inputs = inputs(vocabulary)
-        step_inputs[spec.name] = rng.permutation(vocabulary).astype(np.int64)
-        cases.append(
-            GeneralCase(
-                f"every id of {spec.name} (V={vocabulary}), one step", "step", step_inputs, state(vocabulary), STEP_ATOL
-            )
-        )
+    ids = rng.permutation(vocabulary).astype(np.int64)
+    parts = -(-vocabulary // MAX_COVERAGE_STEP_BATCH)
+    for part in range(parts):
+        chunk = ids[part * MAX_COVERAGE_STEP_BATCH : (part + 1) * MAX_COVERAGE_STEP_BATCH]
+        step_inputs = inputs(len(chunk))
+        step_inputs[spec.name] = chunk
+        label = f"every id of {spec.name} (V={vocabulary}), one step" + (f" {part + 1}/{parts}" if parts > 1 else "")
+        cases.append(GeneralCase(label, "step", step_inputs, state(len(chunk)), STEP_ATOL))
     batch = min(COVERAGE_BATCH, vocabulary)
     steps = -(-vocabulary // batch)
     ids = np.concatenate([rng.permutation(vocabulary), rng.integers(0, vocabulary, steps * batch - vocabulary)])
@@ -258,8 +260,12 @@ def check_general(case: GeneralCase, eager: _Torch, exact: _Torch, forms: dict[s
 
 
 def form_answers(name: str, call: str) -> bool:
-    """Whether the verified form ``name`` answers ``call`` (the sampling forms answer only sampled generation)."""
-    return name in ("torchscript", "onnx")
+    """Whether the verified form ``name`` answers ``call``: TorchScript and the step model every
+    call, a fused sequence form predict, a fused rollout generate (the sampling forms answer
+    only sampled generation, `check_sampling`)."""
+    if name in ("torchscript", "onnx"):
+        return True
+    return (call == "predict" and name in SEQUENCE_FORMS) or (call == "generate" and name in ROLLOUT_FORMS)
 
 
 def verify_general(
@@ -279,6 +285,9 @@ def verify_general(
     if torchscript is not None:
         forms["torchscript"] = _Torch(torchscript, manifest)
     forms["onnx"] = _Runtime(model, STEP)
+    for form in model.forms:  # a batch-first folder of the classic signature keeps its fused forms
+        if form in SEQUENCE_FORMS or form in ROLLOUT_FORMS:
+            forms[form] = _Runtime(model, form)
     cases = general_cases(model, data)
     total = len(cases) + 1
     for index, case in enumerate(cases):
@@ -392,23 +401,28 @@ def check_sampling(
             tokens = np.swapaxes(tokens, 0, 1)
         results["onnx" if form == STEP else form] = (np.asarray(tokens), tuple(states))
     for name, (tokens, states) in results.items():
-        parting = first_parting(expected, tokens, gaps)
         shape = list(np.shape(tokens))
-        if parting is None:
-            report.comparisons.append(Comparison(name, case.check, "tokens", shape, 0.0, 0.0, 0.0, True))
-            final_expected = dict(zip(state_outputs, final))
-            report.comparisons.extend(
-                compare(name, case.check, final_expected, dict(zip(state_outputs, states)), ROLLOUT_ATOL)
-            )
-            continue
-        count = len(partings(expected, tokens, gaps))
-        note = f"{parting.describe()}; {count} of {len(case.token0)} streams part"
-        if parting.tie:
-            report.partings[f"{name} / {case.check}"] = note
-            report.comparisons.append(Comparison(name, case.check, "tokens", shape, 0.0, 0.0, 0.0, True))
-        else:
-            problem = f"tokens part from eager PyTorch's at {note}"
+        found = partings(expected, tokens, gaps)  # the first parting of every stream that parts
+        wrong = [p for p in found if not p.tie]
+        if wrong:
+            first = min(wrong, key=lambda p: (p.step, p.stream))
+            streams = f"{len(wrong)} of {len(case.token0)} streams part so"
+            problem = f"tokens part from eager PyTorch's at {first.describe()}; {streams}"
             report.comparisons.append(Comparison(name, case.check, "tokens", shape, None, None, 0.0, False, problem))
+            continue
+        report.comparisons.append(Comparison(name, case.check, "tokens", shape, 0.0, 0.0, 0.0, True))
+        if found:
+            first = min(found, key=lambda p: (p.step, p.stream))
+            report.partings[f"{name} / {case.check}"] = (
+                f"{first.describe()}; {len(found)} of {len(case.token0)} streams part"
+            )
+        # the final states of the streams that never part (a parted stream's state is past the tie)
+        kept = np.setdiff1d(np.arange(len(case.token0)), [p.stream for p in found])
+        if kept.size:
+            axes = [s.batch_axis for s in manifest.state]
+            final_expected = {n: np.take(a, kept, axis=x) for n, a, x in zip(state_outputs, final, axes)}
+            final_actual = {n: np.take(np.asarray(a), kept, axis=x) for n, a, x in zip(state_outputs, states, axes)}
+            report.comparisons.extend(compare(name, case.check, final_expected, final_actual, ROLLOUT_ATOL))
 
 
 def general_user_data(inputs: Any, model: runtime.Model) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

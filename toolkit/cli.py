@@ -522,7 +522,7 @@ def predict(folder, input_path, device, digest, public_key, as_json, ray, out, a
         _bulk(folder, "predict", None, input_path, device, digest, public_key, as_json, ray, out, address, actors)
         return
     model = _load(folder, device, False, digest, public_key)  # a series file never holds NaN (load_series)
-    if not model.classic:
+    if not model.manifest.classic:  # named inputs, tokens or batch-first sequences
         from toolkit.general_cli import predict_csv, read_sequences
 
         if input_path is None:
@@ -668,7 +668,7 @@ def generate(
             "leave out --json for CSV, which streams any number"
         )
     model = _load(folder, device, allow_nonfinite, digest, public_key)
-    if not model.classic:
+    if not model.manifest.classic:  # named inputs, tokens or batch-first sequences
         if x0 is not None:
             raise InputValueError("this model has named inputs: give --start NAME=VALUES instead of --x0")
         _generate_general(model, steps, start_values, warmup, (sample, temperature, top_k, top_p, seed), as_json)

@@ -41,9 +41,9 @@ def test_a_token_model_verifies_with_every_id_of_its_vocabulary(char_folder):
     assert {"step b=1", "step b=3", "step b=64", "sequence b=3 T=100"} <= checks
 
 
-def test_an_export_wrong_for_one_token_id_fails_the_every_id_checks(char_folder, tmp_path):
-    """The last embedding row zeroed in step.onnx (manifest re-hashed, as a faulty exporter would
-    leave it): the checks that feed every id must catch it."""
+def _zeroed_last_embedding_row(char_folder, tmp_path):
+    """The char folder with the last embedding row zeroed in step.onnx (manifest re-hashed, as a
+    faulty exporter would leave it)."""
     folder = tmp_path / "broken"
     folder.mkdir()
     for path in char_folder.iterdir():
@@ -60,7 +60,11 @@ def test_an_export_wrong_for_one_token_id_fails_the_every_id_checks(char_folder,
         if entry["name"] == "step.onnx":
             entry["sha256"], entry["size"] = file_sha256(folder / "step.onnx"), (folder / "step.onnx").stat().st_size
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
-    report = verify_folder(folder, factory=make_char_gru, write=False)
+    return folder
+
+
+def test_an_export_wrong_for_one_token_id_fails_the_every_id_checks(char_folder, tmp_path):
+    report = verify_folder(_zeroed_last_embedding_row(char_folder, tmp_path), factory=make_char_gru, write=False)
     failed = {c.check for c in report.comparisons if not c.passed and c.form == "onnx"}
     assert not report.passed
     assert {"every id of token (V=11), one step", "every id of token (V=11) b=11 T=1"} <= failed
@@ -153,13 +157,62 @@ def test_a_sampling_form_that_draws_other_tokens_fails_naming_where(char_folder,
 
 def test_a_parting_at_a_tie_passes_and_is_reported(char_folder, tmp_path, monkeypatch):
     import export.verify_general as general
-    from export.sampling import first_parting, partings
+    from export.sampling import partings
 
     # every gap counts as a tie here: the tampered form's partings take the tie path
-    monkeypatch.setattr(general, "first_parting", lambda e, a, g: first_parting(e, a, g, ulps=float("inf")))
     monkeypatch.setattr(general, "partings", lambda e, a, g: partings(e, a, g, ulps=float("inf")))
     report = verify_folder(_tampered_sampling_form(char_folder, tmp_path), factory=make_char_gru, write=False)
     assert report.passed, report.table()
     assert any(key.startswith("rollout_sample / temperature 0.8") for key in report.partings)
     assert "a float32 tie" in next(iter(report.partings.values()))
     assert "part from eager PyTorch's where the drawn uniform falls within float32" in report.table()
+
+
+def test_a_tie_in_one_stream_does_not_hide_another_streams_parting(char_folder, tmp_path, monkeypatch):
+    import dataclasses
+
+    import export.verify_general as general
+    from export.sampling import partings
+
+    def first_stream_a_tie(expected, actual, gaps):
+        found = partings(expected, actual, gaps, ulps=-1.0)  # no tie anywhere...
+        return [dataclasses.replace(p, tie=True) if i == 0 else p for i, p in enumerate(found)]  # ...but stream one's
+
+    monkeypatch.setattr(general, "partings", first_stream_a_tie)
+    report = verify_folder(_tampered_sampling_form(char_folder, tmp_path), factory=make_char_gru, write=False)
+    failed = [c for c in report.comparisons if not c.passed]
+    assert failed and {c.form for c in failed} == {"rollout_sample"}
+    assert all("not a tie" in c.problem for c in failed)
+
+
+def test_every_id_is_stepped_in_parts_above_the_batch_limit(char_folder, tmp_path, monkeypatch):
+    """A vocabulary larger than one step's batch is checked in several whole steps (V=11 in parts of 4 here)."""
+    import export.verify_general as general
+
+    monkeypatch.setattr(general, "MAX_COVERAGE_STEP_BATCH", 4)
+    report = verify_folder(char_folder, factory=make_char_gru, trust=True, write=False)
+    parts = {c.check: c.shape for c in report.comparisons if c.form == "onnx" and c.output == "logits"}
+    assert [parts[f"every id of token (V=11), one step {i}/3"] for i in (1, 2, 3)] == [[4, 11], [4, 11], [3, 11]]
+    broken = verify_folder(_zeroed_last_embedding_row(char_folder, tmp_path), factory=make_char_gru, write=False)
+    failed = {c.check for c in broken.comparisons if not c.passed and c.form == "onnx"}
+    assert any(check.startswith("every id of token (V=11), one step ") for check in failed)
+
+
+def test_a_batch_first_classic_folder_verifies_its_fused_forms(tmp_path):
+    """The committed sine folder declared batch-first (format 2): every fused form is checked
+    through the runtime's batch-first API, not only the step model."""
+    import dataclasses
+    import shutil
+
+    from runtime.manifest import read_manifest, write_manifest
+
+    from ..conftest import COMMITTED
+
+    folder = tmp_path / "bf"
+    shutil.copytree(COMMITTED, folder)
+    manifest = read_manifest(folder)
+    write_manifest(folder, dataclasses.replace(manifest, format_version=2, layout="batch_first"))
+    report = verify_folder(folder, trust=True, write=False)
+    assert report.passed, report.table()
+    checked = {c.form for c in report.comparisons}
+    assert {"onnx", "sequence_rnn", "sequence_loop", "rollout_rnn", "rollout_loop"} <= checked

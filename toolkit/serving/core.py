@@ -417,10 +417,10 @@ class Engine:
             model, error = None, ""
             try:
                 model = load(Path(folder))
-                if not model.classic:
+                if not model.manifest.classic:  # format 2: named inputs, tokens or batch-first
                     raise runtime.UnsupportedError(
                         "rnn serve runs folders of the classic signature (x -> y, manifest format 1); this one has "
-                        "named or token inputs (format 2), which the server does not serve yet"
+                        "named or token inputs or batch-first sequences (format 2), which the server does not serve yet"
                     )
                 _warm_up(model)
             except (runtime.ToolkitError, OSError) as failure:
