@@ -16,6 +16,7 @@ from rnn.folders import replacing_folder
 from rnn.randomness import preserved_global_rng
 from runtime.errors import ExportError, InputValueError
 from runtime.fused import SAMPLING_FORMS
+from runtime.inputs import FLOAT32_ROUNDS_TO_INF
 from runtime.manifest import (
     BATCH_AXIS,
     IDENTITY,
@@ -38,6 +39,7 @@ from .onnx_export import resolve_opset
 from .probe import PROBE_SEED, TORCH_DTYPES, probe_tensor
 
 PROBE_BATCH = 3
+MAX_STREAM_VALUES = 1 << 24  # values of one tensor a stream (64 MiB of float32): more is a typo, not a model
 # Names the sampling forms give their own inputs and outputs (runtime.fused): no tensor of a
 # model with sampled feedback may take them.
 RESERVED_NAMES = ("token0", "tokens", "steps", "uniforms", "temperature", "top_k", "top_p")
@@ -64,6 +66,8 @@ def custom_config(
         row = [float(initial)] * size if isinstance(initial, (int, float)) else [float(v) for v in initial]
         if len(row) != size:
             raise InputValueError(f"state {name!r}: initial has {len(row)} values, the size is {size}")
+        if not all(abs(v) < FLOAT32_ROUNDS_TO_INF for v in row):  # NaN fails the comparison too
+            raise InputValueError(f"state {name!r}: initial values must be finite float32 numbers (up to 3.4e38)")
         parsed.append(StateConfig(name, tuple(row)))
     for label, size in (("input_size", input_size), ("output_size", output_size)):
         if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_SIZE:
@@ -88,8 +92,19 @@ def _sizes(spec: dict, what: str) -> tuple[int, ...]:
         shape = spec["shape"]
         if not isinstance(shape, (list, tuple)) or len(shape) >= MAX_RANK:
             raise InputValueError(f"{what}: shape must be a list of fewer than {MAX_RANK} sizes, got {shape!r:.80}")
-        return tuple(_size(d, f"{what}: each shape size") for d in shape)
-    return (_size(spec.get("size"), f"{what}: size"),)
+        sizes = tuple(_size(d, f"{what}: each shape size") for d in shape)
+    else:
+        sizes = (_size(spec.get("size"), f"{what}: size"),)
+    _check_count(sizes, what)
+    return sizes
+
+
+def _check_count(sizes: Sequence[int], what: str) -> None:
+    count = 1
+    for size in sizes:
+        count *= size
+    if count > MAX_STREAM_VALUES:
+        raise InputValueError(f"{what}: {count} values a stream is more than the {MAX_STREAM_VALUES} a tensor may hold")
 
 
 def _as_dict(spec: Any, what: str) -> dict:
@@ -139,6 +154,7 @@ def _state_spec(spec: Any, index: int) -> StateSpec:
         shape = tuple(d if d == BATCH_AXIS else _size(d, f"state {name!r}: each shape size") for d in shape)
     else:
         shape = (BATCH_AXIS, _size(spec.get("size"), f"state {name!r}: size"))
+    _check_count([d for d in shape if d != BATCH_AXIS], f"state {name!r}")
     count = 1
     for d in shape:
         count *= 1 if d == BATCH_AXIS else d
@@ -152,6 +168,8 @@ def _state_spec(spec: Any, index: int) -> StateSpec:
             raise InputValueError(f"state {name!r}: initial must be a number or {count} numbers") from None
     if len(row) != count:
         raise InputValueError(f"state {name!r}: initial has {len(row)} values, the state holds {count} a stream")
+    if not all(abs(v) < FLOAT32_ROUNDS_TO_INF for v in row):  # NaN fails the comparison too
+        raise InputValueError(f"state {name!r}: initial values must be finite float32 numbers (up to 3.4e38)")
     return StateSpec(name, shape, output=f"{name}_out", initial=row)
 
 
@@ -164,6 +182,9 @@ def custom_signature(
 ) -> Signature:
     """A format 2 signature from export_module's ``inputs``, ``outputs`` and ``states``
     (see there); InputValueError naming the first spec that cannot be used."""
+    for label, value in (("inputs", inputs), ("outputs", outputs), ("states", states)):
+        if not isinstance(value, (list, tuple)):
+            raise InputValueError(f"{label} must be a list, got {type(value).__name__}")
     if not inputs or not outputs:
         raise InputValueError("a step module needs at least one input and one output")
     specs_in = tuple(_input_spec(spec, i) for i, spec in enumerate(inputs))
@@ -217,9 +238,9 @@ def check_protocol(module: torch.nn.Module, config: ModelConfig) -> None:
     check_float32(module)
     inputs, outputs, states = step_specs(config)
     generator = torch.Generator().manual_seed(PROBE_SEED)
-    probes = [probe_tensor(spec, PROBE_BATCH, generator) for spec in (*inputs, *states)]
     arguments = ", ".join(t.name for t in (*inputs, *states))
     with failing_as(f"calling the module as forward({arguments}) failed"), torch.no_grad():
+        probes = [probe_tensor(spec, PROBE_BATCH, generator) for spec in (*inputs, *states)]
         result = module(*probes)
     expected = [*outputs, *states]
     returned = ", ".join(t.name for t in expected)

@@ -27,6 +27,7 @@ import torch
 
 import runtime
 from rnn.checkpoint import Checkpoint
+from rnn.data import load_named_arrays
 from runtime.errors import DataError, ShapeError
 from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
 from runtime.manifest import BATCH_FIRST, IDENTITY, SAMPLE, TensorSpec
@@ -53,7 +54,6 @@ SEQUENCES = ((100, 3), (50, 64))  # (steps, batch) of the random teacher-forced 
 ROLLOUT_BATCHES = (3, 64)
 COVERAGE_BATCH = 64  # streams of the every-id check: ceil(V / 64) steps cover a vocabulary of V
 MAX_COVERAGE_STEP_BATCH = 4096  # the every-id single step runs at batch V up to this vocabulary
-MAX_DATA_FILE_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -434,20 +434,8 @@ def general_user_data(inputs: Any, model: runtime.Model) -> tuple[dict[str, np.n
     manifest = model.manifest
     source, file_sha256 = "arrays", None
     if isinstance(inputs, (str, Path)) or hasattr(inputs, "__fspath__"):
-        path = Path(inputs)
-        if path.suffix.lower() != ".npz":
-            raise DataError(f"data file {path} for a model with named inputs must be .npz (an array per input name)")
-        if not path.is_file():
-            raise DataError(f"data file {path} does not exist")
-        if path.stat().st_size > MAX_DATA_FILE_BYTES:
-            raise DataError(f"data file {path} is larger than {MAX_DATA_FILE_BYTES} bytes")
-        file_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                inputs = {name: archive[name] for name in archive.files}
-        except (ValueError, OSError) as error:
-            raise DataError(f"data file {path} cannot be read as .npz: {str(error).splitlines()[0]}") from None
-        source = str(path)
+        source = str(Path(inputs))
+        inputs, file_sha256 = load_named_arrays(inputs)
     if not isinstance(inputs, dict):
         raise ShapeError(
             f"data for a model with inputs {[t.name for t in manifest.inputs]} must be a dict of arrays by input name "

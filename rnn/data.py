@@ -133,6 +133,58 @@ def load_inputs(path: str | os.PathLike) -> InputsFile:
     return InputsFile(values.astype(np.float64), digest)
 
 
+MAX_NPZ_MEMBER_BYTES = 1 << 30  # one array of an .npz, uncompressed
+
+
+def load_named_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
+    """({name: array}, sha256 of the file) of an ``.npz`` (numpy's zip of ``.npy`` arrays), for
+    models whose inputs have names. Arrays of real numbers only; nothing is unpickled; a member
+    whose stated size passes MAX_NPZ_MEMBER_BYTES is refused before it is inflated. DataError
+    (one line, naming the file) for anything else: not a zip, truncated, a CRC mismatch, not .npy
+    members, object arrays."""
+    import io
+    import zipfile
+
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        raise DataError(f"data file {path} must be .npz (one array per input name), got {path.suffix or 'no suffix'!r}")
+    arrays: dict[str, np.ndarray] = {}
+    with open_regular(path) as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        handle.seek(0)
+        try:
+            with zipfile.ZipFile(handle) as archive:
+                for member in archive.infolist():
+                    name = member.filename.removesuffix(".npy")
+                    if not member.filename.endswith(".npy") or not name:
+                        raise DataError(f"{path} holds {member.filename!r}, not an .npy array")
+                    if member.file_size > MAX_NPZ_MEMBER_BYTES:
+                        raise DataError(f"{path}: array {name!r} is larger than {MAX_NPZ_MEMBER_BYTES} bytes")
+                    with archive.open(member) as stream:
+                        raw = stream.read(MAX_NPZ_MEMBER_BYTES + 1)
+                    array = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
+                    if array.dtype.kind not in "fiu":
+                        raise DataError(f"{path}: array {name!r} must hold real numbers, got dtype {array.dtype}")
+                    arrays[name] = array
+        except DataError:
+            raise
+        except (
+            zipfile.BadZipFile,
+            zipfile.LargeZipFile,
+            ValueError,
+            OSError,
+            EOFError,
+            SyntaxError,
+            TypeError,
+        ) as error:
+            raise DataError(
+                f"{path} is not a readable .npz file ({type(error).__name__}: {str(error)[:120]})"
+            ) from None
+    if not arrays:
+        raise DataError(f"{path} holds no arrays")
+    return arrays, digest
+
+
 def _read_npy(path: Path, handle: BinaryIO, max_ndim: int = 0) -> np.ndarray:
     """The array of an .npy file, its header checked (dtype, shape, size on disk) before its data
     is read; pickled object arrays are never unpickled. One column of numbers, or with

@@ -41,6 +41,9 @@ STRATEGIES = ("greedy", "temperature", "top_k", "top_p")
 U_MAX = np.float32(1.0 - 2.0**-24)
 # What feeds() gives the fused form for a filter that is off (top_k = V is fed as the vocabulary).
 TOP_P_OFF = 1.0
+# The smallest temperature: logits / T is computed in float32, and a smaller T can overflow it to
+# infinity (then NaN), which would draw token 0 silently.
+MIN_TEMPERATURE = 1e-6
 
 
 def _is_number(value: Any) -> bool:
@@ -67,8 +70,11 @@ class Sampler:
     ) -> None:
         if not isinstance(strategy, str) or strategy not in STRATEGIES:
             raise InputValueError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
-        if not _is_number(temperature) or not (math.isfinite(temperature) and temperature > 0):
-            raise InputValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        if not _is_number(temperature) or not (math.isfinite(temperature) and MIN_TEMPERATURE <= temperature <= 1e30):
+            raise InputValueError(
+                f"temperature must be a number from {MIN_TEMPERATURE:g} to 1e30 (for the most likely token use "
+                f"strategy 'greedy'), got {temperature!r}"
+            )
         if strategy == "top_k":
             if not isinstance(top_k, Integral) or isinstance(top_k, bool) or top_k < 1:
                 raise InputValueError(f"strategy 'top_k' needs top_k, an int >= 1, got {top_k!r}")

@@ -609,7 +609,12 @@ def predict(folder, input_path, device, digest, public_key, as_json, ray, out, a
     help="A model that samples its next token: how. Default: top_k or top_p when --top-k or --top-p is "
     "given, else temperature.",
 )
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Divides the logits before the draw. Default: 1.",
+)
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Keep the k most likely tokens.")
 @click.option(
     "--top-p",
@@ -617,7 +622,7 @@ def predict(folder, input_path, device, digest, public_key, as_json, ray, out, a
     default=None,
     help="Keep the most likely tokens up to this mass.",
 )
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True, help="The sampler's seed.")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="The sampler's seed. Default: 0.")
 @_bulk_options
 def generate(
     folder,
@@ -673,8 +678,10 @@ def generate(
             raise InputValueError("this model has named inputs: give --start NAME=VALUES instead of --x0")
         _generate_general(model, steps, start_values, warmup, (sample, temperature, top_k, top_p, seed), as_json)
         return
-    if start_values or sample or top_k or top_p:
-        raise InputValueError("--start, --sample, --top-k and --top-p are for models with named or token inputs")
+    if start_values or sample or top_k or top_p or temperature is not None or seed is not None:
+        raise InputValueError(
+            "--start, --sample, --temperature, --top-k, --top-p and --seed are for models with named or token inputs"
+        )
     state = None
     if warmup is not None:
         series = load_series(warmup)

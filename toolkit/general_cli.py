@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,6 @@ import numpy as np
 from runtime.errors import DataError, InputValueError
 from runtime.manifest import BATCH_FIRST, SAMPLE, TensorSpec
 
-MAX_NPZ_BYTES = 1 << 30
 CSV_CHUNK = 10_000  # steps a chunk of the streamed CSV
 
 
@@ -37,6 +35,10 @@ def parse_start(values: tuple[str, ...], inputs: tuple[TensorSpec, ...]) -> dict
                 f"--start {name}= needs {spec.count} value(s) ({spec.describe()}), got {len(numbers)}"
             )
         dtype = np.int64 if spec.is_tokens else np.float64
+        if spec.is_tokens and not all(0 <= n < int(spec.vocabulary) for n in numbers):
+            raise InputValueError(
+                f"--start {name}= must be a token id from 0 to {int(spec.vocabulary) - 1}, got {raw!r:.40}"
+            )
         start[name] = np.asarray(numbers, dtype=dtype).reshape(spec.shape_for(1))
     return start
 
@@ -44,18 +46,9 @@ def parse_start(values: tuple[str, ...], inputs: tuple[TensorSpec, ...]) -> dict
 def read_sequences(path: str | os.PathLike, inputs: tuple[TensorSpec, ...], layout: str) -> dict[str, np.ndarray]:
     """An .npz of one array per input name, each (steps, *sizes) for one stream, or (steps,
     batch, *sizes) ((batch, steps, *sizes) for a batch-first model): as the runtime takes them."""
-    path = Path(path)
-    if path.suffix.lower() != ".npz":
-        raise DataError(f"{path} must be an .npz file holding one array per input ({[t.name for t in inputs]})")
-    if not path.is_file():
-        raise DataError(f"{path} does not exist or is not a file")
-    if path.stat().st_size > MAX_NPZ_BYTES:
-        raise DataError(f"{path} is larger than {MAX_NPZ_BYTES} bytes")
-    try:
-        with np.load(path, allow_pickle=False) as archive:  # never unpickles
-            arrays = {name: archive[name] for name in archive.files}
-    except (ValueError, OSError, EOFError) as error:
-        raise DataError(f"{path} cannot be read as .npz: {str(error).splitlines()[0]:.200}") from None
+    from rnn.data import load_named_arrays
+
+    arrays, _ = load_named_arrays(path)
     names = [t.name for t in inputs]
     if sorted(arrays) != sorted(names):
         raise DataError(f"{path} must hold exactly the arrays {names}, got {sorted(arrays)}")
@@ -64,6 +57,14 @@ def read_sequences(path: str | os.PathLike, inputs: tuple[TensorSpec, ...], layo
         array = arrays[spec.name]
         if array.ndim == len(spec.sizes) + 1:  # one stream: add its batch axis
             array = array[None] if layout == BATCH_FIRST else array[:, None]
+        steps = array.shape[1 if layout == BATCH_FIRST else 0] if array.ndim >= 2 else 0
+        if array.ndim != len(spec.sizes) + 2 or steps == 0:
+            sizes = "".join(f", {d}" for d in spec.sizes)
+            streams = f"(batch, steps{sizes})" if layout == BATCH_FIRST else f"(steps, batch{sizes})"
+            raise DataError(
+                f"{path}: array {spec.name!r} must be (steps{sizes}) for one stream or {streams}, at least one step; "
+                f"got shape {arrays[spec.name].shape}"
+            )
         result[spec.name] = array
     return result
 
@@ -82,11 +83,16 @@ def make_sampler(model: Any, sample: str | None, temperature: float, top_k: int 
 
     feedback = model.feedback
     if feedback is None or feedback.via != SAMPLE:
-        if sample is not None or top_k is not None or top_p is not None:
-            raise InputValueError("--sample, --top-k and --top-p are for models that sample their next token")
+        if any(v is not None for v in (sample, temperature, top_k, top_p, seed)):
+            raise InputValueError(
+                "--sample, --temperature, --top-k, --top-p and --seed are for models that sample their next token"
+            )
         return None
     strategy = sample or ("top_k" if top_k is not None else "top_p" if top_p is not None else "temperature")
-    return runtime.Sampler(strategy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    temperature = 1.0 if temperature is None else temperature
+    return runtime.Sampler(
+        strategy, temperature=temperature, top_k=top_k, top_p=top_p, seed=0 if seed is None else seed
+    )
 
 
 def generate_csv(model: Any, start: dict, steps: int, state: Any, sampler: Any) -> Iterator[str]:

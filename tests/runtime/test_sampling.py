@@ -14,9 +14,10 @@ from runtime.sampling import STRATEGIES, U_MAX, Sampler, draw_tokens
     [
         (("beam",), {}, "strategy must be one of"),
         ((3,), {}, "strategy must be one of"),
-        (("temperature",), {"temperature": 0.0}, "temperature must be a finite number > 0"),
-        (("temperature",), {"temperature": float("nan")}, "temperature must be a finite number > 0"),
-        (("temperature",), {"temperature": True}, "temperature must be a finite number > 0"),
+        (("temperature",), {"temperature": 0.0}, "temperature must be a number from 1e-06 to 1e30"),
+        (("temperature",), {"temperature": float("nan")}, "temperature must be a number from 1e-06 to 1e30"),
+        (("temperature",), {"temperature": True}, "temperature must be a number from 1e-06 to 1e30"),
+        (("temperature",), {"temperature": 1e-45}, "for the most likely token use strategy 'greedy'"),
         (("top_k",), {}, "strategy 'top_k' needs top_k, an int >= 1"),
         (("top_k",), {"top_k": 0}, "strategy 'top_k' needs top_k, an int >= 1"),
         (("top_k",), {"top_k": 2.0}, "strategy 'top_k' needs top_k, an int >= 1"),

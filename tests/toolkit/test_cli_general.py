@@ -89,7 +89,7 @@ def test_predict_over_an_npz_of_named_sequences(folders, tmp_path):
     "args, message",
     [
         (["--start", "value=0.5"], "missing: ['day']"),
-        (["--start", "value=0.5", "--start", "day=9"], "token id 9"),
+        (["--start", "value=0.5", "--start", "day=9"], "token id from 0 to 6"),
         (["--start", "value=a", "--start", "day=1"], "must be numbers"),
         (["--start", "speed=1"], "NAME one of ['value', 'day']"),
         (["--x0", "1"], "give --start NAME=VALUES instead of --x0"),
@@ -117,3 +117,83 @@ def test_bench_refuses_and_plot_skips_the_prediction_picture_of_a_format_2_folde
     result = invoke("plot", folders["two"], "--factory", MAKE_TWO_INPUTS)
     assert result.exit_code == 0, result.output
     assert "no prediction.png" in result.output and not (folders["two"] / "prediction.png").exists()
+
+
+def _npz_files(tmp_path):
+    ok = tmp_path / "ok.npz"
+    np.savez(ok, value=np.zeros((4, 1)), day=np.arange(4))
+    files = {"truncated": ok.read_bytes()[:200], "empty": b""}
+    for name, data in files.items():
+        (tmp_path / f"{name}.npz").write_bytes(data)
+    np.savez(tmp_path / "objects.npz", value=np.array([1, "a", None], dtype=object), day=np.arange(3))
+    np.savez(tmp_path / "no_steps.npz", value=np.zeros((0, 1)), day=np.zeros(0, np.int64))
+    np.savez(tmp_path / "scalar.npz", value=np.zeros(1), day=np.array(3))
+    return {
+        "truncated": "not a readable .npz file",
+        "empty": "not a readable .npz file",
+        "objects": "Object arrays cannot be loaded",
+        "no_steps": "at least one step",
+        "scalar": "at least one step",
+    }
+
+
+@pytest.mark.parametrize("command", ["predict", "generate", "verify"])
+def test_unreadable_npz_files_are_one_line_exit_2(folders, tmp_path, command):
+    for name, message in _npz_files(tmp_path).items():
+        path = tmp_path / f"{name}.npz"
+        args = {
+            "predict": ["predict", folders["two"], "--input", path],
+            "generate": ["generate", folders["two"], "--warmup", path, "--steps", 2],
+            "verify": ["verify", folders["two"], "--factory", MAKE_TWO_INPUTS, "--data", path],
+        }[command]
+        result = invoke(*args)
+        assert result.exit_code == 2, (name, result.output)
+        if command != "verify" or name not in ("no_steps", "scalar"):
+            assert message in result.output, (name, result.output)
+        assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--start", "token=99999999999999999999", "--start", "category=0,0,0"], "token id from 0 to 10"),
+        (["--start", "token=1", "--start", "category=0,0,0", "--temperature", "1e-45"], "use strategy 'greedy'"),
+        (["--start", "token=1", "--start", "category=0,0,0", "--sample", "temperature", "--top-k", "3"], "top_k"),
+    ],
+)
+def test_sampling_mistakes_are_one_line_exit_2(folders, args, message):
+    result = invoke("generate", folders["char"], "--steps", 3, *args)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_sampling_options_on_a_model_that_does_not_sample_are_refused(folders):
+    for option in (["--temperature", "0.5"], ["--seed", "3"]):
+        result = invoke("generate", folders["two"], "--steps", 2, "--start", "value=0", "--start", "day=1", *option)
+        assert result.exit_code == 2 and "for models that sample" in result.output, result.output
+
+
+def test_generate_samples_reproducibly_by_seed(folders):
+    args = ["generate", folders["char"], "--steps", 30, "--start", "token=4", "--start", "category=1,0,0"]
+    first, again, other = (invoke(*args, "--seed", seed).output for seed in (5, 5, 6))
+    assert first == again and first != other and first.splitlines()[0] == "step,token"
+    tokens = [int(line.split(",")[1]) for line in first.splitlines()[1:]]
+    model = runtime.load(folders["char"])
+    x0 = {"token": np.array([4]), "category": np.array([[1.0, 0.0, 0.0]], np.float32)}
+    want, _ = model.generate(x0, 30, sampler=runtime.Sampler("temperature", seed=5))
+    assert tokens == want[:, 0].tolist()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"inputs": 5}, "inputs must be a list"),
+        ({"states": None}, "states must be a list"),
+        ({"inputs": [{"name": "category", "shape": [100000, 100000]}]}, "more than the 16777216"),
+        ({"states": [["h", 7, 1e300]]}, "finite float32"),
+    ],
+)
+def test_export_module_signature_values_that_cannot_work_exit_2(tmp_path, change, message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**CHAR_SIGNATURE, **change}))
+    result = invoke("export-module", MAKE_CHAR_GRU, "--out", tmp_path / "x", "--signature", bad)
+    assert result.exit_code == 2 and message in result.output, result.output
