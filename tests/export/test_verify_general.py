@@ -41,26 +41,35 @@ def test_a_token_model_verifies_with_every_id_of_its_vocabulary(char_folder):
     assert {"step b=1", "step b=3", "step b=64", "sequence b=3 T=100"} <= checks
 
 
-def _zeroed_last_embedding_row(char_folder, tmp_path):
-    """The char folder with the last embedding row zeroed in step.onnx (manifest re-hashed, as a
-    faulty exporter would leave it)."""
-    folder = tmp_path / "broken"
-    folder.mkdir()
-    for path in char_folder.iterdir():
+def _with_changed_weight(source, target, file_name, shape, change):
+    """A copy of the folder ``source`` whose ONNX file ``file_name`` has the initializer of ``shape``
+    changed by ``change`` (in place on its values), the manifest re-hashed as a faulty exporter would
+    leave it: a folder that loads, and computes something else."""
+    target.mkdir()
+    for path in source.iterdir():
         if path.is_file():
-            (folder / path.name).write_bytes(path.read_bytes())
-    model = onnx.load(str(folder / "step.onnx"))
-    (table,) = [t for t in model.graph.initializer if numpy_helper.to_array(t).shape == (11, 5)]
-    values = numpy_helper.to_array(table).copy()
-    values[10] = 0.0
-    table.CopyFrom(numpy_helper.from_array(values, table.name))
-    onnx.save(model, str(folder / "step.onnx"))
-    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+            (target / path.name).write_bytes(path.read_bytes())
+    model = onnx.load(str(target / file_name))
+    (weight,) = [t for t in model.graph.initializer if numpy_helper.to_array(t).shape == shape]
+    values = numpy_helper.to_array(weight).copy()
+    change(values)
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    onnx.save(model, str(target / file_name))
+    manifest = json.loads((target / MANIFEST_NAME).read_text())
     for entry in manifest["files"]:
-        if entry["name"] == "step.onnx":
-            entry["sha256"], entry["size"] = file_sha256(folder / "step.onnx"), (folder / "step.onnx").stat().st_size
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
-    return folder
+        if entry["name"] == file_name:
+            entry["sha256"], entry["size"] = file_sha256(target / file_name), (target / file_name).stat().st_size
+    (target / MANIFEST_NAME).write_text(json.dumps(manifest))
+    return target
+
+
+def _zeroed_last_embedding_row(char_folder, tmp_path):
+    """step.onnx with the last token's embedding row zeroed: wrong for id 10 only."""
+
+    def zero(values):
+        values[10] = 0.0
+
+    return _with_changed_weight(char_folder, tmp_path / "broken", "step.onnx", (11, 5), zero)
 
 
 def test_an_export_wrong_for_one_token_id_fails_the_every_id_checks(char_folder, tmp_path):
@@ -125,25 +134,12 @@ def test_sampled_generation_of_every_form_is_compared_token_for_token(char_folde
 
 
 def _tampered_sampling_form(char_folder, tmp_path):
-    """rollout_sample.onnx with one logit's bias moved (manifest re-hashed): its tokens part from eager's."""
-    folder = tmp_path / "tampered"
-    folder.mkdir()
-    for path in char_folder.iterdir():
-        if path.is_file():
-            (folder / path.name).write_bytes(path.read_bytes())
-    model = onnx.load(str(folder / "rollout_sample.onnx"))
-    (bias,) = [t for t in model.graph.initializer if numpy_helper.to_array(t).shape == (11,)]
-    values = numpy_helper.to_array(bias).copy()
-    values[3] += 2.0
-    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
-    onnx.save(model, str(folder / "rollout_sample.onnx"))
-    manifest = json.loads((folder / MANIFEST_NAME).read_text())
-    for entry in manifest["files"]:
-        if entry["name"] == "rollout_sample.onnx":
-            path = folder / entry["name"]
-            entry["sha256"], entry["size"] = file_sha256(path), path.stat().st_size
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
-    return folder
+    """rollout_sample.onnx with one logit's bias moved: its tokens part from eager's."""
+
+    def shift(values):
+        values[3] += 2.0
+
+    return _with_changed_weight(char_folder, tmp_path / "tampered", "rollout_sample.onnx", (11,), shift)
 
 
 def test_a_sampling_form_that_draws_other_tokens_fails_naming_where(char_folder, tmp_path):
