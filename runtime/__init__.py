@@ -31,7 +31,7 @@ from .errors import (
 from .manifest import CLASSIC_FORMAT_VERSION, FORMAT_VERSION, Manifest, manifest_digest, read_manifest
 from .model import BatchFirstModel, BoundStep, GeneralModel, Model, State, load
 from .sampling import Sampler
-from .streams import GeneralStreamPool, Stream, StreamPool
+from .streams import GeneralStream, GeneralStreamPool, Stream, StreamPool
 
 __all__ = [
     "__version__",
@@ -43,6 +43,7 @@ __all__ = [
     "State",
     "Stream",
     "StreamPool",
+    "GeneralStream",
     "GeneralStreamPool",
     "Sampler",
     "Manifest",

@@ -120,6 +120,11 @@ class Stream:
     use a `StreamPool` to serve many streams from many threads). The state stays inside the
     stream's bound onnxruntime buffers between pushes (`runtime.model.BoundStep`)."""
 
+    def __new__(cls, model: Model, state: Any = None) -> Stream:
+        if cls is Stream and not getattr(model, "classic", True):
+            return super().__new__(GeneralStream)
+        return super().__new__(cls)
+
     def __init__(self, model: Model, state: Any = None) -> None:
         _check_classic(model, "Stream")
         self.model = model
@@ -508,3 +513,36 @@ class GeneralStreamPool(StreamPool):
         if isinstance(ys, dict):  # several outputs: each stream gets a dict of its rows
             return [dict(zip(ys, rows)) for rows in zip(*ys.values())]
         return ys
+
+
+class GeneralStream(Stream):
+    """A `Stream` of a model beyond the classic signature, made by ``Stream(model)``: one stream of
+    a `GeneralStreamPool` of its own. ``push`` takes ``{name: value}`` (a token id an int) and
+    returns an array for one output, else a dict; the state is one array of each spec's
+    non-batch shape."""
+
+    def __init__(self, model: Model, state: Any = None) -> None:
+        self.model = model
+        self._pool = GeneralStreamPool(model, capacity=1)
+        self._id = self._pool.open(state)
+
+    def push(self, x: Any) -> Any:
+        return self._pool.push(self._id, x)
+
+    def reset(self) -> None:
+        self._pool.reset(self._id)
+
+    @property
+    def state(self) -> tuple[np.ndarray, ...]:
+        return self._pool.state(self._id)
+
+    def save(self) -> bytes:
+        return self._pool.save(self._id)
+
+    @classmethod
+    def restore(cls, model: Model, data: bytes) -> Stream:
+        stream = Stream(model)
+        restored = stream._pool.restore(data)
+        stream._pool.close(stream._id)
+        stream._id = restored
+        return stream

@@ -340,10 +340,30 @@ def test_state_and_call_mistakes_are_typed(char, gru):
     _, forecaster = gru
     with pytest.raises(InputValueError, match=r"sampler= is for models whose generate samples"):
         forecaster.generate(np.zeros((1, 3)), 5, sampler=Sampler(seed=0))
-    with pytest.raises(UnsupportedError, match=r"Stream serves models with the classic signature.*StreamPool"):
-        runtime.Stream(model)
     with pytest.raises(UnsupportedError, match=r"classic signature"):
         model.bind(1)
+
+
+def test_a_stream_of_a_token_model_steps_saves_and_restores_as_the_model_does(char):
+    _, model = char
+    stream = runtime.Stream(model)
+    assert isinstance(stream, runtime.GeneralStream) and stream.state[0].shape == (2, 7)
+    rng = np.random.default_rng(8)
+    inputs = [
+        {"token": int(rng.integers(0, 11)), "category": rng.uniform(-1, 1, 3).astype(np.float32)} for _ in range(6)
+    ]
+    state = None
+    for x in inputs[:3]:
+        got = stream.push(x)
+        want, state = model.step({"token": np.array([x["token"]]), "category": x["category"][None]}, state)
+        np.testing.assert_array_equal(got, want[0])
+    copy = runtime.Stream.restore(model, stream.save())
+    for x in inputs[3:]:
+        np.testing.assert_array_equal(copy.push(x), stream.push(x))
+    stream.reset()
+    np.testing.assert_array_equal(stream.state[0], model.initial_state(1)[0][:, 0])
+    with pytest.raises(InputValueError, match="token"):
+        stream.push({"token": 11, "category": np.zeros(3, np.float32)})
 
 
 def test_a_general_model_without_feedback_refuses_generate(tmp_path):
