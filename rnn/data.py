@@ -142,7 +142,6 @@ def load_named_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], s
     whose stated size passes MAX_NPZ_MEMBER_BYTES is refused before it is inflated. DataError
     (one line, naming the file) for anything else: not a zip, truncated, a CRC mismatch, not .npy
     members, object arrays."""
-    import io
     import zipfile
 
     path = Path(path)
@@ -160,12 +159,13 @@ def load_named_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], s
                         raise DataError(f"{path} holds {member.filename!r}, not an .npy array")
                     if member.file_size > MAX_NPZ_MEMBER_BYTES:
                         raise DataError(f"{path}: array {name!r} is larger than {MAX_NPZ_MEMBER_BYTES} bytes")
+                    if name in arrays:
+                        raise DataError(f"{path} holds the array {name!r} twice")
                     with archive.open(member) as stream:
                         raw = stream.read(MAX_NPZ_MEMBER_BYTES + 1)
-                    array = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
-                    if array.dtype.kind not in "fiu":
-                        raise DataError(f"{path}: array {name!r} must hold real numbers, got dtype {array.dtype}")
-                    arrays[name] = array
+                    if len(raw) > MAX_NPZ_MEMBER_BYTES:
+                        raise DataError(f"{path}: array {name!r} is larger than {MAX_NPZ_MEMBER_BYTES} bytes")
+                    arrays[name] = _npy_from_bytes(raw, f"{path}: array {name!r}")
         except DataError:
             raise
         except (
@@ -183,6 +183,36 @@ def load_named_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], s
     if not arrays:
         raise DataError(f"{path} holds no arrays")
     return arrays, digest
+
+
+def _npy_from_bytes(raw: bytes, where: str) -> np.ndarray:
+    """The array of an .npy file's bytes: the header read and checked (real numbers, the size it
+    claims present in the bytes) before anything is allocated; nothing is unpickled."""
+    import io
+
+    fmt = np.lib.format
+    handle = io.BytesIO(raw)
+    try:
+        version = fmt.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran_order, dtype = fmt.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = fmt.read_array_header_2_0(handle)
+        else:
+            raise DataError(f"{where} is .npy format version {version[0]}.{version[1]}; only 1.0 and 2.0 are read")
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError, RecursionError, tokenize.TokenError) as error:
+        raise DataError(f"{where} is not a readable .npy array ({type(error).__name__} in its header)") from None
+    if dtype.hasobject or dtype.kind not in "fiu":
+        raise DataError(f"{where} must hold real numbers, got dtype {dtype.str!r} (Python objects are never unpickled)")
+    count = math.prod(shape)
+    size = count * dtype.itemsize
+    left = len(raw) - handle.tell()
+    if left < size:
+        raise DataError(f"{where} is truncated: its header says {shape} ({size} bytes), it holds {left} bytes")
+    values = np.frombuffer(raw, dtype=dtype, count=count, offset=handle.tell())
+    return values.reshape(shape, order="F" if fortran_order else "C")
 
 
 def _read_npy(path: Path, handle: BinaryIO, max_ndim: int = 0) -> np.ndarray:

@@ -131,7 +131,7 @@ def _npz_files(tmp_path):
     return {
         "truncated": "not a readable .npz file",
         "empty": "not a readable .npz file",
-        "objects": "Object arrays cannot be loaded",
+        "objects": "Python objects are never unpickled",
         "no_steps": "at least one step",
         "scalar": "at least one step",
     }
@@ -197,3 +197,17 @@ def test_export_module_signature_values_that_cannot_work_exit_2(tmp_path, change
     bad.write_text(json.dumps({**CHAR_SIGNATURE, **change}))
     result = invoke("export-module", MAKE_CHAR_GRU, "--out", tmp_path / "x", "--signature", bad)
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_an_npz_whose_header_claims_a_huge_array_is_refused_before_allocating(folders, tmp_path):
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)})
+    path = tmp_path / "huge.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("value.npy", header.getvalue() + bytes(16))
+        archive.writestr("day.npy", header.getvalue() + bytes(16))
+    result = invoke("predict", folders["two"], "--input", path)
+    assert result.exit_code == 2 and "is truncated: its header says (1000000, 1000000)" in result.output
