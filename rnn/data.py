@@ -133,16 +133,19 @@ def load_inputs(path: str | os.PathLike) -> InputsFile:
     return InputsFile(values.astype(np.float64), digest)
 
 
-MAX_NPZ_MEMBER_BYTES = 1 << 30  # one array of an .npz, uncompressed
+MAX_NPZ_MEMBER_BYTES = 1 << 30  # the arrays of an .npz, uncompressed, all together
 
 
 def load_named_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
     """({name: array}, sha256 of the file) of an ``.npz`` (numpy's zip of ``.npy`` arrays), for
-    models whose inputs have names. Arrays of real numbers only; nothing is unpickled; a member
-    whose stated size passes MAX_NPZ_MEMBER_BYTES is refused before it is inflated. DataError
-    (one line, naming the file) for anything else: not a zip, truncated, a CRC mismatch, not .npy
-    members, object arrays."""
+    models whose inputs have names. Arrays of real numbers only; nothing is unpickled; members
+    whose stated sizes pass MAX_NPZ_MEMBER_BYTES together are refused before any is inflated, and
+    no member is inflated past its stated size. DataError (one line, naming the file) for
+    anything else: not a zip, truncated, a CRC mismatch, encrypted or unknown compression, not
+    .npy members, object arrays."""
+    import lzma
     import zipfile
+    import zlib
 
     path = Path(path)
     if path.suffix.lower() != ".npz":
@@ -153,6 +156,9 @@ def load_named_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], s
         handle.seek(0)
         try:
             with zipfile.ZipFile(handle) as archive:
+                total = sum(member.file_size for member in archive.infolist())
+                if total > MAX_NPZ_MEMBER_BYTES:
+                    raise DataError(f"{path} holds {total} bytes of arrays, more than {MAX_NPZ_MEMBER_BYTES}")
                 for member in archive.infolist():
                     name = member.filename.removesuffix(".npy")
                     if not member.filename.endswith(".npy") or not name:
@@ -162,15 +168,19 @@ def load_named_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], s
                     if name in arrays:
                         raise DataError(f"{path} holds the array {name!r} twice")
                     with archive.open(member) as stream:
-                        raw = stream.read(MAX_NPZ_MEMBER_BYTES + 1)
-                    if len(raw) > MAX_NPZ_MEMBER_BYTES:
-                        raise DataError(f"{path}: array {name!r} is larger than {MAX_NPZ_MEMBER_BYTES} bytes")
+                        raw = stream.read(member.file_size + 1)  # never more than the zip says it holds
+                    if len(raw) != member.file_size:
+                        raise DataError(f"{path}: array {name!r} is not the {member.file_size} bytes the zip says")
                     arrays[name] = _npy_from_bytes(raw, f"{path}: array {name!r}")
         except DataError:
             raise
         except (
             zipfile.BadZipFile,
             zipfile.LargeZipFile,
+            zlib.error,
+            lzma.LZMAError,
+            NotImplementedError,  # a compression method or encryption zipfile does not read
+            RuntimeError,  # an encrypted member
             ValueError,
             OSError,
             EOFError,

@@ -120,8 +120,9 @@ class Stream:
     use a `StreamPool` to serve many streams from many threads). The state stays inside the
     stream's bound onnxruntime buffers between pushes (`runtime.model.BoundStep`)."""
 
-    def __new__(cls, model: Model, state: Any = None) -> Stream:
-        if cls is Stream and not getattr(model, "classic", True):
+    def __new__(cls, *args: Any, **kwargs: Any) -> Stream:  # (model, state=None); copy.copy passes nothing
+        model = args[0] if args else kwargs.get("model")
+        if cls is Stream and model is not None and not getattr(model, "classic", True):
             return super().__new__(GeneralStream)
         return super().__new__(cls)
 
@@ -173,8 +174,9 @@ class StreamPool:
     may open and close at any time. Every method is thread-safe.
     """
 
-    def __new__(cls, model: Model, capacity: int = 64) -> StreamPool:
-        if cls is StreamPool and not getattr(model, "classic", True):
+    def __new__(cls, *args: Any, **kwargs: Any) -> StreamPool:  # (model, capacity=64)
+        model = args[0] if args else kwargs.get("model")
+        if cls is StreamPool and model is not None and not getattr(model, "classic", True):
             cls = GeneralStreamPool
         return super().__new__(cls)
 
@@ -522,6 +524,10 @@ class GeneralStream(Stream):
     non-batch shape."""
 
     def __init__(self, model: Model, state: Any = None) -> None:
+        if getattr(model, "classic", True):
+            raise UnsupportedError(
+                "a GeneralStream runs a model beyond the classic signature; use runtime.Stream(model)"
+            )
         self.model = model
         self._pool = GeneralStreamPool(model, capacity=1)
         self._id = self._pool.open(state)
@@ -541,7 +547,7 @@ class GeneralStream(Stream):
 
     @classmethod
     def restore(cls, model: Model, data: bytes) -> Stream:
-        stream = Stream(model)
+        stream = GeneralStream(model)
         restored = stream._pool.restore(data)
         stream._pool.close(stream._id)
         stream._id = restored

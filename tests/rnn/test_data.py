@@ -121,3 +121,13 @@ def test_a_line_longer_than_any_number_is_refused(tmp_path):
     (tmp_path / "long.csv").write_text("1\n2\n" + "1" * (MAX_CSV_LINE_BYTES + 10) + "\n")
     with pytest.raises(DataError, match=f"line 3 is longer than {MAX_CSV_LINE_BYTES} bytes"):
         load_series(tmp_path / "long.csv")
+
+
+def test_an_npz_is_refused_whole_when_its_arrays_pass_the_limit_together(tmp_path, monkeypatch):
+    import rnn.data as data
+
+    path = tmp_path / "two.npz"
+    np.savez(path, a=np.zeros(100), b=np.zeros(100))
+    monkeypatch.setattr(data, "MAX_NPZ_MEMBER_BYTES", 1000)  # each array fits, both do not
+    with pytest.raises(DataError, match="bytes of arrays, more than 1000"):
+        data.load_named_arrays(path)

@@ -612,3 +612,16 @@ def test_exported_sampling_forms_give_the_step_loops_tokens_for_a_seed(exported_
     assert fused.shape == (50, batch)
     np.testing.assert_array_equal(fused, loop)
     np.testing.assert_allclose(h, want_h, atol=SEQUENCE_ATOL, rtol=0)
+
+
+def test_streams_of_classic_models_still_copy_and_a_general_stream_refuses_one():
+    import copy
+
+    from ..conftest import COMMITTED
+
+    classic = runtime.load(COMMITTED)
+    stream = runtime.Stream(classic)
+    stream.push(0.5)
+    assert type(copy.copy(stream)) is runtime.Stream
+    with pytest.raises(UnsupportedError, match="use runtime.Stream"):
+        runtime.GeneralStream(classic)
