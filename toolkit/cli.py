@@ -661,9 +661,11 @@ def generate(
     from toolkit.running import JSON_MAX_STEPS, generate_csv_chunks, start_value
 
     if ray or out is not None or address is not None or input_path is not None:
-        if x0 is not None or warmup is not None or allow_nonfinite:
+        sampling = (start_values, sample, temperature, top_k, top_p, seed)
+        if x0 is not None or warmup is not None or allow_nonfinite or any(v not in (None, ()) for v in sampling):
             raise InputValueError(
-                "--ray starts each series from its own last point: leave out --x0, --warmup, --allow-nonfinite"
+                "--ray starts each series from its own last point: leave out --x0, --warmup, --allow-nonfinite "
+                "(and --start and the sampling options, which --ray does not take)"
             )
         _bulk(folder, "generate", steps, input_path, device, digest, public_key, as_json, ray, out, address, actors)
         return
