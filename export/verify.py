@@ -402,8 +402,7 @@ def _verify_signature(
     data, described = (None, None) if inputs is None else general_user_data(inputs, onnx_model)
     checkpoint = load_checkpoint(folder, factory)
     report = VerifyReport(str(folder), manifest_sha256=onnx_model.manifest_digest, user_data=described)
-    forms = _forms(folder, onnx_model, [], trusted=trust or digest is not None, report=report)
-    torchscript = forms["torchscript"].step.step if "torchscript" in forms else None
+    torchscript = _torchscript(folder, onnx_model, trust or digest is not None, report)
     verify_general(folder, onnx_model, checkpoint, report, torchscript, progress, data)
     if progress is not None:
         progress(1, 1, "done")
@@ -423,16 +422,25 @@ def _forms(
     """TorchScript (trusted folders only), then the ONNX step model (reported as "onnx"), then
     every fused form by name."""
     forms: dict[str, _Form] = {}
+    scripted = _torchscript(folder, model, trusted, report)
+    if scripted is not None:
+        forms["torchscript"] = _TorchForm(scripted, names)
+    for form in model.forms:
+        forms["onnx" if form == STEP else form] = _RuntimeForm(model, names, form)
+    return forms
+
+
+def _torchscript(folder: Path, model: runtime.Model, trusted: bool, report: VerifyReport) -> Callable | None:
+    """The folder's TorchScript module where it has one and the folder is trusted, else None
+    with the reason in ``report.skipped``."""
     entry = model.manifest.file(ROLE_STEP_TORCHSCRIPT)
     if entry is None:
         report.skipped["torchscript"] = "the folder has no TorchScript file"
     elif not trusted:
         report.skipped["torchscript"] = UNTRUSTED_TORCHSCRIPT
     else:  # from the bytes checked against the pinned manifest, not from the path again
-        forms["torchscript"] = _TorchForm(load_torchscript_checked(folder, entry), names)
-    for form in model.forms:
-        forms["onnx" if form == STEP else form] = _RuntimeForm(model, names, form)
-    return forms
+        return load_torchscript_checked(folder, entry)
+    return None
 
 
 def _cases(

@@ -195,13 +195,10 @@ def load_named_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], s
     return arrays, digest
 
 
-def _npy_from_bytes(raw: bytes, where: str) -> np.ndarray:
-    """The array of an .npy file's bytes: the header read and checked (real numbers, the size it
-    claims present in the bytes) before anything is allocated; nothing is unpickled."""
-    import io
-
+def _npy_header(handle: BinaryIO, where: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of the .npy file at ``handle``, read and checked before any
+    data: versions 1.0 and 2.0, real numbers only (Python objects are never unpickled)."""
     fmt = np.lib.format
-    handle = io.BytesIO(raw)
     try:
         version = fmt.read_magic(handle)
         if version == (1, 0):
@@ -210,12 +207,23 @@ def _npy_from_bytes(raw: bytes, where: str) -> np.ndarray:
             shape, fortran_order, dtype = fmt.read_array_header_2_0(handle)
         else:
             raise DataError(f"{where} is .npy format version {version[0]}.{version[1]}; only 1.0 and 2.0 are read")
-    except DataError:
-        raise
     except (ValueError, OSError, EOFError, SyntaxError, TypeError, RecursionError, tokenize.TokenError) as error:
+        # numpy parses the header with ast.literal_eval: a broken one raises any of these
         raise DataError(f"{where} is not a readable .npy array ({type(error).__name__} in its header)") from None
     if dtype.hasobject or dtype.kind not in "fiu":
-        raise DataError(f"{where} must hold real numbers, got dtype {dtype.str!r} (Python objects are never unpickled)")
+        raise DataError(
+            f"{where} must hold real numbers, got dtype {dtype.kind!r} (Python objects are never unpickled)"
+        )
+    return shape, fortran_order, dtype
+
+
+def _npy_from_bytes(raw: bytes, where: str) -> np.ndarray:
+    """The array of an .npy file's bytes, its header checked (`_npy_header`, the size it claims
+    present in the bytes) before anything is allocated."""
+    import io
+
+    handle = io.BytesIO(raw)
+    shape, fortran_order, dtype = _npy_header(handle, where)
     count = math.prod(shape)
     size = count * dtype.itemsize
     left = len(raw) - handle.tell()
@@ -226,23 +234,9 @@ def _npy_from_bytes(raw: bytes, where: str) -> np.ndarray:
 
 
 def _read_npy(path: Path, handle: BinaryIO, max_ndim: int = 0) -> np.ndarray:
-    """The array of an .npy file, its header checked (dtype, shape, size on disk) before its data
-    is read; pickled object arrays are never unpickled. One column of numbers, or with
-    ``max_ndim`` any shape of 1 to ``max_ndim`` axes."""
-    fmt = np.lib.format
-    try:
-        version = fmt.read_magic(handle)
-        if version == (1, 0):
-            shape, fortran_order, dtype = fmt.read_array_header_1_0(handle)
-        elif version == (2, 0):
-            shape, fortran_order, dtype = fmt.read_array_header_2_0(handle)
-        else:
-            raise DataError(f"{path} is .npy format version {version[0]}.{version[1]}; only 1.0 and 2.0 are read")
-    except (ValueError, OSError, EOFError, SyntaxError, TypeError, RecursionError, tokenize.TokenError) as error:
-        # numpy parses the header with ast.literal_eval: a broken one raises any of these
-        raise DataError(f"{path} is not a readable .npy array ({type(error).__name__} in its header)") from None
-    if dtype.hasobject or dtype.kind not in "fiu":
-        raise DataError(f"{path} must hold real numbers, got dtype {dtype.kind!r} (Python objects are never unpickled)")
+    """The array of an .npy file, its header checked (`_npy_header`, shape, size on disk) before
+    its data is read. One column of numbers, or with ``max_ndim`` any shape of 1 to ``max_ndim`` axes."""
+    shape, fortran_order, dtype = _npy_header(handle, str(path))
     if max_ndim:
         if not 1 <= len(shape) <= max_ndim or min(shape) < 0:
             raise DataError(f"{path} must be an array of 1 to {max_ndim} axes, got shape {shape}")

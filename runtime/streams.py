@@ -199,7 +199,7 @@ class StreamPool:
 
     def open(self, state: Any = None) -> int:
         """A new stream (initial state, or ``state`` as returned by `state`); returns its id."""
-        rows = None if state is None else self.model.check_state(tuple(np.reshape(s, (1, -1)) for s in state), 1)
+        rows = None if state is None else self._state_rows(state)
         with self._lock:
             if not self._free:
                 self._grow()
@@ -207,10 +207,16 @@ class StreamPool:
             stream = self._next_id
             self._next_id += 1
             self._slots[stream] = slot
-            initial_rows = self.model.initial_state(1)
-            for array, initial, row in zip(self._states, initial_rows, rows or [None] * len(self._states)):
-                array[slot] = initial[0] if row is None else row[0]
+            for array, row in zip(self._states, rows or self._initial_rows()):
+                array[slot] = row[0]
             return stream
+
+    def _state_rows(self, state: Any) -> Any:
+        """One stream's state as given by a caller, checked: a row (1, ...) per state tensor."""
+        return self.model.check_state(tuple(np.reshape(s, (1, -1)) for s in state), 1)
+
+    def _initial_rows(self) -> Any:
+        return self.model.initial_state(1)
 
     def close(self, stream: int) -> None:
         with self._lock:
@@ -220,7 +226,7 @@ class StreamPool:
     def reset(self, stream: int) -> None:
         with self._lock:
             slot = self._slot(stream)
-            for array, initial in zip(self._states, self.model.initial_state(1)):
+            for array, initial in zip(self._states, self._initial_rows()):
                 array[slot] = initial[0]
 
     def state(self, stream: int) -> tuple[np.ndarray, ...]:
@@ -431,38 +437,23 @@ class GeneralStreamPool(StreamPool):
             np.ascontiguousarray(np.moveaxis(value, 0, spec.batch_axis)) for value, spec in zip(rows, self.model.states)
         )
 
-    def open(self, state: Any = None) -> int:
-        """A new stream (initial state, or ``state`` as returned by `state`: one array of each
-        state's non-batch shape, or its values flat); returns its id."""
-        rows = None
-        if state is not None:
-            if isinstance(state, np.ndarray) or not isinstance(state, (tuple, list)):
-                state = (state,)
-            if len(state) != len(self.model.states):
-                raise ShapeError(f"state must be {len(self.model.states)} array(s), got {len(state)}")
-            shaped = []
-            for value, spec in zip(state, self.model.states):
-                array = np.asarray(value) if isinstance(value, np.ndarray) else value
-                if isinstance(array, np.ndarray) and array.size == spec.count:
-                    array = np.expand_dims(array.reshape(spec.sizes), spec.batch_axis)
-                shaped.append(array)
-            rows = self._rows(self.model.check_state(tuple(shaped), 1))
-        with self._lock:
-            if not self._free:
-                self._grow()
-            slot = self._free.pop()
-            stream = self._next_id
-            self._next_id += 1
-            self._slots[stream] = slot
-            for array, initial in zip(self._states, rows or self._rows(self.model.initial_state(1))):
-                array[slot] = initial[0]
-            return stream
+    def _state_rows(self, state: Any) -> list[np.ndarray]:
+        """``state`` as returned by `state` (one array of each state's non-batch shape, or its
+        values flat), checked, as rows (1, *sizes)."""
+        if isinstance(state, np.ndarray) or not isinstance(state, (tuple, list)):
+            state = (state,)
+        if len(state) != len(self.model.states):
+            raise ShapeError(f"state must be {len(self.model.states)} array(s), got {len(state)}")
+        shaped = []
+        for value, spec in zip(state, self.model.states):
+            array = np.asarray(value) if isinstance(value, np.ndarray) else value
+            if isinstance(array, np.ndarray) and array.size == spec.count:
+                array = np.expand_dims(array.reshape(spec.sizes), spec.batch_axis)
+            shaped.append(array)
+        return self._rows(self.model.check_state(tuple(shaped), 1))
 
-    def reset(self, stream: int) -> None:
-        with self._lock:
-            slot = self._slot(stream)
-            for array, initial in zip(self._states, self._rows(self.model.initial_state(1))):
-                array[slot] = initial[0]
+    def _initial_rows(self) -> list[np.ndarray]:
+        return self._rows(self.model.initial_state(1))
 
     def _one_input(self, x: Any) -> Any:
         """One stream's inputs ({name: value of the spec's non-batch shape}, a token id an int; a
