@@ -10,15 +10,20 @@ int64 token input, one float32 logits output (batch, V)) into the two forms `run
 Each is an ONNX ``Loop`` whose body is the step graph, ``unroll`` copies of it per iteration,
 each followed by the draw `runtime.sampling` pins (argmax, or the inverse-CDF draw at
 ``uniforms[t]``), its token fed to the next copy; a second ``Loop`` of one step per iteration
-runs the remainder (steps % unroll). The step graph is rewritten on the way in: its
-initializers stay in the outer graph (the body reads them from there), its ``Constant`` nodes
+runs the remainder (steps % unroll). The step graph is rewritten on the way in: the unrolled
+body holds its own copies of the constants it reads (onnxruntime pre-packs only a graph's own
+initializers; the remainder loop reads the outer graph's), its ``Constant`` nodes
 and every node computed from constants and the held inputs alone run once before the loop,
 nodes that only feed unused outputs are dropped, a ``Slice`` that takes back exactly one input of a
 ``Concat`` along its axis reads that input, ``Squeeze(Y)`` of a one-step ``GRU``/``LSTM``/``RNN``
 reads its ``Y_h``, and the body's values are renamed per copy. The forms keep the step model's
 opset (and its other domains and local functions) at IR version `export.fused.IR_VERSION`.
 ``rollout_sample`` chooses at run time (an outer ``If``) between a body without the top-k/top-p
-filters (both off: top_k >= V and top_p >= 1) and one with them.
+filters (both off: top_k >= V and top_p >= 1) and one with them. A step with one-step ``GRU``
+nodes (nn.GRU) gets a second choice (an ``If`` on the batch size): from
+`runtime.fused.SAMPLING_CELLS_MIN_BATCH` rows the Loops compute each GRU as two ``Gemm`` and the
+gates' element-wise ops (`_gru_cells`), faster than onnxruntime's GRU kernel there, rounded in
+another order (tokens agree with the step loop's but at float32 ties).
 
 `eager_sample` is the reference: a torch step callable looped in Python with the same draw in
 torch; `first_parting` finds where two token streams part and whether the parting is a CDF tie.
@@ -26,6 +31,7 @@ torch; `first_parting` finds where two token streams part and whether the partin
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -35,12 +41,14 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from runtime.errors import ExportError
+from runtime.fused import SAMPLING_CELLS_MIN_BATCH
 from runtime.sampling import U_MAX
 
 from .fused import IR_VERSION
 from .onnx_export import stamp_model
 
 UNROLL = 10  # steps per Loop iteration (benchmarks/sampling.py: the per-iteration cost amortised)
+LOCAL_CONSTANTS_MAX_BYTES = 64 << 20  # weights copied into the unrolled Loop body (`_local_constants`)
 TIE_ULPS = 4  # a parting whose drawn point lies within this many float32 ulps of a boundary is a tie
 FLOAT, INT64, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
 GREEDY, SAMPLE = "rollout_greedy", "rollout_sample"
@@ -187,6 +195,26 @@ def _bypass_slices_of_concats(nodes: list[onnx.NodeProto], constants, dims_of) -
     return kept
 
 
+def _bypass_squeezes_of_unsqueezes(nodes: list[onnx.NodeProto], constants) -> list[onnx.NodeProto]:
+    """``Squeeze(Unsqueeze(a, axes), axes)`` -> ``a`` (a GRU cell's state, stacked for the state
+    output and taken apart again by the next step's copy)."""
+    producer = {o: n for n in nodes for o in n.output}
+    replace: dict[str, str] = {}
+    for node in nodes:
+        source = producer.get(node.input[0]) if node.op_type == "Squeeze" and len(node.input) == 2 else None
+        if source is None or source.op_type != "Unsqueeze" or len(source.input) != 2:
+            continue
+        axes = _int_constant(node.input[1], constants)
+        if axes is not None and axes == _int_constant(source.input[1], constants):
+            replace[node.output[0]] = source.input[0]
+    if not replace:
+        return nodes
+    kept = [n for n in nodes if not (n.op_type == "Squeeze" and n.output[0] in replace)]
+    for node in kept:
+        node.input[:] = [replace.get(n, n) for n in node.input]
+    return kept
+
+
 def _last_states_for_squeezed_sequences(
     nodes: list[onnx.NodeProto], constants, dims, keep: set[str]
 ) -> list[onnx.NodeProto]:
@@ -213,6 +241,96 @@ def _last_states_for_squeezed_sequences(
     for node in kept:
         node.input[:] = [replace.get(n, n) for n in node.input]
     return kept
+
+
+def _attribute(node: onnx.NodeProto, name: str, default=None):
+    found = next((a for a in node.attribute if a.name == name), None)
+    return default if found is None else helper.get_attribute_value(found)
+
+
+def _cell_weights(node: onnx.NodeProto, constants: dict, dims: dict) -> tuple[np.ndarray, ...] | None:
+    """(W (3H, I), R (3H, H), Wb (3H,), Rb (3H,)) of a ``GRU`` node `_gru_cells` can rewrite: one
+    forward step of torch's GRU (linear_before_reset 1, default activations, no clip, layout 0)
+    from a given initial state, with constant weights; else None."""
+    if node.domain not in ("", "ai.onnx") or node.op_type != "GRU":
+        return None
+    activations = [a.decode() if isinstance(a, bytes) else a for a in _attribute(node, "activations", [])]
+    plain = (
+        _attribute(node, "linear_before_reset", 0) == 1
+        and _attribute(node, "direction", b"forward") in (b"forward", "forward")
+        and activations in ([], ["Sigmoid", "Tanh"])
+        and _attribute(node, "clip") is None
+        and _attribute(node, "layout", 0) == 0
+    )
+    inputs = list(node.input) + [""] * (6 - len(node.input))
+    x, w, r, b, lengths, initial = inputs[:6]
+    if not plain or lengths or not initial or (dims.get(x) or [None])[0] != 1:
+        return None
+    if w not in constants or r not in constants or (b and b not in constants):
+        return None
+    hidden = _attribute(node, "hidden_size")
+    W, R = constants[w], constants[r]
+    if W.ndim != 3 or R.ndim != 3 or W.shape[0] != 1 or W.shape[1] != 3 * hidden or R.shape != (1, 3 * hidden, hidden):
+        return None
+    B = constants[b].reshape(-1) if b else np.zeros(6 * hidden, np.float32)
+    if B.shape != (6 * hidden,) or W.dtype != np.float32:
+        return None
+    return W[0], R[0], B[: 3 * hidden], B[3 * hidden :]
+
+
+def _gru_cells(step: _Step) -> _Step | None:
+    """The step with each one-step ``GRU`` node (`_cell_weights`) computed as two ``Gemm`` and the
+    gates' element-wise ops, or None when it has none. onnxruntime's GRU kernel costs more than
+    that from a few rows up: measured (benchmarks/sampling.py's model, one core of the 2-core
+    EPYC) 1.1x at batch 8, 1.2x at 16-32, 1.3x at 64, even at 4, 0.85x at batch 1; the rollouts
+    run this form from SAMPLING_CELLS_MIN_BATCH rows. Same arithmetic as the kernel (ONNX gate
+    order z, r, h; ``h = n + z * (h_prev - n)``), rounded in another order: tokens agree with the
+    kernel's but at float32 ties."""
+    n = helper.make_node
+    body: list[onnx.NodeProto] = []
+    weights: list[onnx.TensorProto] = []
+    squeezed: dict[str, str] = {}  # a rewritten cell's Y_h -> its (batch, H) state
+    for index, node in enumerate(step.body):
+        found = _cell_weights(node, step.constants, step.dims)
+        if found is None:
+            body.append(node)
+            continue
+        hidden = _attribute(node, "hidden_size")
+        q = f"{_P}cell{index}/"
+        for name, value in zip(("W", "R", "Wb", "Rb"), found):
+            weights.append(numpy_helper.from_array(np.ascontiguousarray(value), f"{q}{name}"))
+        x, h = node.input[0], node.input[5]
+        for source, name in ((x, f"{q}x"), (h, f"{q}h")):
+            if source not in squeezed:  # else: the (batch, H) state of the cell that made it
+                body.append(n("Squeeze", [source, f"{_P}axes0"], [name]))
+        x, h = squeezed.get(x, f"{q}x"), squeezed.get(h, f"{q}h")
+        body += [
+            n("Gemm", [x, f"{q}W", f"{q}Wb"], [f"{q}gi"], transB=1),
+            n("Gemm", [h, f"{q}R", f"{q}Rb"], [f"{q}gh"], transB=1),
+            n("Split", [f"{q}gi", f"{q}split"], [f"{q}gi_zr", f"{q}gi_h"], axis=1),
+            n("Split", [f"{q}gh", f"{q}split"], [f"{q}gh_zr", f"{q}gh_h"], axis=1),
+            n("Add", [f"{q}gi_zr", f"{q}gh_zr"], [f"{q}zr_in"]),
+            n("Sigmoid", [f"{q}zr_in"], [f"{q}zr"]),
+            n("Split", [f"{q}zr", f"{q}halves"], [f"{q}z", f"{q}r"], axis=1),
+            n("Mul", [f"{q}r", f"{q}gh_h"], [f"{q}rh"]),
+            n("Add", [f"{q}gi_h", f"{q}rh"], [f"{q}n_in"]),
+            n("Tanh", [f"{q}n_in"], [f"{q}n"]),
+            n("Sub", [h, f"{q}n"], [f"{q}d"]),
+            n("Mul", [f"{q}z", f"{q}d"], [f"{q}zd"]),
+            n("Add", [f"{q}n", f"{q}zd"], [f"{q}h_new"]),
+        ]
+        weights += [_i64(f"{q}split", 2 * hidden, hidden), _i64(f"{q}halves", hidden, hidden)]
+        y, y_h = (list(node.output) + ["", ""])[:2]
+        if y:
+            body.append(n("Unsqueeze", [f"{q}h_new", f"{_P}axes01"], [y]))
+        if y_h:
+            body.append(n("Unsqueeze", [f"{q}h_new", f"{_P}axes0"], [y_h]))
+            squeezed[y_h] = f"{q}h_new"
+    if not weights:
+        return None
+    weights += [_i64(f"{_P}axes0", 0), _i64(f"{_P}axes01", 0, 1)]
+    constants = {**step.constants, **{t.name: numpy_helper.to_array(t) for t in weights}}
+    return dataclasses.replace(step, body=body, initializers=[*step.initializers, *weights], constants=constants)
 
 
 def _prepare(
@@ -438,7 +556,9 @@ def _loop_body(step: _Step, name: str, steps: int, sample: bool, filtered: bool,
         n("Concat", tokens, [f"{p}tokens"], axis=0) if steps > 1 else n("Identity", tokens, [f"{p}tokens"]),
     ]
     nodes = _bypass_slices_of_concats(nodes, step.constants, lambda name: step.dims.get(origin.get(name, name)))
+    nodes = _bypass_squeezes_of_unsqueezes(nodes, step.constants)
     nodes = _prune(nodes, [f"{p}cond_out", f"{p}token_out", *out_states, f"{p}tokens"])
+    nodes, local = _local_constants(nodes, step.constants, f"{p}w/") if steps > 1 else (nodes, [])
     batch = step.token.type.tensor_type.shape.dim[0]
     batch_dim = batch.dim_param if batch.HasField("dim_param") else None
     inputs = [
@@ -453,7 +573,24 @@ def _loop_body(step: _Step, name: str, steps: int, sample: bool, filtered: bool,
         *(_typed(s, name) for s, name in zip(step.state_outputs, out_states)),
         helper.make_tensor_value_info(f"{p}tokens", INT64, [None if steps > 1 else batch_dim]),
     ]
-    return helper.make_graph(nodes, name, inputs, outputs)
+    return helper.make_graph(nodes, name, inputs, outputs, initializer=local)
+
+
+def _local_constants(
+    nodes: list[onnx.NodeProto], constants: dict[str, np.ndarray], prefix: str
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The constants the nodes read, copied into the body as its own initializers (renamed with
+    ``prefix``), and the nodes reading those copies. onnxruntime pre-packs a kernel's constant
+    weights only when they are initializers of the kernel's own graph, not values of the outer
+    scope: measured (benchmarks/sampling.py's model, 2-core EPYC) 5% faster greedy and 9% faster
+    temperature rollouts at batch 1, 2-7% at batch 32. Only up to LOCAL_CONSTANTS_MAX_BYTES: the
+    copies add to the file (the remainder loop keeps reading the outer ones)."""
+    read = [name for name in sorted(_used_names(nodes)) if name in constants]
+    if sum(constants[name].nbytes for name in read) > LOCAL_CONSTANTS_MAX_BYTES:
+        return nodes, []
+    mapping = {name: f"{prefix}{name}" for name in read}
+    local = [numpy_helper.from_array(constants[name], mapping[name]) for name in read]
+    return [_renamed(node, mapping) for node in nodes], local
 
 
 def _rollout_nodes(step: _Step, prefix: str, unroll: int, sample: bool, filtered: bool, out: list[str]) -> list:
@@ -491,6 +628,21 @@ def _rollout_nodes(step: _Step, prefix: str, unroll: int, sample: bool, filtered
         n("Concat", [f"{p}main_tokens2", f"{p}rest_tokens"], [out[0]], axis=0),
     ]
     return nodes
+
+
+def _branch(
+    prefix: str, outputs: list[str], step: _Step, build: Callable[[str, list[str]], list[onnx.NodeProto]]
+) -> onnx.GraphProto:
+    """An If branch: ``build(prefix, names)``'s nodes computing ``outputs`` (tokens, *state outputs)
+    into names of its own, and the branch's outputs (copies of those)."""
+    names = [f"{_P}{prefix}{o}" for o in outputs]
+    nodes = build(prefix, names)
+    nodes += [helper.make_node("Identity", [name], [f"{_P}{prefix}out/{o}"]) for name, o in zip(names, outputs)]
+    branch_outputs = [
+        helper.make_tensor_value_info(f"{_P}{prefix}out/tokens", INT64, [None, None]),
+        *(_typed(s, f"{_P}{prefix}out/{o}") for s, o in zip(step.state_outputs, outputs[1:])),
+    ]
+    return helper.make_graph(nodes, prefix.strip("/").replace("/", "_"), [], branch_outputs)
 
 
 def _rollout(step: _Step, form: str, unroll: int, opset: int, metadata: dict[str, str]) -> onnx.ModelProto:
@@ -535,8 +687,30 @@ def _rollout(step: _Step, form: str, unroll: int, opset: int, metadata: dict[str
         n("Concat", [f"{_P}minus_one", f"{_P}batch"], [f"{_P}tokens_shape"], axis=0),
     ]
     outputs = ["tokens", *step.state_output_names]
+    cells = _gru_cells(step)
+    if cells is not None:
+        nodes += [
+            n("GreaterOrEqual", [f"{_P}batch", f"{_P}cells_min"], [f"{_P}cells_on1"]),
+            n("Squeeze", [f"{_P}cells_on1", f"{_P}zero1"], [f"{_P}cells_on"]),
+        ]
+        constants.append(_i64(f"{_P}cells_min", SAMPLING_CELLS_MIN_BATCH))
+
+    def loops(label: str, names: list[str], filtered: bool) -> list[onnx.NodeProto]:
+        """The Loops into ``names``: with GRU cells from SAMPLING_CELLS_MIN_BATCH rows (an If) when
+        the step has GRU nodes to rewrite, else with the step's own nodes."""
+        if cells is None:
+            return _rollout_nodes(step, label, unroll, sample, filtered, names)
+        branches = {}
+        for on, kind, variant in ((True, "cells", cells), (False, "kernels", step)):
+
+            def build(prefix: str, out: list[str], variant: _Step = variant) -> list[onnx.NodeProto]:
+                return _rollout_nodes(variant, prefix, unroll, sample, filtered, out)
+
+            branches[on] = _branch(f"{label}{kind}/", outputs, step, build)
+        return [n("If", [f"{_P}cells_on"], names, then_branch=branches[True], else_branch=branches[False])]
+
     if not sample:
-        nodes += _rollout_nodes(step, "", unroll, False, False, outputs)
+        nodes += loops("", outputs, False)
     else:
         nodes += [
             n("Concat", [f"{_P}minus_one", f"{_P}unroll", f"{_P}batch"], [f"{_P}block_shape"], axis=0),
@@ -551,17 +725,10 @@ def _rollout(step: _Step, form: str, unroll: int, opset: int, metadata: dict[str
             n("Or", [f"{_P}k_on", f"{_P}p_on"], [f"{_P}filter1"]),
             n("Squeeze", [f"{_P}filter1", f"{_P}zero1"], [f"{_P}filter"]),
         ]
-        branches = {}
-        for filtered in (True, False):
-            label = "filtered" if filtered else "plain"
-            names = [f"{_P}{label}/{o}" for o in outputs]
-            branch_nodes = _rollout_nodes(step, f"{label}/", unroll, True, filtered, names)
-            branch_nodes += [n("Identity", [name], [f"{_P}{label}/out/{o}"]) for name, o in zip(names, outputs)]
-            branch_outputs = [
-                helper.make_tensor_value_info(f"{_P}{label}/out/tokens", INT64, [None, None]),
-                *(_typed(s, f"{_P}{label}/out/{o}") for s, o in zip(step.state_outputs, outputs[1:])),
-            ]
-            branches[filtered] = helper.make_graph(branch_nodes, label, [], branch_outputs)
+        branches = {
+            filtered: _branch(f"{label}/", outputs, step, lambda prefix, out, on=filtered: loops(prefix, out, on))
+            for filtered, label in ((True, "filtered"), (False, "plain"))
+        }
         nodes.append(n("If", [f"{_P}filter"], outputs, then_branch=branches[True], else_branch=branches[False]))
     batch = step.token.type.tensor_type.shape.dim[0]
     batch_dim = batch.dim_param if batch.HasField("dim_param") else "batch"
@@ -581,7 +748,7 @@ def _rollout(step: _Step, form: str, unroll: int, opset: int, metadata: dict[str
     ]
     nodes = _prune(nodes, [o.name for o in graph_outputs])  # hoisted nodes the rewrites left unused
     used = _used_names(nodes) | {o.name for o in graph_outputs}
-    initializers = [t for t in (*step.initializers, *constants) if t.name in used]
+    initializers = [t for t in (*(cells or step).initializers, *constants) if t.name in used]
     graph = helper.make_graph(nodes, form, inputs, graph_outputs, initializers)
     # As export.fused's models (IR_VERSION pinned, metadata stamped), with the step model's other
     # opset domains and local functions carried over.

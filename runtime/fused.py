@@ -44,6 +44,11 @@ PARALLEL_MIN_BATCH = 2048
 # 0.8-0.97x. Parts of one row would run onnxruntime's one-row GEMM path, whose states differ from
 # the whole batch's in the last bit; parts of 2 rows or more give the whole batch's bits.
 SAMPLING_PARALLEL_MIN_BATCH = 8
+# From this batch size the sampling rollouts compute a GRU layer as two Gemm and the gates'
+# element-wise ops instead of onnxruntime's GRU kernel (export.sampling._gru_cells: 1.1-1.3x from
+# 8 rows, even at 4, slower at 1). A part of a split call has at least this many rows, so each
+# part runs the same arithmetic as the whole batch and gives its bits.
+SAMPLING_CELLS_MIN_BATCH = SAMPLING_PARALLEL_MIN_BATCH // 2
 # Below this many steps the per-run set-up of a fused model costs more than it saves.
 FUSED_MIN_STEPS = 2
 # The gated cells' fused forms (native GRU/LSTM kernels; a Loop for a GRU's closed loop) pay

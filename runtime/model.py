@@ -21,6 +21,7 @@ from .fused import (
     FUSED_MIN_STEPS,
     PARALLEL_MIN_BATCH,
     ROLLOUT_FORMS,
+    SAMPLING_CELLS_MIN_BATCH,
     SAMPLING_FORMS,
     SAMPLING_PARALLEL_MIN_BATCH,
     SEQUENCE_FORMS,
@@ -1018,8 +1019,11 @@ class GeneralModel(Model):
     array for a model with one output, else a dict. States are a tuple in manifest order.
     ``predict`` and the step-loop ``generate`` run the step model once per step from Python; a
     sampled ``generate`` of 2 steps or more runs the folder's fused sampling form when it has one
-    (``rollout_greedy`` for a greedy sampler, ``rollout_sample`` otherwise), giving the same tokens
-    as the step loop for the same sampler seed (the uniforms are drawn up front and fed to both).
+    (``rollout_greedy`` for a greedy sampler, ``rollout_sample`` otherwise), giving the step loop's
+    tokens for the same sampler seed (the uniforms are drawn up front and fed to both); from
+    `SAMPLING_CELLS_MIN_BATCH` rows it computes nn.GRU layers as Gemm cells, rounded in another
+    order than the step model's GRU kernel, so tokens may part there at a float32 tie (as from eager
+    PyTorch's; `rnn verify` checks both).
     """
 
     classic = False
@@ -1311,8 +1315,9 @@ class GeneralModel(Model):
     ) -> tuple[np.ndarray, State]:
         """One run of a fused sampling form: (tokens (steps, batch) int64, the final state). A batch of
         `SAMPLING_PARALLEL_MIN_BATCH` or more on the CPU is split into one part of rows per worker
-        thread, each run by the same session at once (the streams are independent: each part gives
-        the rows' tokens and states bit for bit as the whole batch does)."""
+        thread, each run by the same session at once (the streams are independent; each part has at
+        least `SAMPLING_CELLS_MIN_BATCH` rows, so it runs the whole batch's arithmetic and gives its
+        rows' tokens and states bit for bit)."""
         feedback = self.feedback
         assert feedback is not None
         fused = self._fused.get(form)
@@ -1338,7 +1343,7 @@ class GeneralModel(Model):
             ]
         token = named[feedback.input]
         batch_size = uniforms.shape[1]
-        parts = min(self.workers, batch_size // max(1, SAMPLING_PARALLEL_MIN_BATCH // 2))
+        parts = min(self.workers, batch_size // SAMPLING_CELLS_MIN_BATCH)  # parts of >= that many rows
         if batch_size < SAMPLING_PARALLEL_MIN_BATCH or parts < 2 or self.device != "cpu":
             return self._run_sampling_part(form, fused, token, held, state, uniforms, settings, steps)
         with self._lock:

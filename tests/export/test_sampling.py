@@ -195,11 +195,43 @@ def test_the_forms_io_ir_version_metadata_and_hoisted_constants(tiny):
         assert model.ir_version == IR_VERSION
         props = {p.key: p.value for p in model.metadata_props}
         assert props["form"] == form and props["model"] == "tiny"
-    loop = next(n for n in greedy.graph.node if n.op_type == "Loop")
-    body = next(a.g for a in loop.attribute if a.name == "body")
-    assert not [n for n in body.node if n.op_type == "Constant"]  # run once, outside the loop
-    assert sum(n.op_type == "GRU" for n in body.node) == 2 * 4  # two layers, four steps per iteration
-    assert sum(n.op_type == "Slice" for n in body.node) == 2  # only the first step slices the carried state
+    # An If runs the Loops with onnxruntime's GRU kernel below SAMPLING_CELLS_MIN_BATCH rows, and
+    # with the GRU computed as Gemm cells from there.
+    choice = next(n for n in greedy.graph.node if n.op_type == "If")
+    assert choice.input[0] == "sampling/cells_on"
+    bodies = loop_bodies(greedy.graph)
+    assert set(bodies) == {"kernels/main", "kernels/rest", "cells/main", "cells/rest"}
+    kernels, cells = bodies["kernels/main"], bodies["cells/main"]
+    for body in (kernels, cells):
+        assert not [n for n in body.node if n.op_type == "Constant"]  # run once, outside the loop
+        assert sum(n.op_type == "Slice" for n in body.node) == 2  # only the first step slices the carried state
+        assert not outer_reads(body)  # its weights are its own initializers (onnxruntime pre-packs those)
+    assert sum(n.op_type == "GRU" for n in kernels.node) == 2 * 4  # two layers, four steps per iteration
+    assert not [n for n in cells.node if n.op_type == "GRU"]
+    assert sum(n.op_type == "Gemm" for n in cells.node) == (2 * 2 + 1) * 4  # 2 a layer and the readout, 4 steps
+    assert sum(n.op_type == "Squeeze" for n in cells.node) == 2  # the first step's state; none between cells
+    assert sum(n.op_type == "Loop" for n in sample.graph.node) == 0  # sample: If(filters) around If(cells)
+    assert set(loop_bodies(sample.graph)) == {
+        f"{f}/{k}/{part}" for f in ("filtered", "plain") for k in ("kernels", "cells") for part in ("main", "rest")
+    }
+
+
+def loop_bodies(graph: onnx.GraphProto) -> dict[str, onnx.GraphProto]:
+    """Every Loop body under ``graph`` (through If branches), by name."""
+    found = {}
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                if node.op_type == "Loop":
+                    found[sub.name] = sub
+                found.update(loop_bodies(sub))
+    return found
+
+
+def outer_reads(graph: onnx.GraphProto) -> set[str]:
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    defined |= {o for n in graph.node for o in n.output}
+    return {i for n in graph.node for i in n.input if i and i not in defined}
 
 
 def draw_model(vocabulary: int) -> onnx.ModelProto:

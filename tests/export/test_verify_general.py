@@ -50,10 +50,14 @@ def _with_changed_weight(source, target, file_name, shape, change):
         if path.is_file():
             (target / path.name).write_bytes(path.read_bytes())
     model = onnx.load(str(target / file_name))
-    (weight,) = [t for t in model.graph.initializer if numpy_helper.to_array(t).shape == shape]
-    values = numpy_helper.to_array(weight).copy()
-    change(values)
-    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    weights = [t for t in _initializers(model.graph) if numpy_helper.to_array(t).shape == shape]
+    assert weights and all(
+        numpy_helper.to_array(w).tobytes() == numpy_helper.to_array(weights[0]).tobytes() for w in weights
+    )
+    for weight in weights:  # the graph's, and the copies its Loop bodies hold (export.sampling)
+        values = numpy_helper.to_array(weight).copy()
+        change(values)
+        weight.CopyFrom(numpy_helper.from_array(values, weight.name))
     onnx.save(model, str(target / file_name))
     manifest = json.loads((target / MANIFEST_NAME).read_text())
     for entry in manifest["files"]:
@@ -61,6 +65,15 @@ def _with_changed_weight(source, target, file_name, shape, change):
             entry["sha256"], entry["size"] = file_sha256(target / file_name), (target / file_name).stat().st_size
     (target / MANIFEST_NAME).write_text(json.dumps(manifest))
     return target
+
+
+def _initializers(graph: onnx.GraphProto) -> list[onnx.TensorProto]:
+    found = list(graph.initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs:
+                found += _initializers(sub)
+    return found
 
 
 def _zeroed_last_embedding_row(char_folder, tmp_path):
