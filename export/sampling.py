@@ -269,6 +269,8 @@ def _cell_weights(node: onnx.NodeProto, constants: dict, dims: dict) -> tuple[np
     if w not in constants or r not in constants or (b and b not in constants):
         return None
     hidden = _attribute(node, "hidden_size")
+    if not isinstance(hidden, int) or hidden < 1:
+        return None
     W, R = constants[w], constants[r]
     if W.ndim != 3 or R.ndim != 3 or W.shape[0] != 1 or W.shape[1] != 3 * hidden or R.shape != (1, 3 * hidden, hidden):
         return None

@@ -216,6 +216,38 @@ def test_the_forms_io_ir_version_metadata_and_hoisted_constants(tiny):
     }
 
 
+def test_gru_nodes_the_cells_do_not_cover_keep_onnxruntimes_kernel(tiny):
+    # linear_before_reset 0 (not torch's GRU): no Gemm-cell variant, no If on the batch size, and
+    # the rollouts still give the step loop's tokens at a batch where cells would have run.
+    _, step, _ = tiny
+    changed = onnx.ModelProto()
+    changed.CopyFrom(step)
+    grus = [n for n in changed.graph.node if n.op_type == "GRU"]
+    assert len(grus) == 2
+    for node in grus:
+        next(a for a in node.attribute if a.name == "linear_before_reset").i = 0
+    forms = sampling_rollouts(
+        changed,
+        token_input="token",
+        logits_output="logits",
+        state_inputs=["h"],
+        state_outputs=["h_out"],
+        opset=OPSET,
+        metadata={},
+        unroll=4,
+    )
+    assert set(loop_bodies(forms["rollout_greedy"].graph)) == {"main", "rest"}
+    assert "sampling/cells_on" not in {o for n in forms["rollout_greedy"].graph.node for o in n.output}
+    rng = np.random.default_rng(12)
+    token0, h = rng.integers(0, 13, 6), (rng.standard_normal((2, 6, 6)) * 0.5).astype(np.float32)
+    for sampler in STRATEGIES[:2]:
+        uniforms = sampler.uniforms(11, 6)
+        tokens, h_out = fused(forms, sampler, token0, {}, h, uniforms, 13)
+        want, want_h = step_loop(session(changed), sampler, token0, {}, h, uniforms)
+        np.testing.assert_array_equal(tokens, want)
+        np.testing.assert_allclose(h_out, want_h, atol=STATE_ATOL)
+
+
 def loop_bodies(graph: onnx.GraphProto) -> dict[str, onnx.GraphProto]:
     """Every Loop body under ``graph`` (through If branches), by name."""
     found = {}

@@ -16,7 +16,7 @@ import runtime
 from export import export_module
 from runtime import BatchFirstModel, GeneralModel, Sampler
 from runtime.errors import DtypeError, InputValueError, ShapeError, UnsupportedError
-from runtime.fused import SAMPLING_PARALLEL_MIN_BATCH
+from runtime.fused import SAMPLING_CELLS_MIN_BATCH, SAMPLING_PARALLEL_MIN_BATCH
 from runtime.manifest import BATCH_FIRST, read_manifest, write_manifest
 
 from ..user_modules import CHAR_GRU_SIGNATURE, TWO_INPUTS_SIGNATURE, make_char_gru, make_two_inputs
@@ -419,7 +419,7 @@ def test_the_fused_sampling_forms_give_the_step_loops_tokens(fused_char, batch):
 
 @pytest.mark.parametrize("workers", [2, 3])
 def test_large_sampling_batches_split_across_workers_give_the_same_tokens_and_states(fused_char, workers):
-    _, whole = fused_char
+    whole = runtime.load(fused_char[1].folder, workers=1)  # never split
     split = runtime.load(whole.folder, workers=workers)
     calls = []
     part = split._run_sampling_part
@@ -442,6 +442,24 @@ def test_large_sampling_batches_split_across_workers_give_the_same_tokens_and_st
     calls.clear()
     split.generate(char_inputs(np.random.default_rng(9), SAMPLING_PARALLEL_MIN_BATCH - 1), 5, sampler=Sampler("greedy"))
     assert len(calls) == 1  # below the threshold: one run
+
+
+def test_a_split_at_the_smallest_parts_runs_the_whole_batchs_arithmetic(fused_char):
+    # Batch 8 on 2 workers: parts of SAMPLING_CELLS_MIN_BATCH rows, the smallest the split makes,
+    # so each part runs the Gemm-cell rollout the whole batch runs and gives its bits.
+    whole = runtime.load(fused_char[1].folder, workers=1)  # never split
+    split = runtime.load(whole.folder, workers=2)
+    calls = []
+    part = split._run_sampling_part
+    split._run_sampling_part = lambda *args: calls.append(args[2].shape[0]) or part(*args)
+    batch = 2 * SAMPLING_CELLS_MIN_BATCH
+    x = char_inputs(np.random.default_rng(17), batch)
+    for settings in ({"strategy": "greedy"}, {"strategy": "temperature", "temperature": 0.9}):
+        want, (want_h,) = whole.generate(x, 25, sampler=Sampler(**settings, seed=6))
+        got, (h,) = split.generate(x, 25, sampler=Sampler(**settings, seed=6))
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(h, want_h)
+    assert calls == [SAMPLING_CELLS_MIN_BATCH] * 4
 
 
 def test_a_sampling_form_that_breaks_the_contract_is_refused(tmp_path):
