@@ -48,7 +48,9 @@ from .fused import IR_VERSION
 from .onnx_export import stamp_model
 
 UNROLL = 10  # steps per Loop iteration (benchmarks/sampling.py: the per-iteration cost amortised)
-LOCAL_CONSTANTS_MAX_BYTES = 64 << 20  # weights copied into the unrolled Loop body (`_local_constants`)
+# Weights copied into a form's unrolled Loop bodies (`_local_constants`), all bodies together: above
+# this the bodies read the outer graph's (a few % slower, see there; the file stays small).
+LOCAL_CONSTANTS_MAX_BYTES = 32 << 20
 TIE_ULPS = 4  # a parting whose drawn point lies within this many float32 ulps of a boundary is a tie
 FLOAT, INT64, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
 GREEDY, SAMPLE = "rollout_greedy", "rollout_sample"
@@ -85,6 +87,7 @@ class _Step:
     imports: list[onnx.OperatorSetIdProto]  # the step model's opset imports
     functions: list[onnx.FunctionProto]  # and its local functions
     dims: dict[str, list[int | None]]  # the static shapes of the step's values
+    local: bool = True  # the unrolled Loop body holds its own copies of the constants (_local_constants)
 
 
 def _subgraph_refs(graph: onnx.GraphProto) -> set[str]:
@@ -160,13 +163,32 @@ def _int_constant(name: str, constants: dict[str, np.ndarray]) -> list[int] | No
     return [int(v) for v in value.reshape(-1)]
 
 
-def _bypass_slices_of_concats(nodes: list[onnx.NodeProto], constants, dims_of) -> list[onnx.NodeProto]:
+def _replaced(nodes: list[onnx.NodeProto], dropped: str, replace: dict[str, str]) -> list[onnx.NodeProto]:
+    """``nodes`` without the ``dropped`` nodes whose output ``replace`` maps, every input read
+    through ``replace`` to the end of its chain (a bypass can lead to another bypassed value)."""
+    if not replace:
+        return nodes
+
+    def resolve(name: str) -> str:
+        while name in replace:
+            name = replace[name]
+        return name
+
+    kept = [n for n in nodes if not (n.op_type == dropped and n.output[0] in replace)]
+    for node in kept:
+        node.input[:] = [resolve(n) for n in node.input]
+    return kept
+
+
+def _bypass_slices_of_concats(nodes: list[onnx.NodeProto], constants, dims_of, keep: set[str]) -> list[onnx.NodeProto]:
     """``Slice(Concat(a, b, ...), start, end, axis)`` taking exactly one of the inputs ``a`` -> ``a``
     (nn.GRU's per-layer state: the step concatenates the layers, the next step slices them apart)."""
     producer = {o: n for n in nodes for o in n.output}
     replace: dict[str, str] = {}
     for node in nodes:
         if node.op_type != "Slice" or len(node.input) < 4 or (len(node.input) > 4 and node.input[4]):
+            continue
+        if node.output[0] in keep or node.domain not in ("", "ai.onnx"):
             continue
         concat = producer.get(node.input[0])
         if concat is None or concat.op_type != "Concat":
@@ -187,32 +209,26 @@ def _bypass_slices_of_concats(nodes: list[onnx.NodeProto], constants, dims_of) -
                 replace[node.output[0]] = name
                 break
             offset += size
-    if not replace:
-        return nodes
-    kept = [n for n in nodes if not (n.op_type == "Slice" and n.output[0] in replace)]
-    for node in kept:
-        node.input[:] = [replace.get(n, n) for n in node.input]
-    return kept
+    return _replaced(nodes, "Slice", replace)
 
 
-def _bypass_squeezes_of_unsqueezes(nodes: list[onnx.NodeProto], constants) -> list[onnx.NodeProto]:
+def _bypass_squeezes_of_unsqueezes(nodes: list[onnx.NodeProto], constants, keep: set[str]) -> list[onnx.NodeProto]:
     """``Squeeze(Unsqueeze(a, axes), axes)`` -> ``a`` (a GRU cell's state, stacked for the state
-    output and taken apart again by the next step's copy)."""
+    output and taken apart again by the next step's copy), except where the Squeeze's output is
+    one of ``keep`` (the body's outputs)."""
     producer = {o: n for n in nodes for o in n.output}
     replace: dict[str, str] = {}
+    standard = ("", "ai.onnx")
     for node in nodes:
-        source = producer.get(node.input[0]) if node.op_type == "Squeeze" and len(node.input) == 2 else None
-        if source is None or source.op_type != "Unsqueeze" or len(source.input) != 2:
+        if node.op_type != "Squeeze" or node.domain not in standard or len(node.input) != 2 or node.output[0] in keep:
+            continue
+        source = producer.get(node.input[0])
+        if source is None or source.op_type != "Unsqueeze" or source.domain not in standard or len(source.input) != 2:
             continue
         axes = _int_constant(node.input[1], constants)
         if axes is not None and axes == _int_constant(source.input[1], constants):
             replace[node.output[0]] = source.input[0]
-    if not replace:
-        return nodes
-    kept = [n for n in nodes if not (n.op_type == "Squeeze" and n.output[0] in replace)]
-    for node in kept:
-        node.input[:] = [replace.get(n, n) for n in node.input]
-    return kept
+    return _replaced(nodes, "Squeeze", replace)
 
 
 def _last_states_for_squeezed_sequences(
@@ -557,10 +573,12 @@ def _loop_body(step: _Step, name: str, steps: int, sample: bool, filtered: bool,
         n("Identity", [token], [f"{p}token_out"]),
         n("Concat", tokens, [f"{p}tokens"], axis=0) if steps > 1 else n("Identity", tokens, [f"{p}tokens"]),
     ]
-    nodes = _bypass_slices_of_concats(nodes, step.constants, lambda name: step.dims.get(origin.get(name, name)))
-    nodes = _bypass_squeezes_of_unsqueezes(nodes, step.constants)
-    nodes = _prune(nodes, [f"{p}cond_out", f"{p}token_out", *out_states, f"{p}tokens"])
-    nodes, local = _local_constants(nodes, step.constants, f"{p}w/") if steps > 1 else (nodes, [])
+    body_outputs = {f"{p}cond_out", f"{p}token_out", *out_states, f"{p}tokens"}
+    dims_of = lambda name: step.dims.get(origin.get(name, name))  # noqa: E731
+    nodes = _bypass_slices_of_concats(nodes, step.constants, dims_of, body_outputs)
+    nodes = _bypass_squeezes_of_unsqueezes(nodes, step.constants, body_outputs)
+    nodes = _prune(nodes, body_outputs)
+    nodes, local = _local_constants(nodes, step.constants, f"{p}w/") if steps > 1 and step.local else (nodes, [])
     batch = step.token.type.tensor_type.shape.dim[0]
     batch_dim = batch.dim_param if batch.HasField("dim_param") else None
     inputs = [
@@ -585,14 +603,18 @@ def _local_constants(
     ``prefix``), and the nodes reading those copies. onnxruntime pre-packs a kernel's constant
     weights only when they are initializers of the kernel's own graph, not values of the outer
     scope: measured (benchmarks/sampling.py's model, 2-core EPYC) 5% faster greedy and 9% faster
-    temperature rollouts at batch 1, 2-7% at batch 32. Only up to LOCAL_CONSTANTS_MAX_BYTES: the
-    copies add to the file (the remainder loop keeps reading the outer ones)."""
+    temperature rollouts at batch 1, 2-7% at batch 32. The copies add to the file (the remainder
+    loop keeps reading the outer ones): `_rollout` makes them only while all of a form's copies
+    stay under LOCAL_CONSTANTS_MAX_BYTES."""
     read = [name for name in sorted(_used_names(nodes)) if name in constants]
-    if sum(constants[name].nbytes for name in read) > LOCAL_CONSTANTS_MAX_BYTES:
-        return nodes, []
     mapping = {name: f"{prefix}{name}" for name in read}
     local = [numpy_helper.from_array(constants[name], mapping[name]) for name in read]
     return [_renamed(node, mapping) for node in nodes], local
+
+
+def _constant_bytes(step: _Step) -> int:
+    """The bytes of the constants the step's body reads (what `_local_constants` would copy)."""
+    return sum(step.constants[name].nbytes for name in _used_names(step.body) if name in step.constants)
 
 
 def _rollout_nodes(step: _Step, prefix: str, unroll: int, sample: bool, filtered: bool, out: list[str]) -> list:
@@ -696,6 +718,11 @@ def _rollout(step: _Step, form: str, unroll: int, opset: int, metadata: dict[str
             n("Squeeze", [f"{_P}cells_on1", f"{_P}zero1"], [f"{_P}cells_on"]),
         ]
         constants.append(_i64(f"{_P}cells_min", SAMPLING_CELLS_MIN_BATCH))
+    variants = [step] if cells is None else [step, cells]
+    copies = (2 if sample else 1) * sum(_constant_bytes(v) for v in variants)  # one unrolled body each
+    if copies > LOCAL_CONSTANTS_MAX_BYTES:
+        step = dataclasses.replace(step, local=False)
+        cells = None if cells is None else dataclasses.replace(cells, local=False)
 
     def loops(label: str, names: list[str], filtered: bool) -> list[onnx.NodeProto]:
         """The Loops into ``names``: with GRU cells from SAMPLING_CELLS_MIN_BATCH rows (an If) when

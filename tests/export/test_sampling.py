@@ -248,6 +248,103 @@ def test_gru_nodes_the_cells_do_not_cover_keep_onnxruntimes_kernel(tiny):
         np.testing.assert_allclose(h_out, want_h, atol=STATE_ATOL)
 
 
+class SqueezedGRU(nn.Module):
+    """nn.GRU with a (batch, H) state, unsqueezed in and squeezed out (a common way to write it):
+    the unrolled body chains Unsqueeze -> Squeeze across copies, and its state output is a Squeeze."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.gru, self.out = nn.Embedding(11, 5), nn.GRU(5, 7), nn.Linear(7, 11)
+
+    def forward(self, token: torch.Tensor, h: torch.Tensor):
+        ys, h_next = self.gru(self.embed(token).unsqueeze(0), h.unsqueeze(0))
+        return self.out(ys[0]) * 3.0, h_next.squeeze(0)
+
+
+@pytest.mark.parametrize("local_bytes", [None, 0])  # 0: no copies of the weights in the Loop bodies
+def test_a_state_squeezed_in_and_out_builds_and_gives_the_step_loops_tokens(monkeypatch, local_bytes):
+    from export import sampling
+
+    if local_bytes is not None:
+        monkeypatch.setattr(sampling, "LOCAL_CONSTANTS_MAX_BYTES", local_bytes)
+    torch.manual_seed(3)
+    module = SqueezedGRU().eval()
+    axes = {"token": {0: "batch"}, "h": {0: "batch"}, "logits": {0: "batch"}, "h_out": {0: "batch"}}
+    examples = (torch.zeros(3, dtype=torch.int64), torch.zeros(3, 7))
+    step = export(module, examples, ["token", "h"], ["logits", "h_out"], axes)
+    forms = sampling_rollouts(
+        step,
+        token_input="token",
+        logits_output="logits",
+        state_inputs=["h"],
+        state_outputs=["h_out"],
+        opset=OPSET,
+        metadata={},
+        unroll=4,
+    )  # onnx.checker ran on both
+    bodies = loop_bodies(forms["rollout_greedy"].graph)
+    assert bool(outer_reads(bodies["cells/main"])) == (local_bytes == 0)
+    rng = np.random.default_rng(5)
+    for batch in (1, 8):  # the kernel path and the cells path
+        token0, h = rng.integers(0, 11, batch), (rng.standard_normal((batch, 7)) * 0.5).astype(np.float32)
+        for sampler in STRATEGIES[:2]:
+            uniforms = sampler.uniforms(13, batch)
+            tokens, h_out = fused(forms, sampler, token0, {}, h, uniforms, 11)
+            want, want_h = step_loop(session(step), sampler, token0, {}, h, uniforms)
+            np.testing.assert_array_equal(tokens, want)
+            np.testing.assert_allclose(h_out, want_h, atol=STATE_ATOL)
+
+
+def test_a_state_output_that_is_a_squeeze_of_an_unsqueeze_stays_an_output():
+    # No GRU: h_out = Squeeze(Unsqueeze(tanh(E[token] + h))); the body's state output must keep
+    # its producer (the Squeeze), not be bypassed away.
+    rng = np.random.default_rng(0)
+    initializers = [
+        onnx.numpy_helper.from_array(rng.standard_normal((5, 4)).astype(np.float32), "E"),
+        onnx.numpy_helper.from_array(rng.standard_normal((4, 5)).astype(np.float32), "O"),
+        onnx.numpy_helper.from_array(np.array([0], np.int64), "ax"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["E", "token"], ["e"]),
+        helper.make_node("Add", ["e", "h"], ["s"]),
+        helper.make_node("Tanh", ["s"], ["a"]),
+        helper.make_node("Unsqueeze", ["a", "ax"], ["a3"]),
+        helper.make_node("Squeeze", ["a3", "ax"], ["h_out"]),
+        helper.make_node("MatMul", ["a", "O"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "step",
+        [
+            helper.make_tensor_value_info("token", TensorProto.INT64, ["batch"]),
+            helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", 4]),
+        ],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 5]),
+            helper.make_tensor_value_info("h_out", TensorProto.FLOAT, ["batch", 4]),
+        ],
+        initializers,
+    )
+    step = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    forms = sampling_rollouts(
+        step,
+        token_input="token",
+        logits_output="logits",
+        state_inputs=["h"],
+        state_outputs=["h_out"],
+        opset=OPSET,
+        metadata={},
+        unroll=3,
+    )
+    token0, h = np.array([1, 4]), np.zeros((2, 4), np.float32)
+    sampler = Sampler("greedy")
+    uniforms = sampler.uniforms(7, 2)
+    tokens, h_out = fused(forms, sampler, token0, {}, h, uniforms, 5)
+    want, want_h = step_loop(session(step), sampler, token0, {}, h, uniforms)
+    np.testing.assert_array_equal(tokens, want)
+    np.testing.assert_allclose(h_out, want_h, atol=STATE_ATOL)
+
+
 def loop_bodies(graph: onnx.GraphProto) -> dict[str, onnx.GraphProto]:
     """Every Loop body under ``graph`` (through If branches), by name."""
     found = {}
