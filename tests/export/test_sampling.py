@@ -46,6 +46,31 @@ def session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
+def rollouts(step: onnx.ModelProto, unroll: int | None = None, metadata: dict | None = None) -> dict:
+    """The sampling forms of a step graph with inputs (token, [...], h) and outputs (logits, h_out)."""
+    extra = {} if unroll is None else {"unroll": unroll}
+    return sampling_rollouts(
+        step,
+        token_input="token",
+        logits_output="logits",
+        state_inputs=["h"],
+        state_outputs=["h_out"],
+        opset=OPSET,
+        metadata=metadata or {},
+        **extra,
+    )
+
+
+def assert_the_step_loops_tokens(forms, step, token0, h, steps: int, vocabulary: int) -> None:
+    """The fused forms give the step loop's tokens (greedy and temperature) and, near enough, its state."""
+    for sampler in STRATEGIES[:2]:
+        uniforms = sampler.uniforms(steps, len(token0))
+        tokens, h_out = fused(forms, sampler, token0, {}, h, uniforms, vocabulary)
+        want, want_h = step_loop(session(step), sampler, token0, {}, h, uniforms)
+        np.testing.assert_array_equal(tokens, want)
+        np.testing.assert_allclose(h_out, want_h, atol=STATE_ATOL)
+
+
 def export(module, examples, input_names, output_names, axes) -> onnx.ModelProto:
     buffer = io.BytesIO()
     torch.onnx.export(
@@ -83,16 +108,7 @@ def tiny():
     step = export(
         module, (torch.zeros(3, dtype=torch.int64), torch.zeros(2, 3, 6)), ["token", "h"], ["logits", "h_out"], axes
     )
-    forms = sampling_rollouts(
-        step,
-        token_input="token",
-        logits_output="logits",
-        state_inputs=["h"],
-        state_outputs=["h_out"],
-        opset=OPSET,
-        metadata={"model": "tiny"},
-        unroll=4,
-    )
+    forms = rollouts(step, unroll=4, metadata={"model": "tiny"})
     return module, step, forms
 
 
@@ -104,15 +120,7 @@ def char():
     axes = {name: {1 if name.startswith("h") else 0: "batch"} for name in names}
     examples = (torch.zeros(3, dtype=torch.int64), torch.zeros(3, 3), torch.zeros(2, 3, 7))
     step = export(module, examples, names[:3], names[3:], axes)
-    forms = sampling_rollouts(
-        step,
-        token_input="token",
-        logits_output="logits",
-        state_inputs=["h"],
-        state_outputs=["h_out"],
-        opset=OPSET,
-        metadata={},
-    )
+    forms = rollouts(step)
     return module, step, forms
 
 
@@ -226,26 +234,12 @@ def test_gru_nodes_the_cells_do_not_cover_keep_onnxruntimes_kernel(tiny):
     assert len(grus) == 2
     for node in grus:
         next(a for a in node.attribute if a.name == "linear_before_reset").i = 0
-    forms = sampling_rollouts(
-        changed,
-        token_input="token",
-        logits_output="logits",
-        state_inputs=["h"],
-        state_outputs=["h_out"],
-        opset=OPSET,
-        metadata={},
-        unroll=4,
-    )
+    forms = rollouts(changed, unroll=4)
     assert set(loop_bodies(forms["rollout_greedy"].graph)) == {"main", "rest"}
     assert "sampling/cells_on" not in {o for n in forms["rollout_greedy"].graph.node for o in n.output}
     rng = np.random.default_rng(12)
     token0, h = rng.integers(0, 13, 6), (rng.standard_normal((2, 6, 6)) * 0.5).astype(np.float32)
-    for sampler in STRATEGIES[:2]:
-        uniforms = sampler.uniforms(11, 6)
-        tokens, h_out = fused(forms, sampler, token0, {}, h, uniforms, 13)
-        want, want_h = step_loop(session(changed), sampler, token0, {}, h, uniforms)
-        np.testing.assert_array_equal(tokens, want)
-        np.testing.assert_allclose(h_out, want_h, atol=STATE_ATOL)
+    assert_the_step_loops_tokens(forms, changed, token0, h, 11, 13)
 
 
 class SqueezedGRU(nn.Module):
@@ -272,27 +266,13 @@ def test_a_state_squeezed_in_and_out_builds_and_gives_the_step_loops_tokens(monk
     axes = {"token": {0: "batch"}, "h": {0: "batch"}, "logits": {0: "batch"}, "h_out": {0: "batch"}}
     examples = (torch.zeros(3, dtype=torch.int64), torch.zeros(3, 7))
     step = export(module, examples, ["token", "h"], ["logits", "h_out"], axes)
-    forms = sampling_rollouts(
-        step,
-        token_input="token",
-        logits_output="logits",
-        state_inputs=["h"],
-        state_outputs=["h_out"],
-        opset=OPSET,
-        metadata={},
-        unroll=4,
-    )  # onnx.checker ran on both
+    forms = rollouts(step, unroll=4)  # onnx.checker ran on both
     bodies = loop_bodies(forms["rollout_greedy"].graph)
     assert bool(outer_reads(bodies["cells/main"])) == (local_bytes == 0)
     rng = np.random.default_rng(5)
     for batch in (1, 8):  # the kernel path and the cells path
         token0, h = rng.integers(0, 11, batch), (rng.standard_normal((batch, 7)) * 0.5).astype(np.float32)
-        for sampler in STRATEGIES[:2]:
-            uniforms = sampler.uniforms(13, batch)
-            tokens, h_out = fused(forms, sampler, token0, {}, h, uniforms, 11)
-            want, want_h = step_loop(session(step), sampler, token0, {}, h, uniforms)
-            np.testing.assert_array_equal(tokens, want)
-            np.testing.assert_allclose(h_out, want_h, atol=STATE_ATOL)
+        assert_the_step_loops_tokens(forms, step, token0, h, 13, 11)
 
 
 def test_a_state_output_that_is_a_squeeze_of_an_unsqueeze_stays_an_output():
@@ -326,23 +306,8 @@ def test_a_state_output_that_is_a_squeeze_of_an_unsqueeze_stays_an_output():
         initializers,
     )
     step = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    forms = sampling_rollouts(
-        step,
-        token_input="token",
-        logits_output="logits",
-        state_inputs=["h"],
-        state_outputs=["h_out"],
-        opset=OPSET,
-        metadata={},
-        unroll=3,
-    )
-    token0, h = np.array([1, 4]), np.zeros((2, 4), np.float32)
-    sampler = Sampler("greedy")
-    uniforms = sampler.uniforms(7, 2)
-    tokens, h_out = fused(forms, sampler, token0, {}, h, uniforms, 5)
-    want, want_h = step_loop(session(step), sampler, token0, {}, h, uniforms)
-    np.testing.assert_array_equal(tokens, want)
-    np.testing.assert_allclose(h_out, want_h, atol=STATE_ATOL)
+    forms = rollouts(step, unroll=3)
+    assert_the_step_loops_tokens(forms, step, np.array([1, 4]), np.zeros((2, 4), np.float32), 7, 5)
 
 
 def loop_bodies(graph: onnx.GraphProto) -> dict[str, onnx.GraphProto]:
