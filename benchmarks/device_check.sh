@@ -44,7 +44,8 @@ except Exception as e:
 
 # 2. The CUDA tests (they skip without a CUDA provider; here they must run).
 timeout 300 python3 -m pytest -q -p no:cacheprovider -rs -s tests/runtime/test_cuda.py \
-  tests/runtime/test_model.py tests/runtime/test_model_fused_forms.py -k "(cuda or gpu or torchscript) and not cells" 2>&1 | tee "$OUT/pytest.txt"
+  tests/runtime/test_model.py::test_cuda_runs_on_the_gpu_and_agrees_with_the_cpu \
+  tests/runtime/test_model_fused_forms.py::test_cuda_step_loop_and_fused_forms_agree_with_the_cpu 2>&1 | tee "$OUT/pytest.txt"
 
 # 3. Placement, agreement and speed.
 timeout 240 python3 benchmarks/gpu.py --char .gpu/bench --out "$OUT/gpu-bench.txt" 2>&1 | tail -90
