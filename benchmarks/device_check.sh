@@ -2,10 +2,10 @@
 # The CUDA checks, run on a lent GPU machine (the device tool) from the repository root:
 #   bash benchmarks/device_check.sh
 # That machine has torch with CUDA but a CPU-only onnxruntime and no network, so onnxruntime-gpu
-# travels in two pieces made here (NOTES.md, "CUDA: what ran"): .gpub/ortrest.tar.xz (the wheel's
-# onnxruntime package without its CUDA provider library) and .gpua/cuda_sm90.so.xz (that library
-# with the machine code of GPUs other than sm_90 zeroed, so that it compresses under the 64 MiB a
-# call may carry). .gpu/bench is `python benchmarks/gpu.py --build .gpu/bench`.
+# travels in two pieces made here by benchmarks/pack_ort_gpu.py (its docstring has the calls):
+# .gpua/cuda_sm90.so.xz (the CUDA provider library, machine code of GPUs other than sm_90 zeroed so
+# that it compresses under the 64 MiB a call may carry; a first call copies it to /tmp there) and
+# .gpub/ortrest.tar.xz (the rest of the package). .gpu/bench is `python benchmarks/gpu.py --build .gpu/bench`.
 # Writes pytest.txt, gpu-bench.txt and torch-free.txt under $OUT.
 set -u
 OUT=${OUT:-/tmp/device-out}

@@ -1,6 +1,7 @@
 """The CUDA paths beyond the classic model's (tests/runtime/test_model*.py has those): format 2
-folders (token inputs, nn.GRU's (layers, batch, hidden) state, the fused sampling forms), streams
-and TorchScript on a CUDA device, each against the same thing on the CPU.
+folders (token inputs, nn.GRU's (layers, batch, hidden) state, the fused sampling forms), streams,
+a batched StreamPool step, GRU/LSTM cell folders and TorchScript on a CUDA device, each against
+the same thing on the CPU (benchmarks/device_check.sh runs them on a lent GPU machine).
 
 They skip with a reason where onnxruntime has no CUDA provider (the CPU-only onnxruntime that CI
 installs) or torch has no CUDA device. A GPU's float32 arithmetic rounds differently from the
