@@ -36,12 +36,10 @@ import onnx
 import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
+from sampling import LAYERS, STEPS, TEMPERATURE, CharGRU, H, V, make_model  # benchmarks/sampling.py's model
 
 from runtime.model import _create_session  # the runtime's own session factory
 
-V, E, H, LAYERS = 100, 32, 100, 2
-STEPS = 1000
-TEMPERATURE = 0.8
 OPSET = 17
 UNROLL = 10
 FLOAT, INT64 = TensorProto.FLOAT, TensorProto.INT64
@@ -50,25 +48,6 @@ FLOAT, INT64 = TensorProto.FLOAT, TensorProto.INT64
 # ---------------------------------------------------------------------------------------------
 # The model and eager sampling
 # ---------------------------------------------------------------------------------------------
-
-
-class CharGRU(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embedding = torch.nn.Embedding(V, E)
-        self.gru = torch.nn.GRU(E, H, LAYERS)
-        self.linear = torch.nn.Linear(H, V)
-
-
-def make_model(seed: int = 0, logit_scale: float = 4.0) -> CharGRU:
-    """Fixed weights; the readout is scaled up so the distributions are peaked like a trained model's
-    (torch's default init gives logits of ~0.1, i.e. nearly uniform draws)."""
-    torch.manual_seed(seed)
-    model = CharGRU().eval()
-    with torch.no_grad():
-        model.linear.weight.mul_(logit_scale)
-        model.linear.bias.mul_(logit_scale)
-    return model
 
 
 @torch.no_grad()
