@@ -4,13 +4,14 @@
 >>> model = runtime.load("artifacts/sine-elman")
 >>> ys, state = model.generate(0.9, steps=100)   # (100, 1, 1), closed loop
 
-A format 2 folder (named or token inputs, several outputs, states of any rank, batch-first
-sequences, sampled generation) loads as a `GeneralModel` (``model.classic`` is False): inputs
-are a dict ``{name: array}``, and a model that samples its next token takes
-``sampler=runtime.Sampler("temperature", temperature=0.8, seed=0)``.
+Every folder loads as one `Model`, whatever its signature (named or token inputs, several
+outputs, states of any rank, batch-first sequences, sampled generation): inputs are a dict
+``{name: array}`` (a bare array for a model of one input), and a model that samples its next
+token takes ``sampler=runtime.Sampler("temperature", temperature=0.8, seed=0)``.
 """
 
 from ._version import __version__
+from .bound import BoundStep, State
 from .errors import (
     ArtifactError,
     DataError,
@@ -28,23 +29,21 @@ from .errors import (
     VerificationFailed,
     VersionError,
 )
+from .loading import LoadOptions, load
 from .manifest import CLASSIC_FORMAT_VERSION, FORMAT_VERSION, Manifest, manifest_digest, read_manifest
-from .model import BatchFirstModel, BoundStep, GeneralModel, Model, State, load
+from .model import Model
 from .sampling import Sampler
-from .streams import GeneralStream, GeneralStreamPool, Stream, StreamPool
+from .streams import Stream, StreamPool
 
 __all__ = [
     "__version__",
     "load",
+    "LoadOptions",
     "Model",
-    "GeneralModel",
-    "BatchFirstModel",
     "BoundStep",
     "State",
     "Stream",
     "StreamPool",
-    "GeneralStream",
-    "GeneralStreamPool",
     "Sampler",
     "Manifest",
     "read_manifest",

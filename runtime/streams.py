@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DtypeError, InputValueError, ShapeError, UnsupportedError
-from .inputs import MAX_INT64, as_float32, check_count, check_memory, check_scalar
-from .model import BoundStep, Model
+from .bound import BoundStep
+from .errors import DtypeError, InputValueError, ShapeError
+from .inputs import MAX_INT64, check_count, check_memory, check_scalar
+from .model import Model
 
 _MAGIC = b"RNNSTATE"
 _VERSION = 1
@@ -84,15 +85,6 @@ def state_from_bytes(model: Model, data: bytes) -> tuple[np.ndarray, ...]:
     return tuple(rows)
 
 
-def _check_classic(model: Model, what: str) -> None:
-    """Refuses a model beyond the classic signature: a Stream runs it through a `BoundStep`."""
-    if not model.classic:
-        raise UnsupportedError(
-            f"a {what} serves models with the classic signature (one float32 input, (batch, size) states); "
-            f"this model has inputs {list(model.input_names)}: use a StreamPool (one stream a row) or Model.step"
-        )
-
-
 def _stream_id(stream: Any) -> int:
     """A stream id as given by a caller: an int (or numpy integer), never a bool, float, string or
     array; an InputValueError otherwise (raised in the caller's thread, before anything is queued)."""
@@ -103,39 +95,80 @@ def _stream_id(stream: Any) -> int:
     return int(stream)
 
 
-def _one_input(model: Model, x: Any) -> np.ndarray | float:
-    """One stream's input, checked: a float for a float scalar of a one-input model, else a
-    (1, input_size) float32 array (from a scalar or an (input_size,) array)."""
-    if model.input_size == 1 and isinstance(x, (float, np.floating)):  # the fast path: no array
-        return check_scalar(x, "x", allow_nonfinite=model.allow_nonfinite)
-    expected = "a scalar" if model.input_size == 1 else f"({model.input_size},)"
-    array = as_float32(x, "x", expected, allow_nonfinite=model.allow_nonfinite)
-    if array.size != model.input_size or array.ndim > 1:
-        raise ShapeError(f"input 'x' of one stream must be {expected} float32, got shape {array.shape}")
-    return array.reshape(1, model.input_size)
+def one_stream_input(model: Model, x: Any) -> tuple:
+    """One stream's inputs, checked, in manifest order as a batch of 1: ``{name: value}`` (each of
+    its spec's non-batch shape; a token id an int), a bare value for a model of one input. A Python
+    or numpy float for an input of one value a stream stays a float (the fast path: no array)."""
+    signature = model.signature
+    if signature.one_value_input and isinstance(x, (float, np.floating)):
+        return (check_scalar(x, signature.input_names[0], allow_nonfinite=model.allow_nonfinite),)
+    batched = {}
+    for name, value in signature.named(x, "x").items():
+        if isinstance(value, np.ndarray):
+            batched[name] = value[np.newaxis]
+            continue
+        try:
+            batched[name] = np.asarray([value])
+        except (ValueError, TypeError):
+            raise DtypeError(
+                f"input {name!r} of one stream must be numbers, got a ragged {type(value).__name__}"
+            ) from None
+    return signature.check_step(batched, "x")[0]
+
+
+def state_rows(model: Model, state: Any) -> list[np.ndarray]:
+    """One stream's state as a caller gives it (per tensor: its spec's non-batch shape, its values
+    flat, or the model's layout at batch 1), checked, as rows (1, *sizes)."""
+    if isinstance(state, np.ndarray) or not isinstance(state, (tuple, list)):
+        state = (state,)
+    if len(state) != len(model.states):
+        raise ShapeError(f"state must be {len(model.states)} array(s) {list(model.state_names)}, got {len(state)}")
+    shaped = []
+    for value, spec in zip(state, model.states):
+        array = value
+        if isinstance(value, (list, tuple)):
+            try:
+                array = np.asarray(value)
+            except (ValueError, TypeError):
+                raise DtypeError(f"state {spec.name!r} must be numbers, got a ragged {type(value).__name__}") from None
+        if isinstance(array, np.ndarray) and array.dtype.kind in "fiu" and array.size == spec.count:
+            array = np.expand_dims(array.reshape(spec.sizes), spec.batch_axis)
+        shaped.append(array)
+    checked = model.check_state(tuple(shaped), 1)
+    return [np.moveaxis(value, spec.batch_axis, 0) for value, spec in zip(checked, model.states)]
+
+
+def _outputs(model: Model, ys: list[np.ndarray], row: int | None = None) -> Any:
+    """A run's outputs as a caller gets them: an array for one output, else a dict; one row of each
+    if ``row`` is given."""
+    if row is not None:
+        ys = [y[row] for y in ys]
+    return ys[0] if len(ys) == 1 else dict(zip(model.output_names, ys))
 
 
 class Stream:
-    """One sequence: ``push(x) -> y`` steps it, keeping its state between calls (not thread-safe;
-    use a `StreamPool` to serve many streams from many threads). The state stays inside the
-    stream's bound onnxruntime buffers between pushes (`runtime.model.BoundStep`)."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Stream:  # (model, state=None); copy.copy passes nothing
-        model = args[0] if args else kwargs.get("model")
-        if cls is Stream and model is not None and not getattr(model, "classic", True):
-            return super().__new__(GeneralStream)
-        return super().__new__(cls)
+    """One sequence of any signature: ``push(x) -> y`` steps it, keeping its state between calls
+    (not thread-safe; use a `StreamPool` to serve many streams from many threads). ``x`` is one
+    stream's inputs (``{name: value}``, a bare value for one input, a scalar for one value); y an
+    array (a dict for several outputs). The state stays inside the stream's bound onnxruntime
+    buffers between pushes (`runtime.bound.BoundStep`); ``state`` is one array of each spec's
+    non-batch shape."""
 
     def __init__(self, model: Model, state: Any = None) -> None:
-        _check_classic(model, "Stream")
         self.model = model
         self._bound = model.bind(1)
         if state is not None:
-            self._bound.load_state(model.check_state(state, 1))
+            self._bound.load_state(state_rows(model, state), 0)
 
-    def push(self, x: Any) -> np.ndarray:
-        """Steps the stream with input ``x`` (a scalar or (input_size,)); returns y (output_size,)."""
-        return self._bound.run(_one_input(self.model, x))[0]
+    def push(self, x: Any) -> Any:
+        """Steps the stream with inputs ``x``; returns its outputs."""
+        values = one_stream_input(self.model, x)
+        bound = self._bound
+        if bound.simple:
+            return bound.run(values[0])[0]
+        bound.set_inputs(values)
+        bound.execute()
+        return _outputs(self.model, [y.copy() for y in bound.outputs()], 0)
 
     def reset(self) -> None:
         """Back to the manifest's initial state."""
@@ -143,48 +176,47 @@ class Stream:
 
     @property
     def state(self) -> tuple[np.ndarray, ...]:
-        """A copy of the state, one (size,) array per state tensor."""
-        return tuple(s[0] for s in self._bound.state)
+        """A copy of the state, one array of each state spec's non-batch shape."""
+        return tuple(np.moveaxis(s, spec.batch_axis, 0)[0] for s, spec in zip(self._bound.state, self.model.states))
 
     def save(self) -> bytes:
         """The state as bytes for `restore` (here or in another process with the same model)."""
-        return state_to_bytes(self.model, self._bound.state)
+        return state_to_bytes(self.model, self.state)
 
     @classmethod
     def restore(cls, model: Model, data: bytes) -> Stream:
         """A stream continuing from bytes saved by `save`; refuses a state of another model."""
-        return cls(model, tuple(row.reshape(1, -1) for row in state_from_bytes(model, data)))
+        return cls(model, state_from_bytes(model, data))
 
 
 class _Pending:
     __slots__ = ("stream", "x", "y", "error", "done")
 
-    def __init__(self, stream: int, x: np.ndarray | float) -> None:  # x: checked by _one_input
+    def __init__(self, stream: int, x: tuple) -> None:  # x: checked by one_stream_input
         self.stream, self.x, self.y, self.error = stream, x, None, None
         self.done = threading.Event()
 
 
 class StreamPool:
-    """Serves many concurrent streams of one model with batched step-model runs.
+    """Serves many concurrent streams of one model (any signature) with batched step-model runs.
 
-    The states of all open streams live in one preallocated array per state tensor (grown by
-    doubling when full, never stacked per tick). ``step(ids, xs)`` runs a batch that arrived
-    together in one run; ``push(id, x)`` may be called from many threads: the pending pushes
-    are gathered into one run per tick by whichever caller finds no tick in progress. Streams
-    may open and close at any time. Every method is thread-safe.
+    The states of all open streams live in one preallocated array per state tensor, one stream a
+    row ``(capacity, *sizes)`` (grown by doubling when full, never stacked per tick). ``step(ids,
+    xs)`` runs a batch that arrived together in one run; ``push(id, x)`` may be called from many
+    threads: a push that finds no tick in progress and nothing queued runs at once in its caller's
+    thread; otherwise pending pushes are gathered into one run per tick by whichever caller finds
+    no tick in progress. Every run goes through a bound runner of its batch size (gather the rows
+    into its state buffers, run, scatter back). Streams may open and close at any time. Every
+    method is thread-safe.
     """
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> StreamPool:  # (model, capacity=64)
-        model = args[0] if args else kwargs.get("model")
-        if cls is StreamPool and model is not None and not getattr(model, "classic", True):
-            cls = GeneralStreamPool
-        return super().__new__(cls)
 
     def __init__(self, model: Model, capacity: int = 64) -> None:
         capacity = check_count(capacity, "capacity", 1, MAX_INT64)
-        check_memory(capacity * 4 * sum(model.state_sizes), f"a pool of {capacity} streams", model.max_memory_bytes)
+        counts = [s.count for s in model.states]
+        check_memory(capacity * 4 * sum(counts), f"a pool of {capacity} streams", model.max_memory_bytes)
         self.model = model
-        self._states = [np.zeros((capacity, size), np.float32) for size in model.state_sizes]
+        self._states = [np.zeros((capacity, *s.sizes), np.float32) for s in model.states]
+        self._initial = [np.moveaxis(s, spec.batch_axis, 0) for s, spec in zip(model.initial_state(1), model.states)]
         self._slots: dict[int, int] = {}
         self._free = list(range(capacity - 1, -1, -1))
         self._next_id = 0
@@ -199,7 +231,7 @@ class StreamPool:
 
     def open(self, state: Any = None) -> int:
         """A new stream (initial state, or ``state`` as returned by `state`); returns its id."""
-        rows = None if state is None else self._state_rows(state)
+        rows = self._initial if state is None else state_rows(self.model, state)
         with self._lock:
             if not self._free:
                 self._grow()
@@ -207,16 +239,9 @@ class StreamPool:
             stream = self._next_id
             self._next_id += 1
             self._slots[stream] = slot
-            for array, row in zip(self._states, rows or self._initial_rows()):
+            for array, row in zip(self._states, rows):
                 array[slot] = row[0]
             return stream
-
-    def _state_rows(self, state: Any) -> Any:
-        """One stream's state as given by a caller, checked: a row (1, ...) per state tensor."""
-        return self.model.check_state(tuple(np.reshape(s, (1, -1)) for s in state), 1)
-
-    def _initial_rows(self) -> Any:
-        return self.model.initial_state(1)
 
     def close(self, stream: int) -> None:
         with self._lock:
@@ -226,10 +251,11 @@ class StreamPool:
     def reset(self, stream: int) -> None:
         with self._lock:
             slot = self._slot(stream)
-            for array, initial in zip(self._states, self._initial_rows()):
+            for array, initial in zip(self._states, self._initial):
                 array[slot] = initial[0]
 
     def state(self, stream: int) -> tuple[np.ndarray, ...]:
+        """A copy of one stream's state, one array of each state spec's non-batch shape."""
         with self._lock:
             slot = self._slot(stream)
             return tuple(array[slot].copy() for array in self._states)
@@ -247,7 +273,7 @@ class StreamPool:
 
     @property
     def capacity(self) -> int:
-        return self._states[0].shape[0]
+        return self._states[0].shape[0] if self._states else len(self._free) + len(self._slots)
 
     def _slot(self, stream: int) -> int:
         slot = self._slots.get(_stream_id(stream))
@@ -262,35 +288,37 @@ class StreamPool:
 
     # ---- stepping -----------------------------------------------------------------------
 
-    def step(self, streams: Any, xs: Any) -> np.ndarray:
-        """One step for the given streams (ids, distinct) with inputs ``xs`` (len(ids), input_size);
-        one step-model run for all of them. Returns (len(ids), output_size)."""
+    def step(self, streams: Any, xs: Any) -> Any:
+        """One step for the given streams (ids, distinct) with inputs ``xs`` (as `Model.step` takes
+        them, a row per stream); one step-model run for all of them. Returns the outputs (an array
+        for one output, else a dict), a row per stream."""
         if isinstance(streams, np.ma.MaskedArray):
             raise InputValueError("stream ids must be integers, got a masked array")
         ids = streams if type(streams) is np.ndarray else np.asarray(streams)
         if ids.dtype.kind not in "iu":
             raise InputValueError(f"stream ids must be integers, got {ids.dtype}")
-        x = self.model.check_x(xs, "xs")
+        inputs, batch_size = self.model.signature.check_step(xs, "xs")
         keys = ids.ravel().tolist()
-        if x.shape[0] != len(keys):
-            raise ShapeError(f"{len(keys)} stream ids but {x.shape[0]} inputs")
+        if batch_size != len(keys):
+            raise ShapeError(f"{len(keys)} stream ids but {batch_size} inputs")
         if len(keys) == 1:  # one stream: no gather array, no distinctness check
             with self._lock:
-                return self._runner(1).step_rows(x, self._states, self._slot(keys[0]))
+                return _outputs(self.model, self._runner(1).step_rows(inputs, self._states, self._slot(keys[0])))
         if len(set(keys)) != len(keys):
             raise InputValueError("a stream can take one step per call; ids must be distinct")
         with self._lock:
-            return self._step_slots([self._slot(key) for key in keys], x)
+            return _outputs(self.model, self._step_slots([self._slot(key) for key in keys], inputs))
 
-    def _one_input(self, x: Any) -> Any:
-        return _one_input(self.model, x)
-
-    def _gather_inputs(self, items: list[_Pending]) -> Any:
+    def _gather_inputs(self, items: list[_Pending]) -> tuple:
         """The checked inputs of ``items`` as one batch, a row each."""
-        x = np.empty((len(items), self.model.input_size), np.float32)
-        for row, item in enumerate(items):
-            x[row] = item.x  # a checked float or (1, input_size) array
-        return x
+        input_shapes = self.model.signature.shapes(len(items))[0]
+        gathered = []
+        for index, (shape, dtype) in enumerate(zip(input_shapes, self.model.signature.input_dtypes)):
+            batch = np.empty(shape, dtype)
+            for row, item in enumerate(items):
+                batch[row : row + 1] = item.x[index]  # a checked float or (1, *sizes) array
+            gathered.append(batch)
+        return tuple(gathered)
 
     def _runner(self, batch_size: int) -> BoundStep:
         """The bound runner for ``batch_size`` streams (made on first use); the caller holds ``_lock``."""
@@ -302,10 +330,10 @@ class StreamPool:
         self._runners[batch_size] = runner  # (re)inserted last: the most recently used
         return runner
 
-    def _step_slots(self, slots: list[int], x: np.ndarray) -> np.ndarray:
-        """One run for distinct ``slots`` with checked inputs ``x``; the caller holds ``_lock``.
-        The rows are gathered into the bound state of a runner of that batch size, and its new
-        state scattered back; x and y go through the runner's bound buffers."""
+    def _step_slots(self, slots: list[int], inputs: tuple) -> list[np.ndarray]:
+        """One run for distinct ``slots`` with checked inputs; the caller holds ``_lock``. The rows
+        are gathered into the bound state of a runner of that batch size, and its new state
+        scattered back; the inputs and outputs go through the runner's bound buffers."""
         count = len(slots)
         rows: int | slice | np.ndarray
         size = padded_batch(count)
@@ -314,23 +342,38 @@ class StreamPool:
                 if not self._free:
                     self._grow()
                 self._scratch = self._free.pop()
-            padded = np.zeros((size, x.shape[1]), np.float32)
-            padded[:count] = x
+            padded = []
+            for value in inputs:
+                array = np.zeros((size, *value.shape[1:]), value.dtype)
+                array[:count] = value
+                padded.append(array)
             rows = np.array(slots + [self._scratch] * (size - count), dtype=np.intp)
-            return self._runner(size).step_rows(padded, self._states, rows)[:count]
+            return [y[:count] for y in self._runner(size).step_rows(tuple(padded), self._states, rows)]
         if count == 1:
             rows = slots[0]
         else:
             rows = np.array(slots, dtype=np.intp)
             if rows[0] == 0 and rows[-1] == count - 1 and np.array_equal(rows, np.arange(count)):
                 rows = slice(0, count)  # the common case of streams opened in order: a plain copy
-        return self._runner(count).step_rows(x, self._states, rows)
+        return self._runner(count).step_rows(inputs, self._states, rows)
 
-    def push(self, stream: int, x: Any) -> np.ndarray:
-        """Steps one stream; concurrent pushes from other threads share one run per tick. A bad id
-        or input is refused here, in the caller's thread; a push that fails in a tick (its stream
-        closed meanwhile) fails alone, and a failed run fails the pushes of that run only."""
-        pending = _Pending(_stream_id(stream), self._one_input(x))
+    def push(self, stream: int, x: Any) -> Any:
+        """Steps one stream; returns its outputs (an array, a dict for several outputs). Concurrent
+        pushes from other threads share one run per tick. A bad id or input is refused here, in the
+        caller's thread; a push that fails in a tick (its stream closed meanwhile) fails alone, and
+        a failed run fails the pushes of that run only."""
+        key, value = _stream_id(stream), one_stream_input(self.model, x)
+        if not self._queue and self._tick.acquire(blocking=False):  # nobody else stepping: run it here
+            try:
+                if not self._queue:
+                    with self._lock:
+                        ys = self._runner(1).step_rows(value, self._states, self._slot(key))
+                    return _outputs(self.model, ys, 0)
+            finally:
+                self._tick.release()
+        return self._push_queued(_Pending(key, value))
+
+    def _push_queued(self, pending: _Pending) -> Any:
         with self._queue_lock:
             self._queue.append(pending)
         extra_drains = 1  # after its own push is served, a caller drains stranded pushes once, not forever
@@ -387,159 +430,14 @@ class StreamPool:
                     slots.append(slot)
             if not valid:
                 return
-            x = self._gather_inputs(valid)
+            inputs = self._gather_inputs(valid)
             try:
-                ys = self._step_slots(slots, x)
+                ys = self._step_slots(slots, inputs)
             except Exception as error:  # handed to every waiting caller, raised in its own thread
                 for item in valid:
                     item.error = error
                     item.done.set()
                 return
-        for item, y in zip(valid, self._per_stream(ys)):
-            item.y = y
+        for row, item in enumerate(valid):
+            item.y = _outputs(self.model, ys, row)
             item.done.set()
-
-    def _per_stream(self, ys: Any) -> Any:
-        """A run's outputs, one item per stream (rows of y)."""
-        return ys
-
-
-class GeneralStreamPool(StreamPool):
-    """A `StreamPool` of a model beyond the classic signature (`runtime.model.GeneralModel`), made
-    by ``StreamPool(model)``: named inputs (one stream's as ``{name: value}``, a token id an int),
-    outputs an array for one output else a dict, states of any rank. Each tick is one
-    ``session.run`` of the stepped streams' rows (no bound runners, no padding). A state of one
-    stream is one array of its spec's non-batch shape per tensor."""
-
-    def __init__(self, model: Model, capacity: int = 64) -> None:
-        capacity = check_count(capacity, "capacity", 1, MAX_INT64)
-        counts = [s.count for s in model.states]
-        check_memory(capacity * 4 * sum(counts), f"a pool of {capacity} streams", model.max_memory_bytes)
-        self.model = model
-        # one stream a row: each state (capacity, *sizes), moved to its batch axis for a run
-        self._states = [np.zeros((capacity, *s.sizes), np.float32) for s in model.states]
-        self._slots = {}
-        self._free = list(range(capacity - 1, -1, -1))
-        self._next_id = 0
-        self._lock = threading.Lock()
-        self._tick = threading.Lock()
-        self._queue = []
-        self._queue_lock = threading.Lock()
-        self._runners = {}
-        self._scratch = None
-
-    def _rows(self, state: tuple[np.ndarray, ...]) -> list[np.ndarray]:
-        """A model state (batch axis where each spec has it) as rows (batch, *sizes)."""
-        return [np.moveaxis(value, spec.batch_axis, 0) for value, spec in zip(state, self.model.states)]
-
-    def _batched(self, rows: list[np.ndarray]) -> tuple[np.ndarray, ...]:
-        return tuple(
-            np.ascontiguousarray(np.moveaxis(value, 0, spec.batch_axis)) for value, spec in zip(rows, self.model.states)
-        )
-
-    def _state_rows(self, state: Any) -> list[np.ndarray]:
-        """``state`` as returned by `state` (one array of each state's non-batch shape, or its
-        values flat), checked, as rows (1, *sizes)."""
-        if isinstance(state, np.ndarray) or not isinstance(state, (tuple, list)):
-            state = (state,)
-        if len(state) != len(self.model.states):
-            raise ShapeError(f"state must be {len(self.model.states)} array(s), got {len(state)}")
-        shaped = []
-        for value, spec in zip(state, self.model.states):
-            array = np.asarray(value) if isinstance(value, np.ndarray) else value
-            if isinstance(array, np.ndarray) and array.size == spec.count:
-                array = np.expand_dims(array.reshape(spec.sizes), spec.batch_axis)
-            shaped.append(array)
-        return self._rows(self.model.check_state(tuple(shaped), 1))
-
-    def _initial_rows(self) -> list[np.ndarray]:
-        return self._rows(self.model.initial_state(1))
-
-    def _one_input(self, x: Any) -> Any:
-        """One stream's inputs ({name: value of the spec's non-batch shape}, a token id an int; a
-        bare value for a model of one input) checked, as a batch of 1."""
-        batched = {}
-        for name, value in self.model._named(x, "x").items():
-            if isinstance(value, np.ndarray):
-                batched[name] = value[np.newaxis]
-                continue
-            try:
-                batched[name] = np.asarray([value])
-            except (ValueError, TypeError):
-                raise DtypeError(
-                    f"input {name!r} of one stream must be numbers, got a ragged {type(value).__name__}"
-                ) from None
-        return self.model.check_inputs(batched, "x")
-
-    def _gather_inputs(self, items: list[_Pending]) -> Any:
-        return {name: np.concatenate([item.x[name] for item in items]) for name in self.model.input_names}
-
-    def step(self, streams: Any, xs: Any) -> Any:
-        """One step for the given streams (ids, distinct) with inputs ``xs`` ({name: (len(ids), *sizes)});
-        one run for all of them. Returns the outputs (an array for one output, else a dict)."""
-        if isinstance(streams, np.ma.MaskedArray):
-            raise InputValueError("stream ids must be integers, got a masked array")
-        ids = np.asarray(streams)
-        if ids.dtype.kind not in "iu":
-            raise InputValueError(f"stream ids must be integers, got {ids.dtype}")
-        x = self.model.check_inputs(xs, "xs")
-        keys = ids.ravel().tolist()
-        if next(iter(x.values())).shape[0] != len(keys):
-            raise ShapeError(f"{len(keys)} stream ids but {next(iter(x.values())).shape[0]} inputs")
-        if len(set(keys)) != len(keys):
-            raise InputValueError("a stream can take one step per call; ids must be distinct")
-        with self._lock:
-            return self._step_slots([self._slot(key) for key in keys], x)
-
-    def _step_slots(self, slots: list[int], x: Any) -> Any:
-        rows = np.array(slots, dtype=np.intp)
-        model = self.model
-        state = self._batched([np.take(array, rows, axis=0) for array in self._states])
-        values = model._run_general({**x, **dict(zip(model.state_names, state))}, len(slots))
-        count = len(model.outputs)
-        for array, new in zip(self._states, self._rows(tuple(values[count:]))):
-            array[rows] = new
-        outputs = values[:count]
-        return outputs[0] if count == 1 else dict(zip(model.output_names, outputs))
-
-    def _per_stream(self, ys: Any) -> Any:
-        if isinstance(ys, dict):  # several outputs: each stream gets a dict of its rows
-            return [dict(zip(ys, rows)) for rows in zip(*ys.values())]
-        return ys
-
-
-class GeneralStream(Stream):
-    """A `Stream` of a model beyond the classic signature, made by ``Stream(model)``: one stream of
-    a `GeneralStreamPool` of its own. ``push`` takes ``{name: value}`` (a token id an int) and
-    returns an array for one output, else a dict; the state is one array of each spec's
-    non-batch shape."""
-
-    def __init__(self, model: Model, state: Any = None) -> None:
-        if getattr(model, "classic", True):
-            raise UnsupportedError(
-                "a GeneralStream runs a model beyond the classic signature; use runtime.Stream(model)"
-            )
-        self.model = model
-        self._pool = GeneralStreamPool(model, capacity=1)
-        self._id = self._pool.open(state)
-
-    def push(self, x: Any) -> Any:
-        return self._pool.push(self._id, x)
-
-    def reset(self) -> None:
-        self._pool.reset(self._id)
-
-    @property
-    def state(self) -> tuple[np.ndarray, ...]:
-        return self._pool.state(self._id)
-
-    def save(self) -> bytes:
-        return self._pool.save(self._id)
-
-    @classmethod
-    def restore(cls, model: Model, data: bytes) -> Stream:
-        stream = GeneralStream(model)
-        restored = stream._pool.restore(data)
-        stream._pool.close(stream._id)
-        stream._id = restored
-        return stream

@@ -58,11 +58,11 @@ def test_cuda_sessions_ask_for_full_float32_matmuls(monkeypatch):
             return [p if isinstance(p, str) else p[0] for p in asked["providers"]]
 
     cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    monkeypatch.setattr(runtime.model.ort, "get_available_providers", lambda: cuda)
-    monkeypatch.setattr(runtime.model.ort, "InferenceSession", Session)
-    runtime.model._create_session(b"", {}, "step.onnx", "cuda", 1)
+    monkeypatch.setattr(runtime.sessions.ort, "get_available_providers", lambda: cuda)
+    monkeypatch.setattr(runtime.sessions.ort, "InferenceSession", Session)
+    runtime.sessions.create_session(b"", {}, "step.onnx", "cuda", 1)
     assert asked["providers"] == [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"]
-    runtime.model._create_session(b"", {}, "step.onnx", "cpu", 1)
+    runtime.sessions.create_session(b"", {}, "step.onnx", "cpu", 1)
     assert asked["providers"] == ["CPUExecutionProvider"]
 
 

@@ -14,8 +14,8 @@ from torch import nn
 
 import runtime
 from export import export_module
-from runtime import BatchFirstModel, GeneralModel, Sampler
-from runtime.errors import DtypeError, InputValueError, ShapeError, UnsupportedError
+from runtime import Sampler
+from runtime.errors import DtypeError, InputValueError, ShapeError
 from runtime.fused import SAMPLING_CELLS_MIN_BATCH, SAMPLING_PARALLEL_MIN_BATCH
 from runtime.manifest import BATCH_FIRST, read_manifest, write_manifest
 
@@ -96,9 +96,9 @@ def char_inputs(rng, batch):
 # ---- loading and attributes --------------------------------------------------------------------
 
 
-def test_a_format_2_folder_loads_as_a_general_model_with_its_signature(char):
+def test_a_format_2_folder_loads_as_the_one_model_with_its_signature(char):
     _, model = char
-    assert isinstance(model, GeneralModel) and isinstance(model, runtime.Model) and not model.classic
+    assert type(model) is runtime.Model and not model.classic
     assert model.input_names == ("token", "category") and model.output_names == ("logits",)
     assert model.state_names == ("h",) and model.states[0].shape == (2, "batch", 7)
     assert model.inputs[0].is_tokens and model.inputs[0].vocabulary == 11
@@ -179,7 +179,9 @@ def test_batch_first_predict_and_generate_of_two_inputs_are_eager_torch(two):
     days = rng.integers(0, 7, (batch, steps))
     ys, (h, c) = model.predict({"value": values, "day": days})
     assert ys.shape == (batch, steps, 1)
-    want_h, want_c = (np.repeat(s.reshape(1, -1), batch, 0) for s in (model._initial[0], model._initial[1]))
+    want_h, want_c = (
+        np.repeat(s.reshape(1, -1), batch, 0) for s in (model.signature.initial[0], model.signature.initial[1])
+    )
     for t in range(steps):
         y, want_h, want_c = eager(module, values[:, t], days[:, t], want_h, want_c)
         np.testing.assert_allclose(ys[:, t], y, atol=SEQUENCE_ATOL, rtol=0)
@@ -202,7 +204,7 @@ def test_a_classic_shaped_batch_first_folder_runs_the_classic_model_transposed(t
         module, tmp_path / "bf", inputs=[("x", 2)], outputs=[("y", 2)], states=[("h", 4)], layout=BATCH_FIRST
     )
     model = runtime.load(batch_first)
-    assert type(time_first) is runtime.Model and isinstance(model, BatchFirstModel) and model.classic
+    assert type(time_first) is type(model) is runtime.Model and model.classic and model.layout == "batch_first"
     xs = np.random.default_rng(0).uniform(-1, 1, (3, 8, 2)).astype(np.float32)  # (batch, steps, 2)
     ys, state = model.predict(xs)
     want, want_state = time_first.predict(np.ascontiguousarray(xs.swapaxes(0, 1)))
@@ -221,7 +223,7 @@ def test_batch_first_applies_to_a_classic_folders_fused_forms(tmp_path):
     manifest = read_manifest(folder)
     write_manifest(folder, dataclasses.replace(manifest, format_version=2, layout=BATCH_FIRST))
     model = runtime.load(folder)
-    assert isinstance(model, BatchFirstModel) and "rollout_rnn" in model.forms
+    assert model.layout == "batch_first" and "rollout_rnn" in model.forms
     x0 = np.linspace(-1, 1, 5, dtype=np.float32).reshape(5, 1)
     for form in ("step", "rollout_rnn", "rollout_loop"):
         got, _ = model.generate(x0, 12, form=form)
@@ -340,14 +342,14 @@ def test_state_and_call_mistakes_are_typed(char, gru):
     _, forecaster = gru
     with pytest.raises(InputValueError, match=r"sampler= is for models whose generate samples"):
         forecaster.generate(np.zeros((1, 3)), 5, sampler=Sampler(seed=0))
-    with pytest.raises(UnsupportedError, match=r"classic signature"):
-        model.bind(1)
+    runner = model.bind(1)  # every signature binds: the state stays in onnxruntime's buffers
+    assert runner.batch_size == 1 and runner.state[0].shape == (2, 1, 7)
 
 
 def test_a_stream_of_a_token_model_steps_saves_and_restores_as_the_model_does(char):
     _, model = char
     stream = runtime.Stream(model)
-    assert isinstance(stream, runtime.GeneralStream) and stream.state[0].shape == (2, 7)
+    assert type(stream) is runtime.Stream and stream.state[0].shape == (2, 7)
     rng = np.random.default_rng(8)
     inputs = [
         {"token": int(rng.integers(0, 11)), "category": rng.uniform(-1, 1, 3).astype(np.float32)} for _ in range(6)
@@ -378,9 +380,7 @@ def test_a_general_model_without_feedback_refuses_generate(tmp_path):
 def test_classic_models_refuse_named_inputs_and_samplers_clearly():
     model = runtime.load(ROOT / "artifacts" / "sine-elman")
     assert model.classic and model.input_names == ("x",) and model.layout == "time_first"
-    with pytest.raises(
-        InputValueError, match=r"names the inputs \['token'\], but this model has the classic signature"
-    ):
+    with pytest.raises(InputValueError, match=r"must give the inputs \['x'\]: missing \['x'\], unknown \['token'\]"):
         model.step({"token": [[0.5]]})
     y, _ = model.step({"x": [[0.5]]})  # its own input, named, is the array
     np.testing.assert_array_equal(y, model.step([[0.5]])[0])
@@ -422,8 +422,8 @@ def test_large_sampling_batches_split_across_workers_give_the_same_tokens_and_st
     whole = runtime.load(fused_char[1].folder, workers=1)  # never split
     split = runtime.load(whole.folder, workers=workers)
     calls = []
-    part = split._run_sampling_part
-    split._run_sampling_part = lambda *args: calls.append(args[2].shape[0]) or part(*args)
+    part = split.sampled_runs._run_part
+    split.sampled_runs._run_part = lambda *args: calls.append(args[1].shape[0]) or part(*args)
     batch = 2 * SAMPLING_PARALLEL_MIN_BATCH + 3  # parts of unequal sizes
     x = char_inputs(np.random.default_rng(7), batch)
     state = (np.random.default_rng(8).standard_normal((2, batch, 7)) * 0.3).astype(np.float32)
@@ -450,8 +450,8 @@ def test_a_split_at_the_smallest_parts_runs_the_whole_batchs_arithmetic(fused_ch
     whole = runtime.load(fused_char[1].folder, workers=1)  # never split
     split = runtime.load(whole.folder, workers=2)
     calls = []
-    part = split._run_sampling_part
-    split._run_sampling_part = lambda *args: calls.append(args[2].shape[0]) or part(*args)
+    part = split.sampled_runs._run_part
+    split.sampled_runs._run_part = lambda *args: calls.append(args[1].shape[0]) or part(*args)
     batch = 2 * SAMPLING_CELLS_MIN_BATCH
     x = char_inputs(np.random.default_rng(17), batch)
     for settings in ({"strategy": "greedy"}, {"strategy": "temperature", "temperature": 0.9}):
@@ -478,7 +478,7 @@ def test_a_sampling_form_that_breaks_the_contract_is_refused(tmp_path):
 def test_a_pool_of_a_token_model_steps_streams_as_the_model_does(char):
     _, model = char
     pool = runtime.StreamPool(model, capacity=2)
-    assert isinstance(pool, runtime.GeneralStreamPool)
+    assert type(pool) is runtime.StreamPool
     ids = [pool.open() for _ in range(5)]  # grows past its capacity
     x = char_inputs(np.random.default_rng(1), 5)
     want, (h,) = model.step(x)
@@ -632,7 +632,7 @@ def test_exported_sampling_forms_give_the_step_loops_tokens_for_a_seed(exported_
     np.testing.assert_allclose(h, want_h, atol=SEQUENCE_ATOL, rtol=0)
 
 
-def test_streams_of_classic_models_still_copy_and_a_general_stream_refuses_one():
+def test_streams_of_classic_models_still_copy():
     import copy
 
     from ..conftest import COMMITTED
@@ -641,5 +641,3 @@ def test_streams_of_classic_models_still_copy_and_a_general_stream_refuses_one()
     stream = runtime.Stream(classic)
     stream.push(0.5)
     assert type(copy.copy(stream)) is runtime.Stream
-    with pytest.raises(UnsupportedError, match="use runtime.Stream"):
-        runtime.GeneralStream(classic)

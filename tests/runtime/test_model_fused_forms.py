@@ -116,19 +116,23 @@ def test_ten_million_steps_in_bounded_memory():
     assert int(peak) < 8 * 2**20, f"peak traced memory {int(peak)} bytes: the chunks are being held"  # all: 40 MB
 
 
-def test_the_io_binding_step_loop_matches_the_plain_one(model):
-    # White-box: the CUDA path (_step_loop_bound) keeps the state on the device with IO binding; no GPU
-    # here, so the same private code is run on the CPU and held to the public loop bit for bit.
+def test_the_general_step_loop_matches_the_classic_fast_path(model):
+    # White-box: every signature but the classic one on the CPU (and every model on CUDA) runs the
+    # step loop through BoundStep.set_inputs/execute/feed_back; no GPU here, so that loop is run on
+    # the CPU and held to the classic fast path (BoundStep.run) bit for bit.
     rng = np.random.default_rng(1)
     x0 = rng.uniform(-1, 1, (3, 1)).astype(np.float32)
     state = (rng.uniform(-1, 1, (3, 6)).astype(np.float32),)
     xs = rng.uniform(-1, 1, (25, 3, 1)).astype(np.float32)
-    for sequence, start in ((None, x0), (xs, None)):
-        plain, bound = np.empty((25, 3, 1), np.float32), np.empty((25, 3, 1), np.float32)
-        plain_state = model._step_loop(sequence, start, state, plain)
-        bound_state = model._step_loop_bound(sequence, start, state, bound)
-        np.testing.assert_array_equal(plain, bound)
-        np.testing.assert_array_equal(plain_state[0], bound_state[0])
+    for sequence, start in (((xs,), None), (None, (x0,))):
+        plain, general = np.empty((25, 3, 1), np.float32), np.empty((25, 3, 1), np.float32)
+        plain_state = model._step_loop(sequence, start, state, [plain])
+        runner = model.bind(3)
+        assert runner.simple
+        runner.load_state(state)
+        model._general_loop(runner, sequence, start, [general])
+        np.testing.assert_array_equal(plain, general)
+        np.testing.assert_array_equal(plain_state[0], runner.state[0])
 
 
 def test_fused_sessions_are_created_on_first_use(exported_folder):
@@ -178,7 +182,7 @@ def test_large_batches_split_across_workers_give_the_same_results(exported_folde
     else:
         xs = rng.uniform(-1, 1, (23, batch, 1)).astype(np.float32)
         a, b = one.predict(xs, h0, form=form), two.predict(xs, h0, form=form)
-    assert two._pool is not None and one._pool is None  # the split really happened
+    assert two.worker_threads.started and not one.worker_threads.started  # the split really happened
     np.testing.assert_allclose(a[0], b[0], atol=STEP_ATOL, rtol=0)
     np.testing.assert_allclose(a[1][0], b[1][0], atol=STEP_ATOL, rtol=0)
 

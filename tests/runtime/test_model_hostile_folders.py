@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, external_data_helper, helper
 
 import runtime
-import runtime.model as model_module
+import runtime.sessions as sessions_module
 from runtime.errors import ArtifactError, IntegrityError
 
 from .hostile import batch_mean_step, first_row_step, install, rehash, step_model
@@ -53,7 +53,7 @@ def test_onnxruntime_gets_the_external_bytes_that_were_hashed_never_the_file(
     computes with the hashed bytes, held in memory."""
     to_external(exported_copy)
     rehash(exported_copy, extra=[("step.data", "external_data")])
-    real = model_module._read_checked
+    real = sessions_module.read_checked
     swapped = []
 
     def read_then_swap(folder, entry):
@@ -63,7 +63,7 @@ def test_onnxruntime_gets_the_external_bytes_that_were_hashed_never_the_file(
             swapped.append(entry.name)
         return data
 
-    monkeypatch.setattr(model_module, "_read_checked", read_then_swap)
+    monkeypatch.setattr(sessions_module, "read_checked", read_then_swap)
     model = runtime.load(exported_copy)
     assert swapped == ["step.data"]
     x = np.array([[0.5], [-0.3]], np.float32)
@@ -72,7 +72,7 @@ def test_onnxruntime_gets_the_external_bytes_that_were_hashed_never_the_file(
     assert np.any(h != 0)  # zero weights would give a zero state
     np.testing.assert_array_equal(y, expected_y)
     np.testing.assert_array_equal(h, expected_h)
-    monkeypatch.setattr(model_module, "_read_checked", real)
+    monkeypatch.setattr(sessions_module, "read_checked", real)
     with pytest.raises(IntegrityError):
         runtime.load(exported_copy)  # and the next load sees the change
 
