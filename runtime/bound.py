@@ -159,8 +159,11 @@ class BoundStep:
         if self._host:  # `Model.run_step`'s hot path, inlined
             for buffer, source in zip(self._states[self._side], state):
                 buffer[...] = source
-            for buffer, value in zip(self._inputs, inputs):
-                buffer[...] = value
+            if self.simple:
+                self._x[...] = inputs[0]
+            else:
+                for buffer, value in zip(self._inputs, inputs):
+                    buffer[...] = value
             guard = self._guard  # `execute`, inlined
             guard.since = monotonic()
             try:
@@ -169,7 +172,9 @@ class BoundStep:
                 guard.recover(error, self._what, self._session.run_with_iobinding, self._bindings[self._side])
             guard.since = 0.0
             self._side ^= 1
-            if sequence:
+            if self.simple:
+                ys = [self._ys.copy() if sequence else self._y.copy()]
+            elif sequence:
                 ys = [y.reshape(1, *y.shape).copy() for y in self._outputs]
             else:
                 ys = [y.copy() for y in self._outputs]

@@ -81,6 +81,8 @@ class Model:
         self.max_memory_bytes, self.run_timeout = options.max_memory_bytes, options.run_timeout
         signature = Signature(manifest, allow_nonfinite=self.allow_nonfinite, max_memory_bytes=self.max_memory_bytes)
         self.signature = signature
+        self._check_step, self._check_state = signature.check_step, signature.check_state  # the hot path's
+        self._step_bytes, self._host = signature.step_bytes, device == "cpu"
         self.inputs, self.outputs, self.states = signature.inputs, signature.outputs, signature.states
         self.input_names, self.output_names = signature.input_names, signature.output_names
         self.state_names, self.state_outputs = signature.state_names, signature.state_outputs
@@ -291,10 +293,11 @@ class Model:
         """One step for a batch of streams: returns (y, new state), y an array for one output, else
         a dict. Inputs are checked as `check_inputs` and `check_state` do; ``state=None`` is the
         initial state."""
-        inputs, batch_size = self.signature.check_step(x)
-        if batch_size * self.signature.step_bytes > self.max_memory_bytes:
-            self.signature.check_bytes(batch_size * self.signature.step_bytes, f"a step of batch {batch_size}")
-        ys, new_state = self.run_checked(inputs, self._state(state, batch_size), False)
+        inputs, batch_size = self._check_step(x)
+        if batch_size * self._step_bytes > self.max_memory_bytes:
+            self.signature.check_bytes(batch_size * self._step_bytes, f"a step of batch {batch_size}")
+        state = self._initial_rows(batch_size) if state is None else self._check_state(state, batch_size)
+        ys, new_state = self.run_checked(inputs, state, False)
         return (ys[0] if self._one_output else dict(zip(self.output_names, ys))), new_state
 
     def run_step(self, x: Any, state: State) -> tuple[Any, State]:
@@ -309,7 +312,7 @@ class Model:
         state: (the outputs in manifest order, the new state); with ``sequence`` each output comes as
         (1, batch, ...): one step of predict or generate. Nothing is validated."""
         batch_size = inputs[0].shape[0]
-        if batch_size <= BOUND_MAX_BATCH and self.device == "cpu" and self._bound_lock.acquire(blocking=False):
+        if batch_size <= BOUND_MAX_BATCH and self._host and self._bound_lock.acquire(blocking=False):
             try:
                 runner = self._bound.get(batch_size)
                 if runner is None:

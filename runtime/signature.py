@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputValueError, ShapeError
-from .inputs import FLOAT32, INT64, as_float32, as_tokens, check_memory, is_ready
+from .inputs import FLOAT32, INT64, all_finite, as_float32, as_tokens, check_memory, is_ready
 from .manifest import BATCH_AXIS, BATCH_FIRST, IDENTITY, SAMPLE, Manifest, TensorSpec
 
 Arrays = tuple[np.ndarray, ...]
@@ -72,9 +72,11 @@ class Signature:
         self.one_value_input = len(self.inputs) == 1 and _one_value(self.inputs[0])  # scalars, (steps,) series
         self.one_value_output = len(self.outputs) == 1 and _one_value(self.outputs[0])
         first = self.inputs[0]  # the fast path of the checks: one float32 input, batch first
+        ready = len(self.inputs) == 1 and self._batch_first(first)  # (rank, last size, sizes if rank > 2)
         self._ready = (
-            (len(first.shape), first.shape[-1]) if len(self.inputs) == 1 and self._batch_first(first) else None
+            (len(first.shape), first.shape[-1], first.sizes if len(first.shape) > 2 else None) if ready else None
         )
+        self._state_shapes: dict[int, list[tuple[int, ...]]] = {}  # check_state's fast path, by batch size
         self.initial = tuple(np.asarray(s.initial, dtype=np.float32).reshape(s.sizes) for s in self.states)
         # bytes one stream takes in one step: its inputs, its outputs, its state in and out
         self.input_bytes = sum(t.count * (8 if t.is_tokens else 4) for t in self.inputs)
@@ -153,10 +155,39 @@ class Signature:
         no copy); a scalar or (batch,) array is taken for an input of one value a stream."""
         ready = self._ready
         if ready is not None and is_ready(x, ready[0], ready[1], self.allow_nonfinite):
-            if x.shape[1:] == self.inputs[0].sizes:
+            if ready[2] is None or x.shape[1:] == ready[2]:
                 return (x,), x.shape[0]
+        if type(x) is dict and len(x) == len(self.inputs):
+            ready_inputs = self._ready_inputs(x)
+            if ready_inputs is not None:
+                return ready_inputs
         arrays, sizes = self._check_all(self.named(x, what), ("batch",), what)
         return arrays, sizes["batch"]
+
+    def _ready_inputs(self, x: dict[str, Any]) -> tuple[Arrays, int] | None:
+        """The fast path of `check_step` for a dict: every input already a C-contiguous array of its
+        dtype and shape (finite floats, token ids in range), one batch size; None sends the
+        call to the full check (and its typed errors)."""
+        arrays = []
+        batch_size = -1
+        for spec in self.inputs:
+            value = x.get(spec.name)
+            if type(value) is not np.ndarray or not value.flags.c_contiguous or value.shape[1:] != spec.sizes:
+                return None
+            if spec.is_tokens:
+                if value.dtype is not INT64 or not value.size:
+                    return None
+                low, high = (value.item(), value.item()) if value.size == 1 else (value.min(), value.max())
+                if low < 0 or high >= spec.vocabulary:
+                    return None
+            elif value.dtype is not FLOAT32 or not value.size or not (self.allow_nonfinite or all_finite(value)):
+                return None
+            if batch_size != value.shape[0]:
+                if batch_size != -1:
+                    return None
+                batch_size = value.shape[0]
+            arrays.append(value)
+        return tuple(arrays), batch_size
 
     def _check_all(self, given: dict[str, Any], lead: tuple[str, ...], what: str) -> tuple[Arrays, dict[str, int]]:
         """Each input checked against its spec with the ``lead`` axes in front; one size per lead axis."""
@@ -168,7 +199,7 @@ class Signature:
             expected = dims(wanted)
             dtype = "int64" if spec.is_tokens else "float32"
             array = self._convert(spec, value, expected)
-            if self.one_value_input and len(lead) == 1 and array.ndim in (0, 1):
+            if len(lead) == 1 and array.ndim in (0, 1) and _one_value(spec):
                 array = array.reshape(-1, 1)  # a scalar or (batch,) for one value a stream
             shape = array.shape
             if len(shape) != len(wanted) or shape[len(lead) :] != spec.sizes:
@@ -195,7 +226,7 @@ class Signature:
         size, the steps, whether it came as one flat (steps,) series of a one-value input)."""
         ready = self._ready
         if ready is not None and not self.batch_first and is_ready(xs, ready[0] + 1, ready[1], self.allow_nonfinite):
-            if xs.shape[2:] == self.inputs[0].sizes:
+            if ready[2] is None or xs.shape[2:] == ready[2]:
                 return (xs,), xs.shape[1], xs.shape[0], False
         given = self.named(xs, what)
         if self.one_value_input:  # one stream's series (steps,): no batch axis to move
@@ -218,7 +249,11 @@ class Signature:
         """A caller's state as C-contiguous float32 arrays of the manifest's shapes at ``batch_size``
         (the batch axis where each spec has it), or a typed error; ``None`` is the initial state. A
         bare array is taken for a one-tensor state. Arrays that already fit come back as they are."""
-        _, _, shapes = self.shapes(batch_size)
+        shapes = self._state_shapes.get(batch_size)
+        if shapes is None:
+            if len(self._state_shapes) >= SHAPE_CACHE:
+                self._state_shapes.clear()
+            shapes = self._state_shapes[batch_size] = self.shapes(batch_size)[2]
         if type(state) is tuple and len(state) == len(shapes):  # the fast path
             for value, shape in zip(state, shapes):
                 if not (is_ready(value, len(shape), shape[-1], self.allow_nonfinite) and value.shape == shape):

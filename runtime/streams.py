@@ -22,6 +22,7 @@ import numpy as np
 from .bound import BoundStep
 from .errors import DtypeError, InputValueError, ShapeError
 from .inputs import MAX_INT64, check_count, check_memory, check_scalar
+from .manifest import BATCH_AXIS
 from .model import Model
 
 _MAGIC = b"RNNSTATE"
@@ -102,8 +103,20 @@ def one_stream_input(model: Model, x: Any) -> tuple:
     signature = model.signature
     if signature.one_value_input and isinstance(x, (float, np.floating)):
         return (check_scalar(x, signature.input_names[0], allow_nonfinite=model.allow_nonfinite),)
+    given = signature.named(x, "x")
+    quick = []  # the fast path: a token id an int, one value a float, each in range
+    for spec in signature.inputs:
+        value = given[spec.name]
+        if spec.is_tokens and type(value) is int and 0 <= value < spec.vocabulary:
+            quick.append(value)
+        elif type(value) is float and spec.shape == (BATCH_AXIS, 1) and not spec.is_tokens:
+            quick.append(check_scalar(value, spec.name, allow_nonfinite=model.allow_nonfinite))
+        else:
+            break
+    else:
+        return tuple(quick)
     batched = {}
-    for name, value in signature.named(x, "x").items():
+    for name, value in given.items():
         if isinstance(value, np.ndarray):
             batched[name] = value[np.newaxis]
             continue
