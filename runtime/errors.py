@@ -1,6 +1,28 @@
 """The typed errors a user of the toolkit can meet, every package's in one place. Torch-free.
 
-The CLI turns any `ToolkitError` into one line and exit code 2 (a failed verification: exit 1).
+The tree, and what each error becomes at the edges (the CLI: `toolkit.cli.main`; the server:
+`toolkit.serving.core` maps to an HTTP status, and its gRPC front maps that status to a code):
+
+    ToolkitError                       CLI: one line, exit 2      server: 500 / INTERNAL
+    |-- ShapeError      (ValueError)   exit 2                     400 / INVALID_ARGUMENT
+    |-- DtypeError      (TypeError)    exit 2                     400 / INVALID_ARGUMENT
+    |-- InputValueError (ValueError)   exit 2                     400 / INVALID_ARGUMENT
+    |-- UnsupportedError (ValueError)  exit 2                     500 / INTERNAL (a server bug)
+    |-- ArtifactError                  exit 2                     at load: "not ready" (503); in a run: 500
+    |   |-- ManifestError              exit 2                     as ArtifactError
+    |   |   `-- VersionError           exit 2                     as ArtifactError
+    |   `-- IntegrityError             exit 2                     as ArtifactError
+    |-- RunTimeoutError                exit 2                     500 / INTERNAL
+    |-- DeviceError                    exit 2                     the model is "not ready"
+    |-- DataError                      exit 2                     (CLI only: data files)
+    |-- MissingDependencyError         exit 2                     (CLI only: an extra not installed)
+    |-- ExportError                    exit 2                     (export only)
+    `-- VerificationFailed             exit 1: the report is printed, the tolerance failed
+
+The server's own refusals (`toolkit.serving.core.ServeError`: 400, 401, 404, 409 sequence
+version, 413 too large, 415 encoding, 503 unavailable) are not ToolkitErrors: they are about the
+request, not the model. A 5xx is only ever the server's own failure. Raise the narrowest class that
+says what went wrong; its message says what was expected and what came, in one line.
 """
 
 
@@ -21,8 +43,8 @@ class InputValueError(ToolkitError, ValueError):
 
 
 class UnsupportedError(ToolkitError, ValueError):
-    """A valid model or call that this part of the runtime does not run (for example a model with
-    named or token inputs in a `StreamPool`, which serves the classic signature only)."""
+    """A valid model or call that this part of the toolkit does not run (for example a command
+    that serves only some signatures, such as a benchmark written for the classic one)."""
 
 
 class ArtifactError(ToolkitError):
