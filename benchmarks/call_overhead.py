@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import runtime  # noqa: E402
-from runtime.fused import STEP, choose_form, io_names  # noqa: E402
+from runtime.fused import STEP, choose_form  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCHES = (1, 64)
@@ -77,7 +77,7 @@ def bench(folders: list[Path], rounds: int) -> list[tuple]:
                     )  # fmt: skip
                     if form == STEP:
                         continue
-                    inputs, outputs = io_names(form, model.state_names, model.state_outputs)
+                    _, _, inputs, outputs = model.fused(form)  # the form's session and its io names
                     state = model.initial_state(batch)
                     if kind == "generate":
                         first = rng.uniform(-1, 1, (batch, model.input_size)).astype(np.float32)
@@ -94,7 +94,7 @@ def bench(folders: list[Path], rounds: int) -> list[tuple]:
                             return model.predict(first)
 
                     call()  # creates the form's session
-                    session = model._sessions[form]  # the runtime's own session: same options
+                    session = model.session(form)  # the runtime's own session: same options
 
                     def raw(session=session, outputs=outputs, feed=feed):
                         return session.run(outputs, feed)

@@ -132,7 +132,7 @@ def main() -> None:
     emit("| folder | form | placement |", "|---|---|---|")
     for name, model in (("sine-elman", classic_gpu), ("char GRU", char_gpu)):
         for form in model.forms:
-            emit(f"| {name} | {form} | {placements(model.folder / model._entries[form].name)} |")
+            emit(f"| {name} | {form} | {placements(model.folder / model.form_file(form))} |")
 
     emit("", "## CUDA against the CPU", "| model | what | max abs difference / streams identical |", "|---|---|---|")
     rng = np.random.default_rng(0)

@@ -144,6 +144,12 @@ class Model:
         the model's fingerprint, which tags saved stream states."""
         return self._entries[STEP].sha256
 
+    def form_file(self, form: str) -> str:
+        """The name of the ONNX file of ``form`` (one of `forms`) in the folder."""
+        if form not in self._entries:
+            raise InputValueError(f"form {form!r} is not in this artifact folder; it has {list(self.forms)}")
+        return self._entries[form].name
+
     @property
     def step_session(self) -> ort.InferenceSession:
         """The onnxruntime session of the step model, shared by every call (for benchmarks and IO
