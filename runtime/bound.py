@@ -36,13 +36,16 @@ class BoundStep:
     the inputs in and the outputs out; the state stays on the device.
     """
 
-    def __init__(self, model: Model, batch_size: int) -> None:
+    def __init__(self, model: Model, batch_size: int, *, device_buffers: bool = False) -> None:
+        """``device_buffers``: OrtValue buffers on the model's device even on the CPU (the CUDA path's
+        code, which the tests run on machines without a GPU)."""
         signature = model.signature
         self.batch_size = batch_size
         self._session = model.step_session
         self._guard = RunGuard(model.run_timeout)  # this runner's RunOptions: one caller at a time
         self._what = model.step_file
-        self._host = model.device == "cpu"  # buffers are numpy arrays that onnxruntime reads and writes
+        # buffers are numpy arrays that onnxruntime reads and writes, or OrtValues on the device
+        self._host = model.device == "cpu" and not device_buffers
         input_shapes, output_shapes, state_shapes = signature.shapes(batch_size)
         self._axes = signature.state_axes
         if self._host:
