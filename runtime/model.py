@@ -426,7 +426,9 @@ class Model:
         self._check_call_memory("predict", steps, batch_size)
         current = self._state(state, batch_size)
         if steps == 1 and form is None:  # straight to the step model: no loop, no output buffer
-            ys, current = self.run_checked(tuple(s[0] for s in sequences), current, True)
+            ys, current = self.run_checked(
+                (sequences[0][0],) if len(sequences) == 1 else tuple(s[0] for s in sequences), current, True
+            )
         else:
             chosen = self._pick("predict", form, batch_size, steps)
             if chosen == STEP:
@@ -459,24 +461,26 @@ class Model:
 
     def _closed_loop(self, inputs: Arrays, steps: int, state: State, form: str | None, sampler: Any) -> tuple:
         """``steps`` closed-loop steps from ``inputs``: (time-first outputs (the tokens when sampled),
-        the final state, the next step's inputs)."""
+        the final state)."""
         if self.sampled_runs is not None:
             tokens, state = self.sampled_runs.generate(inputs, steps, state, sampler, form)
-            return [tokens], state, self._fed(inputs, tokens[-1])
+            return [tokens], state
+        if steps == 1 and form is None:  # a fused rollout of one step is the step model
+            return self.run_checked(inputs, state, True)
         batch_size = inputs[0].shape[0]
         chosen = self._pick("generate", form, batch_size, steps)
-        if steps == 1:  # a fused rollout of one step is the step model
-            ys, state = self.run_checked(inputs, state, True)
-        elif chosen == STEP:
+        if steps == 1:
+            return self.run_checked(inputs, state, True)
+        if chosen == STEP:
             ys = self._buffers(steps, batch_size)
-            state = self._step_loop(None, inputs, state, ys)
-        else:
-            ys, state = self._run_fused(chosen, inputs, state, steps)
-        return ys, state, self._fed(inputs, ys[self.signature.feedback_output][-1])
+            return ys, self._step_loop(None, inputs, state, ys)
+        return self._run_fused(chosen, inputs, state, steps)
 
-    def _fed(self, inputs: Arrays, value: np.ndarray) -> Arrays:
-        """The next step's inputs: ``value`` in place of the fed-back input, the others held."""
+    def _fed(self, inputs: Arrays, ys: list[np.ndarray]) -> Arrays:
+        """The next step's inputs after outputs ``ys``: the last fed-back value (the last token when
+        sampled) in place of the fed-back input, the others held."""
         index = self.signature.feedback_input
+        value = ys[0 if self.signature.sampled else self.signature.feedback_output][-1]
         return tuple(value if i == index else array for i, array in enumerate(inputs))
 
     def _generated(self, ys: list[np.ndarray]) -> Any:
@@ -496,7 +500,7 @@ class Model:
         (steps, batch) (batch-first: (batch, steps)). ``form`` names the form to run ("step" forces
         the step loop); None picks the fastest for the call."""
         inputs, steps, current, _ = self._generate_inputs(x0, steps, state, sampler)
-        ys, current, _ = self._closed_loop(inputs, steps, current, form, sampler)
+        ys, current = self._closed_loop(inputs, steps, current, form, sampler)
         return self._generated(ys), current
 
     def generate_iter(
@@ -516,6 +520,7 @@ class Model:
         done = 0
         while done < steps:
             n = min(chunk, steps - done)
-            ys, current, inputs = self._closed_loop(inputs, n, current, form, sampler)
+            ys, current = self._closed_loop(inputs, n, current, form, sampler)
+            inputs = self._fed(inputs, ys)
             done += n
             yield self._generated(ys), current
