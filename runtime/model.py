@@ -83,6 +83,8 @@ class Model:
         self.signature = signature
         self._check_step, self._check_state = signature.check_step, signature.check_state  # the hot path's
         self._step_bytes, self._host = signature.step_bytes, device == "cpu"
+        # sequences of outputs come back as they are run: one output, time-first, fed back as it is
+        self._plain_sequences = len(signature.outputs) == 1 and not signature.batch_first and not signature.sampled
         self.inputs, self.outputs, self.states = signature.inputs, signature.outputs, signature.states
         self.input_names, self.output_names = signature.input_names, signature.output_names
         self.state_names, self.state_outputs = signature.state_names, signature.state_outputs
@@ -436,7 +438,7 @@ class Model:
                 current = self._step_loop(sequences, None, current, ys)
             else:
                 ys, current = self._run_fused(chosen, sequences, current, None)
-        return self.signature.result(ys, True, flat), current
+        return (ys[0] if self._plain_sequences and not flat else self.signature.result(ys, True, flat)), current
 
     def _buffers(self, steps: int, batch_size: int) -> list[np.ndarray]:
         _, shapes, _ = self.signature.shapes(batch_size)
@@ -450,14 +452,16 @@ class Model:
                 "generate needs to know which output becomes which input: this model's manifest declares no "
                 f"feedback, and its outputs {list(self.output_names)} are not its inputs' shapes"
             )
-        check_sampler(feedback, sampler)
-        inputs, batch_size = self.signature.check_step(x0, "x0")
+        if sampler is not None or self.sampled_runs is not None:
+            check_sampler(feedback, sampler)
+        inputs, batch_size = self._check_step(x0, "x0")
         if type(steps) is not int or not 1 <= steps <= self.max_steps:  # the common case costs no call
             steps = check_steps(steps, self.max_steps)
         if chunk is not None:
             chunk = check_steps(chunk, self.max_steps)
         self._check_call_memory("generate", steps if chunk is None else min(chunk, steps), batch_size)
-        return inputs, steps, self._state(state, batch_size), chunk
+        state = self._initial_rows(batch_size) if state is None else self._check_state(state, batch_size)
+        return inputs, steps, state, chunk
 
     def _closed_loop(self, inputs: Arrays, steps: int, state: State, form: str | None, sampler: Any) -> tuple:
         """``steps`` closed-loop steps from ``inputs``: (time-first outputs (the tokens when sampled),
@@ -484,6 +488,8 @@ class Model:
         return tuple(value if i == index else array for i, array in enumerate(inputs))
 
     def _generated(self, ys: list[np.ndarray]) -> Any:
+        if self._plain_sequences:
+            return ys[0]
         if self.signature.sampled:
             return np.ascontiguousarray(ys[0].T) if self.signature.batch_first else ys[0]
         return self.signature.result(ys, True)
