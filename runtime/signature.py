@@ -161,6 +161,10 @@ class Signature:
             ready_inputs = self._ready_inputs(x)
             if ready_inputs is not None:
                 return ready_inputs
+        elif type(x) is np.ndarray and len(self.inputs) == 1:  # e.g. the token ids of a one-input model
+            ready_inputs = self._ready_inputs({self.input_names[0]: x})
+            if ready_inputs is not None:
+                return ready_inputs
         arrays, sizes = self._check_all(self.named(x, what), ("batch",), what)
         return arrays, sizes["batch"]
 
