@@ -23,18 +23,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from runtime.fused import SEQUENCE_FORMS
 from runtime.manifest import form_file_name
 
-from .onnx_export import stamp_model
-
-IR_VERSION = 8  # what opset 17 needs and what the step model gets from torch: older runtimes
-#                (onnxruntime-node, mobile builds) refuse newer IR versions than they know
-UNROLL = 10  # steps per Loop/Scan iteration: amortises the per-iteration overhead (NOTES.md)
-FLOAT = TensorProto.FLOAT
-INT64 = TensorProto.INT64
+from .onnx_graph import FLOAT, INT64, UNROLL, classic_io, const, finish_model, ints, value
 
 
 @dataclass(frozen=True)
@@ -67,36 +61,6 @@ class ElmanWeights:
         return folded.astype(np.float32)
 
 
-def _const(name: str, value) -> onnx.TensorProto:
-    return numpy_helper.from_array(np.asarray(value), name)
-
-
-def _ints(name: str, *values: int) -> onnx.TensorProto:
-    return _const(name, np.array(values, dtype=np.int64))
-
-
-def _value(name: str, elem: int, shape) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
-def _model(graph: onnx.GraphProto, opset: int, form: str, metadata: dict[str, str]) -> onnx.ModelProto:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = IR_VERSION
-    stamp_model(model, metadata, form=form)
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
-def _io(weights: ElmanWeights, rollout: bool):
-    n_in, hidden, n_out = weights.input_size, weights.hidden_size, weights.output_size
-    first = _value("x0", FLOAT, ["batch", n_in]) if rollout else _value("xs", FLOAT, ["steps", "batch", n_in])
-    inputs = [first, _value("h", FLOAT, ["batch", hidden])]
-    if rollout:
-        inputs.append(_value("steps", INT64, [1]))
-    outputs = [_value("ys", FLOAT, ["steps", "batch", n_out]), _value("h_out", FLOAT, ["batch", hidden])]
-    return inputs, outputs
-
-
 def sequence_rnn(weights: ElmanWeights, opset: int, metadata: dict[str, str]) -> onnx.ModelProto:
     hidden = weights.hidden_size
     nodes = [
@@ -109,15 +73,15 @@ def sequence_rnn(weights: ElmanWeights, opset: int, metadata: dict[str, str]) ->
         helper.make_node("Squeeze", ["Y_h", "axis0"], ["h_out"]),
     ]
     initializers = [
-        _const("W", weights.w1_x.T[None].copy()),  # (1, H, n_in)
-        _const("R", weights.w1_h.T[None].copy()),  # (1, H, H)
-        _const("w2", weights.w2),
-        _ints("axis0", 0),
-        _ints("axis1", 1),
+        const("W", weights.w1_x.T[None].copy()),  # (1, H, n_in)
+        const("R", weights.w1_h.T[None].copy()),  # (1, H, H)
+        const("w2", weights.w2),
+        ints("axis0", 0),
+        ints("axis1", 1),
     ]
-    inputs, outputs = _io(weights, rollout=False)
+    inputs, outputs = classic_io(weights.input_size, weights.hidden_size, weights.output_size, rollout=False)
     graph = helper.make_graph(nodes, "sequence_rnn", inputs, outputs, initializers)
-    return _model(graph, opset, "sequence_rnn", metadata)
+    return finish_model(graph, opset, "sequence_rnn", metadata)
 
 
 def rollout_rnn(weights: ElmanWeights, opset: int, metadata: dict[str, str]) -> onnx.ModelProto:
@@ -143,17 +107,17 @@ def rollout_rnn(weights: ElmanWeights, opset: int, metadata: dict[str, str]) -> 
         helper.make_node("Squeeze", ["Y_h", "axis0"], ["h_out"]),
     ]
     initializers = [
-        _const("w1", weights.w1),
-        _const("w2", weights.w2),
-        _const("W_none", np.zeros((1, hidden, 1), np.float32)),
-        _const("R", weights.closed_loop_matrix().T[None].copy()),
-        _ints("one", 1),
-        _ints("axis0", 0),
-        _ints("axis1", 1),
+        const("w1", weights.w1),
+        const("w2", weights.w2),
+        const("W_none", np.zeros((1, hidden, 1), np.float32)),
+        const("R", weights.closed_loop_matrix().T[None].copy()),
+        ints("one", 1),
+        ints("axis0", 0),
+        ints("axis1", 1),
     ]
-    inputs, outputs = _io(weights, rollout=True)
+    inputs, outputs = classic_io(weights.input_size, weights.hidden_size, weights.output_size, rollout=True)
     graph = helper.make_graph(nodes, "rollout_rnn", inputs, outputs, initializers)
-    return _model(graph, opset, "rollout_rnn", metadata)
+    return finish_model(graph, opset, "rollout_rnn", metadata)
 
 
 def _block_body(name: str, steps: int, hidden: int, n_out: int, inputs_from: str | None) -> onnx.GraphProto:
@@ -192,14 +156,14 @@ def _block_body(name: str, steps: int, hidden: int, n_out: int, inputs_from: str
         nodes.append(helper.make_node("Identity", readouts, [f"{prefix}block"]))
     nodes.append(helper.make_node("Identity", [f"{prefix}cond_in"], [f"{prefix}cond_out"]))
     inputs = [
-        _value(f"{prefix}i", INT64, []),
-        _value(f"{prefix}cond_in", TensorProto.BOOL, []),
-        _value(f"{prefix}h_in", FLOAT, [hidden, "batch"]),
+        value(f"{prefix}i", INT64, []),
+        value(f"{prefix}cond_in", TensorProto.BOOL, []),
+        value(f"{prefix}h_in", FLOAT, [hidden, "batch"]),
     ]
     outputs = [
-        _value(f"{prefix}cond_out", TensorProto.BOOL, []),
-        _value(f"{prefix}h_out", FLOAT, [hidden, "batch"]),
-        _value(f"{prefix}block", FLOAT, [steps * n_out, "batch"]),
+        value(f"{prefix}cond_out", TensorProto.BOOL, []),
+        value(f"{prefix}h_out", FLOAT, [hidden, "batch"]),
+        value(f"{prefix}block", FLOAT, [steps * n_out, "batch"]),
     ]
     return helper.make_graph(nodes, name, inputs, outputs)
 
@@ -220,16 +184,16 @@ def _blocked_readouts(nodes: list, blocks: str, tail: str, first: str | None) ->
 
 
 def _blocked_initializers(weights: ElmanWeights, recurrent: np.ndarray, teacher_forced: bool) -> list[onnx.TensorProto]:
-    step_indices = [_const(f"step{i}", np.array(i, dtype=np.int64)) for i in range(UNROLL)] if teacher_forced else []
+    step_indices = [const(f"step{i}", np.array(i, dtype=np.int64)) for i in range(UNROLL)] if teacher_forced else []
     return [
-        _const("RT", recurrent.T.copy()),  # (H, H): state (H, B) -> RT @ state
-        _const("w2T", weights.w2.T.copy()),  # (n_out, H)
-        _ints("unroll", UNROLL),
-        _ints("one", 1),
-        _ints("zero", 0),
-        _ints("minus_one", -1),
-        _ints("out_size", weights.output_size),
-        _const("true", np.array(True)),
+        const("RT", recurrent.T.copy()),  # (H, H): state (H, B) -> RT @ state
+        const("w2T", weights.w2.T.copy()),  # (n_out, H)
+        ints("unroll", UNROLL),
+        ints("one", 1),
+        ints("zero", 0),
+        ints("minus_one", -1),
+        ints("out_size", weights.output_size),
+        const("true", np.array(True)),
         *step_indices,  # the bodies' Gather indices of the steps in a block
     ]
 
@@ -266,13 +230,13 @@ def sequence_loop(weights: ElmanWeights, opset: int, metadata: dict[str, str]) -
     ]
     _blocked_readouts(nodes, "blocks", "tail", None)
     initializers = [
-        _const("W_xT", weights.w1_x.T.copy()),  # (H, n_in)
-        _ints("in_size", n_in),
+        const("W_xT", weights.w1_x.T.copy()),  # (H, n_in)
+        ints("in_size", n_in),
         *_blocked_initializers(weights, weights.w1_h, teacher_forced=True),
     ]
-    inputs, outputs = _io(weights, rollout=False)
+    inputs, outputs = classic_io(weights.input_size, weights.hidden_size, weights.output_size, rollout=False)
     graph = helper.make_graph(nodes, "sequence_loop", inputs, outputs, initializers)
-    return _model(graph, opset, "sequence_loop", metadata)
+    return finish_model(graph, opset, "sequence_loop", metadata)
 
 
 def rollout_loop(weights: ElmanWeights, opset: int, metadata: dict[str, str]) -> onnx.ModelProto:
@@ -306,12 +270,12 @@ def rollout_loop(weights: ElmanWeights, opset: int, metadata: dict[str, str]) ->
     ]
     _blocked_readouts(nodes, "blocks", "tail", "y1_seq")
     initializers = [
-        _const("w1", weights.w1),
+        const("w1", weights.w1),
         *_blocked_initializers(weights, weights.closed_loop_matrix(), teacher_forced=False),
     ]
-    inputs, outputs = _io(weights, rollout=True)
+    inputs, outputs = classic_io(weights.input_size, weights.hidden_size, weights.output_size, rollout=True)
     graph = helper.make_graph(nodes, "rollout_loop", inputs, outputs, initializers)
-    return _model(graph, opset, "rollout_loop", metadata)
+    return finish_model(graph, opset, "rollout_loop", metadata)
 
 
 BUILDERS = {

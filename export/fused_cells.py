@@ -30,7 +30,7 @@ from onnx import TensorProto, helper
 from runtime.fused import SEQUENCE_FORMS
 from runtime.manifest import form_file_name
 
-from .fused import FLOAT, UNROLL, _const, _ints, _io, _model, _value
+from .onnx_graph import FLOAT, UNROLL, classic_io, const, finish_model, ints, value
 
 GATES = {"gru": 3, "lstm": 4}
 # Where ONNX's gate blocks come from in torch's order: GRU z,r,h <- r,z,n; LSTM i,o,f,c <- i,f,g,o.
@@ -111,30 +111,11 @@ def _names(weights: CellWeights) -> tuple[list[str], list[str]]:
 
 
 def _cell_io(weights: CellWeights, rollout: bool):
-    inputs, outputs = _io(_SizeView(weights), rollout)
+    inputs, outputs = classic_io(weights.input_size, weights.hidden_size, weights.output_size, rollout)
     if weights.state_count == 2:  # h then c, as the step model has them
-        inputs.insert(2, _value("c", FLOAT, ["batch", weights.hidden_size]))
-        outputs.append(_value("c_out", FLOAT, ["batch", weights.hidden_size]))
+        inputs.insert(2, value("c", FLOAT, ["batch", weights.hidden_size]))
+        outputs.append(value("c_out", FLOAT, ["batch", weights.hidden_size]))
     return inputs, outputs
-
-
-@dataclass(frozen=True)
-class _SizeView:
-    """What `export.fused._io` reads of a weights object."""
-
-    weights: CellWeights
-
-    @property
-    def input_size(self) -> int:
-        return self.weights.input_size
-
-    @property
-    def hidden_size(self) -> int:
-        return self.weights.hidden_size
-
-    @property
-    def output_size(self) -> int:
-        return self.weights.output_size
 
 
 def _native_node(weights: CellWeights, x: str, prefix: str, out: list[str], w: str, r: str, b: str):
@@ -148,9 +129,9 @@ def _native_node(weights: CellWeights, x: str, prefix: str, out: list[str], w: s
 def _native_weights(weights: CellWeights, w_ih: np.ndarray, b_ih: np.ndarray, suffix: str = ""):
     """W (1, G*H, n), R (1, G*H, H), B (1, 2*G*H) in ONNX's gate order."""
     return [
-        _const(f"W{suffix}", weights.onnx_order(w_ih)[None].copy()),
-        _const(f"R{suffix}", weights.onnx_order(weights.w_hh)[None].copy()),
-        _const(f"B{suffix}", np.concatenate([weights.onnx_order(b_ih), weights.onnx_order(weights.b_hh)])[None].copy()),
+        const(f"W{suffix}", weights.onnx_order(w_ih)[None].copy()),
+        const(f"R{suffix}", weights.onnx_order(weights.w_hh)[None].copy()),
+        const(f"B{suffix}", np.concatenate([weights.onnx_order(b_ih), weights.onnx_order(weights.b_hh)])[None].copy()),
     ]
 
 
@@ -160,7 +141,7 @@ def _readout(nodes: list, hs: str, ys: str) -> None:
 
 
 def _readout_initializers(weights: CellWeights) -> list[onnx.TensorProto]:
-    return [_const("w_outT", weights.w_out.T.copy()), _const("b_out", weights.b_out)]
+    return [const("w_outT", weights.w_out.T.copy()), const("b_out", weights.b_out)]
 
 
 def sequence_native(weights: CellWeights, opset: int, metadata: dict[str, str]) -> onnx.ModelProto:
@@ -174,12 +155,12 @@ def sequence_native(weights: CellWeights, opset: int, metadata: dict[str, str]) 
     initializers = [
         *_native_weights(weights, weights.w_ih, weights.b_ih),
         *_readout_initializers(weights),
-        _ints("axis0", 0),
-        _ints("axis1", 1),
+        ints("axis0", 0),
+        ints("axis1", 1),
     ]
     inputs, outputs = _cell_io(weights, rollout=False)
     graph = helper.make_graph(nodes, "sequence_rnn", inputs, outputs, initializers)
-    return _model(graph, opset, "sequence_rnn", metadata)
+    return finish_model(graph, opset, "sequence_rnn", metadata)
 
 
 def _gate_matrices(weights: CellWeights, input_matrix: np.ndarray, input_bias: np.ndarray):
@@ -231,8 +212,8 @@ def _cell_nodes(kind: str, pre: str, h: str, c: str | None, p: str, h_next: str,
 def _split_initializers(kind: str, hidden: int) -> list[onnx.TensorProto]:
     """The Split sizes `_cell_nodes` of ``kind`` reads."""
     if kind == "gru":
-        return [_ints("split_gru", 2 * hidden, hidden, hidden), _ints("split_two", hidden, hidden)]
-    return [_ints("split_lstm", 3 * hidden, hidden), _ints("split_three", hidden, hidden, hidden)]
+        return [ints("split_gru", 2 * hidden, hidden, hidden), ints("split_two", hidden, hidden)]
+    return [ints("split_lstm", 3 * hidden, hidden), ints("split_three", hidden, hidden, hidden)]
 
 
 def _rollout_body(weights: CellWeights, name: str, steps: int) -> onnx.GraphProto:
@@ -257,16 +238,16 @@ def _rollout_body(weights: CellWeights, name: str, steps: int) -> onnx.GraphProt
     else:
         nodes.append(helper.make_node("Identity", hs, [f"{p}block"]))
     nodes.append(helper.make_node("Identity", [f"{p}cond_in"], [f"{p}cond_out"]))
-    state_in = [_value(f"{p}h_in", FLOAT, ["batch", hidden])]
-    state_out = [_value(f"{p}h_out", FLOAT, ["batch", hidden])]
+    state_in = [value(f"{p}h_in", FLOAT, ["batch", hidden])]
+    state_out = [value(f"{p}h_out", FLOAT, ["batch", hidden])]
     if lstm:
-        state_in.append(_value(f"{p}c_in", FLOAT, ["batch", hidden]))
-        state_out.append(_value(f"{p}c_out", FLOAT, ["batch", hidden]))
-    inputs = [_value(f"{p}i", TensorProto.INT64, []), _value(f"{p}cond_in", TensorProto.BOOL, []), *state_in]
+        state_in.append(value(f"{p}c_in", FLOAT, ["batch", hidden]))
+        state_out.append(value(f"{p}c_out", FLOAT, ["batch", hidden]))
+    inputs = [value(f"{p}i", TensorProto.INT64, []), value(f"{p}cond_in", TensorProto.BOOL, []), *state_in]
     outputs = [
-        _value(f"{p}cond_out", TensorProto.BOOL, []),
+        value(f"{p}cond_out", TensorProto.BOOL, []),
         *state_out,
-        _value(f"{p}block", FLOAT, ["batch", steps * hidden]),
+        value(f"{p}block", FLOAT, ["batch", steps * hidden]),
     ]
     return helper.make_graph(nodes, name, inputs, outputs)
 
@@ -281,7 +262,7 @@ def _first_step(weights: CellWeights) -> tuple[list, list[onnx.TensorProto], lis
         helper.make_node("Add", ["first_mm", "bias_first"], ["first_pre"]),
         *_cell_nodes(weights.kind, "first_pre", "h", "c" if lstm else None, "first_", "h1", "c1" if lstm else None),
     ]
-    initializers = [_const("M_first", np.concatenate([m_x, m_h], axis=0)), _const("bias_first", bias)]
+    initializers = [const("M_first", np.concatenate([m_x, m_h], axis=0)), const("bias_first", bias)]
     return nodes, initializers, ["h1", "c1"] if lstm else ["h1"]
 
 
@@ -318,20 +299,20 @@ def rollout_loop(weights: CellWeights, opset: int, metadata: dict[str, str]) -> 
     ]
     _readout(nodes, "hs", "ys")
     initializers += [
-        _const("M_fold", m_h_fold),
-        _const("bias_fold", bias),
+        const("M_fold", m_h_fold),
+        const("bias_fold", bias),
         *_readout_initializers(weights),
         *_split_initializers(weights.kind, hidden),
-        _ints("unroll", UNROLL),
-        _ints("one", 1),
-        _ints("zero", 0),
-        _ints("minus_one", -1),
-        _ints("hidden", hidden),
-        _const("true", np.array(True)),
+        ints("unroll", UNROLL),
+        ints("one", 1),
+        ints("zero", 0),
+        ints("minus_one", -1),
+        ints("hidden", hidden),
+        const("true", np.array(True)),
     ]
     inputs, outputs = _cell_io(weights, rollout=True)
     graph = helper.make_graph(nodes, "rollout_loop", inputs, outputs, initializers)
-    return _model(graph, opset, "rollout_loop", metadata)
+    return finish_model(graph, opset, "rollout_loop", metadata)
 
 
 def rollout_native(weights: CellWeights, opset: int, metadata: dict[str, str]) -> onnx.ModelProto:
@@ -362,17 +343,17 @@ def rollout_native(weights: CellWeights, opset: int, metadata: dict[str, str]) -
     _readout(nodes, "hs", "ys")
     initializers = [
         *_native_weights(weights, weights.w_ih, weights.b_ih),
-        _const("W_none", np.zeros((1, 4 * hidden, 1), np.float32)),
-        _const("R_fold", r_folded[None].copy()),
-        _const("B_fold", b_folded[None].copy()),
+        const("W_none", np.zeros((1, 4 * hidden, 1), np.float32)),
+        const("R_fold", r_folded[None].copy()),
+        const("B_fold", b_folded[None].copy()),
         *_readout_initializers(weights),
-        _ints("one", 1),
-        _ints("axis0", 0),
-        _ints("axis1", 1),
+        ints("one", 1),
+        ints("axis0", 0),
+        ints("axis1", 1),
     ]
     inputs, outputs = _cell_io(weights, rollout=True)
     graph = helper.make_graph(nodes, "rollout_rnn", inputs, outputs, initializers)
-    return _model(graph, opset, "rollout_rnn", metadata)
+    return finish_model(graph, opset, "rollout_rnn", metadata)
 
 
 def rollout_native_loop(weights: CellWeights, opset: int, metadata: dict[str, str]) -> onnx.ModelProto:
@@ -396,16 +377,16 @@ def rollout_native_loop(weights: CellWeights, opset: int, metadata: dict[str, st
         body_nodes,
         "native_step",
         [
-            _value("b_i", TensorProto.INT64, []),
-            _value("b_cond_in", TensorProto.BOOL, []),
-            _value("b_x", FLOAT, ["batch", weights.input_size]),
-            *(_value(s, FLOAT, vec) for s in body_states),
+            value("b_i", TensorProto.INT64, []),
+            value("b_cond_in", TensorProto.BOOL, []),
+            value("b_x", FLOAT, ["batch", weights.input_size]),
+            *(value(s, FLOAT, vec) for s in body_states),
         ],
         [
-            _value("b_cond_out", TensorProto.BOOL, []),
-            _value("b_y", FLOAT, ["batch", weights.output_size]),
-            *(_value(f"{s}_next", FLOAT, vec) for s in body_states),
-            _value("b_y_scan", FLOAT, ["batch", weights.output_size]),
+            value("b_cond_out", TensorProto.BOOL, []),
+            value("b_y", FLOAT, ["batch", weights.output_size]),
+            *(value(f"{s}_next", FLOAT, vec) for s in body_states),
+            value("b_y_scan", FLOAT, ["batch", weights.output_size]),
         ],
     )
     nodes = [
@@ -415,13 +396,13 @@ def rollout_native_loop(weights: CellWeights, opset: int, metadata: dict[str, st
     initializers = [
         *_native_weights(weights, weights.w_ih, weights.b_ih),
         *_readout_initializers(weights),
-        _ints("axis0", 0),
-        _ints("zero", 0),
-        _const("true", np.array(True)),
+        ints("axis0", 0),
+        ints("zero", 0),
+        const("true", np.array(True)),
     ]
     inputs, outputs = _cell_io(weights, rollout=True)
     graph = helper.make_graph(nodes, "rollout_native_loop", inputs, outputs, initializers)
-    return _model(graph, opset, "rollout_loop", metadata)
+    return finish_model(graph, opset, "rollout_loop", metadata)
 
 
 # The forms `rnn export` writes per cell, from benchmarks/fused_cells.py (docs/fused-cells-bench.txt):

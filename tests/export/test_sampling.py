@@ -14,15 +14,15 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from export.fused import IR_VERSION
-from export.sampling import (
+from export.onnx_graph import IR_VERSION
+from export.sampling import sampling_rollouts
+from export.sampling_reference import (
     TIE_ULPS,
     _gaps_ulps,
     eager_sample,
     first_parting,
     module_step,
     partings,
-    sampling_rollouts,
     torch_draw,
 )
 from runtime.errors import ExportError
@@ -257,10 +257,10 @@ class SqueezedGRU(nn.Module):
 
 @pytest.mark.parametrize("local_bytes", [None, 0])  # 0: no copies of the weights in the Loop bodies
 def test_a_state_squeezed_in_and_out_builds_and_gives_the_step_loops_tokens(monkeypatch, local_bytes):
-    from export import sampling
+    from export import step_graph
 
     if local_bytes is not None:
-        monkeypatch.setattr(sampling, "LOCAL_CONSTANTS_MAX_BYTES", local_bytes)
+        monkeypatch.setattr(step_graph, "LOCAL_CONSTANTS_MAX_BYTES", local_bytes)
     torch.manual_seed(3)
     module = SqueezedGRU().eval()
     axes = {"token": {0: "batch"}, "h": {0: "batch"}, "logits": {0: "batch"}, "h_out": {0: "batch"}}
