@@ -23,17 +23,19 @@ exactly what it would inside a full one. The output is a folder of Parquet files
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runtime.errors import DataError, InputValueError, ShapeError, ToolkitError
+from runtime.errors import DataError, InputValueError, ShapeError, ToolkitError, UnsupportedError
 from runtime.fused import FUSED_MIN_STEPS, choose_form
 
 from .extras import require
@@ -75,20 +77,41 @@ def import_ray() -> Any:
 # ---- the model worker ---------------------------------------------------------------------
 
 
+def load_series_model(folder: str, digest: str | None = None) -> Any:
+    """``folder``'s model for series of one value per step (one CPU: no thread split), pinned to
+    ``digest`` if given: a folder changed since the digest was read is an IntegrityError, never a
+    run of other bytes. UnsupportedError or ShapeError for a model that does not take such series."""
+    import runtime
+
+    model = runtime.load(folder, workers=1, digest=digest)
+    if not model.classic:
+        raise UnsupportedError(
+            "bulk runs read series of one float value per step: the model must have the classic signature "
+            f"(one float32 input and output), got inputs {', '.join(model.input_names)}"
+        )
+    if model.input_size != 1 or model.output_size != 1:
+        raise ShapeError(
+            "bulk runs read series of one value per step: the model must have input and output size 1, "
+            f"got {model.input_size} and {model.output_size}"
+        )
+    return model
+
+
 class SeriesRunner:
     """A Ray Data callable class: one loaded model per actor, one batch of equal-length series in,
-    ``id`` and ``y`` out (pyarrow tables)."""
+    ``id`` and ``y`` out (pyarrow tables). The folder is loaded pinned to ``digest`` (the one the
+    driver read); a toolkit error of that load is raised by the first batch, not by the constructor:
+    Ray reports a failed actor constructor as an untyped ActorDiedError, a failed batch as itself."""
 
-    def __init__(self, folder: str, kind: str, steps: int | None, batch_size: int) -> None:
-        import runtime
-
-        self.model = runtime.load(folder, workers=1)  # one CPU per actor: no thread split
-        if self.model.input_size != 1 or self.model.output_size != 1:
-            raise ShapeError(
-                "bulk runs read series of one value per step: the model must have input and output size 1, "
-                f"got {self.model.input_size} and {self.model.output_size}"
-            )
+    def __init__(self, folder: str, kind: str, steps: int | None, batch_size: int, digest: str | None = None) -> None:
         self.kind, self.steps, self.batch_size = kind, steps, batch_size
+        self.refused: ToolkitError | None = None
+        try:
+            self.model = load_series_model(folder, digest)
+        except ToolkitError as error:
+            self.refused = error
+            return
+        self.batch_first = self.model.layout == "batch_first"
 
     def _form(self, kind: str, steps: int) -> str | None:
         """The form of a full batch (None where the runtime goes to the step model by itself)."""
@@ -99,21 +122,33 @@ class SeriesRunner:
         batch (Ray cuts one at the end of each bundle of blocks) is padded to a full one with
         copies of its last row: onnxruntime's kernels for a few rows (1-3, 15 here) differ from a
         full batch's in the last bit, so a row's result would depend on where the batch was cut."""
+        if self.refused is not None:
+            raise self.refused
         n = len(series)
         if 0 < n < self.batch_size:
             series = np.concatenate([series, np.repeat(series[-1:], self.batch_size - n, axis=0)])
         return self._run(series)[:n]
 
+    def _sequence(self, values: np.ndarray) -> np.ndarray:
+        """(n, length) values as the model's sequence of one-value steps (its layout)."""
+        return values[:, :, None] if self.batch_first else values.T[:, :, None]  # (n, length, 1) or (length, n, 1)
+
+    def _series(self, ys: np.ndarray) -> np.ndarray:
+        """The model's sequence of one-value outputs as (n, length) float32 series."""
+        return np.ascontiguousarray(ys[:, :, 0] if self.batch_first else ys[:, :, 0].T)
+
     def _run(self, series: np.ndarray) -> np.ndarray:
-        xs = series.T[:, :, None]  # (length, n, 1)
+        length = series.shape[1]
         if self.kind == "predict":
-            ys, _ = self.model.predict(xs, form=self._form("predict", len(xs)))
+            ys, _ = self.model.predict(self._sequence(series), form=self._form("predict", length))
         else:
-            if len(xs) < 2:
-                raise DataError(f"generate warms up on all points but the last: series need 2 or more, got {len(xs)}")
-            _, state = self.model.predict(xs[:-1], form=self._form("predict", len(xs) - 1))
-            ys, _ = self.model.generate(xs[-1], self.steps, state, form=self._form("generate", self.steps))
-        return np.ascontiguousarray(ys[:, :, 0].T)  # (n, length or steps) float32
+            if length < 2:
+                raise DataError(f"generate warms up on all points but the last: series need 2 or more, got {length}")
+            warm_up = self._sequence(series[:, :-1])
+            _, state = self.model.predict(warm_up, form=self._form("predict", length - 1))
+            x0 = series[:, -1:]  # (n, 1): the last point of every series
+            ys, _ = self.model.generate(x0, self.steps, state, form=self._form("generate", self.steps))
+        return self._series(ys)  # (n, length or steps) float32
 
     def __call__(self, batch: Any) -> Any:
         ids = batch.column(ID_COLUMN)
@@ -341,6 +376,95 @@ def _dataset(ray: Any, source: Path, batch_size: int) -> tuple[Any, str]:
     return ray.data.from_items(parquet_row_groups(files)), "parquet"
 
 
+def check_arguments(kind: str, steps: int | None, batch_size: int, actors: int) -> None:
+    """InputValueError unless ``kind``, ``steps``, ``batch_size`` and ``actors`` make a run."""
+    if kind not in KINDS:
+        raise InputValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    if kind == "generate" and (type(steps) is not int or steps < 1):
+        raise InputValueError(f"generate needs steps >= 1, got {steps!r}")
+    if type(batch_size) is not int or batch_size < 1 or type(actors) is not int or actors < 1:
+        raise InputValueError(f"batch_size and actors must be integers >= 1, got {batch_size!r} and {actors!r}")
+
+
+def read_model(folder: Path) -> str:
+    """The folder's errors here, once, before Ray starts; the manifest digest the workers are pinned to."""
+    return load_series_model(str(folder)).manifest_digest
+
+
+@contextlib.contextmanager
+def ray_session(ray: Any, address: str | None, progress: bool) -> Iterator[None]:
+    """Ray up (the instance already initialised in this process, else the cluster at ``address``,
+    else a local one started and shut down here) with Ray Data set for a bulk run, and every
+    setting changed put back after it."""
+    started = not ray.is_initialized()
+    if started:
+        connect(address, cpus=LOCAL_CPUS, logging_level="ERROR")
+    context = ray.data.DataContext.get_current()
+    options = context.execution_options
+    saved = options.preserve_order, context.enable_progress_bars, context.raise_original_map_exception
+    saved_limits = options.resource_limits
+    # Ray Data lets the reader run ahead of the model workers until its share of the object store
+    # (by default a fraction of 30% of the node's RAM) is full: the blocks read and not yet run
+    # grew with the data (to ~1 GB at 1M series here). A fixed budget bounds them.
+    options.resource_limits = ray.data.ExecutionResources.for_limits(object_store_memory=STORE_LIMIT)
+    options.preserve_order = True  # output rows in input order
+    context.enable_progress_bars = progress
+    context.raise_original_map_exception = True  # a worker's DataError reaches here as itself
+    # Ray Data logs a failed worker's traceback before raising; the caller gets the error itself
+    # (one line in the CLI), so its loggers are quieted for the run (its log file keeps everything)
+    quiet = [logging.getLogger(name) for name in ("ray.data", "ray")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\.")  # pool-size advice
+            yield
+    finally:
+        options.preserve_order, context.enable_progress_bars, context.raise_original_map_exception = saved
+        options.resource_limits = saved_limits
+        for logger, level in zip(quiet, levels):
+            logger.setLevel(level)
+        if started:
+            ray.shutdown()
+
+
+@dataclass(frozen=True)
+class WorkerArguments:
+    """What each model worker is built from: the folder pinned to the digest the driver read."""
+
+    folder: str
+    kind: str
+    steps: int | None
+    batch_size: int
+    digest: str
+
+    def constructor_args(self) -> tuple:
+        return (self.folder, self.kind, self.steps, self.batch_size, self.digest)
+
+
+def write_outputs(ray: Any, source: Path, out: Path, worker: WorkerArguments, actors: int) -> None:
+    """Reads ``source``, runs it on ``actors`` model workers, writes ``out``; a worker's toolkit
+    error is raised as itself, in one line."""
+    try:
+        dataset, layout = _dataset(ray, source, worker.batch_size)
+        runner = {"npy": NpyRunner, "parquet": ParquetRunner, "long": SeriesRunner}[layout]
+        dataset = dataset.map_batches(
+            runner,
+            fn_constructor_args=worker.constructor_args(),
+            batch_size=worker.batch_size if layout == "long" else 1,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=ACTOR_CPUS,
+        )
+        dataset.write_parquet(str(out))
+    except Exception as error:
+        cause = _toolkit_cause(ray, error)
+        if cause is None:
+            raise
+        raise cause from None
+
+
 def run_bulk(
     folder: str | os.PathLike,
     source: str | os.PathLike,
@@ -358,70 +482,19 @@ def run_bulk(
 
     Ray: the instance already initialised in this process, else the cluster at ``address``, else a
     local one of `LOCAL_CPUS` CPUs started and shut down here. The model folder and the data must
-    be readable at the same paths on every node. Errors in the data (ragged series, NaN, a bad
-    file) come back as the runtime's typed errors, one line each.
+    be readable at the same paths on every node; the workers load the folder pinned to the
+    manifest this call read (a folder changed in between is an IntegrityError). Errors in the data
+    (ragged series, NaN, a bad file) come back as the runtime's typed errors, one line each.
     """
-    if kind not in KINDS:
-        raise InputValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
-    if kind == "generate" and (type(steps) is not int or steps < 1):
-        raise InputValueError(f"generate needs steps >= 1, got {steps!r}")
-    if type(batch_size) is not int or batch_size < 1 or type(actors) is not int or actors < 1:
-        raise InputValueError(f"batch_size and actors must be integers >= 1, got {batch_size!r} and {actors!r}")
+    check_arguments(kind, steps, batch_size, actors)
     folder, source, out = Path(folder).resolve(), Path(source).resolve(), Path(out).resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputValueError(f"output {str(out)!r} already exists; name a new folder")
-    SeriesRunner(str(folder), kind, steps, batch_size)  # the folder's errors here, once, before Ray starts
+    worker = WorkerArguments(str(folder), kind, steps, batch_size, read_model(folder))
     ray = import_ray()
-    started = not ray.is_initialized()
-    if started:
-        connect(address, cpus=LOCAL_CPUS, logging_level="ERROR")
-    context = ray.data.DataContext.get_current()
-    saved = context.execution_options.preserve_order, context.enable_progress_bars, context.raise_original_map_exception
-    saved_limits = context.execution_options.resource_limits
-    # Ray Data lets the reader run ahead of the model workers until its share of the object store
-    # (by default a fraction of 30% of the node's RAM) is full: the blocks read and not yet run
-    # grew with the data (to ~1 GB at 1M series here). A fixed budget bounds them.
-    context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(object_store_memory=STORE_LIMIT)
-    context.execution_options.preserve_order = True  # output rows in input order
-    context.enable_progress_bars = progress
-    context.raise_original_map_exception = True  # a worker's DataError reaches here as itself
-    # Ray Data logs a failed worker's traceback before raising; the caller gets the error itself
-    # (one line in the CLI), so its loggers are quieted for the run (its log file keeps everything)
-    quiet = [logging.getLogger(name) for name in ("ray.data", "ray")]
-    levels = [logger.level for logger in quiet]
-    for logger in quiet:
-        logger.setLevel(logging.CRITICAL)
-    begin = time.perf_counter()
-    caught = warnings.catch_warnings()
-    caught.__enter__()
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\.")  # pool-size advice
-    try:
-        dataset, layout = _dataset(ray, source, batch_size)
-        runner = {"npy": NpyRunner, "parquet": ParquetRunner, "long": SeriesRunner}[layout]
-        dataset = dataset.map_batches(
-            runner,
-            fn_constructor_args=(str(folder), kind, steps, batch_size),
-            batch_size=batch_size if layout == "long" else 1,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_cpus=ACTOR_CPUS,
-        )
-        dataset.write_parquet(str(out))
-    except Exception as error:
-        cause = _toolkit_cause(ray, error)
-        if cause is None:
-            raise
-        raise cause from None
-    finally:
-        context.execution_options.preserve_order, context.enable_progress_bars, context.raise_original_map_exception = (
-            saved
-        )
-        context.execution_options.resource_limits = saved_limits
-        for logger, level in zip(quiet, levels):
-            logger.setLevel(level)
-        caught.__exit__(None, None, None)
-        if started:
-            ray.shutdown()
+    with ray_session(ray, address, progress):
+        begin = time.perf_counter()
+        write_outputs(ray, source, out, worker, actors)
     return BulkResult(out, count_rows(out), time.perf_counter() - begin)
 
 

@@ -4,6 +4,7 @@ the same rows, from Parquet and .npy, through the library and the CLI; ragged da
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 import runtime
-from runtime.errors import DataError, InputValueError
+from runtime.errors import DataError, InputValueError, IntegrityError
+from runtime.manifest import MANIFEST_NAME
 from toolkit.cli import cli
 
 from ..conftest import COMMITTED, REPO
@@ -234,6 +236,44 @@ def test_long_layout_ragged_refused_in_one_line(tmp_path):
     one_line = r"^series must all have the same length: series_id .s\d+. has (10|9) points, series_id .s\d+. has \d+$"
     with pytest.raises(DataError, match=one_line):
         run_bulk(COMMITTED, tmp_path / "long", tmp_path / "out", progress=False)
+
+
+def changed_after_read(monkeypatch, folder):
+    """bulk.read_model as the driver runs it, then ``folder``'s manifest.json rewritten (the same
+    JSON, other bytes: another digest) before any worker loads the folder."""
+    read = bulk.read_model
+
+    def read_then_change(*args, **kwargs):
+        digest = read(*args, **kwargs)
+        manifest = folder / MANIFEST_NAME
+        manifest.write_bytes(manifest.read_bytes() + b"\n")
+        return digest
+
+    monkeypatch.setattr(bulk, "read_model", read_then_change)
+
+
+def test_worker_refuses_a_folder_changed_after_the_pinned_read(tmp_path):
+    """The actor's load, without Ray: pinned to the digest read before, a changed manifest is refused."""
+    folder = tmp_path / "model"
+    shutil.copytree(COMMITTED, folder)
+    digest = runtime.load(folder).manifest_digest
+    series = series_matrix(1, 3, 8)
+    assert SeriesRunner(str(folder), "predict", None, BATCH, digest).run(series).shape == (3, 8)  # unchanged
+    (folder / MANIFEST_NAME).write_bytes((folder / MANIFEST_NAME).read_bytes() + b" ")
+    refused = SeriesRunner(str(folder), "predict", None, BATCH, digest)  # Ray's actor: built, refuses its batches
+    with pytest.raises(IntegrityError, match="changed after it was pinned"):
+        refused.run(series)
+
+
+def test_run_refused_by_the_workers_when_the_folder_changes_after_the_driver_read(tmp_path, monkeypatch):
+    folder = tmp_path / "model"
+    shutil.copytree(COMMITTED, folder)
+    np.save(tmp_path / "in.npy", series_matrix(2, 10, 12))
+    changed_after_read(monkeypatch, folder)
+    one_line = r"^manifest\.json of .* has digest [0-9a-f]{12}\.\.\., the pinned digest is [0-9a-f]{12}\.\.\.: the"
+    with pytest.raises(IntegrityError, match=one_line) as caught:
+        run_bulk(folder, tmp_path / "in.npy", tmp_path / "out", batch_size=BATCH, actors=1, progress=False)
+    assert "\n" not in str(caught.value)
 
 
 def test_ragged_series_refused_in_one_line(tmp_path):
