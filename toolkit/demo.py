@@ -12,12 +12,13 @@ import numpy as np
 import runtime
 from export import export_folder, verify_folder
 from export.verify import VerifyReport
-from rnn.config import TrainConfig, read_config
+from rnn.config import TrainConfig
 from rnn.train import Progress, TrainResult, train_folder
 from runtime.manifest import MANIFEST_NAME, TEST_DATA_DIR, VERIFY_NAME, read_manifest
 
 from .plots import LOSS_NAME, PARITY_NAME, PREDICTION_NAME, plot_folder
-from .running import start_value, write_generate_csv
+from .run_inputs import training_start
+from .running import write_generate_csv
 from .settings import GENERATE_CSV, GENERATE_STEPS
 
 Say = Callable[[str], None]
@@ -51,7 +52,7 @@ def run_demo(
     report = verify_folder(out, progress=verify_progress, trust=True)  # the folder it just made
     say(f"[4/5] generate {steps} steps with onnxruntime")
     model = runtime.load(out)
-    ys, _ = model.generate(np.float32(start_value(read_config(out), out)), steps)
+    ys, _ = model.generate(np.float32(training_start(out)), steps)
     write_generate_csv(out / GENERATE_CSV, ys)
     say("[5/5] plots")
     plot_folder(out)

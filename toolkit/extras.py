@@ -23,3 +23,13 @@ def require(packages: Iterable[str], needed_by: str, extra: str) -> None:
                 f"{needed_by} needs {package.split('.')[0]}, which is not installed; install the {extra} extra: "
                 + install_hint(extra)
             ) from None
+
+
+def require_torch(command: str, threads: int = 1) -> None:
+    """Says which extra to install when a torch command runs without torch; then sets torch's
+    intra-op threads (1 by default: these models are far too small for more to pay, and on busy
+    cores torch's default spins; NOTES.md)."""
+    require(("torch", "onnx", "matplotlib"), f"'rnn {command}'", "train")
+    import torch
+
+    torch.set_num_threads(threads)

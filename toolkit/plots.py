@@ -27,7 +27,7 @@ from rnn.train import EVAL_ROLLOUT_STEPS  # noqa: E402
 from runtime.errors import ArtifactError  # noqa: E402
 from runtime.manifest import VERIFY_NAME  # noqa: E402
 
-from .running import read_verify_report  # noqa: E402
+from .info import read_verify_report  # noqa: E402
 
 PREDICTION_NAME = "prediction.png"
 LOSS_NAME = "loss.png"
@@ -46,7 +46,7 @@ def plot_folder(
     its ``factory``. Returns the paths written.
 
     Everything is read and checked before anything is drawn: an unreadable config.json or
-    verify.json (`toolkit.running.read_verify_report`, `parity_rows`) is an ArtifactError and
+    verify.json (`toolkit.info.read_verify_report`, `parity_rows`) is an ArtifactError and
     leaves every picture as it was."""
     folder = Path(folder)
     out = folder if out is None else Path(out)

@@ -1,43 +1,164 @@
-"""What the torch-free commands share: the default start point, the generated CSV, and verify.json
-read without trusting it."""
+"""`rnn generate` and `rnn predict` for a model of any signature: read its inputs, run the runtime, write CSV or JSON.
+
+One path per command: the model's inputs, outputs, layout and feedback say what is read and
+written. The seed's conveniences (a one-column series, ``--x0``, the training series by default,
+``t,input,next_t,prediction,target`` rows) are the case of a model of one input of one value.
+Both commands yield their stdout text piece by piece: errors are raised before the first piece.
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rnn.config import Config, training_series
-from rnn.data import open_regular
 from rnn.folders import atomic_path
-from runtime.errors import ArtifactError
-from runtime.jsonfile import parse_json
-from runtime.manifest import VERIFY_NAME
+from runtime.errors import InputValueError
+from runtime.manifest import BATCH_FIRST
+
+from .console import json_text
+from .on_ray import Bulk, run_bulk
+from .run_inputs import (
+    make_sampler,
+    one_value_input,
+    parse_start,
+    read_inputs_file,
+    split_last_step,
+    training_start,
+)
+from .trust import Loading, load_model
 
 CSV_CHUNK = 100_000  # steps generated at a time: memory stays flat for any --steps
+CSV_CHUNK_VALUES = 10**6  # and at most this many output values a chunk, for models of wide outputs
 CSV_LINES_PER_WRITE = 1000  # lines written at a time: a reader that closes the pipe is noticed soon
 JSON_MAX_STEPS = 10**6  # `generate --json` builds one document in memory; CSV streams any length
-MAX_VERIFY_BYTES = 16 << 20  # verify.json: tens of KB
 
 
-def start_value(config: Config, folder: str | os.PathLike) -> float:
-    """The default first input of a closed loop: the first point of the training series that
-    the config.json in ``folder`` records (`rnn.config.training_series`)."""
-    return float(training_series(config.train, folder).values[0])
+@dataclass(frozen=True)
+class Start:
+    """Where a closed loop starts: ``--x0`` (a model of one input of one value), ``--start
+    NAME=VALUES`` per input, or the last step of a ``--warmup`` file fed teacher-forced first."""
+
+    x0: float | None = None
+    values: tuple[str, ...] = ()
+    warmup: Path | None = None
 
 
-def csv_header(output_size: int) -> str:
-    """``step,y`` for one output; ``step,y_0,y_1,...`` for several."""
-    return "step,y" if output_size == 1 else "step," + ",".join(f"y_{i}" for i in range(output_size))
+@dataclass(frozen=True)
+class Sampling:
+    """How a model that samples its next token draws it (None: the sampler's default)."""
+
+    sample: str | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+    def given(self) -> bool:
+        return any(v is not None for v in (self.sample, self.temperature, self.top_k, self.top_p, self.seed))
 
 
-def csv_rows(ys: np.ndarray, first_step: int = 1) -> str:
-    """One line per generated step (one stream): its number and its outputs, newline-joined."""
-    rows = np.asarray(ys).reshape(len(ys), -1)  # (steps, output_size)
+@dataclass(frozen=True)
+class GenerateOptions:
+    """Everything `rnn generate` takes, grouped by what it is about."""
+
+    steps: int
+    start: Start = field(default_factory=Start)
+    sampling: Sampling = field(default_factory=Sampling)
+    loading: Loading = field(default_factory=Loading)
+    as_json: bool = False
+    bulk: Bulk = field(default_factory=Bulk)
+
+
+def generate_text(folder: Path, options: GenerateOptions, say: Callable[[str], None]) -> Iterator[str]:
+    """`rnn generate`: the closed loop of one stream as CSV pieces (streamed: any number of steps)
+    or one JSON document; with --ray (or --input, --out, --address) the bulk run, ``say``ing its summary."""
+    bulk = options.bulk
+    if bulk.ray or bulk.out is not None or bulk.address is not None or bulk.input_path is not None:
+        start = options.start
+        if start.x0 is not None or start.warmup is not None or start.values or options.loading.allow_nonfinite:
+            raise InputValueError(
+                "--ray starts each series from its own last point: leave out --x0, --warmup, --allow-nonfinite "
+                "(and --start and the sampling options, which --ray does not take)"
+            )
+        if options.sampling.given():
+            raise InputValueError("--ray does not take --sample, --temperature, --top-k, --top-p or --seed")
+        say(run_bulk(folder, "generate", options.steps, options.loading, options.as_json, bulk))
+        return
+    if options.as_json and options.steps > JSON_MAX_STEPS:
+        raise InputValueError(
+            f"--json holds at most {JSON_MAX_STEPS} steps in one document, got {options.steps}; "
+            "leave out --json for CSV, which streams any number"
+        )
+    model = load_model(folder, options.loading)
+    s = options.sampling
+    sampler = make_sampler(model, s.sample, s.temperature, s.top_k, s.top_p, s.seed)
+    x0, state = closed_loop_start(model, folder, options.start)
+    if options.as_json:
+        yield json_text(generate_document(model, x0, options.steps, state, sampler))
+        return
+    yield from generate_csv_chunks(model, x0, options.steps, state, sampler)
+
+
+def closed_loop_start(model: Any, folder: Path, start: Start) -> tuple[dict[str, np.ndarray], Any]:
+    """(the first inputs by name, the state after the warm-up or None): --warmup's last step, then
+    --start's values, then --x0; the training series' first point for the seed's signature when
+    nothing is given."""
+    first: dict[str, np.ndarray] = {}
+    state = None
+    if start.warmup is not None:
+        head, first = split_last_step(read_inputs_file(start.warmup, model, "--warmup"), model.layout)
+        if next(iter(first.values())).shape[0] != 1:
+            raise InputValueError("--warmup must hold one stream (arrays of (steps, ...)) for rnn generate")
+        if next(iter(head.values())).size:
+            _, state = model.predict(head)
+    first.update(parse_start(start.values, model.inputs))
+    spec = one_value_input(model)
+    if start.x0 is not None:
+        if spec is None:
+            raise InputValueError("this model has named inputs: give --start NAME=VALUES instead of --x0")
+        first[spec.name] = np.full(spec.shape_for(1), start.x0, np.float64)  # float32 range checked by the runtime
+    if not first and spec is not None and model.classic:
+        first[spec.name] = np.full(spec.shape_for(1), training_start(folder), np.float64)
+    missing = [t.name for t in model.inputs if t.name not in first]
+    if missing:
+        raise InputValueError(f"give every input's first value: --start {missing[0]}=... (missing: {missing})")
+    return first, state
+
+
+def output_columns(outputs: tuple) -> list[str]:
+    """A CSV column per value of each output: its name for one value, ``name_i`` for several."""
+    return [t.name if t.count == 1 else f"{t.name}_{i}" for t in outputs for i in range(t.count)]
+
+
+def generate_header(model: Any, sampled: bool) -> str:
+    """``step,<token input>`` for a sampled model, else ``step`` and a column per output value (``step,y``)."""
+    return f"step,{model.feedback.input}" if sampled else "step," + ",".join(output_columns(model.outputs))
+
+
+def stream_rows(model: Any, ys: Any, sampled: bool) -> np.ndarray:
+    """The first stream's rows of generated outputs: (steps, columns), token ids or every output's values."""
+    batch_first = model.layout == BATCH_FIRST
+    if sampled:
+        tokens = np.asarray(ys)
+        return (tokens[0] if batch_first else tokens[:, 0]).reshape(-1, 1)
+    named = ys if isinstance(ys, dict) else {model.outputs[0].name: ys}
+    parts = [np.asarray(named[t.name]) for t in model.outputs]
+    parts = [(p[0] if batch_first else p[:, 0]).reshape(p.shape[1 if batch_first else 0], -1) for p in parts]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+def csv_rows(rows: np.ndarray, first_step: int = 1) -> str:
+    """One line per step: its number and its values (token ids as integers), newline-joined."""
+    rows = np.asarray(rows)
+    rows = rows.reshape(len(rows), -1)
+    if rows.dtype.kind in "iu":
+        return "\n".join(f"{step},{','.join(map(str, row))}" for step, row in enumerate(rows.tolist(), first_step))
     if rows.shape[1] == 1:  # the common case, kept fast
         return "\n".join(f"{step},{value:.8g}" for step, value in enumerate(rows[:, 0].tolist(), start=first_step))
     return "\n".join(
@@ -46,52 +167,57 @@ def csv_rows(ys: np.ndarray, first_step: int = 1) -> str:
     )
 
 
-def generate_csv_chunks(model, x0: Any, steps: int, state=None, chunk: int | None = None) -> Iterator[str]:
-    """The closed loop as CSV text, header first, in pieces of at most ``CSV_LINES_PER_WRITE``
-    lines, generated ``chunk`` (default ``CSV_CHUNK``) steps at a time with
+def csv_chunk(model: Any) -> int:
+    """Steps generated at a time: CSV_CHUNK, fewer for a model whose outputs are wide."""
+    values = max(1, sum(t.count for t in model.outputs))
+    return max(1, min(CSV_CHUNK, CSV_CHUNK_VALUES // values))
+
+
+def generate_csv_chunks(model: Any, x0: Any, steps: int, state: Any = None, sampler: Any = None) -> Iterator[str]:
+    """The closed loop of one stream as CSV text, header first, in pieces of at most
+    ``CSV_LINES_PER_WRITE`` lines, generated `csv_chunk` steps at a time with
     ``model.generate_iter``: any number of steps in bounded memory. Refused inputs raise before
     anything is yielded (the first chunk is run before the header)."""
-    chunks = model.generate_iter(x0, steps, state, chunk=CSV_CHUNK if chunk is None else chunk)
+    chunks = model.generate_iter(x0, steps, state, chunk=csv_chunk(model), sampler=sampler)
     first, _ = next(chunks)
-    yield csv_header(model.output_size)
+    sampled = sampler is not None
+    yield generate_header(model, sampled)
     done = 0
     for ys in itertools.chain([first], (ys for ys, _ in chunks)):
-        for start in range(0, len(ys), CSV_LINES_PER_WRITE):
-            piece = ys[start : start + CSV_LINES_PER_WRITE]
+        rows = stream_rows(model, ys, sampled)
+        for start in range(0, len(rows), CSV_LINES_PER_WRITE):
+            piece = rows[start : start + CSV_LINES_PER_WRITE]
             yield csv_rows(piece, done + 1)
             done += len(piece)
 
 
-def generate_csv_lines(ys: np.ndarray) -> list[str]:
-    """``step,y`` and one line per generated step (one stream, one output)."""
-    rows = np.asarray(ys).reshape(len(ys), -1)
-    return [csv_header(rows.shape[1]), *csv_rows(rows).splitlines()]
+def start_document(model: Any, x0: dict[str, np.ndarray]) -> Any:
+    """The first inputs as JSON: a number for a model of one input of one value, else lists by name."""
+    if one_value_input(model) is not None:
+        return float(np.asarray(x0[model.input_names[0]]).reshape(-1)[0])
+    return {name: np.asarray(x0[name])[0].tolist() for name in model.input_names}
+
+
+def generate_document(model: Any, x0: dict[str, np.ndarray], steps: int, state: Any, sampler: Any) -> dict:
+    """`generate --json`: x0, steps, one stream's outputs by name (a number a step for an output of one
+    value; ``tokens`` for a sampled model), the sampler and the execution providers."""
+    ys, _ = model.generate(x0, steps, state, sampler=sampler)
+    document: dict[str, Any] = {"x0": start_document(model, x0), "steps": steps}
+    if sampler is not None:
+        document["tokens"] = stream_rows(model, ys, True)[:, 0].tolist()
+    else:
+        named = ys if isinstance(ys, dict) else {model.outputs[0].name: ys}
+        axis = 0 if model.layout == BATCH_FIRST else 1
+        for spec in model.outputs:
+            values = np.take(np.asarray(named[spec.name]), 0, axis=axis).astype(float)  # (steps, *sizes)
+            document[spec.name] = (values.reshape(-1) if spec.count == 1 else values).tolist()
+    return {**document, "sampler": None if sampler is None else repr(sampler), "providers": model.providers}
 
 
 def write_generate_csv(path: str | os.PathLike, ys: np.ndarray) -> Path:
-    """generate.csv, written atomically (`rnn.folders.atomic_path`)."""
+    """generate.csv of a model of one output (``step,y``), written atomically (`rnn.folders.atomic_path`)."""
+    rows = np.asarray(ys).reshape(len(ys), -1)
+    header = "step,y" if rows.shape[1] == 1 else "step," + ",".join(f"y_{i}" for i in range(rows.shape[1]))
     with atomic_path(path) as temporary:
-        temporary.write_text("\n".join(generate_csv_lines(ys)) + "\n", encoding="utf-8")
+        temporary.write_text(header + "\n" + csv_rows(rows) + "\n", encoding="utf-8")
     return Path(path)
-
-
-def read_verify_report(folder: str | os.PathLike) -> dict[str, Any] | None:
-    """The verification report ``verify.json`` in ``folder``; None where there is none.
-
-    ArtifactError if it is there but unreadable: not a regular file, too large, not UTF-8, not
-    JSON (deep nesting and huge numbers included), not an object, or without a boolean
-    ``passed``. Its contents are never quoted in the error.
-    """
-    path = Path(folder) / VERIFY_NAME
-    if not path.exists() and not path.is_symlink():
-        return None
-    with open_regular(path, ArtifactError, VERIFY_NAME) as handle:
-        raw = handle.read(MAX_VERIFY_BYTES + 1)
-    if len(raw) > MAX_VERIFY_BYTES:
-        raise ArtifactError(f"{VERIFY_NAME} is larger than {MAX_VERIFY_BYTES} bytes")
-    document = parse_json(raw, VERIFY_NAME, ArtifactError, finite_only=False)  # a failed check reports Infinity
-    if not isinstance(document, dict):
-        raise ArtifactError(f"{VERIFY_NAME} must be a JSON object, got {type(document).__name__}")
-    if not isinstance(document.get("passed"), bool):
-        raise ArtifactError(f"{VERIFY_NAME} has no boolean 'passed'")
-    return document

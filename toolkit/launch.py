@@ -1,0 +1,139 @@
+"""`rnn serve` as a plain function: the folders to serve, the server's limits and settings, here or on Ray Serve."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import InputValueError
+
+from .console import say
+from .extras import require
+from .trust import Loading, load_model
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Everything `rnn serve` takes, as its options give it (toolkit.serving's Limits and Settings are made of it)."""
+
+    models: tuple[str, ...]
+    repository: Path | None
+    host: str
+    http_port: int
+    grpc_port: int
+    no_grpc: bool
+    token: str | None
+    max_queue_delay_us: int
+    max_batch: int
+    sequence_idle_timeout: float
+    state_dir: Path | None
+    max_body_bytes: int
+    max_elements: int
+    max_steps: int
+    max_sequences: int
+    max_connections: int
+    workers: int
+    device: str
+    public_key: Path | None
+    on_ray: bool
+    replicas: int | None
+    min_replicas: int | None
+    max_replicas: int | None
+    address: str | None
+    app_name: str
+
+    def check_ray(self) -> None:
+        """The --ray options go with --ray, and --state-dir without it."""
+        ray_options = {"--replicas": self.replicas, "--min-replicas": self.min_replicas}
+        ray_options.update({"--max-replicas": self.max_replicas, "--address": self.address})
+        ray_options["--app-name"] = self.app_name if self.app_name != "rnn" else None
+        given = [name for name, value in ray_options.items() if value is not None]
+        if given and not self.on_ray:
+            raise InputValueError(f"{given[0]} needs --ray")
+        if self.on_ray and self.state_dir is not None:
+            raise InputValueError(
+                "--state-dir does not apply with --ray: the clients hold their sequences' state (see the README)"
+            )
+        low, high = self.min_replicas, self.max_replicas
+        if low is not None and high is not None and low > high:
+            raise InputValueError(f"--min-replicas {low} is more than --max-replicas {high}")
+
+
+def model_specs(specs: tuple[str, ...], repository: Path | None) -> list[tuple[str, Path]]:
+    """(name, folder) from FOLDER or NAME=FOLDER arguments and the folders under --repository."""
+    from toolkit.serving.core import artifact_folders, check_model_name
+
+    folders = [] if repository is None else artifact_folders(repository)
+    for spec in specs:
+        name, _, path = spec.partition("=") if "=" in spec else ("", "", spec)  # a name never holds '='
+        folder = Path(path)
+        folders.append((check_model_name(name or folder.resolve().name), folder))
+    if not folders:
+        raise InputValueError("name at least one FOLDER (or NAME=FOLDER), or --repository DIR")
+    return folders
+
+
+def serve(options: ServeOptions) -> None:
+    """Serves the folders until SIGTERM or Ctrl-C, here or (--ray) on Ray Serve replicas."""
+    require(("uvicorn", "starlette", "grpc", "tritonclient.grpc", "prometheus_client"), "'rnn serve'", "serve")
+    options.check_ray()
+    if options.on_ray:
+        require(("ray", "ray.serve"), "'rnn serve --ray'", "ray")
+    from toolkit.serving import Limits, Server, Settings
+
+    folders = model_specs(options.models, options.repository)
+    limits = Limits(
+        max_body_bytes=options.max_body_bytes,
+        max_elements=options.max_elements,
+        max_steps=options.max_steps,
+        max_sequences=options.max_sequences,
+        max_connections=options.max_connections,
+    )
+    settings = Settings(
+        limits=limits,
+        max_queue_delay_us=options.max_queue_delay_us,
+        max_batch=options.max_batch,
+        sequence_idle_timeout_s=options.sequence_idle_timeout,
+        workers=options.workers,
+    )
+    loading = Loading(device=options.device, public_key=options.public_key)
+
+    def loader(folder: Path) -> Any:
+        return load_model(folder, loading)
+
+    grpc_port = None if options.no_grpc else options.grpc_port
+    if options.on_ray:
+        _serve_on_ray(options, folders, settings, loader, grpc_port)
+        return
+    server = Server(
+        folders,
+        host=options.host,
+        http_port=options.http_port,
+        grpc_port=grpc_port,
+        token=options.token,
+        settings=settings,
+        state_dir=options.state_dir,
+        loader=loader,
+    )
+    server.run()
+
+
+def _serve_on_ray(options: ServeOptions, folders, settings, loader, grpc_port: int | None) -> None:
+    from toolkit.serving.ray_serve import RayServer, Scale
+
+    scale = Scale(replicas=options.replicas or 2, min_replicas=options.min_replicas, max_replicas=options.max_replicas)
+    RayServer(
+        folders,
+        scale=scale,
+        settings=settings,
+        loader=loader,
+        device=options.device,
+        address=options.address,
+        app_name=options.app_name,
+        say=say,
+        host=options.host,
+        http_port=options.http_port,
+        grpc_port=grpc_port,
+        token=options.token,
+    ).run()
