@@ -6,8 +6,10 @@ manifest says ``(batch, 6)`` would hand one stream's row to every stream of a ba
 session declares can still be loose (a free axis where a size is expected, a symbolic rank is
 not allowed); the runtime checks the shape of what each run returns as well.
 
-`form_io` gives the classic signature's forms; `general_form_io` a format 2 model's step model
-(int64 for token inputs, the batch free axis where each spec has it) and its sampling forms.
+`form_specs` gives every form of every signature (the step model, the sequence and rollout forms,
+the sampling forms) from the manifest's tensors; for the classic signature it is exactly `form_io`,
+for a format 2 model's step and sampling forms exactly `general_form_io` (both kept until every
+caller uses `form_specs`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from .errors import ArtifactError, InputValueError
 from .fused import ROLLOUT_FORMS, SAMPLING_FORMS, SEQUENCE_FORMS, STEP, io_names
-from .manifest import BATCH_AXIS, Feedback, TensorSpec
+from .manifest import BATCH_AXIS, IDENTITY, Feedback, TensorSpec
 
 FLOAT32 = "tensor(float)"
 INT64 = "tensor(int64)"
@@ -86,6 +88,58 @@ def general_form_io(
         specs = [*first, (UNIFORMS, FLOAT32, (STEPS, BATCH)), (TEMPERATURE, FLOAT32, (1,))]
         specs += [(TOP_K, INT64, (1,)), (TOP_P, FLOAT32, (1,))]
     return specs, [(TOKENS, INT64, (STEPS, BATCH)), *state_out]
+
+
+# The fused forms' own tensors where the model has one input or one output (as the classic forms name them).
+SEQUENCE_INPUT, ROLLOUT_INPUT, SEQUENCE_OUTPUT, ROLLOUT_STEPS = "xs", "x0", "ys", "steps"
+
+
+def _stepped(spec: Spec, name: str) -> Spec:
+    """``spec`` with a steps axis in front, under ``name``."""
+    return (name, spec[1], (STEPS, *spec[2]))
+
+
+def form_specs(
+    form: str,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+    states: tuple[Any, ...],
+    feedback: Feedback | None,
+) -> tuple[list[Spec], list[Spec]]:
+    """The inputs and outputs the ONNX model of ``form`` must declare, in order, for any signature
+    (``inputs``, ``outputs``, ``states`` and ``feedback`` as the manifest lists them):
+
+    - ``step``: ``(*inputs, *states) -> (*outputs, *state outputs)``;
+    - sequence forms (teacher-forced): each input with a steps axis in front ((steps, *shape),
+      time-first whatever the layout), named ``xs`` where the model has one input, else the input's
+      own name; then the states. Outputs: each output with a steps axis in front, named ``ys``
+      where the model has one output, else the output's own name; then the state outputs;
+    - rollout forms (closed loop, identity feedback only): the fed-back input at one step (named
+      ``x0`` where the model has one input, else its own name), the other inputs (held for every
+      step), the states, then ``steps`` int64 (1,). Outputs as the sequence forms';
+    - sampling forms: as `general_form_io`.
+
+    For the classic signature this is `form_io`'s contract, name for name."""
+    state_in = [_spec(s) for s in states]
+    state_out = [_spec(s, s.output) for s in states]
+    if form == STEP:
+        return [*(_spec(t) for t in inputs), *state_in], [*(_spec(t) for t in outputs), *state_out]
+    if form in SAMPLING_FORMS:
+        return general_form_io(form, inputs, outputs, states, feedback)
+    if form not in SEQUENCE_FORMS and form not in ROLLOUT_FORMS:
+        raise InputValueError(f"{form!r} is not a form; the forms are {[STEP, *SEQUENCE_FORMS, *ROLLOUT_FORMS]}")
+    one_output = len(outputs) == 1
+    stepped_out = [_stepped(_spec(t), SEQUENCE_OUTPUT if one_output else t.name) for t in outputs]
+    if form in SEQUENCE_FORMS:
+        one_input = len(inputs) == 1
+        stepped_in = [_stepped(_spec(t), SEQUENCE_INPUT if one_input else t.name) for t in inputs]
+        return [*stepped_in, *state_in], [*stepped_out, *state_out]
+    if feedback is None or feedback.via != IDENTITY:
+        raise InputValueError(f"form {form!r} runs only a model whose output feeds back as it is")
+    fed = next(t for t in inputs if t.name == feedback.input)
+    first = _spec(fed, ROLLOUT_INPUT if len(inputs) == 1 else fed.name)
+    held = [_spec(t) for t in inputs if t.name != feedback.input]
+    return [first, *held, *state_in, (ROLLOUT_STEPS, INT64, (1,))], [*stepped_out, *state_out]
 
 
 def _describe(dims: Any, kind: str) -> str:

@@ -6,6 +6,9 @@ form as their role):
 
 - sequence forms (teacher-forced): inputs ``xs, *state`` -> outputs ``ys, *state outputs``
 - rollout forms (closed loop): inputs ``x0, *state, steps`` -> outputs ``ys, *state outputs``
+  (the classic signature's names; for any signature, ``sequence_loop`` and ``rollout_loop`` built
+  around the step graph by `export.step_loops`, every input and output keeps its own name where
+  the model has several: `runtime.contract.form_specs` is the contract of every form)
 - sampling forms (a model whose logits are sampled into its next token input, manifest format 2):
   ``rollout_greedy``: inputs ``token0, *other inputs, *state, steps`` and ``rollout_sample``:
   inputs ``token0, *other inputs, *state, uniforms, temperature, top_k, top_p`` -> outputs
@@ -14,7 +17,8 @@ form as their role):
   token, `runtime.sampling`); ``tokens`` int64 (steps, batch).
 
 `choose_form` picks the fastest available form for a call from the batch size and the number of
-steps; the thresholds come from `rnn bench` on the 2-core CI machine (NOTES.md).
+steps (for a format 2 model, its ``sequence_loop``/``rollout_loop`` from FUSED_MIN_STEPS steps); the
+thresholds come from `rnn bench` on the 2-core CI machine (NOTES.md).
 """
 
 from __future__ import annotations
