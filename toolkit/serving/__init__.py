@@ -2,7 +2,8 @@
 it), HTTP and gRPC, with server-held sequences and dynamic batching. Needs the ``serve`` extra
 (``pip install 'rnn-toolkit[serve]'``); the runtime never imports this package."""
 
-from .core import Engine, InferRequest, InferResponse, Limits, Settings, artifact_folders
+from .core import Engine, Limits, Settings, artifact_folders
+from .protocol import InferRequest, InferResponse
 from .server import Server
 
 __all__ = ["Server", "Engine", "Settings", "Limits", "InferRequest", "InferResponse", "artifact_folders"]

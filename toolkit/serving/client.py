@@ -39,7 +39,7 @@ class SequenceLost(Exception):
 
 
 class SequenceClient:
-    """One sequence of ``model`` (a step endpoint, ``NAME``) through ``client``, a
+    """One sequence of ``model`` (its step name, ``NAME``) through ``client``, a
     ``tritonclient.http.aio`` or ``tritonclient.grpc.aio`` InferenceServerClient.
 
     ``metadata``: the model's metadata (``await client.get_model_metadata(model)``; for gRPC

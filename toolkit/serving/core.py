@@ -1,16 +1,17 @@
 """The protocol-neutral heart of `rnn serve`: which models are served under which names, what
 each one takes and returns, the server-held sequences and the dynamic batcher.
 
-The HTTP and gRPC fronts (`http_api`, `grpc_api`) decode a request into an `InferRequest`
+The HTTP and gRPC fronts (`http_api`, `grpc_api`) decode a request into a `protocol.InferRequest`
 (numpy arrays and Python parameter values), await `Engine.infer`, and encode the
-`InferResponse`; every mistake of the caller is a `BadRequest` (or `NotFound`) raised here with
-one line, so both fronts answer it the same way. Everything runs on one asyncio event loop:
+`protocol.InferResponse`; every mistake of the caller is a `protocol.BadRequest` (or `NotFound`)
+raised here with one line, so both fronts answer it the same way. Everything runs on one asyncio event loop:
 steps of sequences are batched there (one `runtime.StreamPool` run per tick, inline: a tick
 of a small model takes microseconds), multi-step requests run in a thread pool.
 
-Names: a folder served as ``NAME`` offers ``NAME`` (one step: x and the state tensors in, y and
-the new state out), ``NAME-predict`` (teacher-forced, x (T, batch, input)) and
-``NAME-generate`` (closed loop, x (batch, input) and ``steps``). The state inputs are optional
+Names (each a `ServedName`): a folder served as ``NAME`` offers ``NAME`` (one step: x and the
+state tensors in, y and the new state out), ``NAME-predict`` (teacher-forced, x (T, batch, input),
+or (batch, T, input) for a batch-first model) and ``NAME-generate`` (closed loop, x (batch, input)
+and ``steps``). The state inputs are optional
 (absent: the manifest's initial state); with a ``sequence_id`` they must be absent, the
 server holds the state.
 """
@@ -30,91 +31,40 @@ from typing import Any
 import numpy as np
 
 import runtime
+from runtime.fused import STEP as STEP_FORM
 from runtime.inputs import NONFINITE_HINT
 from runtime.manifest import MANIFEST_NAME
 from runtime.streams import StreamPool, state_from_bytes
 
 from .metrics import Metrics
+from .protocol import (
+    DATATYPE_OF,
+    PLATFORM,
+    VERSION,
+    BadRequest,
+    Conflict,
+    InferRequest,
+    InferResponse,
+    NotFound,
+    ServeError,
+    TensorMetadata,
+    TooLarge,
+    Unavailable,
+    callers_error,
+    one_line,
+    status_of,
+)
 
+# The calls a served name makes: the `runtime.Model` method it runs, and the suffix of its name.
 STEP, PREDICT, GENERATE = "step", "predict", "generate"
 SUFFIXES = {STEP: "", PREDICT: "-predict", GENERATE: "-generate"}
-STEPS_INPUT = "steps"  # the generate endpoint's INT64 input: how many closed-loop steps
-VERSION = "1"  # every model has one version; tritonclient's default ("") means it too
-PLATFORM = "onnxruntime_onnx"
-SERVER_NAME = "rnn-toolkit"
-# What this server implements of the protocol's extensions, honestly: the repository extension
-# only as its index (no load/unload); no shared memory, classification, statistics or config.
-EXTENSIONS = ("binary_tensor_data", "sequence", "parameters", "model_repository(index_only)")
-
-# The protocol's datatype names and the numpy dtypes they decode to.
-DATATYPES = {
-    "BOOL": np.dtype(bool),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-}
-DATATYPE_OF = {dtype: name for name, dtype in DATATYPES.items()}
-
+STEPS_INPUT = "steps"  # the generate call's INT64 input: how many closed-loop steps
 MAX_SEQUENCE_ID_CHARS = 256
 MAX_SEQUENCE_VERSION = (1 << 63) - 1  # the answer's version (one more) still fits gRPC's int64
 GONE_REMEMBERED = 100_000  # ended or expired sequence ids kept to name them in errors
 
 
-# ---- errors ----------------------------------------------------------------------------------
-
-
-class ServeError(Exception):
-    """An error with the HTTP status the fronts answer (gRPC maps it to a status code)."""
-
-    status = 500
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
-
-
-class BadRequest(ServeError):
-    status = 400
-
-
-class Unauthorized(ServeError):
-    status = 401
-
-
-class NotFound(ServeError):
-    status = 404
-
-
-class TooLarge(ServeError):
-    status = 413
-
-
-class Conflict(ServeError):
-    """The sequence's state here is not the one the client acknowledged (this server or replica
-    never held it, lost it, or holds another version): the client resends its last acknowledged
-    state with ``sequence_start`` and goes on. Only requests that carry ``sequence_version`` get it."""
-
-    status = 409
-
-
-class Unavailable(ServeError):
-    """Not the caller's mistake and worth a retry later: a model not ready, a full server."""
-
-    status = 503
-
-
-def one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:500] or type(error).__name__
-
-
-# ---- settings, requests, responses -----------------------------------------------------------
+# ---- settings -----------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -135,37 +85,6 @@ class Settings:
     max_batch: int = 1024  # steps of sequences in one run
     sequence_idle_timeout_s: float = 600.0
     workers: int = 2  # threads for multi-step requests
-
-
-@dataclass
-class InferRequest:
-    """One decoded inference request. ``inputs`` holds numpy arrays of the wire's datatype and
-    shape; ``outputs`` the requested output names (None: all)."""
-
-    model: str
-    inputs: dict[str, np.ndarray]
-    outputs: list[str] | None = None
-    id: str = ""
-    parameters: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class InferResponse:
-    model: str
-    id: str
-    outputs: list[tuple[str, np.ndarray]]
-    parameters: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    datatype: str
-    shape: tuple[int, ...]  # -1 for a dynamic axis
-    optional: bool = False
-
-    def metadata(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
 # ---- sequences ---------------------------------------------------------------------------------
@@ -292,9 +211,9 @@ class Served:
         return self.model is not None
 
     @property
-    def endpoints(self) -> tuple[str, ...]:
+    def names(self) -> tuple[str, ...]:
         forms = [STEP, PREDICT]
-        if self.model is None or self.model.input_size == self.model.output_size:
+        if self.model is None or self.model.feedback is not None:
             forms.append(GENERATE)  # the closed loop feeds y back as x
         return tuple(self.name + SUFFIXES[form] for form in forms)
 
@@ -325,25 +244,27 @@ class Served:
         return entry
 
 
-class Endpoint:
-    """One served model name: a form of a folder's model, with the specs its metadata shows."""
+class ServedName:
+    """One name the server answers to: a folder's model in one of its calls (``call``: step,
+    predict or generate), with the tensors its metadata shows."""
 
-    def __init__(self, served: Served, form: str) -> None:
-        self.served, self.form = served, form
-        self.name = served.name + SUFFIXES[form]
+    def __init__(self, served: Served, call: str) -> None:
+        self.served, self.call = served, call
+        self.name = served.name + SUFFIXES[call]
         model = served.model
         if model is None:
-            self.inputs: tuple[TensorSpec, ...] = ()
-            self.outputs: tuple[TensorSpec, ...] = ()
+            self.inputs: tuple[TensorMetadata, ...] = ()
+            self.outputs: tuple[TensorMetadata, ...] = ()
             return
-        x_shape = {STEP: (-1, model.input_size), PREDICT: (-1, -1, model.input_size)}.get(form, (-1, model.input_size))
-        y_shape = (-1, model.output_size) if form == STEP else (-1, -1, model.output_size)
-        inputs = [TensorSpec(model.input_name, "FP32", x_shape)]
-        if form == GENERATE:
-            inputs.append(TensorSpec(STEPS_INPUT, "INT64", (1,)))
-        inputs += [TensorSpec(n, "FP32", (-1, s), optional=True) for n, s in zip(model.state_names, model.state_sizes)]
-        outputs = [TensorSpec(model.output_name, "FP32", y_shape)]
-        outputs += [TensorSpec(n, "FP32", (-1, s)) for n, s in zip(model.state_outputs, model.state_sizes)]
+        x_shape = (-1, -1, model.input_size) if call == PREDICT else (-1, model.input_size)
+        y_shape = (-1, model.output_size) if call == STEP else (-1, -1, model.output_size)  # either layout
+        inputs = [TensorMetadata(model.input_name, "FP32", x_shape)]
+        if call == GENERATE:
+            inputs.append(TensorMetadata(STEPS_INPUT, "INT64", (1,)))
+        states = zip(model.state_names, model.state_sizes)
+        inputs += [TensorMetadata(n, "FP32", (-1, s), optional=True) for n, s in states]
+        outputs = [TensorMetadata(model.output_name, "FP32", y_shape)]
+        outputs += [TensorMetadata(n, "FP32", (-1, s)) for n, s in zip(model.state_outputs, model.state_sizes)]
         self.inputs, self.outputs = tuple(inputs), tuple(outputs)
 
     @property
@@ -383,11 +304,25 @@ def _default_loader(folder: Path) -> runtime.Model:
     return runtime.load(folder)
 
 
+def servable(model: runtime.Model) -> runtime.Model:
+    """``model``, its sessions created (`_warm_up`), if the server runs its signature:
+    UnsupportedError unless it is the classic one (one float32 input and output, states of
+    (batch, size), fed back as it is), time- or batch-first."""
+    if not model.classic:
+        raise runtime.UnsupportedError(
+            "rnn serve runs folders of the classic signature (one float32 input x -> one output y); this one has "
+            f"inputs {', '.join(model.input_names)} and outputs {', '.join(model.output_names)} (named or token "
+            "inputs, several outputs or states of other ranks), which the server does not serve yet"
+        )
+    _warm_up(model)
+    return model
+
+
 def _warm_up(model: runtime.Model) -> None:
     """Creates the sessions of every form now, not in the first request that needs one."""
-    x = np.zeros((2, 1, model.input_size), np.float32)
+    x = np.zeros((2, 1, model.input_size), np.float32)  # 2 steps of batch 1, or batch 2 of 1 step
     for form in model.forms:
-        if form == STEP:
+        if form == STEP_FORM:
             continue
         if form.startswith("rollout"):
             if model.input_size == model.output_size:
@@ -397,7 +332,7 @@ def _warm_up(model: runtime.Model) -> None:
 
 
 class Engine:
-    """The served models and their endpoints; `infer` answers one request."""
+    """The served models and their names; `infer` answers one request."""
 
     def __init__(
         self,
@@ -409,30 +344,27 @@ class Engine:
         self.settings = settings or Settings()
         self.metrics = metrics or Metrics()
         self.served: dict[str, Served] = {}
-        self.endpoints: dict[str, Endpoint] = {}
+        self.names: dict[str, ServedName] = {}
         self._in_flight = 0  # requests in progress (a drain waits for none)
         self._executor = ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="rnn-serve")
         load = loader or _default_loader
         for name, folder in folders:
             model, error = None, ""
             try:
-                model = load(Path(folder))
-                if not model.manifest.classic:  # format 2: named inputs, tokens or batch-first
-                    raise runtime.UnsupportedError(
-                        "rnn serve runs folders of the classic signature (x -> y, manifest format 1); this one has "
-                        "named or token inputs or batch-first sequences (format 2), which the server does not serve yet"
-                    )
-                _warm_up(model)
+                model = servable(load(Path(folder)))
             except (runtime.ToolkitError, OSError) as failure:
                 model, error = None, one_line(failure)
-            served = Served(name, Path(folder), model, error, self.settings)
-            self.served[name] = served
-            for endpoint_name in served.endpoints:
-                if endpoint_name in self.endpoints:
-                    raise runtime.ArtifactError(f"two served models are named '{endpoint_name}'")
-            for form, suffix in SUFFIXES.items():
-                if served.name + suffix in served.endpoints:
-                    self.endpoints[served.name + suffix] = Endpoint(served, form)
+            self.add(Served(name, Path(folder), model, error, self.settings))
+
+    def add(self, served: Served) -> None:
+        """Serves ``served`` under its names; ArtifactError if one is taken."""
+        for name in served.names:
+            if name in self.names:
+                raise runtime.ArtifactError(f"two served models are named '{name}'")
+        self.served[served.name] = served
+        for call, suffix in SUFFIXES.items():
+            if served.name + suffix in served.names:
+                self.names[served.name + suffix] = ServedName(served, call)
 
     # ---- lifecycle (called by the server on its event loop) ----
 
@@ -457,20 +389,20 @@ class Engine:
         """Every model loaded (Triton's strict readiness)."""
         return all(served.ready for served in self.served.values())
 
-    def endpoint(self, name: str, version: str = "") -> Endpoint:
-        endpoint = self.endpoints.get(name)
-        if endpoint is None:
+    def lookup(self, name: str, version: str = "") -> ServedName:
+        named = self.names.get(name)
+        if named is None:
             raise NotFound(f"unknown model '{name}'")
         if version not in ("", VERSION):
             raise NotFound(f"model '{name}' has no version '{version}' (it has version {VERSION})")
-        return endpoint
+        return named
 
     def repository_index(self) -> list[dict[str, str]]:
         index = []
-        for name, endpoint in self.endpoints.items():
-            entry = {"name": name, "version": VERSION, "state": "READY" if endpoint.ready else "UNAVAILABLE"}
-            if not endpoint.ready:
-                entry["reason"] = endpoint.served.error
+        for name, named in self.names.items():
+            entry = {"name": name, "version": VERSION, "state": "READY" if named.ready else "UNAVAILABLE"}
+            if not named.ready:
+                entry["reason"] = named.served.error
             index.append(entry)
         return index
 
@@ -496,18 +428,16 @@ class Engine:
         name = request.model
         self._in_flight += 1
         try:
-            endpoint = self.endpoint(name, version)
-            if not endpoint.ready:
-                raise Unavailable(f"model '{name}' is not ready: {endpoint.served.error}")
-            outputs, parameters = await self._infer(endpoint, request)
+            named = self.lookup(name, version)
+            if not named.ready:
+                raise Unavailable(f"model '{name}' is not ready: {named.served.error}")
+            outputs, parameters = await self.run_request(named, request)
         except Exception as error:
-            status = error.status if isinstance(error, ServeError) else 400 if _users(error) else 500
-            self.metrics.request(
-                name if name in self.endpoints else "", protocol, status, time.perf_counter() - started
-            )
+            status = status_of(error)
+            self.metrics.request(name if name in self.names else "", protocol, status, time.perf_counter() - started)
             if isinstance(error, ServeError):
                 raise
-            if _users(error):  # the runtime's hint names options of the library and CLI, not of a server
+            if callers_error(error):  # the runtime's hint names options of the library and CLI, not of a server
                 raise BadRequest(one_line(error).replace(f"; {NONFINITE_HINT}", "")) from error
             raise
         finally:
@@ -515,59 +445,44 @@ class Engine:
         self.metrics.request(name, protocol, 200, time.perf_counter() - started)
         return InferResponse(name, request.id, outputs, parameters)
 
-    async def _infer(self, endpoint: Endpoint, request: InferRequest) -> tuple[list[tuple[str, np.ndarray]], dict]:
+    async def run_request(self, named: ServedName, request: InferRequest) -> tuple[list[tuple[str, np.ndarray]], dict]:
+        """Answers ``request`` of ready ``named`` (`infer` around it looks the name up and counts the
+        answer): its outputs and its answer's parameters. `ray_serve.RoutedEngine` runs it on a replica."""
         parameters = request.parameters
         key = sequence_key(parameters.get("sequence_id"))
         start, end = _flag(parameters, "sequence_start"), _flag(parameters, "sequence_end")
         version = sequence_version(parameters)
         if key is None and (start or end or version is not None):
             raise BadRequest("parameters 'sequence_start'/'sequence_end'/'sequence_version' need a 'sequence_id'")
-        arrays = self._checked_inputs(endpoint, request.inputs, sequence=key is not None, start=start)
-        wanted = self._wanted_outputs(endpoint, request.outputs)
+        arrays = self._checked_inputs(named, request.inputs, sequence=key is not None, start=start)
+        wanted = self._wanted_outputs(named, request.outputs)
         answer: dict[str, Any] = {}
         if key is None:
-            values = await self._run(endpoint, arrays, None)
+            values = await self._run(named, arrays, None)
         else:
-            values, answered = await self._run_sequence(endpoint, key, start, end, version, arrays, wanted)
+            values, answered = await self._run_sequence(named, key, start, end, version, arrays, wanted)
             answer["sequence_version"] = answered
-        return [(spec.name, values[spec.name]) for spec in endpoint.outputs if spec.name in wanted], answer
+        return [(spec.name, values[spec.name]) for spec in named.outputs if spec.name in wanted], answer
 
     def _checked_inputs(
-        self, endpoint: Endpoint, inputs: dict[str, np.ndarray], sequence: bool, start: bool = False
+        self, named: ServedName, inputs: dict[str, np.ndarray], sequence: bool, start: bool = False
     ) -> dict:
-        model = endpoint.served.model
-        if sequence and endpoint.form == STEP and len(inputs) == 1 and model is not None:
+        """The request's inputs checked against ``named``'s tensors and the limits: ``x``, ``state``
+        (None: the initial one, or the sequence's) and, for generate, ``steps``."""
+        model = named.served.model
+        assert model is not None
+        if sequence and named.call == STEP and len(inputs) == 1:
             x = inputs.get(model.input_name)  # the hot path: one step of a sequence, x (1, input_size) FP32
             if x is not None and x.dtype == np.float32 and x.shape == (1, model.input_size):
                 return {"x": x, "state": None}  # values are checked by model.check_x before the run
-        specs = {spec.name: spec for spec in endpoint.inputs}
-        limits = self.settings.limits
-        for name, array in inputs.items():
-            spec = specs.get(name)
-            if spec is None:
-                raise BadRequest(f"model '{endpoint.name}' has no input '{name}' (inputs: {', '.join(specs)})")
-            if sequence and spec.optional and not start:
-                raise BadRequest(
-                    f"input '{name}' is held by the server for a sequence (a sequence_start request may "
-                    f"set it); send only {', '.join(s.name for s in endpoint.inputs if not s.optional)}"
-                )
-            datatype = DATATYPE_OF.get(array.dtype)
-            if datatype != spec.datatype:
-                raise BadRequest(f"input '{name}' must be {spec.datatype}, got {datatype or array.dtype}")
-            if array.ndim != len(spec.shape) or any(d not in (-1, n) for d, n in zip(spec.shape, array.shape)):
-                wanted = "[" + ", ".join(str(d) for d in spec.shape) + "]"
-                raise BadRequest(f"input '{name}' must have shape {wanted} (-1: any), got {list(array.shape)}")
-            if array.size > limits.max_elements:
-                raise TooLarge(f"input '{name}' has {array.size} elements, the limit is {limits.max_elements}")
-        missing = [spec.name for spec in endpoint.inputs if not spec.optional and spec.name not in inputs]
-        if missing:
-            raise BadRequest(f"model '{endpoint.name}' needs input {', '.join(repr(m) for m in missing)}")
-        model = endpoint.served.model
-        assert model is not None
+        self._check_tensors(named, inputs, sequence, start)
         x = inputs[model.input_name]
-        batch = x.shape[1] if endpoint.form == PREDICT else x.shape[0]
-        if endpoint.form == PREDICT and x.shape[0] > limits.max_steps:
-            raise TooLarge(f"input '{model.input_name}' has {x.shape[0]} steps, the limit is {limits.max_steps}")
+        batch_first = model.layout == "batch_first"
+        batch = x.shape[1] if named.call == PREDICT and not batch_first else x.shape[0]
+        limits = self.settings.limits
+        if named.call == PREDICT and x.shape[1 if batch_first else 0] > limits.max_steps:
+            steps = x.shape[1 if batch_first else 0]
+            raise TooLarge(f"input '{model.input_name}' has {steps} steps, the limit is {limits.max_steps}")
         if sequence and batch != 1:
             raise BadRequest(f"a request of a sequence steps one stream: input '{model.input_name}' batch must be 1")
         states = [inputs.get(n) for n in model.state_names]
@@ -577,58 +492,85 @@ class Engine:
         if any(s is not None for s in states) and any(s is None for s in states):
             raise BadRequest(f"send every state input ({', '.join(model.state_names)}) or none")
         checked = {"x": x, "state": tuple(states) if states and states[0] is not None else None}
-        if endpoint.form == GENERATE:
-            steps = int(inputs[STEPS_INPUT][0])
+        steps = 1
+        if named.call == GENERATE:
+            steps = checked["steps"] = int(inputs[STEPS_INPUT][0])
             if not 1 <= steps <= limits.max_steps:
                 raise BadRequest(f"input '{STEPS_INPUT}' must be 1 to {limits.max_steps}, got {steps}")
-            checked["steps"] = steps
-        steps = {STEP: 1, PREDICT: x.shape[0], GENERATE: checked.get("steps", 1)}[endpoint.form]
+        elif named.call == PREDICT:
+            steps = x.shape[1 if batch_first else 0]
         answer = 4 * batch * (steps * model.output_size + sum(model.state_sizes))
         if answer > limits.max_body_bytes:  # refused before anything runs or any state changes
             raise TooLarge(f"the answer would hold {answer} bytes of outputs, the limit is {limits.max_body_bytes}")
         return checked
 
+    def _check_tensors(self, named: ServedName, inputs: dict[str, np.ndarray], sequence: bool, start: bool) -> None:
+        """Each input one of ``named``'s, of its datatype, shape and size; every required one given;
+        a sequence's state inputs only on its start."""
+        specs = {spec.name: spec for spec in named.inputs}
+        limits = self.settings.limits
+        for name, array in inputs.items():
+            spec = specs.get(name)
+            if spec is None:
+                raise BadRequest(f"model '{named.name}' has no input '{name}' (inputs: {', '.join(specs)})")
+            if sequence and spec.optional and not start:
+                raise BadRequest(
+                    f"input '{name}' is held by the server for a sequence (a sequence_start request may "
+                    f"set it); send only {', '.join(s.name for s in named.inputs if not s.optional)}"
+                )
+            datatype = DATATYPE_OF.get(array.dtype)
+            if datatype != spec.datatype:
+                raise BadRequest(f"input '{name}' must be {spec.datatype}, got {datatype or array.dtype}")
+            if array.ndim != len(spec.shape) or any(d not in (-1, n) for d, n in zip(spec.shape, array.shape)):
+                wanted = "[" + ", ".join(str(d) for d in spec.shape) + "]"
+                raise BadRequest(f"input '{name}' must have shape {wanted} (-1: any), got {list(array.shape)}")
+            if array.size > limits.max_elements:
+                raise TooLarge(f"input '{name}' has {array.size} elements, the limit is {limits.max_elements}")
+        missing = [spec.name for spec in named.inputs if not spec.optional and spec.name not in inputs]
+        if missing:
+            raise BadRequest(f"model '{named.name}' needs input {', '.join(repr(m) for m in missing)}")
+
     @staticmethod
-    def _wanted_outputs(endpoint: Endpoint, requested: list[str] | None) -> set[str]:
-        names = [spec.name for spec in endpoint.outputs]
+    def _wanted_outputs(named: ServedName, requested: list[str] | None) -> set[str]:
+        names = [spec.name for spec in named.outputs]
         if requested is None:
             return set(names)
         unknown = [name for name in requested if name not in names]
         if unknown:
-            raise BadRequest(f"model '{endpoint.name}' has no output '{unknown[0]}' (outputs: {', '.join(names)})")
+            raise BadRequest(f"model '{named.name}' has no output '{unknown[0]}' (outputs: {', '.join(names)})")
         if len(set(requested)) != len(requested):
             raise BadRequest("an output is requested twice")
         return set(requested)
 
-    def _values(self, endpoint: Endpoint, y: np.ndarray, state: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
-        model = endpoint.served.model
+    def _values(self, named: ServedName, y: np.ndarray, state: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
+        model = named.served.model
         assert model is not None
         return {model.output_name: y, **dict(zip(model.state_outputs, state))}
 
-    def _compute(self, endpoint: Endpoint, arrays: dict, state: Any) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-        model = endpoint.served.model
+    def _compute(self, named: ServedName, arrays: dict, state: Any) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        model = named.served.model
         assert model is not None
-        if endpoint.form == STEP:
+        if named.call == STEP:
             return model.step(arrays["x"], state)
-        if endpoint.form == PREDICT:
+        if named.call == PREDICT:
             return model.predict(arrays["x"], state)
         return model.generate(arrays["x"], arrays["steps"], state)
 
-    async def _run(self, endpoint: Endpoint, arrays: dict, state: Any) -> dict[str, np.ndarray]:
+    async def _run(self, named: ServedName, arrays: dict, state: Any) -> dict[str, np.ndarray]:
         """A stateless request: a small step inline, anything longer in the thread pool."""
         state = arrays["state"] if state is None else state
         started = time.perf_counter()
-        if endpoint.form == STEP and arrays["x"].shape[0] <= 256:
-            y, new_state = self._compute(endpoint, arrays, state)
+        if named.call == STEP and arrays["x"].shape[0] <= 256:
+            y, new_state = self._compute(named, arrays, state)
         else:
             loop = asyncio.get_running_loop()
-            y, new_state = await loop.run_in_executor(self._executor, self._compute, endpoint, arrays, state)
-        self.metrics.compute(endpoint.served.name, time.perf_counter() - started)
-        return self._values(endpoint, y, new_state)
+            y, new_state = await loop.run_in_executor(self._executor, self._compute, named, arrays, state)
+        self.metrics.compute(named.served.name, time.perf_counter() - started)
+        return self._values(named, y, new_state)
 
     async def _run_sequence(
         self,
-        endpoint: Endpoint,
+        named: ServedName,
         key: int | str,
         start: bool,
         end: bool,
@@ -642,7 +584,7 @@ class Engine:
         live id leaves it as it was. A start may carry the state to begin from (state inputs) and
         the version it had (``sequence_version``); any other request with ``sequence_version``
         runs only when this server holds exactly that version of the sequence (else Conflict)."""
-        served = endpoint.served
+        served = named.served
         given = arrays["state"]
         initial = None if given is None else tuple(s[0] for s in given)
         while True:
@@ -674,9 +616,7 @@ class Engine:
                     )
                 base = (version or 0) if start else entry.version
                 try:
-                    values = await self._sequence_request(
-                        endpoint, entry, start and not created, initial, arrays, wanted
-                    )
+                    values = await self._sequence_request(named, entry, start and not created, initial, arrays, wanted)
                 except BaseException:
                     if created and not entry.closed:
                         served.forget(key, "was never started: its start request failed")
@@ -691,7 +631,7 @@ class Engine:
 
     async def _sequence_request(
         self,
-        endpoint: Endpoint,
+        named: ServedName,
         entry: _Sequence,
         restart: bool,
         initial: tuple[np.ndarray, ...] | None,
@@ -701,11 +641,11 @@ class Engine:
         """Runs one request of a sequence from its state (on a ``restart`` of a live id: from
         ``initial``, or the model's initial state, as Triton begins it again) and commits the new
         state only when the run succeeded. The caller holds the sequence's lock."""
-        served = endpoint.served
+        served = named.served
         pool, model, batcher = served.pool, served.model, served.batcher
         assert pool is not None and model is not None and batcher is not None
         entry.last_used = time.monotonic()
-        if endpoint.form == STEP:
+        if named.call == STEP:
             x = model.check_x(arrays["x"])  # refused here, before anything is queued or changed
             stream = pool.open(initial) if restart else entry.stream  # a restart runs on a fresh stream
             try:
@@ -718,12 +658,12 @@ class Engine:
                 pool.close(entry.stream)
                 entry.stream = stream
             state = pool.state(stream) if wanted - {model.output_name} else ()
-            return self._values(endpoint, y, tuple(s.reshape(1, -1) for s in state))
+            return self._values(named, y, tuple(s.reshape(1, -1) for s in state))
         if restart:
             state = model.initial_state(1) if initial is None else tuple(s.reshape(1, -1) for s in initial)
         else:
             state = tuple(s.reshape(1, -1) for s in pool.state(entry.stream))
-        values = await self._run(endpoint, arrays, state)
+        values = await self._run(named, arrays, state)
         # commit: a fresh stream of the pool holds the new state, the old one is closed
         new_stream = pool.open(tuple(values[n][0] for n in model.state_outputs))
         pool.close(entry.stream)
@@ -754,8 +694,3 @@ class Engine:
             served.forget(key, "replaced")
         served.open(key, state).version = version
         self.metrics.live_sequences(served.name, len(served.sequences))
-
-
-def _users(error: BaseException) -> bool:
-    """Whether an error of the runtime is the caller's (a bad input) rather than the server's."""
-    return isinstance(error, (runtime.ShapeError, runtime.DtypeError, runtime.InputValueError))

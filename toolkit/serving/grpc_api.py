@@ -23,7 +23,8 @@ from tritonclient.grpc import service_pb2_grpc
 
 import runtime
 
-from .core import (
+from .core import Engine
+from .protocol import (
     DATATYPE_OF,
     DATATYPES,
     EXTENSIONS,
@@ -31,13 +32,14 @@ from .core import (
     SERVER_NAME,
     VERSION,
     BadRequest,
-    Engine,
     InferRequest,
     NotFound,
     ServeError,
     TooLarge,
+    bearer_matches,
+    check_shape,
+    unexpected_message,
 )
-from .http_api import bearer_matches, check_shape, unexpected_message
 
 PROTOCOL = "grpc"  # the protocol label of the engine's request metrics
 MESSAGE_SLACK_BYTES = 64 << 10  # room for a message's headers beyond limits.max_body_bytes of tensor data
@@ -173,6 +175,7 @@ def _requested_outputs(request: pb.ModelInferRequest) -> list[str] | None:
 
 
 def _status_code(error: BaseException) -> grpc.StatusCode:
+    """The gRPC code of a ServeError's HTTP status; INTERNAL for any other failure (as the HTTP front's 500)."""
     status = error.status if isinstance(error, ServeError) else 500
     return CODE_OF_STATUS.get(status, grpc.StatusCode.INTERNAL)
 
@@ -233,7 +236,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             )
         except ServeError as error:  # counted as the engine counts the failures it finds
             name = request.model_name
-            engine.metrics.request(name if name in engine.endpoints else "", PROTOCOL, error.status, 0.0)
+            engine.metrics.request(name if name in engine.names else "", PROTOCOL, error.status, 0.0)
             raise
         answer = await engine.infer(decoded, protocol=PROTOCOL, version=request.model_version)
         outputs = answer.outputs
@@ -261,7 +264,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext) -> Any:
         await self._authorize(context)
         try:
-            ready = self.engine.endpoint(request.name, request.version).ready
+            ready = self.engine.lookup(request.name, request.version).ready
         except NotFound:  # as Triton: an unknown model is not ready, not an error
             ready = False
         return pb.ModelReadyResponse(ready=ready)
@@ -273,7 +276,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext) -> Any:
         await self._authorize(context)
         try:
-            metadata = self.engine.endpoint(request.name, request.version).metadata()
+            metadata = self.engine.lookup(request.name, request.version).metadata()
         except ServeError as error:
             await context.abort(_status_code(error), str(error))
         tensor = pb.ModelMetadataResponse.TensorMetadata
@@ -290,30 +293,30 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         the tensors with their batch axis in dims (max_batch_size 0) and sequence batching."""
         await self._authorize(context)
         try:
-            endpoint = self.engine.endpoint(request.name, request.version)
-            endpoint.metadata()  # Unavailable when not ready
+            named = self.engine.lookup(request.name, request.version)
+            named.metadata()  # Unavailable when not ready
         except ServeError as error:
             await context.abort(_status_code(error), str(error))
         idle_us = int(self.engine.settings.sequence_idle_timeout_s * 1e6)
         config = config_pb.ModelConfig(
-            name=endpoint.name,
+            name=named.name,
             platform=PLATFORM,
             max_batch_size=0,
             input=[
                 config_pb.ModelInput(
                     name=spec.name, data_type=config_pb.DataType.Value(f"TYPE_{spec.datatype}"), dims=spec.shape
                 )
-                for spec in endpoint.inputs
+                for spec in named.inputs
             ],
             output=[
                 config_pb.ModelOutput(
                     name=spec.name, data_type=config_pb.DataType.Value(f"TYPE_{spec.datatype}"), dims=spec.shape
                 )
-                for spec in endpoint.outputs
+                for spec in named.outputs
             ],
             sequence_batching=config_pb.ModelSequenceBatching(max_sequence_idle_microseconds=idle_us),
         )
-        for message, spec in zip(config.input, endpoint.inputs):
+        for message, spec in zip(config.input, named.inputs):
             message.optional = spec.optional
         return pb.ModelConfigResponse(config=config)
 

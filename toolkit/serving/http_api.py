@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import json
-import logging
 import math
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -30,29 +28,31 @@ from starlette.routing import Route
 
 import runtime
 
-from .core import (
+from .core import Engine, Limits
+from .metrics import CONTENT_TYPE
+from .protocol import (
     DATATYPE_OF,
     DATATYPES,
     EXTENSIONS,
+    MAX_DIMS,
     SERVER_NAME,
     VERSION,
     BadRequest,
-    Engine,
     InferRequest,
     InferResponse,
-    Limits,
     ServeError,
     TooLarge,
     Unauthorized,
     Unavailable,
+    bearer_matches,
+    check_shape,
     one_line,
+    unexpected_message,
 )
-from .metrics import CONTENT_TYPE
 
 PROTOCOL = "http"
 LIVE_PATH = "/v2/health/live"  # the one route that needs no token
 HEADER_LENGTH = "Inference-Header-Content-Length"
-MAX_DIMS = 32  # axes of one input tensor (both fronts)
 INDEX_BODY_BYTES = 1 << 16  # a repository index request's optional JSON body
 # Work off the event loop (in the default executor) so one large request does not stall the
 # others; below these sizes it stays inline (the hot path: one step pays no thread hop). The json
@@ -67,8 +67,6 @@ JSON_TYPE = b"application/json"
 BINARY_TYPE = b"application/octet-stream"
 _HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
 _ALLOWED_TYPES = {"f": (float, int), "i": (int,), "u": (int,), "b": (bool,)}  # JSON values per dtype kind
-
-log = logging.getLogger("rnn.serve")
 
 
 class UnsupportedEncoding(ServeError):
@@ -105,53 +103,9 @@ def _error_body(message: str) -> bytes:
     return _dumps({"error": message})
 
 
-def unexpected_message(error: BaseException, where: str) -> str:
-    """The one line that answers a failure that is not the caller's (both fronts): its traceback
-    goes to the log, its text to the caller only when it is a `runtime.ToolkitError` (written for
-    users), else just its class."""
-    log.error("%s failed: %s", where, one_line(error), exc_info=error)
-    if isinstance(error, runtime.ToolkitError):  # typed and written for users: say what it is
-        return one_line(error)
-    return f"internal server error ({type(error).__name__}); the server log has the details"
-
-
 def _unexpected(error: BaseException, where: str) -> tuple[int, str]:
     """(500, one line) for a failure that is not the caller's; its traceback goes to the log."""
     return 500, unexpected_message(error, where)
-
-
-def bearer_matches(value: bytes, token: bytes) -> bool:
-    """Whether an authorization header (or gRPC metadata) value is ``Bearer <token>``: the scheme
-    in any case, whitespace around the value and between scheme and token ignored (both fronts)."""
-    scheme, _, given = value.strip().partition(b" ")
-    # compare_digest on every value, whatever its scheme: no timing hint
-    return hmac.compare_digest(given.strip(), token) and scheme.lower() == b"bearer"
-
-
-def check_shape(name: str, shape: Sequence[int], max_elements: int) -> int:
-    """The element count of input ``name``'s ``shape`` (ints), checked before numpy sees it (both
-    fronts): at most MAX_DIMS sizes, none negative (BadRequest), at most ``max_elements`` elements
-    (TooLarge); and an empty tensor's nonzero sizes may not multiply past ``max_elements`` either
-    (BadRequest: numpy cannot even hold such a shape)."""
-    if len(shape) > MAX_DIMS:
-        raise BadRequest(f"input '{name}' has {len(shape)} dimensions in its shape, at most {MAX_DIMS} are allowed")
-    volume = 1  # the product of the nonzero sizes
-    empty = False
-    for size in shape:
-        if size < 0:
-            raise BadRequest(f"input '{name}' shape must hold sizes >= 0, got {list(shape)!r:.80}")
-        if size == 0:
-            empty = True
-        elif volume <= max_elements:  # past the limit the product no longer matters
-            volume *= size
-    if volume > max_elements:
-        if not empty:
-            raise TooLarge(f"input '{name}' has {volume} elements, the limit is {max_elements}")
-        raise BadRequest(
-            f"input '{name}' shape {list(shape)!r:.80} is out of range: its nonzero sizes multiply past the limit "
-            f"of {max_elements} elements"
-        )
-    return 0 if empty else volume
 
 
 async def _send(send: Callable, status: int, body: bytes, content_type: bytes, extra: list | None = None) -> None:
@@ -517,7 +471,7 @@ class _Infer:
             else:
                 status, message = _unexpected(error, f"an inference request of model '{name}'")
             if not counted:
-                model = name if name in engine.endpoints else ""
+                model = name if name in engine.names else ""
                 engine.metrics.request(model, PROTOCOL, status, time.perf_counter() - started)
             await _send(send, status, _error_body(message), JSON_TYPE)
             return
@@ -530,16 +484,16 @@ class _Infer:
 # ---- the other routes ------------------------------------------------------------------------
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+RouteHandler = Callable[[Request], Awaitable[Response]]  # a Starlette route's function
 
 
-def _answers_errors(endpoint: Endpoint) -> Endpoint:
+def _answers_errors(handler: RouteHandler) -> RouteHandler:
     """A route whose ServeError is a JSON error of its status and any other failure a logged 500."""
 
-    @functools.wraps(endpoint)
+    @functools.wraps(handler)
     async def guarded(request: Request) -> Response:
         try:
-            return await endpoint(request)
+            return await handler(request)
         except ServeError as error:
             return _error_response(error.status, str(error))
         except Exception as error:
@@ -594,14 +548,14 @@ def create_app(engine: Engine, *, token: str | None) -> Starlette:
     @_answers_errors
     async def model_metadata(request: Request) -> Response:
         path = request.path_params
-        return _json_response(engine.endpoint(path["name"], path.get("version", "")).metadata())
+        return _json_response(engine.lookup(path["name"], path.get("version", "")).metadata())
 
     @_answers_errors
     async def model_ready(request: Request) -> Response:
         path = request.path_params
-        endpoint = engine.endpoint(path["name"], path.get("version", ""))
-        if not endpoint.ready:
-            raise Unavailable(f"model '{endpoint.name}' is not ready: {endpoint.served.error}")
+        named = engine.lookup(path["name"], path.get("version", ""))
+        if not named.ready:
+            raise Unavailable(f"model '{named.name}' is not ready: {named.served.error}")
         return Response(b"", 200)
 
     @_answers_errors

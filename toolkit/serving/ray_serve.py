@@ -52,20 +52,17 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.request_router import PendingRequest, RequestRouter, RunningReplica
 
 import runtime
+from runtime.manifest import MANIFEST_NAME
 
 from ..ray_cluster import connect
 from .core import (
-    MANIFEST_NAME,
     Engine,
-    InferRequest,
-    InferResponse,
-    ServeError,
+    ServedName,
     Settings,
-    Unavailable,
-    one_line,
     sequence_key,
 )
 from .http_api import create_app
+from .protocol import InferRequest, InferResponse, ServeError, Unavailable, one_line
 
 log = logging.getLogger("rnn.serve")
 
@@ -373,10 +370,10 @@ class RoutedEngine(Engine):
                     else:
                         future.set_result(answer)
 
-    async def _infer(self, endpoint: Any, request: InferRequest) -> tuple[list[tuple[str, Any]], dict]:
+    async def run_request(self, named: ServedName, request: InferRequest) -> tuple[list[tuple[str, Any]], dict]:
         """Runs on a replica (`Engine.infer` around it checks the model and counts the answer)."""
         key = sequence_key(request.parameters.get("sequence_id"))
-        session = None if key is None else _session(endpoint.served.name, key)
+        session = None if key is None else _session(named.served.name, key)
         answer = await self._call(request, REPLICA_PROTOCOL, "", session)  # the version checked here
         if isinstance(answer, ServeError):
             raise answer

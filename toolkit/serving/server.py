@@ -34,13 +34,12 @@ from .core import (
     MAX_SEQUENCE_VERSION,
     Engine,
     Loader,
-    ServeError,
     Settings,
     describe_id,
-    one_line,
     sequence_key,
 )
 from .metrics import Metrics
+from .protocol import ServeError, one_line
 
 STATE_FORMAT = "rnn-serve-sequences"
 STATE_SUFFIX = ".sequences.json"
@@ -227,7 +226,7 @@ class Server:
         if self.grpc_port is not None:
             self.say(f"gRPC  {self.host}:{self.grpc_port}")
         self.say(
-            "models: " + ", ".join(e.name + ("" if e.ready else " (not ready)") for e in self.engine.endpoints.values())
+            "models: " + ", ".join(e.name + ("" if e.ready else " (not ready)") for e in self.engine.names.values())
         )
         self._started.set()
         try:

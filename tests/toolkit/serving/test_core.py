@@ -1,10 +1,11 @@
-"""The protocol-neutral engine of `rnn serve`: endpoints, server-held sequences, the dynamic
+"""The protocol-neutral engine of `rnn serve`: served names, server-held sequences, the dynamic
 batcher, limits, saving and restoring sequences. Driven directly on an asyncio loop; the fronts
 have their own tests (test_http_api.py, test_grpc_api.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import time
 
@@ -12,20 +13,17 @@ import numpy as np
 import pytest
 
 import runtime
+from runtime.manifest import BATCH_FIRST, read_manifest, write_manifest
 from tests.conftest import COMMITTED
 from toolkit.serving.core import (
-    BadRequest,
     Engine,
-    InferRequest,
     Limits,
-    NotFound,
     Settings,
-    TooLarge,
-    Unavailable,
     artifact_folders,
     check_model_name,
     sequence_key,
 )
+from toolkit.serving.protocol import BadRequest, InferRequest, NotFound, TooLarge, Unavailable
 
 MODEL = runtime.load(COMMITTED)
 
@@ -58,8 +56,8 @@ def values(response) -> dict[str, np.ndarray]:
 
 def test_a_folder_offers_step_predict_and_generate_with_honest_metadata():
     made = engine()
-    assert list(made.endpoints) == ["sine", "sine-predict", "sine-generate"]
-    step = made.endpoint("sine").metadata()
+    assert list(made.names) == ["sine", "sine-predict", "sine-generate"]
+    step = made.lookup("sine").metadata()
     assert step["inputs"] == [
         {"name": "x", "datatype": "FP32", "shape": [-1, 1]},
         {"name": "h", "datatype": "FP32", "shape": [-1, 6]},
@@ -68,23 +66,23 @@ def test_a_folder_offers_step_predict_and_generate_with_honest_metadata():
         {"name": "y", "datatype": "FP32", "shape": [-1, 1]},
         {"name": "h_out", "datatype": "FP32", "shape": [-1, 6]},
     ]
-    predict = made.endpoint("sine-predict").metadata()
+    predict = made.lookup("sine-predict").metadata()
     assert predict["inputs"][0]["shape"] == [-1, -1, 1] and predict["outputs"][0]["shape"] == [-1, -1, 1]
-    generate = made.endpoint("sine-generate").metadata()
+    generate = made.lookup("sine-generate").metadata()
     assert [i["name"] for i in generate["inputs"]] == ["x", "steps", "h"]
     assert generate["inputs"][1] == {"name": "steps", "datatype": "INT64", "shape": [1]}
     with pytest.raises(NotFound, match="unknown model 'nope'"):
-        made.endpoint("nope")
+        made.lookup("nope")
     with pytest.raises(NotFound, match="no version '2'"):
-        made.endpoint("sine", "2")
-    assert made.endpoint("sine", "1").name == "sine"
+        made.lookup("sine", "2")
+    assert made.lookup("sine", "1").name == "sine"
 
 
 def test_every_state_tensor_of_an_lstm_is_an_input_and_an_output(cell_folder):
     cell, _, folder = cell_folder
     made = engine([("cell", folder)])
     model = runtime.load(folder)
-    meta = made.endpoint("cell").metadata()
+    meta = made.lookup("cell").metadata()
     assert [i["name"] for i in meta["inputs"]] == ["x", *model.state_names]
     assert [o["name"] for o in meta["outputs"]] == ["y", *model.state_outputs]
     if cell == "lstm":
@@ -140,12 +138,12 @@ def test_a_folder_that_fails_to_load_is_not_ready_and_the_others_serve(tmp_path)
     (broken / "step.onnx").write_bytes(bytes(data))
     made = engine([("sine", COMMITTED), ("broken", broken)])
     assert not made.ready
-    assert made.endpoint("sine").ready and not made.endpoint("broken").ready
+    assert made.lookup("sine").ready and not made.lookup("broken").ready
     index = {entry["name"]: entry for entry in made.repository_index()}
     assert index["broken"]["state"] == "UNAVAILABLE" and "sha256" in index["broken"]["reason"]
     assert index["sine-generate"]["state"] == "READY"
     with pytest.raises(Unavailable, match="'broken' is not ready"):
-        made.endpoint("broken").metadata()
+        made.lookup("broken").metadata()
 
     async def go():
         await started(made)
@@ -525,13 +523,45 @@ def test_a_start_that_waits_behind_the_end_of_the_same_id_begins_it_anew():
 
 
 def test_a_format_2_folder_is_not_ready_and_says_why(tmp_path):
-    """Named or token inputs (manifest format 2) are not served yet: the model is unavailable with
-    the reason in the repository index, the others serve."""
+    """Named or token inputs (beyond the classic signature) are not served yet: the model is
+    unavailable with the reason in the repository index, the others serve."""
     from export import export_module
     from tests.user_modules import CHAR_GRU_SIGNATURE, make_char_gru
 
     folder = export_module(make_char_gru(), tmp_path / "char", **CHAR_GRU_SIGNATURE)
     made = engine([("sine", COMMITTED), ("char", folder)])
     index = {entry["name"]: entry for entry in made.repository_index()}
-    assert index["char"]["state"] == "UNAVAILABLE" and "format 2" in index["char"]["reason"]
-    assert made.endpoint("sine").ready
+    reason = index["char"]["reason"]
+    assert index["char"]["state"] == "UNAVAILABLE" and "classic signature" in reason and "token" in reason
+    assert made.lookup("sine").ready
+
+
+def test_a_batch_first_classic_folder_is_served_in_its_layout(tmp_path):
+    """Routed on `model.classic` (any layout): the seed's folder rewritten batch-first is served;
+    predict takes and returns (batch, steps, n), its step limit counts its steps axis, generate
+    answers (batch, steps, n), a sequence steps as the time-first folder does."""
+    folder = tmp_path / "bf"
+    shutil.copytree(COMMITTED, folder)
+    write_manifest(folder, dataclasses.replace(read_manifest(folder), format_version=2, layout=BATCH_FIRST))
+    model = runtime.load(folder)
+    assert model.classic and model.layout == BATCH_FIRST
+    made = engine([("bf", folder)], limits=Limits(max_steps=8))
+    assert made.lookup("bf-generate").ready
+    xs = np.sin(np.linspace(0, 3, 2 * 7, dtype=np.float32)).reshape(2, 7, 1)  # (batch 2, steps 7, 1)
+
+    async def go():
+        await started(made)
+        answer = values(await made.infer(request("bf-predict", xs), "test"))
+        want, want_state = model.predict(xs)
+        assert answer["y"].shape == (2, 7, 1) and np.array_equal(answer["y"], want)
+        assert np.array_equal(answer["h_out"], want_state[0])
+        with pytest.raises(TooLarge, match="9 steps, the limit is 8"):
+            await made.infer(request("bf-predict", np.zeros((1, 9, 1), np.float32)), "test")
+        steps = np.array([5], np.int64)
+        generated = InferRequest("bf-generate", {"x": xs[:, 0], "steps": steps})
+        answer = values(await made.infer(generated, "test"))
+        assert answer["y"].shape == (2, 5, 1) and np.array_equal(answer["y"], model.generate(xs[:, 0], 5)[0])
+        first = values(await made.infer(request("bf", xs[:1, 0], sequence_id=1, sequence_start=True), "test"))
+        assert np.array_equal(first["y"], MODEL.step(xs[:1, 0])[0])
+
+    run(go())

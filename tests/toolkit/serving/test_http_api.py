@@ -27,8 +27,8 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 
 import runtime  # noqa: E402
 from toolkit.serving import Limits, Settings, http_api  # noqa: E402
-from toolkit.serving.core import InferResponse  # noqa: E402
-from toolkit.serving.http_api import EXTENSIONS, HEADER_LENGTH, SERVER_NAME, encode_infer  # noqa: E402
+from toolkit.serving.http_api import HEADER_LENGTH, encode_infer  # noqa: E402
+from toolkit.serving.protocol import EXTENSIONS, SERVER_NAME, InferResponse  # noqa: E402
 
 WAIT_S = 60  # the longest any test waits for one answer
 TOKEN = "s3cret"

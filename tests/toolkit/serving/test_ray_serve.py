@@ -28,7 +28,7 @@ import runtime  # noqa: E402
 from tests.conftest import COMMITTED, REPO  # noqa: E402
 from toolkit.serving import ray_serve  # noqa: E402
 from toolkit.serving.client import SequenceClient  # noqa: E402
-from toolkit.serving.core import InferRequest, ServeError  # noqa: E402
+from toolkit.serving.protocol import InferRequest, ServeError  # noqa: E402
 
 MODEL = runtime.load(COMMITTED)
 KILL_TEST_BUDGET_S = 420  # the whole kill test (about 90 s here), a bound, not a measurement

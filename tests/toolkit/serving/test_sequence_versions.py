@@ -13,7 +13,8 @@ import pytest
 
 import runtime
 from tests.conftest import COMMITTED
-from toolkit.serving.core import BadRequest, Conflict, Engine, InferRequest, Settings
+from toolkit.serving.core import Engine, Settings
+from toolkit.serving.protocol import BadRequest, Conflict, InferRequest
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient (dev extra) is not installed")
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (dev extra) is not installed")
