@@ -211,3 +211,94 @@ def test_an_npz_whose_header_claims_a_huge_array_is_refused_before_allocating(fo
         archive.writestr("day.npy", header.getvalue() + bytes(16))
     result = invoke("predict", folders["two"], "--input", path)
     assert result.exit_code == 2 and "is truncated: its header says (1000000, 1000000)" in result.output
+
+
+def test_info_json_carries_the_digest_a_script_pins_every_running_command_with(folders, tmp_path):
+    from runtime.manifest import manifest_digest
+
+    document = json.loads(invoke("info", folders["two"], "--json").output)
+    digest = document["manifest_sha256"]
+    assert digest == manifest_digest(folders["two"]) and f"digest     {digest}" in invoke("info", folders["two"]).output
+    data = tmp_path / "seq.npz"
+    np.savez(data, value=np.zeros((3, 1)), day=np.arange(3))
+    start = ["--start", "value=0.5", "--start", "day=2"]
+    for command in (["generate", *start, "--steps", 2], ["predict", "--input", data], ["info"]):
+        pinned = invoke(command[0], folders["two"], *command[1:], "--digest", digest)
+        assert pinned.exit_code == 0, pinned.output
+        refused = invoke(command[0], folders["two"], *command[1:], "--digest", "0" * 64)
+        assert refused.exit_code == 2 and "pinned digest" in refused.output, refused.output
+
+
+def test_generate_json_of_any_model_is_one_document_of_one_streams_outputs(folders):
+    result = invoke("generate", folders["two"], "--steps", 5, "--start", "value=0.25", "--start", "day=3", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    model = runtime.load(folders["two"])
+    expected, _ = model.generate({"value": np.array([[0.25]]), "day": np.array([3])}, 5)  # (batch, steps, 1)
+    np.testing.assert_allclose(document["next_value"], expected[0, :, 0], atol=1e-6, rtol=0)
+    assert document["x0"] == {"value": [0.25], "day": 3} and document["steps"] == 5 and document["sampler"] is None
+    sampled = json.loads(
+        invoke(
+            "generate", folders["char"], "--steps", 6, "--start", "token=4", "--start", "category=1,0,0", "--json"
+        ).output
+    )
+    csv = invoke("generate", folders["char"], "--steps", 6, "--start", "token=4", "--start", "category=1,0,0").output
+    assert sampled["tokens"] == [int(line.split(",")[1]) for line in csv.splitlines()[1:]]
+
+
+def test_a_warmup_npz_is_fed_teacher_forced_and_generation_goes_on_from_its_last_step(folders, tmp_path):
+    values, days = np.linspace(-0.5, 0.5, 6).reshape(6, 1), np.arange(6) % 7
+    np.savez(tmp_path / "warm.npz", value=values, day=days)
+    result = invoke("generate", folders["two"], "--steps", 4, "--warmup", tmp_path / "warm.npz", "--json")
+    assert result.exit_code == 0, result.output
+    model = runtime.load(folders["two"])  # batch-first
+    _, state = model.predict({"value": values[None, :-1], "day": days[None, :-1]})
+    expected, _ = model.generate({"value": values[-1:], "day": days[-1:]}, 4, state)
+    np.testing.assert_allclose(json.loads(result.output)["next_value"], expected[0, :, 0], atol=1e-6, rtol=0)
+
+
+def test_the_seed_signature_is_one_case_of_the_general_path():
+    """--start and an .npz of named sequences work for the seed's model too; its series and --x0
+    are the same inputs by another name."""
+    from ..conftest import COMMITTED
+
+    by_x0 = invoke("generate", COMMITTED, "--steps", 5, "--x0", 0.5).output
+    assert by_x0 == invoke("generate", COMMITTED, "--steps", 5, "--start", "x=0.5").output
+    assert by_x0 == invoke("generate", COMMITTED, "--steps", 5, "--start", "0.5").output
+    assert by_x0.splitlines()[0] == "step,y"
+
+
+def test_predict_an_npz_on_the_seed_model_gives_the_series_predictions(tmp_path):
+    from ..conftest import COMMITTED
+
+    series = np.sin(np.linspace(2, 10, 21))
+    np.savez(tmp_path / "x.npz", x=series[:-1].reshape(20, 1))
+    rows = invoke("predict", COMMITTED, "--input", tmp_path / "x.npz").output.splitlines()
+    assert rows[0] == "step,stream,y" and len(rows) == 21
+    np.save(tmp_path / "x.npy", series)
+    table = invoke("predict", COMMITTED, "--input", tmp_path / "x.npy").output.splitlines()
+    assert [row.split(",")[2] for row in rows[1:]] == [row.split(",")[3] for row in table[1:-1]]
+
+
+@pytest.mark.parametrize("command", ["predict", "generate"])
+def test_a_series_file_for_a_model_of_several_inputs_is_one_line_asking_for_an_npz(folders, tmp_path, command):
+    np.savetxt(tmp_path / "s.csv", np.arange(5.0))
+    option = "--input" if command == "predict" else "--warmup"
+    result = invoke(command, folders["two"], option, tmp_path / "s.csv")
+    assert result.exit_code == 2 and "FILE.npz" in result.output, result.output
+    if command == "predict":
+        result = invoke("predict", folders["two"])
+        assert result.exit_code == 2 and "give --input FILE.npz" in result.output, result.output
+
+
+def test_the_csv_chunk_shrinks_for_wide_outputs_only():
+    from types import SimpleNamespace
+
+    from toolkit import running
+
+    def model(*counts):
+        return SimpleNamespace(outputs=tuple(SimpleNamespace(count=c) for c in counts))
+
+    assert running.csv_chunk(model(1)) == running.CSV_CHUNK
+    assert running.csv_chunk(model(100, 900)) == running.CSV_CHUNK_VALUES // 1000
+    assert running.csv_chunk(model(10**8)) == 1
