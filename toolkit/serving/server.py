@@ -171,17 +171,12 @@ class Server:
             if not isinstance(error, runtime.ToolkitError):
                 log.exception("the server failed")
 
-    async def _serve(self, signals: bool) -> None:
+    def _http_server(self, sock: socket.socket) -> Any:
+        """The HTTP front on uvicorn, set up to serve on ``sock`` (not started)."""
         import uvicorn  # the serve extra
 
         from .http_api import create_app
 
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        http_port, grpc_port = self._requested_ports
-        self.engine.start()
-        sock = _bind(self.host, http_port)
-        self.http_port = sock.getsockname()[1]
         config = uvicorn.Config(
             create_app(self.engine, token=self.token),
             log_level="warning",
@@ -194,17 +189,43 @@ class Server:
         config.load()
         http = uvicorn.Server(config)
         http.lifespan = config.lifespan_class(config)  # what uvicorn's own serve() sets up (lifespan "off")
-        grpc_server = None
-        if grpc_port is not None:
-            from .grpc_api import create_grpc_server
+        return http
 
-            grpc_server = create_grpc_server(self.engine, token=self.token)
-            target = f"[{self.host}]:{grpc_port}" if ":" in self.host else f"{self.host}:{grpc_port}"
-            try:
-                self.grpc_port = grpc_server.add_insecure_port(target)
-            except RuntimeError as error:
-                sock.close()
-                raise runtime.DataError(f"cannot listen on {target} for gRPC: {one_line(error)}") from None
+    def _grpc_server(self, grpc_port: int | None, sock: socket.socket) -> Any:
+        """The gRPC front bound to its port (None without one); DataError (``sock`` closed) if the
+        port cannot be had."""
+        if grpc_port is None:
+            return None
+        from .grpc_api import create_grpc_server
+
+        grpc_server = create_grpc_server(self.engine, token=self.token)
+        target = f"[{self.host}]:{grpc_port}" if ":" in self.host else f"{self.host}:{grpc_port}"
+        try:
+            self.grpc_port = grpc_server.add_insecure_port(target)
+        except RuntimeError as error:
+            sock.close()
+            raise runtime.DataError(f"cannot listen on {target} for gRPC: {one_line(error)}") from None
+        return grpc_server
+
+    def _announce(self) -> None:
+        if self.token is None and self.host not in ("127.0.0.1", "::1", "localhost"):
+            self.say(f"warning: serving on {self.host} without a token: anyone who reaches it can use it (--token)")
+        self.say(f"HTTP  http://{self.host}:{self.http_port}/v2 (metrics at /metrics)")
+        if self.grpc_port is not None:
+            self.say(f"gRPC  {self.host}:{self.grpc_port}")
+        self.say(
+            "models: " + ", ".join(e.name + ("" if e.ready else " (not ready)") for e in self.engine.names.values())
+        )
+
+    async def _serve(self, signals: bool) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        http_port, grpc_port = self._requested_ports
+        self.engine.start()
+        sock = _bind(self.host, http_port)
+        self.http_port = sock.getsockname()[1]
+        http = self._http_server(sock)
+        grpc_server = self._grpc_server(grpc_port, sock)
         self._resume_sequences()  # both ports are ours and nothing is served yet: no request sees a gap
         if grpc_server is not None:
             await grpc_server.start()
@@ -220,32 +241,29 @@ class Server:
         if signals:
             for number in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(number, self._signalled)
-        if self.token is None and self.host not in ("127.0.0.1", "::1", "localhost"):
-            self.say(f"warning: serving on {self.host} without a token: anyone who reaches it can use it (--token)")
-        self.say(f"HTTP  http://{self.host}:{self.http_port}/v2 (metrics at /metrics)")
-        if self.grpc_port is not None:
-            self.say(f"gRPC  {self.host}:{self.grpc_port}")
-        self.say(
-            "models: " + ", ".join(e.name + ("" if e.ready else " (not ready)") for e in self.engine.names.values())
-        )
+        self._announce()
         self._started.set()
         try:
             await self._stop.wait()
         finally:
-            self.say("stopping: draining requests in progress")
-            http.should_exit = True
-            await main
-            drains = [http.shutdown(sockets=[sock])]
-            if grpc_server is not None:
-                drains.append(grpc_server.stop(DRAIN_SECONDS))
-            await asyncio.gather(*drains)
-            sweeper.cancel()
-            try:
-                if not await self.engine.drained(DRAIN_SECONDS):
-                    self.say(f"requests still in progress after {DRAIN_SECONDS:g} s: saving without them")
-                self._save_sequences()
-            finally:
-                self.engine.close()
+            await self._drain(http, main, sock, grpc_server, sweeper)
+
+    async def _drain(self, http: Any, main: asyncio.Task, sock: socket.socket, grpc_server: Any, sweeper: Any) -> None:
+        """Stops both fronts (requests in progress finish, up to DRAIN_SECONDS), saves the sequences."""
+        self.say("stopping: draining requests in progress")
+        http.should_exit = True
+        await main
+        drains = [http.shutdown(sockets=[sock])]
+        if grpc_server is not None:
+            drains.append(grpc_server.stop(DRAIN_SECONDS))
+        await asyncio.gather(*drains)
+        sweeper.cancel()
+        try:
+            if not await self.engine.drained(DRAIN_SECONDS):
+                self.say(f"requests still in progress after {DRAIN_SECONDS:g} s: saving without them")
+            self._save_sequences()
+        finally:
+            self.engine.close()
 
     def _signalled(self) -> None:
         """The first SIGTERM/SIGINT drains and saves; a second one exits at once (nothing saved)."""
