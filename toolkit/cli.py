@@ -242,8 +242,8 @@ def generate(folder, steps, x0, warmup, device, allow_nonfinite, digest, public_
     from .running import GenerateOptions, Sampling, Start, generate_text
     from .trust import Loading
 
-    sampling = Sampling(*(options.pop(k) for k in ("sample", "temperature", "top_k", "top_p", "seed")))
-    bulk = Bulk(*(options.pop(k) for k in ("ray", "input_path", "out", "address", "actors")))
+    sampling = Sampling(**{k: options.pop(k) for k in ("sample", "temperature", "top_k", "top_p", "seed")})
+    bulk = Bulk(**{k: options.pop(k) for k in ("ray", "input_path", "out", "address", "actors")})
     generate_options = GenerateOptions(
         steps=steps,
         start=Start(x0=x0, values=options.pop("start_values"), warmup=warmup),
