@@ -325,7 +325,7 @@ def _warm_up(model: runtime.Model) -> None:
         if form == STEP_FORM:
             continue
         if form.startswith("rollout"):
-            if model.input_size == model.output_size:
+            if model.feedback is not None:
                 model.generate(x[0], 2, form=form)
         else:
             model.predict(x, form=form)
