@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .bound import BoundStep, State
-from .contract import check_session, form_io, general_form_io
+from .contract import check_session, form_specs
 from .errors import InputValueError
 from .fused import FORMS, PARALLEL_MIN_BATCH, ROLLOUT_FORMS, SAMPLING_FORMS, SEQUENCE_FORMS, STEP, choose_form
 from .inputs import check_memory, check_steps
@@ -199,20 +199,9 @@ class Model:
             return self._sessions[form]
 
     def form_specs(self, form: str) -> tuple[list, list]:
-        """What the ONNX model of ``form`` must declare (`runtime.contract`): (inputs, outputs),
-        each a list of (name, onnxruntime type, dims)."""
-        if self.classic:
-            return form_io(
-                form,
-                self.input_size,
-                self.output_size,
-                self.state_names,
-                self.state_outputs,
-                self.state_sizes,
-                self.input_name,
-                self.output_name,
-            )
-        return general_form_io(form, self.inputs, self.outputs, self.states, self.feedback)
+        """What the ONNX model of ``form`` must declare (`runtime.contract.form_specs`): (inputs,
+        outputs), each a list of (name, onnxruntime type, dims)."""
+        return form_specs(form, self.inputs, self.outputs, self.states, self.feedback)
 
     def fused(self, form: str) -> tuple[ort.InferenceSession, str, list[str], list[str]]:
         """(session, file name, input names, output names) of a fused form."""
