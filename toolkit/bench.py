@@ -230,7 +230,7 @@ class BenchReport:
         return "\n".join(lines)
 
 
-def _numpy_step_loop(w1: np.ndarray, w2: np.ndarray, n_in: int):
+def numpy_step_loop(w1: np.ndarray, w2: np.ndarray, n_in: int):
     """A careful numpy Elman loop: buffers allocated once, matmul and tanh written in place."""
 
     def run(first: np.ndarray, state: np.ndarray, steps: int, teacher_forced: bool) -> np.ndarray:
@@ -289,7 +289,7 @@ def _implementations(
     else:
         impls["auto"] = lambda xs, h, n: call(xs, h)
     if getattr(eager, "kind", None) == "elman":  # the numpy baseline is the Elman step written out
-        numpy_loop = _numpy_step_loop(
+        numpy_loop = numpy_step_loop(
             eager.w1.detach().numpy().copy(), eager.w2.detach().numpy().copy(), eager.input_size
         )
         impls["numpy loop"] = lambda first, h, n: numpy_loop(first, h[0], n, kind == "predict")

@@ -71,10 +71,10 @@ def test_bench_command_measures_every_implementation(tmp_path, exported_folder):
 
 
 def test_numpy_baseline_computes_the_same_loop(exported_folder):
-    from toolkit.bench import _numpy_step_loop
+    from toolkit.bench import numpy_step_loop
 
     eager = load_checkpoint(exported_folder).model
-    loop = _numpy_step_loop(eager.w1.detach().numpy(), eager.w2.detach().numpy(), 1)
+    loop = numpy_step_loop(eager.w1.detach().numpy(), eager.w2.detach().numpy(), 1)
     x0, h0 = np.full((2, 1), 0.3, np.float32), np.zeros((2, 6), np.float32)
     expected, _ = generate_eager(eager, torch.from_numpy(x0), 30, (torch.from_numpy(h0),))
     np.testing.assert_allclose(loop(x0, h0, 30, False), expected.numpy(), atol=ROLLOUT_ATOL, rtol=0)
