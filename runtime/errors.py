@@ -1,7 +1,8 @@
 """The typed errors a user of the toolkit can meet, every package's in one place. Torch-free.
 
 The tree, and what each error becomes at the edges (the CLI: `toolkit.cli.main`; the server:
-`toolkit.serving.core` maps to an HTTP status, and its gRPC front maps that status to a code):
+`toolkit.serving.protocol.status_of` maps to an HTTP status, and `toolkit.serving.grpc_api` maps
+that status to a gRPC code):
 
     ToolkitError                       CLI: one line, exit 2      server: 500 / INTERNAL
     |-- ShapeError      (ValueError)   exit 2                     400 / INVALID_ARGUMENT
@@ -19,7 +20,7 @@ The tree, and what each error becomes at the edges (the CLI: `toolkit.cli.main`;
     |-- ExportError                    exit 2                     (export only)
     `-- VerificationFailed             exit 1: the report is printed, the tolerance failed
 
-The server's own refusals (`toolkit.serving.core.ServeError`: 400, 401, 404, 409 sequence
+The server's own refusals (`toolkit.serving.protocol.ServeError`: 400, 401, 404, 409 sequence
 version, 413 too large, 415 encoding, 503 unavailable) are not ToolkitErrors: they are about the
 request, not the model. A 5xx is only ever the server's own failure. Raise the narrowest class that
 says what went wrong; its message says what was expected and what came, in one line.
