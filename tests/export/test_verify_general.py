@@ -28,12 +28,31 @@ def char_folder(tmp_path_factory):
     return export_module(make_char_gru(), tmp_path_factory.mktemp("char") / "model", **CHAR_GRU_SIGNATURE)
 
 
+@pytest.fixture(scope="module")
+def char_report(char_folder):
+    """The char GRU's report at the verifier's own sizes, shared by the tests that only read it."""
+    return verify_folder(char_folder, factory=make_char_gru, trust=True, write=False)
+
+
+def shrink_cases(monkeypatch) -> None:
+    """The random sequences and rollouts at small sizes, for tests of what fails where (not of the sizes)."""
+    import export.verify_cases as cases
+
+    monkeypatch.setattr(cases, "SEQUENCES_RANDOM", ((20, 3),))
+    monkeypatch.setattr(cases, "ROLLOUT_BATCHES", (3,))
+
+
+@pytest.fixture
+def small_cases(monkeypatch):
+    shrink_cases(monkeypatch)
+
+
 def _checks(report, form="onnx"):
     return {c.check for c in report.comparisons if c.form == form}
 
 
-def test_a_token_model_verifies_with_every_id_of_its_vocabulary(char_folder):
-    report = verify_folder(char_folder, factory=make_char_gru, trust=True, write=False)
+def test_a_token_model_verifies_with_every_id_of_its_vocabulary(char_report):
+    report = char_report
     assert report.passed, report.table()
     checks = _checks(report)
     assert {"every id of token (V=11), one step", "every id of token (V=11) b=11 T=1"} <= checks
@@ -85,14 +104,14 @@ def _zeroed_last_embedding_row(char_folder, tmp_path):
     return _with_changed_weight(char_folder, tmp_path / "broken", "step.onnx", (11, 5), zero)
 
 
-def test_an_export_wrong_for_one_token_id_fails_the_every_id_checks(char_folder, tmp_path):
+def test_an_export_wrong_for_one_token_id_fails_the_every_id_checks(char_folder, tmp_path, small_cases):
     report = verify_folder(_zeroed_last_embedding_row(char_folder, tmp_path), factory=make_char_gru, write=False)
     failed = {c.check for c in report.comparisons if not c.passed and c.form == "onnx"}
     assert not report.passed
     assert {"every id of token (V=11), one step", "every id of token (V=11) b=11 T=1"} <= failed
 
 
-def test_the_users_own_token_data_is_checked_and_recorded(char_folder, tmp_path):
+def test_the_users_own_token_data_is_checked_and_recorded(char_folder, tmp_path, small_cases):
     rng = np.random.default_rng(3)
     path = tmp_path / "data.npz"
     np.savez(path, token=rng.integers(0, 11, (30, 2)), category=rng.uniform(-3, 3, (30, 2, 3)).astype(np.float32))
@@ -117,7 +136,7 @@ def test_unusable_user_data_is_refused_before_any_check(char_folder, data, error
         verify_folder(char_folder, factory=make_char_gru, write=False, inputs=data)
 
 
-def test_two_inputs_identity_feedback_batch_first(tmp_path):
+def test_two_inputs_identity_feedback_batch_first(tmp_path, small_cases):
     folder = export_module(make_two_inputs(), tmp_path / "two", layout="batch_first", **TWO_INPUTS_SIGNATURE)
     data = {"value": np.sin(np.arange(40) / 4).reshape(1, 40, 1), "day": np.arange(40).reshape(1, 40) % 7}
     report = verify_folder(folder, factory=make_two_inputs, trust=True, write=False, inputs=data)
@@ -131,8 +150,8 @@ def test_two_inputs_identity_feedback_batch_first(tmp_path):
     } <= checks
 
 
-def test_sampled_generation_of_every_form_is_compared_token_for_token(char_folder):
-    report = verify_folder(char_folder, factory=make_char_gru, trust=True, write=False)
+def test_sampled_generation_of_every_form_is_compared_token_for_token(char_report):
+    report = char_report
     rows = {(c.form, c.check) for c in report.comparisons if c.output == "tokens"}
     for form in ("onnx", "torchscript", "rollout_greedy"):
         assert (form, "greedy b=3 T=200") in rows
@@ -144,6 +163,7 @@ def test_sampled_generation_of_every_form_is_compared_token_for_token(char_folde
     ):
         assert {("onnx", check), ("rollout_sample", check), ("torchscript", check)} <= rows
     assert not report.partings
+    assert not report.horizons and "compared token for token" in report.horizon_skipped  # no closed loop of values
 
 
 def _tampered_sampling_form(char_folder, tmp_path):
@@ -155,7 +175,7 @@ def _tampered_sampling_form(char_folder, tmp_path):
     return _with_changed_weight(char_folder, tmp_path / "tampered", "rollout_sample.onnx", (11,), shift)
 
 
-def test_a_sampling_form_that_draws_other_tokens_fails_naming_where(char_folder, tmp_path):
+def test_a_sampling_form_that_draws_other_tokens_fails_naming_where(char_folder, tmp_path, small_cases):
     report = verify_folder(_tampered_sampling_form(char_folder, tmp_path), factory=make_char_gru, write=False)
     failed = [c for c in report.comparisons if not c.passed]
     assert failed and {c.form for c in failed} == {"rollout_sample"}
@@ -164,7 +184,7 @@ def test_a_sampling_form_that_draws_other_tokens_fails_naming_where(char_folder,
     assert greedy and all(c.passed for c in greedy)  # the greedy form was left alone
 
 
-def test_a_parting_at_a_tie_passes_and_is_reported(char_folder, tmp_path, monkeypatch):
+def test_a_parting_at_a_tie_passes_and_is_reported(char_folder, tmp_path, monkeypatch, small_cases):
     import export.verify_sampling as sampling
     from export.sampling_reference import partings
 
@@ -177,7 +197,7 @@ def test_a_parting_at_a_tie_passes_and_is_reported(char_folder, tmp_path, monkey
     assert "part from eager PyTorch's where the drawn uniform falls within float32" in report.table()
 
 
-def test_a_tie_in_one_stream_does_not_hide_another_streams_parting(char_folder, tmp_path, monkeypatch):
+def test_a_tie_in_one_stream_does_not_hide_another_streams_parting(char_folder, tmp_path, monkeypatch, small_cases):
     import dataclasses
 
     import export.verify_sampling as sampling
@@ -194,7 +214,7 @@ def test_a_tie_in_one_stream_does_not_hide_another_streams_parting(char_folder, 
     assert all("not a tie" in c.problem for c in failed)
 
 
-def test_every_id_is_stepped_in_parts_above_the_batch_limit(char_folder, tmp_path, monkeypatch):
+def test_every_id_is_stepped_in_parts_above_the_batch_limit(char_folder, tmp_path, monkeypatch, small_cases):
     """A vocabulary larger than one step's batch is checked in several whole steps (V=11 in parts of 4 here)."""
     import export.verify_cases as cases
 
