@@ -12,7 +12,7 @@ import onnxruntime
 import torch
 
 from rnn.checkpoint import load_checkpoint
-from rnn.config import TRAIN_DATA_NAME, Config, ModelConfig, step_specs
+from rnn.config import CUSTOM, TRAIN_DATA_NAME, Config, ModelConfig, step_specs
 from rnn.folders import replacing_folder
 from rnn.randomness import preserved_global_rng
 from runtime import __version__
@@ -20,6 +20,7 @@ from runtime.errors import ExportError
 from runtime.fused import SAMPLING_FORMS, STEP
 from runtime.manifest import (
     CONFIG_NAME,
+    IDENTITY,
     MANIFEST_NAME,
     ROLE_CONFIG,
     ROLE_STEP_ONNX,
@@ -33,6 +34,7 @@ from runtime.manifest import (
     TORCHSCRIPT_SKIPPED_KEY,
     VERIFY_NAME,
     WEIGHTS_NAME,
+    Feedback,
     Manifest,
     StateSpec,
     TensorSpec,
@@ -48,6 +50,7 @@ from .onnx_export import export_step_onnx, resolve_opset
 from .ort_format import convert_to_ort
 from .probe import PROBE_SEED
 from .sampling import sampling_rollouts
+from .step_loops import LOOP_FORMS, step_loops
 from .test_data import write_test_data
 from .torchscript import save_torchscript, script_step
 
@@ -126,7 +129,7 @@ def write_artifacts(
         export_step_onnx(step_module, staging / STEP_ONNX_NAME, inputs, outputs, states, metadata, opset, exporter)
     fused = _write_fused_forms(model, config.model, staging, opset, metadata)
     onnx_files = {STEP: STEP_ONNX_NAME, **fused}
-    write_test_data(model, config.model, staging, onnx_files)
+    write_test_data(model, config.model, staging, _self_checked(config.model, onnx_files))
     ort_files = convert_to_ort(staging, onnx_files) if ort_format else {}
     manifest = _manifest(
         staging, config, (inputs, outputs, states), fused, ort_files, opset, exporter, torchscript_skipped
@@ -160,50 +163,112 @@ def _onnx_metadata(model: ModelConfig, states: list[StateSpec]) -> dict[str, str
 def _write_fused_forms(
     model: torch.nn.Module, config: ModelConfig, staging: Path, opset: int, metadata: dict[str, str]
 ) -> dict[str, str]:
-    """The fused loop models, built from the weights of a built-in cell, or for a user's module
-    that samples its next token, the sampling rollouts around its step model ({} for other
-    user's modules): {form: file name}."""
-    signature = config.signature
-    if signature is not None:
-        return _write_sampling_forms(signature, staging, opset, metadata) if _samples(signature) else {}
-    if config.kind in CELL_FORMS:
+    """The fused loop models: built from the weights of a built-in cell; for a user's module, the
+    loops around its step model (`export.step_loops`: sequence_loop, and rollout_loop where an
+    output feeds back as it is) and where it samples its next token the sampling rollouts
+    (`export.sampling`): {form: file name}."""
+    if config.signature is None and config.kind in CELL_FORMS:
         return write_cell_fused(CellWeights.from_module(model), staging, opset, metadata)
-    if config.kind != "elman":
-        return {}
-    weights = ElmanWeights(
-        w1=model.w1.detach().numpy().astype(np.float32),
-        w2=model.w2.detach().numpy().astype(np.float32),
-        input_size=config.input_size,
-    )
-    return write_fused(weights, staging, opset, metadata)
-
-
-def _samples(signature) -> bool:
-    return signature.feedback is not None and signature.feedback.via == SAMPLE
-
-
-def _write_sampling_forms(signature, staging: Path, opset: int, metadata: dict[str, str]) -> dict[str, str]:
-    """``rollout_greedy.onnx`` and ``rollout_sample.onnx`` around the exported step model (`export.sampling`)."""
-    step = onnx.load(str(staging / STEP_ONNX_NAME))
-    with failing_as("the sampling rollouts cannot be built around step.onnx"):
-        forms = sampling_rollouts(
-            step,
-            token_input=signature.feedback.input,
-            logits_output=signature.feedback.output,
-            state_inputs=[s.name for s in signature.state],
-            state_outputs=[s.output for s in signature.state],
-            opset=opset,
-            metadata=metadata,
+    if config.signature is None and config.kind == "elman":
+        weights = ElmanWeights(
+            w1=model.w1.detach().numpy().astype(np.float32),
+            w2=model.w2.detach().numpy().astype(np.float32),
+            input_size=config.input_size,
         )
+        return write_fused(weights, staging, opset, metadata)
+    if config.signature is None and config.kind != CUSTOM:
+        return {}
+    inputs, outputs, states = step_specs(config)
+    feedback = _feedback(config, inputs, outputs)
+    step = onnx.load(str(staging / STEP_ONNX_NAME))
+    with failing_as("the fused loops cannot be built around step.onnx"):
+        forms = step_loops(
+            step, inputs=inputs, outputs=outputs, states=states, feedback=feedback, opset=opset, metadata=metadata
+        )
+    if feedback is not None and feedback.via == SAMPLE:
+        with failing_as("the sampling rollouts cannot be built around step.onnx"):
+            forms.update(
+                sampling_rollouts(
+                    step,
+                    token_input=feedback.input,
+                    logits_output=feedback.output,
+                    state_inputs=[s.name for s in states],
+                    state_outputs=[s.output for s in states],
+                    opset=opset,
+                    metadata=metadata,
+                )
+            )
     written = {}
-    for form, model in forms.items():
-        name = form_file_name(form)
-        onnx.save(model, str(staging / name))
-        written[form] = name
+    for form, form_model in forms.items():
+        written[form] = form_file_name(form)
+        onnx.save(form_model, str(staging / written[form]))
     return written
 
 
+def _feedback(config: ModelConfig, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> Feedback | None:
+    """What generate feeds back: the signature's, or for the classic signature the output into
+    the input where their sizes agree."""
+    if config.signature is not None:
+        return config.signature.feedback
+    x, y = inputs[0], outputs[0]
+    return Feedback(y.name, x.name, IDENTITY) if x.shape == y.shape else None
+
+
+def _self_checked(config: ModelConfig, onnx_files: dict[str, str]) -> dict[str, str]:
+    """The forms `export.test_data` writes self-check data for: a format 2 model's step graph loops
+    not yet (its ``general_case`` knows the step and the sampling forms)."""
+    if config.signature is None:
+        return onnx_files
+    return {form: name for form, name in onnx_files.items() if form not in LOOP_FORMS}
+
+
 _FUSED_PRODUCERS = {"elman": "export.fused", **dict.fromkeys(CELL_FORMS, "export.fused_cells")}
+
+
+def _producers(
+    config: Config, scripted: bool, exporter: str, fused: dict[str, str], ort_files: dict[str, str]
+) -> dict[str, str]:
+    """What made each file (the manifest's ``producers``)."""
+    train = config.train
+    step_producer = (
+        f"torch.onnx.export, TorchScript-based exporter, from {STEP_TORCHSCRIPT_NAME}"
+        if exporter == "torchscript"
+        else "torch.onnx.export(dynamo=True), from torch.export"
+    )
+    around_step = config.model.kind == CUSTOM or config.model.signature is not None
+    fused_producers = {
+        name: (
+            f"{'export.sampling' if form in SAMPLING_FORMS else 'export.step_loops'} (a Loop around step.onnx)"
+            if around_step
+            else f"{_FUSED_PRODUCERS[config.model.kind]} (onnx.helper, from the weights)"
+        )
+        for form, name in fused.items()
+    }
+    return {
+        STEP_ONNX_NAME: step_producer,
+        **({STEP_TORCHSCRIPT_NAME: "torch.jit.script"} if scripted else {}),
+        WEIGHTS_NAME: f"rnn train ({train.trainer} trainer)" if train else "state_dict of the user's module",
+        CONFIG_NAME: "rnn train" if train else "rnn export-module",
+        **fused_producers,
+        **{name: "onnxruntime ORT format conversion" for name in ort_files.values()},
+    }
+
+
+def _model_info(config: Config, exporter: str, torchscript_skipped: str | None) -> dict:
+    """The manifest's ``model``: the kind, sizes (classic), how it was trained and exported."""
+    train = config.train
+    model_info = {
+        "kind": config.model.kind,
+        **(config.model.sizes() if config.model.signature is None else {}),  # a signature's tensors say more
+        "trainer": train.trainer if train else None,
+        "seed": train.seed if train else None,
+        "exporter": exporter,
+    }
+    if config.model.kind == CUSTOM:
+        model_info["factory"] = config.model.factory
+    if torchscript_skipped is not None:
+        model_info[TORCHSCRIPT_SKIPPED_KEY] = torchscript_skipped
+    return model_info
 
 
 def _manifest(
@@ -219,7 +284,6 @@ def _manifest(
     """The manifest of what ``staging`` now holds, every file hashed; without a TorchScript file
     where ``torchscript_skipped`` says why there is none."""
     inputs, outputs, states = specs
-    train = config.train
     scripted = torchscript_skipped is None
     files = [
         file_entry(staging, STEP_ONNX_NAME, ROLE_STEP_ONNX),
@@ -230,39 +294,10 @@ def _manifest(
         *([file_entry(staging, TRAIN_DATA_NAME, ROLE_TRAIN_DATA)] if (staging / TRAIN_DATA_NAME).is_file() else []),
         *(file_entry(staging, name, f"{form}_ort") for form, name in ort_files.items()),
     ]
-    step_producer = (
-        f"torch.onnx.export, TorchScript-based exporter, from {STEP_TORCHSCRIPT_NAME}"
-        if exporter == "torchscript"
-        else "torch.onnx.export(dynamo=True), from torch.export"
-    )
-    producers = {
-        STEP_ONNX_NAME: step_producer,
-        **({STEP_TORCHSCRIPT_NAME: "torch.jit.script"} if scripted else {}),
-        WEIGHTS_NAME: f"rnn train ({train.trainer} trainer)" if train else "state_dict of the user's module",
-        CONFIG_NAME: "rnn train" if train else "rnn export-module",
-        **{
-            name: "export.sampling (a Loop around step.onnx)"
-            if config.model.signature is not None
-            else f"{_FUSED_PRODUCERS[config.model.kind]} (onnx.helper, from the weights)"
-            for name in fused.values()
-        },
-        **{name: "onnxruntime ORT format conversion" for name in ort_files.values()},
-    }
-    model_info = {
-        "kind": config.model.kind,
-        **(config.model.sizes() if config.model.signature is None else {}),  # a signature's tensors say more
-        "trainer": train.trainer if train else None,
-        "seed": train.seed if train else None,
-        "exporter": exporter,
-    }
-    if config.model.kind == "custom":
-        model_info["factory"] = config.model.factory
-    if not scripted:
-        model_info[TORCHSCRIPT_SKIPPED_KEY] = torchscript_skipped
     signature = config.model.signature
     return Manifest(
-        model=model_info,
-        producers=producers,
+        model=_model_info(config, exporter, torchscript_skipped),
+        producers=_producers(config, scripted, exporter, fused, ort_files),
         inputs=tuple(inputs),
         outputs=tuple(outputs),
         state=tuple(states),

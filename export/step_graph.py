@@ -185,19 +185,32 @@ def bypass_squeezes_of_unsqueezes(nodes: list[onnx.NodeProto], constants, keep: 
     """``Squeeze(Unsqueeze(a, axes), axes)`` -> ``a`` (a GRU cell's state, stacked for the state
     output and taken apart again by the next step's copy), except where the Squeeze's output is
     one of ``keep`` (the body's outputs)."""
+    return _bypass_round_trips(nodes, constants, keep, "Squeeze", "Unsqueeze")
+
+
+def bypass_unsqueezes_of_squeezes(nodes: list[onnx.NodeProto], constants, keep: set[str]) -> list[onnx.NodeProto]:
+    """``Unsqueeze(Squeeze(a, axes), axes)`` -> ``a`` (an LSTM/GRU kernel's last state (1, batch,
+    hidden) squeezed into the step's state output and unsqueezed again by the next step's copy:
+    the squeezed axes have size 1, so the round trip gives ``a`` back), except where the
+    Unsqueeze's output is one of ``keep``."""
+    return _bypass_round_trips(nodes, constants, keep, "Unsqueeze", "Squeeze")
+
+
+def _bypass_round_trips(nodes: list[onnx.NodeProto], constants, keep: set[str], outer: str, inner: str) -> list:
+    """``outer(inner(a, axes), axes)`` -> ``a`` for the Squeeze/Unsqueeze pair (axes as constants)."""
     producer = {o: n for n in nodes for o in n.output}
     replace: dict[str, str] = {}
     standard = ("", "ai.onnx")
     for node in nodes:
-        if node.op_type != "Squeeze" or node.domain not in standard or len(node.input) != 2 or node.output[0] in keep:
+        if node.op_type != outer or node.domain not in standard or len(node.input) != 2 or node.output[0] in keep:
             continue
         source = producer.get(node.input[0])
-        if source is None or source.op_type != "Unsqueeze" or source.domain not in standard or len(source.input) != 2:
+        if source is None or source.op_type != inner or source.domain not in standard or len(source.input) != 2:
             continue
         axes = int_constant(node.input[1], constants)
         if axes is not None and axes == int_constant(source.input[1], constants):
             replace[node.output[0]] = source.input[0]
-    return _replaced(nodes, "Squeeze", replace)
+    return _replaced(nodes, outer, replace)
 
 
 def _last_states_for_squeezed_sequences(

@@ -7,9 +7,8 @@ session declares can still be loose (a free axis where a size is expected, a sym
 not allowed); the runtime checks the shape of what each run returns as well.
 
 `form_specs` gives every form of every signature (the step model, the sequence and rollout forms,
-the sampling forms) from the manifest's tensors; for the classic signature it is exactly `form_io`,
-for a format 2 model's step and sampling forms exactly `general_form_io` (both kept until every
-caller uses `form_specs`).
+the sampling forms) from the manifest's tensors; for the classic signature it is exactly `form_io`;
+`general_form_io` is `form_specs` (both old names kept until every caller uses `form_specs`).
 """
 
 from __future__ import annotations
@@ -71,14 +70,16 @@ def general_form_io(
     states: tuple[Any, ...],
     feedback: Feedback | None,
 ) -> tuple[list[Spec], list[Spec]]:
-    """The inputs and outputs the ONNX model of ``form`` of a format 2 (general) model must declare,
-    in order: the step model ``(*inputs, *states) -> (*outputs, *state outputs)``; the sampling
-    forms as `runtime.fused` describes them (``tokens`` (steps, batch) int64)."""
-    state_in = [_spec(s) for s in states]
-    state_out = [_spec(s, s.output) for s in states]
-    if form == STEP:
-        return [*(_spec(t) for t in inputs), *state_in], [*(_spec(t) for t in outputs), *state_out]
-    if form not in SAMPLING_FORMS or feedback is None or feedback.via != "sample":
+    """The inputs and outputs the ONNX model of ``form`` of a format 2 (general) model must declare:
+    `form_specs` (kept for the callers that have not moved to it)."""
+    return form_specs(form, inputs, outputs, states, feedback)
+
+
+def _sampling_specs(
+    form: str, inputs: tuple[TensorSpec, ...], state_in: list[Spec], state_out: list[Spec], feedback: Feedback | None
+) -> tuple[list[Spec], list[Spec]]:
+    """The sampling forms as `runtime.fused` describes them (``tokens`` (steps, batch) int64)."""
+    if feedback is None or feedback.via != "sample":
         raise InputValueError(f"form {form!r} is not one a model of this signature runs")
     held = [_spec(t) for t in inputs if t.name != feedback.input]
     first = [(TOKEN0, INT64, (BATCH,)), *held, *state_in]
@@ -117,7 +118,9 @@ def form_specs(
     - rollout forms (closed loop, identity feedback only): the fed-back input at one step (named
       ``x0`` where the model has one input, else its own name), the other inputs (held for every
       step), the states, then ``steps`` int64 (1,). Outputs as the sequence forms';
-    - sampling forms: as `general_form_io`.
+    - sampling forms (sampled feedback only): ``token0`` int64 (batch,), the other inputs, the states,
+      then ``steps`` (greedy) or ``uniforms``, ``temperature``, ``top_k``, ``top_p`` -> ``tokens``
+      int64 (steps, batch) and the state outputs (`runtime.fused`).
 
     For the classic signature this is `form_io`'s contract, name for name."""
     state_in = [_spec(s) for s in states]
@@ -125,7 +128,7 @@ def form_specs(
     if form == STEP:
         return [*(_spec(t) for t in inputs), *state_in], [*(_spec(t) for t in outputs), *state_out]
     if form in SAMPLING_FORMS:
-        return general_form_io(form, inputs, outputs, states, feedback)
+        return _sampling_specs(form, inputs, state_in, state_out, feedback)
     if form not in SEQUENCE_FORMS and form not in ROLLOUT_FORMS:
         raise InputValueError(f"{form!r} is not a form; the forms are {[STEP, *SEQUENCE_FORMS, *ROLLOUT_FORMS]}")
     one_output = len(outputs) == 1

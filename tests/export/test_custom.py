@@ -53,7 +53,7 @@ def test_a_users_two_state_module_exports_verifies_and_runs(tmp_path, exporter):
     report = verify_folder(folder, factory=make_two_state, trust=True)
     assert report.passed, report.table()
     model = runtime.load(folder)
-    assert model.forms == ("step",)
+    assert model.forms == ("step", "sequence_loop", "rollout_loop")  # the loops around its step graph
     ys, (fast, slow) = model.generate(np.float32(0.3), 40)
     initial = (torch.zeros(1, 4), torch.full((1, 4), 0.25))
     expected, _ = generate_eager(module, torch.full((1, 1), 0.3), 40, initial)
@@ -180,7 +180,7 @@ def test_dynamo_exports_a_module_torchscript_cannot_compile(tmp_path):
     report = verify_folder(folder, factory=PythonOnly, trust=True)
     assert report.passed, report.table()
     assert report.skipped == {"torchscript": "the folder has no TorchScript file"}
-    assert {c.form for c in report.comparisons} == {"onnx"}
+    assert {c.form for c in report.comparisons} == {"onnx", "sequence_loop", "rollout_loop"}
     ys, _ = runtime.load(folder).generate(np.float32(0.5), 30)
     assert ys.shape == (30, 1, 1) and np.isfinite(ys).all()
     with pytest.raises(ExportError, match="torch.jit.script cannot compile PythonOnly: .*Lambda"):
