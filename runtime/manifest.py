@@ -138,8 +138,8 @@ class TensorSpec:
         return document
 
     @property
-    def classic(self) -> bool:
-        """Whether version 1 can say it: float32 ``(batch, size)`` with no role."""
+    def fits_version_1(self) -> bool:
+        """Whether manifest version 1 can say it: float32 ``(batch, size)`` with no role."""
         return self.dtype == "float32" and len(self.shape) == 2 and self.shape[0] == BATCH_AXIS and self.role is None
 
 
@@ -245,17 +245,19 @@ class Manifest:
 
     def __post_init__(self) -> None:
         if self.format_version == 0:
-            object.__setattr__(self, "format_version", CLASSIC_FORMAT_VERSION if self.classic else FORMAT_VERSION)
-        elif self.format_version == CLASSIC_FORMAT_VERSION and not self.classic:
+            object.__setattr__(self, "format_version", CLASSIC_FORMAT_VERSION if self.fits_version_1 else FORMAT_VERSION)
+        elif self.format_version == CLASSIC_FORMAT_VERSION and not self.fits_version_1:
             raise ManifestError("this model needs manifest format_version 2 (version 1 has one float32 input, ...)")
 
     @property
-    def classic(self) -> bool:
-        """Whether version 1 can describe it (and every earlier runtime run it)."""
+    def fits_version_1(self) -> bool:
+        """Whether manifest version 1 can describe it (and every earlier runtime run it): the classic
+        signature, time-first, no declared feedback. (`runtime.Model.classic` is the signature alone,
+        either layout: what the runtime and the commands route on.)"""
         return (
             len(self.inputs) == 1
             and len(self.outputs) == 1
-            and all(t.classic for t in (*self.inputs, *self.outputs, *self.state))
+            and all(t.fits_version_1 for t in (*self.inputs, *self.outputs, *self.state))
             and self.layout == TIME_FIRST
             and self.feedback is None
         )

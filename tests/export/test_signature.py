@@ -43,7 +43,7 @@ def test_a_token_model_with_a_layered_state_exports_as_format_2(tmp_path, export
     module = make_char_gru()
     folder = export_module(module, tmp_path / "char", exporter=exporter, factory=MAKE_CHAR_GRU, **CHAR_GRU_SIGNATURE)
     manifest = read_manifest(folder)
-    assert manifest.format_version == FORMAT_VERSION and not manifest.classic
+    assert manifest.format_version == FORMAT_VERSION and not manifest.fits_version_1
     token, category = manifest.inputs
     assert (token.dtype, token.shape, token.vocabulary, token.role) == ("int64", ("batch",), 11, "tokens")
     assert category.shape == ("batch", 3) and category.role is None
