@@ -245,7 +245,9 @@ class Manifest:
 
     def __post_init__(self) -> None:
         if self.format_version == 0:
-            object.__setattr__(self, "format_version", CLASSIC_FORMAT_VERSION if self.fits_version_1 else FORMAT_VERSION)
+            object.__setattr__(
+                self, "format_version", CLASSIC_FORMAT_VERSION if self.fits_version_1 else FORMAT_VERSION
+            )
         elif self.format_version == CLASSIC_FORMAT_VERSION and not self.fits_version_1:
             raise ManifestError("this model needs manifest format_version 2 (version 1 has one float32 input, ...)")
 
