@@ -254,9 +254,10 @@ def _prepared(step: onnx.ModelProto, specs: tuple, varying: list[str], signature
         reserved=set(),
         prefix=_P,
     )
-    outer = {name for name, _, _ in (*specs[0], *specs[1])} - {t.name for t in (*prepared.held, *prepared.states)}
+    names = [name for name, _, _ in (*specs[0], *specs[1])]
+    outer = set(names) - {t.name for t in (*prepared.held, *prepared.states)}
     step_level = {t.name for t in prepared.initializers} | {o for node in prepared.hoisted for o in node.output}
-    clashes = sorted(outer & step_level)
+    clashes = sorted((outer & step_level) | {name for name in names if names.count(name) > 1})
     if clashes:
         raise ExportError(f"the step graph's names {clashes[:3]} clash with the names of the fused loops")
     return within_local_budget([prepared], 1)[0]
