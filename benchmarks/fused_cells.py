@@ -45,7 +45,7 @@ from rnn.config import TrainConfig  # noqa: E402
 from rnn.eager import generate_eager, predict_eager  # noqa: E402
 from rnn.train import train_folder  # noqa: E402
 from runtime.fused import choose_form  # noqa: E402
-from runtime.model import _create_session  # noqa: E402  (the runtime's own session factory)
+from runtime.sessions import create_session  # noqa: E402  (the runtime's own session factory)
 
 KINDS = ("gru", "lstm")
 HIDDEN_SIZES = (16, 100)
@@ -62,7 +62,7 @@ PREDICT_CANDIDATES = {"sequence_rnn (native GRU/LSTM)": sequence_native}
 
 def _session(model) -> ort.InferenceSession:
     """Made as the runtime makes its sessions (one thread, no constant folding)."""
-    return _create_session(model.SerializeToString(), {}, "a candidate", "cpu", 1)
+    return create_session(model.SerializeToString(), {}, "a candidate", "cpu", 1)
 
 
 def _best(calls: dict, rounds: int) -> dict[str, float]:

@@ -8,7 +8,7 @@ by ``runtime.load(folder).generate(x0, 1000, state, sampler=Sampler(...))``. 100
 batch 1 and 64, temperature 0.8 and greedy:
 
 - eager torch (1 intra-op thread): the module one step per call and the pinned draw in torch
-  (`export.sampling.torch_draw`), a Python loop
+  (`export.sampling_reference.torch_draw`), a Python loop
 - runtime step loop: ``generate(..., form="step")`` (step.onnx per token, `Sampler.draw` in numpy)
 - runtime fused: ``generate(...)`` (the fused sampling form), loaded with ``workers`` 1 or 2
   (2: a batch of `runtime.fused.SAMPLING_PARALLEL_MIN_BATCH` or more is split into two parts of
@@ -17,7 +17,7 @@ batch 1 and 64, temperature 0.8 and greedy:
   CPU memory arena on), for the before/after of that choice
 
 Best of interleaved rounds after a warm-up; ratios against eager from the same run. Every
-implementation's tokens are compared with `export.sampling.eager_sample`'s for the same uniforms.
+implementation's tokens are compared with `export.sampling_reference.eager_sample`'s for the same uniforms.
 
 Usage: ``.venv/bin/python benchmarks/sampling.py [--rounds 5] [--batches 1,64] [--out FILE]``
 """
@@ -39,10 +39,10 @@ import torch
 
 import runtime
 from export import export_module
-from export.sampling import eager_sample, module_step, partings, torch_draw
+from export.sampling_reference import eager_sample, module_step, partings, torch_draw
 from runtime import Sampler
 from runtime.fused import SAMPLING_FORMS, SAMPLING_PARALLEL_MIN_BATCH
-from runtime.model import _create_session, _model_source  # the runtime's own session factory
+from runtime.sessions import create_session, model_source  # the runtime's own session factory
 
 V, E, H, LAYERS = 100, 32, 100, 2
 STEPS = 1000
@@ -91,9 +91,9 @@ def eager(model: CharGRU, token0: np.ndarray, h0: np.ndarray, uniforms: np.ndarr
 def with_arena(model: runtime.Model) -> runtime.Model:
     """The model with its sampling sessions built as before (CPU arena on); benchmark-only."""
     for form in SAMPLING_FORMS:
-        entry = model._entries[form]
-        source, external = _model_source(model.folder, model.manifest, entry)
-        model._sessions[form] = _create_session(source, external, entry.name, model.device, model.threads, arena=True)
+        entry = model.manifest.file(form)
+        source, external = model_source(model.folder, model.manifest, entry)
+        model._sessions[form] = create_session(source, external, entry.name, model.device, model.threads, arena=True)
     return model
 
 

@@ -38,7 +38,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from sampling import LAYERS, STEPS, TEMPERATURE, CharGRU, H, V, make_model  # benchmarks/sampling.py's model
 
-from runtime.model import _create_session  # the runtime's own session factory
+from runtime.sessions import create_session  # the runtime's own session factory
 
 OPSET = 17
 UNROLL = 10
@@ -430,7 +430,7 @@ def build_step(weights: Weights):
 
 def session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
     """Made by the runtime's own session factory: intra-op threads, 1 inter-op thread, no constant folding."""
-    return _create_session(model.SerializeToString(), {}, "the prototype", "cpu", threads)
+    return create_session(model.SerializeToString(), {}, "the prototype", "cpu", threads)
 
 
 def step_loop_sample(sess, token0, h0, uniforms, temperature, greedy, steps=STEPS):
