@@ -35,28 +35,15 @@ from runtime.errors import VerificationFailed
 from runtime.manifest import ROLE_STEP_TORCHSCRIPT, SAMPLE, VERIFY_NAME
 
 from .torchscript import load_torchscript_checked
-from .verify_cases import (  # noqa: F401 - the case sizes, importable from here
-    GENERATE,
-    ROLLOUT_BATCHES,
-    STEP_BATCHES,
-    STEP_ONCE,
-    VERIFY_ROLLOUT_STEPS,
-    VERIFY_SEED,
-    Case,
-    Plan,
-    build_cases,
-    closed_loop,
-)
+from .verify_cases import GENERATE, STEP_ONCE, VERIFY_SEED, Case, Plan, build_cases, closed_loop
 from .verify_data import read_user_data
 from .verify_forms import EAGER, TORCHSCRIPT, Form, RuntimeForm, TorchForm, report_name
-from .verify_report import (  # noqa: F401 - the tolerances and the report, importable from here
-    DIVERGENCE_ATOL,
+from .verify_report import (  # noqa: F401 - the tolerances and measures callers import from here
     DRIFT_ALLOWANCE,
     HORIZON_STEPS,
     ROLLOUT_ATOL,
     SEQUENCE_ATOL,
     STEP_ATOL,
-    Comparison,
     VerifyReport,
     compare,
     divergence_horizon,
