@@ -164,7 +164,7 @@ def _no_horizon(model: runtime.Model) -> str:
         return "generation samples tokens: its rollouts are compared token for token instead"
     if len(model.inputs) == 1 and len(model.outputs) == 1:
         return (
-            f"the output size {model.output_size} differs from the input size {model.input_size}: "
+            f"the output size {model.outputs[0].count} differs from the input size {model.inputs[0].count}: "
             "outputs cannot be fed back as inputs, so there is no closed loop to roll out"
         )
     return "no output is fed back as an input: there is no closed loop to roll out"

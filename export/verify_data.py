@@ -56,7 +56,7 @@ def read_user_data(inputs: Any, model: runtime.Model) -> UserData:
         isinstance(inputs, (str, os.PathLike)) and str(inputs).endswith(NAMED_ARRAYS_SUFFIX)
     )
     if series_inputs(model) and not named:
-        data = user_inputs(inputs, model.input_size)
+        data = user_inputs(inputs, model.inputs[0].count)
         return UserData({model.input_names[0]: data.values}, data.to_dict())
     return named_user_data(inputs, model)
 

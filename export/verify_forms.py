@@ -55,7 +55,7 @@ class TorchForm:
         self.module, self.dtype = module, dtype
         self.input_names = list(model.input_names)
         self.output_names = list(model.output_names)
-        self.state_outputs = list(model.state_outputs)
+        self.state_outputs = [s.output for s in model.states]
         self.feedback = model.feedback
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
@@ -123,7 +123,8 @@ class RuntimeForm:
             outputs, state = self.model.predict(inputs, case.state, form=self.form)
         else:
             outputs, state = self.model.generate(dict(case.inputs), case.steps, case.state, form=self.form)
-        return {**self._named(outputs, case.call != STEP_ONCE), **dict(zip(self.model.state_outputs, state))}
+        state_outputs = (s.output for s in self.model.states)
+        return {**self._named(outputs, case.call != STEP_ONCE), **dict(zip(state_outputs, state))}
 
     def tokens(self, x0: Outputs, steps: int, state: tuple, sampler: runtime.Sampler) -> tuple[np.ndarray, tuple]:
         """A sampled rollout: tokens (steps, batch) time-first, and the final states."""

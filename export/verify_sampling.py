@@ -138,7 +138,7 @@ def compare_tokens(
     kept = np.setdiff1d(np.arange(streams), [p.stream for p in found])
     if kept.size:
         axes = [s.batch_axis for s in model.states]
-        names = model.state_outputs
+        names = [s.output for s in model.states]
         final_expected = {n: np.take(a, kept, axis=x) for n, a, x in zip(names, final, axes)}
         final_actual = {n: np.take(np.asarray(a), kept, axis=x) for n, a, x in zip(names, states, axes)}
         results += compare(name, case.check, final_expected, final_actual, ROLLOUT_ATOL)
