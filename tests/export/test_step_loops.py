@@ -276,3 +276,17 @@ def test_no_rollout_loop_without_identity_feedback_and_the_opset_is_the_step_mod
         step_loops(step, **specs, feedback=None, opset=OPSET + 1, metadata={})
     with pytest.raises(ExportError, match="unroll"):
         step_loops(step, **specs, feedback=None, opset=OPSET, metadata={}, unroll=0)
+
+
+class LeakyTwo(nn.Module):
+    def forward(self, x, ys):
+        ys = 0.5 * ys + x
+        return ys * 2.0, ys
+
+
+def test_a_module_whose_names_the_loops_take_exports_without_them(tmp_path):
+    folder = export_module(LeakyTwo(), tmp_path / "leaky", input_size=2, output_size=2, states=[("ys", 2)])
+    model = runtime.load(folder)
+    assert model.forms == ("step",)
+    ys, _ = model.generate(np.ones((1, 2), np.float32), 3)
+    np.testing.assert_allclose(ys[:, 0, 0], [2.0, 5.0, 12.5])
