@@ -155,21 +155,26 @@ def build_cases(model: runtime.Model, config: Config, folder: Path, data: UserDa
         return _fitted(model, [*cases, short], None)
     if data is not None:
         label = f"user data b={data.batch_size} rollout T={VERIFY_ROLLOUT_STEPS}"
-        first = {name: values[0] for name, values in data.values.items()}
         state = model.initial_state(data.batch_size)
-        cases.append(Case(label, GENERATE, first, state, ROLLOUT_ATOL, VERIFY_ROLLOUT_STEPS))
+        cases.append(Case(label, GENERATE, first_step(data.values), state, ROLLOUT_ATOL, VERIFY_ROLLOUT_STEPS))
     if series is not None:
-        first = {name: values[0] for name, values in series.items()}
         label = f"rollout data T={VERIFY_ROLLOUT_STEPS}"
-        cases.append(Case(label, GENERATE, first, model.initial_state(1), ROLLOUT_ATOL, VERIFY_ROLLOUT_STEPS))
+        cases.append(
+            Case(label, GENERATE, first_step(series), model.initial_state(1), ROLLOUT_ATOL, VERIFY_ROLLOUT_STEPS)
+        )
     cases += [build.rollout(batch) for batch in ROLLOUT_BATCHES]
     if users_own:
-        start = {name: values[0] for name, values in data.values.items()}, model.initial_state(data.batch_size)
+        start = first_step(data.values), model.initial_state(data.batch_size)
     elif series is not None:
-        start = {name: values[0] for name, values in series.items()}, model.initial_state(1)
+        start = first_step(series), model.initial_state(1)
     else:
         start = build.inputs(1), model.initial_state(1)
     return _fitted(model, [*cases, short], start)
+
+
+def first_step(sequences: Outputs) -> Outputs:
+    """The first step of time-first sequences by name: where a rollout over them starts."""
+    return {name: values[0] for name, values in sequences.items()}
 
 
 def _training_series(model: runtime.Model, config: Config, folder: Path) -> Outputs:
