@@ -87,7 +87,7 @@ class ExportError(ToolkitError):
 class VerificationFailed(ToolkitError):
     """At least one exported form disagrees with eager PyTorch beyond its tolerance.
 
-    ``report`` is the `export.verify.VerifyReport` with every comparison."""
+    ``report`` is the `export.verify_report.VerifyReport` with every comparison."""
 
     def __init__(self, message: str, report: object = None) -> None:
         super().__init__(message)

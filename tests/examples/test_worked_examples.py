@@ -34,7 +34,7 @@ def test_the_char_generator_samples_reproducibly_from_its_fused_rollout(tmp_path
     text = capsys.readouterr().out.removesuffix("\n")  # a sampled space may end the text
     assert text.startswith("Alice was ") and len(text) == len("Alice was ") + 120
     model = runtime.load(folder)
-    assert model.forms == ("step", "rollout_greedy", "rollout_sample")
+    assert model.forms == ("step", "sequence_loop", "rollout_greedy", "rollout_sample")
     # the printed text is what the runtime's fused form and its step loop both sample for that seed
     prompt = example.encode("Alice was ")
     _, state = model.predict({"char": prompt[:-1].reshape(-1, 1)})
