@@ -14,7 +14,8 @@ Each is an ONNX ``Loop`` whose body is the step graph, `UNROLL` copies per itera
 ``Loop`` of one step per iteration for the remainder (steps % UNROLL), as `export.sampling` builds
 the sampling rollouts: the step graph is rewritten on the way in (`export.step_graph`: what the
 constants and held inputs alone compute runs once before the loops, the state's round trips between
-copies are removed, the unrolled body holds its own copies of the weights while they are small).
+copies are removed, the unrolled body holds its own copies of the weights while they are small;
+`export.gate_cells`: LSTM kernels computed as Gemm cells from LOOP_CELLS_MIN_BATCH rows, an ``If``).
 The forms keep the step model's opset, other domains and local functions.
 """
 
@@ -32,6 +33,7 @@ from runtime.errors import ExportError
 from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS
 from runtime.manifest import IDENTITY, Feedback, StateSpec, TensorSpec
 
+from .gate_cells import LOOP_CELLS_MIN_BATCH, lstm_cells
 from .onnx_graph import BOOL, FLOAT, INT64, UNROLL, finish_model, ints, typed
 from .step_graph import (
     StepGraph,
@@ -149,11 +151,11 @@ def _sequence_sources(names: list[str]) -> tuple[list[onnx.NodeProto], list[str]
     return nodes, blocks, rests
 
 
-def _joined_outputs(batch_of: str, axis: int, names: list[str]) -> list[onnx.NodeProto]:
+def _joined_outputs(names: list[str]) -> list[onnx.NodeProto]:
     """The main loop's (iterations, UNROLL * batch, ...) and the rest loop's (rest, batch, ...) of
-    each output joined into (steps, batch, ...) as ``names``; the batch size is ``batch_of``'s axis ``axis``."""
+    each output joined into (steps, batch, ...) as ``names``."""
     n = helper.make_node
-    nodes = [n("Shape", [batch_of], [f"{_P}batch"], start=axis, end=axis + 1)]
+    nodes = []
     for j, name in enumerate(names):
         q = f"{_P}y{j}_"
         nodes += [
@@ -171,34 +173,69 @@ def _constants(output_dims: list[tuple], unroll: int) -> list[onnx.TensorProto]:
         ints(f"{_P}unroll", unroll),
         ints(f"{_P}zero1", 0),
         ints(f"{_P}minus_one", -1),
+        ints(f"{_P}cells_min", LOOP_CELLS_MIN_BATCH),
         scalar(np.array(True), f"{_P}true"),
         *(scalar(np.array(k, np.int64), f"{_P}k{k}") for k in range(unroll)),
     ]
     return constants + [ints(f"{_P}y{j}_sizes", *dims[2:]) for j, dims in enumerate(output_dims)]
 
 
-def _loops(step: StepGraph, unroll: int, fed: int | None, sources, carried: list[str]) -> list[onnx.NodeProto]:
+def _loops(step: StepGraph, unroll: int, fed: int | None, sources, carried: list[str], out: list[str], label: str = ""):
     """The main Loop (``unroll`` steps an iteration) and the rest Loop (one step an iteration) from
-    ``carried`` (the fed-back input's first value, if any, then the states) into the step's state
-    output names and ``loop/y{j}_blocks``/``loop/y{j}_rest``."""
+    ``carried`` (the fed-back input's first value, if any, then the states) into ``out``: the last
+    fed-back value (if any), the final states, each output's blocks, then each output's rest."""
     n = helper.make_node
     count = len(step.outputs)
-    mids = [f"{_P}mid{i}" for i in range(len(carried))]
-    lasts = [*([f"{_P}fed_last"] if fed is not None else []), *step.state_output_names]
+    mids = [f"{_P}{label}mid{i}" for i in range(len(carried))]
+    lasts, blocks_out, rests_out = (
+        out[: len(carried)],
+        out[len(carried) : len(carried) + count],
+        out[len(carried) + count :],
+    )
     blocks, rests = (None, None) if sources is None else sources
     return [
         n(
             "Loop",
             [f"{_P}iterations", f"{_P}true", *carried],
-            [*mids, *(f"{_P}y{j}_blocks" for j in range(count))],
-            body=_body(step, "main", unroll, blocks, fed),
+            [*mids, *blocks_out],
+            body=_body(step, f"{label}main", unroll, blocks, fed),
         ),
         n(
             "Loop",
             [f"{_P}rest", f"{_P}true", *mids],
-            [*lasts, *(f"{_P}y{j}_rest" for j in range(count))],
-            body=_body(step, "rest", 1, rests, fed),
+            [*lasts, *rests_out],
+            body=_body(step, f"{label}rest", 1, rests, fed),
         ),
+    ]
+
+
+def _chosen_loops(
+    variants: list[StepGraph], unroll: int, fed: int | None, sources, carried: list[str]
+) -> list[onnx.NodeProto]:
+    """The loops of the step (``variants[0]``), or where it has LSTM kernels (``variants[1]`` the
+    step with `export.gate_cells`' cells) an ``If`` running the cells from LOOP_CELLS_MIN_BATCH rows.
+    Into the last fed-back value (if any), the step's state output names, ``loop/y{j}_blocks`` and
+    ``loop/y{j}_rest``."""
+    step = variants[0]
+    count = len(step.outputs)
+    out = [*([f"{_P}fed_last"] if fed is not None else []), *step.state_output_names]
+    out += [f"{_P}y{j}_blocks" for j in range(count)] + [f"{_P}y{j}_rest" for j in range(count)]
+    if len(variants) == 1:
+        return _loops(step, unroll, fed, sources, carried, out)
+    kinds = [*(typed(step.varying[0], "") for _ in range(fed is not None)), *step.state_outputs]
+    kinds += [helper.make_tensor_value_info("", o.type.tensor_type.elem_type, None) for o in step.outputs] * 2
+    branches = []
+    for label, variant in (("cells/", variants[1]), ("kernels/", step)):
+        names = [f"{_P}{label}{name}" for name in out]
+        nodes = _loops(variant, unroll, fed, sources, carried, names, label)
+        nodes += [helper.make_node("Identity", [name], [f"{name}/out"]) for name in names]
+        outputs = [typed(kind, f"{name}/out") for kind, name in zip(kinds, names)]
+        branches.append(helper.make_graph(nodes, label.strip("/"), [], outputs))
+    n = helper.make_node
+    return [
+        n("GreaterOrEqual", [f"{_P}batch", f"{_P}cells_min"], [f"{_P}cells_on1"]),
+        n("Squeeze", [f"{_P}cells_on1", f"{_P}zero1"], [f"{_P}cells_on"]),
+        n("If", [f"{_P}cells_on"], out, then_branch=branches[0], else_branch=branches[1]),
     ]
 
 
@@ -209,41 +246,44 @@ def _declared(spec: tuple) -> onnx.ValueInfoProto:
 
 
 def _model(
-    step: StepGraph, form: str, nodes: list, specs: tuple, unroll: int, opset: int, metadata: dict[str, str]
+    variants: list[StepGraph], form: str, nodes: list, specs: tuple, unroll: int, opset: int, metadata: dict[str, str]
 ) -> onnx.ModelProto:
     """The form's graph: ``nodes``, the inputs and outputs ``specs`` (form_specs') declare, the
     initializers the nodes read; checked."""
+    step = variants[0]
     inputs, outputs = [_declared(s) for s in specs[0]], [_declared(s) for s in specs[1]]
     names = [o.name for o in outputs]
     nodes = prune(nodes, names)
     used = used_names(nodes) | set(names)
     output_dims = [dims for _, _, dims in specs[1][: len(step.outputs)]]
-    initializers = [t for t in (*step.initializers, *_constants(output_dims, unroll)) if t.name in used]
+    initializers = [t for t in (*variants[-1].initializers, *_constants(output_dims, unroll)) if t.name in used]
     graph = helper.make_graph(nodes, form, inputs, outputs, initializers)
     return finish_model(graph, opset, form, metadata, step.imports, step.functions)
 
 
-def _sequence_loop(step: StepGraph, specs: tuple, unroll: int, opset: int, metadata: dict[str, str]):
-    count = len(step.varying)
-    names = [name for name, _, _ in specs[0][:count]]
+def _sequence_loop(variants: list[StepGraph], specs: tuple, unroll: int, opset: int, metadata: dict[str, str]):
+    step = variants[0]
+    names = [name for name, _, _ in specs[0][: len(step.varying)]]
     source_nodes, blocks, rests = _sequence_sources(names)
-    nodes = [*step.hoisted, *source_nodes]
-    nodes += _loops(step, unroll, None, (blocks, rests), [s.name for s in step.states])
-    nodes += _joined_outputs(names[0], 1, [name for name, _, _ in specs[1][: len(step.outputs)]])
-    return _model(step, SEQUENCE_LOOP, nodes, specs, unroll, opset, metadata)
+    nodes = [*step.hoisted, *source_nodes, helper.make_node("Shape", [names[0]], [f"{_P}batch"], start=1, end=2)]
+    nodes += _chosen_loops(variants, unroll, None, (blocks, rests), [s.name for s in step.states])
+    nodes += _joined_outputs([name for name, _, _ in specs[1][: len(step.outputs)]])
+    return _model(variants, SEQUENCE_LOOP, nodes, specs, unroll, opset, metadata)
 
 
-def _rollout_loop(step: StepGraph, fed: int, specs: tuple, unroll: int, opset: int, metadata: dict[str, str]):
-    first = specs[0][0][0]
+def _rollout_loop(variants: list[StepGraph], fed: int, specs: tuple, unroll: int, opset: int, metadata: dict):
+    step, first = variants[0], specs[0][0][0]
     nodes = [*step.hoisted, helper.make_node("Identity", ["steps"], [f"{_P}total"]), *_trip_counts(f"{_P}total")]
-    nodes += _loops(step, unroll, fed, None, [first, *(s.name for s in step.states)])
-    nodes += _joined_outputs(first, 0, [name for name, _, _ in specs[1][: len(step.outputs)]])
-    return _model(step, ROLLOUT_LOOP, nodes, specs, unroll, opset, metadata)
+    nodes.append(helper.make_node("Shape", [first], [f"{_P}batch"], start=0, end=1))
+    nodes += _chosen_loops(variants, unroll, fed, None, [first, *(s.name for s in step.states)])
+    nodes += _joined_outputs([name for name, _, _ in specs[1][: len(step.outputs)]])
+    return _model(variants, ROLLOUT_LOOP, nodes, specs, unroll, opset, metadata)
 
 
-def _prepared(step: onnx.ModelProto, specs: tuple, varying: list[str], signature: tuple) -> StepGraph:
+def _prepared(step: onnx.ModelProto, specs: tuple, varying: list[str], signature: tuple) -> list[StepGraph]:
     """The step graph prepared for a form whose outer names are ``specs``' (ExportError where a
-    name the step uses outside its loop body is one of them)."""
+    name the step uses outside its loop body is one of them), and where it has LSTM kernels the
+    same with `export.gate_cells`' cells."""
     inputs, outputs, states = signature
     prepared = prepare_step(
         step,
@@ -260,7 +300,8 @@ def _prepared(step: onnx.ModelProto, specs: tuple, varying: list[str], signature
     clashes = sorted((outer & step_level) | {name for name in names if names.count(name) > 1})
     if clashes:
         raise ExportError(f"the step graph's names {clashes[:3]} clash with the names of the fused loops")
-    return within_local_budget([prepared], 1)[0]
+    cells = lstm_cells(prepared)
+    return within_local_budget([prepared] if cells is None else [prepared, cells], 1)
 
 
 def step_loops(

@@ -134,7 +134,7 @@ def test_the_folders_list_the_loops_with_the_form_as_role(forecaster, layered, b
 
 
 @pytest.mark.parametrize("name", ["forecaster", "layered", "batch_first"])
-@pytest.mark.parametrize("batch, steps", [(1, 1), (3, 20), (64, 20), (1, 1000), (3, UNROLL), (3, 2 * UNROLL + 3)])
+@pytest.mark.parametrize("batch, steps", [(1, 1), (3, 20), (64, 20), (1, 1000), (3, UNROLL), (16, 2 * UNROLL + 3)])
 def test_sequence_loop_gives_the_step_loops_outputs_and_states(request, name, batch, steps):
     model = runtime.load(request.getfixturevalue(name))
     rng = np.random.default_rng(batch * 1000 + steps)
@@ -146,7 +146,7 @@ def test_sequence_loop_gives_the_step_loops_outputs_and_states(request, name, ba
 
 
 @pytest.mark.parametrize("name", ["forecaster", "layered", "batch_first"])
-@pytest.mark.parametrize("batch, steps", [(1, 2), (3, 20), (64, 20), (1, 1000), (3, UNROLL), (3, 2 * UNROLL + 3)])
+@pytest.mark.parametrize("batch, steps", [(1, 2), (3, 20), (64, 20), (1, 1000), (3, UNROLL), (16, 2 * UNROLL + 3)])
 def test_rollout_loop_gives_the_closed_step_loops_outputs_and_states(request, name, batch, steps):
     model = runtime.load(request.getfixturevalue(name))
     rng = np.random.default_rng(batch * 1000 + steps + 1)
@@ -219,13 +219,17 @@ def test_the_runtime_picks_the_loops_from_two_steps(forecaster):
 
 def test_the_unrolled_body_reads_its_own_copies_of_the_weights_and_no_state_round_trips(forecaster):
     model = onnx.load(str(forecaster / "rollout_loop.onnx"))
-    main = next(n for n in model.graph.node if n.op_type == "Loop").attribute[0].g
-    ops = [n.op_type for n in main.node]
-    assert ops.count("LSTM") == 2 * UNROLL
-    assert ops.count("Unsqueeze") <= UNROLL + 4  # each step's x into its first LSTM, and the last states
-    assert {t.name.split("/")[-1] for t in main.initializer} >= {
-        t.name for t in model.graph.initializer if "lstm" in t.name.lower()
-    }
+    choice = next(n for n in model.graph.node if n.op_type == "If")  # LSTM kernels below 16 rows, cells from 16
+    branches = {a.name: a.g for a in choice.attribute}
+    for branch, kernels in (("else_branch", 2 * UNROLL), ("then_branch", 0)):
+        main = next(n for n in branches[branch].node if n.op_type == "Loop").attribute[0].g
+        ops = [n.op_type for n in main.node]
+        assert ops.count("LSTM") == kernels
+        assert ops.count("Unsqueeze") <= UNROLL + 4  # each step's x into its first LSTM, and the last states
+        assert ops.count("Squeeze") <= UNROLL + 4
+        assert {t.name for t in main.initializer} and not any(n.op_type == "Constant" for n in main.node)
+    cells = next(n for n in branches["then_branch"].node if n.op_type == "Loop").attribute[0].g
+    assert [n.op_type for n in cells.node].count("Gemm") == 5 * UNROLL  # two a cell, one the head
 
 
 def step_model(module, names_in, names_out, examples) -> onnx.ModelProto:
