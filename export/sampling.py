@@ -423,7 +423,7 @@ def _loops(
 
 
 def _rollout_io(step: StepGraph, sample: bool) -> tuple[list[onnx.ValueInfoProto], list[onnx.ValueInfoProto]]:
-    """The form's declared inputs and outputs (`runtime.contract.general_form_io`)."""
+    """The form's declared inputs and outputs (`runtime.contract.form_specs`)."""
     batch = step.varying[0].type.tensor_type.shape.dim[0]
     batch_dim = batch.dim_param if batch.HasField("dim_param") else "batch"
     inputs = [typed(step.varying[0], "token0"), *step.held, *step.states]
