@@ -18,7 +18,7 @@ opset (and its other domains and local functions) at IR version `export.onnx_gra
 filters (both off: top_k >= V and top_p >= 1) and one with them. A step with one-step ``GRU``
 nodes (nn.GRU) gets a second choice (an ``If`` on the batch size): from
 `runtime.fused.SAMPLING_CELLS_MIN_BATCH` rows the Loops compute each GRU as two ``Gemm`` and the
-gates' element-wise ops (`_gru_cells`), faster than onnxruntime's GRU kernel there, rounded in
+gates' element-wise ops (`export.gate_cells.gru_cells`), faster than onnxruntime's GRU kernel there, rounded in
 another order (tokens agree with the step loop's but at float32 ties).
 
 
@@ -27,7 +27,6 @@ The eager reference (`eager_sample`, `first_parting`) is `export.sampling_refere
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -38,6 +37,7 @@ from runtime.errors import ExportError
 from runtime.fused import SAMPLING_CELLS_MIN_BATCH, SAMPLING_FORMS
 from runtime.sampling import U_MAX
 
+from .gate_cells import gru_cells
 from .onnx_graph import BOOL, FLOAT, INT64, UNROLL, finish_model, ints, typed
 from .sampling_reference import (  # noqa: F401 - kept importable from here until every importer moves
     TIE_ULPS,
@@ -63,98 +63,6 @@ from .step_graph import (
 GREEDY_FORM, SAMPLE_FORM = SAMPLING_FORMS  # "rollout_greedy", "rollout_sample"
 _P = "sampling/"  # prefix of every name this module adds
 _OWN_NAMES = {"token0", "tokens", "steps", "uniforms", "temperature", "top_k", "top_p"}
-
-
-def _attribute(node: onnx.NodeProto, name: str, default=None):
-    found = next((a for a in node.attribute if a.name == name), None)
-    return default if found is None else helper.get_attribute_value(found)
-
-
-def _cell_weights(node: onnx.NodeProto, constants: dict, dims: dict) -> tuple[np.ndarray, ...] | None:
-    """(W (3H, I), R (3H, H), Wb (3H,), Rb (3H,)) of a ``GRU`` node `_gru_cells` can rewrite: one
-    forward step of torch's GRU (linear_before_reset 1, default activations, no clip, layout 0)
-    from a given initial state, with constant weights; else None."""
-    if node.domain not in ("", "ai.onnx") or node.op_type != "GRU":
-        return None
-    activations = [a.decode() if isinstance(a, bytes) else a for a in _attribute(node, "activations", [])]
-    plain = (
-        _attribute(node, "linear_before_reset", 0) == 1
-        and _attribute(node, "direction", b"forward") in (b"forward", "forward")
-        and activations in ([], ["Sigmoid", "Tanh"])
-        and _attribute(node, "clip") is None
-        and _attribute(node, "layout", 0) == 0
-    )
-    inputs = list(node.input) + [""] * (6 - len(node.input))
-    x, w, r, b, lengths, initial = inputs[:6]
-    if not plain or lengths or not initial or (dims.get(x) or [None])[0] != 1:
-        return None
-    if w not in constants or r not in constants or (b and b not in constants):
-        return None
-    hidden = _attribute(node, "hidden_size")
-    if not isinstance(hidden, int) or hidden < 1:
-        return None
-    W, R = constants[w], constants[r]
-    if W.ndim != 3 or R.ndim != 3 or W.shape[0] != 1 or W.shape[1] != 3 * hidden or R.shape != (1, 3 * hidden, hidden):
-        return None
-    B = constants[b].reshape(-1) if b else np.zeros(6 * hidden, np.float32)
-    if B.shape != (6 * hidden,) or W.dtype != np.float32:
-        return None
-    return W[0], R[0], B[: 3 * hidden], B[3 * hidden :]
-
-
-def _gru_cells(step: StepGraph) -> StepGraph | None:
-    """The step with each one-step ``GRU`` node (`_cell_weights`) computed as two ``Gemm`` and the
-    gates' element-wise ops, or None when it has none. onnxruntime's GRU kernel costs more than
-    that from a few rows up: measured (benchmarks/sampling.py's model, one core of the 2-core
-    EPYC) 1.1x at batch 8, 1.2x at 16-32, 1.3x at 64, even at 4, 0.85x at batch 1; the rollouts
-    run this form from SAMPLING_CELLS_MIN_BATCH rows. Same arithmetic as the kernel (ONNX gate
-    order z, r, h; ``h = n + z * (h_prev - n)``), rounded in another order: tokens agree with the
-    kernel's but at float32 ties."""
-    n = helper.make_node
-    body: list[onnx.NodeProto] = []
-    weights: list[onnx.TensorProto] = []
-    squeezed: dict[str, str] = {}  # a rewritten cell's Y_h -> its (batch, H) state
-    for index, node in enumerate(step.body):
-        found = _cell_weights(node, step.constants, step.dims)
-        if found is None:
-            body.append(node)
-            continue
-        hidden = _attribute(node, "hidden_size")
-        q = f"{_P}cell{index}/"
-        for name, value in zip(("W", "R", "Wb", "Rb"), found):
-            weights.append(numpy_helper.from_array(np.ascontiguousarray(value), f"{q}{name}"))
-        x, h = node.input[0], node.input[5]
-        for source, name in ((x, f"{q}x"), (h, f"{q}h")):
-            if source not in squeezed:  # else: the (batch, H) state of the cell that made it
-                body.append(n("Squeeze", [source, f"{_P}axes0"], [name]))
-        x, h = squeezed.get(x, f"{q}x"), squeezed.get(h, f"{q}h")
-        body += [
-            n("Gemm", [x, f"{q}W", f"{q}Wb"], [f"{q}gi"], transB=1),
-            n("Gemm", [h, f"{q}R", f"{q}Rb"], [f"{q}gh"], transB=1),
-            n("Split", [f"{q}gi", f"{q}split"], [f"{q}gi_zr", f"{q}gi_h"], axis=1),
-            n("Split", [f"{q}gh", f"{q}split"], [f"{q}gh_zr", f"{q}gh_h"], axis=1),
-            n("Add", [f"{q}gi_zr", f"{q}gh_zr"], [f"{q}zr_in"]),
-            n("Sigmoid", [f"{q}zr_in"], [f"{q}zr"]),
-            n("Split", [f"{q}zr", f"{q}halves"], [f"{q}z", f"{q}r"], axis=1),
-            n("Mul", [f"{q}r", f"{q}gh_h"], [f"{q}rh"]),
-            n("Add", [f"{q}gi_h", f"{q}rh"], [f"{q}n_in"]),
-            n("Tanh", [f"{q}n_in"], [f"{q}n"]),
-            n("Sub", [h, f"{q}n"], [f"{q}d"]),
-            n("Mul", [f"{q}z", f"{q}d"], [f"{q}zd"]),
-            n("Add", [f"{q}n", f"{q}zd"], [f"{q}h_new"]),
-        ]
-        weights += [ints(f"{q}split", 2 * hidden, hidden), ints(f"{q}halves", hidden, hidden)]
-        y, y_h = (list(node.output) + ["", ""])[:2]
-        if y:
-            body.append(n("Unsqueeze", [f"{q}h_new", f"{_P}axes01"], [y]))
-        if y_h:
-            body.append(n("Unsqueeze", [f"{q}h_new", f"{_P}axes0"], [y_h]))
-            squeezed[y_h] = f"{q}h_new"
-    if not weights:
-        return None
-    weights += [ints(f"{_P}axes0", 0), ints(f"{_P}axes01", 0, 1)]
-    constants = {**step.constants, **{t.name: numpy_helper.to_array(t) for t in weights}}
-    return dataclasses.replace(step, body=body, initializers=[*step.initializers, *weights], constants=constants)
 
 
 def _draw_nodes(p: str, logits: str, u: str | None, filtered: bool) -> tuple[list[onnx.NodeProto], str]:
@@ -450,7 +358,7 @@ def _rollout(
     sample = form == SAMPLE_FORM
     nodes = [*step.hoisted, *_trip_counts(sample)]
     outputs = ["tokens", *step.state_output_names]
-    cells = _gru_cells(step)
+    cells = gru_cells(step, _P)
     if cells is not None:
         nodes += [
             n("GreaterOrEqual", [f"{_P}batch", f"{_P}cells_min"], [f"{_P}cells_on1"]),

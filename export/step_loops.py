@@ -300,7 +300,7 @@ def _prepared(step: onnx.ModelProto, specs: tuple, varying: list[str], signature
     clashes = sorted((outer & step_level) | {name for name in names if names.count(name) > 1})
     if clashes:
         raise ExportError(f"the step graph's names {clashes[:3]} clash with the names of the fused loops")
-    cells = lstm_cells(prepared)
+    cells = lstm_cells(prepared, f"{_P}cells/")
     return within_local_budget([prepared] if cells is None else [prepared, cells], 1)
 
 

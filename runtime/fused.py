@@ -49,7 +49,7 @@ PARALLEL_MIN_BATCH = 2048
 # the whole batch's in the last bit; parts of 2 rows or more give the whole batch's bits.
 SAMPLING_PARALLEL_MIN_BATCH = 8
 # From this batch size the sampling rollouts compute a GRU layer as two Gemm and the gates'
-# element-wise ops instead of onnxruntime's GRU kernel (export.sampling._gru_cells: 1.1-1.3x from
+# element-wise ops instead of onnxruntime's GRU kernel (export.gate_cells.gru_cells: 1.1-1.3x from
 # 8 rows, even at 4, slower at 1). A part of a split call has at least this many rows, so each
 # part runs the same arithmetic as the whole batch and gives its bits.
 SAMPLING_CELLS_MIN_BATCH = SAMPLING_PARALLEL_MIN_BATCH // 2
