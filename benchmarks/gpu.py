@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import runtime  # noqa: E402
-from export.sampling import torch_draw  # noqa: E402
+from export.sampling_reference import torch_draw  # noqa: E402
 from runtime import Sampler  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

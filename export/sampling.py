@@ -39,15 +39,6 @@ from runtime.sampling import U_MAX
 
 from .gate_cells import gru_cells
 from .onnx_graph import BOOL, FLOAT, INT64, UNROLL, finish_model, ints, typed
-from .sampling_reference import (  # noqa: F401 - kept importable from here until every importer moves
-    TIE_ULPS,
-    Parting,
-    eager_sample,
-    first_parting,
-    module_step,
-    partings,
-    torch_draw,
-)
 from .step_graph import (
     StepGraph,
     bypass_slices_of_concats,

@@ -22,7 +22,7 @@ from runtime.fused import ROLLOUT_FORMS, SAMPLING_FORMS, SEQUENCE_FORMS, STEP
 from runtime.manifest import TEST_DATA_DIR, TensorSpec
 
 from .probe import INPUT_RANGE
-from .sampling import eager_sample, module_step
+from .sampling_reference import eager_sample, module_step
 
 TEST_BATCH = 3
 TEST_STEPS = 13  # > UNROLL, not a multiple: the blocked loops run a full block and a remainder

@@ -7,8 +7,8 @@ session declares can still be loose (a free axis where a size is expected, a sym
 not allowed); the runtime checks the shape of what each run returns as well.
 
 `form_specs` gives every form of every signature (the step model, the sequence and rollout forms,
-the sampling forms) from the manifest's tensors; for the classic signature it is exactly `form_io`;
-`general_form_io` is `form_specs` (both old names kept until every caller uses `form_specs`).
+the sampling forms) from the manifest's tensors; for the classic signature the names of format 1
+(``xs``, ``x0``, ``ys``), which older runtimes read too.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import ArtifactError, InputValueError
-from .fused import ROLLOUT_FORMS, SAMPLING_FORMS, SEQUENCE_FORMS, STEP, io_names
+from .fused import ROLLOUT_FORMS, SAMPLING_FORMS, SEQUENCE_FORMS, STEP
 from .manifest import BATCH_AXIS, IDENTITY, Feedback, TensorSpec
 
 FLOAT32 = "tensor(float)"
@@ -28,30 +28,6 @@ Dims = tuple[int | str, ...]
 Spec = tuple[str, str, Dims]  # name, onnxruntime type, dims
 
 
-def form_io(
-    form: str,
-    input_size: int,
-    output_size: int,
-    state_names: tuple[str, ...],
-    state_outputs: tuple[str, ...],
-    state_sizes: tuple[int, ...],
-    input_name: str = "x",
-    output_name: str = "y",
-) -> tuple[list[Spec], list[Spec]]:
-    """The inputs and outputs the ONNX model of ``form`` must declare, in order."""
-    states = [(name, FLOAT32, (BATCH, size)) for name, size in zip(state_names, state_sizes)]
-    new_states = [(name, FLOAT32, (BATCH, size)) for name, size in zip(state_outputs, state_sizes)]
-    if form in SEQUENCE_FORMS or form in ROLLOUT_FORMS:
-        (first, *_), (ys, *_) = io_names(form, state_names, state_outputs)
-        if form in SEQUENCE_FORMS:
-            inputs = [(first, FLOAT32, (STEPS, BATCH, input_size)), *states]
-        else:
-            inputs = [(first, FLOAT32, (BATCH, input_size)), *states, ("steps", INT64, (1,))]
-        return inputs, [(ys, FLOAT32, (STEPS, BATCH, output_size)), *new_states]
-    inputs = [(input_name, FLOAT32, (BATCH, input_size)), *states]
-    return inputs, [(output_name, FLOAT32, (BATCH, output_size)), *new_states]
-
-
 # The sampling forms' own tensors (runtime.fused): the first token, the draws and the sampler's settings.
 TOKEN0, TOKENS, SAMPLING_STEPS = "token0", "tokens", "steps"
 UNIFORMS, TEMPERATURE, TOP_K, TOP_P = "uniforms", "temperature", "top_k", "top_p"
@@ -61,18 +37,6 @@ def _spec(tensor: TensorSpec, name: str | None = None) -> Spec:
     """A manifest tensor as a declared spec: int64 for tokens, a free batch axis where its shape has one."""
     dims = tuple(BATCH if d == BATCH_AXIS else int(d) for d in tensor.shape)
     return (tensor.name if name is None else name, INT64 if tensor.dtype == "int64" else FLOAT32, dims)
-
-
-def general_form_io(
-    form: str,
-    inputs: tuple[TensorSpec, ...],
-    outputs: tuple[TensorSpec, ...],
-    states: tuple[Any, ...],
-    feedback: Feedback | None,
-) -> tuple[list[Spec], list[Spec]]:
-    """The inputs and outputs the ONNX model of ``form`` of a format 2 (general) model must declare:
-    `form_specs` (kept for the callers that have not moved to it)."""
-    return form_specs(form, inputs, outputs, states, feedback)
 
 
 def _sampling_specs(
@@ -122,7 +86,7 @@ def form_specs(
       then ``steps`` (greedy) or ``uniforms``, ``temperature``, ``top_k``, ``top_p`` -> ``tokens``
       int64 (steps, batch) and the state outputs (`runtime.fused`).
 
-    For the classic signature this is `form_io`'s contract, name for name."""
+    For the classic signature this is format 1's contract, name for name."""
     state_in = [_spec(s) for s in states]
     state_out = [_spec(s, s.output) for s in states]
     if form == STEP:

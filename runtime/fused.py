@@ -23,8 +23,6 @@ thresholds come from `rnn bench` on the 2-core CI machine (NOTES.md).
 
 from __future__ import annotations
 
-from .errors import InputValueError
-
 STEP = "step"
 SEQUENCE_FORMS = ("sequence_rnn", "sequence_loop")
 ROLLOUT_FORMS = ("rollout_rnn", "rollout_loop")
@@ -85,12 +83,3 @@ def choose_form(
     small, large = ("sequence_rnn", "sequence_loop") if kind == "predict" else ("rollout_rnn", "rollout_loop")
     preferred = (small, large) if batch_size <= RNN_MAX_BATCH else (large, small)
     return next((form for form in preferred if form in available), STEP)
-
-
-def io_names(form: str, state_names: tuple[str, ...], state_outputs: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """The input and output names a fused form's ONNX model must have."""
-    if form in SEQUENCE_FORMS:
-        return ["xs", *state_names], ["ys", *state_outputs]
-    if form in ROLLOUT_FORMS:
-        return ["x0", *state_names, "steps"], ["ys", *state_outputs]
-    raise InputValueError(f"{form!r} is not a fused form; the fused forms are {[*SEQUENCE_FORMS, *ROLLOUT_FORMS]}")

@@ -1,7 +1,7 @@
 """Draws the next token from a model's logits: greedy, temperature, top-k or top-p. Numpy only.
 
 The draw is pinned here once, float32 throughout; the fused ONNX forms (`export.sampling`) and
-the eager PyTorch reference (`export.sampling.eager_sample`) implement the same steps:
+the eager PyTorch reference (`export.sampling_reference.eager_sample`) implement the same steps:
 
 1. Greedy: ``token = argmax(logits)``, the first maximum (lowest id). No uniforms are used.
 2. ``z = logits / T`` (a float32 division, T = the temperature).
@@ -22,7 +22,7 @@ the eager PyTorch reference (`export.sampling.eager_sample`) implement the same 
 
 Implementations round ``exp``, the sums and the division differently in the last bit, so two
 of them can part where ``u * total`` lies within a few float32 ulps of a cdf value: a CDF tie
-(`export.sampling.first_parting` reports it as such).
+(`export.sampling_reference.first_parting` reports it as such).
 """
 
 from __future__ import annotations

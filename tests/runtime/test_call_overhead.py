@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.fused import choose_form, io_names
+from runtime.fused import choose_form
 
 FOLDER = Path(__file__).resolve().parents[2] / "artifacts" / "sine-elman"
 
@@ -20,7 +20,7 @@ def test_fused_calls_match_a_raw_run_bit_for_bit(kind: str, batch: int) -> None:
     rng = np.random.default_rng(batch)
     steps = 10
     form = choose_form(kind, batch, steps, model.forms, "elman")
-    inputs, outputs = io_names(form, model.state_names, model.state_outputs)
+    inputs, outputs = ([spec[0] for spec in specs] for specs in model.form_specs(form))
     for _ in range(3):  # the first call creates and caches the form's set-up; later ones reuse it
         state = tuple(rng.uniform(-1, 1, (batch, size)).astype(np.float32) for size in model.state_sizes)
         if kind == "generate":
@@ -32,7 +32,7 @@ def test_fused_calls_match_a_raw_run_bit_for_bit(kind: str, batch: int) -> None:
             ys, new_state = model.predict(first, state)
             feed = dict(zip(inputs, (first, *state)))
         assert model.loaded_forms == ("step", form)
-        raw = model._sessions[form].run(outputs, feed)
+        raw = model.session(form).run(outputs, feed)
         for got, want in zip((ys, *new_state), raw):
             assert got.dtype == want.dtype and got.shape == want.shape
             assert np.array_equal(got, want)

@@ -1,14 +1,14 @@
-"""runtime.contract.form_specs: one contract for every form of every signature; the classic
-signature's is form_io's, a format 2 model's step and sampling forms general_form_io's; and
-runtime.fused.choose_form picks a format 2 model's fused loops."""
+"""runtime.contract.form_specs: one contract for every form of every signature (the classic
+signature's is format 1's, name for name); and runtime.fused.choose_form picks a format 2 model's
+fused loops."""
 
 from __future__ import annotations
 
 import pytest
 
-from runtime.contract import FLOAT32, INT64, form_io, form_specs, general_form_io
+from runtime.contract import FLOAT32, INT64, form_specs
 from runtime.errors import InputValueError
-from runtime.fused import FUSED_MIN_STEPS, ROLLOUT_FORMS, SAMPLING_FORMS, SEQUENCE_FORMS, STEP, choose_form
+from runtime.fused import FUSED_MIN_STEPS, ROLLOUT_FORMS, SEQUENCE_FORMS, STEP, choose_form
 from runtime.manifest import Feedback, StateSpec, TensorSpec
 
 CLASSIC_STATES = (
@@ -19,7 +19,7 @@ CLASSIC_STATES = (
 
 CLASSIC_STATE_SPECS = [("h", FLOAT32, ("batch", 6)), ("c", FLOAT32, ("batch", 5))]
 CLASSIC_OUTPUT_STATES = [("h_out", FLOAT32, ("batch", 6)), ("c_out", FLOAT32, ("batch", 5))]
-CLASSIC = {  # today's classic contract (form_io's), name for name
+CLASSIC = {  # format 1's contract, name for name
     STEP: (
         [("x", FLOAT32, ("batch", 2)), *CLASSIC_STATE_SPECS],
         [("y", FLOAT32, ("batch", 2)), *CLASSIC_OUTPUT_STATES],
@@ -40,7 +40,6 @@ def test_the_classic_signature_gets_todays_contract_name_for_name(form):
     x, y = TensorSpec("x", ("batch", 2)), TensorSpec("y", ("batch", 2))
     expected = CLASSIC[form if form == STEP else form.split("_")[0]]
     assert form_specs(form, (x,), (y,), CLASSIC_STATES, Feedback("y", "x")) == expected
-    assert form_io(form, 2, 2, ("h", "c"), ("h_out", "c_out"), (6, 5)) == expected  # while form_io lives
 
 
 def test_a_classic_step_keeps_its_own_tensor_names():
@@ -73,8 +72,6 @@ def test_a_format_2_models_step_and_sampling_forms():
     settings = [("temperature", FLOAT32, (1,)), ("top_k", INT64, (1,)), ("top_p", FLOAT32, (1,))]
     uniforms = ("uniforms", FLOAT32, ("steps", "batch"))
     assert form_specs("rollout_sample", *CHAR) == ([("token0", INT64, ("batch",)), *held, uniforms, *settings], tokens)
-    for form in (STEP, *SAMPLING_FORMS):  # while general_form_io lives
-        assert general_form_io(form, *CHAR) == form_specs(form, *CHAR)
 
 
 def test_a_sampled_model_has_no_rollout_loop_but_has_a_sequence_loop():

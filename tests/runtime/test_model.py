@@ -368,15 +368,19 @@ def test_step_from_many_threads_is_exact_and_finishes():
     assert not any(t.is_alive() for t in threads) and not failures, failures
 
 
-def test_fingerprint_and_fused_names_are_public_and_typed():
-    from runtime.fused import io_names
+def test_fingerprint_and_form_contracts_are_public_and_typed():
     from runtime.manifest import ROLE_STEP_ONNX
 
     model = runtime.load(COMMITTED)
     assert model.step_sha256 == model.manifest.file(ROLE_STEP_ONNX).sha256
     assert [i.name for i in model.step_session.get_inputs()] == [model.input_name, *model.state_names]
-    with pytest.raises(InputValueError, match="not a fused form"):
-        io_names("step", model.state_names, model.state_outputs)
+    inputs, outputs = model.form_specs("rollout_loop")
+    assert [s[0] for s in inputs] == ["x0", *model.state_names, "steps"] and outputs[0][0] == "ys"
+    assert model.form_file("rollout_loop") == "rollout_loop.onnx"
+    with pytest.raises(InputValueError, match="is not a form"):
+        model.form_specs("rollout")
+    with pytest.raises(InputValueError, match="not in this artifact folder"):
+        model.form_file("rollout_greedy")
 
 
 @pytest.mark.parametrize("batch", [1, 3, 100])  # 100: past the shared bound runners (a private one)
