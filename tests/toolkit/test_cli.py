@@ -299,7 +299,8 @@ def test_plot_and_bench_take_the_factory(tmp_path):
     )
     assert result.exit_code == 0, result.output
     names = {r["implementation"] for r in json.loads(result.stdout)["rows"]}
-    assert names == {"eager", "torchscript", "onnx step loop", "auto"}
+    # a user's module gets the fused loops around its step graph (export.step_loops), timed like every form
+    assert names == {"eager", "torchscript", "onnx step loop", "sequence_loop", "rollout_loop", "auto"}
 
 
 def test_a_reader_that_closes_the_pipe_ends_generate_quietly(tmp_path):
