@@ -46,6 +46,7 @@ class BoundStep:
         self._what = model.step_file
         # buffers are numpy arrays that onnxruntime reads and writes, or OrtValues on the device
         self._host = model.device == "cpu" and not device_buffers
+        self._cpu_values = model.device == "cpu" and device_buffers
         input_shapes, output_shapes, state_shapes = signature.shapes(batch_size)
         self._axes = signature.state_axes
         if self._host:
@@ -112,12 +113,14 @@ class BoundStep:
         guard.since = 0.0
         self._side ^= 1
 
-    def feed_back(self, input_index: int, output_index: int) -> None:
-        """The last run's output ``output_index`` becomes input ``input_index`` of the next run."""
+    def feed_back(self, input_index: int, output_index: int, outputs: list[np.ndarray] | None = None) -> None:
+        """The last run's output ``output_index`` becomes input ``input_index`` of the next run
+        (``outputs``: what `outputs` returned for that run, so that a device is not read twice)."""
         if self._host:
             self._inputs[input_index][...] = self._outputs[output_index]
         else:
-            self.set_input(input_index, self._out_values[output_index].numpy())
+            value = outputs[output_index] if outputs is not None else self._out_values[output_index].numpy()
+            self.set_input(input_index, value)
 
     def set_input(self, index: int, value: Any) -> None:
         """Copies one checked input into its bound buffer."""
@@ -132,7 +135,7 @@ class BoundStep:
         run; copy what you keep), copies from the device on CUDA."""
         if self._host:
             return self._outputs
-        return [bound.numpy() for bound in self._out_values]
+        return [self._fetch(bound) for bound in self._out_values]
 
     def run(self, x: Any, out: np.ndarray | None = None) -> Any:
         """One step from the bound state with inputs ``x`` (a model of one input: anything that
@@ -214,7 +217,11 @@ class BoundStep:
         """A copy of the bound state (what the next run reads), each tensor of its spec's shape."""
         if self._host:
             return tuple([buffer.copy() for buffer in self._states[self._side]])
-        return tuple([bound.numpy() for bound in self._states[self._side]])
+        return tuple([self._fetch(bound) for bound in self._states[self._side]])
+
+    def _fetch(self, bound: ort.OrtValue) -> np.ndarray:
+        """An OrtValue's values as a new array (on the CPU, ``numpy()`` would share the buffer)."""
+        return bound.numpy().copy() if self._cpu_values else bound.numpy()
 
     def load_state(self, sources: State | list[np.ndarray], rows: Rows = None) -> None:
         """Sets the bound state to ``sources`` (each of its spec's shape at this batch size), or to

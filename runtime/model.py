@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from .bound import BoundStep, State
 from .contract import check_session, form_specs
-from .errors import InputValueError
+from .errors import InputValueError, ShapeError
 from .fused import FORMS, PARALLEL_MIN_BATCH, ROLLOUT_FORMS, SAMPLING_FORMS, SEQUENCE_FORMS, STEP, choose_form
 from .inputs import check_memory, check_steps
 from .manifest import FileEntry, Manifest
@@ -279,7 +279,11 @@ class Model:
         signature = self.signature
         sampled = signature.sampled and kind == "generate"
         per_step = 12 if sampled else signature.output_bytes  # tokens and uniforms, or the outputs
+        # predict: every step's inputs; generate: the first step's inputs, and for a sampled model one
+        # step's outputs too (the logits each step draws from, which the returned tokens do not hold)
         inputs = steps * signature.input_bytes if kind == "predict" else signature.input_bytes
+        if sampled:
+            inputs += signature.output_bytes
         size = batch_size * (inputs + steps * per_step + signature.state_bytes)
         if size > self.max_memory_bytes:
             check_memory(size, f"{kind} of {steps} steps x batch {batch_size}", self.max_memory_bytes)
@@ -371,7 +375,7 @@ class Model:
             for buffer, value in zip(ys, outputs):
                 buffer[t] = value
             if feedback is not None:
-                runner.feed_back(*feedback)
+                runner.feed_back(*feedback, outputs)
 
     def _run_fused(self, form: str, firsts: Arrays, state: State, steps: int | None) -> tuple[list, State]:
         """One run of a fused form, split across the worker threads for a large batch on the CPU:
@@ -436,6 +440,12 @@ class Model:
     def _generate_inputs(self, x0: Any, steps: Any, state: Any, sampler: Any, chunk: Any = None) -> tuple:
         """The checked arguments of generate: (first inputs, steps, state, chunk)."""
         feedback = self.feedback
+        if feedback is None and len(self.inputs) == len(self.outputs) == 1:
+            raise ShapeError(
+                f"generate feeds each output back as the next input, so output {self.output_name!r} "
+                f"{self.outputs[0].describe()} must have the shape of input {self.input_name!r} "
+                f"{self.inputs[0].describe()}"
+            )
         if feedback is None:
             raise InputValueError(
                 "generate needs to know which output becomes which input: this model's manifest declares no "
@@ -473,7 +483,7 @@ class Model:
         """The next step's inputs after outputs ``ys``: the last fed-back value (the last token when
         sampled) in place of the fed-back input, the others held."""
         index = self.signature.feedback_input
-        value = ys[0 if self.signature.sampled else self.signature.feedback_output][-1]
+        value = ys[0 if self.signature.sampled else self.signature.feedback_output][-1].copy()  # not a view of a chunk
         return tuple(value if i == index else array for i, array in enumerate(inputs))
 
     def _generated(self, ys: list[np.ndarray]) -> Any:

@@ -377,14 +377,25 @@ class StreamPool:
         a failed run fails the pushes of that run only."""
         key, value = _stream_id(stream), one_stream_input(self.model, x)
         if not self._queue and self._tick.acquire(blocking=False):  # nobody else stepping: run it here
+            ys = None
             try:
                 if not self._queue:
                     with self._lock:
                         ys = self._runner(1).step_rows(value, self._states, self._slot(key))
-                    return _outputs(self.model, ys, 0)
             finally:
                 self._tick.release()
+            if ys is not None:
+                if self._queue:  # queued while this push ran: serve them now, not at their next poll
+                    self._drain_stranded()
+                return _outputs(self.model, ys, 0)
         return self._push_queued(_Pending(key, value))
+
+    def _drain_stranded(self) -> None:
+        if self._tick.acquire(blocking=False):  # else the caller holding the tick serves them
+            try:
+                self._drain()
+            finally:
+                self._tick.release()
 
     def _push_queued(self, pending: _Pending) -> Any:
         with self._queue_lock:

@@ -556,6 +556,22 @@ def test_bounds_hold_for_general_models(char):
         small.predict({"token": np.zeros((40, 2), int), "category": np.zeros((40, 2, 3))})
     with pytest.raises(InputValueError, match=r"a step of batch 64 would take"):
         small.step({"token": np.zeros(64, int), "category": np.zeros((64, 3))})
+    # generate counts one step's outputs (the logits a sampled step draws from): 2 x (20 in + 44 logits
+    # + 6 x 12 tokens and uniforms + 112 state) = 496 bytes
+    tight = runtime.load(model.folder, max_memory_bytes=480)
+    with pytest.raises(InputValueError, match=r"generate of 6 steps x batch 2 would take"):
+        tight.generate(x, 6, sampler=Sampler("greedy"))
+    runtime.load(model.folder, max_memory_bytes=496).generate(x, 6, sampler=Sampler("greedy"))
+
+
+def test_a_chunk_changed_by_the_caller_does_not_change_where_the_next_starts(gru):
+    _, model = gru
+    x0 = np.full((2, 3), 0.25, np.float32)
+    want = [{name: array.copy() for name, array in ys.items()} for ys, _ in model.generate_iter(x0, 12, chunk=4)]
+    for index, (ys, _) in enumerate(model.generate_iter(x0, 12, chunk=4)):
+        for name, array in ys.items():  # several outputs: a dict
+            np.testing.assert_array_equal(array, want[index][name])
+            array[...] = 99.0  # the caller's own array now
 
 
 def test_classic_generate_iter_refuses_a_sampler():

@@ -325,3 +325,35 @@ def test_large_batches_run_at_a_few_padded_sizes_and_padding_touches_no_stream(m
     assert len(pool) == 300 and len(pool._runners) <= RUNNER_CACHE
     for stream, alone in zip(ids, streams):
         np.testing.assert_array_equal(pool.state(stream)[0], alone.state[0])
+
+
+def test_a_push_queued_while_a_direct_push_runs_is_served_before_that_push_returns(monkeypatch):
+    # A push that finds the pool idle runs in its caller's thread (no Event hand-off); one queued
+    # meanwhile must not wait for its own next poll: the direct push drains it before it returns.
+    model = runtime.load(COMMITTED)
+    pool = runtime.StreamPool(model)
+    first, second = pool.open(), pool.open()
+    real = runtime.bound.BoundStep.step_rows
+    calls = []
+
+    def step_rows(self, inputs, states, rows):
+        calls.append(rows)
+        if len(calls) == 1:  # the direct push: hold it until the other push has queued
+            for _ in range(2000):
+                if pool._queue:
+                    break
+                threading.Event().wait(0.001)
+        return real(self, inputs, states, rows)
+
+    monkeypatch.setattr(runtime.bound.BoundStep, "step_rows", step_rows)
+    results = {}
+    queued = threading.Thread(target=lambda: results.setdefault("second", pool.push(second, 0.3)))
+    direct = threading.Thread(target=lambda: results.setdefault("first", pool.push(first, 0.5)))
+    direct.start()
+    while not calls:
+        threading.Event().wait(0.0005)
+    queued.start()
+    direct.join(10)
+    assert "first" in results and not pool._queue and len(calls) == 2  # served by the direct push
+    queued.join(10)
+    np.testing.assert_array_equal(results["second"], model.step(0.3)[0][0])
