@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from runtime.fused import SEQUENCE_FORMS
+from runtime.fused import ROLLOUT_LOOP, ROLLOUT_RNN, SEQUENCE_FORMS, SEQUENCE_LOOP, SEQUENCE_RNN
 from runtime.manifest import form_file_name
 
 from .onnx_graph import FLOAT, INT64, UNROLL, classic_io, const, finish_model, ints, value
@@ -80,8 +80,8 @@ def sequence_rnn(weights: ElmanWeights, opset: int, metadata: dict[str, str]) ->
         ints("axis1", 1),
     ]
     inputs, outputs = classic_io(weights.input_size, weights.hidden_size, weights.output_size, rollout=False)
-    graph = helper.make_graph(nodes, "sequence_rnn", inputs, outputs, initializers)
-    return finish_model(graph, opset, "sequence_rnn", metadata)
+    graph = helper.make_graph(nodes, SEQUENCE_RNN, inputs, outputs, initializers)
+    return finish_model(graph, opset, SEQUENCE_RNN, metadata)
 
 
 def rollout_rnn(weights: ElmanWeights, opset: int, metadata: dict[str, str]) -> onnx.ModelProto:
@@ -116,8 +116,8 @@ def rollout_rnn(weights: ElmanWeights, opset: int, metadata: dict[str, str]) -> 
         ints("axis1", 1),
     ]
     inputs, outputs = classic_io(weights.input_size, weights.hidden_size, weights.output_size, rollout=True)
-    graph = helper.make_graph(nodes, "rollout_rnn", inputs, outputs, initializers)
-    return finish_model(graph, opset, "rollout_rnn", metadata)
+    graph = helper.make_graph(nodes, ROLLOUT_RNN, inputs, outputs, initializers)
+    return finish_model(graph, opset, ROLLOUT_RNN, metadata)
 
 
 def _block_body(name: str, steps: int, hidden: int, n_out: int, inputs_from: str | None) -> onnx.GraphProto:
@@ -235,8 +235,8 @@ def sequence_loop(weights: ElmanWeights, opset: int, metadata: dict[str, str]) -
         *_blocked_initializers(weights, weights.w1_h, teacher_forced=True),
     ]
     inputs, outputs = classic_io(weights.input_size, weights.hidden_size, weights.output_size, rollout=False)
-    graph = helper.make_graph(nodes, "sequence_loop", inputs, outputs, initializers)
-    return finish_model(graph, opset, "sequence_loop", metadata)
+    graph = helper.make_graph(nodes, SEQUENCE_LOOP, inputs, outputs, initializers)
+    return finish_model(graph, opset, SEQUENCE_LOOP, metadata)
 
 
 def rollout_loop(weights: ElmanWeights, opset: int, metadata: dict[str, str]) -> onnx.ModelProto:
@@ -274,15 +274,15 @@ def rollout_loop(weights: ElmanWeights, opset: int, metadata: dict[str, str]) ->
         *_blocked_initializers(weights, weights.closed_loop_matrix(), teacher_forced=False),
     ]
     inputs, outputs = classic_io(weights.input_size, weights.hidden_size, weights.output_size, rollout=True)
-    graph = helper.make_graph(nodes, "rollout_loop", inputs, outputs, initializers)
-    return finish_model(graph, opset, "rollout_loop", metadata)
+    graph = helper.make_graph(nodes, ROLLOUT_LOOP, inputs, outputs, initializers)
+    return finish_model(graph, opset, ROLLOUT_LOOP, metadata)
 
 
 BUILDERS = {
-    "sequence_rnn": sequence_rnn,
-    "sequence_loop": sequence_loop,
-    "rollout_rnn": rollout_rnn,
-    "rollout_loop": rollout_loop,
+    SEQUENCE_RNN: sequence_rnn,
+    SEQUENCE_LOOP: sequence_loop,
+    ROLLOUT_RNN: rollout_rnn,
+    ROLLOUT_LOOP: rollout_loop,
 }
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from runtime.fused import SEQUENCE_FORMS
+from runtime.fused import ROLLOUT_LOOP, ROLLOUT_RNN, SEQUENCE_FORMS, SEQUENCE_RNN
 from runtime.manifest import form_file_name
 
 from .onnx_graph import FLOAT, UNROLL, classic_io, const, finish_model, ints, value
@@ -159,8 +159,8 @@ def sequence_native(weights: CellWeights, opset: int, metadata: dict[str, str]) 
         ints("axis1", 1),
     ]
     inputs, outputs = _cell_io(weights, rollout=False)
-    graph = helper.make_graph(nodes, "sequence_rnn", inputs, outputs, initializers)
-    return finish_model(graph, opset, "sequence_rnn", metadata)
+    graph = helper.make_graph(nodes, SEQUENCE_RNN, inputs, outputs, initializers)
+    return finish_model(graph, opset, SEQUENCE_RNN, metadata)
 
 
 def _gate_matrices(weights: CellWeights, input_matrix: np.ndarray, input_bias: np.ndarray):
@@ -311,8 +311,8 @@ def rollout_loop(weights: CellWeights, opset: int, metadata: dict[str, str]) -> 
         const("true", np.array(True)),
     ]
     inputs, outputs = _cell_io(weights, rollout=True)
-    graph = helper.make_graph(nodes, "rollout_loop", inputs, outputs, initializers)
-    return finish_model(graph, opset, "rollout_loop", metadata)
+    graph = helper.make_graph(nodes, ROLLOUT_LOOP, inputs, outputs, initializers)
+    return finish_model(graph, opset, ROLLOUT_LOOP, metadata)
 
 
 def rollout_native(weights: CellWeights, opset: int, metadata: dict[str, str]) -> onnx.ModelProto:
@@ -352,8 +352,8 @@ def rollout_native(weights: CellWeights, opset: int, metadata: dict[str, str]) -
         ints("axis1", 1),
     ]
     inputs, outputs = _cell_io(weights, rollout=True)
-    graph = helper.make_graph(nodes, "rollout_rnn", inputs, outputs, initializers)
-    return finish_model(graph, opset, "rollout_rnn", metadata)
+    graph = helper.make_graph(nodes, ROLLOUT_RNN, inputs, outputs, initializers)
+    return finish_model(graph, opset, ROLLOUT_RNN, metadata)
 
 
 def rollout_native_loop(weights: CellWeights, opset: int, metadata: dict[str, str]) -> onnx.ModelProto:
@@ -402,7 +402,7 @@ def rollout_native_loop(weights: CellWeights, opset: int, metadata: dict[str, st
     ]
     inputs, outputs = _cell_io(weights, rollout=True)
     graph = helper.make_graph(nodes, "rollout_native_loop", inputs, outputs, initializers)
-    return finish_model(graph, opset, "rollout_loop", metadata)
+    return finish_model(graph, opset, ROLLOUT_LOOP, metadata)
 
 
 # The forms `rnn export` writes per cell, from benchmarks/fused_cells.py (docs/fused-cells-bench.txt):
@@ -410,8 +410,8 @@ def rollout_native_loop(weights: CellWeights, opset: int, metadata: dict[str, st
 # hidden 16; the others measured (LSTM rollout_loop, the native kernel inside a Loop) never beat
 # these. Above `runtime.fused.GATED_MAX_WORK` the runtime keeps the step loop.
 CELL_FORMS = {
-    "gru": {"sequence_rnn": sequence_native, "rollout_loop": rollout_loop},
-    "lstm": {"sequence_rnn": sequence_native, "rollout_rnn": rollout_native},
+    "gru": {SEQUENCE_RNN: sequence_native, ROLLOUT_LOOP: rollout_loop},
+    "lstm": {SEQUENCE_RNN: sequence_native, ROLLOUT_RNN: rollout_native},
 }
 
 

@@ -30,7 +30,7 @@ from onnx import helper, numpy_helper
 from runtime.contract import INT64 as CONTRACT_INT64
 from runtime.contract import form_specs
 from runtime.errors import ExportError
-from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS
+from runtime.fused import ROLLOUT_LOOP, SEQUENCE_LOOP
 from runtime.manifest import IDENTITY, Feedback, StateSpec, TensorSpec
 
 from .gate_cells import LOOP_CELLS_MIN_BATCH, lstm_cells
@@ -48,7 +48,6 @@ from .step_graph import (
     within_local_budget,
 )
 
-SEQUENCE_LOOP, ROLLOUT_LOOP = SEQUENCE_FORMS[-1], ROLLOUT_FORMS[-1]  # "sequence_loop", "rollout_loop"
 LOOP_FORMS = (SEQUENCE_LOOP, ROLLOUT_LOOP)
 _P = "loop/"  # prefix of every name this module adds
 

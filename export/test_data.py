@@ -18,7 +18,7 @@ from onnx import numpy_helper
 from rnn.config import ModelConfig, step_specs
 from rnn.eager import NumpyStep
 from runtime.errors import ExportError
-from runtime.fused import ROLLOUT_FORMS, SAMPLING_FORMS, SEQUENCE_FORMS, STEP
+from runtime.fused import ROLLOUT_FORMS, ROLLOUT_GREEDY, SAMPLING_FORMS, SEQUENCE_FORMS, STEP
 from runtime.manifest import TEST_DATA_DIR, TensorSpec
 
 from .probe import INPUT_RANGE
@@ -62,7 +62,7 @@ def general_case(
     token0 = random_tensor(token, TEST_BATCH, rng)
     state = [random_tensor(spec, TEST_BATCH, rng) for spec in states]
     step_fn = module_step(model, [t.name for t in inputs], token.name, [t.name for t in outputs], feedback.output)
-    if form == "rollout_greedy":
+    if form == ROLLOUT_GREEDY:
         tokens, final, _ = eager_sample(step_fn, token0, others, tuple(state), greedy=True, steps=TEST_STEPS)
         extra = [np.array([TEST_STEPS], dtype=np.int64)]
     else:

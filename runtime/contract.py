@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import ArtifactError, InputValueError
-from .fused import ROLLOUT_FORMS, SAMPLING_FORMS, SEQUENCE_FORMS, STEP
+from .fused import ROLLOUT_FORMS, ROLLOUT_GREEDY, SAMPLING_FORMS, SEQUENCE_FORMS, STEP
 from .manifest import BATCH_AXIS, IDENTITY, Feedback, TensorSpec
 
 FLOAT32 = "tensor(float)"
@@ -47,7 +47,7 @@ def _sampling_specs(
         raise InputValueError(f"form {form!r} is not one a model of this signature runs")
     held = [_spec(t) for t in inputs if t.name != feedback.input]
     first = [(TOKEN0, INT64, (BATCH,)), *held, *state_in]
-    if form == "rollout_greedy":
+    if form == ROLLOUT_GREEDY:
         specs = [*first, (SAMPLING_STEPS, INT64, (1,))]
     else:
         specs = [*first, (UNIFORMS, FLOAT32, (STEPS, BATCH)), (TEMPERATURE, FLOAT32, (1,))]

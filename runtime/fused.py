@@ -24,9 +24,12 @@ thresholds come from `rnn bench` on the 2-core CI machine (NOTES.md).
 from __future__ import annotations
 
 STEP = "step"
-SEQUENCE_FORMS = ("sequence_rnn", "sequence_loop")
-ROLLOUT_FORMS = ("rollout_rnn", "rollout_loop")
-SAMPLING_FORMS = ("rollout_greedy", "rollout_sample")
+SEQUENCE_RNN, SEQUENCE_LOOP = "sequence_rnn", "sequence_loop"  # teacher-forced
+ROLLOUT_RNN, ROLLOUT_LOOP = "rollout_rnn", "rollout_loop"  # closed loop, fed back as it is
+ROLLOUT_GREEDY, ROLLOUT_SAMPLE = "rollout_greedy", "rollout_sample"  # closed loop, sampled
+SEQUENCE_FORMS = (SEQUENCE_RNN, SEQUENCE_LOOP)
+ROLLOUT_FORMS = (ROLLOUT_RNN, ROLLOUT_LOOP)
+SAMPLING_FORMS = (ROLLOUT_GREEDY, ROLLOUT_SAMPLE)
 FORMS = (STEP, *SEQUENCE_FORMS, *ROLLOUT_FORMS, *SAMPLING_FORMS)
 
 # The native RNN kernel applies tanh element by element through a function pointer: unbeatable
@@ -80,6 +83,6 @@ def choose_form(
     limit = GATED_MAX_WORK.get((cell, kind))
     if limit is not None and batch_size * hidden_size > limit:
         return STEP
-    small, large = ("sequence_rnn", "sequence_loop") if kind == "predict" else ("rollout_rnn", "rollout_loop")
+    small, large = SEQUENCE_FORMS if kind == "predict" else ROLLOUT_FORMS
     preferred = (small, large) if batch_size <= RNN_MAX_BATCH else (large, small)
     return next((form for form in preferred if form in available), STEP)

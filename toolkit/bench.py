@@ -64,10 +64,8 @@ ONE_CALL = (
 IMPLEMENTATIONS = (
     "torchscript",
     "onnx step loop",
-    "rollout_rnn",
-    "rollout_loop",
-    "sequence_rnn",
-    "sequence_loop",
+    *ROLLOUT_FORMS,
+    *SEQUENCE_FORMS,
     "auto",
     "numpy loop",
 )

@@ -14,6 +14,7 @@ from export import export_folder, verify_folder
 from export.verify import VerifyReport
 from rnn.config import TrainConfig
 from rnn.train import Progress, TrainResult, train_folder
+from runtime.fused import ROLLOUT_LOOP, ROLLOUT_RNN, SEQUENCE_LOOP, SEQUENCE_RNN
 from runtime.manifest import MANIFEST_NAME, TEST_DATA_DIR, VERIFY_NAME, read_manifest
 
 from .plots import LOSS_NAME, PARITY_NAME, PREDICTION_NAME, plot_folder
@@ -66,10 +67,10 @@ def describe_files(folder: Path, steps: int) -> dict[str, str]:
         "config": "sizes, trainer, seed, loss history, metrics",
         "step_torchscript": "TorchScript step module (torch.jit.load, libtorch)",
         "step_onnx": "ONNX step model (onnxruntime)",
-        "sequence_rnn": "fused teacher-forced loop, native RNN kernel (small batches)",
-        "sequence_loop": "fused teacher-forced loop, ONNX Loop (large batches)",
-        "rollout_rnn": "fused closed loop, native RNN kernel (small batches)",
-        "rollout_loop": "fused closed loop, ONNX Loop (large batches)",
+        SEQUENCE_RNN: "fused teacher-forced loop, native RNN kernel (small batches)",
+        SEQUENCE_LOOP: "fused teacher-forced loop, ONNX Loop (large batches)",
+        ROLLOUT_RNN: "fused closed loop, native RNN kernel (small batches)",
+        ROLLOUT_LOOP: "fused closed loop, ONNX Loop (large batches)",
     }
     files = {str(folder / entry.name): roles.get(entry.role, entry.role) for entry in read_manifest(folder).files}
     files.update(
