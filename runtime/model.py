@@ -109,6 +109,7 @@ class Model:
         # per fused form once its session exists: (session, file name, input names, output names),
         # so that a call builds none of them (~3 us of a ~8 us overhead per fused call, NOTES.md)
         self._fused: dict[str, tuple[ort.InferenceSession, str, list[str], list[str]]] = {}
+        self._expected: dict[tuple[int, int], list] = {}  # (batch, steps) -> what a fused run returns
         self.sampled_runs = SampledRuns(self) if signature.sampled else None
         self._step_session = self.session(STEP)  # fail at load, not at the first call
 
@@ -381,8 +382,10 @@ class Model:
         """One run of a fused form, split across the worker threads for a large batch on the CPU:
         ``firsts`` are the sequences (predict, ``steps`` None) or the first step's inputs (generate)."""
         batch_size = firsts[0].shape[1 if steps is None else 0]
+        if batch_size < PARALLEL_MIN_BATCH:  # parts below would be < 2: skip working it out
+            return self._run_fused_part(form, firsts, state, steps)
         parts = min(self.workers, batch_size // (PARALLEL_MIN_BATCH // 2))
-        if batch_size < PARALLEL_MIN_BATCH or parts < 2 or self.device != "cpu":
+        if parts < 2 or self.device != "cpu":
             return self._run_fused_part(form, firsts, state, steps)
         axis = 1 if steps is None else 0
         axes = self.signature.state_axes
@@ -396,17 +399,26 @@ class Model:
         return ys, tuple(np.concatenate(p, axis=a) for p, a in zip(zip(*(r[1] for r in results)), axes))
 
     def _run_fused_part(self, form: str, firsts: Arrays, state: State, steps: int | None) -> tuple[list, State]:
-        session, name, inputs, outputs = self.fused(form)
+        fused = self._fused.get(form) or self.fused(form)
+        session, name, inputs, outputs = fused
         if steps is None:
             values = [*firsts, *state]
             batch_size, count = firsts[0].shape[1], firsts[0].shape[0]
         else:  # the fed-back input first, then the held inputs, the states and the steps
-            fed = self.signature.feedback_input or 0
-            values = [firsts[fed], *(a for i, a in enumerate(firsts) if i != fed), *state]
+            if len(firsts) == 1:
+                values = [firsts[0], *state]
+            else:
+                fed = self.signature.feedback_input
+                values = [firsts[fed], *(a for i, a in enumerate(firsts) if i != fed), *state]
             values.append(np.array([steps], dtype=np.int64))
             batch_size, count = firsts[0].shape[0], steps
         returned = self.session_runner.run(session, name, outputs, dict(zip(inputs, values)))
-        check_returned(form, name, returned, self.signature.returned(batch_size, count))
+        expected = self._expected.get((batch_size, count))
+        if expected is None:
+            if len(self._expected) >= INITIAL_CACHE:
+                self._expected.clear()
+            expected = self._expected[(batch_size, count)] = self.signature.returned(batch_size, count)
+        check_returned(form, name, returned, expected)
         split = len(self.outputs)
         return returned[:split], tuple(returned[split:])
 
