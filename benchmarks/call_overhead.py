@@ -46,13 +46,13 @@ def _lstm_folder(root: Path) -> Path:
     return folder
 
 
-def _best(calls: dict, rounds: int) -> dict[str, float]:
-    """us per call of each callable, best of ``rounds`` interleaved rounds."""
+def best_us(calls: dict, rounds: int, budget: float = CALL_BUDGET, min_repeats: int = 20) -> dict[str, float]:
+    """us per call of each callable, best of ``rounds`` interleaved rounds of about ``budget`` seconds."""
     for call in calls.values():
         call()
     start = time.perf_counter()
     next(iter(calls.values()))()
-    repeats = max(20, int(CALL_BUDGET / max(time.perf_counter() - start, 1e-7)))
+    repeats = max(min_repeats, int(budget / max(time.perf_counter() - start, 1e-7)))
     best = dict.fromkeys(calls, float("inf"))
     for _ in range(rounds):
         for name, call in calls.items():
@@ -101,7 +101,7 @@ def bench(folders: list[Path], rounds: int) -> list[tuple]:
 
                     # the same bits either way
                     assert all(np.array_equal(a, b) for a, b in zip(raw(), (call()[0], *call()[1])))
-                    best = _best({"raw": raw, "runtime": call}, rounds)
+                    best = best_us({"raw": raw, "runtime": call}, rounds)
                     rows.append((folder.name, kind, batch, steps, form, best["raw"], best["runtime"]))
     return rows
 

@@ -22,7 +22,6 @@ import argparse
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import runtime  # noqa: E402
+from benchmarks.call_overhead import best_us  # noqa: E402
 from examples.forecaster.forecaster import HIDDEN, Forecaster  # noqa: E402
 from export import export_module  # noqa: E402
 from rnn.checkpoint import load_checkpoint  # noqa: E402
@@ -44,23 +44,6 @@ from tests.user_modules import (  # noqa: E402
 )
 
 CALL_BUDGET = 0.1  # seconds of calls per round and implementation
-
-
-def best_us(calls: dict, rounds: int) -> dict[str, float]:
-    """us per call of each callable, best of ``rounds`` interleaved rounds."""
-    for call in calls.values():
-        call()
-    start = time.perf_counter()
-    next(iter(calls.values()))()
-    repeats = max(50, int(CALL_BUDGET / max(time.perf_counter() - start, 1e-7)))
-    best = dict.fromkeys(calls, float("inf"))
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            for _ in range(repeats):
-                call()
-            best[name] = min(best[name], (time.perf_counter() - start) / repeats * 1e6)
-    return best
 
 
 def cases(root: Path) -> list[tuple[str, Path, torch.nn.Module, dict, dict]]:
@@ -114,6 +97,8 @@ def measure(name: str, folder: Path, module: torch.nn.Module, x: dict, one: dict
             "eager": eager,
         },
         rounds,
+        budget=CALL_BUDGET,
+        min_repeats=50,
     )
     return [
         f"| {name} | {times['raw']:.1f} | {times['step']:.1f} | {times['step'] / times['raw']:.2f}x | "

@@ -309,6 +309,15 @@ class Model:
         ys, new_state = self.run_checked((x,) if len(self.inputs) == 1 else tuple(x), state, False)
         return (ys[0] if self._one_output else dict(zip(self.output_names, ys))), new_state
 
+    def _shared_runner(self, batch_size: int) -> BoundStep:
+        """The model's own BoundStep for ``batch_size`` (made on first use); the caller holds ``_bound_lock``."""
+        runner = self._bound.get(batch_size)
+        if runner is None:
+            if len(self._bound) >= BOUND_CACHE:
+                del self._bound[next(iter(self._bound))]
+            runner = self._bound[batch_size] = BoundStep(self, batch_size)
+        return runner
+
     def run_checked(self, inputs: Arrays, state: State, sequence: bool = False) -> tuple[list[np.ndarray], State]:
         """One run of the step model on checked inputs (a tuple in manifest order, batch first) and
         state: (the outputs in manifest order, the new state); with ``sequence`` each output comes as
@@ -316,12 +325,7 @@ class Model:
         batch_size = inputs[0].shape[0]
         if batch_size <= BOUND_MAX_BATCH and self._host and self._bound_lock.acquire(blocking=False):
             try:
-                runner = self._bound.get(batch_size)
-                if runner is None:
-                    if len(self._bound) >= BOUND_CACHE:
-                        del self._bound[next(iter(self._bound))]
-                    runner = self._bound[batch_size] = BoundStep(self, batch_size)
-                return runner.step(inputs, state, sequence)
+                return self._shared_runner(batch_size).step(inputs, state, sequence)
             finally:
                 self._bound_lock.release()
         feed = dict(zip(self.input_names, inputs))
@@ -342,13 +346,7 @@ class Model:
         batch_size = ys[0].shape[1]
         shared = batch_size <= BOUND_MAX_BATCH and self._bound_lock.acquire(blocking=False)
         try:
-            runner = self._bound.get(batch_size) if shared else None
-            if runner is None:
-                runner = BoundStep(self, batch_size)
-                if shared:
-                    if len(self._bound) >= BOUND_CACHE:
-                        del self._bound[next(iter(self._bound))]
-                    self._bound[batch_size] = runner
+            runner = self._shared_runner(batch_size) if shared else BoundStep(self, batch_size)
             runner.load_state(state)
             if runner.simple and xs is not None:  # one input, one output: the classic hot path
                 for t, y in enumerate(ys[0]):

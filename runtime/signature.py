@@ -46,7 +46,7 @@ def classic_shaped(manifest: Manifest) -> bool:
     return feedback is None or feedback.via == IDENTITY
 
 
-def _one_value(spec: TensorSpec) -> bool:
+def one_value(spec: TensorSpec) -> bool:
     """A float input or output of one value a stream, batch first: (batch, 1)."""
     return spec.shape == (BATCH_AXIS, 1) and not spec.is_tokens
 
@@ -69,8 +69,8 @@ class Signature:
         self.allow_nonfinite = allow_nonfinite
         self.max_memory_bytes = max_memory_bytes
         self.input_dtypes = tuple(INT64 if t.is_tokens else FLOAT32 for t in self.inputs)
-        self.one_value_input = len(self.inputs) == 1 and _one_value(self.inputs[0])  # scalars, (steps,) series
-        self.one_value_output = len(self.outputs) == 1 and _one_value(self.outputs[0])
+        self.one_value_input = len(self.inputs) == 1 and one_value(self.inputs[0])  # scalars, (steps,) series
+        self.one_value_output = len(self.outputs) == 1 and one_value(self.outputs[0])
         first = self.inputs[0]  # the fast path of the checks: one float32 input, batch first
         ready = len(self.inputs) == 1 and self._batch_first(first)  # (rank, last size, sizes if rank > 2)
         self._ready = (
@@ -203,7 +203,7 @@ class Signature:
             expected = dims(wanted)
             dtype = "int64" if spec.is_tokens else "float32"
             array = self._convert(spec, value, expected)
-            if len(lead) == 1 and array.ndim in (0, 1) and _one_value(spec):
+            if len(lead) == 1 and array.ndim in (0, 1) and one_value(spec):
                 array = array.reshape(-1, 1)  # a scalar or (batch,) for one value a stream
             shape = array.shape
             if len(shape) != len(wanted) or shape[len(lead) :] != spec.sizes:

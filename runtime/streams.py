@@ -22,8 +22,8 @@ import numpy as np
 from .bound import BoundStep
 from .errors import DtypeError, InputValueError, ShapeError
 from .inputs import MAX_INT64, check_count, check_memory, check_scalar
-from .manifest import BATCH_AXIS
 from .model import Model
+from .signature import one_value
 
 _MAGIC = b"RNNSTATE"
 _VERSION = 1
@@ -109,7 +109,7 @@ def one_stream_input(model: Model, x: Any) -> tuple:
         value = given[spec.name]
         if spec.is_tokens and type(value) is int and 0 <= value < spec.vocabulary:
             quick.append(value)
-        elif type(value) is float and spec.shape == (BATCH_AXIS, 1) and not spec.is_tokens:
+        elif type(value) is float and one_value(spec):
             quick.append(check_scalar(value, spec.name, allow_nonfinite=model.allow_nonfinite))
         else:
             break
