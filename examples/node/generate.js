@@ -25,8 +25,9 @@
 //                         with one uniform u in [0, 1) a step: from --uniforms FILE (raw
 //                         little-endian float32, exactly one per step, e.g. numpy's
 //                         rng.random(steps, dtype=np.float32).tofile(FILE)) or else from a
-//                         seeded generator (--seed S, default 0; mulberry32, NOT numpy's: the
-//                         same seed gives other tokens than the Python runtime's Sampler).
+//                         seeded generator (--seed S, a whole number >= 0, default 0): numpy's
+//                         default_rng(S), reproduced in ../web/numpy_random.js, so one seed
+//                         gives the tokens of runtime.Sampler(..., seed=S) at batch 1.
 // The fused sampling forms (rollout_greedy, rollout_sample: one run for the whole loop) are used
 // where the manifest lists them, unless --form step.
 // Errors print one line on stderr and exit 2.
@@ -34,7 +35,11 @@
 
 const fs = require("fs");
 const path = require("path");
+const { pathToFileURL } = require("url");
 const ort = require("onnxruntime-node");
+
+// The draw and numpy's seeded generator, shared with the browser page (an ES module).
+const SHARED = pathToFileURL(path.join(__dirname, "..", "web", "sampling.js")).href;
 
 const USAGE =
   "usage: node generate.js FOLDER [--steps N] [--x0 VALUE] [--form FORM] [--input NAME=v1,v2,...]... " +
@@ -81,7 +86,7 @@ function parse(argv) {
     else if (arg === "--top-k") options.topK = Number(value());
     else if (arg === "--top-p") options.topP = Number(value());
     else if (arg === "--uniforms") options.uniforms = value();
-    else if (arg === "--seed") options.seed = Number(value());
+    else if (arg === "--seed") options.seed = value().trim();
     else if (arg === "-h" || arg === "--help") {
       process.stdout.write(USAGE + "\n");
       process.exit(0);
@@ -98,9 +103,7 @@ function parse(argv) {
   if (options.temperature !== null && !(Number.isFinite(options.temperature) && options.temperature > 0)) {
     fail("--temperature must be a number > 0");
   }
-  if (options.seed !== null && !(Number.isInteger(options.seed) && options.seed >= 0 && options.seed < 2 ** 32)) {
-    fail("--seed must be a whole number from 0 to 2**32 - 1");
-  }
+  if (options.seed !== null && !/^[0-9]+$/.test(options.seed)) fail("--seed must be a whole number >= 0");
   return options;
 }
 
@@ -239,19 +242,6 @@ function inputTensor(spec, text) {
   return new ort.Tensor("float32", values, batchOne(spec));
 }
 
-// mulberry32: a small seeded 32-bit generator, NOT numpy's; 24 random bits give a float32 in [0, 1).
-function seededUniforms(seed, steps) {
-  let a = seed >>> 0;
-  const out = new Float32Array(steps);
-  for (let t = 0; t < steps; t++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let r = Math.imul(a ^ (a >>> 15), 1 | a);
-    r = (r + Math.imul(r ^ (r >>> 7), 61 | r)) ^ r;
-    out[t] = ((r ^ (r >>> 14)) >>> 8) / 16777216;
-  }
-  return out;
-}
-
 function readUniforms(file, steps) {
   let bytes;
   try {
@@ -270,59 +260,7 @@ function readUniforms(file, steps) {
   return out;
 }
 
-// The first maximum's index.
-function argmax(logits) {
-  let best = 0;
-  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
-  return best;
-}
-
-// The inverse-CDF draw of runtime.sampling, in float32: z = logits / T; top-k: every z below the
-// k-th largest becomes -inf (ties kept); p = softmax(z); top-p: s = p sorted descending,
-// m = min(count(cumsum(s) < P), V - 1), every p below s[m] becomes 0 (ties kept);
-// cdf = cumsum(p) in id order, token = min(count(cdf <= u * cdf[V - 1]), V - 1).
-function drawSampled(logits, temperature, u, topK, topP) {
-  const f = Math.fround;
-  const V = logits.length;
-  const t = f(temperature);
-  const z = new Float32Array(V);
-  for (let i = 0; i < V; i++) z[i] = f(logits[i] / t);
-  if (topK !== null && topK < V) {
-    const threshold = Float32Array.from(z).sort().reverse()[topK - 1];
-    for (let i = 0; i < V; i++) if (z[i] < threshold) z[i] = -Infinity;
-  }
-  let max = -Infinity;
-  for (let i = 0; i < V; i++) if (z[i] > max) max = z[i];
-  let sum = 0;
-  for (let i = 0; i < V; i++) {
-    z[i] = f(Math.exp(f(z[i] - max)));
-    sum = f(sum + z[i]);
-  }
-  const p = z.map((e) => f(e / sum));
-  if (topP !== null && topP < 1) {
-    const ordered = Float32Array.from(p).sort().reverse();
-    let mass = 0;
-    let m = 0;
-    for (let i = 0; i < V; i++) {
-      mass = f(mass + ordered[i]);
-      if (mass < f(topP)) m++;
-    }
-    const threshold = ordered[Math.min(m, V - 1)];
-    for (let i = 0; i < V; i++) if (p[i] < threshold) p[i] = 0;
-  }
-  let cdf = 0;
-  const cdfs = new Float32Array(V);
-  for (let i = 0; i < V; i++) {
-    cdf = f(cdf + p[i]);
-    cdfs[i] = cdf;
-  }
-  const threshold = f(u * cdfs[V - 1]);
-  let count = 0;
-  for (let i = 0; i < V; i++) if (cdfs[i] <= threshold) count++;
-  return Math.min(count, V - 1);
-}
-
-async function generateGeneral(options, manifest) {
+async function generateGeneral(options, manifest, shared) {
   const feedback = closedLoop(manifest);
   const { source, target } = checkSupported(manifest, feedback);
   const sampled = feedback.via === "sample";
@@ -351,12 +289,24 @@ async function generateGeneral(options, manifest) {
   if (options.uniforms !== null && options.seed !== null) fail("give --uniforms or --seed, not both");
   const allowed = ["step", ...(sampled ? SAMPLING_FORMS : [])];
   if (options.form && !allowed.includes(options.form)) fail(`--form must be ${allowed.join(" or ")} for this folder`);
-  const temperature = options.temperature === null ? 1 : options.temperature;
+  let sampler = null;
+  if (sampled) {
+    try {
+      sampler = new shared.Sampler(strategy, {
+        temperature: options.temperature === null ? 1 : options.temperature,
+        topK: options.topK,
+        topP: options.topP,
+        seed: options.seed === null ? 0 : options.seed,
+      });
+    } catch (error) {
+      fail(error.message);
+    }
+  }
   const uniforms =
-    sampled && strategy !== "greedy"
+    sampled && !sampler.greedy
       ? options.uniforms !== null
         ? readUniforms(options.uniforms, options.steps)
-        : seededUniforms(options.seed === null ? 0 : options.seed, options.steps)
+        : sampler.uniforms(options.steps)
       : null;
 
   const inputs = new Map(manifest.inputs.map((spec) => [spec.name, inputTensor(spec, options.inputs.get(spec.name))]));
@@ -378,10 +328,7 @@ async function generateGeneral(options, manifest) {
       manifest.state.forEach((s, i) => (states[i] = out[s.output]));
       const result = out[source.name];
       if (sampled) {
-        const token =
-          strategy === "greedy"
-            ? argmax(result.data)
-            : drawSampled(result.data, temperature, uniforms[t], options.topK, options.topP);
+        const token = sampler.draw(result.data, uniforms ? uniforms[t] : 0);
         values.push(token);
         inputs.set(target.name, new ort.Tensor("int64", BigInt64Array.from([BigInt(token)]), [1]));
       } else {
@@ -398,10 +345,10 @@ async function generateGeneral(options, manifest) {
       feeds.steps = new ort.Tensor("int64", BigInt64Array.from([BigInt(options.steps)]), [1]);
     } else {
       feeds.uniforms = new ort.Tensor("float32", uniforms, [options.steps, 1]);
-      feeds.temperature = new ort.Tensor("float32", Float32Array.from([temperature]), [1]);
-      const topK = options.topK === null ? target.vocabulary : Math.min(options.topK, target.vocabulary);
-      feeds.top_k = new ort.Tensor("int64", BigInt64Array.from([BigInt(topK)]), [1]);
-      feeds.top_p = new ort.Tensor("float32", Float32Array.from([options.topP === null ? 1 : options.topP]), [1]);
+      const settings = sampler.settings(target.vocabulary);
+      feeds.temperature = new ort.Tensor("float32", Float32Array.from([settings.temperature]), [1]);
+      feeds.top_k = new ort.Tensor("int64", BigInt64Array.from([BigInt(settings.topK)]), [1]);
+      feeds.top_p = new ort.Tensor("float32", Float32Array.from([settings.topP]), [1]);
     }
     const out = await session.run(feeds);
     for (const token of out.tokens.data) values.push(Number(token));
@@ -414,7 +361,7 @@ async function generateGeneral(options, manifest) {
 async function main(options) {
   const manifest = readManifest(options.folder);
   if (manifest.format_version === 1) await generateClassic(options, manifest);
-  else await generateGeneral(options, manifest);
+  else await generateGeneral(options, manifest, await import(SHARED));
 }
 
 main(parse(process.argv.slice(2))).catch((error) => fail(error.message));

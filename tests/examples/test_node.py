@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
 
+import runtime
 from export.verify import ROLLOUT_ATOL
 
-from ..conftest import COMMITTED
+from ..conftest import COMMITTED, REPO
 from .conftest import (
     CHAR_INPUTS,
     EMBED_ATOL,
     GENERAL_STEPS,
     STEPS,
+    TEMPERATURE,
     check_general_errors,
     check_general_example,
     input_arguments,
@@ -110,6 +113,72 @@ def test_node_example_runs_the_fused_sampling_forms_in_one_run(node_example, fus
     assert result.returncode == 2 and "does not run --sample greedy" in result.stderr
 
 
+NUMPY_RANDOM = REPO / "examples" / "web" / "numpy_random.js"
+# seeds of one word, two words (2**32 + 5) and more than the pool's four (a 150-bit seed)
+SEEDS = (0, 1, 42, 2**32 + 5, 2**150 + 987654321)
+DRAWS = (1, 2, 997, 2000)  # calls of odd and even sizes: the buffered high half crosses calls
+
+
+def js_draws(seed: int) -> np.ndarray:
+    """What numpy_random.js's defaultRng(seed) draws over the calls DRAWS, read bit for bit."""
+    script = (
+        f"import {{ defaultRng }} from {json.dumps(NUMPY_RANDOM.as_uri())};"
+        f"const rng = defaultRng({json.dumps(str(seed))});"
+        f"for (const n of {json.dumps(DRAWS)}) process.stdout.write(Buffer.from(rng.random(n).buffer).toString('hex'));"
+    )
+    result = subprocess.run(["node", "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return np.frombuffer(bytes.fromhex(result.stdout), "<f4")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_numpy_random_js_draws_numpys_default_rng_float32_bit_for_bit(seed):
+    if shutil.which("node") is None:
+        pytest.skip("node not installed")
+    got = js_draws(seed)
+    expected = np.random.default_rng(seed).random(sum(DRAWS), dtype=np.float32)
+    assert got.shape == expected.shape == (3000,)
+    np.testing.assert_array_equal(got.view("<u4"), expected.view("<u4"))
+    assert 0.0 <= got.min() and got.max() < 1.0 and got.std() > 0.25  # not a constant or a short cycle
+
+
+def test_numpy_random_js_refuses_a_seed_numpy_refuses():
+    if shutil.which("node") is None:
+        pytest.skip("node not installed")
+    for seed in ("-1", "1.5", "x"):
+        script = f"import {{ defaultRng }} from {json.dumps(NUMPY_RANDOM.as_uri())}; defaultRng({json.dumps(seed)});"
+        result = subprocess.run(
+            ["node", "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode != 0 and "the seed must be a whole number >= 0" in result.stderr, seed
+
+
+@pytest.mark.parametrize(
+    "strategy, settings",
+    [("greedy", {}), ("temperature", {}), ("top_k", {"top_k": 3}), ("top_p", {"top_p": 0.6})],
+)
+def test_node_example_seeded_tokens_are_the_python_runtimes(node_example, fused_char, strategy, settings):
+    """--seed S draws numpy's default_rng(S): the tokens of runtime.Sampler(..., seed=S) at batch 1,
+    in the step loop and in the fused form, for seeds of one and of two words."""
+    model = runtime.load(fused_char)
+    x0 = {"token": np.array([CHAR_INPUTS["token"]]), "category": np.array([CHAR_INPUTS["category"]], np.float32)}
+    flags = ["--sample", strategy, *input_arguments(CHAR_INPUTS), "--steps", str(GENERAL_STEPS)]
+    if strategy != "greedy":
+        settings = {"temperature": TEMPERATURE, **settings}
+        flags += ["--temperature", str(TEMPERATURE)]
+    for key in ("top_k", "top_p"):
+        flags += [f"--{key.replace('_', '-')}", str(settings[key])] if key in settings else []
+    for seed in (3, 2**32 + 5) if strategy != "greedy" else (None,):
+        sampler = runtime.Sampler(strategy, **settings, seed=seed)
+        expected = np.asarray(model.generate(x0, GENERAL_STEPS, sampler=sampler)[0]).reshape(-1)
+        if strategy != "greedy":
+            assert len(set(expected.tolist())) >= 3  # a draw that varies
+        seeded = flags + ([] if seed is None else ["--seed", str(seed)])
+        for form in ("step", "rollout_greedy" if strategy == "greedy" else "rollout_sample"):
+            tokens = read_column(run_example(["node", str(node_example)], fused_char, *seeded, "--form", form), "token")
+            np.testing.assert_array_equal(tokens, expected, err_msg=f"{strategy}, seed {seed}, form {form}")
+
+
 def test_node_example_seeded_draws_repeat(node_example, general_folders):
     def tokens(seed):
         arguments = ["--steps", "40", "--sample", "temperature", "--seed", str(seed), "--form", "step"]
@@ -117,6 +186,10 @@ def test_node_example_seeded_draws_repeat(node_example, general_folders):
 
     np.testing.assert_array_equal(tokens(1), tokens(1))
     assert not np.array_equal(tokens(1), tokens(2))
+    result = run_example(
+        ["node", str(node_example)], general_folders["char"], "--sample", "temperature", "--seed", "-1"
+    )
+    assert result.returncode == 2 and "--seed must be a whole number >= 0" in result.stderr
 
 
 def test_node_example_format_2_errors_are_one_line(node_example, general_folders, tmp_path):
