@@ -1,7 +1,10 @@
 """The CUDA paths beyond the classic model's (tests/runtime/test_model*.py has those): format 2
 folders (token inputs, nn.GRU's (layers, batch, hidden) state, the fused sampling forms), streams,
 a batched StreamPool step, GRU/LSTM cell folders and TorchScript on a CUDA device, each against
-the same thing on the CPU (benchmarks/device_check.sh runs them on a lent GPU machine).
+the same thing on the CPU (benchmarks/device_check.sh runs them on a lent GPU machine). Issue 21's
+merged runtime on CUDA: the fused sequence_loop/rollout_loop that export/step_loops.py builds for
+any step graph (a two-LSTMCell forecaster, a two-input batch-first module), a format 2 StreamPool,
+BoundStep's device buffers, and seeded sampled generation of a token model loaded on "cuda".
 
 They skip with a reason where onnxruntime has no CUDA provider (the CPU-only onnxruntime that CI
 installs) or torch has no CUDA device. A GPU's float32 arithmetic rounds differently from the
@@ -23,9 +26,12 @@ import runtime.model
 from export import export_module
 from export.torchscript import load_torchscript
 from runtime import Sampler
+from runtime.bound import BoundStep
 
 from ..conftest import COMMITTED
-from ..user_modules import CHAR_GRU_SIGNATURE, make_char_gru
+from ..export.test_step_loops import FORECASTER, Forecaster, random_inputs
+from ..user_modules import CHAR_GRU_SIGNATURE, TWO_INPUTS_SIGNATURE, make_char_gru, make_two_inputs
+from .test_bound import inputs_for, state_for
 
 needs_cuda = pytest.mark.skipif(
     "CUDAExecutionProvider" not in ort.get_available_providers(),
@@ -240,3 +246,180 @@ def test_a_batched_step_of_a_gpu_stream_pool_is_what_each_stream_gets_alone():
         np.testing.assert_allclose(batched, singles, atol=STEP_ATOL, rtol=0)
         exact, total = exact + int(np.sum(batched == singles)), total + batched.size
     print(f"batched CUDA steps equal to single-stream steps bit for bit: {exact} of {total} values")
+
+
+# ---- issue 21's merged runtime on CUDA ----------------------------------------------------------
+
+# The fused loops' modules, exported here with fixed seeds: (module, signature, layout, predict atol,
+# generate atol) against the CPU's step loop. Two LSTMCells of 8 (the forecaster: x fed back, u held)
+# and one LSTMCell of 6 with a held weekday token (batch-first); GPU and CPU round each step's float32
+# matmuls in another order (TF32 off), ~1e-7 a step: teacher-forced that stays ~1e-6 over LOOP_STEPS,
+# closed-loop it feeds back and grows (the classic Elman's 1000-step rollouts reached 2.3e-4).
+LOOP_STEPS = 203  # 20 Loop iterations of UNROLL (10) steps and the remainder Loop's 3
+LOOP_MODELS = {
+    "forecaster": (Forecaster, FORECASTER, "time_first", 1e-4, 2e-4),
+    "two_inputs_batch_first": (make_two_inputs, TWO_INPUTS_SIGNATURE, "batch_first", 1e-4, 2e-4),
+}
+POOL_ATOL = 1e-4  # 30 teacher-forced char GRU steps, batched or alone, GPU or CPU
+
+
+@pytest.fixture(scope="module")
+def loop_models(tmp_path_factory):
+    models = {}
+    for name, (make, signature, layout, _, _) in LOOP_MODELS.items():
+        torch.manual_seed(0)
+        module = make().eval()
+        folder = export_module(module, tmp_path_factory.mktemp("cuda-loops") / name, layout=layout, **signature)
+        models[name] = runtime.load(folder), runtime.load(folder, device="cuda")
+    return models
+
+
+def assert_states_close(got: tuple, want: tuple, atol: float, what: str) -> None:
+    assert len(got) == len(want)
+    for index, (a, b) in enumerate(zip(got, want)):
+        assert a.shape == b.shape, f"{what}: state {index}"
+        np.testing.assert_allclose(a, b, atol=atol, rtol=0, err_msg=f"{what}: state {index}")
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", list(LOOP_MODELS))
+@pytest.mark.parametrize("batch", [1, 3, 64])  # 64: the loops' LSTM Gemm cells (from 16 rows), 1 and 3 the kernels
+def test_fused_step_loops_on_the_gpu_agree_with_the_cpus_step_loop(loop_models, name, batch):
+    cpu, gpu = loop_models[name]
+    predict_atol, generate_atol = LOOP_MODELS[name][3:]
+    assert {"sequence_loop", "rollout_loop"} <= set(gpu.forms)
+    rng = np.random.default_rng(batch)
+    xs = random_inputs(cpu, batch, LOOP_STEPS, rng)
+    state = state_for(cpu, batch, rng)
+    want, want_state = cpu.predict(xs, state, form="step")
+    assert want.shape[:2] == ((batch, LOOP_STEPS) if cpu.layout == "batch_first" else (LOOP_STEPS, batch))
+    for form in ("sequence_loop", "step"):
+        got, got_state = gpu.predict(xs, state, form=form)
+        np.testing.assert_allclose(got, want, atol=predict_atol, rtol=0, err_msg=f"predict {form}")
+        assert_states_close(got_state, want_state, predict_atol, f"predict {form}")
+    first = 1 if cpu.layout == "batch_first" else 0
+    x0 = {key: np.take(value, 0, axis=first) for key, value in xs.items()}
+    want, want_state = cpu.generate(x0, LOOP_STEPS, state, form="step")
+    for form in ("rollout_loop", "step"):
+        got, got_state = gpu.generate(x0, LOOP_STEPS, state, form=form)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=generate_atol, rtol=0, err_msg=f"generate {form}")
+        assert_states_close(got_state, want_state, generate_atol, f"generate {form}")
+    for form in ("sequence_loop", "rollout_loop"):
+        assert gpu.session(form).get_providers()[0] == "CUDAExecutionProvider", form
+    print(f"{name} batch {batch}: generate rollout_loop max |GPU - CPU| {np.abs(got - want).max():.1e}")
+
+
+@needs_cuda
+def test_a_format_2_stream_pool_on_the_gpu_steps_each_row_as_alone_and_as_the_cpu(char):
+    # The char GRU: a token and a category in, a (layers, batch, hidden) state whose batch axis is 1,
+    # gathered and scattered on the device. Five streams step together (padded to a runner of 8),
+    # each also alone in a second GPU pool, and together on the CPU.
+    cpu, gpu = char
+    together, alone, on_cpu = runtime.StreamPool(gpu), runtime.StreamPool(gpu), runtime.StreamPool(cpu)
+    rng = np.random.default_rng(10)
+    starts = [(rng.standard_normal((2, 7)) * 0.3).astype(np.float32) for _ in range(5)]
+    pools = (together, alone, on_cpu)
+    ids = [[pool.open(start) for start in starts] for pool in pools]
+    exact = total = 0
+    for _ in range(30):
+        x = char_inputs(rng, 5)
+        batched = together.step(ids[0], x)
+        singles = np.concatenate(
+            [alone.step([i], {k: v[row : row + 1] for k, v in x.items()}) for row, i in enumerate(ids[1])]
+        )
+        want = on_cpu.step(ids[2], x)
+        assert batched.shape == (5, VOCABULARY)
+        np.testing.assert_allclose(batched, singles, atol=POOL_ATOL, rtol=0)
+        np.testing.assert_allclose(batched, want, atol=POOL_ATOL, rtol=0)
+        exact, total = exact + int(np.sum(batched == singles)), total + batched.size
+    pushed = [pool.push(i[0], {"token": 4, "category": np.eye(3, dtype=np.float32)[1]}) for pool, i in zip(pools, ids)]
+    np.testing.assert_allclose(pushed[0], pushed[2], atol=POOL_ATOL, rtol=0)
+    np.testing.assert_allclose(pushed[1], pushed[2], atol=POOL_ATOL, rtol=0)
+    for row in range(5):
+        want_state = on_cpu.state(ids[2][row])
+        assert want_state[0].shape == (2, 7)
+        for pool, pool_ids in ((together, ids[0]), (alone, ids[1])):
+            assert_states_close(pool.state(pool_ids[row]), want_state, POOL_ATOL, f"stream {row}")
+    print(f"format 2 pool on CUDA: batched logits equal to single-stream ones bit for bit: {exact} of {total}")
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", ["classic", "char", "forecaster", "two_inputs_batch_first"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_bound_step_with_device_buffers_on_the_gpu_is_the_cpus_step(char, loop_models, name, batch):
+    # every signature's buffers: one input, a token and a value, four states, a (layers, batch, hidden) state
+    if name == "classic":
+        cpu, gpu = runtime.load(COMMITTED), runtime.load(COMMITTED, device="cuda")
+    else:
+        cpu, gpu = char if name == "char" else loop_models[name]
+    runner = BoundStep(gpu, batch, device_buffers=True)
+    # white-box: the runner's OrtValue buffers are CUDA memory (the path tests/runtime/test_bound.py
+    # runs on the CPU with device_buffers=True)
+    buffers = [*runner._in_values, *runner._out_values, *runner._states[0], *runner._states[1]]
+    assert {value.device_name().lower() for value in buffers} == {"cuda"}
+    rng = np.random.default_rng(batch)
+    state = state_for(cpu, batch, rng)
+    for _ in range(3):  # the ping-pong of the state buffers
+        inputs = inputs_for(cpu, batch, rng)
+        want_ys, want_state = cpu.run_checked(inputs, state)
+        got_ys, got_state = runner.step(inputs, state)
+        for got, want in zip((*got_ys, *got_state), (*want_ys, *want_state)):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, atol=STEP_ATOL, rtol=0)
+        state = want_state
+    capacity = 6  # a pool's state rows, gathered and scattered at each state's batch axis
+    rows_state = [rng.uniform(-0.5, 0.5, (capacity, *s.sizes)).astype(np.float32) for s in cpu.states]
+    on_cpu = [a.copy() for a in rows_state]
+    rows = np.array([5, 0, 2][:batch])
+    inputs = inputs_for(cpu, batch, rng)
+    got_ys = runner.step_rows(inputs, rows_state, rows)
+    want_ys = BoundStep(cpu, batch).step_rows(inputs, on_cpu, rows)
+    for got, want in zip((*got_ys, *rows_state), (*want_ys, *on_cpu)):
+        np.testing.assert_allclose(got, want, atol=STEP_ATOL, rtol=0)
+
+
+def draw_margins(logits: np.ndarray, tokens: np.ndarray, settings: dict, uniforms: np.ndarray | None) -> np.ndarray:
+    """How far each of ``tokens`` (n,) was from another choice under ``logits`` (n, V): greedy, the
+    gap from the best logit to the runner-up; sampled, the draw's distance to the nearest edge of
+    the token's CDF interval, as a fraction of the total mass."""
+    if uniforms is None:
+        top = -np.partition(-logits, 1, axis=1)
+        return top[:, 0] - top[:, 1]
+    low, high, total = draw_intervals(logits, tokens, settings)
+    x_draw = np.clip(uniforms.reshape(-1), 0, np.nextafter(np.float32(1), np.float32(0))) * total
+    return np.minimum(x_draw - low, high - x_draw) / total
+
+
+@needs_cuda
+@pytest.mark.parametrize("form", [None, "step"])  # None: the fused rollout_greedy/rollout_sample form
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"strategy": "greedy"},
+        {"strategy": "temperature", "temperature": 0.8},
+        {"strategy": "top_k", "top_k": 5},
+        {"strategy": "top_p", "top_p": 0.9},
+    ],
+)
+def test_seeded_tokens_on_the_gpu_are_the_cpus_until_a_near_tie(char, form, settings):
+    # runtime.load(..., device="cuda") of a token model: the same seed gives the CPU's tokens at
+    # every step before a stream's first near tie under the CPU's logits (LOGIT_TIE, DRAW_TIE).
+    cpu, gpu = char
+    assert gpu.device == "cuda" and gpu.providers[0] == "CUDAExecutionProvider"
+    x = char_inputs(np.random.default_rng(11), 32)
+    got, (got_h,) = gpu.generate(x, 200, sampler=Sampler(seed=33, **settings), form=form)
+    want, (want_h,) = cpu.generate(x, 200, sampler=Sampler(seed=33, **settings), form=form)
+    assert got.shape == want.shape == (200, 32) and got.dtype == np.int64
+    greedy = settings["strategy"] == "greedy"
+    uniforms = None if greedy else Sampler(seed=33, **settings).uniforms(200, 32)
+    margins = draw_margins(cpu_logits_for(cpu, x, want).reshape(-1, VOCABULARY), want.reshape(-1), settings, uniforms)
+    near = margins.reshape(want.shape) <= (LOGIT_TIE if greedy else DRAW_TIE)
+    agree_until = np.where(near.any(axis=0), near.argmax(axis=0), len(want))  # each stream's first near tie
+    for stream, steps in enumerate(agree_until):
+        np.testing.assert_array_equal(got[:steps, stream], want[:steps, stream], err_msg=f"stream {stream}")
+    assert agree_until.sum() >= want.size // 2, "near ties in most steps: the comparison would say little"
+    same = np.all(got == want, axis=0)
+    if same.all():
+        np.testing.assert_allclose(got_h, want_h, atol=SEQUENCE_ATOL, rtol=0)
+    print(f"{settings} {form or 'fused'}: {same.mean():.0%} of streams identical, {int(near.sum())} near ties")
