@@ -182,8 +182,11 @@ class ServerProcess:
         return self.process.pid
 
 
-def launch(name: str, arguments: list[str], http_port: int, log: Path, **extra: Any) -> ServerProcess:
-    command = [sys.executable, str(Path(__file__).resolve()), *arguments]
+def launch(
+    name: str, arguments: list[str], http_port: int, log: Path, script: Path | None = None, **extra: Any
+) -> ServerProcess:
+    """Starts ``script`` (this file by default) with ``arguments`` as a server subprocess."""
+    command = [sys.executable, str(script or Path(__file__).resolve()), *arguments]
     with open(log, "wb") as sink:
         process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
     return ServerProcess(name, process, http_port, **extra)
