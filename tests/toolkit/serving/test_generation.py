@@ -1,0 +1,199 @@
+"""The sampled-generation scheduler (`toolkit.serving.generation`) driven directly on an asyncio
+loop, against the runtime: one generation, eight at once with different settings, stop tokens,
+cancellation, and a sequence's state continued from where a generation ended."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+import runtime
+from toolkit.serving.generation import CANCELLED, LENGTH, STOP, GenerationSettings, Generator, settings_from
+from toolkit.serving.protocol import BadRequest
+
+CATEGORY = np.array([[0.4, -1.0, 0.9]], np.float32)  # the held input of one stream
+SETTINGS = [
+    GenerationSettings("greedy", max_tokens=23),
+    GenerationSettings("temperature", temperature=0.8, seed=1, max_tokens=40),
+    GenerationSettings("temperature", temperature=1.3, seed=2, max_tokens=17),
+    GenerationSettings("top_k", top_k=3, temperature=0.9, seed=3, max_tokens=31),
+    GenerationSettings("top_p", top_p=0.7, seed=4, max_tokens=29),
+    GenerationSettings("temperature", seed=5, max_tokens=1),
+    GenerationSettings("top_k", top_k=1, seed=6, max_tokens=12),
+    GenerationSettings("temperature", temperature=0.8, seed=1, max_tokens=35),  # the same seed as the second
+]
+PROMPTS = [[4], [4, 2, 7], [1, 1, 9, 3, 0, 10], [5, 6], [2], [8, 8, 8], [3, 2, 1, 0], [4, 2, 7, 7]]
+WAIT_S = 10.0  # the longest a test waits for the scheduler to free a slot
+
+
+@pytest.fixture(scope="module")
+def char_folder(tmp_path_factory):
+    """The tests' CharGRU (token + category in, logits out, state (2, batch, 7)), sampled feedback."""
+    import torch
+
+    from export import export_module
+    from tests.user_modules import CHAR_GRU_SIGNATURE, make_char_gru
+
+    torch.set_num_threads(1)
+    return export_module(make_char_gru(), tmp_path_factory.mktemp("generation") / "char", **CHAR_GRU_SIGNATURE)
+
+
+@pytest.fixture(scope="module")
+def model(char_folder):
+    return runtime.load(char_folder)
+
+
+def reference(model, prompt, settings: GenerationSettings, state=None):
+    """The runtime's own: the prompt but its last token teacher-forced, then the sampled loop."""
+    prompt = np.asarray(prompt, np.int64)
+    if len(prompt) > 1:
+        steps = len(prompt) - 1
+        sequences = {"token": prompt[:-1].reshape(steps, 1), "category": np.repeat(CATEGORY[None], steps, axis=0)}
+        _, state = model.predict(sequences, state)
+    x0 = {"token": prompt[-1:], "category": CATEGORY}
+    tokens, final = model.generate(x0, settings.max_tokens, state, sampler=settings.sampler())
+    return tokens[:, 0].tolist(), final
+
+
+async def generate(generator, prompt, settings, **options):
+    generation = generator.submit(np.asarray(prompt), {"category": CATEGORY[0]}, settings=settings, **options)
+    await generation.result()
+    return generation
+
+
+def test_one_generation_equals_the_runtime_for_each_strategy(model):
+    generator = Generator(model)
+    try:
+        for settings, prompt in zip(SETTINGS, PROMPTS):
+            generation = asyncio.run(generate(generator, prompt, settings))
+            expected, _ = reference(model, prompt, settings)
+            assert generation.tokens == expected, settings
+            assert generation.finish_reason == LENGTH and len(expected) == settings.max_tokens
+        assert generator.live == 0 and len(generator.pool) == 0
+    finally:
+        generator.close()
+
+
+def test_eight_concurrent_generations_share_ticks_and_equal_each_alone(model):
+    generator = Generator(model, delay=0.005)  # the eight start within the delay: one tick of 8 rows
+
+    async def all_at_once():
+        generations = [
+            generator.submit(np.asarray(p), {"category": CATEGORY[0]}, settings=s) for s, p in zip(SETTINGS, PROMPTS)
+        ]
+        return await asyncio.gather(*(g.result() for g in generations))
+
+    try:
+        results = asyncio.run(all_at_once())
+        for tokens, settings, prompt in zip(results, SETTINGS, PROMPTS):
+            assert tokens == reference(model, prompt, settings)[0], settings
+        assert generator.largest_tick == len(SETTINGS)
+        assert generator.ticks < sum(s.max_tokens for s in SETTINGS) // 4  # batched, not one run per token
+        assert len(set(map(tuple, results))) == len(results)  # the draws differ
+    finally:
+        generator.close()
+
+
+def test_a_stop_token_ends_the_generation_with_it(model):
+    settings = GenerationSettings("temperature", temperature=1.2, seed=11, max_tokens=60)
+    expected, _ = reference(model, [3, 4], settings)
+    stop = expected[5]
+    first = expected.index(stop)
+    generator = Generator(model)
+    try:
+        stopped = GenerationSettings("temperature", temperature=1.2, seed=11, max_tokens=60, stop=(stop, 99))
+        generation = asyncio.run(generate(generator, [3, 4], stopped))
+        assert generation.tokens == expected[: first + 1]
+        assert generation.finish_reason == STOP
+        assert generator.live == 0 and len(generator.pool) == 0
+    finally:
+        generator.close()
+
+
+def test_a_reader_that_leaves_cancels_its_generation_and_frees_its_slot(model):
+    generator = Generator(model)
+    long = GenerationSettings("temperature", seed=0, max_tokens=100_000)
+
+    async def leave_early():
+        generation = generator.submit(np.array([1, 2]), {"category": CATEGORY[0]}, settings=long)
+        other = generator.submit(np.array([3]), {"category": CATEGORY[0]}, settings=SETTINGS[1])
+        seen = 0
+        async for chunk in generation.chunks():
+            seen += len(chunk)
+            if seen >= 5:
+                break  # leaving the iteration cancels it
+        deadline = time.monotonic() + WAIT_S
+        while generator.live > 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await other.result()
+        return generation, other, seen
+
+    try:
+        generation, other, seen = asyncio.run(leave_early())
+        assert generation.finish_reason == CANCELLED and seen < 100_000
+        assert other.tokens == reference(model, [3], SETTINGS[1])[0]  # the other row went on undisturbed
+        assert generator.live == 0 and len(generator.pool) == 0
+    finally:
+        generator.close()
+
+
+def test_continuing_a_state_equals_generating_the_concatenation(model):
+    first = GenerationSettings("temperature", temperature=0.9, seed=21, max_tokens=14)
+    second = GenerationSettings("top_k", top_k=4, seed=22, max_tokens=19)
+    generator = Generator(model)
+    try:
+        one = asyncio.run(generate(generator, [2, 5, 1], first, keep_state=True))
+        assert one.tokens == reference(model, [2, 5, 1], first)[0]
+        assert [s.shape for s in one.state] == [(2, 7)]
+        two = asyncio.run(generate(generator, [9, 0], second, state=one.state, keep_state=True))
+        whole = [2, 5, 1, *one.tokens, 9, 0]
+        assert two.tokens == reference(model, whole, second)[0]
+        assert generator.live == 0 and len(generator.pool) == 0
+    finally:
+        generator.close()
+
+
+def test_parameters_are_checked_with_one_line_each(model):
+    given = {"strategy": "top_p", "top_p": 0.5, "seed": 3, "max_tokens": 7, "stop": "1, 4"}
+    checked = settings_from(given, 11, 50, False)
+    assert checked == GenerationSettings("top_p", top_p=0.5, seed=3, max_tokens=7, stop=(1, 4))
+    assert settings_from({}, 11, 50, False) == GenerationSettings()
+    refused = [
+        ({"strategy": "beam"}, BadRequest, "strategy"),
+        ({"max_tokens": 51}, BadRequest, "max_tokens"),
+        ({"max_tokens": 1.5}, BadRequest, "max_tokens"),
+        ({"stop": "1,x"}, BadRequest, "stop"),
+        ({"stop": 11}, BadRequest, "stop"),
+        ({"seed": -1}, BadRequest, "seed"),
+        ({"temperature": "hot"}, BadRequest, "temperature"),
+        ({"stop_text": "."}, BadRequest, "vocabulary"),
+        ({"strategy": "top_k"}, runtime.InputValueError, "top_k"),
+        ({"strategy": "temperature", "top_p": 0.5}, runtime.InputValueError, "top_p"),
+        ({"temperature": 0.0}, runtime.InputValueError, "temperature"),
+    ]
+    for parameters, error, words in refused:
+        with pytest.raises(error, match=words):
+            settings_from(parameters, 11, 50, False)
+    generator = Generator(model)
+    try:
+        for prompt, held, words in (
+            ([11], {"category": CATEGORY[0]}, "out of range"),
+            ([], {"category": CATEGORY[0]}, "at least one token"),
+            ([[1, 2]], {"category": CATEGORY[0]}, "at least one token"),
+            ([1], {}, "category"),
+            ([1], {"category": CATEGORY[0], "day": [1]}, "day"),
+        ):
+            with pytest.raises(BadRequest, match=words):
+                generator.submit(np.asarray(prompt, np.int64), held)
+        with pytest.raises(runtime.ShapeError):
+            asyncio.run(_submit(generator, {"category": [1.0, 2.0]}))
+        assert generator.live == 0
+    finally:
+        generator.close()
+
+
+async def _submit(generator, held):
+    return generator.submit(np.array([1]), held)

@@ -1,0 +1,496 @@
+"""Sampled generation served: the front-independent scheduler behind ``NAME-generate`` of a model
+whose next token is sampled from its logits (manifest ``feedback.via`` "sample").
+
+A `Generator` serves one model. Each request becomes a `Generation` (its prompt, held inputs,
+start state, `GenerationSettings` and its own `runtime.Sampler`); one scheduler thread steps every
+active generation together: one batched `runtime.StreamPool.step` of the step model per tick (its
+rows are each generation's own, bit for bit what it would get alone on the CPU), then one draw per
+row with the generation's own settings and uniform (rows of equal settings drawn by one call of
+the pinned draw, `runtime.sampling.draw_tokens`). A request that arrives while others run joins
+the next tick, so its first token comes after one step, never after a long fused chunk; requests
+that arrive within ``delay`` of an idle scheduler start together.
+
+What a generation runs equals `runtime.Model` on its own: the prompt's tokens but the last are
+fed teacher-forced (`Model.predict`, as the worked example warms its state up), then the last
+prompt token is the first input of the sampled loop, whose tokens are
+``model.generate({token: prompt[-1:], ...}, max_tokens, state, sampler=Sampler(..., seed))`` (the
+sampler's uniforms are drawn in chunks from its generator: the same numbers as drawn at once). It
+ends after ``max_tokens`` tokens, after a stop token or once its text holds a stop text (the stop
+token or text included), or when cancelled (a client that went away): its stream is closed and
+its slot freed at the next tick. With ``keep_state`` its last token is fed too (one more row of
+a tick, its logits unused) and ``state`` holds the state after the prompt and every generated
+token: a next request continuing from it equals one generation of the concatenation.
+
+Tokens reach the caller on its asyncio loop (`Generation.chunks`: the tokens of each wake-up
+together, so a slow reader gets them in groups).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import runtime
+from runtime.sampling import STRATEGIES, draw_tokens
+from runtime.streams import StreamPool, state_rows
+
+from .protocol import BadRequest, Unavailable
+
+DEFAULT_MAX_TOKENS = 100  # a request's max_tokens when it names none
+UNIFORM_CHUNK = 256  # uniforms a generation draws from its sampler at a time
+POOL_CAPACITY = 64  # the generation pool's first capacity (it grows by doubling)
+LENGTH, STOP, CANCELLED = "length", "stop", "cancelled"  # why a generation ended
+SETTING_NAMES = ("strategy", "temperature", "top_k", "top_p", "seed", "max_tokens", "stop", "stop_text")
+
+
+# ---- settings ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """What one generation asks for: the sampler's settings (`runtime.Sampler`'s), how many tokens
+    at most, and the stop tokens and texts that end it early."""
+
+    strategy: str = "temperature"
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    stop: tuple[int, ...] = ()
+    stop_text: tuple[str, ...] = ()
+
+    def sampler(self) -> runtime.Sampler:
+        """A new sampler of these settings (InputValueError for settings it refuses)."""
+        return runtime.Sampler(
+            self.strategy, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, seed=self.seed
+        )
+
+    @property
+    def draw_key(self) -> tuple:
+        """Rows with equal keys are drawn by one call of the pinned draw."""
+        return (self.strategy, self.temperature, self.top_k, self.top_p)
+
+
+def _int(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise BadRequest(f"parameter '{name}' must be an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise BadRequest(f"parameter '{name}' must be from {low} to {high}, got {value}")
+    return int(value)
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise BadRequest(f"parameter '{name}' must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _stop_ids(value: Any, vocabulary: int) -> tuple[int, ...]:
+    """``stop``: a token id, a list of ids, or a string of ids separated by commas (gRPC parameters
+    are scalars)."""
+    if isinstance(value, str):
+        try:
+            value = [int(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise BadRequest(f"parameter 'stop' must be token ids separated by commas, got {value!r:.60}") from None
+    items = value if isinstance(value, list) else [value]
+    return tuple(_int("stop", item, 0, vocabulary - 1) for item in items)
+
+
+def _stop_texts(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, str) and item for item in items):
+        raise BadRequest("parameter 'stop_text' must be a non-empty string or a list of them")
+    return tuple(items)
+
+
+def settings_from(parameters: dict[str, Any], vocabulary: int, max_tokens: int, has_text: bool) -> GenerationSettings:
+    """A request's generation parameters checked (BadRequest naming the first wrong one; the
+    sampler's own checks as the runtime words them): ``strategy`` (greedy, temperature, top_k,
+    top_p; default temperature), ``temperature``, ``top_k``, ``top_p``, ``seed``, ``max_tokens``
+    (1 to ``max_tokens``), ``stop`` (token ids), ``stop_text`` (needs a vocabulary)."""
+    given: dict[str, Any] = {}
+    strategy = parameters.get("strategy", "temperature")
+    if strategy not in STRATEGIES:
+        raise BadRequest(f"parameter 'strategy' must be one of {', '.join(STRATEGIES)}, got {strategy!r:.40}")
+    given["strategy"] = strategy
+    if parameters.get("temperature") is not None:
+        given["temperature"] = _number("temperature", parameters["temperature"])
+    if parameters.get("top_k") is not None:
+        given["top_k"] = _int("top_k", parameters["top_k"], 1, 1 << 31)
+    if parameters.get("top_p") is not None:
+        given["top_p"] = _number("top_p", parameters["top_p"])
+    if parameters.get("seed") is not None:
+        given["seed"] = _int("seed", parameters["seed"], 0, (1 << 64) - 1)
+    if parameters.get("max_tokens") is not None:
+        given["max_tokens"] = _int("max_tokens", parameters["max_tokens"], 1, max_tokens)
+    if parameters.get("stop") is not None:
+        given["stop"] = _stop_ids(parameters["stop"], vocabulary)
+    if parameters.get("stop_text") is not None:
+        if not has_text:
+            raise BadRequest("parameter 'stop_text' needs a model with a vocabulary; send 'stop' (token ids)")
+        given["stop_text"] = _stop_texts(parameters["stop_text"])
+    settings = GenerationSettings(**given)
+    settings.sampler()  # the sampler's own checks, now (InputValueError: a 400 at the fronts)
+    return settings
+
+
+# ---- one generation -----------------------------------------------------------------------------
+
+
+class Generation:
+    """One generation in progress: read its tokens with `chunks` (on the loop that submitted it),
+    stop it with `cancel`. ``tokens`` are those delivered so far; ``finish_reason`` is "length",
+    "stop" or "cancelled" once it ended; ``state`` the state after every token (with
+    ``keep_state``)."""
+
+    def __init__(
+        self,
+        prompt: np.ndarray,
+        held: dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None,
+        settings: GenerationSettings,
+        keep_state: bool,
+    ) -> None:
+        self.prompt, self.held, self.start_state, self.settings = prompt, held, state, settings
+        self.keep_state = keep_state
+        self.sampler = settings.sampler()
+        self.loop = asyncio.get_running_loop()
+        self.submitted = time.perf_counter()
+        self.tokens: list[int] = []
+        self.finish_reason: str | None = None
+        self.error: BaseException | None = None
+        self.state: tuple[np.ndarray, ...] | None = None
+        self.cancelled = False  # set on the loop, read by the scheduler thread
+        # the scheduler thread's own
+        self.stream = -1
+        self.current = int(prompt[-1])
+        self.produced = 0
+        self.text = ""
+        self.finishing = False  # its last token is being fed (keep_state): no draw
+        self.finish: str | None = None  # why it ends, once its last token is fed
+        self._uniforms = np.empty(0, np.float32)
+        self._used = 0
+        # the loop's own
+        self._pending: list[int] = []
+        self._ended = False
+        self._wake = asyncio.Event()
+
+    def cancel(self) -> None:
+        """Stops the generation: the scheduler closes its stream at its next tick."""
+        self.cancelled = True
+
+    def uniform(self) -> np.float32:
+        """The next uniform of its sampler (drawn UNIFORM_CHUNK at a time; greedy: zeros)."""
+        if self._used == len(self._uniforms):
+            left = self.settings.max_tokens - self.produced
+            self._uniforms = self.sampler.uniforms(max(1, min(left, UNIFORM_CHUNK)), 1)[:, 0]
+            self._used = 0
+        self._used += 1
+        return self._uniforms[self._used - 1]
+
+    # ---- on the caller's loop ----
+
+    def _deliver(self, tokens: list[int], reason: str | None, error: BaseException | None) -> None:
+        self._pending.extend(tokens)
+        self.tokens.extend(tokens)
+        if reason is not None or error is not None:
+            self.finish_reason, self.error, self._ended = reason, error, True
+        self._wake.set()
+
+    async def chunks(self) -> AsyncIterator[list[int]]:
+        """The new tokens at each wake-up (one or more), until the generation ends; raises what
+        failed it. Leaving the iteration early cancels the generation."""
+        try:
+            while True:
+                if self._pending:
+                    tokens, self._pending = self._pending, []
+                    yield tokens
+                    continue
+                if self._ended:
+                    break
+                self._wake.clear()
+                await self._wake.wait()
+        finally:
+            if not self._ended:
+                self.cancel()
+        if self.error is not None:
+            raise self.error
+
+    async def result(self) -> list[int]:
+        """Every token, once it ended."""
+        async for _ in self.chunks():
+            pass
+        return self.tokens
+
+
+# ---- the scheduler --------------------------------------------------------------------------------
+
+
+class Generator:
+    """The sampled generations of one model, stepped together by one scheduler thread."""
+
+    def __init__(
+        self, model: runtime.Model, *, delay: float = 0.0, max_batch: int = 1024, max_generations: int = 4096
+    ) -> None:
+        feedback = model.feedback
+        if feedback is None or feedback.via != "sample":
+            raise runtime.InputValueError("sampled generation needs a model whose feedback samples its next token")
+        self.model, self.delay, self.max_batch, self.max_generations = model, delay, max_batch, max_generations
+        self.token_input, self.logits_output = feedback.input, feedback.output
+        self.vocabulary = int(model.inputs[model.input_names.index(feedback.input)].vocabulary)
+        self.words = getattr(model, "vocabulary", None)  # a runtime Vocabulary, or None
+        self.held_specs = tuple(spec for spec in model.inputs if spec.name != feedback.input)
+        self.pool = StreamPool(model, capacity=POOL_CAPACITY)
+        self._incoming: list[Generation] = []
+        self._active: list[Generation] = []
+        self._count = 0  # generations submitted and not ended
+        self._condition = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._outbox: list[tuple[Generation, list[int], str | None, BaseException | None]] = []
+        self.ticks = 0  # batched runs so far (tests and metrics)
+        self.largest_tick = 0
+
+    @property
+    def live(self) -> int:
+        """Generations that hold a slot (submitted, not yet ended)."""
+        return self._count
+
+    def submit(
+        self,
+        prompt: Any,
+        held: dict[str, Any] | None = None,
+        state: Any = None,
+        settings: GenerationSettings | None = None,
+        keep_state: bool = False,
+    ) -> Generation:
+        """Starts a generation (call on its asyncio loop): ``prompt`` token ids (at least one),
+        ``held`` the other inputs' values for one stream, ``state`` one stream's start state (None:
+        the initial one). Refused (Unavailable) when ``max_generations`` are live."""
+        prompt, held = self.check_prompt(prompt), self.check_held(held or {})
+        if state is not None:
+            rows = state_rows(self.model, state)  # checked here, in the caller's thread; as at batch 1:
+            state = tuple(np.moveaxis(r, 0, spec.batch_axis) for r, spec in zip(rows, self.model.states))
+        generation = Generation(prompt, held, state, settings or GenerationSettings(), keep_state)
+        with self._condition:
+            if self._closed:
+                raise Unavailable("the generator is closed")
+            if self._count >= self.max_generations:
+                raise Unavailable(f"{self._count} generations are running, the limit; retry later")
+            self._count += 1
+            self._incoming.append(generation)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="rnn-generate", daemon=True)
+                self._thread.start()
+            self._condition.notify()
+        return generation
+
+    def check_prompt(self, prompt: Any) -> np.ndarray:
+        ids = np.asarray(prompt)
+        if ids.dtype.kind not in "iu" or ids.ndim != 1 or ids.size < 1:
+            raise BadRequest(f"the prompt must be at least one token id (integers), got {ids.dtype} {list(ids.shape)}")
+        if ids.min() < 0 or ids.max() >= self.vocabulary:
+            bad = int(ids[(ids < 0) | (ids >= self.vocabulary)][0])
+            raise BadRequest(f"token id {bad} of input '{self.token_input}' is out of range [0, {self.vocabulary})")
+        return ids.astype(np.int64)
+
+    def check_held(self, held: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The inputs other than the token, one stream's each, checked as (1, *sizes) rows."""
+        names = {spec.name for spec in self.held_specs}
+        unknown = [name for name in held if name not in names]
+        if unknown:
+            raise BadRequest(f"the model has no held input '{unknown[0]}' (it holds {sorted(names) or 'none'})")
+        missing = [name for name in names if name not in held]
+        if missing:
+            raise BadRequest(f"generation needs input '{missing[0]}' (held for every step)")
+        rows = {}
+        for spec in self.held_specs:  # one stream's value, or a batch of 1
+            value = np.asarray(held[spec.name])
+            rows[spec.name] = value.reshape(spec.shape_for(1)) if value.size == spec.count else value[None]
+        checked = self.model.check_inputs({self.token_input: np.zeros(1, np.int64), **rows}, "held inputs")
+        return {name: checked[name] for name in names}
+
+    def close(self) -> None:
+        """Stops the scheduler thread; generations still running end with Unavailable."""
+        with self._condition:
+            self._closed = True
+            self._condition.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # ---- the scheduler thread ----
+
+    def _serve(self) -> None:
+        while True:
+            with self._condition:
+                while not self._incoming and not self._active and not self._closed:
+                    self._condition.wait()
+                if self._closed:
+                    self._fail_all(Unavailable("the server is stopping"))
+                    self._flush()
+                    return
+                idle = not self._active
+            if idle and self.delay > 0:
+                time.sleep(self.delay)  # let the requests of this moment start together
+            with self._condition:
+                incoming, self._incoming = self._incoming, []
+            for generation in incoming:
+                self._admit(generation)
+            if self._active:
+                self._tick()
+            self._flush()
+
+    def _fail_all(self, error: BaseException) -> None:
+        for generation in [*self._incoming, *self._active]:
+            self._end(generation, None, error)
+        self._incoming, self._active = [], []
+
+    def _admit(self, generation: Generation) -> None:
+        """Warms its state up on the prompt (all but its last token, teacher-forced) and opens its stream."""
+        if generation.cancelled:
+            self._end(generation, CANCELLED)
+            return
+        try:
+            state = generation.start_state
+            prompt = generation.prompt
+            if len(prompt) > 1:
+                _, state = self.model.predict(self._sequences(generation, prompt[:-1]), state)
+            generation.stream = self.pool.open(state)
+        except Exception as error:  # the caller's answer; nothing else is touched
+            self._end(generation, None, error)
+            return
+        self._active.append(generation)
+
+    def _sequences(self, generation: Generation, tokens: np.ndarray) -> dict[str, np.ndarray]:
+        """Teacher-forced sequences of one stream: ``tokens`` and each held input repeated, in the
+        model's layout."""
+        steps = len(tokens)
+        if self.model.layout == "batch_first":
+            sequences = {self.token_input: tokens.reshape(1, steps)}
+            sequences.update({n: np.repeat(v[:, None], steps, axis=1) for n, v in generation.held.items()})
+        else:
+            sequences = {self.token_input: tokens.reshape(steps, 1)}
+            sequences.update({n: np.repeat(v[None], steps, axis=0) for n, v in generation.held.items()})
+        return sequences
+
+    def _tick(self) -> None:
+        """One batched step of every active generation (in runs of at most max_batch rows)."""
+        ended = [g for g in self._active if g.cancelled]
+        for generation in ended:
+            self._end(generation, CANCELLED)
+        active = [g for g in self._active if not g.cancelled]
+        self.ticks += 1
+        self.largest_tick = max(self.largest_tick, len(active))
+        deliveries: list[tuple[Generation, list[int], str | None]] = []
+        for first in range(0, len(active), self.max_batch):
+            rows = active[first : first + self.max_batch]
+            try:
+                logits = self._step(rows)
+            except Exception as error:  # every row of this run fails with it
+                for generation in rows:
+                    self._end(generation, None, error)
+                continue
+            deliveries += self._draw(rows, logits)
+        for generation, tokens, reason in deliveries:
+            if reason is not None and not generation.keep_state:
+                self._end(generation, reason, tokens=tokens)
+            else:
+                if reason is not None:  # one more row: feed its last token, then keep the state
+                    generation.finishing, generation.finish = True, reason
+                self._send(generation, tokens, None)
+        self._active = [g for g in active if g.stream >= 0]
+
+    def _step(self, rows: list[Generation]) -> np.ndarray:
+        ids = np.fromiter((g.stream for g in rows), np.int64, len(rows))
+        inputs = {self.token_input: np.fromiter((g.current for g in rows), np.int64, len(rows))}
+        for spec in self.held_specs:
+            inputs[spec.name] = np.concatenate([g.held[spec.name] for g in rows])
+        ys = self.pool.step(ids, inputs)
+        return ys[self.logits_output] if isinstance(ys, dict) else ys
+
+    def _draw(self, rows: list[Generation], logits: np.ndarray) -> list[tuple[Generation, list[int], str | None]]:
+        """Each drawing row's next token, drawn with its own settings and uniform; rows that fed their
+        last token (``finishing``) end here."""
+        groups: dict[tuple, list[int]] = {}
+        for index, generation in enumerate(rows):
+            if generation.finishing:
+                self.state_of(generation)
+                self._end(generation, generation.finish)
+            else:
+                groups.setdefault(generation.settings.draw_key, []).append(index)
+        tokens = np.empty(len(rows), np.int64)
+        for (strategy, temperature, top_k, top_p), indices in groups.items():
+            chosen = np.asarray(indices)
+            part = np.ascontiguousarray(logits[chosen], dtype=np.float32)
+            if strategy == "greedy":
+                tokens[chosen] = np.argmax(part, axis=1)
+            else:
+                u = np.fromiter((rows[i].uniform() for i in indices), np.float32, len(indices))
+                tokens[chosen] = draw_tokens(part, u, temperature, top_k, top_p)
+        deliveries = []
+        for indices in groups.values():
+            for index in indices:
+                generation = rows[index]
+                token = int(tokens[index])
+                deliveries.append((generation, [token], self._advance(generation, token)))
+        return deliveries
+
+    def _advance(self, generation: Generation, token: int) -> str | None:
+        """Counts ``token`` as generated; why the generation ends with it, or None."""
+        generation.current = token
+        generation.produced += 1
+        settings = generation.settings
+        if token in settings.stop:
+            return STOP
+        if settings.stop_text and self.words is not None:
+            piece = self.words.tokens[token]
+            generation.text += piece
+            tail = generation.text[-(max(map(len, settings.stop_text)) + len(piece)) :]
+            if any(stop in tail for stop in settings.stop_text):
+                return STOP
+        return LENGTH if generation.produced >= settings.max_tokens else None
+
+    def state_of(self, generation: Generation) -> None:
+        """Keeps the generation's state (one array per state tensor, its non-batch shape)."""
+        generation.state = self.pool.state(generation.stream)
+
+    def _end(
+        self, generation: Generation, reason: str | None, error: BaseException | None = None, tokens: list[int] = ()
+    ) -> None:
+        """Frees its slot and tells its caller."""
+        if generation.stream >= 0:
+            self.pool.close(generation.stream)
+            generation.stream = -1
+        with self._condition:
+            self._count -= 1
+        self._send(generation, list(tokens), reason or (None if error else CANCELLED), error)
+
+    def _send(
+        self, generation: Generation, tokens: list[int], reason: str | None, error: BaseException | None = None
+    ) -> None:
+        self._outbox.append((generation, tokens, reason, error))
+
+    def _flush(self) -> None:
+        """Hands this tick's tokens to their callers: one call onto each caller's loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for item in self._outbox:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        self._outbox = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver_all, items)
+            except RuntimeError:  # its loop closed meanwhile: nobody is reading
+                pass
+
+
+def _deliver_all(items: list[tuple[Generation, list[int], str | None, BaseException | None]]) -> None:
+    for generation, tokens, reason, error in items:
+        generation._deliver(tokens, reason, error)
