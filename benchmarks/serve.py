@@ -38,9 +38,6 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-FOLDER = ROOT / "artifacts" / "sine-elman"
-MODEL = "sine"
-INFER_PATH = f"/v2/models/{MODEL}/infer"
 READY_PATH = "/v2/health/ready"
 METRICS_PATH = "/metrics"
 HOST = "127.0.0.1"
@@ -49,18 +46,88 @@ BASELINE, OURS_HTTP, OURS_GRPC = "baseline-http", "ours-http", "ours-grpc"
 FLOOR = "grpc-floor"  # reference: a bare grpc.aio server answering with a fixed response, no model
 TRANSPORTS = (BASELINE, OURS_HTTP, OURS_GRPC)
 GRPC_TRANSPORTS = (OURS_GRPC, FLOOR)
-TARGET_RATIO = {OURS_GRPC: 3.0, OURS_HTTP: 1.5}  # throughput over the baseline's at the highest concurrency
 
 OTHER_LOAD_WARNING = 0.2  # cores busy outside client and servers that make the table say it was disturbed
 SPOT_STEPS = 200  # steps of the correctness spot check's sequence
 START_TIMEOUT_S = 60.0
-INPUTS = np.sin(np.linspace(2.0, 10.0, 64, dtype=np.float64)).astype(np.float32)  # x values, cycled
-# x as JSON text (repr of the float32 value as a Python float round-trips exactly) and as FP32 bytes
-X_TEXT = [repr(float(x)) for x in INPUTS]
-X_BYTES = [struct.pack("<f", x) for x in INPUTS]
-BODY = '{"inputs":[{"name":"x","shape":[1,1],"datatype":"FP32","data":[%s]}],"parameters":{"sequence_id":%d%s}}'
 START, END = ',"sequence_start":true', ',"sequence_end":true'
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# ---- what is served: the seed's sine model, or the worked character GRU (a token model) ----------
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A served model and one step's request: its input (name, datatype, shape at batch 1, the values
+    cycled one per step), the output the spot check compares, one step's outputs (the floor's
+    answer) and the throughput targets over the baseline at the highest concurrency."""
+
+    model: str
+    folder: Path
+    input: str
+    datatype: str
+    shape: tuple[int, ...]
+    values: np.ndarray
+    output: str
+    outputs: tuple[tuple[str, tuple[int, ...]], ...]
+    target_ratio: dict[str, float]
+
+    def text(self, value: Any) -> str:
+        """A value as JSON (repr of a float32 as a Python float round-trips exactly)."""
+        return repr(float(value)) if self.datatype == "FP32" else str(int(value))
+
+    def raw(self, value: Any) -> bytes:
+        return struct.pack("<f", value) if self.datatype == "FP32" else struct.pack("<q", int(value))
+
+    def random_values(self, count: int) -> np.ndarray:
+        rng = np.random.default_rng(0)
+        if self.datatype == "FP32":
+            return rng.uniform(-1, 1, count).astype(np.float32)
+        return rng.integers(0, self.outputs[0][1][-1], count).astype(np.int64)
+
+
+CHAR_VOCABULARY = 41  # examples/char_generator's alphabet
+WORKLOADS = {
+    "sine": Workload(
+        "sine",
+        ROOT / "artifacts" / "sine-elman",
+        "x",
+        "FP32",
+        (1, 1),
+        np.sin(np.linspace(2.0, 10.0, 64, dtype=np.float64)).astype(np.float32),
+        "y",
+        (("y", (1, 1)), ("h_out", (1, 6))),
+        {OURS_GRPC: 3.0, OURS_HTTP: 1.5},
+    ),
+    "char": Workload(  # exported by benchmarks/token_streaming.py's export_char_gru (seed-0 weights)
+        "char",
+        ROOT / "out" / "bench-tokens" / "char-gru",
+        "char",
+        "INT64",
+        (1,),
+        np.random.default_rng(1).integers(0, CHAR_VOCABULARY, 64).astype(np.int64),
+        "logits",
+        (("logits", (1, CHAR_VOCABULARY)), ("h_out", (2, 1, 64))),
+        {OURS_GRPC: 2.0, OURS_HTTP: 2.0},
+    ),
+}
+
+
+def use(name: str) -> None:
+    """Points the module's request globals at workload ``name`` (main() calls it first, in the
+    load generator and in each server subprocess alike)."""
+    global W, MODEL, FOLDER, INFER_PATH, INPUTS, X_TEXT, X_BYTES, BODY, TARGET_RATIO
+    W = WORKLOADS[name]
+    MODEL, FOLDER, INFER_PATH, INPUTS = W.model, W.folder, f"/v2/models/{W.model}/infer", W.values
+    X_TEXT, X_BYTES = [W.text(x) for x in INPUTS], [W.raw(x) for x in INPUTS]
+    shape = ",".join(str(n) for n in W.shape)
+    tensor = f'{{"name":"{W.input}","shape":[{shape}],"datatype":"{W.datatype}","data":[%s]}}'
+    BODY = '{"inputs":[' + tensor + '],"parameters":{"sequence_id":%d%s}}'
+    TARGET_RATIO = W.target_ratio
+
+
+use("sine")
 
 
 # ---- servers (subprocesses) -------------------------------------------------------------------
@@ -95,7 +162,7 @@ def serve_baseline(port: int) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((HOST, port))
     sock.listen(2048)
-    serve(FOLDER, sock)
+    serve(FOLDER, sock, model=W.model)
 
 
 def serve_ours(http_port: int, grpc_port: int, delay_us: int, use_uvloop: bool) -> None:
@@ -111,12 +178,12 @@ def serve_ours(http_port: int, grpc_port: int, delay_us: int, use_uvloop: bool) 
 
 
 def floor_response(service_pb2: Any) -> Any:
-    """The answer our server streams for one step of model 'sine' (y [1,1] and h_out [1,6], FP32,
-    as raw_output_contents), built once."""
+    """The answer our server streams for one step of the model (for 'sine' y [1,1] and h_out [1,6],
+    FP32, as raw_output_contents), built once."""
     answer = service_pb2.ModelStreamInferResponse()
     response = answer.infer_response
     response.model_name, response.model_version = MODEL, "1"
-    for name, shape in (("y", [1, 1]), ("h_out", [1, 6])):
+    for name, shape in W.outputs:
         tensor = response.outputs.add()
         tensor.name, tensor.datatype = name, "FP32"
         tensor.shape.extend(shape)
@@ -355,8 +422,8 @@ def grpc_modules() -> tuple[Any, Any]:
 def grpc_request(service_pb2: Any, sequence_id: int, x: bytes, start: bool = False, end: bool = False) -> Any:
     request = service_pb2.ModelInferRequest(model_name=MODEL)
     tensor = request.inputs.add()
-    tensor.name, tensor.datatype = "x", "FP32"
-    tensor.shape.extend([1, 1])
+    tensor.name, tensor.datatype = W.input, W.datatype
+    tensor.shape.extend(W.shape)
     request.raw_input_contents.append(x)
     request.parameters["sequence_id"].int64_param = sequence_id
     if start:
@@ -402,7 +469,8 @@ async def fetch_metrics(port: int) -> dict[str, float]:
         connection.close()
     if status != 200:
         raise RuntimeError(f"GET /metrics answered {status}")
-    wanted = re.compile(r'^(rnn_(?:batch_size|queue_seconds|compute_seconds)_(?:sum|count))\{model="sine"\} (\S+)$')
+    label = re.escape(f'{{model="{MODEL}"}}')
+    wanted = re.compile(r"^(rnn_(?:batch_size|queue_seconds|compute_seconds)_(?:sum|count))" + label + r" (\S+)$")
     values = {}
     for line in body.decode().splitlines():
         match = wanted.match(line)
@@ -548,7 +616,7 @@ async def http_outputs(port: int, sequence_id: int, xs: list[str]) -> np.ndarray
             if status != 200:
                 raise RuntimeError(f"spot check: HTTP {status}: {body[:300]!r}")
             outputs = {output["name"]: output for output in json.loads(body)["outputs"]}
-            ys.append(np.float32(np.asarray(outputs["y"]["data"], np.float64).reshape(-1)[0]))
+            ys.append(np.asarray(outputs[W.output]["data"], np.float64).astype(np.float32).reshape(-1))
     finally:
         connection.close()
     return np.asarray(ys, np.float32)
@@ -568,26 +636,26 @@ async def grpc_outputs(port: int, sequence_id: int, xs: list[bytes]) -> np.ndarr
                 raise RuntimeError(f"spot check: gRPC error: {response.error_message}")
             answer = response.infer_response
             names = [output.name for output in answer.outputs]
-            at = names.index("y")
+            at = names.index(W.output)
             if answer.raw_output_contents:
-                y = np.frombuffer(answer.raw_output_contents[at], "<f4")[0]
+                y = np.frombuffer(answer.raw_output_contents[at], "<f4")
             else:
-                y = np.float32(answer.outputs[at].contents.fp32_contents[0])
-            ys.append(y)
+                y = np.asarray(answer.outputs[at].contents.fp32_contents, np.float32)
+            ys.append(y.reshape(-1))
         await call.done_writing()
     return np.asarray(ys, np.float32)
 
 
 async def spot_check(baseline: ServerProcess, ours: ServerProcess) -> dict[str, Any]:
-    """One sequence of SPOT_STEPS steps through each transport against a local runtime.Stream."""
+    """One sequence of SPOT_STEPS steps through each transport against a local runtime.Stream (the
+    spot-checked output's every value)."""
     sys.path.insert(0, str(ROOT))
     import runtime
 
-    rng = np.random.default_rng(0)
-    xs = rng.uniform(-1, 1, SPOT_STEPS).astype(np.float32)
+    xs = W.random_values(SPOT_STEPS)
     stream = runtime.Stream(runtime.load(FOLDER))
-    expected = np.asarray([stream.push(x)[0] for x in xs], np.float32)
-    texts, raw = [repr(float(x)) for x in xs], [struct.pack("<f", x) for x in xs]
+    expected = np.asarray([np.asarray(stream.push(x), np.float32).reshape(-1) for x in xs], np.float32)
+    texts, raw = [W.text(x) for x in xs], [W.raw(x) for x in xs]
     served = {
         BASELINE: await http_outputs(baseline.http_port, 1 << 40, texts),
         OURS_HTTP: await http_outputs(ours.http_port, 1 << 40, texts),
@@ -645,17 +713,18 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     try:
         port = free_port()
         log = out / "server-baseline.log"
-        servers.append(launch("baseline", ["--serve-baseline", str(port)], port, log))
+        model = ["--model", args.model]
+        servers.append(launch("baseline", ["--serve-baseline", str(port), *model], port, log))
         for delay in delays:
             http_port, grpc_port = free_port(), free_port()
-            arguments = ["--serve-ours", str(http_port), str(grpc_port), "--delay", str(delay)]
+            arguments = ["--serve-ours", str(http_port), str(grpc_port), "--delay", str(delay), *model]
             arguments += ["--ours-uvloop"] if args.ours_uvloop else []
             log = out / f"server-ours-{delay}us.log"
             servers.append(launch(f"ours-{delay}us", arguments, http_port, log, grpc_port=grpc_port, delay_us=delay))
         if floor:
             grpc_port = free_port()
             log = out / f"server-{FLOOR}.log"
-            servers.append(launch(FLOOR, ["--serve-floor", str(grpc_port)], 0, log, grpc_port=grpc_port))
+            servers.append(launch(FLOOR, ["--serve-floor", str(grpc_port), *model], 0, log, grpc_port=grpc_port))
         for server in servers:
             await wait_ready(server, out / f"server-{server.name}.log")
         baseline = servers[0]
@@ -699,6 +768,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         stop(servers)
     info["cells"] = [cell.summary() for cell in cells.values()]
     info["settings"] = {
+        "model": f"{MODEL} ({FOLDER.relative_to(ROOT)}; input {W.input} {W.datatype} {list(W.shape)})",
         "seconds": args.seconds,
         "warmup": args.warmup,
         "rounds": args.rounds,
@@ -782,6 +852,7 @@ def table(info: dict[str, Any]) -> str:
     lines = [
         f"machine: {m['cpu']}, {m['cores']} cores shared by the load generator and the server "
         f"(load average before: {', '.join(f'{v:.2f}' for v in m['load_average_before'])})",
+        f"model: {info['settings'].get('model', MODEL)}",
         f"{info['settings']['seconds']:g} s measured per cell in {info['settings']['rounds']} alternating rounds, "
         f"{info['settings']['warmup']:g} s warm-up per round; ratios: ours / baseline at the same concurrency; "
         "client/server/other: cores busy (CPU s per s) in the load generator, the server, everything else; "
@@ -912,11 +983,19 @@ def main() -> None:
     parser.add_argument(
         "--no-floor", action="store_true", help=f"skip the {FLOOR} reference cell (bare grpc.aio, no model)"
     )
+    parser.add_argument(
+        "--model",
+        choices=sorted(WORKLOADS),
+        default="sine",
+        help="sine: the seed's Elman (artifacts/sine-elman); char: the worked character GRU, token ids in "
+        "(exported with seed-0 weights by token_streaming.export_char_gru when missing)",
+    )
     parser.add_argument("--out", default="out/bench-serve", help="folder for serve.json and serve.png")
     parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-ours", type=int, nargs=2, metavar=("HTTP_PORT", "GRPC_PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    use(args.model)
     if args.serve_floor is not None:
         serve_floor(args.serve_floor)
         return
@@ -930,6 +1009,10 @@ def main() -> None:
         parser.error("--concurrency values must be >= 1")
     if args.seconds <= 0 or args.warmup < 0 or args.rounds < 1 or args.grpc_channels < 1:
         parser.error("--seconds must be > 0, --warmup >= 0, --rounds and --grpc-channels >= 1")
+    if not (FOLDER / "manifest.json").exists() and args.model == "char":
+        from token_streaming import export_char_gru
+
+        export_char_gru(FOLDER.parent)
     import uvloop
 
     info = uvloop.run(benchmark(args))
