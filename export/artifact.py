@@ -305,6 +305,7 @@ def _manifest(
         state=tuple(states),
         layout=signature.layout if signature else TIME_FIRST,
         feedback=signature.feedback if signature else None,
+        vocabulary=signature.vocabulary if signature else None,
         files=tuple(files),
         opset=opset,
         versions={

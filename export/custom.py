@@ -31,6 +31,7 @@ from runtime.manifest import (
     StateSpec,
     TensorSpec,
     check_feedback,
+    read_vocabulary,
 )
 
 from .artifact import step_specs, write_artifacts
@@ -179,9 +180,10 @@ def custom_signature(
     states: Sequence[Any],
     layout: str = TIME_FIRST,
     feedback: Any = None,
+    vocabulary: Any = None,
 ) -> Signature:
-    """A format 2 signature from export_module's ``inputs``, ``outputs`` and ``states``
-    (see there); InputValueError naming the first spec that cannot be used."""
+    """A format 2 signature from export_module's ``inputs``, ``outputs``, ``states`` and
+    ``vocabulary`` (see there); InputValueError naming the first spec that cannot be used."""
     for label, value in (("inputs", inputs), ("outputs", outputs), ("states", states)):
         if not isinstance(value, (list, tuple)):
             raise InputValueError(f"{label} must be a list, got {type(value).__name__}")
@@ -205,7 +207,8 @@ def custom_signature(
             f"a model with sampled feedback cannot name a tensor {sorted(set(RESERVED_NAMES) & set(names))}: "
             f"the sampling forms ({', '.join(SAMPLING_FORMS)}) use those names"
         )
-    return Signature(specs_in, specs_out, specs_state, layout, closed)
+    tokens = read_vocabulary(vocabulary, closed, specs_in, InputValueError, "vocabulary")
+    return Signature(specs_in, specs_out, specs_state, layout, closed, tokens)
 
 
 def _feedback(feedback: Any, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> Feedback | None:
@@ -297,6 +300,7 @@ def export_module(
     outputs: Sequence[Any] | None = None,
     layout: str = TIME_FIRST,
     feedback: dict | None = None,
+    vocabulary: Sequence[str] | None = None,
     exporter: str = "torchscript",
     opset: int | None = None,
     ort_format: bool = False,
@@ -314,7 +318,10 @@ def export_module(
     - ``feedback`` ``{"output": NAME, "input": NAME}``: what generate feeds back (logits are sampled
       into tokens, anything else fed as it is); by default a single logits output is sampled into
       a single tokens input of its vocabulary;
-    - ``layout`` "batch_first": the runtime's sequences are (batch, steps, ...).
+    - ``layout`` "batch_first": the runtime's sequences are (batch, steps, ...);
+    - ``vocabulary``: for a model with sampled feedback, the text of each id of the token input
+      it feeds (a list of distinct, non-empty strings, one per id), written into the manifest
+      (``runtime.load(out).vocabulary`` encodes and decodes text; ``rnn generate --prompt``).
 
     ``states`` lists the state tensors in forward's order: (name, size) or (name, size,
     initial) for (batch, size), or ``{"name", "shape": [2, "batch", 64], "initial"}`` for any
@@ -330,13 +337,14 @@ def export_module(
     """
     class_name = f"{type(module).__module__}.{type(module).__qualname__}"
     if inputs is None and outputs is None and layout == TIME_FIRST and feedback is None:
+        read_vocabulary(vocabulary, None, (), InputValueError, "vocabulary")  # x -> y samples nothing: refused
         model = custom_config(input_size, output_size, states, factory=factory, class_name=class_name)
     elif inputs is None or outputs is None or input_size is not None or output_size is not None:
         raise InputValueError(
             "give inputs and outputs (any signature) or input_size and output_size (x -> y), not a mix"
         )
     else:
-        signature = custom_signature(inputs, outputs, states, layout, feedback)
+        signature = custom_signature(inputs, outputs, states, layout, feedback, vocabulary)
         model = ModelConfig.from_signature(signature, factory=factory, class_name=class_name)
     opset = resolve_opset(exporter, opset)
     config = Config(model)

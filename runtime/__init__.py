@@ -7,7 +7,8 @@
 Every folder loads as one `Model`, whatever its signature (named or token inputs, several
 outputs, states of any rank, batch-first sequences, sampled generation): inputs are a dict
 ``{name: array}`` (a bare array for a model of one input), and a model that samples its next
-token takes ``sampler=runtime.Sampler("temperature", temperature=0.8, seed=0)``.
+token takes ``sampler=runtime.Sampler("temperature", temperature=0.8, seed=0)``; where its folder
+carries a vocabulary, ``model.vocabulary`` (a `Vocabulary`) turns text into ids and back.
 """
 
 from ._version import __version__
@@ -34,6 +35,7 @@ from .manifest import CLASSIC_FORMAT_VERSION, FORMAT_VERSION, Manifest, manifest
 from .model import Model
 from .sampling import Sampler
 from .streams import Stream, StreamPool
+from .vocabulary import Vocabulary
 
 __all__ = [
     "__version__",
@@ -45,6 +47,7 @@ __all__ = [
     "Stream",
     "StreamPool",
     "Sampler",
+    "Vocabulary",
     "Manifest",
     "read_manifest",
     "manifest_digest",

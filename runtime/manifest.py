@@ -14,8 +14,10 @@ is the format every earlier toolkit writes and reads. Version 2 is written only 
 more: several named inputs, int64 token inputs (``role: "tokens"``, a ``vocabulary``), logits
 outputs, states of any rank with the batch axis anywhere (``nn.GRU``'s ``(layers, batch,
 hidden)``), batch-first sequences (``layout``) and how generation feeds an output back
-(``feedback``: the same values, or a token sampled from logits). A runtime that reads only
-version 1 refuses a version 2 folder by its ``format_version``, never by a wrong answer.
+(``feedback``: the same values, or a token sampled from logits), and optionally the text of each
+id of the token input that sampled feedback feeds (the top-level ``vocabulary``, a list of
+strings: `runtime.vocabulary`). A runtime that reads only version 1 refuses a version 2 folder by
+its ``format_version``, never by a wrong answer.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 from .errors import ArtifactError, InputValueError, IntegrityError, ManifestError, VersionError
 from .inputs import FLOAT32_ROUNDS_TO_INF
 from .jsonfile import parse_json
+from .vocabulary import check_tokens, check_vocabulary_size
 
 FORMAT = "rnn-toolkit-artifact"
 FORMAT_VERSION = 2  # the newest version this runtime reads and writes
@@ -196,15 +199,17 @@ class Signature:
     state: tuple[StateSpec, ...]
     layout: str = TIME_FIRST
     feedback: Feedback | None = None
+    vocabulary: tuple[str, ...] | None = None  # one string per id of the token input sampled feedback feeds
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        document = {
             "inputs": [t.to_dict() for t in self.inputs],
             "outputs": [t.to_dict() for t in self.outputs],
             "state": [s.to_dict() for s in self.state],
             "layout": self.layout,
             "feedback": None if self.feedback is None else self.feedback.to_dict(),
         }
+        return document if self.vocabulary is None else {**document, "vocabulary": list(self.vocabulary)}
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "signature") -> Signature:
@@ -224,7 +229,8 @@ class Signature:
         if layout not in LAYOUTS:
             raise ManifestError(f"{where}.layout must be one of {list(LAYOUTS)}, got {layout!r:.80}")
         feedback = None if data.get("feedback") is None else _feedback(data["feedback"], inputs, outputs)
-        return cls(inputs, outputs, state, layout, feedback)
+        vocabulary = read_vocabulary(data.get("vocabulary"), feedback, inputs, ManifestError, f"{where}.vocabulary")
+        return cls(inputs, outputs, state, layout, feedback, vocabulary)
 
 
 @dataclass(frozen=True)
@@ -242,6 +248,7 @@ class Manifest:
     producers: dict[str, str] = field(default_factory=dict)  # file name -> what made it (optional)
     layout: str = TIME_FIRST  # version 2: sequences (steps, batch, ...) or batch-first (batch, steps, ...)
     feedback: Feedback | None = None  # version 2: how generate feeds an output back; None: see `closed_loop`
+    vocabulary: tuple[str, ...] | None = None  # version 2: one string per id of the token input sampled feedback feeds
 
     def __post_init__(self) -> None:
         if self.format_version == 0:
@@ -250,6 +257,9 @@ class Manifest:
             )
         elif self.format_version == CLASSIC_FORMAT_VERSION and not self.fits_version_1:
             raise ManifestError("this model needs manifest format_version 2 (version 1 has one float32 input, ...)")
+        if self.vocabulary is not None:
+            tokens = read_vocabulary(self.vocabulary, self.feedback, self.inputs, ManifestError, "manifest.vocabulary")
+            object.__setattr__(self, "vocabulary", tokens)
 
     @property
     def fits_version_1(self) -> bool:
@@ -297,6 +307,8 @@ class Manifest:
             document["layout"] = self.layout
             if self.feedback is not None:
                 document["feedback"] = self.feedback.to_dict()
+            if self.vocabulary is not None:
+                document["vocabulary"] = list(self.vocabulary)
         return document
 
     @classmethod
@@ -340,6 +352,7 @@ class Manifest:
                 raise ManifestError(f"manifest.layout must be one of {list(LAYOUTS)}, got {layout!r:.80}")
             if data.get("feedback") is not None:
                 feedback = _feedback(data["feedback"], inputs, outputs)
+        vocabulary = read_vocabulary(data.get("vocabulary"), feedback, inputs, ManifestError, "manifest.vocabulary")
         names = [t.name for t in (*inputs, *outputs, *state)] + [s.output for s in state]
         seen: set[str] = set()
         duplicates = sorted({n for n in names if n in seen or seen.add(n)})  # linear: one set look-up a name
@@ -360,6 +373,7 @@ class Manifest:
             producers={str(k): v for k, v in producers.items()},
             layout=layout,
             feedback=feedback,
+            vocabulary=vocabulary,
         )
 
 
@@ -504,6 +518,25 @@ def check_feedback(
         raise error(f"feedback.via must be one of {list(FEEDBACK_KINDS)}, got {feedback.via!r:.80}")
 
 
+def sampled_vocabulary(feedback: Feedback | None, inputs: tuple[TensorSpec, ...]) -> int | None:
+    """The vocabulary size of the token input that sampled feedback feeds; None without one."""
+    if feedback is None or feedback.via != SAMPLE:
+        return None
+    return next((t.vocabulary for t in inputs if t.name == feedback.input and t.is_tokens), None)
+
+
+def read_vocabulary(
+    value: Any, feedback: Feedback | None, inputs: tuple[TensorSpec, ...], error: type[Exception], where: str
+) -> tuple[str, ...] | None:
+    """A manifest's (or an export's) ``vocabulary``: None where absent, else distinct non-empty
+    strings, one per id of the token input that sampled feedback feeds; ``error`` naming the problem."""
+    if value is None:
+        return None
+    tokens = check_tokens(value, error, where)
+    check_vocabulary_size(tokens, sampled_vocabulary(feedback, inputs), error, where)
+    return tokens
+
+
 def _file(data: Any, where: str) -> FileEntry:
     if not isinstance(data, dict):
         raise ManifestError(f"manifest {where} must be an object, got {type(data).__name__}")
@@ -646,5 +679,10 @@ def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
         text = json.dumps(manifest.to_dict(), indent=2, sort_keys=True, allow_nan=False)
     except ValueError:
         raise ManifestError("a manifest cannot hold NaN or infinity (an initial state must be finite)") from None
+    if len(text) + 1 > MAX_MANIFEST_BYTES:  # ASCII (json escapes the rest): characters are bytes
+        raise ManifestError(
+            f"the manifest would be {len(text) + 1} bytes, more than the {MAX_MANIFEST_BYTES} a runtime reads "
+            "(a vocabulary of that many tokens does not fit)"
+        )
     path.write_text(text + "\n", encoding="utf-8")
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from .manifest import FileEntry, Manifest
 from .sampled import SampledRuns, check_sampler
 from .sessions import SessionRunner, Workers, check_returned, create_session, model_source, row_parts
 from .signature import Arrays, Signature
+from .vocabulary import Vocabulary
 
 if TYPE_CHECKING:
     from .loading import LoadOptions
@@ -146,6 +148,12 @@ class Model:
         """The sha256 of the step model's ONNX file, as the manifest records it (and load checked):
         the model's fingerprint, which tags saved stream states."""
         return self._entries[STEP].sha256
+
+    @cached_property
+    def vocabulary(self) -> Vocabulary | None:
+        """The text of each id of the token input sampled generation feeds (``encode``/``decode``),
+        where the manifest carries one; else None."""
+        return None if self.manifest.vocabulary is None else Vocabulary(self.manifest.vocabulary)
 
     def form_file(self, form: str) -> str:
         """The name of the ONNX file of ``form`` (one of `forms`) in the folder."""

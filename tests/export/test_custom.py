@@ -20,7 +20,10 @@ from runtime.errors import ArtifactError, InputValueError
 from runtime.manifest import ROLE_STEP_TORCHSCRIPT, TORCHSCRIPT_SKIPPED_KEY
 
 from ..user_modules import (
+    CHAR_GRU_SIGNATURE,
     FOUR_STATES,
+    MAKE_CHAR_GRU,
+    TWO_INPUTS_SIGNATURE,
     DataDependent,
     LayeredGRU,
     NotScriptable,
@@ -28,7 +31,9 @@ from ..user_modules import (
     TokenStep,
     TwoStateLeaky,
     WrongProtocol,
+    make_char_gru,
     make_four_state,
+    make_two_inputs,
     make_two_state,
 )
 from ..user_modules import MAKE_TWO_STATE as FACTORY
@@ -241,3 +246,51 @@ def test_a_float64_module_is_refused_with_what_to_do(tmp_path):
     export_module(
         TwoStateLeaky().double().float(), tmp_path / "f", input_size=1, output_size=1, states=[("a", 4), ("b", 4)]
     )
+
+
+# ---- a vocabulary: the text of each token id, written into the manifest --------------------------
+
+VOCABULARY = ["a", "b", "c", "d", "e", "f", "g", " ", "th", "the", "."]  # one string per id of the char GRU
+
+
+def test_a_vocabulary_is_written_into_the_manifest_and_kept_by_a_re_export(tmp_path):
+    folder = export_module(
+        make_char_gru(), tmp_path / "char", vocabulary=VOCABULARY, factory=MAKE_CHAR_GRU, **CHAR_GRU_SIGNATURE
+    )
+    model = runtime.load(folder)
+    assert model.vocabulary == runtime.Vocabulary(VOCABULARY)
+    assert model.vocabulary.encode("the th.").tolist() == [9, 7, 8, 10]
+    again = export_folder(folder, tmp_path / "again", factory=make_char_gru)  # config.json carries it
+    assert runtime.load(again).vocabulary.tokens == tuple(VOCABULARY)
+    assert runtime.read_manifest(again).to_dict()["vocabulary"] == VOCABULARY
+
+
+@pytest.mark.parametrize(
+    ("vocabulary", "message"),
+    [
+        (VOCABULARY[:-1], r"vocabulary must hold one string per token id: 11, got 10"),
+        ([*VOCABULARY[:-1], "a"], r"distinct strings: 'a' is id 0 and id 10"),
+        ([*VOCABULARY[:-1], 1], r"vocabulary\[10\] must be a string, got int"),
+        ([*VOCABULARY[:-1], ""], r"vocabulary\[10\] must be a string of 1 to"),
+        ("abcdefgh th", "vocabulary must be a list of strings"),
+    ],
+)
+def test_a_bad_vocabulary_is_refused_at_export_by_name(tmp_path, vocabulary, message):
+    with pytest.raises(InputValueError, match=message):
+        export_module(make_char_gru(), tmp_path / "char", vocabulary=vocabulary, **CHAR_GRU_SIGNATURE)
+    assert not (tmp_path / "char").exists()
+
+
+def test_a_vocabulary_for_a_model_that_samples_nothing_is_refused_at_export(tmp_path):
+    with pytest.raises(InputValueError, match="samples its next token .* this model has none"):
+        export_module(make_two_inputs(), tmp_path / "m", vocabulary=list("abcdefg"), **TWO_INPUTS_SIGNATURE)
+    with pytest.raises(InputValueError, match="this model has none"):  # x -> y, identity feedback
+        export_module(
+            make_two_state(),
+            tmp_path / "m",
+            input_size=1,
+            output_size=1,
+            states=[("fast", 4), ("slow", 4)],
+            vocabulary=["a"],
+        )
+    assert not (tmp_path / "m").exists()
