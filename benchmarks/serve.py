@@ -22,13 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import re
-import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,10 +33,27 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_load import (  # noqa: E402  (ray_serve.py imports machine and machine_busy_seconds from here)
+    HOST,
+    HttpConnection,
+    ServerProcess,
+    cpu_seconds,
+    free_port,
+    grpc_modules,
+    integers,
+    launch,
+    machine,
+    machine_busy_seconds,
+    request_bytes,
+    stop,
+    versions,
+    wait_ready,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
-READY_PATH = "/v2/health/ready"
+SCRIPT = Path(__file__).resolve()
 METRICS_PATH = "/metrics"
-HOST = "127.0.0.1"
 
 BASELINE, OURS_HTTP, OURS_GRPC = "baseline-http", "ours-http", "ours-grpc"
 FLOOR = "grpc-floor"  # reference: a bare grpc.aio server answering with a fixed response, no model
@@ -49,9 +62,7 @@ GRPC_TRANSPORTS = (OURS_GRPC, FLOOR)
 
 OTHER_LOAD_WARNING = 0.2  # cores busy outside client and servers that make the table say it was disturbed
 SPOT_STEPS = 200  # steps of the correctness spot check's sequence
-START_TIMEOUT_S = 60.0
 START, END = ',"sequence_start":true', ',"sequence_end":true'
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # ---- what is served: the seed's sine model, or the worked character GRU (a token model) ----------
@@ -133,27 +144,6 @@ use("sine")
 # ---- servers (subprocesses) -------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def cpu_seconds(pid: int | str = "self") -> float:
-    """utime + stime of a process, all its threads, in seconds."""
-    with open(f"/proc/{pid}/stat", "rb") as stat:
-        fields = stat.read().rsplit(b")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds every core of the machine spent busy since boot (all processes, ours or not)."""
-    with open("/proc/stat", "rb") as stat:
-        fields = [int(value) for value in stat.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / CLOCK_TICKS
-
-
 def serve_baseline(port: int) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from serve_baseline import serve
@@ -177,139 +167,7 @@ def serve_ours(http_port: int, grpc_port: int, delay_us: int, use_uvloop: bool) 
     Server([(MODEL, FOLDER)], host=HOST, http_port=http_port, grpc_port=grpc_port, settings=settings).run()
 
 
-def floor_response(service_pb2: Any) -> Any:
-    """The answer our server streams for one step of the model (for 'sine' y [1,1] and h_out [1,6],
-    FP32, as raw_output_contents), built once."""
-    answer = service_pb2.ModelStreamInferResponse()
-    response = answer.infer_response
-    response.model_name, response.model_version = MODEL, "1"
-    for name, shape in W.outputs:
-        tensor = response.outputs.add()
-        tensor.name, tensor.datatype = name, "FP32"
-        tensor.shape.extend(shape)
-        response.raw_output_contents.append(np.zeros(shape, np.float32).tobytes())
-    return answer
-
-
-def serve_floor(grpc_port: int) -> None:
-    """The gRPC stack's floor: grpc.aio with our server's options (toolkit/serving/grpc_api.py
-    create_grpc_server) on our event loop (uvloop through asyncio.Runner), the generated servicer,
-    and a ModelStreamInfer that answers each request with the same prebuilt response: no decoding,
-    no engine, no model."""
-    sys.path.insert(0, str(ROOT))
-    import grpc
-    import uvloop
-
-    from toolkit.serving import Settings
-    from toolkit.serving.grpc_api import MESSAGE_SLACK_BYTES
-
-    service_pb2, service_pb2_grpc = grpc_modules()
-    limits = Settings().limits
-    answer = floor_response(service_pb2)
-
-    class Floor(service_pb2_grpc.GRPCInferenceServiceServicer):
-        async def ModelStreamInfer(self, request_iterator: Any, context: Any) -> Any:
-            async for _ in request_iterator:
-                yield answer
-
-    async def main() -> None:
-        max_message = limits.max_body_bytes + MESSAGE_SLACK_BYTES
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", max_message),
-                ("grpc.max_send_message_length", max_message),
-                ("grpc.so_reuseport", 0),
-            ],
-            maximum_concurrent_rpcs=limits.max_connections,
-        )
-        service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(Floor(), server)
-        server.add_insecure_port(f"{HOST}:{grpc_port}")
-        await server.start()
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
-        await stopping.wait()
-        await server.stop(1.0)
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
-
-
-@dataclass
-class ServerProcess:
-    name: str
-    process: subprocess.Popen
-    http_port: int
-    grpc_port: int | None = None
-    delay_us: int | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
-def launch(
-    name: str, arguments: list[str], http_port: int, log: Path, script: Path | None = None, **extra: Any
-) -> ServerProcess:
-    """Starts ``script`` (this file by default) with ``arguments`` as a server subprocess."""
-    command = [sys.executable, str(script or Path(__file__).resolve()), *arguments]
-    with open(log, "wb") as sink:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
-    return ServerProcess(name, process, http_port, **extra)
-
-
-async def wait_ready(server: ServerProcess, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise SystemExit(
-                f"server {server.name} exited with {server.process.returncode}:\n{log.read_text()[-3000:]}"
-            )
-        if server.name == FLOOR:  # gRPC only: ready once a channel connects
-            import grpc
-
-            async with grpc.aio.insecure_channel(f"{HOST}:{server.grpc_port}") as channel:
-                try:
-                    await asyncio.wait_for(channel.channel_ready(), 1.0)
-                    return
-                except asyncio.TimeoutError:
-                    continue
-        try:
-            connection = await HttpConnection.open(server.http_port)
-        except OSError:
-            await asyncio.sleep(0.2)
-            continue
-        try:
-            status, _ = await connection.request(request_bytes("GET", READY_PATH))
-        finally:
-            connection.close()
-        if status == 200:
-            return
-        await asyncio.sleep(0.2)
-    raise SystemExit(f"server {server.name} was not ready within {START_TIMEOUT_S:g} s:\n{log.read_text()[-3000:]}")
-
-
-def stop(servers: list[ServerProcess]) -> None:
-    for server in servers:
-        if server.process.poll() is None:
-            server.process.send_signal(signal.SIGTERM)
-    for server in servers:
-        try:
-            server.process.wait(20)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-
-
 # ---- HTTP client: raw HTTP/1.1 keep-alive, one connection per sequence ------------------------
-
-
-def request_bytes(method: str, path: str, body: bytes = b"") -> bytes:
-    head = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\n"
-    if body or method == "POST":
-        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-    return (head + "\r\n").encode("ascii") + body
 
 
 def infer_bytes(x_text: str, sequence_id: int, flags: str = "") -> bytes:
@@ -318,65 +176,6 @@ def infer_bytes(x_text: str, sequence_id: int, flags: str = "") -> bytes:
         b"POST " + INFER_PATH.encode() + b" HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n"
         b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
-
-
-class HttpConnection(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection, one request at a time; answers (status, body). Reads
-    responses with a Content-Length (both servers send one)."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.waiter: asyncio.Future | None = None
-        self.body_at = -1
-        self.length = 0
-        self.status = 0
-
-    @classmethod
-    async def open(cls, port: int) -> HttpConnection:
-        loop = asyncio.get_running_loop()
-        _, protocol = await loop.create_connection(cls, HOST, port)
-        return protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError(f"the server closed the connection ({exc})"))
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
-        if self.body_at < 0:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(buffer[:end]).lower()
-            self.status = int(head[9:12])
-            at = head.find(b"\r\ncontent-length:")
-            if at < 0:
-                self.waiter.set_exception(ConnectionError("a response without Content-Length"))
-                return
-            line_end = head.find(b"\r\n", at + 2)
-            self.length = int(head[at + 17 : line_end if line_end >= 0 else len(head)])
-            self.body_at = end + 4
-        if len(buffer) >= self.body_at + self.length:
-            end = self.body_at + self.length
-            body = bytes(buffer[self.body_at : end])
-            del buffer[:end]
-            self.body_at = -1
-            waiter, self.waiter = self.waiter, None
-            waiter.set_result((self.status, body))
-
-    def request(self, data: bytes) -> asyncio.Future:
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(data)
-        return self.waiter
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
 
 # ---- one cell: N closed-loop sequences for a while ----------------------------------------------
@@ -411,12 +210,6 @@ async def http_sequence(run: Run, port: int, sequence_id: int, offset: int) -> N
             raise RuntimeError(f"HTTP {status} ending sequence {sequence_id}: {body[:300]!r}")
     finally:
         connection.close()
-
-
-def grpc_modules() -> tuple[Any, Any]:
-    from tritonclient.grpc import service_pb2, service_pb2_grpc
-
-    return service_pb2, service_pb2_grpc
 
 
 def grpc_request(service_pb2: Any, sequence_id: int, x: bytes, start: bool = False, end: bool = False) -> Any:
@@ -673,35 +466,6 @@ async def spot_check(baseline: ServerProcess, ours: ServerProcess) -> dict[str, 
 # ---- the whole run ---------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "load_average_before": list(os.getloadavg()),
-        "python": platform.python_version(),
-    }
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as metadata
-
-    found = {}
-    for name in ("fastapi", "starlette", "pydantic", "uvicorn", "uvloop", "httptools", "grpcio", "onnxruntime"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "absent"
-    return found
-
-
 async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -714,17 +478,21 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         port = free_port()
         log = out / "server-baseline.log"
         model = ["--model", args.model]
-        servers.append(launch("baseline", ["--serve-baseline", str(port), *model], port, log))
+        servers.append(launch("baseline", ["--serve-baseline", str(port), *model], port, log, SCRIPT))
         for delay in delays:
             http_port, grpc_port = free_port(), free_port()
             arguments = ["--serve-ours", str(http_port), str(grpc_port), "--delay", str(delay), *model]
             arguments += ["--ours-uvloop"] if args.ours_uvloop else []
             log = out / f"server-ours-{delay}us.log"
-            servers.append(launch(f"ours-{delay}us", arguments, http_port, log, grpc_port=grpc_port, delay_us=delay))
+            servers.append(
+                launch(f"ours-{delay}us", arguments, http_port, log, SCRIPT, grpc_port=grpc_port, delay_us=delay)
+            )
         if floor:
             grpc_port = free_port()
             log = out / f"server-{FLOOR}.log"
-            servers.append(launch(FLOOR, ["--serve-floor", str(grpc_port), *model], 0, log, grpc_port=grpc_port))
+            servers.append(
+                launch(FLOOR, ["--serve-floor", str(grpc_port), *model], 0, log, SCRIPT, grpc_port=grpc_port)
+            )
         for server in servers:
             await wait_ready(server, out / f"server-{server.name}.log")
         baseline = servers[0]
@@ -950,16 +718,6 @@ def chart(info: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def integers(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, got {text!r}")
-    return values
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell (default 5)")
@@ -997,7 +755,9 @@ def main() -> None:
     args = parser.parse_args()
     use(args.model)
     if args.serve_floor is not None:
-        serve_floor(args.serve_floor)
+        from serve_floor import serve_floor
+
+        serve_floor(args.serve_floor, MODEL, W.outputs)
         return
     if args.serve_baseline is not None:
         serve_baseline(args.serve_baseline)

@@ -44,7 +44,7 @@ ROOT = BENCHMARKS.parent
 sys.path.insert(0, str(BENCHMARKS))
 sys.path.insert(0, str(ROOT))
 
-from serve import (  # noqa: E402
+from serve_load import (  # noqa: E402
     HOST,
     ServerProcess,
     cpu_seconds,
