@@ -3,7 +3,8 @@
 //
 //   rnn_generate FOLDER [--steps N] [--x0 VALUE] [--hidden H] [--form step]
 //                [--input NAME=v1,v2,...]... [--sample greedy|temperature|top_k|top_p] [--temperature T]
-//                [--top-k K] [--top-p P] [--uniforms FILE] [--seed S]
+//                [--top-k K] [--top-p P] [--uniforms FILE] [--seed S] [--prompt TEXT] [--text]
+//   rnn_generate --print-uniforms N [--seed S]
 //
 // A format 1 folder (one float32 input x, one output y): the state tensors (any number, in
 // manifest order: h for Elman and GRU, h and c for LSTM) and their initial values come from
@@ -20,12 +21,24 @@
 // (inverse-CDF draw from softmax(logits / T), --temperature T default 1; top_k / top_p: over the
 // K largest logits (--top-k K) or the smallest set of ids whose probability reaches P (--top-p P),
 // the draw runtime.sampling pins; --top-k / --top-p alone choose their strategy; one uniform a step from
-// --uniforms FILE, raw little-endian float32, exactly one a step, or else from the seeded
-// generator of --seed S, default 0: mulberry32 as in the Node example, NOT numpy's).
+// --uniforms FILE, raw little-endian float32, exactly one a step, or else from numpy's generator
+// seeded with --seed S (default 0; 0 to 2**64 - 1): numpy.random.default_rng(S).random(steps,
+// dtype=float32), the uniforms runtime.Sampler(strategy, ..., seed=S) draws at batch 1, so one
+// seed gives the tokens of the Python runtime's generate (numpy_random.h). --print-uniforms N
+// prints that generator's first N uniforms, one a line, and runs no model.
+// Text: where manifest.json has a "vocabulary" (one string per id of the sampled token input),
+// --prompt TEXT encodes TEXT (greedy longest match, vocabulary.h) and feeds its tokens one a step,
+// teacher-forced (outputs dropped, the state kept), its last token the closed loop's first input;
+// the rows are then "step,token,text" (the token's string, a quoted CSV field), and --text prints
+// the prompt and the generated text instead of CSV, token by token as they come.
 // This example always runs the step model once per step: the fused forms (rollout_*) are
 // ONNX models, run by the Python runtime and the Node example.
 // Errors print one line on stderr and exit 2.
 #include <torch/script.h>
+
+#include "json_reader.h"
+#include "numpy_random.h"
+#include "vocabulary.h"
 
 #include <algorithm>
 #include <cmath>
@@ -46,7 +59,8 @@ namespace {
 
 const char* const USAGE =
     "usage: rnn_generate FOLDER [--steps N] [--x0 VALUE] [--hidden H] [--form step] [--input NAME=v1,v2,...]... "
-    "[--sample greedy|temperature|top_k|top_p] [--temperature T] [--top-k K] [--top-p P] [--uniforms FILE] [--seed S]\n"
+    "[--sample greedy|temperature|top_k|top_p] [--temperature T] [--top-k K] [--top-p P] [--uniforms FILE] [--seed S] "
+    "[--prompt TEXT] [--text]\n       rnn_generate --print-uniforms N [--seed S]\n"
     "  runs the step model once per step (the fused rollout forms are for the Python runtime and Node)";
 
 struct Options {
@@ -64,7 +78,11 @@ struct Options {
   double top_p = 0.0;  // 0: not given
   std::string uniforms;
   bool seed_given = false;
-  unsigned long seed = 0;
+  uint64_t seed = 0;
+  long print_uniforms = 0;  // 0: not given
+  bool prompt_given = false;
+  std::string prompt;
+  bool text = false;
 };
 
 [[noreturn]] void fail(const std::string& message) {
@@ -102,7 +120,15 @@ Options parse(int argc, char** argv) {
         options.top_p = std::stod(value());
         if (!(options.top_p > 0 && options.top_p <= 1)) fail("--top-p must be a number in (0, 1]");
       } else if (arg == "--uniforms") options.uniforms = value();
-      else if (arg == "--seed") options.seed = std::stoul(value()), options.seed_given = true;
+      else if (arg == "--seed") {
+        const std::string text = value();
+        if (!std::regex_match(text, std::regex("[0-9]+"))) fail("--seed must be a whole number from 0 to 2**64 - 1");
+        options.seed = std::stoull(text), options.seed_given = true;  // out_of_range: caught below
+      } else if (arg == "--print-uniforms") {
+        options.print_uniforms = std::stol(value());
+        if (options.print_uniforms < 1) fail("--print-uniforms must be a whole number >= 1");
+      } else if (arg == "--prompt") options.prompt = value(), options.prompt_given = true;
+      else if (arg == "--text") options.text = true;
       else if (arg == "-h" || arg == "--help") {
         std::cout << USAGE << "\n";
         std::exit(0);
@@ -110,8 +136,12 @@ Options parse(int argc, char** argv) {
       else if (!options.folder.empty()) fail("one FOLDER only, got " + options.folder + " and " + arg);
       else options.folder = arg;
     } catch (const std::logic_error&) {
-      fail("bad value for " + arg);
+      fail(arg == "--seed" ? "--seed must be a whole number from 0 to 2**64 - 1" : "bad value for " + arg);
     }
+  }
+  if (options.print_uniforms > 0) {
+    if (!options.folder.empty()) fail("--print-uniforms runs no model: give --seed S and no FOLDER");
+    return options;
   }
   if (options.folder.empty()) fail(std::string(USAGE).substr(0, std::string(USAGE).find('\n')));
   if (options.steps < 1) fail("--steps must be >= 1");
@@ -122,134 +152,8 @@ Options parse(int argc, char** argv) {
     fail("--sample must be greedy, temperature, top_k, top_p");
   if (options.temperature_given && !(std::isfinite(options.temperature) && options.temperature > 0))
     fail("--temperature must be a number > 0");
-  if (options.seed_given && options.seed > 0xffffffffUL) fail("--seed must be a whole number from 0 to 2**32 - 1");
   return options;
 }
-
-// ---- a small JSON reader: enough for manifest.json -----------------------------------------------
-
-struct Json {
-  enum Kind { Null, Bool, Number, String, Array, Object } kind = Null;
-  bool boolean = false;
-  double number = 0;
-  std::string text;
-  std::vector<Json> items;
-  std::vector<std::pair<std::string, Json>> members;
-
-  const Json* get(const std::string& key) const {
-    for (const auto& member : members)
-      if (member.first == key) return &member.second;
-    return nullptr;
-  }
-  std::string string_at(const std::string& key, const std::string& otherwise = "") const {
-    const Json* found = get(key);
-    return found && found->kind == String ? found->text : otherwise;
-  }
-};
-
-class JsonReader {
- public:
-  explicit JsonReader(const std::string& text) : text_(text) {}
-
-  Json document() {
-    Json value = read(0);
-    skip();
-    if (at_ != text_.size()) bad("text after the document");
-    return value;
-  }
-
- private:
-  [[noreturn]] void bad(const std::string& what) {
-    fail("manifest.json is not valid JSON (" + what + " at byte " + std::to_string(at_) + ")");
-  }
-  void skip() {
-    while (at_ < text_.size() && std::isspace(static_cast<unsigned char>(text_[at_]))) ++at_;
-  }
-  bool take(char c) {
-    skip();
-    if (at_ < text_.size() && text_[at_] == c) return ++at_, true;
-    return false;
-  }
-  void expect(char c) {
-    if (!take(c)) bad(std::string("expected '") + c + "'");
-  }
-  std::string string() {
-    expect('"');
-    std::string out;
-    while (at_ < text_.size() && text_[at_] != '"') {
-      char c = text_[at_++];
-      if (c == '\\') {
-        if (at_ >= text_.size()) bad("unfinished escape");
-        char e = text_[at_++];
-        switch (e) {
-          case 'n': out += '\n'; break;
-          case 't': out += '\t'; break;
-          case 'r': out += '\r'; break;
-          case 'b': out += '\b'; break;
-          case 'f': out += '\f'; break;
-          case 'u': {  // names here are ASCII; any other code point is kept as '?'
-            if (at_ + 4 > text_.size()) bad("short \\u escape");
-            unsigned code = std::stoul(text_.substr(at_, 4), nullptr, 16);
-            at_ += 4;
-            out += code < 0x80 ? static_cast<char>(code) : '?';
-            break;
-          }
-          default: out += e;
-        }
-      } else {
-        out += c;
-      }
-    }
-    expect('"');
-    return out;
-  }
-  Json read(int depth) {
-    if (depth > 64) bad("nesting too deep");
-    skip();
-    if (at_ >= text_.size()) bad("unexpected end");
-    Json value;
-    char c = text_[at_];
-    if (c == '{') {
-      ++at_;
-      value.kind = Json::Object;
-      if (take('}')) return value;
-      do {
-        skip();
-        std::string key = string();
-        expect(':');
-        value.members.emplace_back(key, read(depth + 1));
-      } while (take(','));
-      expect('}');
-    } else if (c == '[') {
-      ++at_;
-      value.kind = Json::Array;
-      if (take(']')) return value;
-      do value.items.push_back(read(depth + 1));
-      while (take(','));
-      expect(']');
-    } else if (c == '"') {
-      value.kind = Json::String;
-      value.text = string();
-    } else if (text_.compare(at_, 4, "true") == 0 || text_.compare(at_, 5, "false") == 0) {
-      value.kind = Json::Bool;
-      value.boolean = c == 't';
-      at_ += value.boolean ? 4 : 5;
-    } else if (text_.compare(at_, 4, "null") == 0) {
-      at_ += 4;
-    } else {
-      const char* start = text_.c_str() + at_;
-      char* end = nullptr;
-      value.number = std::strtod(start, &end);
-      if (end == start) bad("unexpected character");
-      value.kind = Json::Number;
-      at_ += static_cast<size_t>(end - start);
-    }
-    return value;
-  }
-
-  const std::string& text_;
-  size_t at_ = 0;
-};
 
 std::string read_text(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
@@ -290,8 +194,8 @@ torch::jit::script::Module load_step(const std::string& path) {
 
 int run_classic(const Options& options, const std::vector<std::vector<float>>& initial_rows) {
   if (!options.inputs.empty() || !options.sample.empty() || options.temperature_given || !options.uniforms.empty() ||
-      options.seed_given || options.top_k || options.top_p > 0)
-    fail("--input, --sample, --temperature, --top-k, --top-p, --uniforms and --seed are for format 2 folders; " + options.folder +
+      options.seed_given || options.top_k || options.top_p > 0 || options.prompt_given || options.text)
+    fail("--input, --sample, --temperature, --top-k, --top-p, --uniforms, --seed, --prompt and --text are for format 2 folders; " + options.folder +
          " is format 1 (use --x0)");
   std::vector<std::vector<float>> initial = initial_rows;
   torch::jit::script::Module step = load_step(options.folder + "/step.torchscript.pt");
@@ -417,19 +321,6 @@ torch::Tensor input_tensor(const Spec& spec, const std::string* text) {
   return torch::from_blob(values.data(), spec.batch_one()).clone();
 }
 
-// mulberry32, the Node example's seeded generator (NOT numpy's): 24 random bits a float32 in [0, 1).
-std::vector<float> seeded_uniforms(uint32_t seed, long steps) {
-  std::vector<float> out;
-  uint32_t a = seed;
-  for (long t = 0; t < steps; ++t) {
-    a += 0x6d2b79f5u;
-    uint32_t r = (a ^ (a >> 15)) * (1u | a);
-    r = (r + ((r ^ (r >> 7)) * (61u | r))) ^ r;
-    out.push_back(static_cast<float>((r ^ (r >> 14)) >> 8) / 16777216.0f);
-  }
-  return out;
-}
-
 std::vector<float> read_uniforms(const std::string& file, long steps) {
   std::ifstream stream(file, std::ios::binary);
   if (!stream) fail("--uniforms " + file + " cannot be read");
@@ -490,6 +381,67 @@ long draw_sampled(const float* logits, long vocabulary, float temperature, float
   long count = 0;
   for (long i = 0; i < vocabulary; ++i) count += cdf[i] <= threshold;
   return std::min(count, vocabulary - 1);
+}
+
+// The manifest's "vocabulary" (one string per id of the sampled token input), or an empty one.
+Vocabulary read_vocabulary(const Json& manifest, const Spec& target, bool sampled) {
+  const Json* list = manifest.get("vocabulary");
+  if (!list) return Vocabulary();
+  if (!sampled) fail("manifest.json has a vocabulary, but its model does not sample tokens");
+  if (list->kind != Json::Array) fail("manifest.json's vocabulary must be a list of strings");
+  std::vector<std::string> tokens;
+  for (const Json& item : list->items) {
+    if (item.kind != Json::String) fail("manifest.json's vocabulary must be a list of strings");
+    tokens.push_back(item.text);
+  }
+  if (static_cast<long>(tokens.size()) != target.vocabulary)
+    fail("manifest.json's vocabulary has " + std::to_string(tokens.size()) + " strings, input " + target.name +
+         " has a vocabulary of " + std::to_string(target.vocabulary));
+  try {
+    return Vocabulary(tokens);
+  } catch (const std::invalid_argument& error) {
+    fail("manifest.json: " + std::string(error.what()));
+  }
+}
+
+// The token ids of --prompt (none without one), checked against the other options.
+std::vector<long> prompt_ids(const Options& options, const Vocabulary& vocabulary, const Spec& target) {
+  if ((options.prompt_given || options.text) && vocabulary.empty())
+    fail(std::string(options.prompt_given ? "--prompt" : "--text") +
+         " needs a vocabulary in manifest.json (export the model with vocabulary=[...]); " + options.folder + " has none");
+  if (!options.prompt_given) return {};
+  for (const auto& given : options.inputs)
+    if (given.first == target.name) fail("give --prompt or --input " + target.name + "=ID, not both");
+  std::vector<long> ids;
+  try {
+    ids = vocabulary.encode(options.prompt);
+  } catch (const std::invalid_argument& error) {
+    fail("--prompt: " + std::string(error.what()));
+  }
+  if (ids.empty()) fail("--prompt is empty: it needs at least one token");
+  return ids;
+}
+
+// One run of the step model on feeds (the inputs in manifest order, then the states): the states
+// become the new states, the outputs are returned.
+std::vector<torch::jit::IValue> run_step(torch::jit::script::Module& step, std::vector<torch::Tensor>& feeds,
+                                         size_t n_inputs, size_t n_outputs) {
+  std::vector<torch::jit::IValue> arguments(feeds.begin(), feeds.end());
+  torch::jit::IValue result;
+  try {
+    result = step.forward(arguments);
+  } catch (const c10::Error& error) {
+    fail("the step model failed: " + std::string(error.what_without_backtrace()));
+  }
+  std::vector<torch::jit::IValue> values =
+      result.isTuple() ? result.toTuple()->elements().vec() : std::vector<torch::jit::IValue>{result};
+  const size_t n_states = feeds.size() - n_inputs;
+  if (values.size() != n_outputs + n_states)
+    fail("the step model returned " + std::to_string(values.size()) + " tensors, the manifest lists " +
+         std::to_string(n_outputs + n_states));
+  for (size_t i = 0; i < n_states; ++i) feeds[n_inputs + i] = values[n_outputs + i].toTensor();
+  values.resize(n_outputs);
+  return values;
 }
 
 int run_general(const Options& options, const Json& manifest) {
@@ -553,9 +505,11 @@ int run_general(const Options& options, const Json& manifest) {
   if (!options.uniforms.empty() && options.seed_given) fail("give --uniforms or --seed, not both");
   std::vector<float> uniforms;
   if (sampled && strategy != "greedy")
-    uniforms = options.uniforms.empty() ? seeded_uniforms(static_cast<uint32_t>(options.seed), options.steps)
+    uniforms = options.uniforms.empty() ? numpy_random::uniforms(options.seed, options.steps)
                                         : read_uniforms(options.uniforms, options.steps);
   const float temperature = static_cast<float>(options.temperature);
+  const Vocabulary vocabulary = read_vocabulary(manifest, *target, sampled);
+  const std::vector<long> prompt = prompt_ids(options, vocabulary, *target);
 
   std::string file;
   if (const Json* files = manifest.get("files"))
@@ -582,21 +536,18 @@ int run_general(const Options& options, const Json& manifest) {
   for (size_t i = 0; i < outputs.size(); ++i)
     if (outputs[i].name == source->name) source_index = i;
 
-  std::cout << "step," << (sampled ? std::string("token") : source->name) << "\n" << std::setprecision(9);
+  for (size_t i = 0; i < prompt.size(); ++i) {  // teacher-forced: every token but the last, outputs dropped
+    feeds[target_index] = torch::full({1}, prompt[i], torch::kLong);
+    if (i + 1 < prompt.size()) run_step(step, feeds, inputs.size(), outputs.size());
+  }
+
+  if (options.text)
+    std::cout << options.prompt << std::flush;
+  else
+    std::cout << "step," << (sampled ? std::string("token") : source->name) << (vocabulary.empty() ? "" : ",text")
+              << "\n" << std::setprecision(9);
   for (long t = 1; t <= options.steps; ++t) {
-    std::vector<torch::jit::IValue> arguments(feeds.begin(), feeds.end());
-    torch::jit::IValue result;
-    try {
-      result = step.forward(arguments);
-    } catch (const c10::Error& error) {
-      fail("the step model failed: " + std::string(error.what_without_backtrace()));
-    }
-    std::vector<torch::jit::IValue> values =
-        result.isTuple() ? result.toTuple()->elements().vec() : std::vector<torch::jit::IValue>{result};
-    if (values.size() != outputs.size() + states.size())
-      fail("the step model returned " + std::to_string(values.size()) + " tensors, the manifest lists " +
-           std::to_string(outputs.size() + states.size()));
-    for (size_t i = 0; i < states.size(); ++i) feeds[inputs.size() + i] = values[outputs.size() + i].toTensor();
+    const std::vector<torch::jit::IValue> values = run_step(step, feeds, inputs.size(), outputs.size());
     torch::Tensor y = values[source_index].toTensor().contiguous().to(torch::kFloat);
     if (sampled) {
       const float* logits = y.data_ptr<float>();
@@ -604,12 +555,17 @@ int run_general(const Options& options, const Json& manifest) {
                                               : draw_sampled(logits, target->vocabulary, temperature, uniforms[t - 1],
                                                              options.top_k, static_cast<float>(options.top_p));
       feeds[target_index] = torch::full({1}, token, torch::kLong);
-      std::cout << t << "," << token << "\n";
+      if (options.text)
+        std::cout << vocabulary.token(token) << std::flush;
+      else
+        std::cout << t << "," << token << (vocabulary.empty() ? "" : "," + Vocabulary::csv_field(vocabulary.token(token)))
+                  << "\n";
     } else {
       feeds[target_index] = y.reshape(target->batch_one());
       std::cout << t << "," << y.data_ptr<float>()[0] << "\n";
     }
   }
+  if (options.text) std::cout << std::endl;
   return 0;
 }
 
@@ -617,11 +573,21 @@ int run_general(const Options& options, const Json& manifest) {
 
 int main(int argc, char** argv) {
   const Options options = parse(argc, argv);
+  if (options.print_uniforms > 0) {
+    std::cout << std::setprecision(9);
+    for (float u : numpy_random::uniforms(options.seed, options.print_uniforms)) std::cout << u << "\n";
+    return 0;
+  }
   if (options.hidden > 0) {
     return run_classic(options, {std::vector<float>(options.hidden, 0.0f)});
   }
   const std::string document = read_text(options.folder + "/manifest.json");
-  const Json manifest = JsonReader(document).document();
+  Json manifest;
+  try {
+    manifest = JsonReader(document).document();
+  } catch (const JsonError& error) {
+    fail("manifest.json is " + std::string(error.what()));
+  }
   const Json* version = manifest.get("format_version");
   if (manifest.string_at("format") != "rnn-toolkit-artifact" || !version || version->kind != Json::Number ||
       (version->number != 1 && version->number != 2))

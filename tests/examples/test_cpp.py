@@ -8,15 +8,20 @@ import subprocess
 import numpy as np
 import pytest
 
+import runtime
 from export import export_folder
 from export.verify import ROLLOUT_ATOL
 
 from ..conftest import COMMITTED, REPO
 from .conftest import (
+    CHAR_INPUTS,
     EMBED_ATOL,
+    GENERAL_STEPS,
     STEPS,
+    TEMPERATURE,
     check_general_errors,
     check_general_example,
+    input_arguments,
     python_generate,
     read_column,
     read_csv,
@@ -67,15 +72,64 @@ def test_cpp_example_runs_format_2_folders_as_the_python_reference(cpp_binary, g
     check_general_example([str(cpp_binary)], general_folders, tmp_path)
 
 
-def test_cpp_example_seeded_draws_are_the_node_examples(cpp_binary, general_folders):
-    """The same mulberry32 generator as examples/node, so one --seed gives one token sequence."""
-    arguments = ["--steps", "40", "--sample", "temperature", "--seed", "5"]
-    tokens = read_column(run_example([str(cpp_binary)], general_folders["char"], *arguments), "token")
-    assert len(tokens) == 40 and set(tokens.tolist()) <= set(range(11))
-    if shutil.which("node") is not None and (REPO / "examples" / "node" / "node_modules" / "onnxruntime-node").is_dir():
-        node = [str(shutil.which("node")), str(REPO / "examples" / "node" / "generate.js")]
-        same = read_column(run_example(node, general_folders["char"], *arguments, "--form", "step"), "token")
-        np.testing.assert_array_equal(tokens, same)
+def run_cpp(cpp_binary, *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(cpp_binary), *arguments], capture_output=True, text=True, timeout=120)
+
+
+SEEDS = (0, 1, 42, 2**32 + 5, 2**64 - 1)  # one word, two words, the largest --seed
+
+
+def test_cpp_example_draws_numpys_uniforms(cpp_binary):
+    """--print-uniforms N: numpy.random.default_rng(seed).random(N, dtype=float32), bit for bit (an
+    odd N: the last draw takes the lower half of a 64-bit draw and leaves the upper half buffered)."""
+    for seed in SEEDS:
+        result = run_cpp(cpp_binary, "--print-uniforms", "3001", "--seed", str(seed))
+        assert result.returncode == 0, result.stderr
+        drawn = np.array(result.stdout.split(), dtype=np.float64).astype(np.float32)
+        np.testing.assert_array_equal(drawn, np.random.default_rng(seed).random(3001, dtype=np.float32), err_msg=seed)
+    for bad in ("18446744073709551616", "-1", "1e3"):
+        result = run_cpp(cpp_binary, "--print-uniforms", "3", "--seed", bad)
+        assert result.returncode == 2 and "--seed must be a whole number from 0 to 2**64 - 1" in result.stderr, bad
+
+
+SAMPLED = (  # strategy, its runtime.Sampler settings, its flags
+    ("temperature", {}, []),
+    ("top_k", {"top_k": 3}, ["--top-k", "3"]),
+    ("top_p", {"top_p": 0.6}, ["--top-p", "0.6"]),
+)
+
+
+def seeded_tokens(folder, inputs: dict, steps: int, strategy: str, seed: int, **settings) -> np.ndarray:
+    """The tokens of the Python runtime's generate at batch 1 with ``runtime.Sampler(strategy,
+    temperature=TEMPERATURE, seed=seed, **settings)`` (greedy: no settings), the form it picks."""
+    model = runtime.load(folder)
+    x0 = {t.name: np.asarray(inputs[t.name], dtype=t.dtype).reshape(t.shape_for(1)) for t in model.inputs}
+    options = {} if strategy == "greedy" else {"temperature": TEMPERATURE, **settings}
+    tokens, _ = model.generate(x0, steps, sampler=runtime.Sampler(strategy, seed=seed, **options))
+    return np.asarray(tokens).reshape(-1)
+
+
+def test_cpp_example_seeded_tokens_are_the_python_runtimes(cpp_binary, general_folders):
+    """One --seed gives the tokens of runtime.Sampler(strategy, ..., seed=seed) for every strategy;
+    and the Node example's, which draws numpy's generator too."""
+    char, steps = general_folders["char"], GENERAL_STEPS
+    node = shutil.which("node")
+    node_ready = node is not None and (REPO / "examples" / "node" / "node_modules" / "onnxruntime-node").is_dir()
+    for seed in (5, 2**40 + 3):
+        for strategy, settings, flags in SAMPLED:
+            arguments = ["--steps", str(steps), *input_arguments(CHAR_INPUTS), "--sample", strategy, *flags]
+            arguments += ["--temperature", str(TEMPERATURE), "--seed", str(seed)]
+            tokens = read_column(run_example([str(cpp_binary)], char, *arguments), "token")
+            expected = seeded_tokens(char, CHAR_INPUTS, steps, strategy, seed, **settings)
+            np.testing.assert_array_equal(tokens, expected, err_msg=f"{strategy} seed {seed}")
+            assert len(set(expected.tolist())) >= 3  # a draw that varies
+            if node_ready:
+                command = [node, str(REPO / "examples" / "node" / "generate.js")]
+                same = read_column(run_example(command, char, *arguments, "--form", "step"), "token")
+                np.testing.assert_array_equal(tokens, same, err_msg=f"Node, {strategy} seed {seed}")
+    # seeds that differ draw differently
+    first, second = (seeded_tokens(char, CHAR_INPUTS, steps, "temperature", seed) for seed in (5, 6))
+    assert not np.array_equal(first, second)
 
 
 def test_cpp_example_format_2_errors_are_one_line(cpp_binary, general_folders, tmp_path):
