@@ -1,19 +1,30 @@
 """The protocol-neutral heart of `rnn serve`: which models are served under which names, what
-each one takes and returns, the server-held sequences and the dynamic batcher.
+each one takes and returns, and the work of a request (stateless or of a server-held sequence).
 
 The HTTP and gRPC fronts (`http_api`, `grpc_api`) decode a request into a `protocol.InferRequest`
 (numpy arrays and Python parameter values), await `Engine.infer`, and encode the
 `protocol.InferResponse`; every mistake of the caller is a `protocol.BadRequest` (or `NotFound`)
-raised here with one line, so both fronts answer it the same way. Everything runs on one asyncio event loop:
-steps of sequences are batched there (one `runtime.StreamPool` run per tick, inline: a tick
-of a small model takes microseconds), multi-step requests run in a thread pool.
+raised here with one line, so both fronts answer it the same way. Everything runs on one asyncio
+event loop: steps of sequences are batched there (`sequences.Batcher`: one `runtime.StreamPool` run
+per tick, inline: a tick of a small model takes microseconds), multi-step requests run in a thread
+pool.
 
-Names (each a `ServedName`): a folder served as ``NAME`` offers ``NAME`` (one step: x and the
-state tensors in, y and the new state out), ``NAME-predict`` (teacher-forced, x (T, batch, input),
-or (batch, T, input) for a batch-first model) and ``NAME-generate`` (closed loop, x (batch, input)
-and ``steps``). The state inputs are optional
-(absent: the manifest's initial state); with a ``sequence_id`` they must be absent, the
-server holds the state.
+Every signature is served (`tensors` says what each name takes and returns). A folder served as
+``NAME`` offers ``NAME`` (one step: the model's inputs by their manifest names, token ids INT64,
+values FP32, and the optional state tensors in; every output and the new states out),
+``NAME-predict`` (teacher-forced sequences, (T, batch, ...) or (batch, T, ...) for a batch-first
+model; the runtime picks the fused form) and ``NAME-generate`` (the closed loop: the first step's
+inputs and ``steps``; inputs other than the fed-back one are held). The state inputs are optional
+(absent: the manifest's initial state); with a ``sequence_id`` the server holds the state and they
+may only come with ``sequence_start``.
+
+**The plug-in place.** A call this module does not run itself is served by a `CallHandler`
+registered with `plug` under its call name: today the sampled ``NAME-generate`` of a model whose
+feedback samples its next token (``toolkit.serving.generation`` registers it with
+``plug(GENERATE, handler)`` when imported). The handler says which models it serves
+(``serves``), their tensors (``tensors``) and answers a request (``run``, with the engine's
+sequences and pools at hand). Until a handler for it is registered, such a model offers ``NAME``
+and ``NAME-predict`` and no ``NAME-generate``.
 """
 
 from __future__ import annotations
@@ -26,19 +37,17 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 import runtime
-from runtime.fused import STEP as STEP_FORM
 from runtime.inputs import NONFINITE_HINT
 from runtime.manifest import MANIFEST_NAME
 from runtime.streams import StreamPool, state_from_bytes
 
 from .metrics import Metrics
 from .protocol import (
-    DATATYPE_OF,
     PLATFORM,
     VERSION,
     BadRequest,
@@ -48,20 +57,57 @@ from .protocol import (
     NotFound,
     ServeError,
     TensorMetadata,
-    TooLarge,
     Unavailable,
     callers_error,
     one_line,
     status_of,
 )
+from .sequences import (
+    GONE_REMEMBERED,
+    MAX_SEQUENCE_ID_CHARS,
+    MAX_SEQUENCE_VERSION,
+    Batcher,
+    Sequence,
+    describe_id,
+    flag,
+    sequence_key,
+    sequence_version,
+)
+from .tensors import (
+    GENERATE,
+    PREDICT,
+    STEP,
+    STEPS_INPUT,
+    SUFFIXES,
+    call_tensors,
+    check_tensors,
+    checked_inputs,
+    generates,
+    model_parameters,
+    warm_up,
+)
 
-# The calls a served name makes: the `runtime.Model` method it runs, and the suffix of its name.
-STEP, PREDICT, GENERATE = "step", "predict", "generate"
-SUFFIXES = {STEP: "", PREDICT: "-predict", GENERATE: "-generate"}
-STEPS_INPUT = "steps"  # the generate call's INT64 input: how many closed-loop steps
-MAX_SEQUENCE_ID_CHARS = 256
-MAX_SEQUENCE_VERSION = (1 << 63) - 1  # the answer's version (one more) still fits gRPC's int64
-GONE_REMEMBERED = 100_000  # ended or expired sequence ids kept to name them in errors
+__all__ = [  # with the names of `sequences` and `tensors` that callers import from here
+    "GENERATE",
+    "MAX_SEQUENCE_ID_CHARS",
+    "MAX_SEQUENCE_VERSION",
+    "PREDICT",
+    "STEP",
+    "STEPS_INPUT",
+    "SUFFIXES",
+    "CallHandler",
+    "Engine",
+    "Limits",
+    "Served",
+    "ServedName",
+    "Settings",
+    "artifact_folders",
+    "check_model_name",
+    "describe_id",
+    "plug",
+    "sequence_key",
+    "sequence_version",
+]
 
 
 # ---- settings -----------------------------------------------------------
@@ -87,25 +133,6 @@ class Settings:
     workers: int = 2  # threads for multi-step requests
 
 
-# ---- sequences ---------------------------------------------------------------------------------
-
-
-def sequence_key(value: Any) -> int | str | None:
-    """A request's ``sequence_id`` parameter checked: an int (1 to 2**64-1) or a non-empty string;
-    0, "" and absent mean "no sequence", as in Triton. Ints and strings are different ids."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise BadRequest(f"parameter 'sequence_id' must be an integer or a string, got {type(value).__name__}")
-    if isinstance(value, int):
-        if not 0 <= value < 1 << 64:
-            raise BadRequest(f"parameter 'sequence_id' must be an unsigned 64-bit integer, got {value}")
-        return value or None
-    if len(value) > MAX_SEQUENCE_ID_CHARS:
-        raise BadRequest(f"parameter 'sequence_id' is longer than {MAX_SEQUENCE_ID_CHARS} characters")
-    return value or None
-
-
 def check_model_name(name: str) -> str:
     """A served model's name: letters, digits, '.', '_' and '-' (it appears in URL paths)."""
     if not name or len(name) > 128 or not all(c.isascii() and (c.isalnum() or c in "._-") for c in name):
@@ -115,82 +142,36 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def describe_id(key: int | str) -> str:
-    return f"{key}" if isinstance(key, int) else f"{key!r}"
+# ---- the plug-in place: calls another module serves ----------------------------------------------
+
+Answer = tuple[list[tuple[str, np.ndarray]], dict[str, Any]]  # a request's outputs and answer parameters
 
 
-def _flag(parameters: dict[str, Any], name: str) -> bool:
-    value = parameters.get(name, False)
-    if not isinstance(value, bool):
-        raise BadRequest(f"parameter '{name}' must be a boolean, got {type(value).__name__}")
-    return value
+class CallHandler(Protocol):
+    """A call served by another module (registered with `plug`): sampled NAME-generate."""
+
+    def serves(self, model: runtime.Model) -> bool:
+        """Whether it serves this call of ``model`` (the engine serves the call itself where it can)."""
+        ...
+
+    def tensors(self, model: runtime.Model) -> tuple[tuple[TensorMetadata, ...], tuple[TensorMetadata, ...]]:
+        """(inputs, outputs) of the call for ``model``, as its metadata shows them."""
+        ...
+
+    async def run(self, engine: Engine, named: ServedName, request: InferRequest) -> Answer:
+        """Answers ``request`` of ready ``named`` (`Engine.infer` around it counts the answer)."""
+        ...
 
 
-def sequence_version(parameters: dict[str, Any]) -> int | None:
-    """A request's ``sequence_version``: how many requests of the sequence the client has had
-    answered (None: the client does not track it, and no version is checked)."""
-    value = parameters.get("sequence_version")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_SEQUENCE_VERSION:
-        raise BadRequest(f"parameter 'sequence_version' must be a non-negative integer, got {value!r:.40}")
-    return value
+CALL_HANDLERS: dict[str, CallHandler] = {}
 
 
-class _Sequence:
-    __slots__ = ("key", "stream", "last_used", "lock", "closed", "version")
-
-    def __init__(self, key: int | str, stream: int) -> None:
-        self.key, self.stream, self.last_used = key, stream, time.monotonic()
-        self.lock = asyncio.Lock()  # one request of a sequence at a time, in arrival order
-        self.closed = False
-        self.version = 0  # requests answered since the sequence (re)started from its base version
-
-
-class _Batcher:
-    """Steps of different sequences that arrive within ``delay`` seconds of the first run as one
-    `StreamPool.step` on the event loop (the pool's batched run is bit-identical to stepping
-    each stream alone). The caller guarantees one pending step per stream."""
-
-    def __init__(self, pool: StreamPool, delay: float, max_batch: int, metrics: Metrics, name: str) -> None:
-        self.pool, self.delay, self.max_batch, self.metrics, self.name = pool, delay, max_batch, metrics, name
-        self.pending: list[tuple[int, np.ndarray, asyncio.Future, float]] = []
-        self.scheduled = False
-
-    def submit(self, stream: int, x: np.ndarray) -> asyncio.Future:
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self.pending.append((stream, x, future, time.perf_counter()))
-        if len(self.pending) >= self.max_batch:
-            self._flush()
-        elif not self.scheduled:
-            self.scheduled = True
-            if self.delay > 0:
-                loop.call_later(self.delay, self._flush)
-            else:
-                loop.call_soon(self._flush)
-        return future
-
-    def _flush(self) -> None:
-        self.scheduled = False
-        while self.pending:
-            batch, self.pending = self.pending[: self.max_batch], self.pending[self.max_batch :]
-            live = [item for item in batch if not item[2].done()]  # a cancelled caller is skipped
-            if not live:
-                continue
-            started = time.perf_counter()
-            try:
-                ids = np.fromiter((item[0] for item in live), dtype=np.int64, count=len(live))
-                xs = live[0][1] if len(live) == 1 else np.concatenate([item[1] for item in live])
-                ys = self.pool.step(ids, xs)
-            except Exception as error:  # the same error for every step of this run, no state changed
-                for item in live:
-                    item[2].set_exception(error)
-                continue
-            finished = time.perf_counter()
-            self.metrics.batch(self.name, len(live), finished - started, started - live[0][3])
-            for row, item in enumerate(live):
-                item[2].set_result(ys[row : row + 1])
+def plug(call: str, handler: CallHandler) -> None:
+    """Registers ``handler`` for ``call`` (GENERATE): engines made after this serve it for the
+    models it ``serves`` whose call this module does not run itself."""
+    if call not in SUFFIXES:
+        raise ValueError(f"unknown call {call!r}; calls: {list(SUFFIXES)}")
+    CALL_HANDLERS[call] = handler
 
 
 # ---- served models --------------------------------------------------------------------------
@@ -201,27 +182,35 @@ class Served:
 
     def __init__(self, name: str, folder: Path, model: runtime.Model | None, error: str, settings: Settings) -> None:
         self.name, self.folder, self.model, self.error, self.settings = name, folder, model, error, settings
-        self.sequences: dict[int | str, _Sequence] = {}
+        self.sequences: dict[int | str, Sequence] = {}
         self.gone: OrderedDict[int | str, str] = OrderedDict()  # id -> "ended" / "expired ..."
         self.pool: StreamPool | None = None
-        self.batcher: _Batcher | None = None
+        self.batcher: Batcher | None = None
 
     @property
     def ready(self) -> bool:
         return self.model is not None
 
+    def handler(self, call: str) -> CallHandler | None:
+        """The plugged-in handler that serves ``call`` of this model (None: the engine serves it,
+        or nobody does)."""
+        model, handler = self.model, CALL_HANDLERS.get(call)
+        if call != GENERATE or model is None or handler is None or generates(model):
+            return None
+        return handler if handler.serves(model) else None
+
     @property
     def names(self) -> tuple[str, ...]:
-        forms = [STEP, PREDICT]
-        if self.model is None or self.model.feedback is not None:
-            forms.append(GENERATE)  # the closed loop feeds y back as x
-        return tuple(self.name + SUFFIXES[form] for form in forms)
+        calls = [STEP, PREDICT]
+        if self.model is None or generates(self.model) or self.handler(GENERATE) is not None:
+            calls.append(GENERATE)  # the closed loop: identity feedback here, sampled by the plug-in
+        return tuple(self.name + SUFFIXES[call] for call in calls)
 
     def start(self, metrics: Metrics) -> None:
         if self.model is not None and self.pool is None:
             self.pool = StreamPool(self.model, capacity=64)
             delay = self.settings.max_queue_delay_us / 1e6
-            self.batcher = _Batcher(self.pool, delay, self.settings.max_batch, metrics, self.name)
+            self.batcher = Batcher(self.pool, delay, self.settings.max_batch, metrics, self.name)
 
     def forget(self, key: int | str, why: str) -> None:
         entry = self.sequences.pop(key, None)
@@ -234,53 +223,63 @@ class Served:
         while len(self.gone) > GONE_REMEMBERED:
             self.gone.popitem(last=False)
 
-    def open(self, key: int | str, state: Any = None) -> _Sequence:
+    def open(self, key: int | str, state: Any = None) -> Sequence:
+        """Opens sequence ``key`` from ``state`` (None: the initial state; else one array per state
+        tensor, its non-batch shape or the model's layout at batch 1)."""
         if len(self.sequences) >= self.settings.limits.max_sequences:
             raise Unavailable(f"model '{self.name}' holds its maximum of {len(self.sequences)} live sequences")
         assert self.pool is not None
-        entry = _Sequence(key, self.pool.open(state))
+        entry = Sequence(key, self.pool.open(state))
         self.sequences[key] = entry
         self.gone.pop(key, None)
         return entry
 
+    def held_state(self, entry: Sequence) -> tuple[np.ndarray, ...]:
+        """A copy of sequence ``entry``'s state in the model's layout at batch 1 (each state's batch
+        axis where the manifest puts it)."""
+        assert self.pool is not None and self.model is not None
+        rows = self.pool.state(entry.stream)
+        return tuple(np.expand_dims(row, spec.batch_axis) for row, spec in zip(rows, self.model.states))
+
 
 class ServedName:
     """One name the server answers to: a folder's model in one of its calls (``call``: step,
-    predict or generate), with the tensors its metadata shows."""
+    predict or generate), with the tensors its metadata shows; ``handler`` is the plugged-in
+    `CallHandler` that serves it (None: the engine)."""
 
     def __init__(self, served: Served, call: str) -> None:
         self.served, self.call = served, call
         self.name = served.name + SUFFIXES[call]
+        self.handler = served.handler(call)
+        self.inputs: tuple[TensorMetadata, ...] = ()
+        self.outputs: tuple[TensorMetadata, ...] = ()
+        self.parameters: dict[str, str] = {}
         model = served.model
-        if model is None:
-            self.inputs: tuple[TensorMetadata, ...] = ()
-            self.outputs: tuple[TensorMetadata, ...] = ()
-            return
-        x_shape = (-1, -1, model.input_size) if call == PREDICT else (-1, model.input_size)
-        y_shape = (-1, model.output_size) if call == STEP else (-1, -1, model.output_size)  # either layout
-        inputs = [TensorMetadata(model.input_name, "FP32", x_shape)]
-        if call == GENERATE:
-            inputs.append(TensorMetadata(STEPS_INPUT, "INT64", (1,)))
-        states = zip(model.state_names, model.state_sizes)
-        inputs += [TensorMetadata(n, "FP32", (-1, s), optional=True) for n, s in states]
-        outputs = [TensorMetadata(model.output_name, "FP32", y_shape)]
-        outputs += [TensorMetadata(n, "FP32", (-1, s)) for n, s in zip(model.state_outputs, model.state_sizes)]
-        self.inputs, self.outputs = tuple(inputs), tuple(outputs)
+        if model is not None:
+            tensors = self.handler.tensors(model) if self.handler is not None else call_tensors(model, call)
+            self.inputs, self.outputs = tensors
+            self.parameters = model_parameters(model)
 
     @property
     def ready(self) -> bool:
         return self.served.ready
 
     def metadata(self) -> dict[str, Any]:
+        """The protocol's model metadata; a model beyond the classic signature adds its
+        ``parameters`` (`tensors.model_parameters`: vocabulary sizes, layout, the states' batch axes)."""
         if not self.ready:
             raise Unavailable(f"model '{self.name}' is not ready: {self.served.error}")
-        return {
+        metadata: dict[str, Any] = {
             "name": self.name,
             "versions": [VERSION],
             "platform": PLATFORM,
             "inputs": [spec.metadata() for spec in self.inputs],
             "outputs": [spec.metadata() for spec in self.outputs],
         }
+        model = self.served.model
+        if model is not None and not model.classic:
+            metadata["parameters"] = dict(self.parameters)
+        return metadata
 
 
 # ---- the engine ------------------------------------------------------------------------------
@@ -305,30 +304,9 @@ def _default_loader(folder: Path) -> runtime.Model:
 
 
 def servable(model: runtime.Model) -> runtime.Model:
-    """``model``, its sessions created (`_warm_up`), if the server runs its signature:
-    UnsupportedError unless it is the classic one (one float32 input and output, states of
-    (batch, size), fed back as it is), time- or batch-first."""
-    if not model.classic:
-        raise runtime.UnsupportedError(
-            "rnn serve runs folders of the classic signature (one float32 input x -> one output y); this one has "
-            f"inputs {', '.join(model.input_names)} and outputs {', '.join(model.output_names)} (named or token "
-            "inputs, several outputs or states of other ranks), which the server does not serve yet"
-        )
-    _warm_up(model)
+    """``model`` with the sessions of every form created (`tensors.warm_up`): every signature is served."""
+    warm_up(model)
     return model
-
-
-def _warm_up(model: runtime.Model) -> None:
-    """Creates the sessions of every form now, not in the first request that needs one."""
-    x = np.zeros((2, 1, model.input_size), np.float32)  # 2 steps of batch 1, or batch 2 of 1 step
-    for form in model.forms:
-        if form == STEP_FORM:
-            continue
-        if form.startswith("rollout"):
-            if model.feedback is not None:
-                model.generate(x[0], 2, form=form)
-        else:
-            model.predict(x, form=form)
 
 
 class Engine:
@@ -445,12 +423,15 @@ class Engine:
         self.metrics.request(name, protocol, 200, time.perf_counter() - started)
         return InferResponse(name, request.id, outputs, parameters)
 
-    async def run_request(self, named: ServedName, request: InferRequest) -> tuple[list[tuple[str, np.ndarray]], dict]:
+    async def run_request(self, named: ServedName, request: InferRequest) -> Answer:
         """Answers ``request`` of ready ``named`` (`infer` around it looks the name up and counts the
-        answer): its outputs and its answer's parameters. `ray_serve.RoutedEngine` runs it on a replica."""
+        answer): its outputs and its answer's parameters. `ray_serve.RoutedEngine` runs it on a
+        replica; a plugged-in call's handler answers its own requests."""
+        if named.handler is not None:
+            return await named.handler.run(self, named, request)
         parameters = request.parameters
         key = sequence_key(parameters.get("sequence_id"))
-        start, end = _flag(parameters, "sequence_start"), _flag(parameters, "sequence_end")
+        start, end = flag(parameters, "sequence_start"), flag(parameters, "sequence_end")
         version = sequence_version(parameters)
         if key is None and (start or end or version is not None):
             raise BadRequest("parameters 'sequence_start'/'sequence_end'/'sequence_version' need a 'sequence_id'")
@@ -467,68 +448,18 @@ class Engine:
     def _checked_inputs(
         self, named: ServedName, inputs: dict[str, np.ndarray], sequence: bool, start: bool = False
     ) -> dict:
-        """The request's inputs checked against ``named``'s tensors and the limits: ``x``, ``state``
-        (None: the initial one, or the sequence's) and, for generate, ``steps``."""
+        """The request's inputs checked against ``named``'s tensors and the limits
+        (`tensors.checked_inputs`): ``x``, ``state`` (None: the initial one, or the sequence's),
+        ``batch`` and, for generate, ``steps``."""
         model = named.served.model
         assert model is not None
         if sequence and named.call == STEP and len(inputs) == 1:
-            x = inputs.get(model.input_name)  # the hot path: one step of a sequence, x (1, input_size) FP32
-            if x is not None and x.dtype == np.float32 and x.shape == (1, model.input_size):
-                return {"x": x, "state": None}  # values are checked by model.check_x before the run
-        self._check_tensors(named, inputs, sequence, start)
-        x = inputs[model.input_name]
-        batch_first = model.layout == "batch_first"
-        batch = x.shape[1] if named.call == PREDICT and not batch_first else x.shape[0]
+            x = inputs.get(model.input_name)  # the hot path: one step of a sequence of a one-input model
+            if x is not None and x.dtype == np.float32 and x.shape == (1, model.input_size) and model.classic:
+                return {"x": x, "state": None, "batch": 1}  # values are checked by model.check_x before the run
         limits = self.settings.limits
-        if named.call == PREDICT and x.shape[1 if batch_first else 0] > limits.max_steps:
-            steps = x.shape[1 if batch_first else 0]
-            raise TooLarge(f"input '{model.input_name}' has {steps} steps, the limit is {limits.max_steps}")
-        if sequence and batch != 1:
-            raise BadRequest(f"a request of a sequence steps one stream: input '{model.input_name}' batch must be 1")
-        states = [inputs.get(n) for n in model.state_names]
-        for state_name, state in zip(model.state_names, states):
-            if state is not None and state.shape[0] != batch:
-                raise BadRequest(f"input '{state_name}' has batch {state.shape[0]}, input '{model.input_name}' {batch}")
-        if any(s is not None for s in states) and any(s is None for s in states):
-            raise BadRequest(f"send every state input ({', '.join(model.state_names)}) or none")
-        checked = {"x": x, "state": tuple(states) if states and states[0] is not None else None}
-        steps = 1
-        if named.call == GENERATE:
-            steps = checked["steps"] = int(inputs[STEPS_INPUT][0])
-            if not 1 <= steps <= limits.max_steps:
-                raise BadRequest(f"input '{STEPS_INPUT}' must be 1 to {limits.max_steps}, got {steps}")
-        elif named.call == PREDICT:
-            steps = x.shape[1 if batch_first else 0]
-        answer = 4 * batch * (steps * model.output_size + sum(model.state_sizes))
-        if answer > limits.max_body_bytes:  # refused before anything runs or any state changes
-            raise TooLarge(f"the answer would hold {answer} bytes of outputs, the limit is {limits.max_body_bytes}")
-        return checked
-
-    def _check_tensors(self, named: ServedName, inputs: dict[str, np.ndarray], sequence: bool, start: bool) -> None:
-        """Each input one of ``named``'s, of its datatype, shape and size; every required one given;
-        a sequence's state inputs only on its start."""
-        specs = {spec.name: spec for spec in named.inputs}
-        limits = self.settings.limits
-        for name, array in inputs.items():
-            spec = specs.get(name)
-            if spec is None:
-                raise BadRequest(f"model '{named.name}' has no input '{name}' (inputs: {', '.join(specs)})")
-            if sequence and spec.optional and not start:
-                raise BadRequest(
-                    f"input '{name}' is held by the server for a sequence (a sequence_start request may "
-                    f"set it); send only {', '.join(s.name for s in named.inputs if not s.optional)}"
-                )
-            datatype = DATATYPE_OF.get(array.dtype)
-            if datatype != spec.datatype:
-                raise BadRequest(f"input '{name}' must be {spec.datatype}, got {datatype or array.dtype}")
-            if array.ndim != len(spec.shape) or any(d not in (-1, n) for d, n in zip(spec.shape, array.shape)):
-                wanted = "[" + ", ".join(str(d) for d in spec.shape) + "]"
-                raise BadRequest(f"input '{name}' must have shape {wanted} (-1: any), got {list(array.shape)}")
-            if array.size > limits.max_elements:
-                raise TooLarge(f"input '{name}' has {array.size} elements, the limit is {limits.max_elements}")
-        missing = [spec.name for spec in named.inputs if not spec.optional and spec.name not in inputs]
-        if missing:
-            raise BadRequest(f"model '{named.name}' needs input {', '.join(repr(m) for m in missing)}")
+        check_tensors(named.inputs, named.name, inputs, sequence and not start, limits.max_elements)
+        return checked_inputs(model, named.call, inputs, sequence, limits)
 
     @staticmethod
     def _wanted_outputs(named: ServedName, requested: list[str] | None) -> set[str]:
@@ -542,12 +473,16 @@ class Engine:
             raise BadRequest("an output is requested twice")
         return set(requested)
 
-    def _values(self, named: ServedName, y: np.ndarray, state: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
+    @staticmethod
+    def _values(named: ServedName, ys: Any, state: tuple[np.ndarray, ...]) -> dict[str, np.ndarray]:
+        """The outputs by name: ``ys`` (an array for one output, else a dict) and the new state."""
         model = named.served.model
         assert model is not None
-        return {model.output_name: y, **dict(zip(model.state_outputs, state))}
+        values = dict(ys) if isinstance(ys, dict) else {model.output_name: ys}
+        values.update(zip(model.state_outputs, state))
+        return values
 
-    def _compute(self, named: ServedName, arrays: dict, state: Any) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    def _compute(self, named: ServedName, arrays: dict, state: Any) -> tuple[Any, tuple[np.ndarray, ...]]:
         model = named.served.model
         assert model is not None
         if named.call == STEP:
@@ -560,13 +495,13 @@ class Engine:
         """A stateless request: a small step inline, anything longer in the thread pool."""
         state = arrays["state"] if state is None else state
         started = time.perf_counter()
-        if named.call == STEP and arrays["x"].shape[0] <= 256:
-            y, new_state = self._compute(named, arrays, state)
+        if named.call == STEP and arrays["batch"] <= 256:
+            ys, new_state = self._compute(named, arrays, state)
         else:
             loop = asyncio.get_running_loop()
-            y, new_state = await loop.run_in_executor(self._executor, self._compute, named, arrays, state)
+            ys, new_state = await loop.run_in_executor(self._executor, self._compute, named, arrays, state)
         self.metrics.compute(named.served.name, time.perf_counter() - started)
-        return self._values(named, y, new_state)
+        return self._values(named, ys, new_state)
 
     async def _run_sequence(
         self,
@@ -585,8 +520,7 @@ class Engine:
         the version it had (``sequence_version``); any other request with ``sequence_version``
         runs only when this server holds exactly that version of the sequence (else Conflict)."""
         served = named.served
-        given = arrays["state"]
-        initial = None if given is None else tuple(s[0] for s in given)
+        initial = arrays["state"]  # each at batch 1, in the model's layout
         while True:
             entry = served.sequences.get(key)
             created = entry is None
@@ -632,7 +566,7 @@ class Engine:
     async def _sequence_request(
         self,
         named: ServedName,
-        entry: _Sequence,
+        entry: Sequence,
         restart: bool,
         initial: tuple[np.ndarray, ...] | None,
         arrays: dict,
@@ -646,10 +580,11 @@ class Engine:
         assert pool is not None and model is not None and batcher is not None
         entry.last_used = time.monotonic()
         if named.call == STEP:
-            x = model.check_x(arrays["x"])  # refused here, before anything is queued or changed
+            x = arrays["x"]  # checked here, before anything is queued or changed
+            x = model.check_inputs(x) if isinstance(x, dict) else model.check_x(x)
             stream = pool.open(initial) if restart else entry.stream  # a restart runs on a fresh stream
             try:
-                y = await batcher.submit(stream, x)
+                ys = await batcher.submit(stream, x)
             except BaseException:
                 if restart:
                     pool.close(stream)
@@ -657,15 +592,15 @@ class Engine:
             if restart:
                 pool.close(entry.stream)
                 entry.stream = stream
-            state = pool.state(stream) if wanted - {model.output_name} else ()
-            return self._values(named, y, tuple(s.reshape(1, -1) for s in state))
+            held = served.held_state(entry) if wanted.difference(model.output_names) else ()
+            return self._values(named, ys, held)
         if restart:
-            state = model.initial_state(1) if initial is None else tuple(s.reshape(1, -1) for s in initial)
+            state = model.initial_state(1) if initial is None else initial
         else:
-            state = tuple(s.reshape(1, -1) for s in pool.state(entry.stream))
+            state = served.held_state(entry)
         values = await self._run(named, arrays, state)
         # commit: a fresh stream of the pool holds the new state, the old one is closed
-        new_stream = pool.open(tuple(values[n][0] for n in model.state_outputs))
+        new_stream = pool.open(tuple(values[n] for n in model.state_outputs))
         pool.close(entry.stream)
         entry.stream = new_stream
         return values

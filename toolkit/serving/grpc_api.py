@@ -290,7 +290,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> Any:
         """A minimal Triton model configuration (for clients that read it, e.g. perf_analyzer):
-        the tensors with their batch axis in dims (max_batch_size 0) and sequence batching."""
+        the tensors with their batch axis in dims (max_batch_size 0), sequence batching, and as
+        ``parameters`` what the dims cannot say (`tensors.model_parameters`: vocabulary sizes, the
+        layout, the states' batch axes, the feedback)."""
         await self._authorize(context)
         try:
             named = self.engine.lookup(request.name, request.version)
@@ -318,6 +320,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         )
         for message, spec in zip(config.input, named.inputs):
             message.optional = spec.optional
+        for key, value in named.parameters.items():  # vocabulary sizes, layout, the states' batch axes
+            config.parameters[key].string_value = value
         return pb.ModelConfigResponse(config=config)
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext) -> Any:

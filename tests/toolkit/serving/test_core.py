@@ -23,7 +23,7 @@ from toolkit.serving.core import (
     check_model_name,
     sequence_key,
 )
-from toolkit.serving.protocol import BadRequest, InferRequest, NotFound, TooLarge, Unavailable
+from toolkit.serving.protocol import BadRequest, InferRequest, NotFound, TensorMetadata, TooLarge, Unavailable
 
 MODEL = runtime.load(COMMITTED)
 
@@ -522,18 +522,44 @@ def test_a_start_that_waits_behind_the_end_of_the_same_id_begins_it_anew():
     run(go())
 
 
-def test_a_format_2_folder_is_not_ready_and_says_why(tmp_path):
-    """Named or token inputs (beyond the classic signature) are not served yet: the model is
-    unavailable with the reason in the repository index, the others serve."""
+def test_a_format_2_folder_is_served_and_sampled_generate_waits_for_its_plug_in(tmp_path, monkeypatch):
+    """Named and token inputs, a layered state: the folder is ready with NAME and NAME-predict;
+    its sampled NAME-generate is listed only once a handler is plugged in for it (the plug-in
+    place of `core`), and then its requests go to that handler."""
     from export import export_module
     from tests.user_modules import CHAR_GRU_SIGNATURE, make_char_gru
+    from toolkit.serving import core
 
     folder = export_module(make_char_gru(), tmp_path / "char", **CHAR_GRU_SIGNATURE)
     made = engine([("sine", COMMITTED), ("char", folder)])
     index = {entry["name"]: entry for entry in made.repository_index()}
-    reason = index["char"]["reason"]
-    assert index["char"]["state"] == "UNAVAILABLE" and "classic signature" in reason and "token" in reason
-    assert made.lookup("sine").ready
+    assert index["char"]["state"] == index["char-predict"]["state"] == "READY" and "char-generate" not in index
+    model = runtime.load(folder)
+    x = {"token": np.array([3, 10], np.int64), "category": np.eye(3, dtype=np.float32)[:2]}
+
+    async def go():
+        await started(made)
+        answer = values(await made.infer(InferRequest("char", dict(x)), "test"))
+        logits, state = model.step(x)
+        assert np.array_equal(answer["logits"], logits) and np.array_equal(answer["h_out"], state[0])
+
+    run(go())
+
+    class Plugged:
+        def serves(self, model):
+            return model.signature.sampled
+
+        def tensors(self, model):
+            return (TensorMetadata("token", "INT64", (-1,)),), (TensorMetadata("tokens", "INT64", (-1, -1)),)
+
+        async def run(self, engine, named, request):
+            return [("tokens", request.inputs["token"].reshape(1, -1) + 1)], {"plugged": True}
+
+    monkeypatch.setitem(core.CALL_HANDLERS, core.GENERATE, Plugged())
+    plugged = engine([("sine", COMMITTED), ("char", folder)])
+    assert plugged.lookup("char-generate").handler is not None and plugged.lookup("sine-generate").handler is None
+    response = run(plugged.infer(InferRequest("char-generate", {"token": np.array([4], np.int64)}), "test"))
+    assert values(response)["tokens"].tolist() == [[5]] and response.parameters == {"plugged": True}
 
 
 def test_a_batch_first_classic_folder_is_served_in_its_layout(tmp_path):
