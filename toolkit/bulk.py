@@ -19,6 +19,11 @@ but the last and runs ``steps`` closed-loop steps from the last (`rnn generate -
 Every batch runs in the form the runtime picks for a full batch, so a short last batch computes
 exactly what it would inside a full one. The output is a folder of Parquet files with ``id`` and
 ``y`` (a list of float32), in input order.
+
+A model of any other signature (named inputs, token ids, several outputs, states of any rank)
+reads Parquet with an ``id`` column and a column per input by name, one stream per row, and
+writes a column per output (or the sampled tokens): `toolkit.bulk_rows` says how. Such a file is
+told from the wide layout by its columns (every input of the model by name, no ``series``).
 """
 
 from __future__ import annotations
@@ -38,11 +43,11 @@ import numpy as np
 from runtime.errors import DataError, InputValueError, ShapeError, ToolkitError, UnsupportedError
 from runtime.fused import FUSED_MIN_STEPS, choose_form
 
+from .bulk_rows import ID_COLUMN, RowsRunner, check_columns, row_items, sampler_settings
 from .extras import require
 from .ray_cluster import connect
 
 KINDS = ("predict", "generate")
-ID_COLUMN = "id"  # Parquet input and output: the series' id, copied through
 SERIES_COLUMN = "series"  # Parquet input: a list of numbers per row
 LONG_COLUMNS = ("series_id", "t", "value")  # Parquet input, long layout: one row per point
 OUTPUT_COLUMN = "y"  # Parquet output: a list of float32 per row (length points, or steps)
@@ -83,11 +88,16 @@ def load_series_model(folder: str, digest: str | None = None) -> Any:
     run of other bytes. UnsupportedError or ShapeError for a model that does not take such series."""
     import runtime
 
-    model = runtime.load(folder, workers=1, digest=digest)
+    return check_series_model(runtime.load(folder, workers=1, digest=digest))
+
+
+def check_series_model(model: Any) -> Any:
+    """``model`` if it takes series of one value a step (the classic signature, sizes 1)."""
     if not model.classic:
         raise UnsupportedError(
-            "bulk runs read series of one float value per step: the model must have the classic signature "
-            f"(one float32 input and output), got inputs {', '.join(model.input_names)}"
+            "the series layouts (a 'series' column, .npy, series_id/t/value) take the classic signature "
+            f"(one float32 input and output); this model has inputs {', '.join(model.input_names)}: give Parquet "
+            f"with the columns {ID_COLUMN!r} and one per input by name (README, bulk runs of any model)"
         )
     if model.input_size != 1 or model.output_size != 1:
         raise ShapeError(
@@ -351,19 +361,23 @@ def is_npy(source: Path) -> bool:
     return source.suffix == ".npy" or (source.is_dir() and any(source.glob("*.npy")))
 
 
-def _dataset(ray: Any, source: Path, batch_size: int) -> tuple[Any, str]:
-    """(the input dataset, its kind: "npy" (slices), "parquet" (row groups) or "long" (wide rows))."""
+def _dataset(ray: Any, source: Path, worker: WorkerArguments, model: Any) -> tuple[Any, str]:
+    """(the input dataset, its kind: "npy" (slices), "parquet" (row groups), "long" (wide rows) or
+    "rows" (row groups of named columns)); the model checked against the layout."""
     if not source.exists():
         raise DataError(f"input {str(source)!r} does not exist")
     if is_npy(source):
-        return ray.data.from_items(npy_slices(npy_files(source), batch_size)), "npy"
-    import pyarrow.parquet as pq
-
+        check_series_model(model)
+        return ray.data.from_items(npy_slices(npy_files(source), worker.batch_size)), "npy"
     files = parquet_files(source)
-    try:
-        names = set(pq.read_schema(files[0]).names)  # the layout, from the first file's footer
-    except (OSError, ValueError) as error:
-        raise DataError(f"{files[0]} is not a readable Parquet file: {error}") from None
+    names = parquet_columns(files[0])  # the layout, from the first file's footer
+    if SERIES_COLUMN not in names and set(model.input_names) & names:
+        for path in files:
+            check_columns(model, worker.kind, worker.sampling, parquet_columns(path), path)
+        return ray.data.from_items(row_items(files)), "rows"
+    check_series_model(model)
+    if worker.sampling is not None:
+        raise InputValueError("a sampler goes only with generate of a model that samples its next token")
     if set(LONG_COLUMNS) <= names and not {ID_COLUMN, SERIES_COLUMN} <= names:
         dataset = ray.data.read_parquet(str(source), num_cpus=READ_CPUS)
         registry = ray.remote(num_cpus=0)(LengthRegistry).remote()
@@ -376,6 +390,16 @@ def _dataset(ray: Any, source: Path, batch_size: int) -> tuple[Any, str]:
     return ray.data.from_items(parquet_row_groups(files)), "parquet"
 
 
+def parquet_columns(path: Path) -> set[str]:
+    """The column names of a Parquet file, from its footer; DataError if it is not one."""
+    import pyarrow.parquet as pq
+
+    try:
+        return set(pq.read_schema(path).names)
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path} is not a readable Parquet file: {error}") from None
+
+
 def check_arguments(kind: str, steps: int | None, batch_size: int, actors: int) -> None:
     """InputValueError unless ``kind``, ``steps``, ``batch_size`` and ``actors`` make a run."""
     if kind not in KINDS:
@@ -386,9 +410,12 @@ def check_arguments(kind: str, steps: int | None, batch_size: int, actors: int) 
         raise InputValueError(f"batch_size and actors must be integers >= 1, got {batch_size!r} and {actors!r}")
 
 
-def read_model(folder: Path) -> str:
-    """The folder's errors here, once, before Ray starts; the manifest digest the workers are pinned to."""
-    return load_series_model(str(folder)).manifest_digest
+def read_model(folder: Path) -> Any:
+    """The folder's errors here, once, before Ray starts; its manifest digest is the one the workers
+    are pinned to."""
+    import runtime
+
+    return runtime.load(folder, workers=1)
 
 
 @contextlib.contextmanager
@@ -438,20 +465,24 @@ class WorkerArguments:
     steps: int | None
     batch_size: int
     digest: str
+    sampling: dict[str, Any] | None = None  # a sampler's settings (`bulk_rows.sampler_settings`)
 
-    def constructor_args(self) -> tuple:
-        return (self.folder, self.kind, self.steps, self.batch_size, self.digest)
+    def constructor_args(self, layout: str) -> tuple:
+        common = (self.folder, self.kind, self.steps, self.batch_size, self.digest)
+        return (*common, self.sampling) if layout == "rows" else common
 
 
-def write_outputs(ray: Any, source: Path, out: Path, worker: WorkerArguments, actors: int) -> None:
+RUNNERS = {"npy": NpyRunner, "parquet": ParquetRunner, "long": SeriesRunner, "rows": RowsRunner}
+
+
+def write_outputs(ray: Any, source: Path, out: Path, worker: WorkerArguments, actors: int, model: Any) -> None:
     """Reads ``source``, runs it on ``actors`` model workers, writes ``out``; a worker's toolkit
     error is raised as itself, in one line."""
     try:
-        dataset, layout = _dataset(ray, source, worker.batch_size)
-        runner = {"npy": NpyRunner, "parquet": ParquetRunner, "long": SeriesRunner}[layout]
+        dataset, layout = _dataset(ray, source, worker, model)
         dataset = dataset.map_batches(
-            runner,
-            fn_constructor_args=worker.constructor_args(),
+            RUNNERS[layout],
+            fn_constructor_args=worker.constructor_args(layout),
             batch_size=worker.batch_size if layout == "long" else 1,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=actors),
@@ -476,6 +507,7 @@ def run_bulk(
     batch_size: int = BATCH_SIZE,
     actors: int = ACTORS,
     progress: bool = True,
+    sampler: Any = None,
 ) -> BulkResult:
     """Runs ``kind`` over every series of ``source`` on Ray Data and writes ``out`` (a folder of
     Parquet files: ``id``, ``y``), streaming: no stage holds more than a few batches.
@@ -485,16 +517,20 @@ def run_bulk(
     be readable at the same paths on every node; the workers load the folder pinned to the
     manifest this call read (a folder changed in between is an IntegrityError). Errors in the data
     (ragged series, NaN, a bad file) come back as the runtime's typed errors, one line each.
+
+    ``sampler`` (a `runtime.Sampler`): generate of a model that samples its next token, from
+    named columns; each row draws with its own seed (`toolkit.bulk_rows`).
     """
     check_arguments(kind, steps, batch_size, actors)
     folder, source, out = Path(folder).resolve(), Path(source).resolve(), Path(out).resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputValueError(f"output {str(out)!r} already exists; name a new folder")
-    worker = WorkerArguments(str(folder), kind, steps, batch_size, read_model(folder))
+    model = read_model(folder)
+    worker = WorkerArguments(str(folder), kind, steps, batch_size, model.manifest_digest, sampler_settings(sampler))
     ray = import_ray()
     with ray_session(ray, address, progress):
         begin = time.perf_counter()
-        write_outputs(ray, source, out, worker, actors)
+        write_outputs(ray, source, out, worker, actors, model)
     return BulkResult(out, count_rows(out), time.perf_counter() - begin)
 
 

@@ -244,10 +244,10 @@ def changed_after_read(monkeypatch, folder):
     read = bulk.read_model
 
     def read_then_change(*args, **kwargs):
-        digest = read(*args, **kwargs)
+        model = read(*args, **kwargs)
         manifest = folder / MANIFEST_NAME
         manifest.write_bytes(manifest.read_bytes() + b"\n")
-        return digest
+        return model
 
     monkeypatch.setattr(bulk, "read_model", read_then_change)
 

@@ -1,0 +1,195 @@
+"""Bulk runs of format 2 folders on Ray Data (toolkit.bulk_rows): named input columns, token ids,
+per-row states, sampled generation with a per-row seed; every row equal to the runtime run on that
+row alone, through the library and the CLI, on a local Ray this module starts and stops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import runtime
+from export.custom import export_module
+from runtime.errors import InputValueError
+from runtime.manifest import BATCH_FIRST
+
+from ..user_modules import CHAR_GRU_SIGNATURE, TWO_INPUTS_SIGNATURE, make_char_gru, make_two_inputs
+
+ray = pytest.importorskip("ray")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from toolkit.bulk import run_bulk  # noqa: E402
+from toolkit.bulk_rows import ID_COLUMN, RowSeeds  # noqa: E402
+
+BATCH = 16  # several batches a run, a short last one
+STEPS = 13  # generated steps: FUSED_MIN_STEPS or more, so the fused sampling forms run
+SETTINGS = {"strategy": "top_k", "temperature": 0.8, "top_k": 4}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """One local Ray for the module (loopback, 2 CPUs): run_bulk uses it and leaves it running."""
+    torch.set_num_threads(1)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def char(tmp_path_factory):
+    """The char GRU: a token and a (3,) category in, logits out, a (2, batch, 7) state, sampled."""
+    return export_module(make_char_gru(), tmp_path_factory.mktemp("char") / "m", **CHAR_GRU_SIGNATURE)
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    """The two-input forecaster, batch-first: a value (fed back) and a day token, states h and c."""
+    folder = tmp_path_factory.mktemp("two") / "m"
+    return export_module(make_two_inputs(), folder, layout=BATCH_FIRST, **TWO_INPUTS_SIGNATURE)
+
+
+def char_rows(count: int, seed: int) -> dict[str, list]:
+    """Prompts of 1 to 6 steps: token ids and a category a step (a list of 3 a step)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 7, count)
+    return {
+        ID_COLUMN: [f"r{i:03d}" for i in range(count)],
+        "token": [rng.integers(0, 11, n).tolist() for n in lengths],
+        "category": [np.eye(3)[rng.integers(0, 3, n)].tolist() for n in lengths],
+    }
+
+
+def write_files(folder, columns: dict[str, list], parts: int = 2, row_group_size: int = 7) -> None:
+    """``columns`` over ``parts`` files in name order, small row groups."""
+    folder.mkdir()
+    count = len(columns[ID_COLUMN])
+    size = -(-count // parts)
+    table = pa.table(columns)
+    for part in range(parts):
+        pq.write_table(table.slice(part * size, size), folder / f"part{part}.parquet", row_group_size=row_group_size)
+
+
+def read_columns(out) -> dict[str, list]:
+    table = pa.concat_tables([pq.read_table(path) for path in sorted(out.glob("*.parquet"))])
+    return {name: table.column(name).to_pylist() for name in table.schema.names}
+
+
+def char_alone(model, tokens: list[int], category: list, seed: int) -> np.ndarray:
+    """The row by itself: warmed up on its prompt but the last step, then sampled from the last."""
+    token, category = np.asarray(tokens, np.int64), np.asarray(category, np.float32)
+    state = None
+    if len(token) > 1:
+        _, state = model.predict({"token": token[:-1, None], "category": category[:-1, None]})
+    x0 = {"token": token[-1:], "category": category[-1:]}
+    ys, _ = model.generate(x0, STEPS, state, sampler=runtime.Sampler(**SETTINGS, seed=seed))
+    return ys[:, 0]
+
+
+def test_row_seeds_draw_each_rows_own_uniforms():
+    seeds = [5, 9, 5, 0]
+    sampler = RowSeeds(SETTINGS | {"seed": None}, seeds)
+    drawn = sampler.uniforms(6, 4)
+    alone = [runtime.Sampler(**SETTINGS, seed=seed).uniforms(6, 1)[:, 0] for seed in seeds]
+    assert drawn.dtype == np.float32 and np.array_equal(drawn, np.stack(alone, axis=1))
+    assert np.array_equal(sampler.uniforms(2, 4)[:, 1], runtime.Sampler(**SETTINGS, seed=9).uniforms(8, 1)[6:, 0])
+    with pytest.raises(InputValueError, match="holds 4 rows' seeds, asked for 3"):
+        sampler.uniforms(1, 3)
+
+
+def test_token_model_sampled_generate_per_row_seed_equals_each_row_alone(tmp_path, char):
+    """41 prompts of mixed lengths over 2 files of row groups of 7: tokens of a seed column, then of
+    the base seed + the row's index, each row equal to its own runtime.generate."""
+    model = runtime.load(char)
+    columns = char_rows(41, seed=1)
+    seeds = [int(s) for s in np.random.default_rng(2).integers(0, 2**40, 41)]
+    write_files(tmp_path / "seeded", {**columns, "seed": seeds})
+    sampler = runtime.Sampler(**SETTINGS, seed=1000)
+    result = run_bulk(
+        char,
+        tmp_path / "seeded",
+        tmp_path / "a",
+        kind="generate",
+        steps=STEPS,
+        batch_size=BATCH,
+        sampler=sampler,
+        progress=False,
+    )
+    assert result.series == 41
+    got = read_columns(tmp_path / "a")
+    assert got[ID_COLUMN] == columns[ID_COLUMN] and set(got) == {ID_COLUMN, "token"}
+    for i, tokens in enumerate(got["token"]):
+        assert tokens == char_alone(model, columns["token"][i], columns["category"][i], seeds[i]).tolist()
+    write_files(tmp_path / "unseeded", columns, parts=3)
+    run_bulk(
+        char,
+        tmp_path / "unseeded",
+        tmp_path / "b",
+        kind="generate",
+        steps=STEPS,
+        batch_size=BATCH,
+        sampler=sampler,
+        progress=False,
+    )
+    got = read_columns(tmp_path / "b")
+    for i, tokens in enumerate(got["token"]):
+        assert tokens == char_alone(model, columns["token"][i], columns["category"][i], 1000 + i).tolist()
+    assert len({tuple(t) for t in got["token"]}) > 30  # the rows' draws differ
+
+
+def test_token_model_predict_writes_each_rows_logits(tmp_path, char):
+    model = runtime.load(char)
+    columns = char_rows(23, seed=3)
+    write_files(tmp_path / "in", columns, parts=1)
+    run_bulk(char, tmp_path / "in", tmp_path / "out", batch_size=BATCH, progress=False)
+    got = read_columns(tmp_path / "out")
+    assert set(got) == {ID_COLUMN, "logits"}
+    for i, logits in enumerate(got["logits"]):
+        xs = {
+            "token": np.asarray(columns["token"][i])[:, None],
+            "category": np.asarray(columns["category"][i])[:, None],
+        }
+        ys, _ = model.predict(xs)  # (steps, 1, 11)
+        assert len(logits) == 11 * len(columns["token"][i])
+        np.testing.assert_allclose(np.float32(logits), ys[:, 0].reshape(-1), rtol=0, atol=1e-6)
+
+
+def two_rows(count: int, seed: int) -> dict[str, list]:
+    """Series of 2 to 9 steps: a value a step (a flat list) and a day token a step; every third row
+    starts from its own state h and c (flat lists), the others from the manifest's."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, 10, count)
+    return {
+        ID_COLUMN: list(range(100, 100 + count)),
+        "value": [np.sin(rng.uniform(0, 6) + 0.5 * np.arange(n)).tolist() for n in lengths],
+        "day": [rng.integers(0, 7, n).tolist() for n in lengths],
+        "h": [rng.normal(0, 0.5, 6).tolist() if i % 3 == 0 else None for i in range(count)],
+        "c": [rng.normal(0, 0.5, 6).tolist() if i % 3 == 0 else None for i in range(count)],
+    }
+
+
+def two_alone(model, columns: dict[str, list], i: int, kind: str) -> np.ndarray:
+    """Row i by itself (batch-first (1, steps, ...)): teacher-forced outputs, or generate's after
+    the warm-up on all but the last step."""
+    value = np.asarray(columns["value"][i], np.float32)[None, :, None]  # (1, steps, 1)
+    day = np.asarray(columns["day"][i], np.int64)[None, :]  # (1, steps)
+    given = columns["h"][i] is not None
+    state = (np.float32([columns["h"][i]]), np.float32([columns["c"][i]])) if given else None
+    if kind == "predict":
+        ys, _ = model.predict({"value": value, "day": day}, state)
+        return ys[0, :, 0]
+    _, state = model.predict({"value": value[:, :-1], "day": day[:, :-1]}, state)
+    ys, _ = model.generate({"value": value[:, -1], "day": day[:, -1]}, STEPS, state)
+    return ys[0, :, 0]
+
+
+def test_two_input_model_with_per_row_states_predict_and_generate_equal_each_row_alone(tmp_path, two):
+    model = runtime.load(two)
+    columns = two_rows(37, seed=4)
+    write_files(tmp_path / "in", columns, parts=2, row_group_size=9)  # states null in 2 rows of 3
+    for kind in ("predict", "generate"):
+        run_bulk(two, tmp_path / "in", tmp_path / kind, kind=kind, steps=STEPS, batch_size=BATCH, progress=False)
+        got = read_columns(tmp_path / kind)
+        assert got[ID_COLUMN] == columns[ID_COLUMN] and set(got) == {ID_COLUMN, "next_value"}
+        for i, values in enumerate(got["next_value"]):
+            np.testing.assert_allclose(np.float32(values), two_alone(model, columns, i, kind), rtol=0, atol=2e-6)
