@@ -147,7 +147,13 @@ def create_token_app(folder: str | os.PathLike, vocabulary: list[str]) -> FastAP
                     z = logits[0].astype(np.float64) / settings.temperature
                     p = np.exp(z - z.max())
                     token = int(rng.choice(len(vocabulary), p=p / p.sum()))
-                event = {"model_name": model_name, "model_version": "1", "text_output": vocabulary[token]}
+                event = {
+                    "model_name": model_name,
+                    "model_version": "1",
+                    "tokens": [token],
+                    "text_output": vocabulary[token],
+                    "finish_reason": "length" if produced + 1 == settings.max_tokens else None,
+                }
                 yield f"data: {json.dumps(event)}\n\n"
                 if produced + 1 < settings.max_tokens:
                     logits, h = session.run(None, {"char": np.array([token], np.int64), "h": h})

@@ -30,7 +30,6 @@ import asyncio
 import inspect
 import json
 import socket
-import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ from serve_load import (  # noqa: E402
 )
 
 MODEL = "char"
+TOKEN_INPUT, TOKENS_OUTPUT = "char", "tokens"  # the model's token input; what NAME-generate answers
 GENERATE = f"{MODEL}-generate"
 STREAM_PATH = f"/v2/models/{GENERATE}/generate_stream"
 PROMPT = "Alice was "
@@ -95,6 +95,10 @@ def export_char_gru(out: Path) -> tuple[Path, list[str]]:
     folder = export_module(module, out / "char-gru", **example.SIGNATURE, **extra)
     (out / "vocabulary.json").write_text(json.dumps(example.ALPHABET))
     return folder, list(example.ALPHABET)
+
+
+def prompt_ids(vocabulary: list[str]) -> np.ndarray:
+    return np.asarray([vocabulary.index(character) for character in PROMPT], np.int64)
 
 
 def serve_baseline(port: int, folder: str) -> None:
@@ -151,26 +155,27 @@ def stream_request(body: bytes) -> bytes:
     ).encode() + body
 
 
-def event_text(event: dict[str, Any]) -> str:
-    """The characters one event carries (one per token: the vocabulary's tokens are characters)."""
+def event_tokens(event: dict[str, Any]) -> list[int]:
+    """The token ids one event carries (both servers send them as ``tokens``, the text as
+    ``text_output``)."""
     if "error" in event:
         raise RuntimeError(f"the server sent an error event: {event['error']}")
-    return event.get("text_output", "")
+    return event.get("tokens", [])
 
 
 @dataclass
 class Generation:
     """One generation as the client saw it: when its request went out, when each event came with
-    how many tokens, and the text."""
+    how many tokens, and the tokens."""
 
     started: float = 0.0
     arrivals: list[tuple[float, int]] = field(default_factory=list)
-    text: list[str] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
 
-    def add(self, text: str, now: float) -> None:
-        if text:
-            self.arrivals.append((now, len(text)))
-            self.text.append(text)
+    def add(self, tokens: list[int], now: float) -> None:
+        if tokens:
+            self.arrivals.append((now, len(tokens)))
+            self.ids.extend(tokens)
 
     @property
     def tokens(self) -> int:
@@ -277,7 +282,7 @@ class SseConnection(asyncio.Protocol):
             del events[: end + 2]
             for line in block.split(b"\n"):
                 if line.startswith(b"data:"):
-                    self.generation.add(event_text(json.loads(line[5:])), now)
+                    self.generation.add(event_tokens(json.loads(line[5:])), now)
 
     def _finish(self, now: float) -> None:
         status, body = self.status, bytes(self.events)
@@ -307,15 +312,16 @@ class SseConnection(asyncio.Protocol):
 # ---- gRPC: one ModelStreamInfer stream per concurrent generation --------------------------------
 
 
-def grpc_generate_request(service_pb2: Any, seed: int, tokens: int, strategy: str = "temperature") -> Any:
-    """A NAME-generate request as tritonclient's async_stream_infer sends it: the prompt as a BYTES
-    text_input [1], the sampling settings as request parameters."""
+def grpc_generate_request(
+    service_pb2: Any, prompt: np.ndarray, seed: int, tokens: int, strategy: str = "temperature"
+) -> Any:
+    """A NAME-generate request as tritonclient's async_stream_infer sends it: the prompt's ids as the
+    token input (INT64 [1, T]), the sampling settings as request parameters."""
     request = service_pb2.ModelInferRequest(model_name=GENERATE)
     tensor = request.inputs.add()
-    tensor.name, tensor.datatype = "text_input", "BYTES"
-    tensor.shape.extend([1])
-    prompt = PROMPT.encode()
-    request.raw_input_contents.append(struct.pack("<I", len(prompt)) + prompt)
+    tensor.name, tensor.datatype = TOKEN_INPUT, "INT64"
+    tensor.shape.extend([1, len(prompt)])
+    request.raw_input_contents.append(np.asarray(prompt, "<i8").tobytes())
     request.parameters["strategy"].string_param = strategy
     if strategy != "greedy":
         request.parameters["temperature"].double_param = TEMPERATURE
@@ -324,38 +330,30 @@ def grpc_generate_request(service_pb2: Any, seed: int, tokens: int, strategy: st
     return request
 
 
-def response_text(response: Any) -> tuple[str, bool]:
-    """The characters of one decoupled response and whether it is the final one."""
+def response_tokens(response: Any) -> tuple[list[int], bool]:
+    """The token ids of one decoupled response and whether it is the final one."""
     if response.error_message:
         raise RuntimeError(f"gRPC error: {response.error_message}")
     answer = response.infer_response
-    final = (
-        answer.parameters["triton_final_response"].bool_param if "triton_final_response" in answer.parameters else False
-    )
+    final = "triton_final_response" in answer.parameters and answer.parameters["triton_final_response"].bool_param
     names = [output.name for output in answer.outputs]
-    if "text_output" not in names:
-        return "", final
-    at = names.index("text_output")
+    if TOKENS_OUTPUT not in names:
+        return [], final
+    at = names.index(TOKENS_OUTPUT)
     if answer.raw_output_contents:
-        raw = answer.raw_output_contents[at]
-        pieces, offset = [], 0
-        while offset < len(raw):
-            (length,) = struct.unpack_from("<I", raw, offset)
-            pieces.append(raw[offset + 4 : offset + 4 + length].decode())
-            offset += 4 + length
-        return "".join(pieces), final
-    return "".join(b.decode() for b in answer.outputs[at].contents.bytes_contents), final
+        return np.frombuffer(answer.raw_output_contents[at], "<i8").tolist(), final
+    return list(answer.outputs[at].contents.int64_contents), final
 
 
 class GrpcStream:
     """One bidirectional ModelStreamInfer stream on a shared channel, one generation at a time."""
 
-    def __init__(self, stub: Any, service_pb2: Any) -> None:
+    def __init__(self, stub: Any, service_pb2: Any, prompt: np.ndarray) -> None:
         self.call = stub.ModelStreamInfer()
-        self.service_pb2 = service_pb2
+        self.service_pb2, self.prompt = service_pb2, prompt
 
     async def generate(self, seed: int, tokens: int, generation: Generation, strategy: str = "temperature") -> None:
-        request = grpc_generate_request(self.service_pb2, seed, tokens, strategy)
+        request = grpc_generate_request(self.service_pb2, self.prompt, seed, tokens, strategy)
         generation.started = time.perf_counter()
         await self.call.write(request)
         while True:
@@ -363,8 +361,8 @@ class GrpcStream:
             now = time.perf_counter()
             if response is None:  # grpc.aio's EOF
                 raise ConnectionError("the server ended the stream before the final response")
-            text, final = response_text(response)
-            generation.add(text, now)
+            ids, final = response_tokens(response)
+            generation.add(ids, now)
             if final:
                 return
 
@@ -395,7 +393,9 @@ class Round:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-async def open_workers(transport: str, server: ServerProcess, count: int) -> tuple[list[Any], list[Any]]:
+async def open_workers(
+    transport: str, server: ServerProcess, count: int, prompt: np.ndarray
+) -> tuple[list[Any], list[Any]]:
     """``count`` connections (HTTP) or streams on one channel (gRPC), and the channels to close."""
     if transport != OURS_GRPC:
         return [await SseConnection.open(server.http_port) for _ in range(count)], []
@@ -404,7 +404,7 @@ async def open_workers(transport: str, server: ServerProcess, count: int) -> tup
     service_pb2, service_pb2_grpc = grpc_modules()
     channel = grpc.aio.insecure_channel(f"{HOST}:{server.grpc_port}")
     stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-    return [GrpcStream(stub, service_pb2) for _ in range(count)], [channel]
+    return [GrpcStream(stub, service_pb2, prompt) for _ in range(count)], [channel]
 
 
 async def close_workers(workers: list[Any], channels: list[Any]) -> None:
@@ -437,7 +437,7 @@ async def measure(
 ) -> Round:
     """A warm-up generation per worker (a few tokens), then ``concurrency`` x ``args.waves``
     generations (at least ``args.min_generations``) timed as one."""
-    workers, channels = await open_workers(transport, server, concurrency)
+    workers, channels = await open_workers(transport, server, concurrency, args.prompt_ids)
     try:
         if args.warmup_tokens:
             await run_generations(workers, concurrency, args.warmup_tokens, 1 << 20)
@@ -492,18 +492,18 @@ async def spot_check(folder: Path, vocabulary: list[str], servers: dict[str, Ser
     import runtime
 
     model = runtime.load(folder)
-    prompt = np.asarray([vocabulary.index(c) for c in PROMPT], np.int64)
-    _, state = model.predict({"char": prompt[:-1].reshape(-1, 1)})
+    prompt = prompt_ids(vocabulary)
+    _, state = model.predict({TOKEN_INPUT: prompt[:-1].reshape(-1, 1)})
 
-    def expected(sampler: Any) -> str:
-        ids, _ = model.generate({"char": prompt[-1:]}, tokens, state, sampler=sampler)
-        return "".join(vocabulary[int(i)] for i in ids[:, 0])
+    def expected(sampler: Any) -> list[int]:
+        ids, _ = model.generate({TOKEN_INPUT: prompt[-1:]}, tokens, state, sampler=sampler)
+        return ids[:, 0].tolist()
 
     report = {}
     for transport, server in servers.items():
         strategy = "greedy" if transport == BASELINE else "temperature"
         seeds = SPOT_SEEDS[:1] if strategy == "greedy" else SPOT_SEEDS
-        workers, channels = await open_workers(transport, server, 1)
+        workers, channels = await open_workers(transport, server, 1, prompt)
         same = True
         try:
             for seed in seeds:
@@ -511,7 +511,7 @@ async def spot_check(folder: Path, vocabulary: list[str], servers: dict[str, Ser
                 await workers[0].generate(seed, tokens, generation, strategy)
                 settings = {} if strategy == "greedy" else {"temperature": TEMPERATURE}
                 sampler = runtime.Sampler(strategy, seed=seed, **settings)
-                same = same and "".join(generation.text) == expected(sampler)
+                same = same and generation.ids == expected(sampler)
         finally:
             await close_workers(workers, channels)
         report[transport] = {"strategy": strategy, "seeds": list(seeds), "same_tokens": bool(same)}
@@ -545,6 +545,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {"machine": machine(), "versions": versions()}
     folder, vocabulary = export_char_gru(out)
+    args.prompt_ids = prompt_ids(vocabulary)
     servers = await start_servers(args, folder, out)
     processes = list({id(s): s for s in servers.values()}.values())
     rounds: dict[tuple[str, int], list[Round]] = {}
