@@ -1,9 +1,15 @@
 // The context loop of an rnn-toolkit artifact folder in the browser, with onnxruntime-web (WASM).
-// Reads manifest.json, checks the sha256 of every file it loads with Web Crypto before use, runs
-// the fused rollout where the manifest lists one (else the step model, state kept between steps),
-// draws the data, the teacher-forced predictions and the closed loop, and runs the folder's
-// test_data self-check. `window.rnn` exposes the results to tests.
+// Reads manifest.json, checks the sha256 of every file it loads with Web Crypto before use (model.js)
+// and runs the folder's test_data self-check. Format 1 and a format 2 model whose output is fed
+// back as it is: draws the closed loop (the fused rollout where the manifest lists one, else the
+// step model), for the built-in sine model the data and the teacher-forced predictions too. A
+// model that samples its next token: streams the tokens as they are drawn (greedy, temperature,
+// top-k, top-p; a seed draws numpy's default_rng(seed), so the tokens are the Python runtime's
+// `runtime.Sampler(..., seed=seed)`'s), as text where the manifest has a vocabulary, after a
+// prompt fed teacher-forced. `window.rnn` exposes the results to tests.
 import * as ort from "./ort/ort.wasm.min.mjs";
+import { Folder, Model, countOf, isTokens, pickedFolder, servedFolder } from "./model.js";
+import { Sampler } from "./sampling.js";
 import { parseTensor } from "./tensorproto.js";
 
 ort.env.wasm.wasmPaths = new URL("./ort/", import.meta.url).href;
@@ -17,164 +23,6 @@ function say(text, kind = "") {
   const status = $("status");
   status.textContent = text;
   status.className = kind;
-}
-
-async function sha256(buffer) {
-  const digest = await crypto.subtle.digest("SHA-256", buffer);
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-// ---- a folder: served next to the page (./model/) or picked with the file input ----
-
-function servedFolder(base) {
-  return {
-    label: base,
-    async read(name) {
-      const response = await fetch(new URL(name, base), { cache: "no-store" });
-      if (!response.ok) throw new Error(`${name}: HTTP ${response.status}`);
-      return response.arrayBuffer();
-    },
-    async has(name) {
-      const response = await fetch(new URL(name, base), { method: "HEAD", cache: "no-store" });
-      return response.ok;
-    },
-  };
-}
-
-function pickedFolder(fileList) {
-  const files = new Map();
-  for (const file of fileList) files.set(file.webkitRelativePath.split("/").slice(1).join("/"), file);
-  return {
-    label: "the picked folder",
-    read: async (name) => {
-      if (!files.has(name)) throw new Error(`${name} is not in the picked folder`);
-      return files.get(name).arrayBuffer();
-    },
-    has: async (name) => files.has(name),
-  };
-}
-
-class Folder {
-  constructor(source, manifest) {
-    this.source = source;
-    this.manifest = manifest;
-    this.checked = [];
-  }
-
-  static async open(source) {
-    const manifest = JSON.parse(new TextDecoder().decode(await source.read("manifest.json")));
-    if (manifest.format !== "rnn-toolkit-artifact") throw new Error("manifest.json is not an rnn-toolkit manifest");
-    if (manifest.format_version !== 1) {
-      throw new Error(
-        `this page runs format 1 folders only (one float input fed back as it is); this folder's manifest is ` +
-          `format_version ${manifest.format_version}: run it with the Python runtime or examples/node/generate.js`,
-      );
-    }
-    return new Folder(source, manifest);
-  }
-
-  entry(role) {
-    return this.manifest.files.find((f) => f.role === role) || null;
-  }
-
-  // The bytes of a file the manifest lists, refused unless its size and sha256 match.
-  async checkedBytes(entry) {
-    const buffer = await this.source.read(entry.name);
-    const digest = await sha256(buffer);
-    if (buffer.byteLength !== entry.size || digest !== entry.sha256) {
-      throw new Error(
-        `refused ${entry.name}: its sha256 is ${digest.slice(0, 16)}..., the manifest says ${entry.sha256.slice(0, 16)}...`,
-      );
-    }
-    this.checked.push(entry.name);
-    return new Uint8Array(buffer);
-  }
-}
-
-// ---- the model ----
-
-class Model {
-  static async load(folder) {
-    const model = new Model();
-    const m = folder.manifest;
-    model.folder = folder;
-    model.x = m.inputs[0];
-    model.y = m.outputs[0];
-    model.states = m.state;
-    model.sessions = {};
-    const step = folder.entry("step_onnx");
-    if (!step) throw new Error("the manifest lists no step model");
-    model.sessions.step = await ort.InferenceSession.create(await folder.checkedBytes(step));
-    for (const form of ["rollout_rnn", "rollout_loop", "sequence_rnn", "sequence_loop"]) {
-      const entry = folder.entry(form);
-      if (entry) model.sessions[form] = await ort.InferenceSession.create(await folder.checkedBytes(entry));
-    }
-    const config = folder.entry("config");
-    model.config = config ? JSON.parse(new TextDecoder().decode(await folder.checkedBytes(config))) : {};
-    return model;
-  }
-
-  get inputSize() {
-    return this.x.shape[1];
-  }
-
-  get outputSize() {
-    return this.y.shape[1];
-  }
-
-  initial() {
-    return this.states.map((s) => new ort.Tensor("float32", Float32Array.from(s.initial), [1, s.shape[1]]));
-  }
-
-  rolloutForm() {
-    return ["rollout_rnn", "rollout_loop"].find((f) => this.sessions[f]) || null;
-  }
-
-  // Closed loop at batch 1 from x0 for `steps` steps: the fused rollout (one run) or the step loop.
-  async generate(x0, steps, form = this.rolloutForm() || "step") {
-    const first = new ort.Tensor("float32", Float32Array.from(x0), [1, this.inputSize]);
-    if (form === "step") {
-      const session = this.sessions.step;
-      let input = first;
-      let state = this.initial();
-      const ys = new Float32Array(steps * this.outputSize);
-      for (let t = 0; t < steps; t++) {
-        const feeds = { [this.x.name]: input };
-        this.states.forEach((s, i) => (feeds[s.name] = state[i]));
-        const out = await session.run(feeds);
-        input = out[this.y.name];
-        state = this.states.map((s) => out[s.output]);
-        ys.set(input.data, t * this.outputSize);
-      }
-      return ys;
-    }
-    const feeds = { x0: first, steps: new ort.Tensor("int64", BigInt64Array.from([BigInt(steps)]), [1]) };
-    const initial = this.initial();
-    this.states.forEach((s, i) => (feeds[s.name] = initial[i]));
-    const out = await this.sessions[form].run(feeds);
-    return Float32Array.from(out.ys.data);
-  }
-
-  // Teacher-forced one-step predictions over a 1-D series (input size 1).
-  async predict(series) {
-    const form = ["sequence_rnn", "sequence_loop"].find((f) => this.sessions[f]);
-    if (form) {
-      const feeds = { xs: new ort.Tensor("float32", Float32Array.from(series), [series.length, 1, 1]) };
-      const initial = this.initial();
-      this.states.forEach((s, i) => (feeds[s.name] = initial[i]));
-      return Float32Array.from((await this.sessions[form].run(feeds)).ys.data);
-    }
-    const ys = new Float32Array(series.length);
-    let state = this.initial();
-    for (let t = 0; t < series.length; t++) {
-      const feeds = { [this.x.name]: new ort.Tensor("float32", Float32Array.from([series[t]]), [1, 1]) };
-      this.states.forEach((s, i) => (feeds[s.name] = state[i]));
-      const out = await this.sessions.step.run(feeds);
-      state = this.states.map((s) => out[s.output]);
-      ys[t] = out[this.y.name].data[0];
-    }
-    return ys;
-  }
 }
 
 // ---- the folder's self-check (test_data/<form>/test_data_set_0, ONNX model zoo layout) ----
@@ -195,7 +43,7 @@ async function selfCheck(model) {
       const expected = parseTensor(await model.folder.source.read(`${dir}output_${i}.pb`));
       const got = out[expected.name].data;
       if (got.length !== expected.data.length) worst = Infinity;
-      for (let k = 0; k < got.length; k++) worst = Math.max(worst, Math.abs(got[k] - expected.data[k]));
+      for (let k = 0; k < got.length; k++) worst = Math.max(worst, Math.abs(Number(got[k]) - Number(expected.data[k])));
     }
     results.push({ form, maxAbsError: worst, passed: worst <= SELF_CHECK_ATOL });
   }
@@ -239,11 +87,9 @@ function draw(canvas, data, predicted, rollout) {
   dots(predicted, "#d62728", 1, 3.5);
   ctx.font = "13px sans-serif";
   let x = pad;
-  for (const [color, text] of [
-    ["#1f77b4", "● data"],
-    ["#d62728", "● teacher-forced prediction of the next point"],
-    ["#2ca02c", "— closed loop from the start value"],
-  ]) {
+  const legend = [["#2ca02c", "— closed loop from the start value"]];
+  if (data.length) legend.unshift(["#1f77b4", "● data"], ["#d62728", "● teacher-forced prediction of the next point"]);
+  for (const [color, text] of legend) {
     ctx.fillStyle = color;
     ctx.fillText(text, x, 20);
     x += ctx.measureText(text).width + 18;
@@ -255,23 +101,138 @@ function builtInSeries() {
   return Array.from({ length: 21 }, (_, i) => Math.fround(Math.sin(2 + (8 * i) / 20)));
 }
 
-// ---- the page ----
+// ---- the controls of a format 2 model: a field per input, the sampler's settings, a prompt ----
 
 const rnn = { ready: null, error: null, timings: {}, selfCheck: [], checkedFiles: [], model: null };
 window.rnn = rnn;
 
-async function render(model) {
+// The inputs the page asks for: every input but the token a prompt gives.
+const asked = (model) => model.inputs.filter((spec) => !(model.vocabulary && spec.name === model.target.name));
+
+function showControls(model) {
+  const general = model.format !== 1;
+  $("x0-row").hidden = general;
+  $("fields").innerHTML = "";
+  if (general) {
+    for (const spec of asked(model)) {
+      const label = document.createElement("label");
+      const what = isTokens(spec) ? `token id, 0 to ${spec.vocabulary - 1}` : `${countOf(spec)} numbers, comma-separated`;
+      label.append(`${spec.name} `);
+      const field = document.createElement("input");
+      field.type = "text";
+      field.dataset.input = spec.name;
+      field.title = what;
+      field.value = isTokens(spec) ? "0" : new Array(countOf(spec)).fill("0").join(",");
+      label.append(field, Object.assign(document.createElement("span"), { className: "muted", textContent: ` (${what})` }));
+      $("fields").append(label);
+    }
+  }
+  $("sampling").hidden = !model.sampled;
+  $("prompt-row").hidden = !model.vocabulary;
+  if (model.vocabulary) $("prompt").value = model.vocabulary.tokens[0];
+  $("generated").hidden = !model.sampled;
+  $("plot").hidden = model.sampled;
+}
+
+// The fields' values, {name: token id or numbers}, checked.
+function fieldValues(model) {
+  const values = {};
+  for (const spec of asked(model)) {
+    const text = document.querySelector(`[data-input="${spec.name}"]`).value.trim();
+    if (isTokens(spec)) {
+      if (!/^[0-9]+$/.test(text)) throw new Error(`${spec.name} takes one token id, a whole number, got ${JSON.stringify(text)}`);
+      values[spec.name] = Number(text);
+    } else {
+      values[spec.name] = text.split(",").map((item) => (item.trim() === "" ? NaN : Number(item)));
+    }
+  }
+  return values;
+}
+
+function readSampler() {
+  const number = (id) => Number($(id).value);
+  const strategy = $("strategy").value;
+  const seed = $("seed").value.trim();
+  if (!/^[0-9]+$/.test(seed)) throw new Error(`the seed must be a whole number >= 0, got ${JSON.stringify(seed)}`);
+  return new Sampler(strategy, {
+    temperature: number("temperature"),
+    topK: strategy === "top_k" ? number("top-k") : null,
+    topP: strategy === "top_p" ? number("top-p") : null,
+    seed,
+  });
+}
+
+// ---- running ----
+
+function readSteps() {
   const steps = Number($("steps").value);
-  const x0 = Number($("x0").value);
   if (!Number.isInteger(steps) || steps < 1 || steps > 100000) throw new Error("steps must be 1 to 100000");
-  if (!Number.isFinite(x0)) throw new Error("the start value must be a number");
-  const data = model.inputSize === 1 && !model.config.data ? builtInSeries() : [];
-  const predicted = data.length && model.outputSize === 1 ? Array.from(await model.predict(data)) : [];
-  const rollout = model.inputSize === model.outputSize ? Array.from(await model.generate([x0], steps)) : [];
-  draw($("plot"), data, predicted.slice(0, -1), rollout);
+  return steps;
+}
+
+async function renderValues(model) {
+  const steps = readSteps();
+  let data = [];
+  let predicted = [];
+  let start;
+  if (model.format === 1) {
+    start = [Number($("x0").value)];
+    if (!Number.isFinite(start[0])) throw new Error("the start value must be a number");
+    data = model.inputSize === 1 && !model.config.data ? builtInSeries() : [];
+    predicted = data.length && model.outputSize === 1 ? Array.from(await model.predict(data)).slice(0, -1) : [];
+  } else start = model.firstInputs(fieldValues(model));
+  const values = await model.generate(start, steps);
+  const rollout = Array.from(values).filter((_, i) => i % model.outputSize === 0); // each step's first value
+  draw($("plot"), data, predicted, rollout);
   rnn.lastRollout = rollout;
   return rollout;
 }
+
+let running = 0; // the current sampled run; a newer one stops an older one's stream
+
+// Draws `steps` tokens and shows each as it comes: after the prompt (teacher-forced) when the
+// folder has a vocabulary, else from the token field. What it drew, and when each token came.
+async function renderTokens(model, form = "step") {
+  const run = ++running;
+  const steps = readSteps();
+  const sampler = readSampler();
+  const inputs = model.firstInputs(fieldValues(model));
+  let state = model.initial();
+  let prompt = [];
+  if (model.vocabulary) {
+    prompt = model.vocabulary.encode($("prompt").value);
+    if (!prompt.length) throw new Error("the prompt is empty: give it at least one token");
+    state = await model.prime(inputs, prompt.slice(0, -1));
+    inputs.set(model.target.name, model.tensor(model.target, prompt[prompt.length - 1]));
+  }
+  const shown = $("sampled-text");
+  $("prompt-text").textContent = model.vocabulary ? model.vocabulary.decode(prompt) : "";
+  shown.textContent = "";
+  const result = { prompt, tokens: [], times: [], updates: 0, stopped: false };
+  const show = (token) => {
+    shown.textContent += model.vocabulary ? model.vocabulary.decode([token]) : `${result.tokens.length ? " " : ""}${token}`;
+    result.tokens.push(token);
+    result.times.push(performance.now());
+    result.updates++;
+  };
+  const t0 = performance.now();
+  if (form === "step") {
+    for await (const token of model.sample(inputs, steps, sampler, state)) {
+      if (run !== running) {
+        result.stopped = true;
+        break;
+      }
+      show(token);
+    }
+  } else (await model.sampleFused(inputs, steps, sampler, state)).forEach(show);
+  result.times = result.times.map((t) => t - t0);
+  result.text = model.vocabulary ? model.vocabulary.decode(result.tokens) : null;
+  result.shown = $("generated").textContent;
+  rnn.lastSample = result;
+  return result;
+}
+
+const render = (model) => (model.sampled ? renderTokens(model) : renderValues(model));
 
 async function open(source) {
   say(`loading ${source.label}...`);
@@ -279,9 +240,10 @@ async function open(source) {
   const model = await Model.load(folder);
   rnn.model = model;
   rnn.checkedFiles = folder.checked.slice();
-  const form = model.rolloutForm() || "step";
+  const form = model.sampled ? "step, a token at a time" : model.rolloutForm() || "step";
   $("form").textContent = `${form} (onnxruntime-web ${ort.env.versions.web}, wasm)`;
   $("x0").value = Math.fround(Math.sin(2)).toFixed(6); // the data's first point
+  showControls(model);
   await render(model);
   rnn.timings.firstDrawMs = performance.now() - started;
   rnn.selfCheck = await selfCheck(model);
@@ -296,19 +258,38 @@ async function open(source) {
   return model;
 }
 
-// For tests and the curious: closed loop at batch 1 ({x0, steps, form}) and a timing of it.
-rnn.generate = async ({ x0, steps, form }) => Array.from(await rnn.model.generate([x0], steps, form || undefined));
-rnn.time = async ({ x0, steps, form, repeats = 20 }) => {
-  await rnn.model.generate([x0], steps, form || undefined);
-  const t0 = performance.now();
-  for (let i = 0; i < repeats; i++) await rnn.model.generate([x0], steps, form || undefined);
-  return (performance.now() - t0) / repeats;
-};
-
 function fail(error) {
   rnn.error = error.message;
   say(error.message, "error");
 }
+
+// For tests and the curious. Closed loop at batch 1 ({x0, steps, form}; format 2: {inputs, steps,
+// form}) and a timing of it; sampled tokens ({prompt, inputs, steps, strategy, temperature, topK,
+// topP, seed, form}) set in the page's fields and run as the Run button runs them.
+const start = (model, call) => (model.format === 1 ? [call.x0] : model.firstInputs(call.inputs || {}));
+rnn.generate = async (call) => Array.from(await rnn.model.generate(start(rnn.model, call), call.steps, call.form || undefined));
+rnn.time = async ({ repeats = 20, ...call }) => {
+  await rnn.generate(call);
+  const t0 = performance.now();
+  for (let i = 0; i < repeats; i++) await rnn.generate(call);
+  return (performance.now() - t0) / repeats;
+};
+rnn.sample = async (call) => {
+  const model = rnn.model;
+  const fields = { steps: call.steps, prompt: call.prompt, strategy: call.strategy, temperature: call.temperature };
+  Object.assign(fields, { "top-k": call.topK, "top-p": call.topP, seed: call.seed });
+  for (const [id, value] of Object.entries(fields)) if (value !== undefined) $(id).value = String(value);
+  for (const [name, value] of Object.entries(call.inputs || {})) {
+    document.querySelector(`[data-input="${name}"]`).value = Array.isArray(value) ? value.join(",") : String(value);
+  }
+  try {
+    rnn.error = null;
+    return await renderTokens(model, call.form || "step");
+  } catch (error) {
+    fail(error);
+    return { error: error.message };
+  }
+};
 
 $("run").addEventListener("click", () => rnn.model && render(rnn.model).catch(fail));
 $("picker").addEventListener("change", (event) => {

@@ -115,11 +115,131 @@ def test_a_folder_without_fused_forms_runs_the_step_loop(web_page, tmp_path):
     assert np.max(np.abs(np.array(report["generated"][0]) - python_rollout(folder))) <= ROLLOUT_ATOL
 
 
-def test_a_format_2_folder_gets_a_visible_message_that_the_page_runs_format_1_only(web_page, general_folders, tmp_path):
-    report = drive(web_page, general_folders["char"], tmp_path)
-    assert report["statusClass"] == "error" and report["checkedFiles"] == [], report
-    assert report["status"].startswith("this page runs format 1 folders only"), report["status"]
-    assert "format_version 2" in report["status"]
+# ---- format 2 folders ---------------------------------------------------------------------------
+
+VOCABULARY = ["a", "b", "c", "d", "e", " ", "th", "the", ".", "h", "!"]  # the char GRU's 11 ids
+PROMPT = "the bad cab. th"  # "the" over "th" (longest first), and "th" where no "e" follows
+CATEGORY = [2.0, -0.5, 0.7]
+SAMPLE_STEPS = 60
+SAMPLINGS = [  # (strategy, the runtime.Sampler settings, seed)
+    ("greedy", {}, None),
+    ("temperature", {"temperature": 0.8}, 3),
+    ("top_k", {"temperature": 0.8, "top_k": 3}, 2**32 + 5),
+    ("top_p", {"temperature": 0.8, "top_p": 0.6}, 42),
+]
+
+
+@pytest.fixture(scope="module")
+def vocabulary_folder(general_folders, tmp_path_factory):
+    """The character GRU's folder with a vocabulary in its manifest (one string per token id)."""
+    folder = tmp_path_factory.mktemp("vocabulary") / "char"
+    shutil.copytree(general_folders["char"], folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["vocabulary"] = VOCABULARY
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+def python_tokens(folder, strategy, settings, seed, prompt=None, token=4):
+    """The Python runtime's tokens: the prompt fed teacher-forced (predict), then generate from its
+    last token with runtime.Sampler(strategy, **settings, seed=seed), the category held."""
+    model = runtime.load(folder)
+    ids = model.vocabulary.encode(prompt) if prompt is not None else np.array([token])
+    category = np.array(CATEGORY, np.float32)
+    state = None
+    if len(ids) > 1:
+        xs = {"token": ids[:-1].reshape(-1, 1), "category": np.tile(category, (len(ids) - 1, 1, 1))}
+        state = model.predict(xs)[1]
+    x0 = {"token": ids[-1:], "category": category.reshape(1, 3)}
+    sampler = runtime.Sampler(strategy, **settings, seed=seed)
+    return np.asarray(model.generate(x0, SAMPLE_STEPS, state, sampler=sampler)[0]).reshape(-1)
+
+
+def page_call(strategy, settings, seed, **extra):
+    call = {"strategy": strategy, "steps": SAMPLE_STEPS, "inputs": {"category": CATEGORY}, **extra}
+    call.update(temperature=settings.get("temperature", 1), topK=settings.get("top_k"), topP=settings.get("top_p"))
+    return {**call, "seed": 0 if seed is None else str(seed)}
+
+
+def test_page_streams_a_prompts_sampled_text_as_the_python_runtime(web_page, vocabulary_folder, tmp_path):
+    """A token model with a vocabulary: the prompt fed teacher-forced, then the text streamed token
+    by token; the tokens for a seed are the Python runtime's, for each strategy, in the step loop
+    (streamed) and the fused rollout_sample form."""
+    calls = [page_call(*sampling, prompt=PROMPT) for sampling in SAMPLINGS]
+    calls.append(page_call(*SAMPLINGS[1], prompt=PROMPT, form="rollout_sample"))
+    calls.append(page_call(*SAMPLINGS[1], prompt="the cat"))  # no "t" alone in the vocabulary
+    report = drive(web_page, vocabulary_folder, tmp_path, {"sample": calls})
+    assert report["error"] is None and report["statusClass"] == "ok", report
+    assert all(entry["passed"] for entry in report["selfCheck"]), report["selfCheck"]
+    assert {"step", "rollout_greedy", "rollout_sample"} <= {entry["form"] for entry in report["selfCheck"]}
+    assert report["firstSample"] and len(report["firstSample"]["tokens"]) == STEPS_ON_LOAD  # streamed on load
+    vocabulary = runtime.load(vocabulary_folder).vocabulary
+    for (strategy, settings, seed), got in zip([*SAMPLINGS, SAMPLINGS[1]], report["sampled"]):
+        expected = python_tokens(vocabulary_folder, strategy, settings, seed, prompt=PROMPT)
+        assert got["prompt"] == vocabulary.encode(PROMPT).tolist()
+        np.testing.assert_array_equal(got["tokens"], expected, err_msg=f"{strategy}, seed {seed}")
+        assert got["text"] == vocabulary.decode(expected) and got["shown"] == PROMPT + got["text"]
+        assert len(set(expected.tolist())) >= 3  # not one token repeated
+    streamed = report["sampled"][1]  # one page update a token, as each is drawn
+    assert streamed["updates"] == SAMPLE_STEPS and not streamed["stopped"]
+    assert np.all(np.diff(streamed["times"]) >= 0) and streamed["times"][0] < streamed["times"][-1]
+    assert report["sampled"][-1] == {"error": 'no token of the vocabulary matches the text at position 6 ("t")'}
+    with pytest.raises(runtime.InputValueError, match="6"):  # where the Python runtime's encode stops too
+        vocabulary.encode("the cat")
+
+
+STEPS_ON_LOAD = 60  # index.html's steps
+
+
+def test_page_samples_token_ids_of_a_folder_without_vocabulary(web_page, general_folders, tmp_path):
+    folder = general_folders["char"]
+    calls = [page_call(*sampling, inputs={"token": 4, "category": CATEGORY}) for sampling in SAMPLINGS[1:3]]
+    report = drive(web_page, folder, tmp_path, {"sample": calls})
+    assert report["error"] is None and report["statusClass"] == "ok", report
+    for (strategy, settings, seed), got in zip(SAMPLINGS[1:3], report["sampled"]):
+        expected = python_tokens(folder, strategy, settings, seed)
+        np.testing.assert_array_equal(got["tokens"], expected, err_msg=strategy)
+        assert got["text"] is None and got["shown"] == " ".join(map(str, expected))
+
+
+def test_page_runs_a_two_input_folder_fed_back_as_it_is(web_page, general_folders, tmp_path):
+    """The two-input forecaster (a float value and a day token in, the value fed back): the fused
+    rollout and the step loop against the Python runtime, the closed loop drawn."""
+    folder = general_folders["two"]
+    inputs = {"value": [0.5], "day": 3}
+    calls = [{"inputs": inputs, "steps": SAMPLE_STEPS, "form": form} for form in (None, "rollout_loop", "step")]
+    report = drive(web_page, folder, tmp_path, {"generate": calls})
+    assert report["error"] is None and report["statusClass"] == "ok", report
+    assert report["form"].startswith("rollout_loop") and report["selfCheck"][0]["passed"]
+    model = runtime.load(folder)
+    x0 = {"value": np.array([[0.5]], np.float32), "day": np.array([3])}
+    expected = np.asarray(model.generate(x0, SAMPLE_STEPS)[0]).reshape(-1)
+    for call, got in zip(calls, report["generated"]):
+        assert np.max(np.abs(np.array(got) - expected)) <= 1e-5, call["form"]
+    pixels = matplotlib_image(tmp_path / "page.png")
+    green = (pixels[..., 1] > 0.5) & (pixels[..., 0] < 0.3) & (pixels[..., 2] < 0.3)
+    assert green.sum() > 300, "the closed loop is not drawn"
+
+
+def matplotlib_image(path):
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)[..., :3]
+
+
+def test_a_bad_vocabulary_or_a_newer_format_gets_a_visible_message(web_page, vocabulary_folder, tmp_path):
+    for name, change, message in (
+        ("short", {"vocabulary": VOCABULARY[:-1]}, "the manifest's vocabulary has 10 tokens, the token input 11 ids"),
+        ("twice", {"vocabulary": ["a", *VOCABULARY[1:-1], "a"]}, "the manifest's vocabulary lists a token twice"),
+        ("newer", {"format_version": 3}, "this page runs format versions 1 and 2"),
+    ):
+        folder = tmp_path / name
+        shutil.copytree(vocabulary_folder, folder)
+        manifest = {**json.loads((folder / "manifest.json").read_text()), **change}
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+        report = drive(web_page, folder, tmp_path)
+        assert report["statusClass"] == "error" and report["status"].startswith(message), report["status"]
+        assert report["selfCheck"] == [], name
 
 
 def test_the_step_loop_keeps_every_state_tensor(web_page, lstm_folder, tmp_path):

@@ -1,6 +1,7 @@
 // Drives the page in Debian's headless Chromium (puppeteer-core, no browser download) for the
 // tests: node test/drive.mjs URL OUT_DIR [SPEC_JSON]. Loads the page, waits for the first drawn
-// rollout, runs what SPEC asks ({"generate": [{x0, steps, form}], "time": [{x0, steps, form}]}),
+// rollout, runs what SPEC asks ({"generate": [{x0, steps, form}], "time": [{x0, steps, form}],
+// "sample": [{prompt, inputs, steps, strategy, temperature, topK, topP, seed, form}]}),
 // takes a screenshot (OUT_DIR/page.png) and prints one JSON object on stdout.
 import fs from "node:fs";
 import os from "node:os";
@@ -47,10 +48,13 @@ try {
       form: document.getElementById("form").textContent,
       generated: [],
       timed: [],
+      sampled: [],
+      firstSample: rnn.lastSample || null,
     };
     if (!rnn.error) {
       for (const call of spec.generate || []) out.generated.push(await rnn.generate(call));
       for (const call of spec.time || []) out.timed.push(await rnn.time(call));
+      for (const call of spec.sample || []) out.sampled.push(await rnn.sample(call));
     }
     return out;
   }, spec);
