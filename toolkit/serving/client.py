@@ -34,16 +34,28 @@ CONNECTION_ERRORS = (OSError, asyncio.TimeoutError, _HttpError)
 VERSION_BITS = 62  # a start's random base version (the server takes any below 2**63 - 1)
 
 
+def _state_count(metadata: dict[str, Any]) -> int:
+    """How many of a model's metadata tensors are states: those its parameters give a batch axis
+    (`toolkit.serving.tensors.model_parameters`), else every input after the first."""
+    parameters = metadata.get("parameters") or {}
+    named = [item for item in metadata["inputs"] if f"batch_axis.{item['name']}" in parameters]
+    return len(named) if parameters else len(metadata["inputs"]) - 1
+
+
 class SequenceLost(Exception):
     """The sequence could not be continued within the retries."""
 
 
 class SequenceClient:
     """One sequence of ``model`` (its step name, ``NAME``) through ``client``, a
-    ``tritonclient.http.aio`` or ``tritonclient.grpc.aio`` InferenceServerClient.
+    ``tritonclient.http.aio`` or ``tritonclient.grpc.aio`` InferenceServerClient. Any signature:
+    the model's inputs by name (token ids INT64, values FP32), its outputs, any number of states.
 
     ``metadata``: the model's metadata (``await client.get_model_metadata(model)``; for gRPC
-    pass ``as_json=True``), read once and shared by the sequences of a model."""
+    pass ``as_json=True``), read once and shared by the sequences of a model. Its last tensors are
+    the states: the HTTP metadata of a model beyond the classic signature names them in its
+    ``parameters`` (``batch_axis.NAME``); otherwise ``states`` says how many there are (default:
+    every input after the first, the classic signature)."""
 
     def __init__(
         self,
@@ -55,6 +67,7 @@ class SequenceClient:
         retries: int = 20,
         backoff_s: float = 0.05,
         headers: dict[str, str] | None = None,
+        states: int | None = None,
     ) -> None:
         self.client, self.model, self.sequence_id = client, model, sequence_id
         self.retries, self.backoff_s, self.headers = retries, backoff_s, headers
@@ -65,25 +78,32 @@ class SequenceClient:
             import tritonclient.http as triton
         self._triton = triton
         inputs, outputs = metadata["inputs"], metadata["outputs"]
-        self.input_name = inputs[0]["name"]
-        self.state_inputs = [item["name"] for item in inputs[1:]]
-        self.output_name = outputs[0]["name"]
-        self.state_outputs = [item["name"] for item in outputs[1:]]
+        count = _state_count(metadata) if states is None else states
+        self.input_names = [item["name"] for item in inputs[: len(inputs) - count]]
+        self.datatypes = {item["name"]: item["datatype"] for item in inputs}
+        self.state_inputs = [item["name"] for item in inputs[len(inputs) - count :]]
+        self.output_names = [item["name"] for item in outputs[: len(outputs) - count]]
+        self.state_outputs = [item["name"] for item in outputs[len(outputs) - count :]]
+        self.input_name, self.output_name = self.input_names[0], self.output_names[0]
         self.state: list[np.ndarray] | None = None  # the last acknowledged state (None: not started)
         self.version = 0
         self.recoveries = 0  # requests resent from the acknowledged state
 
-    def _request(self, x: np.ndarray, start: bool) -> tuple[list, list]:
+    def _request(self, x: Any, start: bool) -> tuple[list, list]:
         triton = self._triton
-        tensors = [(self.input_name, x)]
+        given = x if isinstance(x, dict) else {self.input_name: x}
+        tensors = [(name, given[name]) for name in self.input_names]
         if start and self.state is not None:
             tensors += list(zip(self.state_inputs, self.state))
         inputs = []
         for name, array in tensors:
-            tensor = triton.InferInput(name, list(array.shape), "FP32")
-            tensor.set_data_from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+            datatype = self.datatypes[name]
+            tensor = triton.InferInput(name, list(np.shape(array)), datatype)
+            tensor.set_data_from_numpy(
+                np.ascontiguousarray(array, dtype=np.int64 if datatype == "INT64" else np.float32)
+            )
             inputs.append(tensor)
-        outputs = [triton.InferRequestedOutput(name) for name in (self.output_name, *self.state_outputs)]
+        outputs = [triton.InferRequestedOutput(name) for name in (*self.output_names, *self.state_outputs)]
         return inputs, outputs
 
     def _answered_version(self, result: Any) -> int:
@@ -92,10 +112,11 @@ class SequenceClient:
             return int(response.parameters["sequence_version"].int64_param)
         return int(response["parameters"]["sequence_version"])
 
-    async def step(self, x: np.ndarray, *, end: bool = False) -> np.ndarray:
-        """One step: x of shape (1, input_size); returns y of shape (1, output_size). After a
-        step with ``end`` the sequence is over: the next step starts it again from the initial
-        state. `SequenceLost` when the retries are spent."""
+    async def step(self, x: Any, *, end: bool = False) -> Any:
+        """One step: x the model's inputs at batch 1 (an array of shape (1, input_size) for a model
+        of one input, else a dict by name; token ids (1,) int64); returns its output at batch 1 (a
+        dict by name for several outputs). After a step with ``end`` the sequence is over: the
+        next step starts it again from the initial state. `SequenceLost` when the retries are spent."""
         from tritonclient.utils import InferenceServerException
 
         start = self.state is None
@@ -122,7 +143,8 @@ class SequenceClient:
             except CONNECTION_ERRORS as failure:  # a lost connection or a timeout
                 error = failure
             else:
-                y = result.as_numpy(self.output_name)
+                ys = {name: result.as_numpy(name) for name in self.output_names}
+                y = ys[self.output_name] if len(ys) == 1 else ys
                 if end:  # over: the next step starts anew
                     self.state, self.version = None, 0
                 else:

@@ -355,3 +355,50 @@ def test_format_2_sequences_are_saved_on_stop_and_resumed_from_the_state_dir(fol
         steps(second, (43, 44))  # the held states went on where the first server stopped
     finally:
         second.stop()
+
+
+# ---- SequenceClient: the client-held failover for any signature ---------------------------------
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("kind", ["waves", "chars"])
+def test_sequence_client_resends_a_format_2_state_after_the_server_lost_it(server, models, kind, protocol):
+    """Named and token inputs, layered states: the server forgets the sequence (as a replica's
+    death does); the client is refused once, resends its acknowledged state and goes on bit for
+    bit as a runtime Stream."""
+    import asyncio
+
+    from toolkit.serving.client import SequenceClient
+
+    model = models[kind]
+    key = f"client-{kind}-{protocol}"
+    stream = runtime.Stream(model)
+    xs = [step_inputs(model, 1, seed=50 + t) for t in range(6)]
+
+    async def go():
+        if protocol == "http":
+            import tritonclient.http.aio as aio
+
+            connection = aio.InferenceServerClient(f"127.0.0.1:{server.http_port}")
+            metadata, states = await connection.get_model_metadata(kind), None
+        else:
+            import tritonclient.grpc.aio as aio
+
+            connection = aio.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+            metadata, states = await connection.get_model_metadata(kind, as_json=True), len(model.states)
+        try:
+            sequence = SequenceClient(connection, kind, key, metadata, backoff_s=0.0, states=states)
+            assert sequence.state_inputs == list(model.state_names)
+            answers = [await sequence.step(x) for x in xs[:3]]
+            server.engine.served[kind].forget(key, "lost (the test dropped it)")
+            answers += [await sequence.step(x) for x in xs[3:]]
+            assert sequence.recoveries == 1
+            return answers
+        finally:
+            await connection.close()
+
+    for t, (x, answer) in enumerate(zip(xs, asyncio.run(go()))):
+        expected = as_dict(model, stream.push(one_stream(model, x, 0)))
+        got = answer if isinstance(answer, dict) else {model.output_name: answer}
+        for name, value in expected.items():
+            np.testing.assert_array_equal(got[name][0], value, err_msg=f"{name} at step {t}")
