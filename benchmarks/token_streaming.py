@@ -112,8 +112,8 @@ def serve_baseline(port: int, folder: str) -> None:
 
 
 def serve_ours(http_port: int, grpc_port: int, folder: str, delay_us: int, profile: str | None) -> None:
-    """`rnn serve`'s Server in this process; with ``profile`` under cProfile (the event loop's
-    thread), the stats written to that file when SIGTERM stops it."""
+    """`rnn serve`'s Server in this process; with ``profile`` its threads sampled (`StackSampler`)
+    and the report written to that file when SIGTERM stops it."""
     from toolkit.serving import Server, Settings
 
     server = Server(
@@ -123,18 +123,73 @@ def serve_ours(http_port: int, grpc_port: int, folder: str, delay_us: int, profi
         grpc_port=grpc_port,
         settings=Settings(max_queue_delay_us=delay_us),
     )
-    if not profile:
-        server.run()
-        return
-    import cProfile
-
-    profiler = cProfile.Profile()
-    profiler.enable()
+    sampler = StackSampler().start() if profile else None
     try:
         server.run()
     finally:
-        profiler.disable()
-        profiler.dump_stats(profile)
+        if sampler is not None:
+            Path(profile).write_text(sampler.stop().report())
+
+
+class StackSampler:
+    """Where a process's threads spend their time: every ``interval`` seconds a thread of its own
+    reads every other thread's stack (`sys._current_frames`) and counts, per thread, the function
+    on top (self) and every function on the stack (inclusive). cProfile sees one thread only; the
+    server's generation scheduler runs in its own."""
+
+    def __init__(self, interval: float = 0.0005) -> None:
+        import threading
+        from collections import Counter
+
+        self.interval, self.samples = interval, Counter()
+        self.own: Counter = Counter()
+        self.inclusive: Counter = Counter()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="stack-sampler", daemon=True)
+
+    def start(self) -> StackSampler:
+        self.thread.start()
+        return self
+
+    def stop(self) -> StackSampler:
+        self.done.set()
+        self.thread.join()
+        return self
+
+    def _run(self) -> None:
+        import threading
+
+        me = threading.get_ident()
+        while not self.done.wait(self.interval):
+            names = {thread.ident: thread.name for thread in threading.enumerate()}
+            for ident, frame in sys._current_frames().items():
+                if ident == me:
+                    continue
+                thread = names.get(ident, str(ident))
+                self.samples[thread] += 1
+                self.own[thread, _where(frame)] += 1
+                seen = set()
+                while frame is not None:
+                    seen.add(_where(frame))
+                    frame = frame.f_back
+                for where in seen:
+                    self.inclusive[thread, where] += 1
+
+    def report(self, top: int = 25) -> str:
+        lines = [f"stack samples every {self.interval * 1e3:g} ms; per thread: self and inclusive share of its samples"]
+        for thread, count in self.samples.most_common():
+            lines.append(f"\nthread {thread}: {count} samples")
+            for title, counter in (("self", self.own), ("inclusive", self.inclusive)):
+                rows = sorted(((n, w) for (t, w), n in counter.items() if t == thread), reverse=True)[:top]
+                lines.append(f"  {title}:")
+                lines += [f"    {100 * n / count:5.1f}%  {where}" for n, where in rows]
+        return "\n".join(lines) + "\n"
+
+
+def _where(frame: Any) -> str:
+    code = frame.f_code
+    path = Path(code.co_filename)
+    return f"{code.co_name} ({path.parent.name}/{path.name}:{code.co_firstlineno})"
 
 
 # ---- the request and the events -----------------------------------------------------------------
