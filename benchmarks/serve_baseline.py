@@ -114,9 +114,14 @@ def create_app(folder: str | os.PathLike, model: str = "sine") -> FastAPI:
     return app
 
 
-def create_token_app(folder: str | os.PathLike, vocabulary: list[str]) -> FastAPI:
+def create_token_app(folder: str | os.PathLike, vocabulary: list[str], threaded: bool = False) -> FastAPI:
     """The baseline app streaming sampled text from ``folder``'s character model (`CHAR`'s shapes;
-    one character per token of ``vocabulary``) as ``/v2/models/{name}/generate_stream``."""
+    one character per token of ``vocabulary``) as ``/v2/models/{name}/generate_stream``.
+
+    The events come from a plain generator. By default an async generator walks it on the event
+    loop, yielding to the other streams after each token (``await asyncio.sleep(0)``); with
+    ``threaded`` the plain generator goes to the `StreamingResponse` as it is, and Starlette runs
+    each of its steps in its thread pool (what FastAPI's documentation suggests for blocking code)."""
     session = step_session(folder)
     index = {token: at for at, token in enumerate(vocabulary)}
     app = FastAPI()
@@ -136,7 +141,7 @@ def create_token_app(folder: str | os.PathLike, vocabulary: list[str]) -> FastAP
         settings = body.parameters
         rng = np.random.default_rng(settings.seed)
 
-        async def events():
+        def events():
             h = np.zeros(CHAR["state"], np.float32)
             for token in prompt:  # the prompt, one step per character
                 logits, h = session.run(None, {"char": np.array([token], np.int64), "h": h})
@@ -157,20 +162,30 @@ def create_token_app(folder: str | os.PathLike, vocabulary: list[str]) -> FastAP
                 yield f"data: {json.dumps(event)}\n\n"
                 if produced + 1 < settings.max_tokens:
                     logits, h = session.run(None, {"char": np.array([token], np.int64), "h": h})
+
+        async def interleaved():
+            for event in events():
+                yield event
                 await asyncio.sleep(0)  # let the other streams (and new requests) in between tokens
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return StreamingResponse(events() if threaded else interleaved(), media_type="text/event-stream")
 
     return app
 
 
-def serve(folder: str | os.PathLike, sock: socket.socket, model: str = "sine", vocabulary: list[str] | None = None):
+def serve(
+    folder: str | os.PathLike,
+    sock: socket.socket,
+    model: str = "sine",
+    vocabulary: list[str] | None = None,
+    threaded: bool = False,
+) -> None:
     """Serves the baseline on a listening socket with the settings of `rnn serve`'s HTTP front:
     uvicorn, httptools, uvloop, no access log, one worker. With ``vocabulary`` the token streaming
-    app, else the step app for ``model``."""
+    app (``threaded``: its generator in Starlette's thread pool), else the step app for ``model``."""
     import uvicorn
 
-    app = create_app(folder, model) if vocabulary is None else create_token_app(folder, vocabulary)
+    app = create_app(folder, model) if vocabulary is None else create_token_app(folder, vocabulary, threaded)
     config = uvicorn.Config(
         app,
         loop="uvloop",

@@ -101,14 +101,15 @@ def prompt_ids(vocabulary: list[str]) -> np.ndarray:
     return np.asarray([vocabulary.index(character) for character in PROMPT], np.int64)
 
 
-def serve_baseline(port: int, folder: str) -> None:
+def serve_baseline(port: int, folder: str, threaded: bool) -> None:
     from serve_baseline import serve
 
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((HOST, port))
     sock.listen(2048)
-    serve(folder, sock, vocabulary=json.loads((Path(folder).parent / "vocabulary.json").read_text()))
+    vocabulary = json.loads((Path(folder).parent / "vocabulary.json").read_text())
+    serve(folder, sock, vocabulary=vocabulary, threaded=threaded)
 
 
 def serve_ours(http_port: int, grpc_port: int, folder: str, delay_us: int, profile: str | None) -> None:
@@ -583,6 +584,7 @@ async def start_servers(args: argparse.Namespace, folder: Path, out: Path) -> di
     if BASELINE in args.transports:
         port = free_port()
         arguments = ["--serve-baseline", str(port), str(folder)]
+        arguments += ["--baseline-threaded"] if args.baseline_threaded else []
         servers[BASELINE] = launch("baseline", arguments, port, out / "server-baseline.log", script=script)
     if OURS_SSE in args.transports or OURS_GRPC in args.transports:
         http_port, grpc_port = free_port(), free_port()
@@ -635,6 +637,13 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "waves": args.waves,
         "min_generations": args.min_generations,
         "max_queue_delay_us": args.delay,
+        "baseline": "FastAPI StreamingResponse, "
+        + (
+            "a plain generator in Starlette's thread pool"
+            if args.baseline_threaded
+            else "an async generator on the loop"
+        )
+        + ", session.run of the step model and a numpy draw (softmax, Generator.choice) per token",
         "client": "asyncio on uvloop; SSE: raw HTTP/1.1 keep-alive, one connection per concurrent generation; "
         "gRPC: grpc.aio, service_pb2_grpc stub, one ModelStreamInfer stream per concurrent generation, one channel",
     }
@@ -688,6 +697,7 @@ def table(info: dict[str, Any]) -> str:
         f"(load average before: {', '.join(f'{v:.2f}' for v in m['load_average_before'])})",
         f"model: {s['model']}; prompt {s['prompt']!r} then {s['tokens']} sampled tokens (temperature "
         f"{s['temperature']:g}, a seed per generation); ours: max_queue_delay_us {s['max_queue_delay_us']}",
+        f"baseline: {s['baseline']}",
         f"each cell: its best of {s['rounds']} rounds (tokens/s; the order of ours/baseline alternates per round), "
         f"a round = concurrency x {s['waves']} generations (at least {s['min_generations']}), each concurrent "
         "client one generation after another; ttft: request written -> first token read; itl: gap between "
@@ -739,6 +749,11 @@ def main() -> None:
     parser.add_argument(
         "--transports", default=",".join(TRANSPORTS), help=f"which of {','.join(TRANSPORTS)} (default all)"
     )
+    parser.add_argument(
+        "--baseline-threaded",
+        action="store_true",
+        help="the baseline's generator in Starlette's thread pool (default: an async generator on the event loop)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2 generations x 5 tokens, one round")
     parser.add_argument("--profile", help="run our server under cProfile and write its stats to this file")
     parser.add_argument("--out", default="out/bench-tokens", help="folder for the model, logs and results")
@@ -747,7 +762,7 @@ def main() -> None:
     parser.add_argument("--serve-ours", nargs=3, metavar=("HTTP", "GRPC", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
-        serve_baseline(int(args.serve_baseline[0]), args.serve_baseline[1])
+        serve_baseline(int(args.serve_baseline[0]), args.serve_baseline[1], args.baseline_threaded)
         return
     if args.serve_ours:
         serve_ours(int(args.serve_ours[0]), int(args.serve_ours[1]), args.serve_ours[2], args.delay, args.profile)
