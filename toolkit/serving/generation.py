@@ -182,6 +182,7 @@ class Generation:
         self._pending: list[int] = []
         self._ended = False
         self._wake = asyncio.Event()
+        self._end_event = asyncio.Event()
 
     def cancel(self) -> None:
         """Stops the generation: the scheduler closes its stream at its next tick."""
@@ -203,7 +204,19 @@ class Generation:
         self.tokens.extend(tokens)
         if reason is not None or error is not None:
             self.finish_reason, self.error, self._ended = reason, error, True
+            self._end_event.set()
         self._wake.set()
+
+    @property
+    def ended(self) -> bool:
+        """Whether every token has been delivered (and why it ended is known)."""
+        return self._ended
+
+    async def wait_ended(self) -> None:
+        """Waits until it ended, without taking its tokens from the reader of `chunks`; raises what failed it."""
+        await self._end_event.wait()
+        if self.error is not None:
+            raise self.error
 
     async def chunks(self) -> AsyncIterator[list[int]]:
         """The new tokens at each wake-up (one or more), until the generation ends; raises what

@@ -1,0 +1,209 @@
+"""Sampled ``NAME-generate``, plugged into the engine (`core.plug`) for every model whose next
+token is sampled from its logits: what the name takes and returns, and a request turned into a
+running `generation.Generation` (stateless, or continuing a server-held sequence) for the infer
+route of both fronts, Triton's generate extension (`generate_http`) and gRPC streaming
+(`grpc_stream`).
+
+A request holds the prompt as the token input (INT64 ``[1, T]``, T >= 1; or ``text_input`` where
+the model has a vocabulary), the model's other inputs for one stream (held for every step), and
+optionally the state tensors to start from (stateless requests and sequence starts only). Its
+parameters: ``strategy`` (greedy, temperature, top_k, top_p), ``temperature``, ``top_k``, ``top_p``,
+``seed``, ``max_tokens``, ``stop`` (token ids), ``stop_text``, and the sequence parameters. The
+answer holds ``tokens`` (INT64 ``[1, n]``) and the parameters ``finish_reason`` ("length" or
+"stop") and, in a sequence, ``sequence_version``. With a ``sequence_id`` the generation starts from
+the sequence's state and leaves it after the prompt and every generated token (committed when
+the generation ends; a failed or abandoned one leaves the sequence as it was).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+import runtime
+
+from .core import GENERATE, Answer, Engine, Served, ServedName, plug
+from .generation import CANCELLED, Generation, Generator, settings_from
+from .protocol import BadRequest, InferRequest, ServeError, TensorMetadata, TooLarge
+from .sequences import flag, sequence_key, sequence_version
+from .tensors import check_tensors, wire_shape
+
+TOKENS_OUTPUT = "tokens"  # the generated token ids, INT64 [1, n]
+TEXT_INPUT, TEXT_OUTPUT = "text_input", "text_output"  # the prompt and the generated text (a vocabulary)
+
+
+class Abandoned(ServeError):
+    """A generation whose client went away: nothing of its sequence changes."""
+
+    status = 499
+
+
+@dataclass
+class Started:
+    """A running generation, and what its answer adds once it ended (its sequence's new version)."""
+
+    generation: Generation
+    finished: Awaitable[dict[str, Any]]
+
+
+def words(model: runtime.Model) -> Any:
+    """The model's vocabulary (`runtime.Vocabulary`), or None."""
+    return getattr(model, "vocabulary", None)
+
+
+class SampledGenerate:
+    """The plugged-in call: sampled generation of a model with sampled feedback (`core.CallHandler`)."""
+
+    def __init__(self) -> None:
+        self._generators: weakref.WeakKeyDictionary[Served, Generator] = weakref.WeakKeyDictionary()
+
+    def serves(self, model: runtime.Model) -> bool:
+        return bool(model.signature.sampled)
+
+    def tensors(self, model: runtime.Model) -> tuple[tuple[TensorMetadata, ...], tuple[TensorMetadata, ...]]:
+        """The prompt (INT64 [1, -1]), the held inputs of one stream, the optional start states; the tokens out."""
+        token = model.feedback.input
+        inputs = [TensorMetadata(token, "INT64", (1, -1))]
+        for spec in model.inputs:
+            if spec.name != token:
+                datatype = "INT64" if spec.is_tokens else "FP32"
+                inputs.append(TensorMetadata(spec.name, datatype, tuple(1 if d == -1 else d for d in wire_shape(spec))))
+        inputs += [TensorMetadata(s.name, "FP32", wire_shape(s), optional=True) for s in model.states]
+        return tuple(inputs), (TensorMetadata(TOKENS_OUTPUT, "INT64", (1, -1)),)
+
+    def generator(self, engine: Engine, served: Served) -> Generator:
+        """The model's scheduler, made on first use (its steps wait up to the engine's queue delay)."""
+        generator = self._generators.get(served)
+        if generator is None:
+            assert served.model is not None
+            settings = engine.settings
+            generator = Generator(served.model, delay=settings.max_queue_delay_us / 1e6, max_batch=settings.max_batch)
+            self._generators[served] = generator
+            weakref.finalize(served, generator.close)
+        return generator
+
+    async def run(self, engine: Engine, named: ServedName, request: InferRequest) -> Answer:
+        """The infer route: every token in one answer."""
+        if request.outputs is not None and any(name != TOKENS_OUTPUT for name in request.outputs):
+            raise BadRequest(f"model '{named.name}' has one output, '{TOKENS_OUTPUT}'")
+        started = await self.start(engine, named, request.inputs, request.parameters)
+        tokens = await started.generation.result()
+        answer = await started.finished
+        return [(TOKENS_OUTPUT, np.asarray(tokens, np.int64).reshape(1, -1))], answer
+
+    async def start(
+        self, engine: Engine, named: ServedName, inputs: dict[str, np.ndarray], parameters: dict[str, Any], text=None
+    ) -> Started:
+        """Checks a request and starts its generation (in its sequence, with a ``sequence_id``);
+        ``text`` is the prompt as text (``text_input``), instead of the token input."""
+        served = named.served
+        model = served.model
+        assert model is not None
+        token = model.feedback.input
+        if text is not None:
+            if words(model) is None:
+                raise BadRequest(f"model '{named.name}' has no vocabulary: send the prompt as input '{token}'")
+            if token in inputs:
+                raise BadRequest(f"send the prompt as '{TEXT_INPUT}' or as input '{token}', not both")
+            inputs = {**inputs, token: words(model).encode(text).reshape(1, -1)}
+        key = sequence_key(parameters.get("sequence_id"))
+        begin, end = flag(parameters, "sequence_start"), flag(parameters, "sequence_end")
+        version = sequence_version(parameters)
+        if key is None and (begin or end or version is not None):
+            raise BadRequest("parameters 'sequence_start'/'sequence_end'/'sequence_version' need a 'sequence_id'")
+        limits = engine.settings.limits
+        check_tensors(named.inputs, named.name, inputs, key is not None and not begin, limits.max_elements)
+        prompt = inputs[token][0]
+        if prompt.size > limits.max_steps:
+            raise TooLarge(f"the prompt has {prompt.size} tokens, the limit is {limits.max_steps}")
+        held = {spec.name: inputs[spec.name][0] for spec in model.inputs if spec.name != token}
+        state = _state(model, inputs)
+        settings = settings_from(parameters, named_vocabulary(model), limits.max_steps, words(model) is not None)
+        generator = self.generator(engine, served)
+        if key is None:
+            finished = asyncio.get_running_loop().create_future()
+            finished.set_result({})
+            return Started(generator.submit(prompt, held, state, settings), finished)
+
+        def submit(start_state: Any) -> Generation:
+            return generator.submit(prompt, held, start_state, settings, keep_state=True)
+
+        return await _in_sequence(engine, named, key, begin, end, version, state, submit)
+
+
+def named_vocabulary(model: runtime.Model) -> int:
+    """The vocabulary size of the token input that sampled feedback feeds."""
+    return int(model.inputs[model.input_names.index(model.feedback.input)].vocabulary)
+
+
+def _state(model: runtime.Model, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, ...] | None:
+    """The request's start states (each at batch 1 in the model's layout), or None."""
+    states = [inputs.get(spec.name) for spec in model.states]
+    if all(s is None for s in states):
+        return None
+    if any(s is None for s in states):
+        raise BadRequest(f"send every state input ({', '.join(model.state_names)}) or none")
+    for spec, array in zip(model.states, states):
+        if array.shape[spec.batch_axis] != 1:
+            raise BadRequest(f"input '{spec.name}' must hold one stream (batch 1 at axis {spec.batch_axis})")
+    return tuple(states)  # type: ignore[arg-type]
+
+
+async def _in_sequence(
+    engine: Engine,
+    named: ServedName,
+    key: int | str,
+    begin: bool,
+    end: bool,
+    version: int | None,
+    state: Any,
+    submit: Callable[[Any], Generation],
+) -> Started:
+    """Starts a generation in sequence ``key`` through the engine's sequence rules (its lock held
+    until the generation ends; the new state committed only if it ended by itself)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[Generation] = loop.create_future()
+
+    async def run(named: ServedName, entry: Any, restart: bool, initial: Any, arrays: dict, wanted: set) -> dict:
+        served = named.served
+        assert served.pool is not None
+        start_state = initial if restart else served.held_state(entry)
+        generation = submit(start_state)
+        ready.set_result(generation)
+        await generation.wait_ended()  # the front reads its tokens
+        if generation.finish_reason == CANCELLED or generation.state is None:
+            raise Abandoned("the client went away before the generation ended; the sequence is unchanged")
+        stream = served.pool.open(generation.state)  # commit: a fresh stream holds the new state
+        served.pool.close(entry.stream)
+        entry.stream = stream
+        return {}
+
+    arrays = {"state": state}
+    task = loop.create_task(engine._run_sequence(named, key, begin, end, version, arrays, set(), run=run))
+    task.add_done_callback(_retrieved)
+    await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.done():
+        task.result()  # the sequence refused the request: its error
+    finished = asyncio.ensure_future(_version(task))
+    finished.add_done_callback(_retrieved)
+    return Started(ready.result(), finished)
+
+
+async def _version(task: asyncio.Task) -> dict[str, Any]:
+    _, answered = await task
+    return {"sequence_version": answered}
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    """Reads a background future's failure (its caller got it another way, or went away)."""
+    if not future.cancelled():
+        future.exception()
+
+
+SAMPLED = SampledGenerate()
+plug(GENERATE, SAMPLED)

@@ -1,0 +1,190 @@
+"""Sampled ``NAME-generate`` over gRPC streaming: Triton's decoupled mode on ``ModelStreamInfer``.
+
+`stream_answers` serves one bidirectional stream. A request of a sampled ``NAME-generate``
+(`generate_calls`) starts its generation and is answered with several responses, one per group of
+tokens as they are drawn (``tokens`` INT64 [1, n], and ``text_output`` BYTES [1] where the model has
+a vocabulary); the last carries the parameter ``triton_final_response`` true (every other
+false), and ``finish_reason`` (and ``sequence_version`` in a sequence). With the request parameter
+``triton_enable_empty_final_response`` (tritonclient's ``enable_empty_final_response=True``) the
+final flag comes alone in an empty response after the last tokens, as Triton sends it. The
+prompt is the token input (INT64 [1, T]) or ``text_input`` (BYTES [1]). Several generations of one
+stream run at once, their responses interleaved (each carries its request's id); every other
+request is answered as before, one answer each in arrival order. A stream that ends or is
+cancelled by its client cancels its generations and frees their slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+
+from .core import Engine
+from .generate_calls import SAMPLED, TEXT_INPUT, TEXT_OUTPUT, TOKENS_OUTPUT, words
+from .protocol import VERSION, BadRequest, ServeError, status_of, unexpected_message
+
+PROTOCOL = "grpc"
+FINAL = "triton_final_response"
+EMPTY_FINAL = "triton_enable_empty_final_response"
+Decode = Callable[[pb.ModelInferRequest], tuple[dict[str, np.ndarray], dict[str, Any]]]
+_DONE = object()  # what a generation's task puts last
+
+
+def is_generation(engine: Engine, request: pb.ModelInferRequest) -> bool:
+    """Whether ``request`` addresses a sampled NAME-generate (answered by several responses)."""
+    named = engine.names.get(request.model_name)
+    return named is not None and named.handler is SAMPLED
+
+
+async def stream_answers(
+    engine: Engine,
+    requests: AsyncIterator[pb.ModelInferRequest],
+    answer: Callable[[pb.ModelInferRequest], Awaitable[pb.ModelStreamInferResponse]],
+    decode: Decode,
+) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    """The responses of one stream: ``answer`` answers each ordinary request in order (the fast
+    path, untouched while no generation runs); ``decode`` gives a generation request's inputs and
+    parameters."""
+    out: asyncio.Queue = asyncio.Queue()
+    tasks: set[asyncio.Task] = set()
+    iterator = requests.__aiter__()
+    next_request: asyncio.Future | None = None
+    reading = True
+    try:
+        while reading or tasks:
+            if not tasks and next_request is None:  # no generation running: as an ordinary stream
+                try:
+                    request = await iterator.__anext__()
+                except StopAsyncIteration:
+                    break
+            else:
+                if reading and next_request is None:
+                    next_request = asyncio.ensure_future(iterator.__anext__())
+                getter = asyncio.ensure_future(out.get())
+                waited = {getter, next_request} if next_request is not None else {getter}
+                done, _ = await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    item = getter.result()
+                    if isinstance(item, asyncio.Task):
+                        tasks.discard(item)
+                    else:
+                        yield item
+                    continue
+                getter.cancel()
+                finished, next_request = next_request, None
+                try:
+                    request = finished.result()
+                except StopAsyncIteration:
+                    reading = False
+                    continue
+            if is_generation(engine, request):
+                task = asyncio.ensure_future(_generate(engine, request, decode, out))
+                task.add_done_callback(lambda done: out.put_nowait(done))
+                tasks.add(task)
+                continue
+            yield await answer(request)
+    finally:
+        for task in tasks:
+            task.cancel()
+        if next_request is not None:
+            next_request.cancel()
+
+
+def split_text(request: pb.ModelInferRequest) -> tuple[pb.ModelInferRequest, str | None]:
+    """``request`` without its BYTES ``text_input`` (which the protocol's decoding does not take), and that text."""
+    index = next((i for i, t in enumerate(request.inputs) if t.name == TEXT_INPUT), None)
+    if index is None:
+        return request, None
+    tensor = request.inputs[index]
+    if tensor.datatype != "BYTES" or list(tensor.shape) not in ([1], [1, 1]):
+        raise BadRequest(f"input '{TEXT_INPUT}' must be BYTES of shape [1] (one string)")
+    if request.raw_input_contents:
+        raw = request.raw_input_contents[index]
+        (length,) = struct.unpack_from("<I", raw) if len(raw) >= 4 else (-1,)
+        if length != len(raw) - 4:
+            raise BadRequest(f"input '{TEXT_INPUT}' must hold one length-prefixed string")
+        data = raw[4:]
+    elif len(tensor.contents.bytes_contents) == 1:
+        data = tensor.contents.bytes_contents[0]
+    else:
+        raise BadRequest(f"input '{TEXT_INPUT}' must hold one string")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"input '{TEXT_INPUT}' is not UTF-8 text") from None
+    rest = pb.ModelInferRequest()
+    rest.CopyFrom(request)
+    del rest.inputs[index]
+    if rest.raw_input_contents:
+        del rest.raw_input_contents[index]
+    return rest, text
+
+
+class _Responses:
+    """The responses of one generation request."""
+
+    def __init__(self, request: pb.ModelInferRequest, vocabulary: Any) -> None:
+        self.model, self.id, self.words = request.model_name, request.id, vocabulary
+
+    def response(self, tokens: list[int], final: bool, parameters: dict[str, Any]) -> pb.ModelStreamInferResponse:
+        answer = pb.ModelStreamInferResponse()
+        response = answer.infer_response
+        response.model_name, response.model_version = self.model, VERSION
+        if self.id:
+            response.id = self.id
+        response.parameters[FINAL].bool_param = final
+        for key, value in parameters.items():
+            if isinstance(value, str):
+                response.parameters[key].string_param = value
+            else:
+                response.parameters[key].int64_param = value
+        ids = np.asarray(tokens, np.int64)
+        response.outputs.add(name=TOKENS_OUTPUT, datatype="INT64", shape=[1, ids.size])
+        response.raw_output_contents.append(ids.tobytes())
+        if self.words is not None:
+            text = self.words.decode(tokens).encode("utf-8")
+            response.outputs.add(name=TEXT_OUTPUT, datatype="BYTES", shape=[1])
+            response.raw_output_contents.append(struct.pack("<I", len(text)) + text)
+        return answer
+
+    def error(self, error: BaseException) -> pb.ModelStreamInferResponse:
+        if isinstance(error, ServeError):
+            message = str(error)
+        elif status_of(error) == 400:
+            message = " ".join(str(error).split())
+        else:
+            message = unexpected_message(error, f"a streamed generation of model '{self.model}'")
+        return pb.ModelStreamInferResponse(
+            error_message=message, infer_response=pb.ModelInferResponse(model_name=self.model, id=self.id)
+        )
+
+
+async def _generate(engine: Engine, request: pb.ModelInferRequest, decode: Decode, out: asyncio.Queue) -> None:
+    """Runs one generation request, putting its responses into ``out``."""
+    responses = _Responses(request, None)
+    try:
+        named = engine.lookup(request.model_name, request.model_version)
+        responses.words = words(named.served.model)
+        rest, text = split_text(request)
+        inputs, parameters = decode(rest)
+        empty_final = parameters.pop(EMPTY_FINAL, False) is True
+        started = await SAMPLED.start(engine, named, inputs, parameters, text)
+        generation = started.generation
+        async for tokens in generation.chunks():
+            last = generation.ended and not generation.keep_state and not empty_final
+            ending = {"finish_reason": generation.finish_reason} if last else {}
+            out.put_nowait(responses.response(tokens, last, ending))
+        extra = await started.finished
+        if empty_final or generation.keep_state:
+            out.put_nowait(responses.response([], True, {"finish_reason": generation.finish_reason, **extra}))
+        engine.metrics.request(named.name, PROTOCOL, 200, 0.0)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        known = request.model_name if request.model_name in engine.names else ""
+        engine.metrics.request(known, PROTOCOL, status_of(error), 0.0)
+        out.put_nowait(responses.error(error))
