@@ -46,9 +46,10 @@ from .settings import BENCH_BATCHES, BENCH_KINDS, BENCH_ROUNDS, BENCH_STEPS, BEN
 
 
 def echo_all(lines) -> None:
-    """Each piece of a command's stdout text, as it comes (a stream of CSV pieces included)."""
+    """Each piece of a command's stdout text, as it comes (a stream of CSV pieces included): a line
+    each, but for pieces marked ``same_line`` (generated text, `toolkit.running.TextPiece`)."""
     for text in lines:
-        click.echo(text)
+        click.echo(text, nl=not getattr(text, "same_line", False))
 
 
 @click.group(cls=ErrorsGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -226,6 +227,13 @@ def predict(folder, input_path, device, digest, public_key, as_json, ray, out, a
     help="An input's first value (repeat per input), e.g. --start token=3 --start category=0,1,0; inputs "
     "other than the fed-back one keep it for every step. A model of one input also takes --start VALUES.",
 )
+@click.option(
+    "--prompt",
+    default=None,
+    metavar="TEXT",
+    help="A folder with a vocabulary: TEXT's tokens fed teacher-forced, generation going on from its last "
+    "token; other inputs keep their --start value.",
+)
 @sampling_options
 @bulk_options
 def generate(folder, steps, x0, warmup, device, allow_nonfinite, digest, public_key, as_json, **options) -> None:
@@ -234,7 +242,9 @@ def generate(folder, steps, x0, warmup, device, allow_nonfinite, digest, public_
 
     The first inputs: --x0 or --start NAME=VALUES (or --warmup FILE, teacher-forced, generation
     going on from its last step). A model that samples its next token prints "step,<token input>"
-    rows, seeded (--sample, --temperature, --top-k, --top-p, --seed).
+    rows, seeded (--sample, --temperature, --top-k, --top-p, --seed); where its folder has a
+    vocabulary it prints the generated text instead, and takes --prompt TEXT (--json: the tokens
+    and their text).
 
     With --ray: --steps from the last point of every series of the dataset --input, each warmed up
     on the points before it, on Ray Data, written to the Parquet folder --out."""
@@ -246,7 +256,7 @@ def generate(folder, steps, x0, warmup, device, allow_nonfinite, digest, public_
     bulk = Bulk(**{k: options.pop(k) for k in ("ray", "input_path", "out", "address", "actors")})
     generate_options = GenerateOptions(
         steps=steps,
-        start=Start(x0=x0, values=options.pop("start_values"), warmup=warmup),
+        start=Start(x0=x0, values=options.pop("start_values"), warmup=warmup, prompt=options.pop("prompt")),
         sampling=sampling,
         loading=Loading(device=device, allow_nonfinite=allow_nonfinite, digest=digest, public_key=public_key),
         as_json=as_json,
@@ -311,18 +321,26 @@ def info(folder, as_json, digest, public_key) -> None:
     '"layout", "feedback"} as export_module takes them (token inputs, several inputs, layered states; '
     "README). Replaces --input-size, --output-size and --state.",
 )
+@click.option(
+    "--vocabulary",
+    "vocabulary_path",
+    type=EXISTING_FILE,
+    default=None,
+    help="A JSON list of strings, one per token id of the input that sampled feedback feeds: written into the "
+    "manifest, so that rnn generate --prompt takes and prints text.",
+)
 @EXPORTER
 @OPSET
 @THREADS
 def export_module_command(
-    factory, out, weights, input_size, output_size, states, signature_path, exporter, opset, threads
+    factory, out, weights, input_size, output_size, states, signature_path, vocabulary_path, exporter, opset, threads
 ) -> None:
     """Export your own step module: FACTORY builds a torch.nn.Module whose forward(x, *state)
     returns (y, *state), or with --signature forward(*inputs, *states) -> (*outputs, *states).
     Then verify with: rnn verify OUT --factory FACTORY."""
     from .making import ModuleSignature, export_module
 
-    signature = ModuleSignature(input_size, output_size, tuple(states), signature_path)
+    signature = ModuleSignature(input_size, output_size, tuple(states), signature_path, vocabulary_path)
     click.echo(export_module(factory, out, weights, signature, exporter, opset, threads))
 
 

@@ -19,6 +19,8 @@ from runtime.manifest import (
 )
 
 MAX_VERIFY_BYTES = 16 << 20  # verify.json: tens of KB
+VOCABULARY_SHOWN = 12  # tokens of a vocabulary the text shows (--json has them all)
+TOKEN_SHOWN_CHARS = 16  # characters of each
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ def info_lines(info: FolderInfo) -> list[str]:
         closed = manifest.closed_loop
         loop = "none" if closed is None else f"{closed.output} -> {closed.input} ({closed.via})"
         lines.append(f"layout     {manifest.layout}   feedback {loop}")
+    if manifest.vocabulary is not None:
+        lines.append(f"vocabulary {vocabulary_summary(manifest.vocabulary)}")
     if model.get(TORCHSCRIPT_SKIPPED_KEY):
         lines.append(f"torchscript not written: {model[TORCHSCRIPT_SKIPPED_KEY]}")
     lines.append(f"opset      {manifest.opset}   format version {manifest.format_version}")
@@ -95,6 +99,15 @@ def info_lines(info: FolderInfo) -> list[str]:
     lines.append("versions   " + "  ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items())))
     lines.append(f"integrity  {info.integrity}")
     return lines + _verified_lines(info)
+
+
+def vocabulary_summary(tokens: tuple[str, ...], shown: int = VOCABULARY_SHOWN) -> str:
+    """``N tokens: 'a' 'b' ...``: the size and the first ``shown`` tokens as Python literals (a
+    newline shows as '\\n'), each cut to TOKEN_SHOWN_CHARS characters."""
+    first = " ".join(
+        repr(t[:TOKEN_SHOWN_CHARS]) + ("..." if len(t) > TOKEN_SHOWN_CHARS else "") for t in tokens[:shown]
+    )
+    return f"{len(tokens)} tokens: {first}{' ...' if len(tokens) > shown else ''}"
 
 
 def _verified_lines(info: FolderInfo) -> list[str]:

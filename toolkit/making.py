@@ -105,13 +105,7 @@ def plot(folder: Path, factory, threads: int) -> list[str]:
 def signature_file(path: Path) -> dict:
     """The keyword arguments of export_module a --signature JSON file gives (inputs, outputs,
     states, layout, feedback); InputValueError naming what is wrong."""
-    from runtime.jsonfile import parse_json
-
-    with open(path, "rb") as handle:
-        raw = handle.read(MAX_SIGNATURE_BYTES + 1)
-    if len(raw) > MAX_SIGNATURE_BYTES:
-        raise InputValueError(f"--signature {path} is larger than 1 MiB")
-    document = parse_json(raw, str(path), InputValueError)
+    document = json_file(path, "--signature")
     keys = {"inputs", "outputs", "states", "layout", "feedback"}
     if not isinstance(document, dict) or not {"inputs", "outputs", "states"} <= set(document) <= keys:
         raise InputValueError(
@@ -119,6 +113,24 @@ def signature_file(path: Path) -> dict:
             f"feedback), got {sorted(document) if isinstance(document, dict) else type(document).__name__}"
         )
     return document
+
+
+def json_file(path: Path, option: str) -> Any:
+    """The parsed JSON of an export-module option's file (at most MAX_SIGNATURE_BYTES); InputValueError naming it."""
+    from runtime.jsonfile import parse_json
+
+    with open(path, "rb") as handle:
+        raw = handle.read(MAX_SIGNATURE_BYTES + 1)
+    if len(raw) > MAX_SIGNATURE_BYTES:
+        raise InputValueError(f"{option} {path} is larger than 1 MiB")
+    return parse_json(raw, str(path), InputValueError)
+
+
+def vocabulary_file(path: Path) -> tuple[str, ...]:
+    """export-module --vocabulary: a JSON list of distinct, non-empty strings, one per token id."""
+    from runtime.vocabulary import check_tokens
+
+    return check_tokens(json_file(path, "--vocabulary"), InputValueError, f"--vocabulary {path}")
 
 
 @dataclass(frozen=True)
@@ -129,15 +141,18 @@ class ModuleSignature:
     output_size: int = 1
     states: tuple[tuple[str, int, float], ...] = ()
     signature_path: Path | None = None
+    vocabulary_path: Path | None = None  # the text of each token id (a model with sampled feedback)
 
     def arguments(self) -> dict:
+        path = self.vocabulary_path
+        vocabulary = {} if path is None else {"vocabulary": vocabulary_file(path)}
         if self.signature_path is not None:
             if self.states:
                 raise InputValueError("--signature lists the states: leave out --state")
-            return signature_file(self.signature_path)
+            return {**signature_file(self.signature_path), **vocabulary}
         if not self.states:
             raise InputValueError("give the module's state tensors: --state NAME:SIZE (repeat), or a --signature file")
-        return {"input_size": self.input_size, "output_size": self.output_size, "states": self.states}
+        return {"input_size": self.input_size, "output_size": self.output_size, "states": self.states, **vocabulary}
 
 
 def export_module(factory: str, out: Path, weights: Path | None, signature: ModuleSignature, exporter, opset, threads):

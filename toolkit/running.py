@@ -42,11 +42,13 @@ JSON_MAX_STEPS = 10**6  # `generate --json` builds one document in memory; CSV s
 @dataclass(frozen=True)
 class Start:
     """Where a closed loop starts: ``--x0`` (a model of one input of one value), ``--start
-    NAME=VALUES`` per input, or the last step of a ``--warmup`` file fed teacher-forced first."""
+    NAME=VALUES`` per input, the last step of a ``--warmup`` file fed teacher-forced first, or the
+    last token of a ``--prompt`` text (a folder with a vocabulary) fed the same way."""
 
     x0: float | None = None
     values: tuple[str, ...] = ()
     warmup: Path | None = None
+    prompt: str | None = None  # a folder with a vocabulary: text fed teacher-forced, generation going on from its end
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,11 @@ def generate_text(folder: Path, options: GenerateOptions, say: Callable[[str], N
     bulk = options.bulk
     if bulk.ray or bulk.out is not None or bulk.address is not None or bulk.input_path is not None:
         start = options.start
-        if start.x0 is not None or start.warmup is not None or start.values or options.loading.allow_nonfinite:
+        given = (start.x0, start.warmup, start.prompt)
+        if any(v is not None for v in given) or start.values or options.loading.allow_nonfinite:
             raise InputValueError(
-                "--ray starts each series from its own last point: leave out --x0, --warmup, --allow-nonfinite "
-                "(and --start and the sampling options, which --ray does not take)"
+                "--ray starts each series from its own last point: leave out --x0, --warmup, --prompt, "
+                "--allow-nonfinite (and --start and the sampling options, which --ray does not take)"
             )
         if options.sampling.given():
             raise InputValueError("--ray does not take --sample, --temperature, --top-k, --top-p or --seed")
@@ -100,7 +103,10 @@ def generate_text(folder: Path, options: GenerateOptions, say: Callable[[str], N
     sampler = make_sampler(model, s.sample, s.temperature, s.top_k, s.top_p, s.seed)
     x0, state = closed_loop_start(model, folder, options.start)
     if options.as_json:
-        yield json_text(generate_document(model, x0, options.steps, state, sampler))
+        yield json_text(generate_document(model, x0, options.steps, state, sampler, options.start.prompt))
+        return
+    if model.vocabulary is not None:
+        yield from generate_text_pieces(model, x0, options.steps, state, sampler)
         return
     yield from generate_csv_chunks(model, x0, options.steps, state, sampler)
 
@@ -109,6 +115,8 @@ def closed_loop_start(model: Any, folder: Path, start: Start) -> tuple[dict[str,
     """(the first inputs by name, the state after the warm-up or None): --warmup's last step, then
     --start's values, then --x0; the training series' first point for the seed's signature when
     nothing is given."""
+    if start.prompt is not None:
+        return prompt_start(model, start)
     first: dict[str, np.ndarray] = {}
     state = None
     if start.warmup is not None:
@@ -125,9 +133,51 @@ def closed_loop_start(model: Any, folder: Path, start: Start) -> tuple[dict[str,
         first[spec.name] = np.full(spec.shape_for(1), start.x0, np.float64)  # float32 range checked by the runtime
     if not first and spec is not None and model.classic:
         first[spec.name] = np.full(spec.shape_for(1), training_start(folder), np.float64)
+    check_every_input(model, first)
+    return first, state
+
+
+def check_every_input(model: Any, first: dict[str, np.ndarray]) -> None:
+    """InputValueError naming the first input without a first value."""
     missing = [t.name for t in model.inputs if t.name not in first]
     if missing:
         raise InputValueError(f"give every input's first value: --start {missing[0]}=... (missing: {missing})")
+
+
+def prompt_start(model: Any, start: Start) -> tuple[dict[str, np.ndarray], Any]:
+    """--prompt: (the first inputs, the state): the text's tokens but the last fed teacher-forced
+    (``model.predict``), generation going on from its last token; the model's other inputs hold
+    their --start value for every step. InputValueError for a folder without a vocabulary and for
+    text no token of it matches."""
+    vocabulary = model.vocabulary
+    if vocabulary is None:
+        raise InputValueError(
+            "--prompt needs a folder with a vocabulary (export_module(..., vocabulary=[...]) or rnn export-module "
+            "--vocabulary FILE); this one has none: give --start NAME=ID"
+        )
+    if start.x0 is not None or start.warmup is not None:
+        raise InputValueError("--prompt is where generation starts: leave out --x0 and --warmup")
+    token = model.feedback.input
+    held = parse_start(start.values, model.inputs)
+    if token in held:
+        raise InputValueError(f"--prompt gives input {token!r} its tokens: leave out --start {token}=")
+    try:
+        ids = vocabulary.encode(start.prompt)  # (n,) int64
+    except InputValueError as error:
+        raise InputValueError(f"--prompt: {error}") from None
+    if not ids.size:
+        raise InputValueError("--prompt must hold at least one token of the vocabulary")
+    first = {token: ids[-1:], **held}
+    check_every_input(model, first)
+    state = None
+    if ids.size > 1:  # (steps, 1, ...) time-first: the token ids, each held input repeated
+        head = {
+            token: ids[:-1].reshape(-1, 1),
+            **{k: np.repeat(v[None], ids.size - 1, axis=0) for k, v in held.items()},
+        }
+        if model.layout == BATCH_FIRST:
+            head = {name: np.swapaxes(sequence, 0, 1) for name, sequence in head.items()}
+        _, state = model.predict(head)
     return first, state
 
 
@@ -191,6 +241,23 @@ def generate_csv_chunks(model: Any, x0: Any, steps: int, state: Any = None, samp
             done += len(piece)
 
 
+class TextPiece(str):
+    """A piece of generated text: printed as it comes, on the line the last piece left off
+    (``same_line``; `toolkit.cli.echo_all` ends a line only after other pieces)."""
+
+    same_line = True
+
+
+def generate_text_pieces(model: Any, x0: Any, steps: int, state: Any, sampler: Any) -> Iterator[str]:
+    """The sampled tokens of one stream as text (`runtime.Model.vocabulary`), `csv_chunk` steps
+    at a time (any number in bounded memory), then the line's end. Refused inputs raise before
+    anything is yielded."""
+    decode = model.vocabulary.decode
+    for ys, _ in model.generate_iter(x0, steps, state, chunk=csv_chunk(model), sampler=sampler):
+        yield TextPiece(decode(stream_rows(model, ys, True)[:, 0]))
+    yield ""
+
+
 def start_document(model: Any, x0: dict[str, np.ndarray]) -> Any:
     """The first inputs as JSON: a number for a model of one input of one value, else lists by name."""
     if one_value_input(model) is not None:
@@ -198,13 +265,20 @@ def start_document(model: Any, x0: dict[str, np.ndarray]) -> Any:
     return {name: np.asarray(x0[name])[0].tolist() for name in model.input_names}
 
 
-def generate_document(model: Any, x0: dict[str, np.ndarray], steps: int, state: Any, sampler: Any) -> dict:
+def generate_document(
+    model: Any, x0: dict[str, np.ndarray], steps: int, state: Any, sampler: Any, prompt: str | None = None
+) -> dict:
     """`generate --json`: x0, steps, one stream's outputs by name (a number a step for an output of one
-    value; ``tokens`` for a sampled model), the sampler and the execution providers."""
+    value; ``tokens`` for a sampled model, with their ``text`` where the folder has a vocabulary, and
+    the ``prompt`` and its ``prompt_tokens`` where one was given), the sampler and the execution providers."""
     ys, _ = model.generate(x0, steps, state, sampler=sampler)
     document: dict[str, Any] = {"x0": start_document(model, x0), "steps": steps}
+    if prompt is not None:
+        document.update(prompt=prompt, prompt_tokens=model.vocabulary.encode(prompt).tolist())
     if sampler is not None:
         document["tokens"] = stream_rows(model, ys, True)[:, 0].tolist()
+        if model.vocabulary is not None:
+            document["text"] = model.vocabulary.decode(document["tokens"])
     else:
         named = ys if isinstance(ys, dict) else {model.outputs[0].name: ys}
         axis = 0 if model.layout == BATCH_FIRST else 1

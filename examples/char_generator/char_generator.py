@@ -1,12 +1,17 @@
 """A worked example: a character-level GRU text generator as people write it (nn.Embedding, a
 two-layer nn.GRU with its own (layers, batch, hidden) state, a linear head giving logits),
 trained on a short public-domain text shipped below, exported with the toolkit (token input,
-logits output, sampled feedback), verified against eager PyTorch on its own text (every
-character id included), and sampled with temperature by the torch-free runtime, the whole
-loop (step, softmax, draw, next token) in one onnxruntime run.
+logits output, sampled feedback, and its vocabulary: the character of each id), verified against
+eager PyTorch on its own text (every character id included), and sampled with temperature by the
+torch-free runtime, the whole loop (step, softmax, draw, next token) in one onnxruntime run.
 
     python examples/char_generator/char_generator.py --out out/char_generator [--epochs 100]
         [--temperature 0.8] [--seed 0] [--length 300]
+
+The folder carries its vocabulary, so the command line prints text too (the same text for the
+same seed):
+
+    rnn generate out/char_generator --prompt "Alice was " --steps 300 --temperature 0.8 --seed 0
 
 The module is the user's; the toolkit needs its step signature, forward(char, h) -> (logits, h),
 described as inputs/outputs/states (the README's "character-level GRU generator").
@@ -116,16 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     module = make()
     losses = train(module, ids, args.epochs)
     print(f"trained: loss {losses[0]:.3f} -> {losses[-1]:.3f}", file=sys.stderr)
-    folder = export_module(module, args.out, **SIGNATURE)
+    folder = export_module(module, args.out, vocabulary=ALPHABET, **SIGNATURE)  # each id's text, in the manifest
     report = verify_folder(folder, factory=make, inputs={"char": ids[:200]}, trust=True)  # its own text too
     print(f"verified: {'passed' if report.passed else 'FAILED'} ({folder / 'verify.json'})", file=sys.stderr)
 
     model = runtime.load(folder)  # numpy + onnxruntime only from here
-    prompt = encode("Alice was ")
+    vocabulary = model.vocabulary  # the folder's own: text in and out without this file's ALPHABET
+    prompt = vocabulary.encode("Alice was ")
     _, state = model.predict({"char": prompt[:-1].reshape(-1, 1)})  # warm the state up on the prompt
     sampler = runtime.Sampler("temperature", temperature=args.temperature, seed=args.seed)
     tokens, _ = model.generate({"char": prompt[-1:]}, args.length, state, sampler=sampler)
-    print(decode(prompt) + decode(tokens[:, 0]))
+    print(vocabulary.decode(prompt) + vocabulary.decode(tokens[:, 0]))
     return 0 if report.passed else 1
 
 
