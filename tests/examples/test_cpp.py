@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import shutil
 import subprocess
 
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 
 import runtime
-from export import export_folder
+from export import export_folder, export_module
 from export.verify import ROLLOUT_ATOL
 
 from ..conftest import COMMITTED, REPO
@@ -136,3 +138,97 @@ def test_cpp_example_format_2_errors_are_one_line(cpp_binary, general_folders, t
     check_general_errors([str(cpp_binary)], general_folders, tmp_path)
     result = run_example([str(cpp_binary)], general_folders["char"], "--form", "rollout_greedy")
     assert result.returncode == 2 and "runs the step model" in result.stderr
+
+
+# ---- the README's worked character generator (examples/char_generator) ---------------------------
+
+CHAR_EPOCHS = 8  # enough for text that is not one character repeated; about 4 s on one thread
+
+
+@pytest.fixture(scope="module")
+def char_generator(tmp_path_factory):
+    """(the example's module, its folder): the worked character GRU (Embedding, a two-layer GRU of
+    64, a linear head), trained CHAR_EPOCHS epochs on its text with the example's seeds and
+    exported with its signature and its alphabet as the vocabulary."""
+    import torch
+
+    from .test_worked_examples import load_example
+
+    example = load_example("char_generator")
+    torch.manual_seed(0)
+    module = example.make()
+    example.train(module, example.encode(example.TEXT), CHAR_EPOCHS)
+    root = tmp_path_factory.mktemp("char_generator")
+    return example, export_module(module, root / "model", **example.SIGNATURE, vocabulary=example.ALPHABET)
+
+
+def text_rows(result: subprocess.CompletedProcess) -> list[list[str]]:
+    """The rows of the example's CSV for a folder with a vocabulary: step, token id, its text."""
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == ["step", "token", "text"]
+    assert [int(row[0]) for row in rows[1:]] == list(range(1, len(rows)))
+    return rows[1:]
+
+
+def test_cpp_example_runs_the_char_generator_as_the_python_runtime(cpp_binary, char_generator):
+    """Greedy and seeded tokens from one start character equal runtime.load(folder).generate's
+    (which runs the fused rollout forms), over 150 steps of the layered (2, batch, 64) state."""
+    example, folder = char_generator
+    for start, strategy, seed in (("A", "greedy", 0), ("t", "greedy", 0), ("A", "temperature", 0), ("W", "top_k", 9)):
+        inputs = {"char": example.ALPHABET.index(start)}
+        flags = [] if strategy == "greedy" else ["--sample", strategy, "--temperature", str(TEMPERATURE)]
+        flags += ["--top-k", "5"] if strategy == "top_k" else []
+        flags += [] if strategy == "greedy" else ["--seed", str(seed)]
+        rows = text_rows(run_example([str(cpp_binary)], folder, "--steps", "150", *input_arguments(inputs), *flags))
+        tokens = np.array([int(row[1]) for row in rows])
+        assert [row[2] for row in rows] == [example.ALPHABET[i] for i in tokens]  # "," quoted
+        settings = {"top_k": 5} if strategy == "top_k" else {}
+        expected = seeded_tokens(folder, inputs, 150, strategy, seed, **settings)
+        np.testing.assert_array_equal(tokens, expected, err_msg=f"{start} {strategy}")
+        assert len(set(expected.tolist())) >= (3 if strategy == "greedy" else 8)  # not one character repeated
+
+
+def prompted_tokens(folder, prompt: np.ndarray, steps: int, sampler) -> np.ndarray:
+    """The worked example's generation: the state warmed up on the prompt but its last id
+    (teacher-forced), then ``steps`` tokens from the last id."""
+    model = runtime.load(folder)
+    _, state = model.predict({"char": prompt[:-1].reshape(-1, 1)})
+    tokens, _ = model.generate({"char": prompt[-1:]}, steps, state, sampler=sampler)
+    return tokens[:, 0]
+
+
+def test_cpp_example_continues_a_text_prompt_of_the_char_generator(cpp_binary, char_generator):
+    """--prompt TEXT with the manifest's vocabulary: the prompt fed teacher-forced, then the
+    tokens of the Python runtime for the same seed, as CSV with a text column and as text."""
+    example, folder = char_generator
+    prompt = "Alice was "
+    vocabulary = runtime.load(folder).vocabulary
+    assert vocabulary is not None and vocabulary.tokens == tuple(example.ALPHABET)
+    arguments = ["--prompt", prompt, "--steps", "120", "--sample", "temperature", "--temperature", "0.8", "--seed", "4"]
+    expected = prompted_tokens(
+        folder, vocabulary.encode(prompt), 120, runtime.Sampler("temperature", temperature=0.8, seed=4)
+    )
+    result = run_example([str(cpp_binary)], folder, *arguments, "--text")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == prompt + vocabulary.decode(expected) + "\n"
+    rows = text_rows(run_example([str(cpp_binary)], folder, *arguments))
+    assert [(int(row[1]), row[2]) for row in rows] == [(i, example.ALPHABET[i]) for i in expected]
+    greedy = run_example([str(cpp_binary)], folder, "--prompt", "Oh dear", "--steps", "40", "--text")
+    expected = prompted_tokens(folder, vocabulary.encode("Oh dear"), 40, runtime.Sampler("greedy"))
+    assert greedy.stdout == "Oh dear" + vocabulary.decode(expected) + "\n"
+
+
+def test_cpp_example_text_errors_are_one_line(cpp_binary, char_generator, general_folders):
+    _, folder = char_generator
+    for where, arguments, expected in (
+        (folder, ["--prompt", "Alice ~"], "--prompt: position 6 ('~') is no token of the vocabulary"),
+        (folder, ["--prompt", ""], "--prompt is empty"),
+        (folder, ["--prompt", "Alice", "--input", "char=3"], "give --prompt or --input char=ID, not both"),
+        (general_folders["char"], ["--prompt", "abc"], "--prompt needs a vocabulary in manifest.json"),
+        (general_folders["two"], ["--text"], "--text needs a vocabulary in manifest.json"),
+        (COMMITTED, ["--prompt", "abc"], "for format 2 folders"),
+    ):
+        result = run_example([str(cpp_binary)], where, *arguments)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], (arguments, result.stderr)
