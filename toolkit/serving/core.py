@@ -95,6 +95,7 @@ __all__ = [  # with the names of `sequences` and `tensors` that callers import f
     "STEP",
     "STEPS_INPUT",
     "SUFFIXES",
+    "Answer",
     "CallHandler",
     "Engine",
     "Limits",
@@ -259,6 +260,7 @@ class ServedName:
             tensors = self.handler.tensors(model) if self.handler is not None else call_tensors(model, call)
             self.inputs, self.outputs = tensors
             self.parameters = model_parameters(model)
+        self.by_name = {spec.name: spec for spec in self.inputs}
 
     @property
     def ready(self) -> bool:
@@ -458,7 +460,7 @@ class Engine:
             if x is not None and x.dtype == np.float32 and x.shape == (1, model.input_size) and model.classic:
                 return {"x": x, "state": None, "batch": 1}  # values are checked by model.check_x before the run
         limits = self.settings.limits
-        check_tensors(named.inputs, named.name, inputs, sequence and not start, limits.max_elements)
+        check_tensors(named.by_name, named.name, inputs, sequence and not start, limits.max_elements)
         return checked_inputs(model, named.call, inputs, sequence, limits)
 
     @staticmethod

@@ -102,11 +102,11 @@ def warm_up(model: runtime.Model) -> None:
 
 
 def check_tensors(
-    specs: tuple[TensorMetadata, ...], model_name: str, inputs: dict[str, np.ndarray], held: bool, max_elements: int
+    by_name: dict[str, TensorMetadata], model_name: str, inputs: dict[str, np.ndarray], held: bool, max_elements: int
 ) -> None:
-    """Each input one of ``specs``, of its datatype, shape and size; every required one given; with
-    ``held`` (a sequence past its start) no optional (state) input."""
-    by_name = {spec.name: spec for spec in specs}
+    """Each input one of ``by_name``'s tensors, of its datatype, shape and size; every required one
+    given; with ``held`` (a sequence past its start) no optional (state) input."""
+    specs = by_name.values()
     for name, array in inputs.items():
         spec = by_name.get(name)
         if spec is None:
@@ -124,6 +124,8 @@ def check_tensors(
             raise BadRequest(f"input '{name}' must have shape {wanted} (-1: any), got {list(array.shape)}")
         if array.size > max_elements:
             raise TooLarge(f"input '{name}' has {array.size} elements, the limit is {max_elements}")
+    if len(inputs) == len(by_name):  # every input given
+        return
     missing = [spec.name for spec in specs if not spec.optional and spec.name not in inputs]
     if missing:
         raise BadRequest(f"model '{model_name}' needs input {', '.join(repr(m) for m in missing)}")
@@ -178,8 +180,7 @@ def checked_inputs(
         steps = checked["steps"] = int(inputs[STEPS_INPUT][0])
         if not 1 <= steps <= limits.max_steps:
             raise BadRequest(f"input '{STEPS_INPUT}' must be 1 to {limits.max_steps}, got {steps}")
-    per_step = sum(t.count for t in model.outputs)
-    answer = 4 * batch * (steps * per_step + sum(model.state_sizes))
+    answer = batch * (steps * model.signature.output_bytes + model.signature.state_bytes // 2)  # outputs, new state
     if answer > limits.max_body_bytes:  # refused before anything runs or any state changes
         raise TooLarge(f"the answer would hold {answer} bytes of outputs, the limit is {limits.max_body_bytes}")
     return checked

@@ -402,3 +402,44 @@ def test_sequence_client_resends_a_format_2_state_after_the_server_lost_it(serve
         got = answer if isinstance(answer, dict) else {model.output_name: answer}
         for name, value in expected.items():
             np.testing.assert_array_equal(got[name][0], value, err_msg=f"{name} at step {t}")
+
+
+# ---- plain JSON (curl) ---------------------------------------------------------------------------
+
+
+def test_plain_json_token_ids_and_a_layered_state_as_curl_sends_them(server, models):
+    """The JSON form of the protocol (no binary extension): INT64 token ids as numbers, a
+    (layers, batch, hidden) state flat in row-major order; an id out of range is a 400 of one line."""
+    import http.client
+    import json
+
+    model = models["chars"]
+    tokens = np.array([4, 0, 7], np.int64)
+    state = random_state(model, 3, seed=60)[0]  # (2, 3, 64)
+
+    def post(document) -> tuple[int, dict]:
+        connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+        try:
+            body = json.dumps(document).encode()
+            connection.request("POST", "/v2/models/chars/infer", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            connection.close()
+
+    inputs = [
+        {"name": "char", "datatype": "INT64", "shape": [3], "data": tokens.tolist()},
+        {"name": "h", "datatype": "FP32", "shape": list(state.shape), "data": state.reshape(-1).tolist()},
+    ]
+    status, answer = post({"inputs": inputs})
+    assert status == 200, answer
+    outputs = {o["name"]: np.array(o["data"], np.float32).reshape(o["shape"]) for o in answer["outputs"]}
+    logits, (h_out,) = model.step({"char": tokens}, (state,))
+    np.testing.assert_array_equal(outputs["logits"], logits)
+    np.testing.assert_array_equal(outputs["h_out"], h_out)
+    assert answer["outputs"][1]["shape"] == [2, 3, 64]
+    vocabulary = int(model.inputs[0].vocabulary)
+    inputs[0]["data"] = [4, vocabulary, 7]
+    status, answer = post({"inputs": inputs})
+    assert status == 400 and list(answer) == ["error"] and "\n" not in answer["error"]
+    assert f"token id {vocabulary}" in answer["error"] and "'char'" in answer["error"]

@@ -531,6 +531,7 @@ def test_a_format_2_folder_is_served_and_sampled_generate_waits_for_its_plug_in(
     from toolkit.serving import core
 
     folder = export_module(make_char_gru(), tmp_path / "char", **CHAR_GRU_SIGNATURE)
+    monkeypatch.delitem(core.CALL_HANDLERS, core.GENERATE, raising=False)  # as before any plug-in
     made = engine([("sine", COMMITTED), ("char", folder)])
     index = {entry["name"]: entry for entry in made.repository_index()}
     assert index["char"]["state"] == index["char-predict"]["state"] == "READY" and "char-generate" not in index
