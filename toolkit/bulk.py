@@ -371,14 +371,16 @@ def _dataset(ray: Any, source: Path, worker: WorkerArguments, model: Any) -> tup
         return ray.data.from_items(npy_slices(npy_files(source), worker.batch_size)), "npy"
     files = parquet_files(source)
     names = parquet_columns(files[0])  # the layout, from the first file's footer
-    if SERIES_COLUMN not in names and set(model.input_names) & names:
+    long = set(LONG_COLUMNS) <= names and not {ID_COLUMN, SERIES_COLUMN} <= names
+    series_model = model.classic and model.input_size == model.output_size == 1
+    if SERIES_COLUMN not in names and not long and (not series_model or set(model.input_names) <= names):
         for path in files:
             check_columns(model, worker.kind, worker.sampling, parquet_columns(path), path)
         return ray.data.from_items(row_items(files)), "rows"
     check_series_model(model)
     if worker.sampling is not None:
         raise InputValueError("a sampler goes only with generate of a model that samples its next token")
-    if set(LONG_COLUMNS) <= names and not {ID_COLUMN, SERIES_COLUMN} <= names:
+    if long:
         dataset = ray.data.read_parquet(str(source), num_cpus=READ_CPUS)
         registry = ray.remote(num_cpus=0)(LengthRegistry).remote()
         rows = count_rows(source)  # from the footers: the sort's partitions (its blocks) by the data's size

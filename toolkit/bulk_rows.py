@@ -67,12 +67,6 @@ def sampler_settings(sampler: Any) -> dict[str, Any] | None:
 def check_columns(model: Any, kind: str, sampler: Any, names: set[str], path: Path) -> None:
     """DataError unless a file's columns ``names`` hold ``id`` and every input of ``model``;
     InputValueError unless a sampler is given exactly where generate samples its tokens."""
-    missing = [name for name in (ID_COLUMN, *model.input_names) if name not in names]
-    if missing:
-        raise DataError(
-            f"{path} must have the columns {ID_COLUMN!r} and one per input of the model "
-            f"{list(model.input_names)} (a list of the input's values at every step per row); missing {missing}"
-        )
     sampled = model.feedback is not None and model.feedback.via == SAMPLE
     if kind == "generate" and sampled and sampler is None:
         raise InputValueError(
@@ -81,6 +75,12 @@ def check_columns(model: Any, kind: str, sampler: Any, names: set[str], path: Pa
         )
     if sampler is not None and not (kind == "generate" and sampled):
         raise InputValueError("a sampler goes only with generate of a model that samples its next token")
+    missing = [name for name in (ID_COLUMN, *model.input_names) if name not in names]
+    if missing:
+        raise DataError(
+            f"{path} must have the columns {ID_COLUMN!r} and one per input of the model "
+            f"{list(model.input_names)} (a list of the input's values at every step per row); missing {missing}"
+        )
 
 
 def row_items(files: list[Path]) -> list[dict[str, Any]]:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 import runtime
 from export.custom import export_module
-from runtime.errors import InputValueError
+from runtime.errors import DataError, InputValueError
 from runtime.manifest import BATCH_FIRST
+from toolkit.cli import cli
 
 from ..user_modules import CHAR_GRU_SIGNATURE, TWO_INPUTS_SIGNATURE, make_char_gru, make_two_inputs
 
@@ -20,7 +22,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from toolkit.bulk import run_bulk  # noqa: E402
-from toolkit.bulk_rows import ID_COLUMN, RowSeeds  # noqa: E402
+from toolkit.bulk_rows import ID_COLUMN, RowSeeds, RowsRunner  # noqa: E402
 
 BATCH = 16  # several batches a run, a short last one
 STEPS = 13  # generated steps: FUSED_MIN_STEPS or more, so the fused sampling forms run
@@ -75,14 +77,14 @@ def read_columns(out) -> dict[str, list]:
     return {name: table.column(name).to_pylist() for name in table.schema.names}
 
 
-def char_alone(model, tokens: list[int], category: list, seed: int) -> np.ndarray:
+def char_alone(model, tokens: list[int], category: list, seed: int, settings: dict = SETTINGS) -> np.ndarray:
     """The row by itself: warmed up on its prompt but the last step, then sampled from the last."""
     token, category = np.asarray(tokens, np.int64), np.asarray(category, np.float32)
     state = None
     if len(token) > 1:
         _, state = model.predict({"token": token[:-1, None], "category": category[:-1, None]})
     x0 = {"token": token[-1:], "category": category[-1:]}
-    ys, _ = model.generate(x0, STEPS, state, sampler=runtime.Sampler(**SETTINGS, seed=seed))
+    ys, _ = model.generate(x0, STEPS, state, sampler=runtime.Sampler(**settings, seed=seed))
     return ys[:, 0]
 
 
@@ -193,3 +195,64 @@ def test_two_input_model_with_per_row_states_predict_and_generate_equal_each_row
         assert got[ID_COLUMN] == columns[ID_COLUMN] and set(got) == {ID_COLUMN, "next_value"}
         for i, values in enumerate(got["next_value"]):
             np.testing.assert_allclose(np.float32(values), two_alone(model, columns, i, kind), rtol=0, atol=2e-6)
+
+
+def test_cli_generate_and_predict_ray_on_format_2_folders(tmp_path, char, two):
+    """rnn generate --ray on the token model: the CLI's default sampler (temperature 1, base seed 0:
+    row i draws with seed i); rnn predict --ray on the two-input model."""
+    model = runtime.load(char)
+    columns = char_rows(12, seed=5)
+    write_files(tmp_path / "char", columns, parts=1)
+    runner = CliRunner()
+    args = ["--ray", "--input", str(tmp_path / "char"), "--out", str(tmp_path / "g"), "--actors", "1"]
+    result = runner.invoke(cli, ["generate", str(char), *args, "--steps", str(STEPS)])
+    assert result.exit_code == 0, result.output
+    assert "generate: 12 series" in result.output
+    plain = {"strategy": "temperature", "temperature": 1.0}
+    for i, tokens in enumerate(read_columns(tmp_path / "g")["token"]):
+        assert tokens == char_alone(model, columns["token"][i], columns["category"][i], i, plain).tolist()
+    columns = two_rows(10, seed=6)
+    write_files(tmp_path / "two", columns, parts=1)
+    args = ["--ray", "--input", str(tmp_path / "two"), "--out", str(tmp_path / "p")]
+    result = runner.invoke(cli, ["predict", str(two), *args])
+    assert result.exit_code == 0, result.output
+    for i, values in enumerate(read_columns(tmp_path / "p")["next_value"]):
+        np.testing.assert_allclose(np.float32(values), two_alone(runtime.load(two), columns, i, "predict"), atol=2e-6)
+    refused = runner.invoke(cli, ["predict", str(char), "--ray", "--input", str(tmp_path / "two"), "--out", "x"])
+    assert (
+        refused.exit_code == 2
+        and refused.output.startswith("error: ")
+        and "missing ['token', 'category']" in (refused.output)
+    )
+
+
+def test_named_columns_refused_in_one_line(tmp_path, char, two):
+    """Before any worker runs (the columns, the sampler), and in a worker's batch (run here without Ray)."""
+    write_files(tmp_path / "two", two_rows(5, seed=7), parts=1)
+    sampler = runtime.Sampler("greedy")
+    with pytest.raises(InputValueError, match="samples its next 'token' token: pass sampler="):
+        run_bulk(char, tmp_path / "two", tmp_path / "o", kind="generate", steps=3)  # columns checked after
+    with pytest.raises(DataError, match=r"must have the columns 'id' and one per input .* missing \['token'"):
+        run_bulk(char, tmp_path / "two", tmp_path / "o", kind="generate", steps=3, sampler=sampler)
+    with pytest.raises(InputValueError, match="a sampler goes only with generate of a model that samples"):
+        run_bulk(two, tmp_path / "two", tmp_path / "o", sampler=sampler)
+    worker = RowsRunner(str(char), "generate", 3, BATCH, runtime.load(char).manifest_digest, SETTINGS | {"seed": 0})
+    good = {ID_COLUMN: ["a", "b"], "token": [[1, 2], [3]], "category": [[[1, 0, 0]] * 2, [[0, 1, 0]]]}
+    x0 = {"token": np.int64([3]), "category": np.float32([[0, 1, 0]])}
+    alone, _ = runtime.load(char).generate(x0, 3, sampler=runtime.Sampler(**SETTINGS, seed=1))  # row 1: seed 0 + 1
+    assert worker.run(pa.table(good)).column("token").to_pylist()[1] == alone[:, 0].tolist()
+    cases = [
+        ({"token": [[1.0, 2.0], [3.0]]}, r"^column 'token' holds token ids: integers, got float64$"),
+        ({"token": [[1, 2], [3, 4]]}, r"^id 'b': column 'category' holds 3 values, not a positive multiple of 3 "),
+        ({"category": [[1, 0, 0, 0], [0, 1, 0]]}, r"^id 'a': column 'category' holds 4 values, not a positive"),
+        ({"token": [[1, 2], []], "category": [[1, 0, 0] * 2, []]}, r"^id 'b': column 'token' holds 0 values"),
+        ({"seed": [3, -1]}, r"^id 'b': seed must be an int >= 0, got -1$"),
+        (
+            {"h": [None, [0.0] * 13]},
+            r"^id 'b': state 'h' needs 14 values \(2, 7\) \(or null: the initial state\), got 13$",
+        ),
+        ({"token": [[1, None], [3]]}, r"^column 'token' has 1 null values$"),
+    ]
+    for change, message in cases:
+        with pytest.raises(DataError, match=message):
+            worker.run(pa.table({**good, **change}))
