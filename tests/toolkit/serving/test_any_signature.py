@@ -443,3 +443,47 @@ def test_plain_json_token_ids_and_a_layered_state_as_curl_sends_them(server, mod
     status, answer = post({"inputs": inputs})
     assert status == 400 and list(answer) == ["error"] and "\n" not in answer["error"]
     assert f"token id {vocabulary}" in answer["error"] and "'char'" in answer["error"]
+
+
+# ---- dynamic batching ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["waves", "chars"])
+def test_steps_of_many_format_2_sequences_share_batched_runs_bit_for_bit(folders, models, kind):
+    """8 sequences stepping together (named and token inputs, layered states) run as one
+    StreamPool.step per tick; each answer is its own runtime Stream's."""
+    import asyncio
+
+    from toolkit.serving import Engine
+    from toolkit.serving.protocol import InferRequest
+
+    model = models[kind]
+    made = Engine([(kind, folders[kind])], Settings(max_queue_delay_us=2000))
+    streams = [runtime.Stream(model) for _ in range(8)]
+    batches = []
+
+    async def go():
+        made.start()
+        pool = made.served[kind].pool
+        step = pool.step
+        pool.step = lambda ids, xs: batches.append(len(ids)) or step(ids, xs)
+        for t in range(4):
+            xs = [step_inputs(model, 1, seed=100 * t + i) for i in range(8)]
+            requests = [
+                made.infer(InferRequest(kind, x, parameters={"sequence_id": i + 1, "sequence_start": t == 0}), "test")
+                for i, x in enumerate(xs)
+            ]
+            for i, (x, response) in enumerate(zip(xs, await asyncio.gather(*requests))):
+                answer = dict(response.outputs)
+                expected = as_dict(model, streams[i].push(one_stream(model, x, 0)))
+                for name, value in expected.items():
+                    np.testing.assert_array_equal(answer[name][0], value, err_msg=f"{name} of {i} at {t}")
+                held = made.served[kind].held_state(made.served[kind].sequences[i + 1])
+                for spec, value, row in zip(model.states, held, streams[i].state):
+                    np.testing.assert_array_equal(np.moveaxis(value, spec.batch_axis, 0)[0], row)
+
+    try:
+        asyncio.run(go())
+    finally:
+        made.close()
+    assert max(batches) == 8 and len(batches) == 4, batches  # 4 ticks of 8 steps, not 32 runs
