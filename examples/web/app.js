@@ -188,12 +188,22 @@ async function renderValues(model) {
   return rollout;
 }
 
-let running = 0; // the current sampled run; a newer one stops an older one's stream
+const FRAME_MS = 16; // a sampled stream lets the page paint at least this often
+let running = 0;
+
+// A task boundary without setTimeout's clamping: where the browser may paint between two tokens.
+const channel = new MessageChannel();
+const nextTask = () => new Promise((resolve) => {
+  channel.port1.onmessage = resolve;
+  channel.port2.postMessage(null);
+}); // the current sampled run; a newer one stops an older one's stream
 
 // Draws `steps` tokens and shows each as it comes: after the prompt (teacher-forced) when the
-// folder has a vocabulary, else from the token field. What it drew, and when each token came.
+// folder has a vocabulary, else from the token field. What it drew, when each token came (ms from
+// the call, the prompt's run included) and how many frames the page painted meanwhile.
 async function renderTokens(model, form = "step") {
   const run = ++running;
+  const t0 = performance.now();
   const steps = readSteps();
   const sampler = readSampler();
   const inputs = model.firstInputs(fieldValues(model));
@@ -208,23 +218,33 @@ async function renderTokens(model, form = "step") {
   const shown = $("sampled-text");
   $("prompt-text").textContent = model.vocabulary ? model.vocabulary.decode(prompt) : "";
   shown.textContent = "";
-  const result = { prompt, tokens: [], times: [], updates: 0, stopped: false };
+  const result = { prompt, tokens: [], times: [], updates: 0, frames: 0, stopped: false };
+  const frame = () => {
+    result.frames++;
+    if (!result.done) requestAnimationFrame(frame);
+  };
+  requestAnimationFrame(frame); // counts the frames painted while the tokens stream
   const show = (token) => {
     shown.textContent += model.vocabulary ? model.vocabulary.decode([token]) : `${result.tokens.length ? " " : ""}${token}`;
     result.tokens.push(token);
     result.times.push(performance.now());
     result.updates++;
   };
-  const t0 = performance.now();
   if (form === "step") {
+    let painted = performance.now();
     for await (const token of model.sample(inputs, steps, sampler, state)) {
       if (run !== running) {
         result.stopped = true;
         break;
       }
       show(token);
+      if (performance.now() - painted > FRAME_MS) {
+        await nextTask(); // the page paints what came
+        painted = performance.now();
+      }
     }
   } else (await model.sampleFused(inputs, steps, sampler, state)).forEach(show);
+  result.done = true;
   result.times = result.times.map((t) => t - t0);
   result.text = model.vocabulary ? model.vocabulary.decode(result.tokens) : null;
   result.shown = $("generated").textContent;

@@ -130,29 +130,32 @@ SAMPLINGS = [  # (strategy, the runtime.Sampler settings, seed)
 
 
 @pytest.fixture(scope="module")
-def vocabulary_folder(general_folders, tmp_path_factory):
-    """The character GRU's folder with a vocabulary in its manifest (one string per token id)."""
+def vocabulary_folder(tmp_path_factory):
+    """The character GRU (a token and a category in, logits out, state (2, batch, 7)) exported with
+    a vocabulary: one string per token id, some of more than one character."""
+    from export import export_module
+
+    from ..user_modules import CHAR_GRU_SIGNATURE, make_char_gru
+
     folder = tmp_path_factory.mktemp("vocabulary") / "char"
-    shutil.copytree(general_folders["char"], folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["vocabulary"] = VOCABULARY
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return folder
+    return export_module(make_char_gru(), folder, vocabulary=VOCABULARY, **CHAR_GRU_SIGNATURE)
 
 
-def python_tokens(folder, strategy, settings, seed, prompt=None, token=4):
+def python_tokens(folder, strategy, settings, seed, prompt=None, token=4, steps=SAMPLE_STEPS, held=True):
     """The Python runtime's tokens: the prompt fed teacher-forced (predict), then generate from its
-    last token with runtime.Sampler(strategy, **settings, seed=seed), the category held."""
+    last token with runtime.Sampler(strategy, **settings, seed=seed), the category held (``held``)."""
     model = runtime.load(folder)
+    name = model.feedback.input
     ids = model.vocabulary.encode(prompt) if prompt is not None else np.array([token])
     category = np.array(CATEGORY, np.float32)
     state = None
     if len(ids) > 1:
-        xs = {"token": ids[:-1].reshape(-1, 1), "category": np.tile(category, (len(ids) - 1, 1, 1))}
+        xs = {name: ids[:-1].reshape(-1, 1)}
+        xs.update({"category": np.tile(category, (len(ids) - 1, 1, 1))} if held else {})
         state = model.predict(xs)[1]
-    x0 = {"token": ids[-1:], "category": category.reshape(1, 3)}
+    x0 = {name: ids[-1:], **({"category": category.reshape(1, 3)} if held else {})}
     sampler = runtime.Sampler(strategy, **settings, seed=seed)
-    return np.asarray(model.generate(x0, SAMPLE_STEPS, state, sampler=sampler)[0]).reshape(-1)
+    return np.asarray(model.generate(x0, steps, state, sampler=sampler)[0]).reshape(-1)
 
 
 def page_call(strategy, settings, seed, **extra):
@@ -189,6 +192,51 @@ def test_page_streams_a_prompts_sampled_text_as_the_python_runtime(web_page, voc
 
 
 STEPS_ON_LOAD = 60  # index.html's steps
+CHAR_EPOCHS = 8  # the worked example trained enough for text that is not one character repeated (~4 s)
+CHAR_PROMPT = "Alice was "
+CHAR_STEPS = 200
+
+
+@pytest.fixture(scope="module")
+def char_generator(tmp_path_factory):
+    """The README's worked character GRU (examples/char_generator), trained CHAR_EPOCHS epochs with
+    the example's seeds and exported with its alphabet as the vocabulary."""
+    import torch
+
+    from export import export_module
+
+    from .test_worked_examples import load_example
+
+    example = load_example("char_generator")
+    torch.manual_seed(0)
+    module = example.make()
+    example.train(module, example.encode(example.TEXT), CHAR_EPOCHS)
+    root = tmp_path_factory.mktemp("char_generator")
+    return export_module(module, root / "model", **example.SIGNATURE, vocabulary=example.ALPHABET)
+
+
+def test_page_streams_the_worked_char_generators_text(web_page, char_generator, tmp_path):
+    """The worked example's folder in the page: a prompt, then 200 characters streamed one by one,
+    the Python runtime's for the seed (its generate runs the fused rollout_sample form)."""
+    settings = {"temperature": 0.8, "top_k": 5}
+    call = {**page_call("top_k", settings, 11, prompt=CHAR_PROMPT), "steps": CHAR_STEPS, "inputs": {}}
+    report = drive(web_page, char_generator, tmp_path, {"sample": [call, call]})
+    assert report["error"] is None and report["statusClass"] == "ok", report
+    expected = python_tokens(char_generator, "top_k", settings, 11, prompt=CHAR_PROMPT, steps=CHAR_STEPS, held=False)
+    vocabulary = runtime.load(char_generator).vocabulary
+    for got in report["sampled"]:  # the same seed twice: the same text
+        np.testing.assert_array_equal(got["tokens"], expected)
+        assert got["shown"] == CHAR_PROMPT + vocabulary.decode(expected) and got["updates"] == CHAR_STEPS
+    assert len(set(expected.tolist())) >= 8  # text, not one character repeated
+    times = report["sampled"][1]["times"]
+    assert report["sampled"][1]["frames"] >= 2, "the page did not paint while the text streamed"
+    print(
+        f"\nweb page, worked char GRU: {CHAR_STEPS} tokens streamed at batch 1 in {times[-1]:.0f} ms "
+        f"({CHAR_STEPS / times[-1] * 1e3:.0f} tokens/s), first token after {times[0]:.1f} ms "
+        f"(the prompt's {len(CHAR_PROMPT)} characters fed first), "
+        f"{report['sampled'][1]['frames']} frames painted meanwhile",
+        file=sys.stderr,
+    )
 
 
 def test_page_samples_token_ids_of_a_folder_without_vocabulary(web_page, general_folders, tmp_path):
