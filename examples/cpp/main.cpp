@@ -27,10 +27,11 @@
 // seed gives the tokens of the Python runtime's generate (numpy_random.h). --print-uniforms N
 // prints that generator's first N uniforms, one a line, and runs no model.
 // Text: where manifest.json has a "vocabulary" (one string per id of the sampled token input),
-// --prompt TEXT encodes TEXT (greedy longest match, vocabulary.h) and feeds its tokens one a step,
-// teacher-forced (outputs dropped, the state kept), its last token the closed loop's first input;
-// the rows are then "step,token,text" (the token's string, a quoted CSV field), and --text prints
-// the prompt and the generated text instead of CSV, token by token as they come.
+// the rows are "step,token,text" (the token's string, a quoted CSV field); --prompt TEXT encodes
+// TEXT (greedy longest match, vocabulary.h) and feeds its tokens one a step, teacher-forced
+// (outputs dropped, the state kept), its last token the closed loop's first input, as the worked
+// example's predict-then-generate; --text prints the prompt and the generated text instead of
+// CSV, token by token as they come.
 // This example always runs the step model once per step: the fused forms (rollout_*) are
 // ONNX models, run by the Python runtime and the Node example.
 // Errors print one line on stderr and exit 2.
