@@ -11,8 +11,9 @@ the next tick, so its first token comes after one step, never after a long fused
 that arrive within ``delay`` of an idle scheduler start together.
 
 What a generation runs equals `runtime.Model` on its own: the prompt's tokens but the last are
-fed teacher-forced (`Model.predict`, as the worked example warms its state up), then the last
-prompt token is the first input of the sampled loop, whose tokens are
+fed teacher-forced (as the worked example warms its state up with `Model.predict`: here rows of
+the batched step runs, or one fused `predict` for a prompt of more than PROMPT_FUSED_MIN
+tokens), then the last prompt token is the first input of the sampled loop, whose tokens are
 ``model.generate({token: prompt[-1:], ...}, max_tokens, state, sampler=Sampler(..., seed))`` (the
 sampler's uniforms are drawn in chunks from its generator: the same numbers as drawn at once). It
 ends after ``max_tokens`` tokens, after a stop token or once its text holds a stop text (the stop
@@ -44,6 +45,10 @@ from .protocol import BadRequest, Unavailable
 
 DEFAULT_MAX_TOKENS = 100  # a request's max_tokens when it names none
 UNIFORM_CHUNK = 256  # uniforms a generation draws from its sampler at a time
+# A prompt of more tokens than this warms its state up in one fused run (`Model.predict`) as it
+# is admitted; a shorter one is fed a token per tick in the batched runs (its first token comes
+# after len(prompt) ticks, and a tick of many newcomers costs one batched step, not one predict each).
+PROMPT_FUSED_MIN = 32
 POOL_CAPACITY = 64  # the generation pool's first capacity (it grows by doubling)
 LENGTH, STOP, CANCELLED = "length", "stop", "cancelled"  # why a generation ended
 SETTING_NAMES = ("strategy", "temperature", "top_k", "top_p", "seed", "max_tokens", "stop", "stop_text")
@@ -174,6 +179,7 @@ class Generation:
         self.current = int(prompt[-1])
         self.produced = 0
         self.text = ""
+        self.warming = 0  # prompt tokens to feed before the last (teacher-forced rows of the ticks: no draw)
         self.finishing = False  # its last token is being fed (keep_state): no draw
         self.finish: str | None = None  # why it ends, once its last token is fed
         self._uniforms = np.empty(0, np.float32)
@@ -374,8 +380,10 @@ class Generator:
         try:
             state = generation.start_state
             prompt = generation.prompt
-            if len(prompt) > 1:
+            if len(prompt) > PROMPT_FUSED_MIN:  # a long prompt: one fused run of the teacher-forced steps
                 _, state = self.model.predict(self._sequences(generation, prompt[:-1]), state)
+            elif len(prompt) > 1:  # a short one: fed a token a tick, in the batched runs
+                generation.warming, generation.current = len(prompt) - 1, int(prompt[0])
             generation.stream = self.pool.open(state)
         except Exception as error:  # the caller's answer; nothing else is touched
             self._end(generation, None, error)
@@ -437,6 +445,9 @@ class Generator:
             if generation.finishing:
                 self.state_of(generation)
                 self._end(generation, generation.finish)
+            elif generation.warming:  # a prompt token was fed: the next one, or the last (drawn from)
+                generation.warming -= 1
+                generation.current = int(generation.prompt[len(generation.prompt) - 1 - generation.warming])
             else:
                 groups.setdefault(generation.settings.draw_key, []).append(index)
         tokens = np.empty(len(rows), np.int64)
