@@ -85,7 +85,7 @@ EOF
 
 cuda_tests() {
   local timeout_option=()
-  python3 -c "import pytest_timeout" 2>/dev/null && timeout_option=(--timeout=150)
+  python3 -c "import pytest_timeout" 2>/dev/null && timeout_option=(--timeout=120)
   python3 -m pytest -q -p no:cacheprovider -rs -s "${timeout_option[@]}" --junitxml="$OUT/junit.xml" \
     tests/runtime/test_cuda.py \
     tests/runtime/test_model.py::test_cuda_runs_on_the_gpu_and_agrees_with_the_cpu \
@@ -94,13 +94,13 @@ cuda_tests() {
 }
 
 export -f unpack torch_free cuda_tests
-step unpack 90 unpack
+step unpack 60 unpack
 nvidia-smi -L
 PROVIDERS=$(python3 -c "import onnxruntime as o, torch; print('onnxruntime', o.__version__, o.get_available_providers(), '| torch', torch.__version__, 'CUDA', torch.cuda.is_available())" 2>&1 | tail -1)
 echo "$PROVIDERS"
-[ -f "$BENCH/module_weights.pt" ] || step "build $BENCH" 150 python3 benchmarks/gpu.py --build "$BENCH"
-step "torch-free CUDA load" 90 torch_free
-step "CUDA tests" 270 cuda_tests
+[ -f "$BENCH/module_weights.pt" ] || step "build $BENCH" 120 python3 benchmarks/gpu.py --build "$BENCH"
+step "torch-free CUDA load" 60 torch_free
+step "CUDA tests" 240 cuda_tests
 left=$((BUDGET_S - (SECONDS - BEGIN)))
 if [ "$left" -ge 60 ]; then
   step "benchmarks/gpu.py" "$left" python3 benchmarks/gpu.py --char "$BENCH" --rounds 2 --out "$OUT/gpu-bench.txt"
