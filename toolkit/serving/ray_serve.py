@@ -55,6 +55,7 @@ import runtime
 from runtime.manifest import MANIFEST_NAME
 
 from ..ray_cluster import connect
+from . import generate_calls  # noqa: F401  (plugs sampled NAME-generate into every engine: fronts and replicas)
 from .core import (
     Engine,
     ServedName,

@@ -1,7 +1,9 @@
 """`rnn serve --ray` on a local Ray cluster started by this module (and stopped at its end):
-sequence affinity, stateless requests, the Ray-native application behind Ray's HTTP proxy, and
-the kill test: 64 sequences x 500 steps through tritonclient (HTTP and gRPC) against 2 Stepper
-replicas, one SIGKILLed at a random moment, every output equal to an uninterrupted local run."""
+sequence affinity, stateless requests, a format 2 token model (named inputs, INT64 token ids, a
+(layers, batch, hidden) state, seeded sampled generation), the Ray-native application behind Ray's
+HTTP proxy, and the kill test: 64 sequences x 500 steps of the seed's model and of the token
+model through tritonclient (HTTP and gRPC) against 2 Stepper replicas, one SIGKILLed at a random
+moment, every output equal to an uninterrupted local run."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from toolkit.serving.protocol import InferRequest, ServeError  # noqa: E402
 
 MODEL = runtime.load(COMMITTED)
 KILL_TEST_BUDGET_S = 420  # the whole kill test (about 90 s here), a bound, not a measurement
+CHARS = "chars"  # the served name of the token model
 
 
 def free_port() -> int:
@@ -62,9 +65,41 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def ray_server(cluster):
+def chars(tmp_path_factory) -> runtime.Model:
+    """The tests' CharGRU: a token (INT64) and a category (FP32, 3) in, logits out, state (2, batch, 7)."""
+    import torch
+
+    from export import export_module
+    from tests.user_modules import CHAR_GRU_SIGNATURE, make_char_gru
+
+    torch.set_num_threads(1)
+    return runtime.load(
+        export_module(make_char_gru(), tmp_path_factory.mktemp("ray-chars") / "m", **CHAR_GRU_SIGNATURE)
+    )
+
+
+def char_steps(seed: int, steps: int) -> list[dict[str, np.ndarray]]:
+    """One stream's inputs at batch 1: a token id (1,) int64 and a one-hot category (1, 3) float32."""
+    rng = np.random.default_rng(seed)
+    return [
+        {"token": rng.integers(0, 11, 1), "category": np.eye(3, dtype=np.float32)[rng.integers(0, 3, 1)]}
+        for _ in range(steps)
+    ]
+
+
+def char_run(model: runtime.Model, steps: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """The logits of one stream stepped through the runtime from the initial state: the reference."""
+    state, ys = None, []
+    for x in steps:
+        y, state = model.step(x, state)
+        ys.append(y)
+    return np.concatenate(ys)
+
+
+@pytest.fixture(scope="module")
+def ray_server(cluster, chars):
     server = ray_serve.RayServer(
-        [("sine", COMMITTED)],
+        [("sine", COMMITTED), (CHARS, chars.folder)],
         scale=ray_serve.Scale(replicas=2),
         app_name="rnn-test",
         http_port=0,
@@ -159,6 +194,53 @@ def test_stateless_requests_and_the_fused_forms_run_on_the_replicas(ray_server):
         client.infer("sine", [bad])
 
 
+def test_a_token_model_on_the_replicas_metadata_sequences_and_seeded_generation(ray_server, chars):
+    """The format 2 token model through the replicas: its metadata (INT64 token, the layered state
+    with -1 at its batch axis); 12 concurrent plain tritonclient sequences x 20 steps stay on their
+    replica (no version, no resent state) and equal the runtime's steps; sampled NAME-generate with
+    a seed (HTTP and gRPC) gives the runtime's tokens: the prompt teacher-forced, then sampled."""
+    client = http_client.InferenceServerClient(f"127.0.0.1:{ray_server.http_port}")
+    metadata = client.get_model_metadata(CHARS)
+    shapes = {item["name"]: (item["datatype"], item["shape"]) for item in metadata["inputs"]}
+    assert shapes == {"token": ("INT64", [-1]), "category": ("FP32", [-1, 3]), "h": ("FP32", [2, -1, 7])}
+    sequences, steps = 12, 20
+    xs = [char_steps(40 + i, steps) for i in range(sequences)]
+
+    async def drive(connection, i: int) -> np.ndarray:
+        ys = []
+        for t, x in enumerate(xs[i]):
+            tensors = [http_aio.InferInput("token", [1], "INT64"), http_aio.InferInput("category", [1, 3], "FP32")]
+            tensors[0].set_data_from_numpy(x["token"])
+            tensors[1].set_data_from_numpy(x["category"])
+            result = await connection.infer(
+                CHARS, tensors, sequence_id=f"c{i}", sequence_start=t == 0, sequence_end=t == steps - 1
+            )
+            ys.append(result.as_numpy("logits"))
+        return np.concatenate(ys)
+
+    async def run() -> list[np.ndarray]:
+        connection = http_aio.InferenceServerClient(f"127.0.0.1:{ray_server.http_port}", conn_limit=sequences + 4)
+        try:
+            return await asyncio.wait_for(asyncio.gather(*(drive(connection, i) for i in range(sequences))), 120)
+        finally:
+            await connection.close()
+
+    for i, got in enumerate(asyncio.run(run())):
+        np.testing.assert_array_equal(got, char_run(chars, xs[i]), err_msg=f"sequence {i}")
+    prompt, category = np.array([[4, 2, 7, 1]], np.int64), np.array([[0, 1, 0]], np.float32)
+    _, state = chars.predict({"token": prompt[0, :-1, None], "category": np.repeat(category[None], 3, axis=0)})
+    sampler = runtime.Sampler("top_k", top_k=4, temperature=0.9, seed=11)
+    expected, _ = chars.generate({"token": prompt[0, -1:], "category": category}, 30, state, sampler=sampler)
+    parameters = {"strategy": "top_k", "top_k": 4, "temperature": 0.9, "seed": 11, "max_tokens": 30}
+    grpc = grpc_client.InferenceServerClient(f"127.0.0.1:{ray_server.grpc_port}")
+    for triton, connection in ((http_client, client), (grpc_client, grpc)):
+        tensors = [triton.InferInput("token", [1, 4], "INT64"), triton.InferInput("category", [1, 3], "FP32")]
+        tensors[0].set_data_from_numpy(prompt)
+        tensors[1].set_data_from_numpy(category)
+        tokens = connection.infer(f"{CHARS}-generate", tensors, parameters=parameters).as_numpy("tokens")
+        assert tokens.tolist() == expected.T.tolist()
+
+
 def test_the_ray_native_application_behind_rays_http_proxy(cluster):
     """The application of examples/ray/serve_config.yaml (`serve run` it): HTTP through Ray's
     proxy, autoscaled Steppers between its bounds."""
@@ -208,12 +290,15 @@ def test_rnn_serve_ray_joins_an_existing_cluster(cluster):
     assert set(serve.status().applications) == before  # its application deleted, no other touched
 
 
-def test_a_replica_killed_under_load_loses_no_acknowledged_step(ray_server):
-    """The issue's kill test: 64 sequences x 500 steps (32 over HTTP, 32 over gRPC), one of the
-    2 replicas SIGKILLed at a random moment between 20% and 60% of the steps."""
+def test_a_replica_killed_under_load_loses_no_acknowledged_step(ray_server, chars):
+    """The issue's kill test: 64 sequences x 500 steps against the 2 replicas, one SIGKILLed at a
+    random moment between 20% and 60% of the steps: half of the seed's model, half of the token
+    model (named INT64 and FP32 inputs, a (2, batch, 7) state resent by the client), each half
+    over HTTP and gRPC."""
     sequences, steps = 64, 500
     rng = np.random.default_rng(12)
     xs = rng.uniform(-1, 1, (sequences, steps, 1, 1)).astype(np.float32)
+    tokens = {i: char_steps(100 + i, steps) for i in range(sequences) if i % 4 >= 2}  # the token model's
     moment = random.Random(os.getpid()).randint(sequences * steps // 5, sequences * steps * 3 // 5)
     pids = ray_server.replica_pids(2)
     assert len(pids) == 2
@@ -225,20 +310,30 @@ def test_a_replica_killed_under_load_loses_no_acknowledged_step(ray_server):
         http = http_aio.InferenceServerClient(f"127.0.0.1:{ray_server.http_port}", conn_limit=40)
         grpc = grpc_aio.InferenceServerClient(f"127.0.0.1:{ray_server.grpc_port}")
         try:
-            http_meta = await http.get_model_metadata("sine")
-            grpc_meta = await grpc.get_model_metadata("sine", as_json=True)
-            clients = [
-                SequenceClient(http, "sine", 9000 + i, http_meta)
-                if i % 2
-                else SequenceClient(grpc, "sine", f"seq-{i}", grpc_meta)
-                for i in range(sequences)
-            ]
+            metadata = {
+                (name, kind): await (
+                    http.get_model_metadata(name) if kind == "http" else grpc.get_model_metadata(name, as_json=True)
+                )
+                for name in ("sine", CHARS)
+                for kind in ("http", "grpc")
+            }
+
+            def sequence(i: int) -> SequenceClient:
+                name, kind = ("sine", CHARS)[i % 4 >= 2], ("grpc", "http")[i % 2]
+                states = (
+                    len(chars.states) if (name, kind) == (CHARS, "grpc") else None
+                )  # gRPC metadata has no parameters
+                connection, key = (http, 9000 + i) if kind == "http" else (grpc, f"seq-{i}")
+                return SequenceClient(connection, name, key, metadata[name, kind], states=states)
+
+            clients = [sequence(i) for i in range(sequences)]
 
             async def drive(i: int) -> np.ndarray:
                 nonlocal done
                 ys = []
                 for t in range(steps):
-                    ys.append(await clients[i].step(xs[i, t], end=t == steps - 1))
+                    x = tokens[i][t] if i in tokens else xs[i, t]
+                    ys.append(await clients[i].step(x, end=t == steps - 1))
                     done += 1
                 return np.concatenate(ys)
 
@@ -259,11 +354,16 @@ def test_a_replica_killed_under_load_loses_no_acknowledged_step(ray_server):
     outputs, clients = asyncio.run(run())
     elapsed = time.monotonic() - started
     for i in range(sequences):
-        np.testing.assert_array_equal(outputs[i], local_run(xs[i]), err_msg=f"sequence {i}")
-    recovered = sum(client.recoveries for client in clients)
-    assert recovered > 0, "the kill should have moved some sequences"
+        expected = char_run(chars, tokens[i]) if i in tokens else local_run(xs[i])
+        np.testing.assert_array_equal(outputs[i], expected, err_msg=f"sequence {i}")
+    recovered = [client.recoveries for client in clients]
+    assert sum(recovered) > 0, "the kill should have moved some sequences"
+    assert sum(recovered[i] for i in tokens) > 0, "and some of the token model's (half of them ran on each replica)"
+    print(
+        f"\nkill test: {sequences * steps} steps in {elapsed:.1f} s, killed at step {moment}, {sum(recovered)} resends "
+        f"({sum(recovered[i] for i in tokens)} of the token model's sequences)"
+    )
     with pytest.raises(ProcessLookupError):
         os.kill(victim, 0)
-    print(f"\nkill test: {sequences * steps} steps in {elapsed:.1f} s, killed at step {moment}, {recovered} resends")
     replacement = ray_server.replica_pids(2)  # Serve started another replica in its place
     assert len(replacement) == 2 and victim not in replacement
