@@ -247,7 +247,8 @@ def generate(folder, steps, x0, warmup, device, allow_nonfinite, digest, public_
     and their text).
 
     With --ray: --steps from the last point of every series of the dataset --input, each warmed up
-    on the points before it, on Ray Data, written to the Parquet folder --out."""
+    on the points before it, on Ray Data, written to the Parquet folder --out (a model that samples
+    its next token: the sampling options, --seed the base of the rows' seeds)."""
     from .on_ray import Bulk
     from .running import GenerateOptions, Sampling, Start, generate_text
     from .trust import Loading

@@ -87,11 +87,10 @@ def generate_text(folder: Path, options: GenerateOptions, say: Callable[[str], N
         if any(v is not None for v in given) or start.values or options.loading.allow_nonfinite:
             raise InputValueError(
                 "--ray starts each series from its own last point: leave out --x0, --warmup, --prompt, "
-                "--allow-nonfinite (and --start and the sampling options, which --ray does not take)"
+                "--allow-nonfinite (and --start, which --ray does not take)"
             )
-        if options.sampling.given():
-            raise InputValueError("--ray does not take --sample, --temperature, --top-k, --top-p or --seed")
-        say(run_bulk(folder, "generate", options.steps, options.loading, options.as_json, bulk))
+        # the sampling options make a sampled model's sampler, --seed the base of the rows' seeds (toolkit.on_ray)
+        say(run_bulk(folder, "generate", options.steps, options.loading, options.as_json, bulk, options.sampling))
         return
     if options.as_json and options.steps > JSON_MAX_STEPS:
         raise InputValueError(

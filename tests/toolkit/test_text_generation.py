@@ -186,3 +186,21 @@ def test_the_worked_character_example_writes_its_vocabulary_and_the_cli_prints_i
     assert result.exit_code == 0, result.output
     assert "Alice was " + result.stdout.removesuffix("\n") == printed
     assert len(result.stdout) == 81
+
+
+def test_generate_ray_hands_the_sampling_options_to_the_bulk_run_and_refuses_a_prompt(char_folder, monkeypatch):
+    calls = []
+    monkeypatch.setattr(toolkit.running, "run_bulk", lambda *args: calls.append(args) or "generate: done")
+    arguments = ["generate", char_folder, "--ray", "--input", "rows.parquet", "--out", "out", "--steps", 9]
+    result = invoke(*arguments, "--temperature", 0.7, "--top-k", 3, "--seed", 5)
+    assert result.exit_code == 0, result.output
+    (folder, kind, steps, _, as_json, bulk, sampling), *others = calls
+    assert not others and (folder, kind, steps, as_json, bulk.ray) == (char_folder, "generate", 9, False, True)
+    assert (sampling.sample, sampling.temperature, sampling.top_k, sampling.top_p, sampling.seed) == (
+        None, 0.7, 3, None, 5,
+    )  # fmt: skip
+    refused = invoke(*arguments, "--prompt", "the")
+    assert refused.exit_code == 2 and len(calls) == 1
+    assert refused.stderr.startswith("error: --ray starts each series from its own last point") and (
+        refused.stderr.count("\n") == 1
+    )
