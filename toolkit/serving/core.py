@@ -33,7 +33,7 @@ import asyncio
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -514,8 +514,10 @@ class Engine:
         version: int | None,
         arrays: dict,
         wanted: set[str],
+        run: Callable[..., Awaitable[dict[str, np.ndarray]]] | None = None,
     ) -> tuple[dict[str, np.ndarray], int]:
-        """A request of sequence ``key``; its values and the sequence's version after it. Nothing
+        """A request of sequence ``key`` (run by ``run``, default `_sequence_request`: a plugged-in
+        call passes its own); its values and the sequence's version after it. Nothing
         of the sequence changes unless the request succeeds: its new state is committed after the
         run, a failed first request of a new id leaves no sequence behind, and a failed start of a
         live id leaves it as it was. A start may carry the state to begin from (state inputs) and
@@ -552,7 +554,8 @@ class Engine:
                     )
                 base = (version or 0) if start else entry.version
                 try:
-                    values = await self._sequence_request(named, entry, start and not created, initial, arrays, wanted)
+                    request = run or self._sequence_request
+                    values = await request(named, entry, start and not created, initial, arrays, wanted)
                 except BaseException:
                     if created and not entry.closed:
                         served.forget(key, "was never started: its start request failed")

@@ -117,7 +117,7 @@ class SampledGenerate:
         if key is None and (begin or end or version is not None):
             raise BadRequest("parameters 'sequence_start'/'sequence_end'/'sequence_version' need a 'sequence_id'")
         limits = engine.settings.limits
-        check_tensors(named.inputs, named.name, inputs, key is not None and not begin, limits.max_elements)
+        check_tensors(named.by_name, named.name, inputs, key is not None and not begin, limits.max_elements)
         prompt = inputs[token][0]
         if prompt.size > limits.max_steps:
             raise TooLarge(f"the prompt has {prompt.size} tokens, the limit is {limits.max_steps}")

@@ -24,6 +24,7 @@ from tritonclient.grpc import service_pb2_grpc
 import runtime
 
 from .core import Engine
+from .grpc_stream import stream_answers
 from .protocol import (
     DATATYPE_OF,
     DATATYPES,
@@ -351,19 +352,25 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """One answer per request, in arrival order; a failed request's answer holds its
-        ``error_message`` (and its id) and the stream goes on."""
+        ``error_message`` (and its id) and the stream goes on. A sampled NAME-generate request is
+        answered by several responses, Triton's decoupled mode (`grpc_stream.stream_answers`)."""
         await self._authorize(context)
-        async for request in request_iterator:
-            answer = pb.ModelStreamInferResponse()
-            try:
-                await self._infer(request, answer.infer_response)
-            except Exception as error:
-                failed = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
-                yield pb.ModelStreamInferResponse(
-                    error_message=_message(error, request.model_name), infer_response=failed
-                )
-                continue
+        async for answer in stream_answers(self.engine, request_iterator, self._stream_answer, self._decoded):
             yield answer
+
+    async def _stream_answer(self, request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+        answer = pb.ModelStreamInferResponse()
+        try:
+            await self._infer(request, answer.infer_response)
+        except Exception as error:
+            failed = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+            return pb.ModelStreamInferResponse(error_message=_message(error, request.model_name), infer_response=failed)
+        return answer
+
+    def _decoded(self, request: pb.ModelInferRequest) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """A request's inputs and parameters (a sampled generation's, for `grpc_stream`)."""
+        parameters = _parameters(request.parameters) if request.parameters else {}
+        return decode_inputs(request, self.max_elements), parameters
 
     # ---- what this server does not offer ----
 

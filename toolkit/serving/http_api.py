@@ -29,6 +29,7 @@ from starlette.routing import Route
 import runtime
 
 from .core import Engine, Limits
+from .generate_http import generate_routes
 from .metrics import CONTENT_TYPE
 from .protocol import (
     DATATYPE_OF,
@@ -594,6 +595,6 @@ def create_app(engine: Engine, *, token: str | None) -> Starlette:
         Route(version + "/ready", model_ready, methods=["GET"]),
         Route("/v2/repository/index", repository_index, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
-    ]
+    ] + generate_routes(engine)  # Triton's generate extension (sampled NAME-generate), after the hot path
     middleware = [Middleware(_Auth, token=token)] if token else []
     return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
