@@ -3,7 +3,7 @@
 //
 //   node generate.js FOLDER [--steps N] [--x0 VALUE] [--form FORM]
 //        [--input NAME=v1,v2,...]... [--sample greedy|temperature|top_k|top_p] [--temperature T]
-//        [--top-k K] [--top-p P] [--uniforms FILE] [--seed S]
+//        [--top-k K] [--top-p P] [--uniforms FILE] [--seed S] [--prompt TEXT] [--text]
 //
 // Reads manifest.json for the tensors' names and the initial state.
 //
@@ -30,6 +30,12 @@
 //                         gives the tokens of runtime.Sampler(..., seed=S) at batch 1.
 // The fused sampling forms (rollout_greedy, rollout_sample: one run for the whole loop) are used
 // where the manifest lists them, unless --form step.
+// Text: where manifest.json has a "vocabulary" (one string per id of the sampled token input),
+// the rows are "step,token,text" (the token's string, a quoted CSV field); --prompt TEXT encodes
+// TEXT (greedy longest match, ../web/sampling.js) and feeds its tokens one a step through the step
+// model, teacher-forced (outputs dropped, the state kept), its last token the closed loop's first
+// input, as the worked example's predict-then-generate; --text prints the prompt and the
+// generated text instead of CSV, token by token as they come (the step loop).
 // Errors print one line on stderr and exit 2.
 "use strict";
 
@@ -43,7 +49,8 @@ const SHARED = pathToFileURL(path.join(__dirname, "..", "web", "sampling.js")).h
 
 const USAGE =
   "usage: node generate.js FOLDER [--steps N] [--x0 VALUE] [--form FORM] [--input NAME=v1,v2,...]... " +
-  "[--sample greedy|temperature|top_k|top_p] [--temperature T] [--top-k K] [--top-p P] [--uniforms FILE] [--seed S]";
+  "[--sample greedy|temperature|top_k|top_p] [--temperature T] [--top-k K] [--top-p P] [--uniforms FILE] [--seed S] " +
+  "[--prompt TEXT] [--text]";
 const CLASSIC_FORMS = ["step", "rollout_rnn", "rollout_loop"];
 const SAMPLING_FORMS = ["rollout_greedy", "rollout_sample"];
 const READ_VERSIONS = [1, 2];
@@ -67,6 +74,8 @@ function parse(argv) {
     topP: null,
     uniforms: null,
     seed: null,
+    prompt: null,
+    text: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -87,6 +96,8 @@ function parse(argv) {
     else if (arg === "--top-p") options.topP = Number(value());
     else if (arg === "--uniforms") options.uniforms = value();
     else if (arg === "--seed") options.seed = value().trim();
+    else if (arg === "--prompt") options.prompt = value();
+    else if (arg === "--text") options.text = true;
     else if (arg === "-h" || arg === "--help") {
       process.stdout.write(USAGE + "\n");
       process.exit(0);
@@ -136,6 +147,8 @@ async function generateClassic(options, manifest) {
     [options.topP !== null, "--top-p"],
     [options.uniforms !== null, "--uniforms"],
     [options.seed !== null, "--seed"],
+    [options.prompt !== null, "--prompt"],
+    [options.text, "--text"],
   ].filter(([used]) => used);
   if (given.length) fail(`${given[0][1]} is for format 2 folders; ${options.folder} is format 1 (use --x0)`);
   if (options.form && !CLASSIC_FORMS.includes(options.form)) fail(`--form must be ${CLASSIC_FORMS.join(", ")}`);
@@ -309,30 +322,40 @@ async function generateGeneral(options, manifest, shared) {
         : sampler.uniforms(options.steps)
       : null;
 
+  const vocabulary = readVocabulary(options, manifest, target, sampled, shared);
+  const prompt = promptIds(options, vocabulary, target);
   const inputs = new Map(manifest.inputs.map((spec) => [spec.name, inputTensor(spec, options.inputs.get(spec.name))]));
-  const states = manifest.state.map((s) => new ort.Tensor("float32", Float32Array.from(s.initial), batchOne(s)));
+  let states = manifest.state.map((s) => new ort.Tensor("float32", Float32Array.from(s.initial), batchOne(s)));
   const fused = sampled ? (strategy === "greedy" ? "rollout_greedy" : "rollout_sample") : null;
-  let form = options.form || (fused && fileFor(manifest, fused) ? fused : "step");
+  let form = options.form || (fused && fileFor(manifest, fused) && !options.text ? fused : "step");
   if (form !== "step" && form !== fused) fail(`--form ${form} does not run --sample ${strategy}`);
   const file = fileFor(manifest, form === "step" ? "step_onnx" : form);
   if (!file) fail(`the manifest lists no model for form ${form}`);
   const session = await ort.InferenceSession.create(path.join(options.folder, file));
+  const step = form === "step" ? session : await ort.InferenceSession.create(path.join(options.folder, fileFor(manifest, "step_onnx")));
+  const run = async (feedsIn) => {
+    const feeds = Object.fromEntries(feedsIn);
+    manifest.state.forEach((s, i) => (feeds[s.name] = states[i]));
+    const out = await step.run(feeds);
+    states = manifest.state.map((s) => out[s.output]);
+    return out;
+  };
+  const tokenTensor = (id) => new ort.Tensor("int64", BigInt64Array.from([BigInt(id)]), [1]);
+  for (let i = 0; i < prompt.length; i++) {  // teacher-forced: every token but the last, outputs dropped
+    inputs.set(target.name, tokenTensor(prompt[i]));
+    if (i + 1 < prompt.length) await run(inputs);
+  }
 
-  const values = [];
+  const print = printer(options, sampled, source, vocabulary);
   if (form === "step") {
     for (let t = 0; t < options.steps; t++) {
-      const feeds = {};
-      for (const [name, tensor] of inputs) feeds[name] = tensor;
-      manifest.state.forEach((s, i) => (feeds[s.name] = states[i]));
-      const out = await session.run(feeds);
-      manifest.state.forEach((s, i) => (states[i] = out[s.output]));
-      const result = out[source.name];
+      const result = (await run(inputs))[source.name];
       if (sampled) {
         const token = sampler.draw(result.data, uniforms ? uniforms[t] : 0);
-        values.push(token);
-        inputs.set(target.name, new ort.Tensor("int64", BigInt64Array.from([BigInt(token)]), [1]));
+        print(token);
+        inputs.set(target.name, tokenTensor(token));
       } else {
-        values.push(result.data[0]);
+        print(result.data[0]);
         inputs.set(target.name, new ort.Tensor("float32", Float32Array.from(result.data), batchOne(target)));
       }
     }
@@ -351,11 +374,56 @@ async function generateGeneral(options, manifest, shared) {
       feeds.top_p = new ort.Tensor("float32", Float32Array.from([settings.topP]), [1]);
     }
     const out = await session.run(feeds);
-    for (const token of out.tokens.data) values.push(Number(token));
+    for (const token of out.tokens.data) print(Number(token));
   }
-  const lines = [sampled ? "step,token" : `step,${source.name}`];
-  values.forEach((value, i) => lines.push(`${i + 1},${sampled ? value : value.toPrecision(9)}`));
-  process.stdout.write(lines.join("\n") + "\n");
+  print.end();
+}
+
+// The manifest's vocabulary (a shared Vocabulary), or null where it has none.
+function readVocabulary(options, manifest, target, sampled, shared) {
+  if (manifest.vocabulary === undefined) {
+    if (options.prompt !== null || options.text) {
+      fail(`${options.prompt !== null ? "--prompt" : "--text"} needs a vocabulary in manifest.json (export the model with vocabulary=[...]); ${options.folder} has none`);
+    }
+    return null;
+  }
+  if (!sampled) fail("manifest.json has a vocabulary, but its model does not sample tokens");
+  try {
+    return new shared.Vocabulary(manifest.vocabulary, target.vocabulary);
+  } catch (error) {
+    fail(`manifest.json: ${error.message}`);
+  }
+}
+
+// The token ids of --prompt (none without one), checked against the other options.
+function promptIds(options, vocabulary, target) {
+  if (options.prompt === null) return [];
+  if (options.inputs.has(target.name)) fail(`give --prompt or --input ${target.name}=ID, not both`);
+  let ids;
+  try {
+    ids = vocabulary.encode(options.prompt);
+  } catch (error) {
+    fail(`--prompt: ${error.message}`);
+  }
+  if (!ids.length) fail("--prompt is empty: it needs at least one token");
+  return ids;
+}
+
+// Prints each value as it comes: CSV rows (a text column where there is a vocabulary), or with
+// --text the prompt and then each token's text.
+function printer(options, sampled, source, vocabulary) {
+  let t = 0;
+  const csvField = (text) => `"${text.replaceAll('"', '""')}"`;
+  if (options.text) process.stdout.write(options.prompt === null ? "" : options.prompt);
+  else process.stdout.write(`step,${sampled ? "token" : source.name}${vocabulary ? ",text" : ""}\n`);
+  const print = (value) => {
+    t++;
+    if (options.text) process.stdout.write(vocabulary.tokens[value]);
+    else if (!sampled) process.stdout.write(`${t},${value.toPrecision(9)}\n`);
+    else process.stdout.write(`${t},${value}${vocabulary ? "," + csvField(vocabulary.tokens[value]) : ""}\n`);
+  };
+  print.end = () => options.text && process.stdout.write("\n");
+  return print;
 }
 
 async function main(options) {

@@ -30,8 +30,11 @@ from .conftest import (
     run_two_state,
     uniforms_file,
 )
+from .worked_char import CHAR_PROMPT
+from .worked_char import char_generator as worked_char_generator
 
 SAMPLING_FORMS = ("rollout_greedy", "rollout_sample")
+char_generator = worked_char_generator  # the fixture, by the name the tests ask for
 
 
 @pytest.mark.parametrize("form", [None, "step", "rollout_loop"])
@@ -190,6 +193,55 @@ def test_node_example_seeded_draws_repeat(node_example, general_folders):
         ["node", str(node_example)], general_folders["char"], "--sample", "temperature", "--seed", "-1"
     )
     assert result.returncode == 2 and "--seed must be a whole number >= 0" in result.stderr
+
+
+def prompted(folder, prompt: str, steps: int, sampler) -> tuple[np.ndarray, str]:
+    """The Python runtime's tokens after ``prompt`` (predict on all its ids but the last, then
+    generate from the last), and the text the vocabulary gives them."""
+    model = runtime.load(folder)
+    ids = model.vocabulary.encode(prompt)
+    _, state = model.predict({"char": ids[:-1].reshape(-1, 1)})
+    tokens = np.asarray(model.generate({"char": ids[-1:]}, steps, state, sampler=sampler)[0]).reshape(-1)
+    return tokens, model.vocabulary.decode(tokens)
+
+
+def test_node_example_continues_a_text_prompt_of_the_char_generator(node_example, char_generator):
+    """--prompt TEXT with the manifest's vocabulary: the prompt fed teacher-forced, then the Python
+    runtime's tokens for the seed, as CSV with a text column (step loop and fused form) and as text."""
+    import csv
+    import io
+
+    example, folder = char_generator
+    node = ["node", str(node_example)]
+    arguments = ["--prompt", CHAR_PROMPT, "--steps", "120", "--sample", "top_p", "--top-p", "0.9", "--seed", "4"]
+    sampler = runtime.Sampler("top_p", top_p=0.9, seed=4)
+    expected, text = prompted(folder, CHAR_PROMPT, 120, sampler)
+    assert len(set(expected.tolist())) >= 8  # text, not one character repeated
+    for form in ("step", "rollout_sample"):
+        result = run_example(node, folder, *arguments, "--form", form)
+        assert result.returncode == 0, result.stderr
+        rows = list(csv.reader(io.StringIO(result.stdout)))
+        assert rows[0] == ["step", "token", "text"] and [int(row[0]) for row in rows[1:]] == list(range(1, 121))
+        assert [(int(row[1]), row[2]) for row in rows[1:]] == [(i, example.ALPHABET[i]) for i in expected], form
+    result = run_example(node, folder, *arguments, "--text")
+    assert result.returncode == 0 and result.stdout == CHAR_PROMPT + text + "\n", result.stderr
+    greedy = run_example(node, folder, "--prompt", "Oh dear", "--steps", "40", "--text")
+    assert greedy.stdout == "Oh dear" + prompted(folder, "Oh dear", 40, runtime.Sampler("greedy"))[1] + "\n"
+
+
+def test_node_example_text_errors_are_one_line(node_example, char_generator, general_folders):
+    _, folder = char_generator
+    for where, arguments, expected in (
+        (folder, ["--prompt", "Alice ~"], "--prompt: no token of the vocabulary matches the text at position 6"),
+        (folder, ["--prompt", ""], "--prompt is empty"),
+        (folder, ["--prompt", "Alice", "--input", "char=3"], "give --prompt or --input char=ID, not both"),
+        (general_folders["char"], ["--prompt", "abc"], "--prompt needs a vocabulary in manifest.json"),
+        (general_folders["two"], ["--text"], "--text needs a vocabulary in manifest.json"),
+        (COMMITTED, ["--prompt", "abc"], "for format 2 folders"),
+    ):
+        result = run_example(["node", str(node_example)], where, *arguments)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], (arguments, result.stderr)
 
 
 def test_node_example_format_2_errors_are_one_line(node_example, general_folders, tmp_path):

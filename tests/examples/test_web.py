@@ -21,8 +21,11 @@ from toolkit.web import WebServer
 
 from ..conftest import COMMITTED
 from .conftest import CHROMIUM
+from .worked_char import CHAR_PROMPT
+from .worked_char import char_generator as worked_char_generator
 
 STEPS = 200
+char_generator = worked_char_generator  # the fixture, by the name the tests ask for
 X0 = float(np.float32(np.sin(2.0)))  # the data's first point, as the other examples start
 DRIVE_TIMEOUT_S = 180
 
@@ -192,27 +195,7 @@ def test_page_streams_a_prompts_sampled_text_as_the_python_runtime(web_page, voc
 
 
 STEPS_ON_LOAD = 60  # index.html's steps
-CHAR_EPOCHS = 8  # the worked example trained enough for text that is not one character repeated (~4 s)
-CHAR_PROMPT = "Alice was "
 CHAR_STEPS = 200
-
-
-@pytest.fixture(scope="module")
-def char_generator(tmp_path_factory):
-    """The README's worked character GRU (examples/char_generator), trained CHAR_EPOCHS epochs with
-    the example's seeds and exported with its alphabet as the vocabulary."""
-    import torch
-
-    from export import export_module
-
-    from .test_worked_examples import load_example
-
-    example = load_example("char_generator")
-    torch.manual_seed(0)
-    module = example.make()
-    example.train(module, example.encode(example.TEXT), CHAR_EPOCHS)
-    root = tmp_path_factory.mktemp("char_generator")
-    return export_module(module, root / "model", **example.SIGNATURE, vocabulary=example.ALPHABET)
 
 
 def test_page_streams_the_worked_char_generators_text(web_page, char_generator, tmp_path):
@@ -220,10 +203,11 @@ def test_page_streams_the_worked_char_generators_text(web_page, char_generator, 
     the Python runtime's for the seed (its generate runs the fused rollout_sample form)."""
     settings = {"temperature": 0.8, "top_k": 5}
     call = {**page_call("top_k", settings, 11, prompt=CHAR_PROMPT), "steps": CHAR_STEPS, "inputs": {}}
-    report = drive(web_page, char_generator, tmp_path, {"sample": [call, call]})
+    _, folder = char_generator
+    report = drive(web_page, folder, tmp_path, {"sample": [call, call]})
     assert report["error"] is None and report["statusClass"] == "ok", report
-    expected = python_tokens(char_generator, "top_k", settings, 11, prompt=CHAR_PROMPT, steps=CHAR_STEPS, held=False)
-    vocabulary = runtime.load(char_generator).vocabulary
+    expected = python_tokens(folder, "top_k", settings, 11, prompt=CHAR_PROMPT, steps=CHAR_STEPS, held=False)
+    vocabulary = runtime.load(folder).vocabulary
     for got in report["sampled"]:  # the same seed twice: the same text
         np.testing.assert_array_equal(got["tokens"], expected)
         assert got["shown"] == CHAR_PROMPT + vocabulary.decode(expected) and got["updates"] == CHAR_STEPS
