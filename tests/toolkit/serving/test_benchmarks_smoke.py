@@ -41,6 +41,26 @@ def table_rows(table: str, transports: set[str]) -> dict[str, list[str]]:
     return rows
 
 
+def test_token_streaming_quick_runs_every_cell_and_prints_its_table(tmp_path):
+    result = run_benchmark("token_streaming.py", "--quick", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-4000:]
+    info = json.loads((tmp_path / "token_streaming.json").read_text())
+    cells = {cell["transport"]: cell for cell in info["cells"]}
+    assert set(cells) == {"baseline-sse", "ours-sse", "ours-grpc"}
+    for cell in cells.values():
+        assert (cell["concurrency"], cell["generations"], cell["tokens"]) == (2, 2, 10)
+        assert 0.0 < cell["ttft_p50_ms"] <= cell["ttft_p99_ms"]
+        assert cell["tokens_per_s"] > 0.0
+    assert cells["ours-sse"]["throughput_ratio"] > 0.0 and cells["ours-grpc"]["throughput_ratio"] > 0.0
+    spot = info["spot_check"]["transports"]
+    assert set(spot) == set(cells) and all(report["same_tokens"] for report in spot.values())
+    rows = table_rows(result.stdout, set(cells))
+    assert set(rows) == set(cells)
+    assert all(row[1:3] == ["2", "2"] for row in rows.values())  # concurrency, generations
+    assert "same tokens" in result.stdout and "DIFFERENT" not in result.stdout
+    assert (tmp_path / "token_streaming.txt").read_text().strip() == result.stdout.strip()
+
+
 def test_served_steps_of_the_token_model_run_and_print_their_table(tmp_path):
     result = run_benchmark(
         "serve.py",
