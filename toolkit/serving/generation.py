@@ -275,6 +275,8 @@ class Generator:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._outbox: list[tuple[Generation, list[int], str | None, BaseException | None]] = []
+        self._mail: dict[asyncio.AbstractEventLoop, list] = {}  # handed over, its loop not woken yet
+        self._mail_lock = threading.Lock()
         self.ticks = 0  # batched runs so far (tests and metrics)
         self.largest_tick = 0
 
@@ -503,18 +505,28 @@ class Generator:
         self._outbox.append((generation, tokens, reason, error))
 
     def _flush(self) -> None:
-        """Hands this tick's tokens to their callers: one call onto each caller's loop."""
+        """Hands this tick's tokens to their callers' loops: one wake-up of a loop at a time (while
+        one is pending, later ticks' tokens join it: a busy loop gets them in groups)."""
         by_loop: dict[asyncio.AbstractEventLoop, list] = {}
         for item in self._outbox:
             by_loop.setdefault(item[0].loop, []).append(item)
         self._outbox = []
         for loop, items in by_loop.items():
+            with self._mail_lock:
+                box = self._mail.get(loop)
+                if box is not None:
+                    box.extend(items)
+                    continue
+                self._mail[loop] = items
             try:
-                loop.call_soon_threadsafe(_deliver_all, items)
+                loop.call_soon_threadsafe(self._deliver_mail, loop)
             except RuntimeError:  # its loop closed meanwhile: nobody is reading
-                pass
+                with self._mail_lock:
+                    self._mail.pop(loop, None)
 
-
-def _deliver_all(items: list[tuple[Generation, list[int], str | None, BaseException | None]]) -> None:
-    for generation, tokens, reason, error in items:
-        generation._deliver(tokens, reason, error)
+    def _deliver_mail(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On ``loop``: everything the scheduler handed to it since its last wake-up."""
+        with self._mail_lock:
+            items = self._mail.pop(loop, [])
+        for generation, tokens, reason, error in items:
+            generation._deliver(tokens, reason, error)
