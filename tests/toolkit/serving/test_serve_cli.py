@@ -122,6 +122,42 @@ def test_sigterm_saves_live_sequences_and_a_restart_resumes_them_exactly(tmp_pat
         assert served[key] == expected, key
 
 
+def test_a_format_2_folder_is_served_and_its_sequences_survive_a_restart(tmp_path):
+    """A token + category model with nn.GRU's (layers, batch, hidden) state, as users start the
+    server: ready, its sequence saved on SIGTERM and resumed by the next process, every answer
+    its runtime Stream's."""
+    from export import export_module
+    from tests.user_modules import CHAR_GRU_SIGNATURE, make_char_gru
+
+    folder = export_module(make_char_gru(), tmp_path / "char", **CHAR_GRU_SIGNATURE)
+    model = runtime.load(folder)
+    stream = runtime.Stream(model)
+    state_dir = tmp_path / "state"
+
+    def step_char(client, t: int) -> None:
+        token = httpclient.InferInput("token", [1], "INT64")
+        token.set_data_from_numpy(np.array([t % 11], np.int64))
+        category = httpclient.InferInput("category", [1, 3], "FP32")
+        category.set_data_from_numpy(np.eye(3, dtype=np.float32)[t % 3 : t % 3 + 1])
+        result = client.infer("char", [token, category], sequence_id="chat", sequence_start=t == 0)
+        expected = stream.push({"token": t % 11, "category": np.eye(3, dtype=np.float32)[t % 3]})
+        np.testing.assert_array_equal(result.as_numpy("logits")[0], expected)
+        np.testing.assert_array_equal(result.as_numpy("h_out")[:, 0], stream.state[0])
+
+    first = Served(f"char={folder}", "--state-dir", str(state_dir))
+    assert not any("not ready" in line for line in first.lines), first.lines
+    for t in range(4):
+        step_char(first.client(), t)
+    code, said = first.stop()
+    assert code == 0 and any("saved 1 live sequence(s)" in line for line in said), said
+    second = Served(f"char={folder}", "--state-dir", str(state_dir))
+    assert any("resumed 1 sequence(s) of model 'char'" in line for line in second.lines), second.lines
+    for t in range(4, 8):
+        step_char(second.client(), t)
+    code, said = second.stop()
+    assert code == 0, said
+
+
 def test_sigterm_drains_a_request_in_progress(tmp_path):
     served = Served(f"sine={COMMITTED}", "--workers=1")
     xs = np.random.default_rng(2).uniform(-1, 1, (50_000, 16, 1)).astype(np.float32)
