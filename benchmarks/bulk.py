@@ -10,6 +10,15 @@ process), every Ray worker process (``ray::`` in its command line) by kind, and 
 object store). Ray's times include starting and stopping the local instance. Prints one table;
 ratios are against the loop. ``task_heap`` in a loop row is Ray workers still exiting from the
 previous run.
+
+    .venv/bin/python benchmarks/bulk.py --token-rows 20000   # a token model's sampled generation
+
+runs the char GRU of benchmarks/sampling.py (Embedding(100, 32) -> 2-layer GRU(100) -> logits)
+over Parquet rows of named columns (`toolkit.bulk_rows`): a prompt of `PROMPT` token ids a row,
+then `STEPS` sampled tokens (temperature 0.8, row i seeded 0 + i), three ways: what a user writes
+today (a Python loop of `runtime.Model.generate` row by row, each with its own `Sampler`), the
+same `RowsRunner` the workers run in one process (batches of `BATCH_SIZE`), and Ray Data. The rows'
+tokens are compared between the three ways (a row differs only at a float32 tie of its draw).
 """
 
 from __future__ import annotations
@@ -31,12 +40,15 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from toolkit.bulk import ACTORS, BATCH_SIZE, ID_COLUMN, SERIES_COLUMN, SeriesRunner, count_rows, run_bulk  # noqa: E402
+from toolkit.bulk_rows import RowsRunner  # noqa: E402
 
 FOLDER = Path(__file__).resolve().parents[1] / "artifacts" / "sine-elman"
 SERIES = 200_000
 LENGTH = 100  # points per series: predict runs 100 steps, generate warms up on 99 and runs STEPS
 STEPS = 100
 WRITE_CHUNK = 50_000  # series generated and written at a time
+PROMPT = 20  # --token-rows: the prompt's token ids a row
+TOKEN_SETTINGS = {"strategy": "temperature", "temperature": 0.8, "top_k": None, "top_p": None, "seed": 0}
 
 
 def memory_kib(pid: int) -> tuple[int, int]:
@@ -149,6 +161,51 @@ def single_process(source: Path, out: Path, kind: str) -> int:
     return done
 
 
+def token_rows(work: Path, rows: int) -> None:
+    """--token-rows: the char GRU's sampled generation over ``rows`` prompts, three ways (module docstring)."""
+    import runtime
+    from export import export_module
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from sampling import SIGNATURE, V, make_model
+
+    folder = export_module(make_model(), work / "char", **SIGNATURE)
+    model = runtime.load(folder, workers=1)
+    prompts = np.random.default_rng(1).integers(0, V, (rows, PROMPT))
+    source = work / "prompts.parquet"
+    pq.write_table(pa.table({ID_COLUMN: np.arange(rows), "token": list(prompts)}), source, row_group_size=5000)
+    began = time.perf_counter()
+    alone = []
+    for i, prompt in enumerate(prompts):
+        _, state = model.predict(prompt[:-1, None])
+        sampler = runtime.Sampler("temperature", temperature=0.8, seed=i)
+        alone.append(model.generate(prompt[-1:], STEPS, state, sampler=sampler)[0][:, 0])
+    loop_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    runner = RowsRunner(str(folder), "generate", STEPS, BATCH_SIZE, model.manifest_digest, TOKEN_SETTINGS)
+    reader = pq.ParquetFile(source)
+    batched = []
+    for group in range(reader.num_row_groups):
+        for batch in reader.iter_batches(batch_size=BATCH_SIZE, row_groups=[group]):
+            batched += runner.run(pa.Table.from_batches([batch]), len(batched)).column("token").to_pylist()
+    runner_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    sampler = runtime.Sampler("temperature", temperature=0.8, seed=0)
+    run_bulk(folder, source, work / "out", kind="generate", steps=STEPS, sampler=sampler, progress=False)
+    ray_seconds = time.perf_counter() - began
+    table = pa.concat_tables([pq.read_table(path) for path in sorted((work / "out").glob("*.parquet"))])
+    on_ray = table.column("token").to_pylist()
+    differ = sum(a.tolist() != b or b != c for a, b, c in zip(alone, batched, on_ray))
+    print(f"\n{rows} prompts of {PROMPT} tokens, {STEPS} sampled tokens each; rows whose tokens differ: {differ}")
+    print(f"{'way':32} {'seconds':>8} {'tokens/s':>10} {'vs loop':>8}")
+    for way, seconds in (
+        ("row by row (runtime.generate)", loop_seconds),
+        (f"RowsRunner, batch {BATCH_SIZE}", runner_seconds),
+        (f"ray data ({ACTORS} actors)", ray_seconds),
+    ):
+        print(f"{way:32} {seconds:8.1f} {rows * STEPS / seconds:10.0f} {loop_seconds / seconds:7.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=SERIES, help=f"series in the dataset (default {SERIES})")
@@ -156,9 +213,13 @@ def main() -> None:
         "--row-group", type=int, default=WRITE_CHUNK, help=f"series per Parquet row group (default {WRITE_CHUNK})"
     )
     parser.add_argument("--kinds", default="predict,generate", help="comma-separated: predict, generate")
+    parser.add_argument("--token-rows", type=int, default=None, help="the token model's rows instead (docstring)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bulk-bench-"))
     try:
+        if args.token_rows:
+            token_rows(work, args.token_rows)
+            return
         source = work / "series.parquet"
         began = time.perf_counter()
         # in a child process, so that the driver's memory below is the run's alone

@@ -19,8 +19,16 @@ row, ``steps * count``: flat, row-major). ``generate`` warms each row's state up
 but the last (teacher-forced), then runs ``steps`` closed-loop steps from the last step's inputs
 (the inputs not fed back keep that value), as `runtime.Model.generate` does for the row alone:
 a model that samples its next token writes the tokens (a list of int64 per row) in the column of
-its token input, with the sampler's settings and the row's seed (`RowSeeds`); one that feeds its
-outputs back writes a column per output as predict does.
+its token input, with the sampler's settings and the row's seed (`RowSeeds`), and, where the
+manifest has a vocabulary, their text in ``text_output``; one that feeds its outputs back writes a
+column per output as predict does.
+
+Equal to the row alone: a row's values are the runtime's for that row within float32 rounding
+(onnxruntime's kernels at a full batch and at batch 1 round differently in the last bit), and its
+tokens are the row's own ``generate`` with ``Sampler(..., seed=row_seed)`` except where a draw falls
+on a float32 tie of the CDF (from 16 rows the fused sampling form computes GRU layers as Gemm
+cells: `runtime.sampled`); measured: 1 row of 2,000 (200,000 draws) parted on the char GRU of
+benchmarks/sampling.py, none on the tests' models.
 
 A model worker reads one row group at a time, in batches of ``batch_size`` rows. Within a batch,
 rows of one length run together, padded to the full batch with copies of the last row (a row's
@@ -43,6 +51,7 @@ from runtime.sampling import Sampler
 
 ID_COLUMN = "id"  # Parquet input and output: the row's id, copied through
 SEED_COLUMN = "seed"  # optional, generate of a sampled model: the row's sampler seed
+TEXT_COLUMN = "text_output"  # generate of a sampled model with a vocabulary: the tokens as text (as served)
 ROW_ITEMS = ("path", "row_group", "first_row")  # what each item of the rows dataset names
 
 
@@ -358,6 +367,8 @@ class RowsRunner:
         return tuple(states)
 
     def _generate(self, rows: Rows) -> Any:
+        import pyarrow as pa
+
         model = self.model
         n = len(rows.steps)
         run = padded(np.arange(n), self.batch_size)
@@ -370,7 +381,11 @@ class RowsRunner:
             tokens = ys if model.layout == BATCH_FIRST else ys.T  # (batch, steps)
             outputs = FlatColumns({name: np.full(n, self.steps)}, np.int64)
             outputs.put(name, everything, tokens[:n])
-            return outputs.table(rows.ids)
+            table = outputs.table(rows.ids)
+            words = model.vocabulary
+            if words is None:
+                return table
+            return table.append_column(TEXT_COLUMN, pa.array([words.decode(row) for row in tokens[:n]], pa.string()))
         named = batch_first(model, ys if isinstance(ys, dict) else {model.output_names[0]: ys})
         outputs = FlatColumns({spec.name: np.full(n, self.steps * spec.count) for spec in model.outputs})
         for name, array in named.items():

@@ -27,6 +27,7 @@ from toolkit.bulk_rows import ID_COLUMN, RowSeeds, RowsRunner  # noqa: E402
 BATCH = 16  # several batches a run, a short last one
 STEPS = 13  # generated steps: FUSED_MIN_STEPS or more, so the fused sampling forms run
 SETTINGS = {"strategy": "top_k", "temperature": 0.8, "top_k": 4}
+VOCABULARY = ["a", "b", "c", "d", "e", " ", "f", "g", "h", ".", "!"]  # the char GRU's 11 ids as text
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,8 +41,9 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def char(tmp_path_factory):
-    """The char GRU: a token and a (3,) category in, logits out, a (2, batch, 7) state, sampled."""
-    return export_module(make_char_gru(), tmp_path_factory.mktemp("char") / "m", **CHAR_GRU_SIGNATURE)
+    """The char GRU: a token and a (3,) category in, logits out, a (2, batch, 7) state, sampled; a vocabulary."""
+    folder = tmp_path_factory.mktemp("char") / "m"
+    return export_module(make_char_gru(), folder, vocabulary=VOCABULARY, **CHAR_GRU_SIGNATURE)
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +121,10 @@ def test_token_model_sampled_generate_per_row_seed_equals_each_row_alone(tmp_pat
     )
     assert result.series == 41
     got = read_columns(tmp_path / "a")
-    assert got[ID_COLUMN] == columns[ID_COLUMN] and set(got) == {ID_COLUMN, "token"}
+    assert got[ID_COLUMN] == columns[ID_COLUMN] and set(got) == {ID_COLUMN, "token", "text_output"}
     for i, tokens in enumerate(got["token"]):
         assert tokens == char_alone(model, columns["token"][i], columns["category"][i], seeds[i]).tolist()
+        assert got["text_output"][i] == "".join(VOCABULARY[t] for t in tokens)
     write_files(tmp_path / "unseeded", columns, parts=3)
     run_bulk(
         char,
