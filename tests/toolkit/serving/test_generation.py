@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 import runtime
-from toolkit.serving.generation import CANCELLED, LENGTH, STOP, GenerationSettings, Generator, settings_from
+from toolkit.serving.generation import (
+    CANCELLED,
+    LENGTH,
+    PROMPT_FUSED_MIN,
+    STOP,
+    GenerationSettings,
+    Generator,
+    settings_from,
+)
 from toolkit.serving.protocol import BadRequest
 
 CATEGORY = np.array([[0.4, -1.0, 0.9]], np.float32)  # the held input of one stream
@@ -52,10 +60,12 @@ def reference(model, prompt, settings: GenerationSettings, state=None):
     if len(prompt) > 1:
         steps = len(prompt) - 1
         sequences = {"token": prompt[:-1].reshape(steps, 1), "category": np.repeat(CATEGORY[None], steps, axis=0)}
+        if model.layout == "batch_first":
+            sequences = {name: np.swapaxes(value, 0, 1) for name, value in sequences.items()}
         _, state = model.predict(sequences, state)
     x0 = {"token": prompt[-1:], "category": CATEGORY}
     tokens, final = model.generate(x0, settings.max_tokens, state, sampler=settings.sampler())
-    return tokens[:, 0].tolist(), final
+    return (tokens[0] if model.layout == "batch_first" else tokens[:, 0]).tolist(), final
 
 
 async def generate(generator, prompt, settings, **options):
@@ -152,6 +162,35 @@ def test_continuing_a_state_equals_generating_the_concatenation(model):
         whole = [2, 5, 1, *one.tokens, 9, 0]
         assert two.tokens == reference(model, whole, second)[0]
         assert generator.live == 0 and len(generator.pool) == 0
+    finally:
+        generator.close()
+
+
+@pytest.mark.parametrize("layout", ["time_first", "batch_first"])
+def test_long_prompts_and_given_states_in_either_layout(char_folder, tmp_path, layout):
+    """A prompt longer than PROMPT_FUSED_MIN warms up in one fused predict, a short one in the
+    ticks; both from a given start state, beside each other, equal to the runtime's."""
+    folder = char_folder
+    if layout == "batch_first":
+        from export import export_module
+        from tests.user_modules import CHAR_GRU_SIGNATURE, make_char_gru
+
+        folder = export_module(make_char_gru(), tmp_path / "char", layout="batch_first", **CHAR_GRU_SIGNATURE)
+    model = runtime.load(folder)
+    long = np.random.default_rng(8).integers(0, 11, PROMPT_FUSED_MIN + 9)
+    start = np.random.default_rng(9).standard_normal((2, 1, 7)).astype(np.float32)  # (layers, batch, hidden)
+    settings = GenerationSettings("top_p", top_p=0.9, seed=12, max_tokens=21)
+    generator = Generator(model)
+
+    async def both():
+        given = [generator.submit(p, {"category": CATEGORY[0]}, start, settings) for p in (long, long[-3:])]
+        return await asyncio.gather(*(g.result() for g in given))
+
+    try:
+        results = asyncio.run(both())
+        assert results[0] == reference(model, long, settings, (start,))[0]
+        assert results[1] == reference(model, long[-3:], settings, (start,))[0]
+        assert results[1] != reference(model, long[-3:], settings)[0]  # the start state mattered
     finally:
         generator.close()
 

@@ -302,3 +302,41 @@ def test_mistakes_are_answered_with_one_line(server):
         assert answered == status and kind.startswith("application/json"), (name, document, answer)
         assert words in answer["error"] and "\n" not in answer["error"], answer
     assert generator_of(server).live == 0
+
+
+def test_a_grpc_stream_answers_other_requests_while_its_generation_runs(server, model):
+    settings = GenerationSettings("temperature", seed=3, max_tokens=2000)
+    step = [triton_grpc.InferInput("token", [1], "INT64"), triton_grpc.InferInput("category", [1, 3], "FP32")]
+    step[0].set_data_from_numpy(np.array([2], np.int64))
+    step[1].set_data_from_numpy(CATEGORY)
+    answers: queue.Queue = queue.Queue()
+    order = []
+    with triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as client:
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        client.async_stream_infer(
+            "char-generate", grpc_inputs([1]), request_id="g", parameters={"seed": 3, "max_tokens": 2000}
+        )
+        client.async_stream_infer("char", step, request_id="step")
+        while not order or order[-1][0] != "g" or not order[-1][2]:
+            result, error = answers.get(timeout=WAIT_S)
+            assert error is None, error
+            response = result.get_response()
+            final = response.parameters["triton_final_response"].bool_param
+            order.append((response.id, result, final))
+        client.stop_stream()
+    ids = [request_id for request_id, _, _ in order]
+    assert ids.count("step") == 1 and ids.index("step") < len(ids) - 1  # answered while the generation ran
+    logits, _ = model.step({"token": np.array([2]), "category": CATEGORY})
+    assert np.array_equal(order[ids.index("step")][1].as_numpy("logits"), logits)
+    tokens = [t for request_id, result, _ in order if request_id == "g" for t in result.as_numpy("tokens")[0].tolist()]
+    assert tokens == reference(model, [1], settings)[0]
+
+
+def test_a_generation_starts_from_the_state_it_is_given(server, model):
+    start = np.random.default_rng(4).standard_normal((2, 1, 7)).astype(np.float32)  # (layers, batch, hidden)
+    settings = GenerationSettings("temperature", temperature=0.7, seed=9, max_tokens=15)
+    document = request_document([3, 8], strategy="temperature", temperature=0.7, seed=9, max_tokens=15)
+    document["h"] = start.tolist()
+    status, _, answer = post(server, "/v2/models/char-generate/generate", document)
+    assert status == 200 and answer["tokens"] == reference(model, [3, 8], settings, (start,))[0]
+    assert answer["tokens"] != reference(model, [3, 8], settings)[0]
