@@ -138,7 +138,7 @@ class StackSampler:
     on top (self) and every function on the stack (inclusive). cProfile sees one thread only; the
     server's generation scheduler runs in its own."""
 
-    def __init__(self, interval: float = 0.0005) -> None:
+    def __init__(self, interval: float = 0.002) -> None:
         import threading
         from collections import Counter
 
@@ -153,8 +153,16 @@ class StackSampler:
         return self
 
     def stop(self) -> StackSampler:
+        import threading
+
         self.done.set()
         self.thread.join()
+        self.cpu = {}  # each live thread's CPU seconds since it started
+        for thread in threading.enumerate():
+            try:
+                self.cpu[thread.name] = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+            except (OSError, TypeError):
+                pass
         return self
 
     def _run(self) -> None:
@@ -178,6 +186,8 @@ class StackSampler:
 
     def report(self, top: int = 25) -> str:
         lines = [f"stack samples every {self.interval * 1e3:g} ms; per thread: self and inclusive share of its samples"]
+        cpu = ", ".join(f"{thread} {seconds:.2f}" for thread, seconds in self.cpu.items())
+        lines.append(f"CPU seconds per thread since it started: {cpu}")
         for thread, count in self.samples.most_common():
             lines.append(f"\nthread {thread}: {count} samples")
             for title, counter in (("self", self.own), ("inclusive", self.inclusive)):
