@@ -20,7 +20,7 @@ from runtime.errors import DataError, MissingDependencyError
 
 PAGE_DIR = Path(__file__).resolve().parent.parent / "examples" / "web"
 ORT_DIST = PAGE_DIR / "node_modules" / "onnxruntime-web" / "dist"
-PAGE_FILES = ("index.html", "app.js", "model.js", "sampling.js", "numpy_random.js", "tensorproto.js")
+PAGE_FILES = ("index.html", "app.js", "model.js", "signature.js", "sampling.js", "numpy_random.js", "tensorproto.js")
 ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 LOOPBACK = ("127.0.0.1", "::1")
 TYPES = {

@@ -44,8 +44,10 @@ const path = require("path");
 const { pathToFileURL } = require("url");
 const ort = require("onnxruntime-node");
 
-// The draw and numpy's seeded generator, shared with the browser page (an ES module).
-const SHARED = pathToFileURL(path.join(__dirname, "..", "web", "sampling.js")).href;
+// Shared with the browser page (ES modules): the manifest's signature, the draw, numpy's seeded
+// generator and the vocabulary.
+const SHARED = ["signature.js", "sampling.js"].map((name) => pathToFileURL(path.join(__dirname, "..", "web", name)).href);
+let countOf, isTokens, batchOne; // from signature.js, once main has imported it
 
 const USAGE =
   "usage: node generate.js FOLDER [--steps N] [--x0 VALUE] [--form FORM] [--input NAME=v1,v2,...]... " +
@@ -187,49 +189,6 @@ async function generateClassic(options, manifest) {
 
 // ---- format 2: named inputs, tokens, logits, states of any rank, declared feedback --------------
 
-const sizesOf = (spec) => spec.shape.filter((d) => d !== "batch");
-const countOf = (spec) => sizesOf(spec).reduce((a, b) => a * b, 1);
-const isTokens = (spec) => spec.role === "tokens";
-const isLogits = (spec) => spec.role === "logits";
-const batchOne = (spec) => spec.shape.map((d) => (d === "batch" ? 1 : d));
-
-// How generate closes the loop: the declared feedback, or (as runtime.manifest's closed_loop) a
-// one-input, one-output model whose float output has the input's shape.
-function closedLoop(manifest) {
-  if (manifest.feedback) return manifest.feedback;
-  if (manifest.inputs.length === 1 && manifest.outputs.length === 1) {
-    const [x, y] = [manifest.inputs[0], manifest.outputs[0]];
-    if (x.dtype === "float32" && y.dtype === "float32" && !isTokens(x) && !isLogits(y)) {
-      if (JSON.stringify(sizesOf(x)) === JSON.stringify(sizesOf(y))) return { output: y.name, input: x.name, via: "identity" };
-    }
-  }
-  fail("the manifest declares no feedback (which output becomes which input): this example cannot close the loop");
-}
-
-// The features and tokens this example can feed; anything else is refused by name.
-function checkSupported(manifest, feedback) {
-  for (const spec of manifest.inputs) {
-    if (spec.shape[0] !== "batch") fail(`input ${spec.name}: this example needs the batch axis first, got ${JSON.stringify(spec.shape)}`);
-    if (isTokens(spec) ? spec.dtype !== "int64" || spec.shape.length !== 1 : spec.dtype !== "float32") {
-      fail(`input ${spec.name} (${spec.dtype} ${JSON.stringify(spec.shape)}, role ${spec.role}) is not supported by this example`);
-    }
-  }
-  for (const spec of [...manifest.outputs, ...manifest.state]) {
-    if (spec.dtype !== "float32") fail(`${spec.name} is ${spec.dtype}: this example runs float32 outputs and states only`);
-  }
-  if (!["identity", "sample"].includes(feedback.via)) fail(`feedback via ${feedback.via} is not supported by this example`);
-  const source = manifest.outputs.find((t) => t.name === feedback.output);
-  const target = manifest.inputs.find((t) => t.name === feedback.input);
-  if (!source || !target) fail(`feedback names output ${feedback.output} and input ${feedback.input}, which the manifest does not list`);
-  if (feedback.via === "sample" && (!isLogits(source) || !isTokens(target) || countOf(source) !== target.vocabulary)) {
-    fail(`feedback via sample needs a logits output of the tokens input's vocabulary`);
-  }
-  if (feedback.via === "identity" && (isTokens(target) || countOf(source) !== countOf(target))) {
-    fail(`feedback via identity needs output ${source.name} to have input ${target.name}'s shape`);
-  }
-  return { source, target };
-}
-
 // The tensor of one input at batch 1, from its --input text or its default (zeros, token 0).
 function inputTensor(spec, text) {
   if (isTokens(spec)) {
@@ -274,8 +233,12 @@ function readUniforms(file, steps) {
 }
 
 async function generateGeneral(options, manifest, shared) {
-  const feedback = closedLoop(manifest);
-  const { source, target } = checkSupported(manifest, feedback);
+  let feedback, source, target;
+  try {
+    ({ feedback, source, target } = shared.readSignature(manifest, "this example"));
+  } catch (error) {
+    fail(error.message);
+  }
   const sampled = feedback.via === "sample";
   if (options.x0 !== null) fail(`--x0 is for format 1 folders; give the first ${target.name} with --input ${target.name}=...`);
   for (const name of options.inputs.keys()) {
@@ -429,7 +392,11 @@ function printer(options, sampled, source, vocabulary) {
 async function main(options) {
   const manifest = readManifest(options.folder);
   if (manifest.format_version === 1) await generateClassic(options, manifest);
-  else await generateGeneral(options, manifest, await import(SHARED));
+  else {
+    const shared = Object.assign({}, ...(await Promise.all(SHARED.map((url) => import(url)))));
+    ({ countOf, isTokens, batchOne } = shared);
+    await generateGeneral(options, manifest, shared);
+  }
 }
 
 main(parse(process.argv.slice(2))).catch((error) => fail(error.message));

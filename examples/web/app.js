@@ -8,8 +8,9 @@
 // `runtime.Sampler(..., seed=seed)`'s), as text where the manifest has a vocabulary, after a
 // prompt fed teacher-forced. `window.rnn` exposes the results to tests.
 import * as ort from "./ort/ort.wasm.min.mjs";
-import { Folder, Model, countOf, isTokens, pickedFolder, servedFolder } from "./model.js";
+import { Folder, Model, pickedFolder, servedFolder } from "./model.js";
 import { Sampler } from "./sampling.js";
+import { countOf, isTokens } from "./signature.js";
 import { parseTensor } from "./tensorproto.js";
 
 ort.env.wasm.wasmPaths = new URL("./ort/", import.meta.url).href;

@@ -4,6 +4,7 @@
 // feedback: the output fed back as it is, or the next token sampled from the logits).
 import * as ort from "./ort/ort.wasm.min.mjs";
 import { Vocabulary } from "./sampling.js";
+import { batchOne, countOf, isTokens, readSignature } from "./signature.js";
 
 const READ_VERSIONS = [1, 2];
 const ROLLOUT_FORMS = ["rollout_rnn", "rollout_loop"];
@@ -85,42 +86,6 @@ export class Folder {
 
 // ---- the model ----
 
-export const isTokens = (spec) => spec.role === "tokens" || spec.dtype === "int64";
-const isLogits = (spec) => spec.role === "logits";
-const sizesOf = (spec) => spec.shape.filter((d) => d !== "batch");
-export const countOf = (spec) => sizesOf(spec).reduce((a, b) => a * b, 1);
-const batchOne = (spec) => spec.shape.map((d) => (d === "batch" ? 1 : d));
-
-// How generate closes the loop: the declared feedback, or (as runtime.manifest's closed_loop) a
-// one-input, one-output model whose float output has the input's shape.
-function closedLoop(manifest) {
-  if (manifest.feedback) return manifest.feedback;
-  const [x, y] = [manifest.inputs[0], manifest.outputs[0]];
-  if (manifest.inputs.length === 1 && manifest.outputs.length === 1 && !isTokens(x) && !isLogits(y)) {
-    if (JSON.stringify(sizesOf(x)) === JSON.stringify(sizesOf(y))) return { output: y.name, input: x.name, via: "identity" };
-  }
-  return null;
-}
-
-// What this page can feed; anything else is refused by name.
-function checkSupported(manifest, feedback) {
-  for (const spec of manifest.inputs) {
-    if (spec.shape[0] !== "batch") throw new Error(`input ${spec.name}: this page needs the batch axis first, got ${JSON.stringify(spec.shape)}`);
-    if (isTokens(spec) ? spec.dtype !== "int64" || spec.shape.length !== 1 : spec.dtype !== "float32") {
-      throw new Error(`input ${spec.name} (${spec.dtype} ${JSON.stringify(spec.shape)}) is not supported by this page`);
-    }
-  }
-  for (const spec of [...manifest.outputs, ...manifest.state]) {
-    if (spec.dtype !== "float32") throw new Error(`${spec.name} is ${spec.dtype}: this page runs float32 outputs and states only`);
-  }
-  if (!feedback) throw new Error("the manifest declares no feedback (which output becomes which input): this page cannot close the loop");
-  if (!["identity", "sample"].includes(feedback.via)) throw new Error(`feedback via ${feedback.via} is not supported by this page`);
-  const source = manifest.outputs.find((t) => t.name === feedback.output);
-  const target = manifest.inputs.find((t) => t.name === feedback.input);
-  if (!source || !target) throw new Error(`feedback names output ${feedback.output} and input ${feedback.input}, which the manifest does not list`);
-  return { source, target };
-}
-
 export class Model {
   static async load(folder) {
     const model = new Model();
@@ -130,8 +95,8 @@ export class Model {
     model.inputs = m.inputs;
     model.outputs = m.outputs;
     model.states = m.state;
-    model.feedback = closedLoop(m);
-    const { source, target } = checkSupported(m, model.feedback);
+    const { feedback, source, target } = readSignature(m, "this page");
+    model.feedback = feedback;
     model.source = source; // the fed-back output (the logits when sampled)
     model.target = target; // the input it feeds
     model.sampled = model.feedback.via === "sample";
