@@ -63,7 +63,7 @@ from .core import (
     sequence_key,
 )
 from .http_api import create_app
-from .protocol import InferRequest, InferResponse, ServeError, Unavailable, one_line
+from .protocol import BadRequest, InferRequest, InferResponse, ServeError, Unavailable, one_line
 
 log = logging.getLogger("rnn.serve")
 
@@ -370,6 +370,16 @@ class RoutedEngine(Engine):
                         future.set_exception(answer)
                     else:
                         future.set_result(answer)
+
+    async def _run_sequence(self, named: ServedName, *args: Any, **kwargs: Any) -> Any:
+        """Never here: a sequence lives on its replica. Only a call that runs in the front itself
+        gets here (the sampled generation of Triton's generate extension and of gRPC streaming,
+        which stream from the front's copy of the model): refused in a sequence, whose state
+        is the replica's; their stateless generations run here and give the same tokens."""
+        raise BadRequest(
+            f"on rnn serve --ray a generation in a sequence goes through the infer route ('{named.name}' with "
+            "sequence_id, on the sequence's replica); the generate extension and gRPC streaming take stateless ones"
+        )
 
     async def run_request(self, named: ServedName, request: InferRequest) -> tuple[list[tuple[str, Any]], dict]:
         """Runs on a replica (`Engine.infer` around it checks the model and counts the answer)."""

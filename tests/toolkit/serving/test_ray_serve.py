@@ -176,6 +176,30 @@ def test_one_failing_request_does_not_fail_the_others_of_its_call():
     assert answers[0].parameters["sequence_version"] == 1
 
 
+def test_a_front_refuses_to_hold_a_generation_in_a_sequence(chars):
+    """The front's engine without Ray: a sampled generation started in the front (the generate
+    extension, gRPC streaming) in a sequence is refused in one line (the sequence's state is on its
+    replica); a stateless one runs there and gives the runtime's tokens."""
+    from toolkit.serving.generate_calls import SAMPLED
+
+    engine = ray_serve.RoutedEngine([(CHARS, chars.folder)], ray_serve.Settings(), runtime.load, None, "unused")
+    named = engine.names[f"{CHARS}-generate"]
+    inputs = {"token": np.array([[3, 5]], np.int64), "category": np.array([[1, 0, 0]], np.float32)}
+    parameters = {"strategy": "greedy", "max_tokens": 6}
+
+    async def start(extra: dict) -> list[int]:
+        started = await SAMPLED.start(engine, named, inputs, {**parameters, **extra})
+        return list(await started.generation.result())
+
+    with pytest.raises(ServeError, match="^on rnn serve --ray a generation in a sequence goes through the infer"):
+        asyncio.run(start({"sequence_id": 4, "sequence_start": True}))
+    _, state = chars.predict({"token": np.array([[3]]), "category": np.array([[[1, 0, 0]]], np.float32)})
+    expected, _ = chars.generate(
+        {"token": [5], "category": inputs["category"]}, 6, state, sampler=runtime.Sampler("greedy")
+    )
+    assert asyncio.run(start({})) == expected[:, 0].tolist()
+
+
 def test_stateless_requests_and_the_fused_forms_run_on_the_replicas(ray_server):
     client = grpc_client.InferenceServerClient(f"127.0.0.1:{ray_server.grpc_port}")
     xs = np.random.default_rng(4).uniform(-1, 1, (7, 5, 1)).astype(np.float32)  # T=7, batch 5
