@@ -132,6 +132,7 @@ function showControls(model) {
   $("prompt-row").hidden = !model.vocabulary;
   if (model.vocabulary) $("prompt").value = model.vocabulary.tokens[0];
   $("generated").hidden = !model.sampled;
+  $("stop").hidden = !model.sampled;
   $("plot").hidden = model.sampled;
 }
 
@@ -286,7 +287,8 @@ function fail(error) {
 
 // For tests and the curious. Closed loop at batch 1 ({x0, steps, form}; format 2: {inputs, steps,
 // form}) and a timing of it; sampled tokens ({prompt, inputs, steps, strategy, temperature, topK,
-// topP, seed, form}) set in the page's fields and run as the Run button runs them.
+// topP, seed, form, stopAfterMs: the Stop button's call then}) set in the page's fields and run
+// as the Run button runs them.
 const start = (model, call) => (model.format === 1 ? [call.x0] : model.firstInputs(call.inputs || {}));
 rnn.generate = async (call) => Array.from(await rnn.model.generate(start(rnn.model, call), call.steps, call.form || undefined));
 rnn.time = async ({ repeats = 20, ...call }) => {
@@ -295,6 +297,7 @@ rnn.time = async ({ repeats = 20, ...call }) => {
   for (let i = 0; i < repeats; i++) await rnn.generate(call);
   return (performance.now() - t0) / repeats;
 };
+rnn.stop = () => running++; // ends the sampled stream that runs, after its current token
 rnn.sample = async (call) => {
   const model = rnn.model;
   const fields = { steps: call.steps, prompt: call.prompt, strategy: call.strategy, temperature: call.temperature };
@@ -305,6 +308,7 @@ rnn.sample = async (call) => {
   }
   try {
     rnn.error = null;
+    if (call.stopAfterMs !== undefined) setTimeout(rnn.stop, call.stopAfterMs);
     return await renderTokens(model, call.form || "step");
   } catch (error) {
     fail(error);
@@ -313,6 +317,7 @@ rnn.sample = async (call) => {
 };
 
 $("run").addEventListener("click", () => rnn.model && render(rnn.model).catch(fail));
+$("stop").addEventListener("click", rnn.stop);
 $("picker").addEventListener("change", (event) => {
   rnn.ready = open(pickedFolder(event.target.files)).catch(fail);
 });

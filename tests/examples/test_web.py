@@ -204,14 +204,18 @@ def test_page_streams_the_worked_char_generators_text(web_page, char_generator, 
     settings = {"temperature": 0.8, "top_k": 5}
     call = {**page_call("top_k", settings, 11, prompt=CHAR_PROMPT), "steps": CHAR_STEPS, "inputs": {}}
     _, folder = char_generator
-    report = drive(web_page, folder, tmp_path, {"sample": [call, call]})
+    report = drive(web_page, folder, tmp_path, {"sample": [call, call, {**call, "steps": 100000, "stopAfterMs": 300}]})
     assert report["error"] is None and report["statusClass"] == "ok", report
     expected = python_tokens(folder, "top_k", settings, 11, prompt=CHAR_PROMPT, steps=CHAR_STEPS, held=False)
     vocabulary = runtime.load(folder).vocabulary
-    for got in report["sampled"]:  # the same seed twice: the same text
+    for got in report["sampled"][:2]:  # the same seed twice: the same text
         np.testing.assert_array_equal(got["tokens"], expected)
         assert got["shown"] == CHAR_PROMPT + vocabulary.decode(expected) and got["updates"] == CHAR_STEPS
     assert len(set(expected.tolist())) >= 8  # text, not one character repeated
+    stopped = report["sampled"][2]  # 100000 tokens asked, Stop after 300 ms: the stream ends there
+    assert stopped["stopped"] and 0 < len(stopped["tokens"]) < 100000, len(stopped["tokens"])
+    many = python_tokens(folder, "top_k", settings, 11, prompt=CHAR_PROMPT, steps=len(stopped["tokens"]), held=False)
+    np.testing.assert_array_equal(stopped["tokens"], many)  # uniforms drawn up front: the same prefix
     times = report["sampled"][1]["times"]
     assert report["sampled"][1]["frames"] >= 2, "the page did not paint while the text streamed"
     print(
