@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickletools
+import re
+import struct
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import torch
@@ -56,10 +59,87 @@ def _forget_failed_types(before: dict[type, int]) -> None:
 
 
 def save_torchscript(scripted: torch.jit.ScriptModule, folder: str | os.PathLike) -> Path:
-    """Saves ``scripted`` as the folder's step.torchscript.pt."""
+    """Saves ``scripted`` as the folder's step.torchscript.pt, the same bytes wherever the
+    module's source lives (`reproducible_archive`)."""
     path = Path(folder) / STEP_TORCHSCRIPT_NAME
-    scripted.save(str(path))
+    reproducible_archive(scripted.save_to_buffer(), path)
     return path
+
+
+# The archive's record torch derives from the other records' checksums; its writer makes it anew.
+SERIALIZATION_ID = ".data/serialization_id"
+DEBUG_SUFFIX = ".debug_pkl"
+CODE_PREFIX = "code/__torch__/"
+MANGLED = re.compile(r"___torch_mangle_\d+")  # torch's name for a second type of one class
+# A class's constants, one a line: TorchScript writes them in the order of a Python set of their
+# names, which follows the process's string hash seed.
+CONSTANTS = re.compile(rb"(?:^[ ]+\w+ : Final\[[^\n]*\] = [^\n]*\n)+", re.MULTILINE)
+
+
+def reproducible_archive(archive: bytes, path: str | os.PathLike) -> Path:
+    """Writes the TorchScript ``archive`` to ``path`` so that the same module scripted in two
+    checkouts or two processes gives byte-identical files (and manifest digests): every source
+    file path in its debug records made relative (`relative_source_path`; error messages of the
+    loaded module name ``rnn/model.py``), and each class's constants in name order
+    (`_sorted_constants`). torch's own writer writes the records in their order, with its fixed
+    zip timestamps and a serialization id of the records' checksums."""
+    reader = torch._C.PyTorchFileReader(io.BytesIO(archive))
+    writer = torch._C.PyTorchFileWriter(str(path))
+    for name in reader.get_all_records():
+        if name == SERIALIZATION_ID:
+            continue
+        data = reader.get_record(name)
+        if name.endswith(DEBUG_SUFFIX) and name.startswith(CODE_PREFIX):
+            module = name[len(CODE_PREFIX) : -len(DEBUG_SUFFIX)]  # rnn/model.py
+            parts = PurePosixPath(module).with_suffix("").parts
+            data = _relative_debug_paths(data, tuple(p for p in parts if not MANGLED.fullmatch(p)))
+        elif name.startswith(CODE_PREFIX) and name.endswith(".py"):
+            data = _sorted_constants(data)
+        writer.write_record(name, data, len(data))
+    writer.write_end_of_file()
+    return Path(path)
+
+
+def _relative_debug_paths(pickled: bytes, module: tuple[str, ...]) -> bytes:
+    """The debug pickle with each absolute source path among its strings replaced by
+    `relative_source_path` (a string opcode rewritten in place: protocol 2 has no frames, and
+    memo indices do not depend on byte offsets). Source text always ends in a newline."""
+    pieces, done = [], 0
+    for opcode, argument, position in pickletools.genops(pickled):
+        if opcode.name not in ("BINUNICODE", "SHORT_BINUNICODE") or "\n" in argument:
+            continue
+        source = _absolute(argument)
+        if source is None:
+            continue
+        encoded = relative_source_path(source, module).encode()
+        head = b"X" + struct.pack("<I", len(encoded))
+        end = position + 1 + (4 if opcode.name == "BINUNICODE" else 1) + len(argument.encode())
+        pieces += [pickled[done:position], head, encoded]
+        done = end
+    return b"".join([*pieces, pickled[done:]])
+
+
+def _sorted_constants(code: bytes) -> bytes:
+    """``code`` with each run of constant lines in name order (the same bytes, permuted within
+    the run, so the debug records' offsets of everything else stay true)."""
+    return CONSTANTS.sub(lambda run: b"".join(sorted(run.group(0).splitlines(keepends=True))), code)
+
+
+def _absolute(text: str) -> PurePath | None:
+    for kind in (PurePosixPath, PureWindowsPath):
+        path = kind(text)
+        if path.is_absolute():
+            return path
+    return None
+
+
+def relative_source_path(source: PurePath, module: tuple[str, ...]) -> str:
+    """``source``'s path from its package root when its last parts are the ``module``'s
+    (``/checkout/rnn/model.py`` of ``rnn.model`` -> ``rnn/model.py``), else its file name."""
+    parts = source.with_suffix("").parts
+    if module and len(parts) >= len(module) and parts[-len(module) :] == module:
+        return "/".join((*module[:-1], source.name))
+    return source.name
 
 
 def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
