@@ -18,7 +18,7 @@ from export.torchscript import relative_source_path
 from ..conftest import REPO
 
 # A user's step module, written as a file into each directory.
-STEP_MODULE = '''
+STEP_MODULE = """
 import torch
 from torch import nn
 
@@ -32,7 +32,7 @@ class Step(nn.Module):
     def forward(self, x: torch.Tensor, h: torch.Tensor):
         h_next = torch.tanh(self.cell(torch.cat((x, h), 1)))
         return self.head(h_next), h_next
-'''
+"""
 
 # Run in a fresh process from ``root``: a trained Elman folder exported, and the user's module
 # exported with export_module; prints where the sources came from and the manifest digests.
