@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -207,6 +207,21 @@ async def _disconnected(receive: Callable) -> None:
         pass
 
 
+async def _unless_gone(result: Awaitable[list[int]], receive: Callable) -> list[int]:
+    """Every token of a generation (`Generation.result`), or ClientDisconnect once the client
+    went away (which cancels the generation: its slot is freed at the next tick)."""
+    finished, watcher = asyncio.ensure_future(result), asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait({finished, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not finished.done():
+            finished.cancel()  # leaving the generation's chunks cancels it
+    if not finished.done() or finished.cancelled():
+        raise ClientDisconnect()
+    return finished.result()
+
+
 def generate_routes(engine: Engine) -> list[Route]:
     """The generate extension's routes over ``engine`` (with and without a version)."""
 
@@ -222,9 +237,10 @@ def generate_routes(engine: Engine) -> list[Route]:
             started = await SAMPLED.start(engine, named, inputs, parameters, text)
             if stream:
                 return EventStream(named, started, lambda status: _count(engine, name, status, started_at))
-            tokens = await started.generation.result()
+            tokens = await _unless_gone(started.generation.result(), request.receive)
             extra = await started.finished
         except ClientDisconnect:
+            _count(engine, name, 499, started_at)
             return Response(b"", 499)
         except Exception as error:
             status = status_of(error)

@@ -189,6 +189,15 @@ def test_a_stream_whose_client_goes_away_frees_its_slot(server):
     response.close()  # the client goes away mid-stream
     assert wait_until_free(server) == 0
 
+    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=WAIT_S)
+    connection.request("POST", "/v2/models/char-generate/generate", json.dumps(document))
+    deadline = time.monotonic() + WAIT_S
+    while generator_of(server).live == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert generator_of(server).live == 1
+    connection.close()  # the client of the one-answer route goes away before its answer
+    assert wait_until_free(server) == 0
+
     client = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
     answers: queue.Queue = queue.Queue()
     client.start_stream(callback=lambda result, error: answers.put((result, error)))
