@@ -20,7 +20,7 @@ from toolkit.serving.generation import (
     Generator,
     settings_from,
 )
-from toolkit.serving.protocol import BadRequest
+from toolkit.serving.protocol import BadRequest, Unavailable
 
 CATEGORY = np.array([[0.4, -1.0, 0.9]], np.float32)  # the held input of one stream
 SETTINGS = [
@@ -236,3 +236,29 @@ def test_parameters_are_checked_with_one_line_each(model):
 
 async def _submit(generator, held):
     return generator.submit(np.array([1]), held)
+
+
+def test_a_full_generator_refuses_with_unavailable_until_a_slot_frees(model):
+    generator = Generator(model, max_generations=2)
+    long = GenerationSettings("temperature", seed=0, max_tokens=100_000)
+
+    async def fill():
+        running = [generator.submit(np.array([1]), {"category": CATEGORY[0]}, settings=long) for _ in range(2)]
+        with pytest.raises(Unavailable, match="2 generations"):
+            generator.submit(np.array([1]), {"category": CATEGORY[0]})
+        running[0].cancel()
+        deadline = time.monotonic() + WAIT_S
+        while generator.live > 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        third = generator.submit(np.array([1]), {"category": CATEGORY[0]}, settings=SETTINGS[1])
+        running[1].cancel()
+        return await third.result()
+
+    try:
+        assert asyncio.run(fill()) == reference(model, [1], SETTINGS[1])[0]
+        deadline = time.monotonic() + WAIT_S
+        while generator.live and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert generator.live == 0 and len(generator.pool) == 0
+    finally:
+        generator.close()

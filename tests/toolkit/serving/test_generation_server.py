@@ -349,3 +349,22 @@ def test_a_generation_starts_from_the_state_it_is_given(server, model):
     status, _, answer = post(server, "/v2/models/char-generate/generate", document)
     assert status == 200 and answer["tokens"] == reference(model, [3, 8], settings, (start,))[0]
     assert answer["tokens"] != reference(model, [3, 8], settings)[0]
+
+
+def test_an_abandoned_generation_leaves_its_sequence_as_it_was(server, model):
+    first = GenerationSettings("temperature", temperature=0.9, seed=71, max_tokens=10)
+    last = GenerationSettings("top_k", top_k=3, seed=72, max_tokens=10)
+    common = {"sequence_id": "chat-9"}
+    document = request_document([4, 4], seed=71, temperature=0.9, max_tokens=10, sequence_start=True, **common)
+    status, _, one = post(server, "/v2/models/char-generate/generate", document)
+    assert status == 200 and one["sequence_version"] == 1
+    endless = request_document([7], seed=1, max_tokens=100_000, **common)
+    status, _, response = post(server, "/v2/models/char-generate/generate_stream", endless, stream=True)
+    assert status == 200 and len(events(response, limit=2)) == 2
+    response.close()  # gone mid-generation: nothing of the sequence changes
+    assert wait_until_free(server) == 0
+    document = request_document([2, 6], strategy="top_k", top_k=3, seed=72, max_tokens=10, **common)
+    status, _, two = post(server, "/v2/models/char-generate/generate", document)  # waits for the sequence's lock
+    assert status == 200 and two["sequence_version"] == 2, two
+    assert two["tokens"] == reference(model, [4, 4, *one["tokens"], 2, 6], last)[0]
+    assert one["tokens"] == reference(model, [4, 4], first)[0]
