@@ -5,9 +5,9 @@ checked against them (`checked_inputs`), and the warm-up that creates every form
 the first request (`warm_up`).
 
 Wire shapes are the manifest's with -1 for the batch axis (which a state may have anywhere) and,
-for the sequence calls, -1 for the steps axis in front (time-first) or after the batch
-(batch-first): token inputs INT64 ``(-1,)`` (``(-1, -1)`` as sequences), features and every output
-and state FP32.
+for the sequence calls, a -1 steps axis before the batch (time-first) or after it (batch-first;
+either way the metadata reads ``(-1, -1, *sizes)``, the ``layout`` parameter says which): token
+inputs INT64 ``(-1,)`` (``(-1, -1)`` as sequences), features and every output and state FP32.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ STEPS_INPUT = "steps"  # the generate call's INT64 input: how many closed-loop s
 
 
 def wire_shape(spec: TensorSpec, steps: bool = False) -> tuple[int, ...]:
-    """``spec``'s shape on the wire: -1 at the batch axis and, with ``steps``, a -1 steps axis in front."""
+    """``spec``'s shape on the wire: -1 at the batch axis and, with ``steps``, one more -1 axis in
+    front (an input's or output's batch axis is its first: (-1, -1, ...) in either layout)."""
     shape = tuple(-1 if d == BATCH_AXIS else int(d) for d in spec.shape)
     return (-1, *shape) if steps else shape
 
@@ -74,8 +75,11 @@ def model_parameters(model: runtime.Model) -> dict[str, str]:
 
 def generates(model: runtime.Model) -> bool:
     """Whether the closed loop of ``model`` is served as NAME-generate by this module (identity
-    feedback; sampled feedback is the sampled-generation plug-in's)."""
-    return model.feedback is not None and not model.signature.sampled and STEPS_INPUT not in model.input_names
+    feedback; sampled feedback is the sampled-generation plug-in's). A model with an input or
+    state named ``steps`` has no NAME-generate (that name is generate's step count)."""
+    if model.feedback is None or model.signature.sampled:
+        return False
+    return STEPS_INPUT not in (*model.input_names, *model.state_names)  # the name of generate's steps input
 
 
 def _zeros(spec: TensorSpec, lead: tuple[int, ...]) -> np.ndarray:
