@@ -101,6 +101,12 @@ def test_row_seeds_draw_each_rows_own_uniforms():
         sampler.uniforms(1, 3)
 
 
+def generate(folder, source, out, sampler):
+    return run_bulk(
+        folder, source, out, kind="generate", steps=STEPS, batch_size=BATCH, sampler=sampler, progress=False
+    )
+
+
 def test_token_model_sampled_generate_per_row_seed_equals_each_row_alone(tmp_path, char):
     """41 prompts of mixed lengths over 2 files of row groups of 7: tokens of a seed column, then of
     the base seed + the row's index, each row equal to its own runtime.generate."""
@@ -109,33 +115,14 @@ def test_token_model_sampled_generate_per_row_seed_equals_each_row_alone(tmp_pat
     seeds = [int(s) for s in np.random.default_rng(2).integers(0, 2**40, 41)]
     write_files(tmp_path / "seeded", {**columns, "seed": seeds})
     sampler = runtime.Sampler(**SETTINGS, seed=1000)
-    result = run_bulk(
-        char,
-        tmp_path / "seeded",
-        tmp_path / "a",
-        kind="generate",
-        steps=STEPS,
-        batch_size=BATCH,
-        sampler=sampler,
-        progress=False,
-    )
-    assert result.series == 41
+    assert generate(char, tmp_path / "seeded", tmp_path / "a", sampler).series == 41
     got = read_columns(tmp_path / "a")
     assert got[ID_COLUMN] == columns[ID_COLUMN] and set(got) == {ID_COLUMN, "token", "text_output"}
     for i, tokens in enumerate(got["token"]):
         assert tokens == char_alone(model, columns["token"][i], columns["category"][i], seeds[i]).tolist()
         assert got["text_output"][i] == "".join(VOCABULARY[t] for t in tokens)
     write_files(tmp_path / "unseeded", columns, parts=3)
-    run_bulk(
-        char,
-        tmp_path / "unseeded",
-        tmp_path / "b",
-        kind="generate",
-        steps=STEPS,
-        batch_size=BATCH,
-        sampler=sampler,
-        progress=False,
-    )
+    generate(char, tmp_path / "unseeded", tmp_path / "b", sampler)
     got = read_columns(tmp_path / "b")
     for i, tokens in enumerate(got["token"]):
         assert tokens == char_alone(model, columns["token"][i], columns["category"][i], 1000 + i).tolist()

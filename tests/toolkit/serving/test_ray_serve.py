@@ -52,6 +52,19 @@ def local_run(xs: np.ndarray) -> np.ndarray:
     return np.concatenate(ys)
 
 
+def concurrently(server, count: int, drive) -> list[np.ndarray]:
+    """``drive(client, i)`` for i in range(count) at once through one HTTP asyncio client (120 s at most)."""
+
+    async def run() -> list[np.ndarray]:
+        client = http_aio.InferenceServerClient(f"127.0.0.1:{server.http_port}", conn_limit=count + 4)
+        try:
+            return await asyncio.wait_for(asyncio.gather(*(drive(client, i) for i in range(count))), 120)
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray (4 logical CPUs on any machine: the replicas idle most of the time) with
@@ -140,15 +153,8 @@ def test_plain_tritonclient_sequences_stay_on_their_replica(ray_server):
             ys.append(result.as_numpy("y"))
         return np.concatenate(ys)
 
-    async def run() -> list[np.ndarray]:
-        client = http_aio.InferenceServerClient(f"127.0.0.1:{ray_server.http_port}", conn_limit=sequences + 4)
-        try:
-            return await asyncio.wait_for(asyncio.gather(*(drive(client, i) for i in range(sequences))), 120)
-        finally:
-            await client.close()
-
     calls_before = ray_server.engine.calls
-    outputs = asyncio.run(run())
+    outputs = concurrently(ray_server, sequences, drive)
     for i in range(sequences):
         np.testing.assert_array_equal(outputs[i], local_run(xs[i]), err_msg=f"sequence {i}")
     assert ray_server.engine.calls - calls_before < sequences * steps  # requests shared actor calls
@@ -242,14 +248,7 @@ def test_a_token_model_on_the_replicas_metadata_sequences_and_seeded_generation(
             ys.append(result.as_numpy("logits"))
         return np.concatenate(ys)
 
-    async def run() -> list[np.ndarray]:
-        connection = http_aio.InferenceServerClient(f"127.0.0.1:{ray_server.http_port}", conn_limit=sequences + 4)
-        try:
-            return await asyncio.wait_for(asyncio.gather(*(drive(connection, i) for i in range(sequences))), 120)
-        finally:
-            await connection.close()
-
-    for i, got in enumerate(asyncio.run(run())):
+    for i, got in enumerate(concurrently(ray_server, sequences, drive)):
         np.testing.assert_array_equal(got, char_run(chars, xs[i]), err_msg=f"sequence {i}")
     prompt, category = np.array([[4, 2, 7, 1]], np.int64), np.array([[0, 1, 0]], np.float32)
     _, state = chars.predict({"token": prompt[0, :-1, None], "category": np.repeat(category[None], 3, axis=0)})
