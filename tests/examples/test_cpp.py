@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import runtime
-from export import export_folder, export_module
+from export import export_folder
 from export.verify import ROLLOUT_ATOL
 
 from ..conftest import COMMITTED, REPO
@@ -30,6 +30,7 @@ from .conftest import (
     run_example,
     run_two_state,
 )
+from .worked_char import char_generator as worked_char_generator
 
 
 @pytest.fixture(scope="module")
@@ -142,24 +143,7 @@ def test_cpp_example_format_2_errors_are_one_line(cpp_binary, general_folders, t
 
 # ---- the README's worked character generator (examples/char_generator) ---------------------------
 
-CHAR_EPOCHS = 8  # enough for text that is not one character repeated; about 4 s on one thread
-
-
-@pytest.fixture(scope="module")
-def char_generator(tmp_path_factory):
-    """(the example's module, its folder): the worked character GRU (Embedding, a two-layer GRU of
-    64, a linear head), trained CHAR_EPOCHS epochs on its text with the example's seeds and
-    exported with its signature and its alphabet as the vocabulary."""
-    import torch
-
-    from .test_worked_examples import load_example
-
-    example = load_example("char_generator")
-    torch.manual_seed(0)
-    module = example.make()
-    example.train(module, example.encode(example.TEXT), CHAR_EPOCHS)
-    root = tmp_path_factory.mktemp("char_generator")
-    return example, export_module(module, root / "model", **example.SIGNATURE, vocabulary=example.ALPHABET)
+char_generator = worked_char_generator  # the shared module-scoped fixture, by the name the tests ask for
 
 
 def text_rows(result: subprocess.CompletedProcess) -> list[list[str]]:
