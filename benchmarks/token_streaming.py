@@ -206,12 +206,12 @@ def _where(frame: Any) -> str:
 # ---- the request and the events -----------------------------------------------------------------
 
 
-def generate_body(seed: int, tokens: int, prompt: str = PROMPT, strategy: str = "temperature") -> bytes:
-    """The generate extension's request (both servers take it)."""
+def generate_body(seed: int, tokens: int, strategy: str = "temperature") -> bytes:
+    """The generate extension's request (both servers take it), the prompt as text."""
     parameters: dict[str, Any] = {"strategy": strategy, "seed": seed, "max_tokens": tokens}
     if strategy != "greedy":
         parameters["temperature"] = TEMPERATURE
-    return json.dumps({"text_input": prompt, "parameters": parameters}).encode()
+    return json.dumps({"text_input": PROMPT, "parameters": parameters}).encode()
 
 
 def stream_request(body: bytes) -> bytes:
@@ -536,6 +536,10 @@ def summary(transport: str, concurrency: int, rounds: list[Round]) -> dict[str, 
         "tokens_per_s_rounds": [r.tokens_per_s for r in rounds],
         "ttft_p50_ms": float(np.percentile(ttft, 50)),
         "ttft_p99_ms": float(np.percentile(ttft, 99)),
+        # the first generation of each client starts at once (a burst of `concurrency` requests); the
+        # later ones start whenever a client's previous generation ends (staggered)
+        "ttft_burst_p50_ms": float(np.percentile(ttft[:concurrency], 50)),
+        "ttft_staggered_p50_ms": float(np.percentile(ttft[concurrency:], 50)) if len(ttft) > concurrency else None,
         "itl_p50_ms": float(np.percentile(gaps, 50)) if gaps.size else float("nan"),
         "itl_p99_ms": float(np.percentile(gaps, 99)) if gaps.size else float("nan"),
         "events_per_generation": float(np.mean([len(g.arrivals) for g in best.generations])),
@@ -559,7 +563,7 @@ async def spot_check(folder: Path, vocabulary: list[str], servers: dict[str, Ser
 
     model = runtime.load(folder)
     prompt = prompt_ids(vocabulary)
-    _, state = model.predict({TOKEN_INPUT: prompt[:-1].reshape(-1, 1)})
+    state = model.predict({TOKEN_INPUT: prompt[:-1].reshape(-1, 1)})[1] if len(prompt) > 1 else None
 
     def expected(sampler: Any) -> list[int]:
         ids, _ = model.generate({TOKEN_INPUT: prompt[-1:]}, tokens, state, sampler=sampler)
@@ -728,6 +732,13 @@ def table(info: dict[str, Any]) -> str:
             f"{c['server_cores']:>6.2f} {c['other_processes_cores']:>6.2f} {c['server_cpu_us_per_token']:>10.1f}"
         )
     lines.append("(ttft and itl in ms)")
+    for c in info["cells"]:
+        if c["concurrency"] == max(s["concurrency"]) and c["ttft_staggered_p50_ms"] is not None:
+            lines.append(
+                f"ttft p50 of {c['transport']} at {c['concurrency']}: {c['ttft_burst_p50_ms']:.2f} ms for the first "
+                f"generations (all {c['concurrency']} requests sent at once), {c['ttft_staggered_p50_ms']:.2f} ms "
+                "for the later ones (each sent when its client's previous generation ended)"
+            )
     spot = info["spot_check"]
     lines.append(
         f"spot check ({spot['tokens']} tokens against runtime.Model.generate, same seed): "
@@ -747,6 +758,7 @@ def table(info: dict[str, Any]) -> str:
 
 
 def main() -> None:
+    global PROMPT  # --prompt sets it for the whole run
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=integers, default=[1, 16, 64], help="concurrent generations")
     parser.add_argument("--tokens", type=int, default=200, help="tokens per generation (default 200)")
@@ -755,6 +767,7 @@ def main() -> None:
     parser.add_argument("--min-generations", type=int, default=16, help="generations per round at least (default 16)")
     parser.add_argument("--warmup-tokens", type=int, default=10, help="tokens of each client's warm-up generation")
     parser.add_argument("--spot-tokens", type=int, default=50, help="tokens of each spot check generation")
+    parser.add_argument("--prompt", default=PROMPT, help=f"the prompt of every generation (default {PROMPT!r})")
     parser.add_argument("--delay", type=int, default=0, help="our server's max_queue_delay_us (default 0)")
     parser.add_argument(
         "--transports", default=",".join(TRANSPORTS), help=f"which of {','.join(TRANSPORTS)} (default all)"
@@ -777,6 +790,7 @@ def main() -> None:
     if args.serve_ours:
         serve_ours(int(args.serve_ours[0]), int(args.serve_ours[1]), args.serve_ours[2], args.delay, args.profile)
         return
+    PROMPT = args.prompt
     args.transports = [t.strip() for t in args.transports.split(",") if t.strip()]
     if not args.transports or set(args.transports) - set(TRANSPORTS):
         parser.error(f"--transports takes some of {','.join(TRANSPORTS)}")
