@@ -262,3 +262,24 @@ def test_a_full_generator_refuses_with_unavailable_until_a_slot_frees(model):
         assert generator.live == 0 and len(generator.pool) == 0
     finally:
         generator.close()
+
+
+def test_closing_the_generator_ends_its_generations_with_unavailable(model):
+    generator = Generator(model)
+
+    async def close_midway():
+        endless = GenerationSettings(seed=1, max_tokens=100_000)
+        generation = generator.submit(np.array([2]), {"category": CATEGORY[0]}, settings=endless)
+        seen = []
+        with pytest.raises(Unavailable, match="stopping"):
+            async for chunk in generation.chunks():
+                seen += chunk
+                if len(seen) >= 3 and generator._thread is not None:
+                    await asyncio.get_running_loop().run_in_executor(None, generator.close)
+        return seen
+
+    seen = asyncio.run(close_midway())
+    assert 3 <= len(seen) < 100_000
+    assert generator.live == 0 and not generator._thread.is_alive()
+    with pytest.raises(Unavailable, match="closed"):
+        asyncio.run(_submit(generator, {"category": CATEGORY[0]}))
