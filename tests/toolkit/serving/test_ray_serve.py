@@ -110,9 +110,28 @@ def char_run(model: runtime.Model, steps: list[dict[str, np.ndarray]]) -> np.nda
 
 
 @pytest.fixture(scope="module")
-def ray_server(cluster, chars):
+def two(tmp_path_factory) -> runtime.Model:
+    """The two-input forecaster, batch-first: a value (fed back) and a day token, states h and c."""
+    from export import export_module
+    from tests.user_modules import TWO_INPUTS_SIGNATURE, make_two_inputs
+
+    folder = tmp_path_factory.mktemp("ray-two") / "m"
+    return runtime.load(export_module(make_two_inputs(), folder, layout="batch_first", **TWO_INPUTS_SIGNATURE))
+
+
+def tensors(triton, arrays: dict[str, np.ndarray]) -> list:
+    """tritonclient InferInputs of ``arrays`` (int64 as INT64, the rest FP32)."""
+    made = []
+    for name, array in arrays.items():
+        made.append(triton.InferInput(name, list(array.shape), "INT64" if array.dtype == np.int64 else "FP32"))
+        made[-1].set_data_from_numpy(array)
+    return made
+
+
+@pytest.fixture(scope="module")
+def ray_server(cluster, chars, two):
     server = ray_serve.RayServer(
-        [("sine", COMMITTED), (CHARS, chars.folder)],
+        [("sine", COMMITTED), (CHARS, chars.folder), ("two", two.folder)],
         scale=ray_serve.Scale(replicas=2),
         app_name="rnn-test",
         http_port=0,
@@ -182,6 +201,29 @@ def test_one_failing_request_does_not_fail_the_others_of_its_call():
     assert answers[0].parameters["sequence_version"] == 1
 
 
+def test_a_two_input_models_predict_and_generate_run_on_the_replicas(ray_server, two):
+    """The batch-first two-input model: NAME-predict from given states (h, c) and NAME-generate's
+    closed loop with the day token held, over HTTP and gRPC, equal the runtime's."""
+    rng = np.random.default_rng(8)
+    xs = {"value": rng.uniform(-1, 1, (3, 9, 1)).astype(np.float32), "day": rng.integers(0, 7, (3, 9))}
+    state = {
+        "h": rng.uniform(-0.5, 0.5, (3, 6)).astype(np.float32),
+        "c": rng.uniform(-0.5, 0.5, (3, 6)).astype(np.float32),
+    }
+    x0 = {"value": xs["value"][:, 0], "day": xs["day"][:, 0]}
+    predicted, _ = two.predict(xs, (state["h"], state["c"]))
+    generated, _ = two.generate(x0, 7)
+    http = http_client.InferenceServerClient(f"127.0.0.1:{ray_server.http_port}")
+    grpc = grpc_client.InferenceServerClient(f"127.0.0.1:{ray_server.grpc_port}")
+    for triton, connection in ((http_client, http), (grpc_client, grpc)):
+        answer = connection.infer("two-predict", tensors(triton, {**xs, **state})).as_numpy("next_value")
+        np.testing.assert_array_equal(answer, predicted)
+        steps = {"steps": np.array([7], np.int64)}
+        np.testing.assert_array_equal(
+            connection.infer("two-generate", tensors(triton, {**x0, **steps})).as_numpy("next_value"), generated
+        )
+
+
 def test_a_front_refuses_to_hold_a_generation_in_a_sequence(chars):
     """The front's engine without Ray: a sampled generation started in the front (the generate
     extension, gRPC streaming) in a sequence is refused in one line (the sequence's state is on its
@@ -239,11 +281,8 @@ def test_a_token_model_on_the_replicas_metadata_sequences_and_seeded_generation(
     async def drive(connection, i: int) -> np.ndarray:
         ys = []
         for t, x in enumerate(xs[i]):
-            tensors = [http_aio.InferInput("token", [1], "INT64"), http_aio.InferInput("category", [1, 3], "FP32")]
-            tensors[0].set_data_from_numpy(x["token"])
-            tensors[1].set_data_from_numpy(x["category"])
             result = await connection.infer(
-                CHARS, tensors, sequence_id=f"c{i}", sequence_start=t == 0, sequence_end=t == steps - 1
+                CHARS, tensors(http_aio, x), sequence_id=f"c{i}", sequence_start=t == 0, sequence_end=t == steps - 1
             )
             ys.append(result.as_numpy("logits"))
         return np.concatenate(ys)
@@ -257,10 +296,8 @@ def test_a_token_model_on_the_replicas_metadata_sequences_and_seeded_generation(
     parameters = {"strategy": "top_k", "top_k": 4, "temperature": 0.9, "seed": 11, "max_tokens": 30}
     grpc = grpc_client.InferenceServerClient(f"127.0.0.1:{ray_server.grpc_port}")
     for triton, connection in ((http_client, client), (grpc_client, grpc)):
-        tensors = [triton.InferInput("token", [1, 4], "INT64"), triton.InferInput("category", [1, 3], "FP32")]
-        tensors[0].set_data_from_numpy(prompt)
-        tensors[1].set_data_from_numpy(category)
-        tokens = connection.infer(f"{CHARS}-generate", tensors, parameters=parameters).as_numpy("tokens")
+        request = tensors(triton, {"token": prompt, "category": category})
+        tokens = connection.infer(f"{CHARS}-generate", request, parameters=parameters).as_numpy("tokens")
         assert tokens.tolist() == expected.T.tolist()
 
 
