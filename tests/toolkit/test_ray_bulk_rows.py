@@ -4,6 +4,9 @@ row alone, through the library and the CLI, on a local Ray this module starts an
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +18,7 @@ from runtime.errors import DataError, InputValueError
 from runtime.manifest import BATCH_FIRST
 from toolkit.cli import cli
 
+from ..conftest import REPO
 from ..user_modules import CHAR_GRU_SIGNATURE, TWO_INPUTS_SIGNATURE, make_char_gru, make_two_inputs
 
 ray = pytest.importorskip("ray")
@@ -246,3 +250,58 @@ def test_named_columns_refused_in_one_line(tmp_path, char, two):
     for change, message in cases:
         with pytest.raises(DataError, match=message):
             worker.run(pa.table({**good, **change}))
+
+
+def test_the_rows_example_writes_what_the_workers_read(tmp_path, char, two):
+    """examples/ray/rows.py: text prompts encoded by the vocabulary, random rows of any signature;
+    the worker (without Ray) runs them as the row alone."""
+    script = [sys.executable, str(REPO / "examples" / "ray" / "rows.py")]
+    done = subprocess.run(
+        [
+            *script,
+            str(char),
+            str(tmp_path / "t.parquet"),
+            "--text",
+            "bad",
+            "--text",
+            "a.h!",
+            "--hold",
+            "category=0,1,0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(tmp_path / "t.parquet")
+    assert table.column("token").to_pylist() == [[1, 0, 3], [0, 9, 8, 10]]
+    assert table.column("category").to_pylist() == [[0, 1, 0] * 3, [0, 1, 0] * 4]
+    done = subprocess.run(
+        [*script, str(two), str(tmp_path / "r.parquet"), "--rows", "5", "--steps", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert done.returncode == 0 and "wrote 5 rows of value, day" in done.stdout, done.stderr
+    columns = pq.read_table(tmp_path / "r.parquet").to_pydict()
+    worker = RowsRunner(str(two), "predict", None, BATCH, runtime.load(two).manifest_digest, None)
+    got = worker.run(pa.table(columns)).column("next_value").to_pylist()
+    model = runtime.load(two)
+    for i in range(5):
+        ys, _ = model.predict(
+            {"value": np.float32(columns["value"][i])[None, :, None], "day": np.int64([columns["day"][i]])}
+        )
+        np.testing.assert_allclose(np.float32(got[i]), ys[0, :, 0], rtol=0, atol=2e-6)
+    refused = subprocess.run(
+        [*script, str(char), str(tmp_path / "x.parquet"), "--text", "a"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert (
+        refused.returncode == 2
+        and refused.stderr == "error: --text: give input 'category' its value with --hold category=...\n"
+    )
