@@ -11,9 +11,9 @@ the next tick, so its first token comes after one step, never after a long fused
 that arrive within ``delay`` of an idle scheduler start together.
 
 What a generation runs equals `runtime.Model` on its own: the prompt's tokens but the last are
-fed teacher-forced (as the worked example warms its state up with `Model.predict`: here rows of
-the batched step runs, or one fused `predict` for a prompt of more than PROMPT_FUSED_MIN
-tokens), then the last prompt token is the first input of the sampled loop, whose tokens are
+fed teacher-forced (as the worked example warms its state up with `Model.predict`: one fused
+`predict` as it is admitted, or rows of the batched step runs when many arrive at once), then
+the last prompt token is the first input of the sampled loop, whose tokens are
 ``model.generate({token: prompt[-1:], ...}, max_tokens, state, sampler=Sampler(..., seed))`` (the
 sampler's uniforms are drawn in chunks from its generator: the same numbers as drawn at once). It
 ends after ``max_tokens`` tokens, after a stop token or once its text holds a stop text (the stop
@@ -45,10 +45,14 @@ from .protocol import BadRequest, Unavailable
 
 DEFAULT_MAX_TOKENS = 100  # a request's max_tokens when it names none
 UNIFORM_CHUNK = 256  # uniforms a generation draws from its sampler at a time
-# A prompt of more tokens than this warms its state up in one fused run (`Model.predict`) as it
-# is admitted; a shorter one is fed a token per tick in the batched runs (its first token comes
-# after len(prompt) ticks, and a tick of many newcomers costs one batched step, not one predict each).
+# How a prompt warms its generation's state up: one fused run (`Model.predict`, batch 1) as it is
+# admitted when at most FUSED_NEWCOMERS generations arrive in one round or the prompt has more than
+# PROMPT_FUSED_MIN tokens; else a token per tick, as rows of the batched runs (so that many
+# newcomers at once cost one batched step per prompt token, not one predict each: 64 at once
+# reached their first token after 79 ms with a predict each, 20-30 ms fed in the ticks; while a
+# batch runs, a newcomer fed in the ticks would wait len(prompt) ticks of it instead).
 PROMPT_FUSED_MIN = 32
+FUSED_NEWCOMERS = 4
 POOL_CAPACITY = 64  # the generation pool's first capacity (it grows by doubling)
 LENGTH, STOP, CANCELLED = "length", "stop", "cancelled"  # why a generation ended
 SETTING_NAMES = ("strategy", "temperature", "top_k", "top_p", "seed", "max_tokens", "stop", "stop_text")
@@ -363,8 +367,9 @@ class Generator:
                 time.sleep(self.delay)  # let the requests of this moment start together
             with self._condition:
                 incoming, self._incoming = self._incoming, []
+            fused = len(incoming) <= FUSED_NEWCOMERS
             for generation in incoming:
-                self._admit(generation)
+                self._admit(generation, fused)
             if self._active:
                 self._tick()
             self._flush()
@@ -374,17 +379,18 @@ class Generator:
             self._end(generation, None, error)
         self._incoming, self._active = [], []
 
-    def _admit(self, generation: Generation) -> None:
-        """Warms its state up on the prompt (all but its last token, teacher-forced) and opens its stream."""
+    def _admit(self, generation: Generation, fused: bool) -> None:
+        """Warms its state up on the prompt (all but its last token, teacher-forced: in one fused run
+        if ``fused`` or the prompt is long, else in the ticks) and opens its stream."""
         if generation.cancelled:
             self._end(generation, CANCELLED)
             return
         try:
             state = generation.start_state
             prompt = generation.prompt
-            if len(prompt) > PROMPT_FUSED_MIN:  # a long prompt: one fused run of the teacher-forced steps
+            if len(prompt) > 1 and (fused or len(prompt) > PROMPT_FUSED_MIN):
                 _, state = self.model.predict(self._sequences(generation, prompt[:-1]), state)
-            elif len(prompt) > 1:  # a short one: fed a token a tick, in the batched runs
+            elif len(prompt) > 1:  # many newcomers: fed a token a tick, in the batched runs
                 generation.warming, generation.current = len(prompt) - 1, int(prompt[0])
             generation.stream = self.pool.open(state)
         except Exception as error:  # the caller's answer; nothing else is touched
