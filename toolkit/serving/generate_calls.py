@@ -51,9 +51,9 @@ class Started:
     finished: Awaitable[dict[str, Any]]
 
 
-def words(model: runtime.Model) -> Any:
-    """The model's vocabulary (`runtime.Vocabulary`), or None."""
-    return getattr(model, "vocabulary", None)
+def words(model: runtime.Model | None) -> Any:
+    """The model's vocabulary (`runtime.Vocabulary`: text in and out), or None."""
+    return None if model is None else model.vocabulary
 
 
 class SampledGenerate:

@@ -55,7 +55,6 @@ PROMPT_FUSED_MIN = 32
 FUSED_NEWCOMERS = 4
 POOL_CAPACITY = 64  # the generation pool's first capacity (it grows by doubling)
 LENGTH, STOP, CANCELLED = "length", "stop", "cancelled"  # why a generation ended
-SETTING_NAMES = ("strategy", "temperature", "top_k", "top_p", "seed", "max_tokens", "stop", "stop_text")
 
 
 # ---- settings ---------------------------------------------------------------------------------
@@ -269,7 +268,7 @@ class Generator:
         self.model, self.delay, self.max_batch, self.max_generations = model, delay, max_batch, max_generations
         self.token_input, self.logits_output = feedback.input, feedback.output
         self.vocabulary = int(model.inputs[model.input_names.index(feedback.input)].vocabulary)
-        self.words = getattr(model, "vocabulary", None)  # a runtime Vocabulary, or None
+        self.words = model.vocabulary  # a runtime.Vocabulary (stop texts), or None
         self.held_specs = tuple(spec for spec in model.inputs if spec.name != feedback.input)
         self.pool = StreamPool(model, capacity=POOL_CAPACITY)
         self._incoming: list[Generation] = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -166,6 +167,7 @@ class _Responses:
 async def _generate(engine: Engine, request: pb.ModelInferRequest, decode: Decode, out: asyncio.Queue) -> None:
     """Runs one generation request, putting its responses into ``out``."""
     responses = _Responses(request, None)
+    started_at = time.perf_counter()
     try:
         named = engine.lookup(request.model_name, request.model_version)
         responses.words = words(named.served.model)
@@ -181,10 +183,10 @@ async def _generate(engine: Engine, request: pb.ModelInferRequest, decode: Decod
         extra = await started.finished
         if empty_final or generation.keep_state:
             out.put_nowait(responses.response([], True, {"finish_reason": generation.finish_reason, **extra}))
-        engine.metrics.request(named.name, PROTOCOL, 200, 0.0)
+        engine.metrics.request(named.name, PROTOCOL, 200, time.perf_counter() - started_at)
     except asyncio.CancelledError:
         raise
     except Exception as error:
         known = request.model_name if request.model_name in engine.names else ""
-        engine.metrics.request(known, PROTOCOL, status_of(error), 0.0)
+        engine.metrics.request(known, PROTOCOL, status_of(error), time.perf_counter() - started_at)
         out.put_nowait(responses.error(error))
