@@ -4,6 +4,7 @@ row alone, through the library and the CLI, on a local Ray this module starts an
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -14,8 +15,8 @@ from click.testing import CliRunner
 
 import runtime
 from export.custom import export_module
-from runtime.errors import DataError, InputValueError
-from runtime.manifest import BATCH_FIRST
+from runtime.errors import DataError, InputValueError, IntegrityError
+from runtime.manifest import BATCH_FIRST, MANIFEST_NAME
 from toolkit.cli import cli
 
 from ..conftest import REPO
@@ -250,6 +251,19 @@ def test_named_columns_refused_in_one_line(tmp_path, char, two):
     for change, message in cases:
         with pytest.raises(DataError, match=message):
             worker.run(pa.table({**good, **change}))
+
+
+def test_a_worker_is_pinned_to_the_digest_the_driver_read(tmp_path, two):
+    """Without Ray: the worker of named columns loads the folder pinned to the driver's digest, so a
+    manifest changed in between is refused by its first batch, never run."""
+    folder = tmp_path / "m"
+    shutil.copytree(two, folder)
+    digest = runtime.load(folder).manifest_digest
+    columns = pa.table({ID_COLUMN: [1], "value": [[0.5, 0.25]], "day": [[1, 2]]})
+    assert RowsRunner(str(folder), "predict", None, BATCH, digest, None).run(columns).num_rows == 1
+    (folder / MANIFEST_NAME).write_bytes((folder / MANIFEST_NAME).read_bytes() + b" ")
+    with pytest.raises(IntegrityError, match="changed after it was pinned"):
+        RowsRunner(str(folder), "predict", None, BATCH, digest, None)(pa.table({"path": ["unread"]}))
 
 
 def test_the_rows_example_writes_what_the_workers_read(tmp_path, char, two):
