@@ -113,8 +113,8 @@ def serve_baseline(port: int, folder: str, threaded: bool) -> None:
 
 
 def serve_ours(http_port: int, grpc_port: int, folder: str, delay_us: int, profile: str | None) -> None:
-    """`rnn serve`'s Server in this process; with ``profile`` its threads sampled (`StackSampler`)
-    and the report written to that file when SIGTERM stops it."""
+    """`rnn serve`'s Server in this process; with ``profile`` its threads sampled (`StackSampler`),
+    its event loop's thread under cProfile, and the report written to that file when SIGTERM stops it."""
     from toolkit.serving import Server, Settings
 
     server = Server(
@@ -124,12 +124,22 @@ def serve_ours(http_port: int, grpc_port: int, folder: str, delay_us: int, profi
         grpc_port=grpc_port,
         settings=Settings(max_queue_delay_us=delay_us),
     )
-    sampler = StackSampler().start() if profile else None
+    if not profile:
+        server.run()
+        return
+    import cProfile
+    import io
+    import pstats
+
+    sampler, loop_profile = StackSampler().start(), cProfile.Profile()
+    loop_profile.enable()  # the event loop's thread: the fronts (uvloop's and grpc's C code call back into Python)
     try:
         server.run()
     finally:
-        if sampler is not None:
-            Path(profile).write_text(sampler.stop().report())
+        loop_profile.disable()
+        text = io.StringIO()
+        pstats.Stats(loop_profile, stream=text).sort_stats("tottime").print_stats(40)
+        Path(profile).write_text(sampler.stop().report() + "\ncProfile of the event loop's thread:\n" + text.getvalue())
 
 
 class StackSampler:
