@@ -10,6 +10,10 @@ busy cores (all processes: client, server, Ray's own), and the ratio to the 1-re
 A correctness spot check compares one sequence of each server with a local runtime run.
 
     python benchmarks/ray_serve.py [--seconds 15] [--sequences 64] [--protocol grpc|http] [--out DIR]
+    python benchmarks/ray_serve.py --model FOLDER   # any exported folder, e.g. a token model
+
+With ``--model`` the folder is served as ``model`` and each step's inputs are drawn from its
+signature (token ids below the vocabulary, values in (-1, 1)), one stream a sequence.
 """
 
 from __future__ import annotations
@@ -42,9 +46,26 @@ CONFIGS = {  # name -> extra `rnn serve` arguments
 }
 
 
+def step_inputs(folder: Path, steps: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """``steps`` steps of one stream's inputs drawn from the folder's signature, at batch 1."""
+    import runtime
+
+    rng = np.random.default_rng(seed)
+    model = runtime.load(folder)
+    return [
+        {
+            spec.name: rng.integers(0, spec.vocabulary, 1)
+            if spec.is_tokens
+            else rng.uniform(-1, 1, (1, *spec.sizes)).astype(np.float32)
+            for spec in model.inputs
+        }
+        for _ in range(steps)
+    ]
+
+
 class Served:
-    def __init__(self, extra: list[str], log: Path) -> None:
-        command = [sys.executable, "-m", "toolkit.cli", "serve", f"sine={FOLDER}", "--http-port", "0"]
+    def __init__(self, extra: list[str], log: Path, name: str, folder: Path) -> None:
+        command = [sys.executable, "-m", "toolkit.cli", "serve", f"{name}={folder}", "--http-port", "0"]
         command += ["--grpc-port", "0", *extra]
         self.log = log.open("w")
         self.process = subprocess.Popen(
@@ -77,25 +98,31 @@ class Served:
         self.log.close()
 
 
-async def clients(protocol: str, served: Served, sequences: int) -> tuple[Any, list[Any]]:
+async def clients(protocol: str, served: Served, sequences: int, name: str, folder: Path) -> tuple[Any, list[Any]]:
+    import runtime
     from toolkit.serving.client import SequenceClient
 
+    states = None
     if protocol == "grpc":
         import tritonclient.grpc.aio as triton
 
         client = triton.InferenceServerClient(f"127.0.0.1:{served.grpc}")
-        metadata = await client.get_model_metadata("sine", as_json=True)
+        metadata = await client.get_model_metadata(name, as_json=True)
+        states = len(runtime.load(folder).states)  # gRPC metadata has no parameters naming them
     else:
         import tritonclient.http.aio as triton
 
         client = triton.InferenceServerClient(f"127.0.0.1:{served.http}", conn_limit=sequences + 4)
-        metadata = await client.get_model_metadata("sine")
-    return client, [SequenceClient(client, "sine", 100 + i, metadata) for i in range(sequences)]
+        metadata = await client.get_model_metadata(name)
+    return client, [SequenceClient(client, name, 100 + i, metadata, states=states) for i in range(sequences)]
 
 
-async def measure(protocol: str, served: Served, sequences: int, seconds: float) -> dict[str, Any]:
-    client, sessions = await clients(protocol, served, sequences)
-    xs = np.sin(np.linspace(2.0, 10.0, 64)).astype(np.float32).reshape(-1, 1, 1)
+async def measure(protocol: str, served: Served, sequences: int, seconds: float, name: str, folder: Path) -> dict:
+    client, sessions = await clients(protocol, served, sequences, name, folder)
+    if folder == FOLDER:
+        xs = list(np.sin(np.linspace(2.0, 10.0, 64)).astype(np.float32).reshape(-1, 1, 1))
+    else:
+        xs = step_inputs(folder, 64, seed=1)
     latencies: list[float] = []
     counting = False
     stop_at = time.monotonic() + WARM_UP_S + seconds
@@ -119,7 +146,7 @@ async def measure(protocol: str, served: Served, sequences: int, seconds: float)
 
     try:
         (elapsed, busy), *_ = await asyncio.gather(window(), *(drive(s, i) for i, s in enumerate(sessions)))
-        spot = await spot_check(sessions[0])
+        spot = await spot_check(sessions[0], folder)
     finally:
         await client.close()
     ms = np.array(latencies) * 1e3
@@ -133,23 +160,25 @@ async def measure(protocol: str, served: Served, sequences: int, seconds: float)
     }
 
 
-async def spot_check(session: Any) -> bool:
+async def spot_check(session: Any, folder: Path) -> bool:
     """A new sequence of 100 steps against the runtime, from the initial state."""
     import runtime
 
-    model = runtime.load(FOLDER)
+    model = runtime.load(folder)
     session.state, session.version, session.sequence_id = None, 0, "spot-check"
-    xs = np.random.default_rng(0).uniform(-1, 1, (100, 1, 1)).astype(np.float32)
+    xs = step_inputs(folder, 100, seed=0)
     state, equal = None, True
     for x in xs:
         expected, state = model.step(x, state)
-        equal &= bool(np.array_equal(await session.step(x), expected))
+        got = await session.step(x)
+        pairs = [(got[k], v) for k, v in expected.items()] if isinstance(expected, dict) else [(got, expected)]
+        equal &= all(np.array_equal(a, b) for a, b in pairs)
     return equal
 
 
 def table(info: dict[str, Any]) -> str:
     lines = [
-        f"rnn serve --ray scaling: {info['sequences']} closed-loop sequences over {info['protocol']}, "
+        f"rnn serve --ray scaling: {info['sequences']} sequences of {info['model']} over {info['protocol']}, "
         f"{info['seconds']:g} s per cell, one run",
         f"machine: {info['machine']['cpu']}, {info['machine']['cores']} cores; load before "
         f"{info['machine']['load_average_before'][0]:.2f}",
@@ -173,24 +202,28 @@ def main() -> None:
     parser.add_argument("--sequences", type=int, default=64)
     parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     parser.add_argument("--out", default="out/ray-serve-bench")
+    parser.add_argument("--model", type=Path, default=None, help="an exported folder (default: the seed's sine)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    name, folder = ("sine", FOLDER) if args.model is None else ("model", args.model.resolve())
     info: dict[str, Any] = {
+        "model": str(folder),
         "machine": machine(),
         "sequences": args.sequences,
         "protocol": args.protocol,
         "seconds": args.seconds,
         "cells": {},
     }
-    for name, extra in CONFIGS.items():
-        print(f"{name}: starting", file=sys.stderr, flush=True)
-        served = Served(extra, out / f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}.log")
+    for config, extra in CONFIGS.items():
+        print(f"{config}: starting", file=sys.stderr, flush=True)
+        served = Served(extra, out / f"{re.sub(r'[^a-z0-9]+', '-', config.lower()).strip('-')}.log", name, folder)
         try:
-            info["cells"][name] = asyncio.run(measure(args.protocol, served, args.sequences, args.seconds))
+            cell = asyncio.run(measure(args.protocol, served, args.sequences, args.seconds, name, folder))
+            info["cells"][config] = cell
         finally:
             served.stop()
-        print(f"{name}: {info['cells'][name]['steps_per_s']:,.0f} steps/s", file=sys.stderr, flush=True)
+        print(f"{config}: {info['cells'][config]['steps_per_s']:,.0f} steps/s", file=sys.stderr, flush=True)
     text = table(info)
     (out / "ray-serve.txt").write_text(text)
     (out / "ray-serve.json").write_text(json.dumps(info, indent=1) + "\n")
