@@ -520,6 +520,13 @@ def demo(out, steps, threads, **options) -> None:
 @click.option("--grpc-port", type=click.IntRange(0, 65535), default=8001, show_default=True, help="0: a free port.")
 @click.option("--no-grpc", is_flag=True, help="Serve HTTP only.")
 @click.option(
+    "--serve-unready",
+    is_flag=True,
+    help="Keep serving when no folder loads, each model answering 'not ready' (a repository whose models come "
+    "and go). Default: exit 2 with the reason; a server with at least one loaded folder serves it and reports "
+    "the others not ready either way.",
+)
+@click.option(
     "--token",
     envvar="RNN_SERVE_TOKEN",
     default=None,
@@ -548,7 +555,14 @@ def demo(out, steps, threads, **options) -> None:
     default=None,
     help="On SIGTERM write every live sequence here; on start resume the sequences found here.",
 )
-@click.option("--max-body-bytes", type=click.IntRange(min=1024), default=64 << 20, show_default=True)
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(min=1024),
+    default=64 << 20,
+    show_default=True,
+    help="Largest request or answer in bytes: an HTTP body (after decompression), a gRPC message's tensor "
+    "data; beyond: 413 / RESOURCE_EXHAUSTED.",
+)
 @click.option("--max-elements", type=click.IntRange(min=1), default=1 << 22, show_default=True, help="Per tensor.")
 @click.option(
     "--max-steps", type=click.IntRange(min=1), default=100_000, show_default=True, help="Per predict/generate request."

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import InputValueError
+from runtime.errors import ArtifactError, DataError, InputValueError
 
 from .console import say
 from .extras import require
@@ -42,6 +43,7 @@ class ServeOptions:
     max_replicas: int | None
     address: str | None
     app_name: str
+    serve_unready: bool = False
 
     def check_ray(self) -> None:
         """The --ray options go with --ray, and --state-dir without it."""
@@ -54,6 +56,10 @@ class ServeOptions:
         if self.on_ray and self.state_dir is not None:
             raise InputValueError(
                 "--state-dir does not apply with --ray: the clients hold their sequences' state (see the README)"
+            )
+        if self.on_ray and self.serve_unready:
+            raise InputValueError(
+                "--serve-unready does not apply with --ray: every folder is loaded before the replicas start"
             )
         low, high = self.min_replicas, self.max_replicas
         if low is not None and high is not None and low > high:
@@ -74,6 +80,41 @@ def model_specs(specs: tuple[str, ...], repository: Path | None) -> list[tuple[s
     return folders
 
 
+PORT_ERRORS = (errno.EADDRINUSE, errno.EACCES)  # the port is the problem: another one would do
+
+
+def check_ports(options: ServeOptions) -> None:
+    """Refuses, before any model loads, one port for both fronts and a port that cannot be
+    listened on, naming the option that changes it (InputValueError / DataError)."""
+    from toolkit.serving.server import port_taken
+
+    fronts = [("HTTP", options.http_port, "--http-port")]
+    if not options.no_grpc:
+        if options.grpc_port == options.http_port != 0:
+            raise InputValueError(
+                f"--http-port and --grpc-port are both {options.http_port}: give each front its own port "
+                "(or --no-grpc to serve HTTP only)"
+            )
+        fronts.append(("gRPC", options.grpc_port, "--grpc-port, or --no-grpc to serve HTTP only"))
+    for front, port, option in fronts:
+        error = port_taken(options.host, port) if port else None
+        if error is not None:
+            hint = f" (choose another port with {option})" if error.errno in PORT_ERRORS else ""
+            raise DataError(f"cannot listen on {options.host}:{port} for {front}: {error.strerror or error}{hint}")
+
+
+def check_servable(served: Any, serve_unready: bool) -> None:
+    """ArtifactError (one line: each folder and why) when no folder loaded, unless ``serve_unready``
+    (a repository whose models come and go)."""
+    failed = list(served.values())
+    if serve_unready or any(s.ready for s in failed):
+        return
+    reasons = "; ".join(s.error if str(s.folder) in s.error else f"{s.folder}: {s.error}" for s in failed)
+    what = "it" if len(failed) == 1 else "them"
+    counted = "" if len(failed) == 1 else f"none of the {len(failed)} folders loads: "
+    raise ArtifactError(f"nothing to serve: {counted}{reasons} (--serve-unready serves {what} anyway, not ready)")
+
+
 def serve(options: ServeOptions) -> None:
     """Serves the folders until SIGTERM or Ctrl-C, here or (--ray) on Ray Serve replicas."""
     require(("uvicorn", "starlette", "grpc", "tritonclient.grpc", "prometheus_client"), "'rnn serve'", "serve")
@@ -83,6 +124,7 @@ def serve(options: ServeOptions) -> None:
     from toolkit.serving import Limits, Server, Settings
 
     folders = model_specs(options.models, options.repository)
+    check_ports(options)
     limits = Limits(
         max_body_bytes=options.max_body_bytes,
         max_elements=options.max_elements,
@@ -116,6 +158,7 @@ def serve(options: ServeOptions) -> None:
         state_dir=options.state_dir,
         loader=loader,
     )
+    check_servable(server.engine.served, options.serve_unready)
     server.run()
 
 

@@ -70,6 +70,20 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def port_taken(host: str, port: int) -> OSError | None:
+    """Why ``port`` on ``host`` cannot be listened on now (the error a bind gives), or None: a
+    check before anything starts, so a port another program holds is one clear line (gRPC's own
+    bind would log its C-core line first)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as both fronts bind
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            return error
+    return None
+
+
 def _run_loop(main: Any) -> None:
     """Runs ``main`` on uvloop's event loop where it is installed (uvicorn[standard] brings it; much
     of a small request's cost is the loop's own), else on asyncio's default loop."""
@@ -90,7 +104,8 @@ class Server:
     ``folders``: (name, folder) pairs (or ``engine``: the engine to serve, folders ignored).
     ``token``: a bearer token every route but liveness requires. ``state_dir``: where a stop
     writes every live sequence and a start resumes them.
-    A folder that fails to load is served as not ready; the others serve."""
+    A folder that fails to load is served as not ready (said when the server starts); the others
+    serve. `rnn serve` refuses to start when none loads (`toolkit.launch`)."""
 
     def __init__(
         self,
@@ -124,9 +139,6 @@ class Server:
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._failure: BaseException | None = None
-        for served in self.engine.served.values():
-            if not served.ready:
-                self.say(f"model '{served.name}' is not ready: {served.error}")
 
     # ---- running -----------------------------------------------------------------------
 
@@ -208,6 +220,9 @@ class Server:
         return grpc_server
 
     def _announce(self) -> None:
+        for served in self.engine.served.values():
+            if not served.ready:
+                self.say(f"model '{served.name}' is not ready: {served.error}")
         if self.token is None and self.host not in ("127.0.0.1", "::1", "localhost"):
             self.say(f"warning: serving on {self.host} without a token: anyone who reaches it can use it (--token)")
         self.say(f"HTTP  http://{self.host}:{self.http_port}/v2 (metrics at /metrics)")
