@@ -91,17 +91,20 @@ def test_eight_concurrent_generations_share_ticks_and_equal_each_alone(model):
     generator = Generator(model, delay=0.005)  # the eight start within the delay: one tick of 8 rows
 
     async def all_at_once():
-        generations = [
-            generator.submit(np.asarray(p), {"category": CATEGORY[0]}, settings=s) for s, p in zip(SETTINGS, PROMPTS)
-        ]
-        return await asyncio.gather(*(g.result() for g in generations))
+        held = {"category": CATEGORY[0]}
+        generations = [generator.submit(np.asarray(p), held, None, s, True) for s, p in zip(SETTINGS, PROMPTS)]
+        await asyncio.gather(*(g.result() for g in generations))
+        return generations
 
     try:
-        results = asyncio.run(all_at_once())
-        for tokens, settings, prompt in zip(results, SETTINGS, PROMPTS):
-            assert tokens == reference(model, prompt, settings)[0], settings
-        assert generator.largest_tick == len(SETTINGS)
-        assert generator.ticks < sum(s.max_tokens for s in SETTINGS) // 4  # batched, not one run per token
+        together = asyncio.run(all_at_once())
+        results, ticks, largest = [g.tokens for g in together], generator.ticks, generator.largest_tick
+        for generation, settings, prompt in zip(together, SETTINGS, PROMPTS):
+            assert generation.tokens == reference(model, prompt, settings)[0], settings
+            alone = asyncio.run(generate(generator, prompt, settings, keep_state=True))  # one row a tick
+            assert alone.tokens == generation.tokens and np.array_equal(alone.state[0], generation.state[0])
+        assert largest == len(SETTINGS)
+        assert ticks < sum(s.max_tokens for s in SETTINGS) // 4  # batched, not one run per token
         assert len(set(map(tuple, results))) == len(results)  # the draws differ
     finally:
         generator.close()
@@ -158,6 +161,10 @@ def test_continuing_a_state_equals_generating_the_concatenation(model):
         one = asyncio.run(generate(generator, [2, 5, 1], first, keep_state=True))
         assert one.tokens == reference(model, [2, 5, 1], first)[0]
         assert [s.shape for s in one.state] == [(2, 7)]
+        fed = np.array([2, 5, 1, *one.tokens])  # the state after the prompt and every token, bit for bit
+        sequences = {"token": fed.reshape(-1, 1), "category": np.repeat(CATEGORY[None], len(fed), axis=0)}
+        _, (expected,) = model.predict(sequences)
+        assert np.array_equal(one.state[0], expected[:, 0])
         two = asyncio.run(generate(generator, [9, 0], second, state=one.state, keep_state=True))
         whole = [2, 5, 1, *one.tokens, 9, 0]
         assert two.tokens == reference(model, whole, second)[0]
