@@ -28,7 +28,8 @@ import numpy as np
 import runtime
 
 from .core import GENERATE, Answer, Engine, Served, ServedName, plug
-from .generation import CANCELLED, Generation, Generator, settings_from
+from .generation import CANCELLED, Generation, Generator
+from .generation_settings import settings_from
 from .protocol import BadRequest, InferRequest, ServeError, TensorMetadata, TooLarge
 from .sequences import flag, sequence_key, sequence_version
 from .tensors import check_tensors, wire_shape

@@ -11,15 +11,8 @@ import numpy as np
 import pytest
 
 import runtime
-from toolkit.serving.generation import (
-    CANCELLED,
-    LENGTH,
-    PROMPT_FUSED_MIN,
-    STOP,
-    GenerationSettings,
-    Generator,
-    settings_from,
-)
+from toolkit.serving.generation import CANCELLED, LENGTH, PROMPT_FUSED_MIN, STOP, Generator
+from toolkit.serving.generation_settings import GenerationSettings, settings_from
 from toolkit.serving.protocol import BadRequest, Unavailable
 
 CATEGORY = np.array([[0.4, -1.0, 0.9]], np.float32)  # the held input of one stream

@@ -20,7 +20,7 @@ import runtime
 from tests.conftest import COMMITTED
 from toolkit.serving import Server, Settings
 from toolkit.serving.generate_calls import SAMPLED
-from toolkit.serving.generation import GenerationSettings
+from toolkit.serving.generation_settings import GenerationSettings
 
 from .test_generation import CATEGORY, reference
 
