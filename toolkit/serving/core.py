@@ -20,8 +20,8 @@ may only come with ``sequence_start``.
 
 **The plug-in place.** A call this module does not run itself is served by a `CallHandler`
 registered with `plug` under its call name: today the sampled ``NAME-generate`` of a model whose
-feedback samples its next token (``toolkit.serving.generation`` registers it with
-``plug(GENERATE, handler)`` when imported). The handler says which models it serves
+feedback samples its next token (``toolkit.serving.generate_calls`` registers it with
+``plug(GENERATE, handler)`` when imported, as the package does). The handler says which models it serves
 (``serves``), their tensors (``tensors``) and answers a request (``run``, with the engine's
 sequences and pools at hand). Until a handler for it is registered, such a model offers ``NAME``
 and ``NAME-predict`` and no ``NAME-generate``.
