@@ -283,3 +283,28 @@ def test_closing_the_generator_ends_its_generations_with_unavailable(model):
     assert generator.live == 0 and not generator._thread.is_alive()
     with pytest.raises(Unavailable, match="closed"):
         asyncio.run(_submit(generator, {"category": CATEGORY[0]}))
+
+
+def test_a_stop_text_across_tokens_of_several_characters(tmp_path):
+    """The generated text is the tokens' strings joined; a stop text that ends inside a token, or
+    spans two, ends the generation at that token (included)."""
+    from export import export_module
+    from tests.user_modules import CHAR_GRU_SIGNATURE, make_char_gru
+
+    words = ["ab", "c", "de", "f", "gh", "i", "jk", "l", "mn", "o", " "]
+    model = runtime.load(export_module(make_char_gru(), tmp_path / "char", vocabulary=words, **CHAR_GRU_SIGNATURE))
+    settings = GenerationSettings("temperature", temperature=1.3, seed=31, max_tokens=60)
+    expected, _ = reference(model, [0, 2], settings)
+    text = model.vocabulary.decode(expected)
+    pieces = [words[t] for t in expected]
+    boundary = len(pieces[0]) + len(pieces[1]) + len(pieces[2])  # where the 4th token's string starts
+    stop = text[boundary - 1 : boundary + 1]  # the last character of one token and the first of the next
+    ends = next(n for n in range(1, len(expected) + 1) if stop in "".join(pieces[:n]))
+    generator = Generator(model)
+    try:
+        stopped = GenerationSettings("temperature", temperature=1.3, seed=31, max_tokens=60, stop_text=(stop,))
+        generation = asyncio.run(generate(generator, [0, 2], stopped))
+        assert generation.tokens == expected[:ends] and generation.finish_reason == STOP
+        assert ends <= 4 and stop in model.vocabulary.decode(generation.tokens)
+    finally:
+        generator.close()
