@@ -24,6 +24,26 @@ def pytest_configure(config) -> None:
     torch.set_num_threads(1)
 
 
+def skip_reasons(reports) -> list[tuple[int, str]]:
+    """(count, reason) of the skipped tests' reports, most frequent first (ties by reason)."""
+    counts: dict[str, int] = {}
+    for report in reports:
+        longrepr = getattr(report, "longrepr", None)
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr or "no reason")
+        reason = " ".join(str(reason).removeprefix("Skipped: ").split())
+        counts[reason] = counts.get(reason, 0) + 1
+    return sorted(((n, reason) for reason, n in counts.items()), key=lambda item: (-item[0], item[1]))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """One line at the end of a run saying how many tests skipped and why, grouped by reason
+    ("21 skipped: no CUDA provider; 9 skipped: chromium not installed"): a skip is easy to miss."""
+    grouped = skip_reasons(terminalreporter.stats.get("skipped", []))
+    if grouped:
+        line = "; ".join(f"{n} skipped: {reason}" for n, reason in grouped)
+        terminalreporter.write_line(line, yellow=True, bold=True)
+
+
 @pytest.fixture(scope="session")
 def trained_folder(tmp_path_factory) -> Path:
     """A folder trained for a few epochs of the reference trainer (seed 3), not exported."""
