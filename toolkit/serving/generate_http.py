@@ -175,16 +175,10 @@ class EventStream(Response):
         try:
             async for tokens in generation.chunks():
                 ended = generation.finish_reason if generation.ended and not generation.keep_state else None
-                event = self.answerer.document(tokens, ended)
-                await send(
-                    {"type": "http.response.body", "body": b"data: " + _json(event) + b"\n\n", "more_body": True}
-                )
+                await send(_event(self.answerer.document(tokens, ended)))
             extra = await self.started.finished
             if generation.keep_state or extra:
-                final = self.answerer.document([], generation.finish_reason, extra)
-                await send(
-                    {"type": "http.response.body", "body": b"data: " + _json(final) + b"\n\n", "more_body": True}
-                )
+                await send(_event(self.answerer.document([], generation.finish_reason, extra)))
         except Exception as error:
             message = str(error) if isinstance(error, ServeError) else _message(error)
             await send(_event({"error": message}))
