@@ -2,6 +2,8 @@
 latency with 1, 16 and 256 concurrent closed-loop sequences, over HTTP (the same KServe v2 JSON
 requests, the same load generator for both) and over gRPC streaming (one ModelStreamInfer stream
 per sequence). Prints a table of ratios measured in one run; writes serve.txt, serve.json, serve.png.
+``--model sine`` (the default) serves the seed's Elman (FP32 x); ``--model char`` the worked character
+GRU, a token model (INT64 token ids, a (2, batch, 64) state; `Workload` says what each sends).
 
 A reference cell, "grpc-floor" (at the highest concurrency; --no-floor skips it), drives the same gRPC
 load against a bare grpc.aio server (``--serve-floor``: our server's options and event loop, the
@@ -14,7 +16,7 @@ load comes from this process (asyncio on uvloop: raw HTTP/1.1 keep-alive connect
 sequence; grpc.aio with the service's generated stubs). Client and servers share the machine's
 cores, so the CPU time of each process is recorded (from /proc/PID/stat) with every cell.
 
-    python benchmarks/serve.py [--seconds 5] [--concurrency 1,16,256] [--delay 0,200,1000]
+    python benchmarks/serve.py [--model sine|char] [--seconds 5] [--concurrency 1,16,256] [--delay 0,200,1000]
 """
 
 from __future__ import annotations
