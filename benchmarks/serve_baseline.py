@@ -74,6 +74,17 @@ def step_session(folder: str | os.PathLike) -> ort.InferenceSession:
     return ort.InferenceSession(str(Path(folder) / STEP_FILE), options, providers=["CPUExecutionProvider"])
 
 
+def new_app() -> FastAPI:
+    """A FastAPI app with the readiness route the benchmarks wait for."""
+    app = FastAPI()
+
+    @app.get("/v2/health/ready")
+    async def ready():
+        return {}
+
+    return app
+
+
 def create_app(folder: str | os.PathLike, model: str = "sine") -> FastAPI:
     """The baseline app serving ``folder``'s step model as ``/v2/models/{name}/infer``; ``model``
     says which hard-coded shapes it has (`MODELS`)."""
@@ -82,11 +93,7 @@ def create_app(folder: str | os.PathLike, model: str = "sine") -> FastAPI:
     input_name, dtype, shape, state_shape = spec["input"], spec["dtype"], spec["shape"], spec["state"]
     output_names = list(spec["outputs"])
     states: dict[int, np.ndarray] = {}
-    app = FastAPI()
-
-    @app.get("/v2/health/ready")
-    async def ready():
-        return {}
+    app = new_app()
 
     @app.post("/v2/models/{model_name}/infer")
     async def infer(model_name: str, body: InferBody):
@@ -124,11 +131,7 @@ def create_token_app(folder: str | os.PathLike, vocabulary: list[str], threaded:
     each of its steps in its thread pool (what FastAPI's documentation suggests for blocking code)."""
     session = step_session(folder)
     index = {token: at for at, token in enumerate(vocabulary)}
-    app = FastAPI()
-
-    @app.get("/v2/health/ready")
-    async def ready():
-        return {}
+    app = new_app()
 
     @app.post("/v2/models/{model_name}/generate_stream")
     async def generate_stream(model_name: str, body: GenerateBody):

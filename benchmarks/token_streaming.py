@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from serve_load import (  # noqa: E402
     HOST,
+    HttpConnection,
     ServerProcess,
     cpu_seconds,
     free_port,
@@ -273,32 +274,17 @@ class Generation:
         return found
 
 
-class SseConnection(asyncio.Protocol):
+class SseConnection(HttpConnection):
     """One keep-alive HTTP/1.1 connection, one streamed request at a time: a chunked (or
     Content-Length) response whose body is server-sent events, each ``data: {json}`` line handed to
-    the current `Generation` as it arrives."""
+    the current `Generation` as it arrives (opening, closing and a lost connection as HttpConnection)."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        super().__init__()
         self.events = bytearray()
-        self.waiter: asyncio.Future | None = None
         self.generation: Generation | None = None
-        self.status = 0
         self.chunked = False
         self.length = -1  # Content-Length left, or -1 while the head is being read
-
-    @classmethod
-    async def open(cls, port: int) -> SseConnection:
-        _, protocol = await asyncio.get_running_loop().create_connection(cls, HOST, port)
-        return protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError(f"the server closed the connection ({exc})"))
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
@@ -379,10 +365,6 @@ class SseConnection(asyncio.Protocol):
         generation.started = time.perf_counter()
         self.transport.write(stream_request(body))
         await self.waiter
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
 
 # ---- gRPC: one ModelStreamInfer stream per concurrent generation --------------------------------
