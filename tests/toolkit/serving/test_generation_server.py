@@ -368,3 +368,20 @@ def test_an_abandoned_generation_leaves_its_sequence_as_it_was(server, model):
     assert status == 200 and two["sequence_version"] == 2, two
     assert two["tokens"] == reference(model, [4, 4, *one["tokens"], 2, 6], last)[0]
     assert one["tokens"] == reference(model, [4, 4], first)[0]
+
+
+def test_grpc_streaming_takes_the_prompt_as_text(server, model):
+    settings = GenerationSettings("top_p", top_p=0.85, seed=81, max_tokens=30)
+    parameters = {"strategy": "top_p", "top_p": 0.85, "seed": 81, "max_tokens": 30}
+    (responses,) = stream_generations(server, [(grpc_inputs(None, text="ca b"), parameters, "t")], False).values()
+    tokens = [t for result, _ in responses for t in result.as_numpy("tokens")[0].tolist()]
+    assert tokens == reference(model, model.vocabulary.encode("ca b"), settings)[0]
+    text = b"".join(result.as_numpy("text_output")[0] for result, _ in responses).decode()
+    assert text == model.vocabulary.decode(tokens)
+    with triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as client:
+        answers: queue.Queue = queue.Queue()
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        client.async_stream_infer("char-generate", grpc_inputs(None, text="cxz"), request_id="bad")
+        result, error = answers.get(timeout=WAIT_S)
+        client.stop_stream()
+    assert result is None and "x" in str(error) and "\n" not in str(error)  # the text's first unknown position
