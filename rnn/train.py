@@ -14,7 +14,7 @@ import torch
 from runtime.errors import InputValueError
 
 from .checkpoint import save_checkpoint
-from .config import TRAIN_DATA_NAME, Config, TrainConfig, training_series
+from .config import TRAIN_DATA_NAME, TRAINER_DEFAULTS, Config, TrainConfig, training_series
 from .data import pairs
 from .eager import run_series
 from .folders import prepare_output, replacing_folder
@@ -74,6 +74,15 @@ def train_folder(config: TrainConfig, out: str | os.PathLike, progress: Progress
             record = replace(record, train=replace(record.train, data=TRAIN_DATA_NAME))
         save_checkpoint(result.model, record, staging)
     return result
+
+
+def stable_counterpart(config: TrainConfig) -> TrainConfig:
+    """The ``bptt`` run beside a ``reference`` run (what `rnn demo` draws next to the seed's
+    picture): the same cell, sizes, seed and data, bptt's own learning rate, and its iterations
+    scaled with the epochs as the two defaults are (300 epochs -> 1500 iterations)."""
+    config = config.resolved()
+    scale = TRAINER_DEFAULTS["bptt"]["epochs"] / TRAINER_DEFAULTS["reference"]["epochs"]
+    return replace(config, trainer="bptt", lr=None, epochs=max(1, round(config.epochs * scale))).resolved()
 
 
 def _new_model(config: TrainConfig) -> torch.nn.Module:

@@ -13,16 +13,17 @@ import runtime
 from export import export_folder, verify_folder
 from export.verify import VerifyReport
 from rnn.config import TrainConfig
-from rnn.train import Progress, TrainResult, train_folder
+from rnn.train import Progress, TrainResult, stable_counterpart, train, train_folder
 from runtime.fused import ROLLOUT_LOOP, ROLLOUT_RNN, SEQUENCE_LOOP, SEQUENCE_RNN
 from runtime.manifest import MANIFEST_NAME, TEST_DATA_DIR, VERIFY_NAME, read_manifest
 
-from .plots import LOSS_NAME, PARITY_NAME, PREDICTION_NAME, plot_folder
+from .plots import LOSS_NAME, PARITY_NAME, PREDICTION_NAME, plot_folder, plot_side_by_side
 from .run_inputs import training_start
 from .running import write_generate_csv
 from .settings import GENERATE_CSV, GENERATE_STEPS
 
 Say = Callable[[str], None]
+TrainerProgress = Callable[[str, int], Progress]  # (trainer, epochs) -> a training run's progress
 
 
 @dataclass
@@ -31,6 +32,7 @@ class DemoResult:
     train: TrainResult
     report: VerifyReport
     files: dict[str, str]  # path -> what it is, every file the demo wrote
+    stable: TrainResult | None = None  # the bptt run drawn beside a reference run on the sine
 
 
 def run_demo(
@@ -38,29 +40,52 @@ def run_demo(
     out: str | os.PathLike,
     steps: int = GENERATE_STEPS,
     say: Say = print,
-    progress: Progress | None = None,
+    progress: TrainerProgress | None = None,
     verify_progress=None,
 ) -> DemoResult:
     """Trains ``config`` into ``out``, exports, verifies, generates ``steps`` steps with the
-    runtime into generate.csv and draws the plots. ``say`` reports each stage."""
+    runtime into generate.csv and draws the plots. ``say`` reports each stage, ``progress``
+    (trainer, epochs) gives each training run's progress callback.
+
+    The reference trainer on the sine (the default) fits the tutorial's points one step ahead,
+    but its closed loop drifts off the wave; so the demo also trains the stable trainer
+    (`rnn.train.stable_counterpart`, in memory) and prediction.png shows the seed's picture
+    beside the stable trainer's closed loop (`toolkit.plots.plot_side_by_side`)."""
+    config = config.resolved()
     out = Path(out)
-    say(f"[1/5] train ({config.trainer}, seed {config.seed})")
-    result = train_folder(config, out, progress)
-    say("      " + ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items()))
-    say("[2/5] export TorchScript + ONNX")
+    pair = config.trainer == "reference" and config.data is None
+    stages = 6 if pair else 5
+    say(f"[1/{stages}] train ({config.trainer}, seed {config.seed}, {config.epochs} epochs)")
+    result = train_folder(config, out, progress and progress(config.trainer, config.epochs))
+    say("      " + _metrics(result))
+    stable = None
+    if pair:
+        counterpart = stable_counterpart(config)
+        say(f"[2/{stages}] train the stable trainer beside it ({counterpart.trainer}, {counterpart.epochs} iterations)")
+        stable = train(counterpart, progress and progress(counterpart.trainer, counterpart.epochs))
+        say("      " + _metrics(stable))
+    stage = stages - 3
+    say(f"[{stage}/{stages}] export TorchScript + ONNX")
     export_folder(out)
-    say("[3/5] verify against eager PyTorch")
+    say(f"[{stage + 1}/{stages}] verify against eager PyTorch")
     report = verify_folder(out, progress=verify_progress, trust=True)  # the folder it just made
-    say(f"[4/5] generate {steps} steps with onnxruntime")
+    say(f"[{stage + 2}/{stages}] generate {steps} steps with onnxruntime")
     model = runtime.load(out)
     ys, _ = model.generate(np.float32(training_start(out)), steps)
     write_generate_csv(out / GENERATE_CSV, ys)
-    say("[5/5] plots")
+    say(f"[{stages}/{stages}] plots")
     plot_folder(out)
-    return DemoResult(out, result, report, describe_files(out, steps))
+    if stable is not None:
+        seed = (result.model, result.checkpoint_config())
+        plot_side_by_side(seed, (stable.model, stable.checkpoint_config()), out / PREDICTION_NAME)
+    return DemoResult(out, result, report, describe_files(out, steps, stable is not None), stable)
 
 
-def describe_files(folder: Path, steps: int) -> dict[str, str]:
+def _metrics(result: TrainResult) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in result.metrics.items())
+
+
+def describe_files(folder: Path, steps: int, side_by_side: bool = False) -> dict[str, str]:
     """Every file of a demo folder with what it is: the manifest's files by role, then the rest."""
     roles = {
         "weights": "trained weights (state_dict)",
@@ -79,7 +104,11 @@ def describe_files(folder: Path, steps: int) -> dict[str, str]:
             str(folder / MANIFEST_NAME): "tensors, state, files with sha256, versions",
             str(folder / VERIFY_NAME): "parity report",
             str(folder / GENERATE_CSV): f"{steps} closed-loop steps from onnxruntime",
-            str(folder / PREDICTION_NAME): "actual vs predicted, and the closed-loop rollout",
+            str(folder / PREDICTION_NAME): (
+                "the tutorial's picture (reference trainer) beside the bptt trainer's closed loop"
+                if side_by_side
+                else "actual vs predicted, and the closed-loop rollout"
+            ),
             str(folder / LOSS_NAME): "training loss",
             str(folder / PARITY_NAME): "parity errors against the tolerances",
         }

@@ -230,7 +230,7 @@ def demo(out: Path, options: TrainOptions, steps: int, threads: int) -> tuple[li
         out,
         steps,
         say=say,
-        progress=epoch_progress(config.trainer, config.epochs),
+        progress=epoch_progress,
         verify_progress=Progress("      verifying"),
     )
     lines = [result.report.table(), "", *(f"{path:<40} {text}" for path, text in result.files.items())]

@@ -32,6 +32,11 @@ from .info import read_verify_report  # noqa: E402
 PREDICTION_NAME = "prediction.png"
 LOSS_NAME = "loss.png"
 PARITY_NAME = "parity.png"
+# loss.png's axes of each trainer: what one point is (x), what its value is (y).
+LOSS_AXES = {
+    "reference": ("epoch", "loss: sum over the epoch of (pred - target)^2 / 2"),
+    "bptt": ("iteration", "loss: warm-up MSE + closed-loop MSE"),
+}
 MAX_PARITY_ROWS = 300  # checks drawn in parity.png (verify writes under 100); more is not a report of ours
 
 
@@ -79,44 +84,9 @@ def plot_prediction(
     config with a data file needs its folder to read it)."""
     if series is None:
         series = training_series(config.train)
-    times, values = series.times, series.values
-    inputs, _ = pairs(values)
-    run = run_series(model, initial_state(config.model), values, rollout_steps)
-    dt = times[1] - times[0]
-    future = times[-1] + dt * np.arange(1, rollout_steps + 1)
-
     figure, axis = plt.subplots(figsize=(11, 4.8))
-    if series.is_sine:
-        fine = np.linspace(times[0], future[-1], 2000)
-        axis.plot(fine, np.sin(fine), color="0.8", lw=1, zorder=0, label="sin(t)")
-    axis.scatter(times[:-1], inputs, s=90, label="Actual")
-    axis.scatter(times[1:], run.predictions, label="Predicted (one step, teacher-forced)")
-    axis.plot(
-        future,
-        run.rollout,
-        ".-",
-        color="C3",
-        ms=4,
-        lw=0.8,
-        label=f"Closed-loop rollout ({rollout_steps} steps past the data)",
-    )
-    axis.axvline(times[-1], color="0.5", ls=":", lw=1)
-    metrics = config.metrics
-    train = config.train
-    kind = {"elman": "Elman RNN", "gru": "GRU", "lstm": "LSTM", "custom": "your module"}.get(
-        config.model.kind, config.model.kind
-    )
-    title = f"{kind}, {train.trainer} trainer, seed {train.seed}" if train else kind
-    if "teacher_forced_mse" in metrics:
-        title += f" - teacher-forced MSE {metrics['teacher_forced_mse']:.2e}"
-    if "rollout_max_error" in metrics:
-        title += f", rollout max error {metrics['rollout_max_error']:.3f}"
-    axis.set_title(title, fontsize=10)
-    axis.set_xlabel("t" if series.is_sine else "index")
-    axis.set_ylabel("sin(t)" if series.is_sine else "value")
-    if series.is_sine:
-        low, high = float(run.rollout.min()), float(run.rollout.max())
-        axis.set_ylim(min(-1.6, low - 0.1), max(1.6, high + 0.1))
+    draw_prediction(axis, model, config, series, rollout_steps)
+    axis.set_title(prediction_title(config), fontsize=10)
     # Below the axes: inside, any corner covers part of the rollout (its first trough sits bottom left).
     axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncol=4, frameon=False)
     figure.tight_layout()
@@ -124,14 +94,89 @@ def plot_prediction(
     return Path(path)
 
 
+def plot_side_by_side(
+    seed: tuple[Any, Config], stable: tuple[Any, Config], path, rollout_steps: int = EVAL_ROLLOUT_STEPS
+) -> Path:
+    """`rnn demo`'s headline picture of the sine: on the left the tutorial's own picture of the
+    ``seed`` (model, config) (actual points and one-step predictions, teacher-forced, as the
+    reference trainer fits them), on the right the ``stable`` trainer's (model, config) fit and
+    its closed loop continued ``rollout_steps`` steps past the data, against sin(t). Each
+    title names its trainer and its errors (the seed's closed-loop error too, not drawn)."""
+    series = training_series(seed[1].train)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [1, 2.4]}, sharey=True)
+    draw_prediction(left, *seed, series, rollout_steps=0)
+    left.set_title(prediction_title(seed[1], "the tutorial's picture, one step ahead", rollout_drawn=False), fontsize=9)
+    run = draw_prediction(right, *stable, training_series(stable[1].train), rollout_steps)
+    right.set_title(prediction_title(stable[1], "the stable trainer, its closed loop past the data"), fontsize=9)
+    right.set_ylabel("")
+    low, high = float(run.rollout.min()), float(run.rollout.max())
+    left.set_ylim(min(-1.3, low - 0.1), max(1.3, high + 0.1))
+    for axis in (left, right):
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncol=2, frameon=False)
+    figure.tight_layout()
+    _save(figure, path)
+    return Path(path)
+
+
+def draw_prediction(axis, model, config: Config, series: Series, rollout_steps: int):
+    """Draws ``model``'s one-step predictions of ``series`` (teacher-forced) and, for
+    ``rollout_steps`` > 0, its closed loop past the data onto ``axis``; returns the run
+    (`rnn.eager.run_series`)."""
+    times, values = series.times, series.values
+    inputs, _ = pairs(values)
+    run = run_series(model, initial_state(config.model), values, max(rollout_steps, 1))  # 0: none drawn
+    dt = times[1] - times[0]
+    future = times[-1] + dt * np.arange(1, rollout_steps + 1)
+    if series.is_sine:
+        fine = np.linspace(times[0], future[-1] if rollout_steps else times[-1], 2000)
+        axis.plot(fine, np.sin(fine), color="0.8", lw=1, zorder=0, label="sin(t)")
+    axis.scatter(times[:-1], inputs, s=90, label="Actual")
+    axis.scatter(times[1:], run.predictions, label="Predicted (one step, teacher-forced)")
+    if rollout_steps:
+        axis.plot(
+            future,
+            run.rollout,
+            ".-",
+            color="C3",
+            ms=4,
+            lw=0.8,
+            label=f"Closed-loop rollout ({rollout_steps} steps past the data)",
+        )
+        axis.axvline(times[-1], color="0.5", ls=":", lw=1)
+    axis.set_xlabel("t" if series.is_sine else "index")
+    axis.set_ylabel("sin(t)" if series.is_sine else "value")
+    if series.is_sine and rollout_steps:
+        low, high = float(run.rollout.min()), float(run.rollout.max())
+        axis.set_ylim(min(-1.6, low - 0.1), max(1.6, high + 0.1))
+    return run
+
+
+def prediction_title(config: Config, note: str = "", rollout_drawn: bool = True) -> str:
+    """The cell, trainer, seed and recorded errors of ``config``; a closed-loop error not drawn
+    is called so."""
+    kind = {"elman": "Elman RNN", "gru": "GRU", "lstm": "LSTM", "custom": "your module"}.get(
+        config.model.kind, config.model.kind
+    )
+    train = config.train
+    title = f"{kind}, {train.trainer} trainer, seed {train.seed}" if train else kind
+    if note:
+        title += f": {note}"
+    metrics = config.metrics
+    if "teacher_forced_mse" in metrics:
+        title += f"\nteacher-forced MSE {metrics['teacher_forced_mse']:.2e}"
+    if "rollout_max_error" in metrics:
+        where = "" if rollout_drawn else " (not drawn)"
+        title += f", closed-loop max error {metrics['rollout_max_error']:.3f}{where}"
+    return title
+
+
 def plot_loss(config: Config, path) -> Path:
     history = np.asarray(config.loss_history, dtype=np.float64)  # empty for a user's module
     figure, axis = plt.subplots(figsize=(7, 4))
     axis.semilogy(np.arange(1, len(history) + 1), history)
     trainer = config.train.trainer if config.train else "?"
-    unit = "epoch (total loss over the sequence)" if trainer == "reference" else "iteration (warm-up + closed-loop MSE)"
-    axis.set_xlabel(unit)
-    axis.set_ylabel("loss")
+    axis.set_xlabel(LOSS_AXES.get(trainer, ("step", "loss"))[0])
+    axis.set_ylabel(LOSS_AXES.get(trainer, ("step", "loss"))[1])
     axis.set_title(f"Training loss, {trainer} trainer (final {history[-1]:.3g})" if history.size else "no loss history")
     axis.grid(True, which="both", alpha=0.3)
     figure.tight_layout()

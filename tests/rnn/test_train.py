@@ -8,7 +8,7 @@ import torch
 
 from rnn.config import TRAIN_DATA_NAME, TrainConfig, read_config, training_series
 from rnn.data import sine_series
-from rnn.train import train, train_folder, train_reference
+from rnn.train import stable_counterpart, train, train_folder, train_reference
 from runtime.errors import InputValueError
 
 
@@ -73,6 +73,15 @@ def test_bptt_trainer_keeps_the_wave_going_in_closed_loop():
     assert result.metrics["rollout_max_error"] < 0.05
     assert result.metrics["rollout_max_error"] < reference.metrics["rollout_max_error"] / 10
     assert result.metrics["teacher_forced_mse"] < reference.metrics["teacher_forced_mse"]
+
+
+def test_the_stable_counterpart_of_a_reference_run_keeps_its_model_and_scales_its_iterations():
+    default = stable_counterpart(TrainConfig())
+    assert (default.trainer, default.epochs, default.lr, default.seed, default.cell) == ("bptt", 1500, 0.01, 0, "elman")
+    short = stable_counterpart(TrainConfig(cell="gru", seed=3, epochs=20, lr=0.5, hidden_size=8, seq_length=30))
+    assert (short.trainer, short.epochs, short.lr) == ("bptt", 100, 0.01)  # 300 epochs : 1500 iterations
+    assert (short.cell, short.seed, short.hidden_size, short.seq_length) == ("gru", 3, 8, 30)
+    assert stable_counterpart(TrainConfig(epochs=1)).epochs == 5
 
 
 def test_bptt_trains_on_a_user_series(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -38,6 +39,12 @@ def test_demo_produces_every_file(tmp_path):
         assert str(out / name) in result.output
     assert json.loads((out / "verify.json").read_text())["passed"] is True
     assert len((out / "generate.csv").read_text().splitlines()) == 31
+    # The reference trainer on the sine: the stable trainer trained beside it (iterations scaled
+    # with the epochs) for the headline picture, every stage announced.
+    assert "[1/6] train (reference, seed 0, 20 epochs)" in result.output
+    assert "[2/6] train the stable trainer beside it (bptt, 100 iterations)" in result.output
+    assert all(f"[{n}/6]" in result.output for n in range(3, 7))
+    assert "the tutorial's picture (reference trainer) beside the bptt trainer's closed loop" in result.output
 
 
 def test_committed_artifacts_are_what_the_default_demo_makes(tmp_path):
@@ -47,6 +54,12 @@ def test_committed_artifacts_are_what_the_default_demo_makes(tmp_path):
 
     result = invoke("demo", "--out", tmp_path / "demo")
     assert result.exit_code == 0
+    # The headline's closed loop holds: the metrics line after each training stage, the seed's then the stable one's.
+    assert "(bptt, 1500 iterations)" in result.output
+    errors = [float(e) for e in re.findall(r"(?m)^ +teacher_forced_mse \S+, rollout_max_error (\S+)$", result.output)]
+    assert len(errors) == 2, result.output[:3000]
+    seed, stable = errors
+    assert stable < 0.05 and seed > 1.0
     fresh = torch.load(tmp_path / "demo" / "weights.pt", weights_only=True)
     committed = torch.load(COMMITTED / "weights.pt", weights_only=True)
     assert fresh.keys() == committed.keys()
