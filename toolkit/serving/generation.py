@@ -41,7 +41,7 @@ from runtime.sampling import draw_tokens
 from runtime.streams import StreamPool, state_rows
 
 from .generation_settings import GenerationSettings
-from .protocol import BadRequest, Unavailable
+from .protocol import BadRequest, Unavailable, log
 
 UNIFORM_CHUNK = 256  # uniforms a generation draws from its sampler at a time
 # How a prompt warms its generation's state up: one fused run (`Model.predict`, batch 1) as it is
@@ -85,6 +85,7 @@ class Generation:
         self.cancelled = False  # set on the loop, read by the scheduler thread
         # the scheduler thread's own
         self.stream = -1
+        self.over = False  # ended: its slot freed, its caller told
         self.current = int(prompt[-1])
         self.produced = 0
         self.text = ""
@@ -272,17 +273,23 @@ class Generator:
                 time.sleep(self.delay)  # let the requests of this moment start together
             with self._condition:
                 incoming, self._incoming = self._incoming, []
-            fused = len(incoming) <= FUSED_NEWCOMERS
-            for generation in incoming:
-                self._admit(generation, fused)
-            if self._active:
-                self._tick()
+            try:
+                fused = len(incoming) <= FUSED_NEWCOMERS
+                for generation in incoming:
+                    self._admit(generation, fused)
+                if self._active:
+                    self._tick()
+            except Exception as error:  # never a thread that dies and leaves its callers waiting
+                log.exception("the generation scheduler failed; its generations end with the error")
+                self._fail_all(error)
             self._flush()
 
     def _fail_all(self, error: BaseException) -> None:
-        for generation in [*self._incoming, *self._active]:
+        with self._condition:
+            failed, self._incoming = [*self._incoming, *self._active], []
+        self._active = []
+        for generation in failed:
             self._end(generation, None, error)
-        self._incoming, self._active = [], []
 
     def _admit(self, generation: Generation, fused: bool) -> None:
         """Warms its state up on the prompt (all but its last token, teacher-forced: in one fused run
@@ -402,7 +409,10 @@ class Generator:
     def _end(
         self, generation: Generation, reason: str | None, error: BaseException | None = None, tokens: list[int] = ()
     ) -> None:
-        """Frees its slot and tells its caller."""
+        """Frees its slot and tells its caller (once)."""
+        if generation.over:
+            return
+        generation.over = True
         if generation.stream >= 0:
             self.pool.close(generation.stream)
             generation.stream = -1

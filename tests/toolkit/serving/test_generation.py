@@ -308,3 +308,24 @@ def test_a_stop_text_across_tokens_of_several_characters(tmp_path):
         assert ends <= 4 and stop in model.vocabulary.decode(generation.tokens)
     finally:
         generator.close()
+
+
+def test_a_failing_tick_ends_its_generations_with_the_error_and_the_scheduler_goes_on(model, monkeypatch):
+    generator = Generator(model)
+    draw = Generator._draw
+    failures = iter([RuntimeError("a draw broke")])
+
+    def broken(self, rows, logits):
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return draw(self, rows, logits)
+
+    monkeypatch.setattr(Generator, "_draw", broken)
+    try:
+        with pytest.raises(RuntimeError, match="a draw broke"):
+            asyncio.run(generate(generator, [1, 2], SETTINGS[1]))
+        assert generator.live == 0 and len(generator.pool) == 0
+        assert asyncio.run(generate(generator, [3], SETTINGS[3])).tokens == reference(model, [3], SETTINGS[3])[0]
+    finally:
+        generator.close()
