@@ -94,7 +94,7 @@ class SampledGenerate:
             raise BadRequest(f"model '{named.name}' has one output, '{TOKENS_OUTPUT}'")
         started = await self.start(engine, named, request.inputs, request.parameters)
         tokens = await started.generation.result()
-        answer = await started.finished
+        answer = {**await started.finished, "finish_reason": started.generation.finish_reason}
         return [(TOKENS_OUTPUT, np.asarray(tokens, np.int64).reshape(1, -1))], answer
 
     async def start(

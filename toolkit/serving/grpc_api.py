@@ -248,8 +248,11 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         response.model_version = VERSION
         if answer.id:
             response.id = answer.id
-        for key, value in answer.parameters.items():  # sequence_version: an int
-            response.parameters[key].int64_param = value
+        for key, value in answer.parameters.items():  # sequence_version: an int; finish_reason: a string
+            if isinstance(value, str):
+                response.parameters[key].string_param = value
+            else:
+                response.parameters[key].int64_param = value
         response.outputs.extend([_output_tensor(name, array) for name, array in outputs])
         response.raw_output_contents.extend([array.tobytes() for _, array in outputs])
 

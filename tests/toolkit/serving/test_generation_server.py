@@ -122,6 +122,12 @@ def test_tritonclient_http_infer_gives_the_runtimes_tokens(server, model):
     tokens = result.as_numpy("tokens")
     assert tokens.shape == (1, 33)
     assert tokens[0].tolist() == reference(model, [4, 2, 7, 1, 1], settings)[0]
+    assert result.get_response()["parameters"] == {"finish_reason": "length"}
+    stop = int(tokens[0, 5])
+    with triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as client:
+        answer = client.infer("char-generate", grpc_inputs([4, 2, 7, 1, 1]), parameters={**parameters, "stop": stop})
+    assert answer.as_numpy("tokens")[0].tolist() == tokens[0, : tokens[0].tolist().index(stop) + 1].tolist()
+    assert answer.get_response().parameters["finish_reason"].string_param == "stop"
 
 
 def test_generate_answers_text_and_tokens_in_one_json(server, model):
