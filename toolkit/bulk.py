@@ -225,7 +225,8 @@ def parquet_row_groups(files: list[Path]) -> list[dict[str, Any]]:
                 f"{path} must have the columns {ID_COLUMN!r} and {SERIES_COLUMN!r} (or {', '.join(LONG_COLUMNS)}); "
                 f"missing {sorted(missing)}"
             )
-        items += [{"path": str(path.resolve()), "row_group": group} for group in range(metadata.num_row_groups)]
+        groups = [group for group in range(metadata.num_row_groups) if metadata.row_group(group).num_rows]
+        items += [{"path": str(path.resolve()), "row_group": group} for group in groups]  # an empty one has none
     return items
 
 
@@ -533,6 +534,7 @@ def run_bulk(
     with ray_session(ray, address, progress):
         begin = time.perf_counter()
         write_outputs(ray, source, out, worker, actors, model)
+        out.mkdir(parents=True, exist_ok=True)  # Ray Data writes no folder for a dataset of no rows
     return BulkResult(out, count_rows(out), time.perf_counter() - begin)
 
 

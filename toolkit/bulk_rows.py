@@ -101,8 +101,10 @@ def row_items(files: list[Path]) -> list[dict[str, Any]]:
     for path in files:
         metadata = pq.ParquetFile(path).metadata
         for group in range(metadata.num_row_groups):
-            items.append({"path": str(path.resolve()), "row_group": group, "first_row": first})
-            first += metadata.row_group(group).num_rows
+            rows = metadata.row_group(group).num_rows
+            if rows:  # an empty file has one row group of no rows: nothing for a worker
+                items.append({"path": str(path.resolve()), "row_group": group, "first_row": first})
+            first += rows
     return items
 
 

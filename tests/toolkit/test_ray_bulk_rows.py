@@ -184,6 +184,7 @@ def test_two_input_model_with_per_row_states_predict_and_generate_equal_each_row
     model = runtime.load(two)
     columns = two_rows(37, seed=4)
     write_files(tmp_path / "in", columns, parts=2, row_group_size=9)  # states null in 2 rows of 3
+    pq.write_table(pa.table(columns).slice(0, 0), tmp_path / "in" / "part-empty.parquet")  # first, one empty row group
     for kind in ("predict", "generate"):
         run_bulk(two, tmp_path / "in", tmp_path / kind, kind=kind, steps=STEPS, batch_size=BATCH, progress=False)
         got = read_columns(tmp_path / kind)
