@@ -46,6 +46,10 @@ COLD_START_STEPS = 20
 PER_STREAM = "session.run per stream"
 STREAM_COUNTS = BENCH_STREAM_COUNTS
 PUSH_THREADS = 8
+UNTIMED_TORCHSCRIPT = (  # said through progress ("timing ...") before the first row
+    "without TorchScript: this folder is not trusted "
+    "(--digest, --public-key or --trust loads it; loading runs its code)"
+)
 ONE_CALL_CALLS = 2000  # calls per round of the one-call table: one call is a few microseconds
 
 # The one-call table (batch 1, one step), in this order; EAGER_STEP is its baseline.
@@ -317,6 +321,8 @@ def run_bench(
     report = BenchReport(str(folder), _machine())
     eager = load_checkpoint(folder, factory).model
     scripted = _scripted_step(model, trusted=trust or digest is not None)
+    if scripted is None and model.manifest.file(ROLE_STEP_TORCHSCRIPT) is not None and progress:
+        progress(UNTIMED_TORCHSCRIPT)  # before any row: the table simply has no torchscript rows
     rng = np.random.default_rng(0)
     for kind in kinds:
         impls = _implementations(kind, model, eager, scripted)

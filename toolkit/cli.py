@@ -123,7 +123,7 @@ def verify(folder, as_json, factory, digest, public_key, trust, data_path, threa
     """Check TorchScript and ONNX against eager PyTorch; write verify.json. Exit 1 on any failure.
 
     TorchScript is checked only in a folder you trust (--digest, --public-key or --trust):
-    loading it runs the code inside the archive. The report says when it was skipped.
+    loading it runs the code inside the archive. A line on stderr says when it was skipped, before the table.
 
     With --data, every teacher-forced form also runs over your data, and every closed-loop
     form rolls out from its first value (rows "user data ..."); verify.json's user_data
@@ -132,6 +132,9 @@ def verify(folder, as_json, factory, digest, public_key, trust, data_path, threa
     from .trust import Loading
 
     report = verify(folder, factory, Loading(digest=digest, public_key=public_key), trust, data_path, threads)
+    untrusted = report.skipped.get("torchscript", "").startswith("not loaded")
+    if untrusted:  # said before the table, not only in its "not checked" lines at the end
+        say("TorchScript not checked: this folder is not trusted (--digest, --public-key or --trust loads it)")
     click.echo(json_text(report.to_dict()) if as_json else report.table())
     if not report.passed:
         sys.exit(1)

@@ -19,7 +19,7 @@ import numpy as np
 
 from rnn.folders import atomic_path
 from runtime.errors import InputValueError
-from runtime.manifest import BATCH_FIRST
+from runtime.manifest import BATCH_FIRST, IDENTITY
 
 from .console import json_text
 from .on_ray import Bulk, run_bulk
@@ -28,8 +28,8 @@ from .run_inputs import (
     one_value_input,
     parse_start,
     read_inputs_file,
+    sampled,
     split_last_step,
-    training_start,
 )
 from .trust import Loading, load_model
 
@@ -64,6 +64,12 @@ class Sampling:
     def given(self) -> bool:
         return any(v is not None for v in (self.sample, self.temperature, self.top_k, self.top_p, self.seed))
 
+    def for_model(self, sampled: bool) -> Sampling:
+        """These options for a model that samples (``sampled``) or not: greedy where none asks for a draw
+        (--temperature or --seed alone ask for temperature, --top-k / --top-p for theirs), as the
+        Node and C++ examples do; unchanged otherwise."""
+        return Sampling(sample="greedy") if sampled and not self.given() else self
+
 
 @dataclass(frozen=True)
 class GenerateOptions:
@@ -90,6 +96,7 @@ def generate_text(folder: Path, options: GenerateOptions, say: Callable[[str], N
                 "--allow-nonfinite (and --start, which --ray does not take)"
             )
         # the sampling options make a sampled model's sampler, --seed the base of the rows' seeds (toolkit.on_ray)
+        # (its sampled default stays temperature 1 for now: `Sampling.for_model` is not applied here yet)
         say(run_bulk(folder, "generate", options.steps, options.loading, options.as_json, bulk, options.sampling))
         return
     if options.as_json and options.steps > JSON_MAX_STEPS:
@@ -98,9 +105,11 @@ def generate_text(folder: Path, options: GenerateOptions, say: Callable[[str], N
             "leave out --json for CSV, which streams any number"
         )
     model = load_model(folder, options.loading)
-    s = options.sampling
+    s = options.sampling.for_model(sampled(model))
     sampler = make_sampler(model, s.sample, s.temperature, s.top_k, s.top_p, s.seed)
     x0, state = closed_loop_start(model, folder, options.start)
+    if sampler is None and fixed_point(model, x0, state):
+        say(fixed_point_warning(model, x0))
     if options.as_json:
         yield json_text(generate_document(model, x0, options.steps, state, sampler, options.start.prompt))
         return
@@ -112,8 +121,8 @@ def generate_text(folder: Path, options: GenerateOptions, say: Callable[[str], N
 
 def closed_loop_start(model: Any, folder: Path, start: Start) -> tuple[dict[str, np.ndarray], Any]:
     """(the first inputs by name, the state after the warm-up or None): --warmup's last step, then
-    --start's values, then --x0; the training series' first point for the seed's signature when
-    nothing is given."""
+    --start's values, then --x0; for the seed's signature when nothing is given, where the demo's
+    picture starts its closed loop (`training_warmup`)."""
     if start.prompt is not None:
         return prompt_start(model, start)
     first: dict[str, np.ndarray] = {}
@@ -131,9 +140,50 @@ def closed_loop_start(model: Any, folder: Path, start: Start) -> tuple[dict[str,
             raise InputValueError("this model has named inputs: give --start NAME=VALUES instead of --x0")
         first[spec.name] = np.full(spec.shape_for(1), start.x0, np.float64)  # float32 range checked by the runtime
     if not first and spec is not None and model.classic:
-        first[spec.name] = np.full(spec.shape_for(1), training_start(folder), np.float64)
+        return training_warmup(model, folder)
     check_every_input(model, first)
     return first, state
+
+
+def training_warmup(model: Any, folder: Path) -> tuple[dict[str, np.ndarray], Any]:
+    """The seed's default start: the training series config.json records fed teacher-forced but
+    its last point, the closed loop going on from that point, as prediction.png draws its rollout
+    (`rnn.eager.run_series`): (the first inputs, the state)."""
+    from rnn.config import read_config, training_series
+
+    values = np.asarray(training_series(read_config(folder).train, folder).values, np.float32).reshape(-1)
+    spec = one_value_input(model)
+    state = None
+    if values.size > 1:
+        head = values[:-1].reshape(1, -1, 1) if model.layout == BATCH_FIRST else values[:-1].reshape(-1, 1, 1)
+        _, state = model.predict(head)
+    return {spec.name: np.full(spec.shape_for(1), values[-1], np.float32)}, state
+
+
+def fixed_point(model: Any, x0: dict[str, np.ndarray], state: Any) -> bool:
+    """Whether a closed loop that feeds values back never leaves its start: one step returns the
+    fed-back input bit for bit (float32) and leaves every state tensor bit for bit as it was. The
+    next step then has the same inputs and state, so every step repeats it (e.g. x0 = 0 with a zero
+    state in a model without biases)."""
+    feedback = model.feedback
+    if feedback is None or feedback.via != IDENTITY:
+        return False
+    before = model.initial_state(1) if state is None else state
+    y, after = model.step(x0, before)
+    fed_back = y[feedback.output] if isinstance(y, dict) else y
+    same_input = np.array_equal(np.asarray(fed_back, np.float32), np.asarray(x0[feedback.input], np.float32))
+    return same_input and all(np.array_equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+def fixed_point_warning(model: Any, x0: dict[str, np.ndarray]) -> str:
+    """The one line `rnn generate` says on stderr when its start is a `fixed_point`."""
+    name = model.feedback.input
+    value = np.asarray(x0[name], np.float32).reshape(-1)
+    shown = f"{name} = {float(value[0]):g}" if value.size == 1 else f"input {name!r}"
+    return (
+        f"warning: the start is a fixed point of the closed loop ({shown}, the state unchanged by a step): "
+        "every step repeats it; start elsewhere with --x0, --start or --warmup"
+    )
 
 
 def check_every_input(model: Any, first: dict[str, np.ndarray]) -> None:
@@ -186,8 +236,9 @@ def output_columns(outputs: tuple) -> list[str]:
 
 
 def generate_header(model: Any, sampled: bool) -> str:
-    """``step,<token input>`` for a sampled model, else ``step`` and a column per output value (``step,y``)."""
-    return f"step,{model.feedback.input}" if sampled else "step," + ",".join(output_columns(model.outputs))
+    """``step,token`` for a sampled model (as the Node and C++ examples print), else ``step`` and a
+    column per output value (``step,y``)."""
+    return "step,token" if sampled else "step," + ",".join(output_columns(model.outputs))
 
 
 def stream_rows(model: Any, ys: Any, sampled: bool) -> np.ndarray:

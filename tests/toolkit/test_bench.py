@@ -161,3 +161,7 @@ def test_an_untrusted_folder_is_timed_without_loading_its_torchscript(tmp_path, 
     assert result.exit_code == 0, result.output
     names = {r["implementation"] for r in json.loads(result.stdout)["rows"]}
     assert "torchscript" not in names and {"eager", "onnx step loop", "auto"} <= names
+    said = result.stderr.splitlines()
+    assert said[0] == "timing without TorchScript: this folder is not trusted (--digest, --public-key or --trust " + (
+        "loads it; loading runs its code)"
+    ), said  # before the first timing, not only by its absence from the table

@@ -77,7 +77,9 @@ def test_generate_csv_and_json_agree_with_the_runtime():
     assert result.exit_code == 0
     lines = result.output.strip().splitlines()
     assert lines[0] == "step,y" and len(lines) == 8
-    expected, _ = runtime.load(COMMITTED).generate(np.float32(np.sin(2.0)), 7)
+    model = runtime.load(COMMITTED)  # the default start: the training series teacher-forced, then its last point
+    _, warm = model.predict(np.sin(np.linspace(2, 10, 21))[:-1].reshape(-1, 1, 1).astype(np.float32))
+    expected, _ = model.generate(np.float32(np.sin(10.0)), 7, warm)
     values = np.array([float(line.split(",")[1]) for line in lines[1:]])
     np.testing.assert_allclose(values, expected.reshape(-1), rtol=1e-7)
     document = json.loads(invoke("generate", COMMITTED, "--steps", 7, "--x0", 0.1, "--json").stdout)
@@ -391,11 +393,13 @@ def test_verify_loads_torchscript_only_for_a_trusted_folder_and_binds_its_report
 
     untrusted = invoke("verify", exported_copy)
     assert untrusted.exit_code == 0 and "torchscript: not loaded" in untrusted.stdout
+    said = "TorchScript not checked: this folder is not trusted (--digest, --public-key or --trust loads it)"
+    assert said in untrusted.stderr.splitlines()  # one line before the table (stderr), not only in it
     assert "torchscript " not in untrusted.stdout.split("not checked:")[0]  # no comparison rows
     report = json.loads((exported_copy / "verify.json").read_text())
     assert report["manifest_sha256"] == manifest_digest(exported_copy) and "torchscript" in report["skipped"]
     pinned = invoke("verify", exported_copy, "--digest", manifest_digest(exported_copy))
-    assert pinned.exit_code == 0 and "torchscript    step b=1" in pinned.stdout
+    assert pinned.exit_code == 0 and "torchscript    step b=1" in pinned.stdout and said not in pinned.stderr
     assert invoke("verify", exported_copy, "--trust").exit_code == 0
     assert "verified   passed" in invoke("info", exported_copy).stdout
     (exported_copy / "verify.json").write_text(json.dumps({**report, "manifest_sha256": "f" * 64}))

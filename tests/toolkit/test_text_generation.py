@@ -107,9 +107,15 @@ def test_generate_json_carries_the_ids_and_their_text(char_folder):
 
 
 def test_generate_from_a_start_token_prints_text_for_a_folder_with_a_vocabulary(char_folder):
-    result = invoke("generate", char_folder, "--start", "token=6", "--start", "category=0,1,0", "--steps", 30)
+    start = ["--start", "token=6", "--start", "category=0,1,0", "--steps", 30]
+    result = invoke("generate", char_folder, *start, "--sample", "temperature")
     assert result.exit_code == 0, result.output
     assert result.stdout == expected_text(char_folder, "the", 30, 1.0, 0) + "\n"  # "the" is token 6
+    greedy = invoke("generate", char_folder, *start)  # greedy unless a draw is asked for, as the examples
+    model = runtime.load(char_folder)
+    category = np.array([CATEGORY], np.float32)
+    tokens, _ = model.generate({"token": [6], "category": category}, 30, sampler=runtime.Sampler("greedy"))
+    assert greedy.exit_code == 0 and greedy.stdout == model.vocabulary.decode(tokens[:, 0]) + "\n"
 
 
 @pytest.mark.parametrize(
