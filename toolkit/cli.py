@@ -201,8 +201,8 @@ def predict(folder, input_path, device, digest, public_key, as_json, ray, out, a
     "--x0",
     type=float,
     default=None,
-    help="A model of one input of one value: its first value. Default: the first point of the training "
-    "series (or the last of --warmup).",
+    help="A model of one input of one value: its first value. Default: where prediction.png's closed loop "
+    "starts (the training series teacher-forced, then its last point), or the last point of --warmup.",
 )
 @click.option(
     "--warmup",
@@ -244,14 +244,17 @@ def generate(folder, steps, x0, warmup, device, allow_nonfinite, digest, public_
     streamed in chunks: any number of steps; --json holds at most a million).
 
     The first inputs: --x0 or --start NAME=VALUES (or --warmup FILE, teacher-forced, generation
-    going on from its last step). A model that samples its next token prints "step,<token input>"
-    rows, seeded (--sample, --temperature, --top-k, --top-p, --seed); where its folder has a
+    going on from its last step). A start that one step leaves unchanged (output fed back equal to
+    it, the state too) is a fixed point: a warning says so. A model that samples its next token
+    prints "step,token" rows, greedy unless --sample, --temperature, --top-k, --top-p or --seed ask
+    for a seeded draw (as the Node and C++ examples); where its folder has a
     vocabulary it prints the generated text instead, and takes --prompt TEXT (--json: the tokens
     and their text).
 
     With --ray: --steps from the last point of every series of the dataset --input, each warmed up
     on the points before it, on Ray Data, written to the Parquet folder --out (a model that samples
-    its next token: the sampling options, --seed the base of the rows' seeds)."""
+    its next token: the sampling options, temperature 1 by default there for now, --seed the base
+    of the rows' seeds)."""
     from .on_ray import Bulk
     from .running import GenerateOptions, Sampling, Start, generate_text
     from .trust import Loading

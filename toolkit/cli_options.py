@@ -221,7 +221,7 @@ def sampling_options(function):
             type=click.Choice(["greedy", "temperature", "top_k", "top_p"]),
             default=None,
             help="A model that samples its next token: how. Default: top_k or top_p when --top-k or --top-p is "
-            "given, else temperature.",
+            "given, temperature when --temperature or --seed is, else greedy.",
         ),
         click.option(
             "--temperature",
