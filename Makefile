@@ -11,9 +11,12 @@ OUT ?= out/demo
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@echo "make: creating $(VENV) and installing the toolkit with torch, onnx, onnxruntime, Ray, the server and the test tools"
+	@echo "make: (pinned by constraints.txt; about 1.5 minutes the first time, again only when pyproject.toml or constraints.txt changes)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[train,dev]'
+	@echo "make: $(VENV) is ready"
 	touch $@
 
 demo: venv
