@@ -469,10 +469,11 @@ class WorkerArguments:
     batch_size: int
     digest: str
     sampling: dict[str, Any] | None = None  # a sampler's settings (`bulk_rows.sampler_settings`)
+    states: bool = False  # named columns: write each row's final state
 
     def constructor_args(self, layout: str) -> tuple:
         common = (self.folder, self.kind, self.steps, self.batch_size, self.digest)
-        return (*common, self.sampling) if layout == "rows" else common
+        return (*common, self.sampling, self.states) if layout == "rows" else common
 
 
 RUNNERS = {"npy": NpyRunner, "parquet": ParquetRunner, "long": SeriesRunner, "rows": RowsRunner}
@@ -511,6 +512,7 @@ def run_bulk(
     actors: int = ACTORS,
     progress: bool = True,
     sampler: Any = None,
+    states: bool = False,
 ) -> BulkResult:
     """Runs ``kind`` over every series of ``source`` on Ray Data and writes ``out`` (a folder of
     Parquet files: ``id``, ``y``), streaming: no stage holds more than a few batches.
@@ -522,14 +524,16 @@ def run_bulk(
     (ragged series, NaN, a bad file) come back as the runtime's typed errors, one line each.
 
     ``sampler`` (a `runtime.Sampler`): generate of a model that samples its next token, from
-    named columns; each row draws with its own seed (`toolkit.bulk_rows`).
+    named columns; each row draws with its own seed (`toolkit.bulk_rows`). ``states``: named
+    columns only, a column per state holds each row's final state (the input of a later run).
     """
     check_arguments(kind, steps, batch_size, actors)
     folder, source, out = Path(folder).resolve(), Path(source).resolve(), Path(out).resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputValueError(f"output {str(out)!r} already exists; name a new folder")
     model = read_model(folder)
-    worker = WorkerArguments(str(folder), kind, steps, batch_size, model.manifest_digest, sampler_settings(sampler))
+    settings = sampler_settings(sampler)
+    worker = WorkerArguments(str(folder), kind, steps, batch_size, model.manifest_digest, settings, states)
     ray = import_ray()
     with ray_session(ray, address, progress):
         begin = time.perf_counter()

@@ -21,7 +21,8 @@ but the last (teacher-forced), then runs ``steps`` closed-loop steps from the la
 a model that samples its next token writes the tokens (a list of int64 per row) in the column of
 its token input, with the sampler's settings and the row's seed (`RowSeeds`), and, where the
 manifest has a vocabulary, their text in ``text_output``; one that feeds its outputs back writes a
-column per output as predict does.
+column per output as predict does. With ``states`` (`toolkit.bulk.run_bulk`) both also write a
+column per state: each row's final state, as a state column is read, so a later run goes on from it.
 
 Equal to the row alone: a row's values are the runtime's for that row within float32 rounding
 (onnxruntime's kernels at a full batch and at batch 1 round differently in the last bit), and its
@@ -272,22 +273,30 @@ class FlatColumns:
     """The output columns of a batch being filled group by group: per name a flat buffer of
     every row's values, each row's width and where it starts."""
 
-    def __init__(self, widths: dict[str, np.ndarray], dtype: Any = np.float32) -> None:
+    def __init__(self, widths: dict[str, np.ndarray]) -> None:
         self.offsets = {name: np.concatenate(([0], np.cumsum(w))) for name, w in widths.items()}
-        self.buffers = {name: np.empty(int(self.offsets[name][-1]), dtype) for name in widths}
+        self.buffers: dict[str, np.ndarray] = {}  # made by the first put, of its values' dtype
 
     def put(self, name: str, rows: np.ndarray, values: np.ndarray) -> None:
         """``values`` (k, ...) of ``rows``, each row's flattened."""
         flat = values.reshape(len(rows), -1)
+        if name not in self.buffers:
+            self.buffers[name] = np.empty(int(self.offsets[name][-1]), flat.dtype)
         positions = self.offsets[name][rows][:, None] + np.arange(flat.shape[1])
         self.buffers[name][positions] = flat
+
+    def put_states(self, model: Any, rows: np.ndarray, states: tuple[np.ndarray, ...]) -> None:
+        """The first ``len(rows)`` streams of batched ``states`` as ``rows``' state columns."""
+        for spec, axis, state in zip(model.states, model.signature.state_axes, states):
+            self.put(spec.name, rows, np.moveaxis(state, axis, 0)[: len(rows)])
 
     def table(self, ids: Any) -> Any:
         """``id`` and a list column per name (int32 offsets: a batch holds under 2**31 values)."""
         import pyarrow as pa
 
         columns = {ID_COLUMN: ids}
-        for name, buffer in self.buffers.items():
+        for name in self.offsets:
+            buffer = self.buffers[name]
             if self.offsets[name][-1] >= 2**31:
                 raise DataError(f"a batch's {name!r} holds {self.offsets[name][-1]} values: use a smaller batch_size")
             offsets = pa.array(self.offsets[name].astype(np.int32))
@@ -302,11 +311,19 @@ class RowsRunner:
     by the first batch (Ray reports a failed constructor untyped)."""
 
     def __init__(
-        self, folder: str, kind: str, steps: int | None, batch_size: int, digest: str, sampling: dict | None
+        self,
+        folder: str,
+        kind: str,
+        steps: int | None,
+        batch_size: int,
+        digest: str,
+        sampling: dict | None,
+        states: bool = False,
     ) -> None:
         import runtime
 
         self.kind, self.steps, self.batch_size, self.sampling = kind, steps, batch_size, sampling
+        self.states = states  # whether to write each row's final state
         self.refused: ToolkitError | None = None
         try:
             self.model = runtime.load(folder, workers=1, digest=digest)
@@ -340,17 +357,25 @@ class RowsRunner:
             return self._predict(rows)
         return self._generate(rows)
 
+    def _columns(self, widths: dict[str, np.ndarray], n: int) -> FlatColumns:
+        """The output columns of ``n`` rows: ``widths`` and, if asked, a column per state."""
+        if self.states:
+            widths = {**widths, **{spec.name: np.full(n, spec.count) for spec in self.model.states}}
+        return FlatColumns(widths)
+
     def _predict(self, rows: Rows) -> Any:
         model = self.model
-        outputs = FlatColumns({spec.name: rows.steps * spec.count for spec in model.outputs})
+        outputs = self._columns({spec.name: rows.steps * spec.count for spec in model.outputs}, len(rows.steps))
         for length in np.unique(rows.steps):
             group = np.flatnonzero(rows.steps == length)
             run = padded(group, self.batch_size)
             xs = batch_first(model, rows.sequences(model.inputs, run, int(length)))
-            ys, _ = model.predict(xs, rows.states(model, run))
+            ys, final = model.predict(xs, rows.states(model, run))
             named = batch_first(model, ys if isinstance(ys, dict) else {model.output_names[0]: ys})
             for name, array in named.items():
                 outputs.put(name, group, array[: len(group)])
+            if self.states:
+                outputs.put_states(model, group, final)
         return outputs.table(rows.ids)
 
     def _warmed_up(self, rows: Rows, run: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -376,20 +401,22 @@ class RowsRunner:
         run = padded(np.arange(n), self.batch_size)
         x0 = rows.last_step(model.inputs, run)
         sampler = None if self.sampling is None else RowSeeds(self.sampling, [rows.seeds[i] for i in run])
-        ys, _ = model.generate(x0, self.steps, self._warmed_up(rows, run), sampler=sampler)
+        ys, final = model.generate(x0, self.steps, self._warmed_up(rows, run), sampler=sampler)
         everything = np.arange(n)
-        if sampler is not None:
-            name = model.feedback.input
-            tokens = ys if model.layout == BATCH_FIRST else ys.T  # (batch, steps)
-            outputs = FlatColumns({name: np.full(n, self.steps)}, np.int64)
-            outputs.put(name, everything, tokens[:n])
-            table = outputs.table(rows.ids)
-            words = model.vocabulary
-            if words is None:
-                return table
-            return table.append_column(TEXT_COLUMN, pa.array([words.decode(row) for row in tokens[:n]], pa.string()))
-        named = batch_first(model, ys if isinstance(ys, dict) else {model.output_names[0]: ys})
-        outputs = FlatColumns({spec.name: np.full(n, self.steps * spec.count) for spec in model.outputs})
+        if sampler is not None:  # the tokens (batch, steps) in the token input's column
+            named = {model.feedback.input: ys if model.layout == BATCH_FIRST else ys.T}
+            widths = {model.feedback.input: np.full(n, self.steps)}
+        else:
+            named = batch_first(model, ys if isinstance(ys, dict) else {model.output_names[0]: ys})
+            widths = {spec.name: np.full(n, self.steps * spec.count) for spec in model.outputs}
+        outputs = self._columns(widths, n)
         for name, array in named.items():
             outputs.put(name, everything, array[:n])
-        return outputs.table(rows.ids)
+        if self.states:
+            outputs.put_states(model, everything, final)
+        table = outputs.table(rows.ids)
+        words = model.vocabulary
+        if sampler is None or words is None:
+            return table
+        tokens = named[model.feedback.input][:n]
+        return table.append_column(TEXT_COLUMN, pa.array([words.decode(row) for row in tokens], pa.string()))

@@ -84,15 +84,16 @@ def read_columns(out) -> dict[str, list]:
     return {name: table.column(name).to_pylist() for name in table.schema.names}
 
 
-def char_alone(model, tokens: list[int], category: list, seed: int, settings: dict = SETTINGS) -> np.ndarray:
-    """The row by itself: warmed up on its prompt but the last step, then sampled from the last."""
+def char_alone(model, tokens: list[int], category: list, seed: int, settings=SETTINGS, steps=STEPS, final=False):
+    """The row by itself: warmed up on its prompt but the last step, then sampled from the last;
+    its tokens (and with ``final`` its final state h (2, 7))."""
     token, category = np.asarray(tokens, np.int64), np.asarray(category, np.float32)
     state = None
     if len(token) > 1:
         _, state = model.predict({"token": token[:-1, None], "category": category[:-1, None]})
     x0 = {"token": token[-1:], "category": category[-1:]}
-    ys, _ = model.generate(x0, STEPS, state, sampler=runtime.Sampler(**settings, seed=seed))
-    return ys[:, 0]
+    ys, (h,) = model.generate(x0, steps, state, sampler=runtime.Sampler(**settings, seed=seed))
+    return (ys[:, 0], h[:, 0]) if final else ys[:, 0]
 
 
 def test_row_seeds_draw_each_rows_own_uniforms():
@@ -191,6 +192,38 @@ def test_two_input_model_with_per_row_states_predict_and_generate_equal_each_row
         assert got[ID_COLUMN] == columns[ID_COLUMN] and set(got) == {ID_COLUMN, "next_value"}
         for i, values in enumerate(got["next_value"]):
             np.testing.assert_allclose(np.float32(values), two_alone(model, columns, i, kind), rtol=0, atol=2e-6)
+
+
+def test_final_states_written_go_on_in_a_later_run(tmp_path, two):
+    """states=True: predict over each row's first step writes its final h and c; a second run over
+    the other steps from those state columns gives the whole row's predictions after its first."""
+    model = runtime.load(two)
+    columns = two_rows(20, seed=9)
+    head = {**columns, "value": [v[:1] for v in columns["value"]], "day": [d[:1] for d in columns["day"]]}
+    write_files(tmp_path / "head", head, parts=1)
+    run_bulk(two, tmp_path / "head", tmp_path / "first", batch_size=BATCH, progress=False, states=True)
+    first = read_columns(tmp_path / "first")
+    assert set(first) == {ID_COLUMN, "next_value", "h", "c"} and all(len(h) == 6 for h in first["h"])
+    tail = {ID_COLUMN: columns[ID_COLUMN], "value": [v[1:] for v in columns["value"]], "h": first["h"]}
+    tail |= {"day": [d[1:] for d in columns["day"]], "c": first["c"]}
+    write_files(tmp_path / "tail", tail, parts=1)
+    run_bulk(two, tmp_path / "tail", tmp_path / "second", batch_size=BATCH, progress=False)
+    for i, values in enumerate(read_columns(tmp_path / "second")["next_value"]):
+        np.testing.assert_allclose(np.float32(values), two_alone(model, columns, i, "predict")[1:], rtol=0, atol=2e-6)
+
+
+def test_a_sampled_generate_writes_each_rows_final_state(char):
+    """Without Ray: the worker's generate with states, each row's tokens, text and final state
+    (2, 7) its own generate's."""
+    model = runtime.load(char)
+    worker = RowsRunner(str(char), "generate", 5, BATCH, model.manifest_digest, SETTINGS | {"seed": 3}, states=True)
+    columns = {ID_COLUMN: ["a", "b"], "token": [[1, 2], [3]], "category": [[[1, 0, 0]] * 2, [[0, 1, 0]]]}
+    got = worker.run(pa.table(columns)).to_pydict()
+    assert list(got) == [ID_COLUMN, "token", "h", "text_output"]
+    for i in range(2):
+        tokens, h = char_alone(model, columns["token"][i], columns["category"][i], 3 + i, steps=5, final=True)
+        assert got["token"][i] == tokens.tolist() and got["text_output"][i] == "".join(VOCABULARY[t] for t in tokens)
+        np.testing.assert_allclose(np.float32(got["h"][i]), h.reshape(-1), rtol=0, atol=2e-6)
 
 
 def test_cli_generate_and_predict_ray_on_format_2_folders(tmp_path, char, two):
