@@ -117,5 +117,10 @@ class Vocabulary:
             raise InputValueError(
                 f"token id {int(flat[first])} at position {first} is outside the vocabulary (0 to {self.size - 1})"
             )
+        return self.decode_drawn(flat.tolist())
+
+    def decode_drawn(self, ids: Sequence[int]) -> str:
+        """The text of ids its caller drew itself from this vocabulary's logits (Python ints, each in
+        0 .. size - 1): `decode` without its checks, for a server's hot path (a few us, not tens)."""
         tokens = self.tokens
-        return "".join([tokens[i] for i in flat.tolist()])
+        return "".join([tokens[i] for i in ids])

@@ -136,15 +136,24 @@ class _Answerer:
     def __init__(self, named: ServedName) -> None:
         self.head = {"model_name": named.name, "model_version": VERSION}
         self.words = words(named.served.model)
+        self.prefix = b"data: " + _json(self.head)[:-1] + b',"' + TOKENS_OUTPUT.encode() + b'":['
 
     def document(self, tokens: list[int], reason: str | None, extra: dict | None = None) -> dict[str, Any]:
         document: dict[str, Any] = {**self.head, TOKENS_OUTPUT: tokens}
         if self.words is not None:
-            document[TEXT_OUTPUT] = self.words.decode(tokens)
+            document[TEXT_OUTPUT] = self.words.decode_drawn(tokens)  # ids the server drew: no checks
         document["finish_reason"] = reason
         if extra:
             document.update(extra)
         return document
+
+    def event(self, tokens: list[int], reason: str | None) -> dict[str, Any]:
+        """The SSE event of ``document(tokens, reason)``, its bytes joined from a prebuilt head."""
+        parts = [self.prefix, ",".join(map(str, tokens)).encode(), b"]"]
+        if self.words is not None:
+            parts += [b',"', TEXT_OUTPUT.encode(), b'":', _json(self.words.decode_drawn(tokens))]
+        parts += [b',"finish_reason":', _json(reason), b"}\n\n"]
+        return {"type": "http.response.body", "body": b"".join(parts), "more_body": True}
 
 
 class EventStream(Response):
@@ -175,7 +184,7 @@ class EventStream(Response):
         try:
             async for tokens in generation.chunks():
                 ended = generation.finish_reason if generation.ended and not generation.keep_state else None
-                await send(_event(self.answerer.document(tokens, ended)))
+                await send(self.answerer.event(tokens, ended))
             extra = await self.started.finished
             if generation.keep_state or extra:
                 await send(_event(self.answerer.document([], generation.finish_reason, extra)))

@@ -12,7 +12,7 @@ that arrive within ``delay`` of an idle scheduler start together.
 
 What a generation runs equals `runtime.Model` on its own: the prompt's tokens but the last are
 fed teacher-forced (as the worked example warms its state up with `Model.predict`: one fused
-`predict` as it is admitted, or rows of the batched step runs when many arrive at once), then
+`predict` as it is admitted, or batched steps of the newcomers when many arrive at once), then
 the last prompt token is the first input of the sampled loop, whose tokens are
 ``model.generate({token: prompt[-1:], ...}, max_tokens, state, sampler=Sampler(..., seed))`` (the
 sampler's uniforms are drawn in chunks from its generator: the same numbers as drawn at once). It
@@ -44,12 +44,12 @@ from .generation_settings import GenerationSettings
 from .protocol import BadRequest, Unavailable, log
 
 UNIFORM_CHUNK = 256  # uniforms a generation draws from its sampler at a time
-# How a prompt warms its generation's state up: one fused run (`Model.predict`, batch 1) as it is
-# admitted when at most FUSED_NEWCOMERS generations arrive in one round or the prompt has more than
-# PROMPT_FUSED_MIN tokens; else a token per tick, as rows of the batched runs (so that many
-# newcomers at once cost one batched step per prompt token, not one predict each: 64 at once
-# reached their first token after 79 ms with a predict each, 20-30 ms fed in the ticks; while a
-# batch runs, a newcomer fed in the ticks would wait len(prompt) ticks of it instead).
+# How a prompt warms its generation's state up as it is admitted: one fused run (`Model.predict`,
+# batch 1) when at most FUSED_NEWCOMERS generations arrive in one round or the prompt has more than
+# PROMPT_FUSED_MIN tokens; else the round's newcomers are stepped together, one batched step of the
+# pool per prompt token, back to back before the round's tick (64 at once reached their first
+# token after 79 ms with a predict each; fed a token per tick of the running batch, they paid
+# len(prompt) - 1 ticks of it; stepped back to back, the steps alone).
 PROMPT_FUSED_MIN = 32
 FUSED_NEWCOMERS = 4
 POOL_CAPACITY = 64  # the generation pool's first capacity (it grows by doubling)
@@ -89,7 +89,6 @@ class Generation:
         self.current = int(prompt[-1])
         self.produced = 0
         self.text = ""
-        self.warming = 0  # prompt tokens to feed before the last (teacher-forced rows of the ticks: no draw)
         self.finishing = False  # its last token is being fed (keep_state): no draw
         self.finish: str | None = None  # why it ends, once its last token is fed
         self._uniforms = np.empty(0, np.float32)
@@ -274,9 +273,7 @@ class Generator:
             with self._condition:
                 incoming, self._incoming = self._incoming, []
             try:
-                fused = len(incoming) <= FUSED_NEWCOMERS
-                for generation in incoming:
-                    self._admit(generation, fused)
+                self._admit(incoming)
                 if self._active:
                     self._tick()
             except Exception as error:  # never a thread that dies and leaves its callers waiting
@@ -291,24 +288,41 @@ class Generator:
         for generation in failed:
             self._end(generation, None, error)
 
-    def _admit(self, generation: Generation, fused: bool) -> None:
-        """Warms its state up on the prompt (all but its last token, teacher-forced: in one fused run
-        if ``fused`` or the prompt is long, else in the ticks) and opens its stream."""
-        if generation.cancelled:
-            self._end(generation, CANCELLED)
-            return
-        try:
-            state = generation.start_state
-            prompt = generation.prompt
-            if len(prompt) > 1 and (fused or len(prompt) > PROMPT_FUSED_MIN):
-                _, state = self.model.predict(self._sequences(generation, prompt[:-1]), state)
-            elif len(prompt) > 1:  # many newcomers: fed a token a tick, in the batched runs
-                generation.warming, generation.current = len(prompt) - 1, int(prompt[0])
-            generation.stream = self.pool.open(state)
-        except Exception as error:  # the caller's answer; nothing else is touched
-            self._end(generation, None, error)
-            return
-        self._active.append(generation)
+    def _admit(self, incoming: list[Generation]) -> None:
+        """Opens the newcomers' streams, warmed up on their prompts (all but the last token,
+        teacher-forced): each in one fused run when few arrive or its prompt is long, else stepped
+        together (`_warm`). A newcomer that fails ends with its error; nothing else is touched."""
+        fused, stepped = len(incoming) <= FUSED_NEWCOMERS, []
+        for generation in incoming:
+            if generation.cancelled:
+                self._end(generation, CANCELLED)
+                continue
+            try:
+                state, prompt = generation.start_state, generation.prompt
+                predicted = len(prompt) > 1 and (fused or len(prompt) > PROMPT_FUSED_MIN)
+                if predicted:
+                    _, state = self.model.predict(self._sequences(generation, prompt[:-1]), state)
+                generation.stream = self.pool.open(state)
+            except Exception as error:  # the caller's answer
+                self._end(generation, None, error)
+                continue
+            (stepped if len(prompt) > 1 and not predicted else self._active).append(generation)
+        self._warm(stepped)
+
+    def _warm(self, rows: list[Generation]) -> None:
+        """Feeds the prompts of ``rows`` (their tokens but the last) in batched steps of the pool, one
+        per prompt position, back to back; then they join the active generations."""
+        longest = max((len(g.prompt) for g in rows), default=1)
+        for position in range(longest - 1):
+            feeding = [g for g in rows if g.stream >= 0 and position < len(g.prompt) - 1]
+            for first in range(0, len(feeding), self.max_batch):
+                part = feeding[first : first + self.max_batch]
+                try:
+                    self._step(part, [int(g.prompt[position]) for g in part])
+                except Exception as error:  # every row of this run fails with it
+                    for generation in part:
+                        self._end(generation, None, error)
+        self._active += [g for g in rows if g.stream >= 0]
 
     def _sequences(self, generation: Generation, tokens: np.ndarray) -> dict[str, np.ndarray]:
         """Teacher-forced sequences of one stream: ``tokens`` and each held input repeated, in the
@@ -334,7 +348,7 @@ class Generator:
         for first in range(0, len(active), self.max_batch):
             rows = active[first : first + self.max_batch]
             try:
-                logits = self._step(rows)
+                logits = self._step(rows, [g.current for g in rows])
             except Exception as error:  # every row of this run fails with it
                 for generation in rows:
                     self._end(generation, None, error)
@@ -349,9 +363,10 @@ class Generator:
                 self._send(generation, tokens, None)
         self._active = [g for g in active if g.stream >= 0]
 
-    def _step(self, rows: list[Generation]) -> np.ndarray:
+    def _step(self, rows: list[Generation], tokens: list[int]) -> np.ndarray:
+        """One batched step of ``rows``' streams fed ``tokens`` (one each); the logits."""
         ids = np.fromiter((g.stream for g in rows), np.int64, len(rows))
-        inputs = {self.token_input: np.fromiter((g.current for g in rows), np.int64, len(rows))}
+        inputs = {self.token_input: np.asarray(tokens, np.int64)}
         for spec in self.held_specs:
             inputs[spec.name] = np.concatenate([g.held[spec.name] for g in rows])
         ys = self.pool.step(ids, inputs)
@@ -365,9 +380,6 @@ class Generator:
             if generation.finishing:
                 self.state_of(generation)
                 self._end(generation, generation.finish)
-            elif generation.warming:  # a prompt token was fed: the next one, or the last (drawn from)
-                generation.warming -= 1
-                generation.current = int(generation.prompt[len(generation.prompt) - 1 - generation.warming])
             else:
                 groups.setdefault(generation.settings.draw_key, []).append(index)
         tokens = np.empty(len(rows), np.int64)

@@ -73,7 +73,10 @@ async def stream_answers(
                     if isinstance(item, asyncio.Task):
                         tasks.discard(item)
                     else:
-                        yield item
+                        response, sent = item
+                        yield response
+                        if not sent.done():
+                            sent.set_result(None)  # its generation may build its next response
                     continue
                 getter.cancel()
                 finished, next_request = next_request, None
@@ -126,30 +129,53 @@ def split_text(request: pb.ModelInferRequest) -> tuple[pb.ModelInferRequest, str
 
 
 class _Responses:
-    """The responses of one generation request."""
+    """The responses of one generation request, each a copy of one prebuilt template (names, id,
+    outputs) with its tokens, text and parameters filled in. ``text_output`` is decoded only where
+    the answer carries it: the model has a vocabulary and the request names no outputs, or names it."""
 
     def __init__(self, request: pb.ModelInferRequest, vocabulary: Any) -> None:
         self.model, self.id, self.words = request.model_name, request.id, vocabulary
+        self.template: pb.ModelStreamInferResponse | None = None
+        self.text = False
 
-    def response(self, tokens: list[int], final: bool, parameters: dict[str, Any]) -> pb.ModelStreamInferResponse:
-        answer = pb.ModelStreamInferResponse()
-        response = answer.infer_response
+    def prepare(self, request: pb.ModelInferRequest) -> None:
+        """Builds the template of ``request``'s responses (BadRequest for an output it does not have)."""
+        known = (TOKENS_OUTPUT, TEXT_OUTPUT) if self.words is not None else (TOKENS_OUTPUT,)
+        wanted = [output.name for output in request.outputs] or list(known)
+        for name in wanted:
+            if name not in known:
+                raise BadRequest(f"model '{self.model}' has no output '{name}' (it has {', '.join(known)})")
+        template = pb.ModelStreamInferResponse()
+        response = template.infer_response
         response.model_name, response.model_version = self.model, VERSION
         if self.id:
             response.id = self.id
-        response.parameters[FINAL].bool_param = final
+        response.parameters[FINAL].bool_param = False
+        response.outputs.add(name=TOKENS_OUTPUT, datatype="INT64", shape=[1, 0])
+        response.raw_output_contents.append(b"")
+        self.text = TEXT_OUTPUT in wanted
+        if self.text:
+            response.outputs.add(name=TEXT_OUTPUT, datatype="BYTES", shape=[1])
+            response.raw_output_contents.append(b"")
+        self.template = template
+
+    def response(self, tokens: list[int], final: bool, parameters: dict[str, Any]) -> pb.ModelStreamInferResponse:
+        assert self.template is not None
+        answer = pb.ModelStreamInferResponse()
+        answer.CopyFrom(self.template)
+        response = answer.infer_response
+        if final:
+            response.parameters[FINAL].bool_param = True
         for key, value in parameters.items():
             if isinstance(value, str):
                 response.parameters[key].string_param = value
             else:
                 response.parameters[key].int64_param = value
-        ids = np.asarray(tokens, np.int64)
-        response.outputs.add(name=TOKENS_OUTPUT, datatype="INT64", shape=[1, ids.size])
-        response.raw_output_contents.append(ids.tobytes())
-        if self.words is not None:
-            text = self.words.decode(tokens).encode("utf-8")
-            response.outputs.add(name=TEXT_OUTPUT, datatype="BYTES", shape=[1])
-            response.raw_output_contents.append(struct.pack("<I", len(text)) + text)
+        response.outputs[0].shape[1] = len(tokens)
+        response.raw_output_contents[0] = struct.pack(f"<{len(tokens)}q", *tokens)
+        if self.text:
+            text = self.words.decode_drawn(tokens).encode("utf-8")  # ids the server drew: no checks
+            response.raw_output_contents[1] = struct.pack("<I", len(text)) + text
         return answer
 
     def error(self, error: BaseException) -> pb.ModelStreamInferResponse:
@@ -165,12 +191,24 @@ class _Responses:
 
 
 async def _generate(engine: Engine, request: pb.ModelInferRequest, decode: Decode, out: asyncio.Queue) -> None:
-    """Runs one generation request, putting its responses into ``out``."""
+    """Runs one generation request, putting its responses into ``out`` (each with a future the
+    stream sets once it wrote it). A response is built only after the previous one was written:
+    the tokens drawn meanwhile go out together in the next (a reader that is behind gets fewer,
+    fuller responses)."""
     responses = _Responses(request, None)
     started_at = time.perf_counter()
+    generation = None
+    loop = asyncio.get_running_loop()
+
+    async def put(response: pb.ModelStreamInferResponse) -> None:
+        sent = loop.create_future()
+        out.put_nowait((response, sent))
+        await sent
+
     try:
         named = engine.lookup(request.model_name, request.model_version)
         responses.words = words(named.served.model)
+        responses.prepare(request)
         rest, text = split_text(request)
         inputs, parameters = decode(rest)
         empty_final = parameters.pop(EMPTY_FINAL, False) is True
@@ -178,15 +216,16 @@ async def _generate(engine: Engine, request: pb.ModelInferRequest, decode: Decod
         generation = started.generation
         async for tokens in generation.chunks():
             last = generation.ended and not generation.keep_state and not empty_final
-            ending = {"finish_reason": generation.finish_reason} if last else {}
-            out.put_nowait(responses.response(tokens, last, ending))
+            await put(responses.response(tokens, last, {"finish_reason": generation.finish_reason} if last else {}))
         extra = await started.finished
         if empty_final or generation.keep_state:
-            out.put_nowait(responses.response([], True, {"finish_reason": generation.finish_reason, **extra}))
+            await put(responses.response([], True, {"finish_reason": generation.finish_reason, **extra}))
         engine.metrics.request(named.name, PROTOCOL, 200, time.perf_counter() - started_at)
     except asyncio.CancelledError:
+        if generation is not None:
+            generation.cancel()  # its stream ended: a no-op once it ended by itself
         raise
     except Exception as error:
         known = request.model_name if request.model_name in engine.names else ""
         engine.metrics.request(known, PROTOCOL, status_of(error), time.perf_counter() - started_at)
-        out.put_nowait(responses.error(error))
+        out.put_nowait((responses.error(error), loop.create_future()))

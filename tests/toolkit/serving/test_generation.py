@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import runtime
-from toolkit.serving.generation import CANCELLED, LENGTH, PROMPT_FUSED_MIN, STOP, Generator
+from toolkit.serving.generation import CANCELLED, FUSED_NEWCOMERS, LENGTH, PROMPT_FUSED_MIN, STOP, Generator
 from toolkit.serving.generation_settings import GenerationSettings, settings_from
 from toolkit.serving.protocol import BadRequest, Unavailable
 
@@ -103,6 +103,28 @@ def test_eight_concurrent_generations_share_ticks_and_equal_each_alone(model):
         generator.close()
 
 
+def test_many_newcomers_warm_up_before_their_first_tick(model):
+    """More than FUSED_NEWCOMERS arriving together are stepped through their prompts (of different
+    lengths) back to back: each draws its first token in the round's one tick, not after a tick per
+    prompt token, and draws the runtime's token."""
+    generator = Generator(model, delay=0.005)
+    first = [GenerationSettings(s.strategy, s.temperature, s.top_k, s.top_p, s.seed, max_tokens=1) for s in SETTINGS]
+
+    async def all_at_once():
+        held = {"category": CATEGORY[0]}
+        generations = [generator.submit(np.asarray(p), held, None, s) for s, p in zip(first, PROMPTS)]
+        return await asyncio.gather(*(g.result() for g in generations))
+
+    try:
+        assert len(PROMPTS) > FUSED_NEWCOMERS and max(map(len, PROMPTS)) == 6
+        results = asyncio.run(all_at_once())
+        assert generator.ticks == 1 and generator.largest_tick == len(PROMPTS)
+        assert results == [reference(model, p, s)[0] for s, p in zip(first, PROMPTS)]
+        assert generator.live == 0 and len(generator.pool) == 0
+    finally:
+        generator.close()
+
+
 def test_a_stop_token_ends_the_generation_with_it(model):
     settings = GenerationSettings("temperature", temperature=1.2, seed=11, max_tokens=60)
     expected, _ = reference(model, [3, 4], settings)
@@ -168,8 +190,8 @@ def test_continuing_a_state_equals_generating_the_concatenation(model):
 
 @pytest.mark.parametrize("layout", ["time_first", "batch_first"])
 def test_long_prompts_and_given_states_in_either_layout(char_folder, tmp_path, layout):
-    """A prompt longer than PROMPT_FUSED_MIN warms up in one fused predict, a short one in the
-    ticks; both from a given start state, beside each other, equal to the runtime's."""
+    """A prompt longer than PROMPT_FUSED_MIN warms up in one fused predict, a short one too (few
+    arrive at once); both from a given start state, beside each other, equal to the runtime's."""
     folder = char_folder
     if layout == "batch_first":
         from export import export_module
