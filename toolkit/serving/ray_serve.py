@@ -24,6 +24,12 @@ state the client saw, and a replica's stale or lost copy is never used. The cost
 travels back on every answer (4 bytes per state value), one extra request per sequence after
 a failover; no shared store, no extra round trip per step. NOTES.md has the reasoning.
 
+Any signature the engine serves is served so (named INT64 and FP32 inputs, states of any rank and
+number: the client resends whatever state tensors the model has). Sampled ``NAME-generate``: its
+infer route runs on the replicas (with a ``sequence_id`` on the sequence's replica, going on from
+its state); Triton's generate extension and gRPC streaming run in the front, on its copy of the
+model, and take stateless generations only (`RoutedEngine._run_sequence`).
+
 Every folder's files travel to the replicas as bytes (no shared filesystem needed on a
 cluster) and are loaded there pinned to the manifest digest the driver checked (and, with
 ``public_key``, verified), so every replica runs exactly the bytes the caller pinned.

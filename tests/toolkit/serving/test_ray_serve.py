@@ -65,6 +65,20 @@ def concurrently(server, count: int, drive) -> list[np.ndarray]:
     return asyncio.run(run())
 
 
+def post_json(server, path: str, document: dict) -> tuple[int, dict]:
+    """(status, JSON answer) of a POST of ``document`` to the server's HTTP front."""
+    import http.client
+    import json
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=60)
+    try:
+        connection.request("POST", path, json.dumps(document), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A local Ray (4 logical CPUs on any machine: the replicas idle most of the time) with
@@ -270,7 +284,8 @@ def test_a_token_model_on_the_replicas_metadata_sequences_and_seeded_generation(
     """The format 2 token model through the replicas: its metadata (INT64 token, the layered state
     with -1 at its batch axis); 12 concurrent plain tritonclient sequences x 20 steps stay on their
     replica (no version, no resent state) and equal the runtime's steps; sampled NAME-generate with
-    a seed (HTTP and gRPC) gives the runtime's tokens: the prompt teacher-forced, then sampled."""
+    a seed (HTTP and gRPC) gives the runtime's tokens: the prompt teacher-forced, then sampled;
+    Triton's generate extension, which runs in the front, too, and refuses to in a sequence."""
     client = http_client.InferenceServerClient(f"127.0.0.1:{ray_server.http_port}")
     metadata = client.get_model_metadata(CHARS)
     shapes = {item["name"]: (item["datatype"], item["shape"]) for item in metadata["inputs"]}
@@ -299,6 +314,12 @@ def test_a_token_model_on_the_replicas_metadata_sequences_and_seeded_generation(
         request = tensors(triton, {"token": prompt, "category": category})
         tokens = connection.infer(f"{CHARS}-generate", request, parameters=parameters).as_numpy("tokens")
         assert tokens.tolist() == expected.T.tolist()
+    document = {"token": prompt[0].tolist(), "category": category[0].tolist(), "parameters": parameters}
+    status, answer = post_json(ray_server, f"/v2/models/{CHARS}-generate/generate", document)  # in the front
+    assert status == 200 and answer["tokens"] == expected[:, 0].tolist(), answer
+    document["parameters"] |= {"sequence_id": 3, "sequence_start": True}
+    status, answer = post_json(ray_server, f"/v2/models/{CHARS}-generate/generate", document)
+    assert status == 400 and answer["error"].startswith("on rnn serve --ray a generation in a sequence goes"), answer
 
 
 def test_the_ray_native_application_behind_rays_http_proxy(cluster):
