@@ -61,17 +61,25 @@ INDEX_BODY_BYTES = 1 << 16  # a repository index request's optional JSON body
 # the loop thread can take the GIL between (a Python parse_float hook; JSON data encoded in chunks).
 OFFLOAD_BODY_BYTES = 1 << 20  # decoding a request body larger than this
 OFFLOAD_COMPRESSED_BYTES = 1 << 16  # inflating a compressed body larger than this
+INLINE_INFLATE_BYTES = 1 << 18  # inflated on the loop at most (a small body that inflates more: a thread)
+INFLATE_SLICE_BYTES = 1 << 22  # inflated per thread call (the GIL changes hands between them)
 OFFLOAD_JSON_ELEMENTS = 1 << 18  # encoding a response with more output elements as JSON than this
 JSON_CHUNK_ELEMENTS = 1 << 14  # output values per json call when encoding off the loop
+JSON_VALUE_BYTES = {"f": 24, "i": 21, "u": 21, "b": 6}  # at most, per value written as JSON (with its comma)
 
 JSON_TYPE = b"application/json"
 BINARY_TYPE = b"application/octet-stream"
 _HEADER_LENGTH_KEY = HEADER_LENGTH.lower().encode()
+RETRY_AFTER = (b"retry-after", b"1")
 _ALLOWED_TYPES = {"f": (float, int), "i": (int,), "u": (int,), "b": (bool,)}  # JSON values per dtype kind
 
 
 class UnsupportedEncoding(ServeError):
     status = 415
+
+
+class RequestTimeout(ServeError):
+    status = 408
 
 
 class _Disconnected(Exception):
@@ -152,11 +160,11 @@ async def read_body(receive: Callable, declared: str | bytes | None, limit: int)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """A gzip or deflate (zlib or raw) request body inflated to at most ``limit`` bytes."""
+def _inflater(body: bytes, encoding: str) -> Any:
+    """A zlib decompressor for a gzip or deflate (zlib or raw) body; None for identity."""
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
-        return body
+        return None
     if encoding == "gzip":
         wbits = 16 + zlib.MAX_WBITS
     elif encoding == "deflate":
@@ -164,16 +172,64 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         wbits = zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
     else:
         raise UnsupportedEncoding(f"Content-Encoding {encoding!r:.40} is not supported (gzip, deflate or none)")
-    inflater = zlib.decompressobj(wbits)
+    return zlib.decompressobj(wbits)
+
+
+def _inflate(inflater: Any, body: bytes, parts: list[bytes], budget: int, limit: int, encoding: str) -> bool:
+    """Inflates up to ``budget`` more bytes into ``parts`` (at most ``limit`` in all): True once
+    the compressed data has ended, exactly at the body's end (trailing bytes or a second gzip
+    member are a BadRequest)."""
+    produced = sum(map(len, parts))
     try:
-        data = inflater.decompress(body, limit + 1)
+        while True:
+            room = min(budget, limit + 1 - produced)
+            source = inflater.unconsumed_tail if parts else body
+            chunk = inflater.decompress(source, max(room, 1))
+            parts.append(chunk)
+            produced += len(chunk)
+            budget -= len(chunk)
+            if produced > limit:
+                raise TooLarge(f"the request body inflates to more than {limit} bytes, the limit")
+            if inflater.eof or (not inflater.unconsumed_tail and len(chunk) < room):
+                break  # the end, or all of the input taken and nothing more to give
+            if budget <= 0:
+                return False
     except zlib.error as error:
         raise BadRequest(f"the request body is not valid {encoding} data: {error}") from None
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise TooLarge(f"the request body inflates to more than {limit} bytes, the limit")
     if not inflater.eof:
         raise BadRequest(f"the request body is truncated {encoding} data")
-    return data
+    if inflater.unused_data:
+        raise BadRequest(
+            f"the request body has {len(inflater.unused_data)} bytes after its {encoding} data "
+            "(trailing bytes or a second gzip member, which this server does not take)"
+        )
+    return True
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate (zlib or raw) request body inflated to at most ``limit`` bytes, bounded
+    as it streams; exactly one member, nothing after it."""
+    inflater = _inflater(body, encoding)
+    if inflater is None:
+        return body
+    parts: list[bytes] = []
+    _inflate(inflater, body, parts, limit + 1, limit, encoding.strip().lower())
+    return b"".join(parts)
+
+
+async def inflate_body(body: bytes, encoding: str, limit: int) -> bytes:
+    """`decompress` with at most INLINE_INFLATE_BYTES inflated on the event loop: the rest (a
+    large body, or a small bomb) in a thread, a slice at a time."""
+    inflater = _inflater(body, encoding)
+    if inflater is None:
+        return body
+    name = encoding.strip().lower()
+    parts: list[bytes] = []
+    if len(body) <= OFFLOAD_COMPRESSED_BYTES and _inflate(inflater, body, parts, INLINE_INFLATE_BYTES, limit, name):
+        return b"".join(parts)
+    while not await asyncio.to_thread(_inflate, inflater, body, parts, INFLATE_SLICE_BYTES, limit, name):
+        pass
+    return b"".join(parts)
 
 
 # ---- decoding an inference request -----------------------------------------------------------
@@ -241,6 +297,11 @@ def _json_tensor(name: str, datatype: str, dtype: np.dtype, shape: list[int], co
     """An input given as JSON ``data`` (flat or nested, row-major) as an array of ``dtype``."""
     if not isinstance(data, list):
         raise BadRequest(f"input '{name}' data must be a JSON array, got {type(data).__name__}")
+    depth, probe = 0, data
+    while isinstance(probe, list) and probe:  # numpy's arrays have at most 32 dimensions
+        depth, probe = depth + 1, probe[0]
+        if depth > MAX_DIMS:
+            raise BadRequest(f"input '{name}' data is nested deeper than {MAX_DIMS} arrays")
     try:
         values = np.asarray(data, dtype=object)
     except ValueError:
@@ -372,6 +433,18 @@ def _json_elements(response: InferResponse, binary_default: bool, binary: dict[s
     return sum(array.size for name, array in response.outputs if not binary.get(name, binary_default))
 
 
+def answer_bytes(response: InferResponse, binary_default: bool, binary: dict[str, bool]) -> int:
+    """A bound on the size of `encode_infer`'s body: each value written as JSON counts
+    JSON_VALUE_BYTES of its kind (a float32 is ~20 characters and a comma), binary ones their bytes."""
+    size = 0
+    for name, array in response.outputs:
+        if binary.get(name, binary_default):
+            size += array.nbytes
+        else:
+            size += array.size * JSON_VALUE_BYTES.get(array.dtype.kind, 24)
+    return size
+
+
 def _chunked_json(entry: dict[str, Any], array: np.ndarray) -> bytes:
     """An output ``entry`` with its ``data`` (last), encoded a chunk of values at a time."""
     flat = array.ravel()
@@ -448,18 +521,21 @@ class _Infer:
             limits = self.limits
             body = await read_body(receive, declared, limits.max_body_bytes)
             if encoding is not None:
-                inflate = (body, encoding.decode("latin-1"), limits.max_body_bytes)
-                if len(body) > OFFLOAD_COMPRESSED_BYTES:
-                    body = await asyncio.to_thread(decompress, *inflate)
-                else:
-                    body = decompress(*inflate)
+                body = await inflate_body(body, encoding.decode("latin-1"), limits.max_body_bytes)
             decode = (name, body, header_length, limits.max_elements)
             if len(body) > OFFLOAD_BODY_BYTES:
                 request, binary_default, binary = await asyncio.to_thread(decode_infer, *decode)
             else:
                 request, binary_default, binary = decode_infer(*decode)
+            request.receive = receive  # a long call (a generation) stops when the client goes away
             counted = True  # the engine counts its own answers
             response = await engine.infer(request, PROTOCOL, path.get("version", ""))
+            size = answer_bytes(response, binary_default, binary)
+            if size > limits.max_body_bytes:  # refused before the answer is built
+                raise TooLarge(
+                    f"the answer would be up to {size} bytes, the limit is {limits.max_body_bytes} (--max-body-bytes): "
+                    "ask for binary outputs (parameter binary_data_output), fewer steps or fewer sequences"
+                )
             if _json_elements(response, binary_default, binary) > OFFLOAD_JSON_ELEMENTS:
                 payload, json_length = await asyncio.to_thread(encode_infer, response, binary_default, binary)
             else:
@@ -528,7 +604,84 @@ class _Auth:
         await self.app(scope, receive, send)
 
 
-def create_app(engine: Engine, *, token: str | None) -> Starlette:
+class Door:
+    """What the HTTP front lets in at once, server-wide: ``max_active`` requests in progress
+    (beyond: 503; liveness always answers; a connection that sends nothing is not a request, the
+    server's header deadline closes it), ``max_inflight_bytes`` of request bodies held by them
+    (a Content-Length beyond what is left, or a body that grows past it: 503 with Retry-After),
+    and a body that stops arriving for ``body_timeout_s`` is a 408."""
+
+    def __init__(self, max_active: int, max_inflight_bytes: int, body_timeout_s: float, max_body_bytes: int) -> None:
+        self.max_active, self.max_inflight_bytes, self.body_timeout_s = max_active, max_inflight_bytes, body_timeout_s
+        self.max_body_bytes = max_body_bytes  # a body declared larger: the route's 413, nothing held
+        self.active = 0
+        self.inflight_bytes = 0
+
+    def take(self, size: int) -> None:
+        """Holds ``size`` more bytes of request bodies, or Unavailable when the budget has no room."""
+        if self.inflight_bytes + size > self.max_inflight_bytes:
+            raise Unavailable(
+                f"the server holds {self.inflight_bytes} bytes of request bodies in flight and this request needs "
+                f"{size} more, past its budget of {self.max_inflight_bytes} (--max-inflight-bytes): retry shortly"
+            )
+        self.inflight_bytes += size
+
+
+class _Guard:
+    """The `Door` as ASGI middleware around the routes (inside the token check)."""
+
+    def __init__(self, app: Callable, door: Door) -> None:
+        self.app, self.door = app, door
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["path"] == LIVE_PATH:
+            await self.app(scope, receive, send)
+            return
+        door = self.door
+        held = 0
+        try:
+            if door.active >= door.max_active:
+                raise Unavailable(f"the server has {door.active} requests in progress, its limit (--max-connections)")
+            for key, value in scope["headers"]:
+                if key == b"content-length" and value.isdigit() and int(value) <= door.max_body_bytes:
+                    door.take(int(value))  # the whole declared body, before any of it is read
+                    held = int(value)
+        except ServeError as error:
+            await _send(send, error.status, _error_body(str(error)), JSON_TYPE, [RETRY_AFTER])
+            return
+        received = 0
+        complete = False
+
+        async def guarded_receive() -> dict:
+            nonlocal received, held, complete
+            if complete:  # after the body: a wait for the client going away, no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), door.body_timeout_s)
+            except asyncio.TimeoutError:
+                raise RequestTimeout(f"the request body stopped arriving for {door.body_timeout_s:g} s") from None
+            received += len(message.get("body", b""))
+            counted = min(received, door.max_body_bytes + 1)  # past the body limit: the route's 413
+            if counted > held:
+                door.take(counted - held)
+                held = counted
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                message = {**message, "headers": [*message.get("headers", []), RETRY_AFTER]}
+            await send(message)
+
+        door.active += 1
+        try:
+            await self.app(scope, guarded_receive, guarded_send)
+        finally:
+            door.active -= 1
+            door.inflight_bytes -= held
+
+
+def create_app(engine: Engine, *, token: str | None, door: Door | None = None) -> Starlette:
     """The HTTP front of ``engine``: an ASGI app (run by `Server` on uvicorn)."""
 
     @_answers_errors
@@ -596,5 +749,7 @@ def create_app(engine: Engine, *, token: str | None) -> Starlette:
         Route("/v2/repository/index", repository_index, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
     ] + generate_routes(engine)  # Triton's generate extension (sampled NAME-generate), after the hot path
-    middleware = [Middleware(_Auth, token=token)] if token else []
+    middleware = [Middleware(_Auth, token=token)] if token else []  # the token first: before any body is read
+    if door is not None:
+        middleware.append(Middleware(_Guard, door=door))
     return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})

@@ -22,6 +22,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,106 @@ NOT_RESUMED_SUFFIX = ".sequences.not-resumed.json"  # a state file that could no
 DRAIN_SECONDS = 10.0  # how long a stop waits for requests in progress
 
 log = logging.getLogger("rnn.serve")
+
+
+@dataclass(frozen=True)
+class Doors:
+    """How the fronts hold against slow, idle and greedy clients (`rnn serve` options).
+
+    ``max_inflight_bytes``: request bodies held at once across all HTTP requests (None: 4 x
+    --max-body-bytes); beyond, a request is a 503 with Retry-After. ``header_timeout_s``: from a
+    connection's start (or a request's first byte) to its headers' end, else the connection is
+    closed (408). ``keep_alive_s``: an idle connection between requests is closed after it.
+    ``body_timeout_s``: a body that stops arriving this long is a 408. ``max_header_bytes``: a
+    request line and headers longer than this are a 431, refused as they arrive."""
+
+    max_inflight_bytes: int | None = None
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    body_timeout_s: float = 30.0
+    max_header_bytes: int = 64 << 10
+
+
+def read_token_file(path: str | os.PathLike) -> str:
+    """The token in ``path`` (its first line, spaces stripped): `rnn serve --token-file`, which
+    keeps the token out of the process list (as RNN_SERVE_TOKEN does)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise runtime.InputValueError(f"cannot read the token file {path}: {one_line(error)}") from None
+    token = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not token:
+        raise runtime.InputValueError(f"the token file {path} is empty")
+    return token
+
+
+def _raw_response(status: int, reason: str, message: str) -> bytes:
+    body = json.dumps({"error": message}).encode()
+    head = f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+    return head.encode() + b"connection: close\r\n\r\n" + body
+
+
+def _guarded_protocol(doors: Doors) -> Any:
+    """uvicorn's httptools protocol with a deadline and a size bound on each request's head: a
+    connection that sends nothing, or its headers too slowly, is closed after
+    ``doors.header_timeout_s``; a head past ``doors.max_header_bytes`` is a 431 before more of
+    it is buffered. None where httptools is missing (h11 bounds the head itself)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return None
+
+    class GuardedProtocol(HttpToolsProtocol):
+        _in_head = True
+        _head_bytes = 0
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._begin_head()
+
+        def _begin_head(self) -> None:
+            self._in_head = True
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(doors.header_timeout_s, self._head_late)
+
+        def _end_head(self) -> None:
+            self._in_head, self._head_bytes = False, 0
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_late(self) -> None:
+            self._head_timer = None
+            if self._in_head and not self.transport.is_closing():
+                if self._head_bytes:
+                    message = f"the request's headers did not arrive within {doors.header_timeout_s:g} s"
+                    self.transport.write(_raw_response(408, "Request Timeout", message))
+                self.transport.close()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._begin_head()
+
+        def on_headers_complete(self) -> None:
+            self._end_head()
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                self._head_bytes += len(data)
+            super().data_received(data)
+            if self._in_head and self._head_bytes > doors.max_header_bytes and not self.transport.is_closing():
+                message = f"the request line and headers pass {doors.max_header_bytes} bytes, the limit"
+                self.transport.write(_raw_response(431, "Request Header Fields Too Large", message))
+                self.transport.close()
+                self._end_head()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._end_head()
+            super().connection_lost(exc)
+
+    return GuardedProtocol
 
 
 def _say(message: str) -> None:
@@ -120,6 +221,7 @@ class Server:
         loader: Loader | None = None,
         say: Callable[[str], None] = _say,
         engine: Engine | None = None,
+        doors: Doors | None = None,
     ) -> None:
         if token is not None and not token.strip():
             raise runtime.InputValueError("the token is empty: give a secret, or no token to serve without one")
@@ -131,6 +233,8 @@ class Server:
         self.engine = engine  # given: an engine of another kind (RoutedEngine: its requests run on Ray)
         self.metrics = engine.metrics
         self.settings = engine.settings
+        self.doors = doors or Doors()
+        self.door: Any = None  # the HTTP front's `http_api.Door` once it serves
         self._requested_ports = (http_port, grpc_port)
         self.http_port: int | None = None
         self.grpc_port: int | None = None
@@ -187,16 +291,25 @@ class Server:
         """The HTTP front on uvicorn, set up to serve on ``sock`` (not started)."""
         import uvicorn  # the serve extra
 
-        from .http_api import create_app
+        from .http_api import Door, create_app
 
+        doors, limits = self.doors, self.settings.limits
+        inflight = doors.max_inflight_bytes if doors.max_inflight_bytes is not None else 4 * limits.max_body_bytes
+        inflight = max(inflight, limits.max_body_bytes)  # room for one request of the largest body
+        # --max-connections counts requests in progress, not open connections (an idle one is not work)
+        door = Door(limits.max_connections, inflight, doors.body_timeout_s, limits.max_body_bytes)
+        self.door = door
+        protocol = _guarded_protocol(doors)
         config = uvicorn.Config(
-            create_app(self.engine, token=self.token),
+            create_app(self.engine, token=self.token, door=door),
             log_level="warning",
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=DRAIN_SECONDS,
             server_header=False,
-            limit_concurrency=self.settings.limits.max_connections + 1,  # uvicorn counts the new one too; beyond: 503
+            timeout_keep_alive=max(1, round(doors.keep_alive_s)),
+            h11_max_incomplete_event_size=doors.max_header_bytes,
+            **({"http": protocol} if protocol is not None else {}),
         )
         config.load()
         http = uvicorn.Server(config)
@@ -303,7 +416,7 @@ class Server:
     def _save_sequences(self) -> None:
         if self.state_dir is None:
             return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # states are the clients' data: owner only
         saved = self.engine.saved_sequences()
         for name, sequences in saved.items():
             served = self.engine.served[name]
@@ -318,7 +431,8 @@ class Server:
                     for key, data, version in sequences
                 ],
             }
-            write_text_atomically(self._state_file(name), json.dumps(document, indent=1) + "\n")
+            path = write_text_atomically(self._state_file(name), json.dumps(document, indent=1) + "\n")
+            os.chmod(path, 0o600)
         for name in self.engine.served:  # what the last start resumed is now saved (or ended)
             self._state_file(name, RESUMED_SUFFIX).unlink(missing_ok=True)
         total = sum(len(s) for s in saved.values())
@@ -330,6 +444,7 @@ class Server:
         resumed twice); a file that cannot be resumed is moved aside, never overwritten."""
         if self.state_dir is None or not self.state_dir.is_dir():
             return
+        self._remove_stale_temporaries()
         for name, served in self.engine.served.items():
             path, resumed = self._state_file(name), self._state_file(name, RESUMED_SUFFIX)
             if not path.is_file():
@@ -351,12 +466,41 @@ class Server:
                 for key, data, version in saved:
                     self.engine.restore_sequence(name, key, data, version)
             except (runtime.ToolkitError, ServeError, OSError) as error:
-                aside = self._state_file(name, NOT_RESUMED_SUFFIX)
-                os.replace(path, aside)
+                aside = self._set_aside(name, path)
                 self.say(f"not resumed: {one_line(error)}; the file is kept as {aside}")
                 continue
             os.replace(path, resumed)
             self.say(f"resumed {len(saved)} sequence(s) of model '{name}' from {path}")
+
+    def _set_aside(self, name: str, path: Path) -> Path:
+        """Moves ``path`` to the first free ``NAME.sequences.not-resumed[-N].json``: never over an
+        earlier one (a link fails where the name is taken, so two starts cannot race onto one)."""
+        for number in range(1, 100_000):
+            suffix = NOT_RESUMED_SUFFIX if number == 1 else NOT_RESUMED_SUFFIX.replace(".json", f"-{number}.json")
+            aside = self._state_file(name, suffix)
+            try:
+                os.link(path, aside)
+            except FileExistsError:
+                continue
+            path.unlink()
+            return aside
+        raise runtime.DataError(f"{path} cannot be set aside: 100,000 earlier files not resumed are kept beside it")
+
+    def _remove_stale_temporaries(self) -> None:
+        """Removes the temporary files of saves killed midway (``.NAME.sequences.tmp-PID-*``, of a
+        process that no longer runs): never a state file, and never one a live save is writing."""
+        assert self.state_dir is not None
+        for path in self.state_dir.glob(".*.sequences.tmp-*"):
+            pid = path.name.split(".tmp-", 1)[1].split("-", 1)[0]
+            if not pid.isdigit() or int(pid) == os.getpid() or not path.is_file() or path.is_symlink():
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                path.unlink(missing_ok=True)
+                self.say(f"removed {path}, left by a save that was killed")
+            except PermissionError:
+                pass  # that process runs, under another user
 
     @staticmethod
     def _read_state_file(path: Path) -> list[tuple[int | str, bytes, int]]:
