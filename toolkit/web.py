@@ -3,13 +3,20 @@
 The page (onnxruntime-web, WASM) loads the folder from ``/model/``, checks every file against the
 manifest's sha256 in the browser and runs the loop there. This server only hands out files: the
 page's own files, the three onnxruntime-web files it needs (from examples/web/node_modules, put
-there by ``npm ci --ignore-scripts``), and the folder's files (nothing outside it). Standard
+there by ``npm ci --ignore-scripts``), and of the folder only what the page reads: manifest.json,
+the files it lists and the self-check's ``test_data/<form>/test_data_set_0/{input,output}_N.pb``
+(never a key, a ``.env`` or anything else that happens to lie there). The Host header is checked
+on every address (DNS rebinding): loopback names, IP literals, the bound host and this machine's
+names pass; others are added with ``allowed_hosts`` (`rnn web --allow-host NAME`). Standard
 library only.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import socket
 import threading
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +30,7 @@ ORT_DIST = PAGE_DIR / "node_modules" / "onnxruntime-web" / "dist"
 PAGE_FILES = ("index.html", "app.js", "model.js", "signature.js", "sampling.js", "numpy_random.js", "tensorproto.js")
 ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 LOOPBACK = ("127.0.0.1", "::1")
+SELF_CHECK_FILE = re.compile(r"test_data/[A-Za-z0-9_.-]+/test_data_set_0/(input|output)_[0-9]{1,3}\.pb")
 TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -47,8 +55,36 @@ def check_page() -> None:
         )
 
 
+def served_names(folder: Path) -> frozenset[str]:
+    """The folder's files the page may read: manifest.json and every file its manifest lists."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        listed = [entry["name"] for entry in manifest["files"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{folder / 'manifest.json'} cannot be read as a manifest: {error}") from None
+    return frozenset(["manifest.json", *(name for name in listed if isinstance(name, str))])
+
+
+def host_names(host: str, extra: tuple[str, ...] = ()) -> frozenset[str]:
+    """The Host header names a server bound to ``host`` answers (IP literals pass anyway)."""
+    names = {"localhost", *LOOPBACK, host.lower(), *(name.lower() for name in extra)}
+    if host in ("0.0.0.0", "::", ""):  # every interface: this machine's own names too
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return frozenset(names)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in name else socket.AF_INET, name)
+    except OSError:
+        return False
+    return True
+
+
 class _Handler(SimpleHTTPRequestHandler):
     folder: Path  # set on the subclass made per server
+    names: frozenset[str] = frozenset()  # the folder's files it serves
+    hosts: frozenset[str] = frozenset()  # the Host names it answers
     quiet = True
 
     def _target(self) -> Path | None:
@@ -61,8 +97,11 @@ class _Handler(SimpleHTTPRequestHandler):
         if path.startswith("/ort/") and path.removeprefix("/ort/") in ORT_FILES:
             return ORT_DIST / path.removeprefix("/ort/")
         if path.startswith("/model/"):
+            name = path.removeprefix("/model/")
+            if name not in self.names and not SELF_CHECK_FILE.fullmatch(name):
+                return None
             try:
-                target = (self.folder / path.removeprefix("/model/")).resolve()
+                target = (self.folder / name).resolve()
                 if target.is_relative_to(self.folder) and target.is_file():  # symlinks resolved first
                     return target
             except (ValueError, OSError):  # a NUL byte, a name too long: not a file of the folder
@@ -70,16 +109,15 @@ class _Handler(SimpleHTTPRequestHandler):
         return None
 
     def _host_allowed(self) -> bool:
-        """On a loopback address, only loopback names in the Host header: a page of another site
-        whose name was rebound to 127.0.0.1 (DNS rebinding) does not get the folder's files."""
-        if self.server.server_address[0] not in LOOPBACK:
-            return True
-        host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]").lower()
-        return host in LOOPBACK or host == "localhost"
+        """Only known names in the Host header, on every address: a page of another site whose
+        name was rebound to this machine (DNS rebinding) does not get the folder's files."""
+        given = (self.headers.get("Host") or "").strip().lower()
+        host = given[1:].split("]", 1)[0] if given.startswith("[") else given.rsplit(":", 1)[0]
+        return host in self.hosts or _is_ip(host)
 
     def _answer(self, body: bool) -> None:
         if not self._host_allowed():
-            self.send_error(HTTPStatus.FORBIDDEN, "this server answers loopback names only")
+            self.send_error(HTTPStatus.FORBIDDEN, "unknown Host name (rnn web --allow-host NAME adds one)")
             return
         if urlsplit(self.path).path == "/favicon.ico":
             self.send_response(HTTPStatus.NO_CONTENT)
@@ -113,18 +151,36 @@ class _Handler(SimpleHTTPRequestHandler):
             super().log_message(format, *args)
 
 
+class _Listener(ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 drops rapid connects: each waits a 1 s SYN retry
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler)
+
+
 class WebServer:
     """The page and ``folder`` on ``host:port`` (0: a free port); `start` serves in a thread,
     `serve_forever` in this one."""
 
-    def __init__(self, folder: str | os.PathLike, host: str = "127.0.0.1", port: int = 8080, quiet: bool = True):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        quiet: bool = True,
+        allowed_hosts: tuple[str, ...] = (),
+    ):
         check_page()
         folder = Path(folder).resolve()
         if not (folder / "manifest.json").is_file():
             raise DataError(f"{folder} is not an artifact folder (it has no manifest.json)")
-        handler = type("Handler", (_Handler,), {"folder": folder, "quiet": quiet})
+        settings = {"folder": folder, "quiet": quiet, "names": served_names(folder)}
+        handler = type("Handler", (_Handler,), {**settings, "hosts": host_names(host, tuple(allowed_hosts))})
         try:
-            self.httpd = ThreadingHTTPServer((host, port), handler)
+            self.httpd = _Listener((host, port), handler)
         except OSError as error:
             raise DataError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
         self.httpd.daemon_threads = True
