@@ -45,6 +45,7 @@ from .protocol import (
 PROTOCOL = "grpc"  # the protocol label of the engine's request metrics
 MESSAGE_SLACK_BYTES = 64 << 10  # room for a message's headers beyond limits.max_body_bytes of tensor data
 SHARED_MEMORY = "shared_memory_region"
+MAX_STREAMS_PER_CONNECTION = 100  # calls at once on one connection (HTTP/2 streams)
 
 log = logging.getLogger("rnn.serve")
 
@@ -415,18 +416,94 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         await self._unimplemented(context, "log settings")
 
 
-def create_grpc_server(engine: Engine, *, token: str | None) -> grpc.aio.Server:
+class Admission(grpc.aio.ServerInterceptor):
+    """At most ``max_active`` calls at work at once (beyond: RESOURCE_EXHAUSTED), counted from
+    their first message's arrival: a call or stream that sends nothing holds no place (grpcio's
+    ``maximum_concurrent_rpcs`` counted them, so silent streams locked everyone out).
+    ServerLive always answers."""
+
+    def __init__(self, max_active: int) -> None:
+        self.max_active = max_active
+        self.active = 0
+        self._handlers: dict[str, Any] = {}  # method -> its wrapped handler (made once)
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = self._handlers.get(details.method)
+        if handler is None:
+            handler = self._wrapped(await continuation(details), details.method)
+            self._handlers[details.method] = handler
+        return handler
+
+    async def _admit(self, context: grpc.aio.ServicerContext) -> None:
+        if self.active >= self.max_active:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server has {self.active} calls in progress, its limit (--max-connections): retry shortly",
+            )
+        self.active += 1
+
+    def _wrapped(self, handler: Any, method: str) -> Any:
+        if handler is None or method.endswith("/ServerLive"):
+            return handler
+        options = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            behavior = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await self._admit(context)  # the message has arrived: now it is work
+                try:
+                    return await behavior(request, context)
+                finally:
+                    self.active -= 1
+
+            return grpc.unary_unary_rpc_method_handler(unary, **options)
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(self._stream(handler.stream_stream), **options)
+        return handler
+
+    def _stream(self, behavior: Any) -> Any:
+        async def stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            counted = False
+
+            async def counting() -> AsyncIterator[Any]:
+                nonlocal counted
+                async for request in requests:
+                    if not counted:
+                        await self._admit(context)
+                        counted = True
+                    yield request
+
+            try:
+                async for answer in behavior(counting(), context):
+                    yield answer
+            finally:
+                if counted:
+                    self.active -= 1
+
+        return stream
+
+
+def create_grpc_server(engine: Engine, *, token: str | None, idle_s: float = 300.0) -> grpc.aio.Server:
     """The gRPC server of ``engine`` (call on the engine's event loop); the caller adds its port
     (``add_insecure_port``), starts and stops it. A port in use fails to bind rather than being
-    shared (no SO_REUSEPORT)."""
+    shared (no SO_REUSEPORT). A connection with no call for ``idle_s`` is closed; one connection
+    carries at most MAX_STREAMS_PER_CONNECTION calls at once; calls at work are counted by
+    `Admission`."""
     max_message = engine.settings.limits.max_body_bytes + MESSAGE_SLACK_BYTES
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+            ("grpc.max_connection_idle_ms", int(idle_s * 1000)),
+            ("grpc.keepalive_time_ms", 60_000),  # a peer that has gone without a word is found and closed
+            ("grpc.keepalive_timeout_ms", 20_000),
         ],
-        maximum_concurrent_rpcs=engine.settings.limits.max_connections,  # beyond: RESOURCE_EXHAUSTED
+        interceptors=[Admission(engine.settings.limits.max_connections)],
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(engine, token), server)
     return server

@@ -60,13 +60,16 @@ class Doors:
     connection's start (or a request's first byte) to its headers' end, else the connection is
     closed (408). ``keep_alive_s``: an idle connection between requests is closed after it.
     ``body_timeout_s``: a body that stops arriving this long is a 408. ``max_header_bytes``: a
-    request line and headers longer than this are a 431, refused as they arrive."""
+    request line and headers longer than this are a 431, refused as they arrive.
+    ``grpc_idle_s``: a gRPC connection with no call this long is closed (a call or stream that
+    sends nothing holds no place among --max-connections: `grpc_api.Admission`)."""
 
     max_inflight_bytes: int | None = None
     header_timeout_s: float = 10.0
     keep_alive_s: float = 5.0
     body_timeout_s: float = 30.0
     max_header_bytes: int = 64 << 10
+    grpc_idle_s: float = 300.0
 
 
 def read_token_file(path: str | os.PathLike) -> str:
@@ -323,7 +326,7 @@ class Server:
             return None
         from .grpc_api import create_grpc_server
 
-        grpc_server = create_grpc_server(self.engine, token=self.token)
+        grpc_server = create_grpc_server(self.engine, token=self.token, idle_s=self.doors.grpc_idle_s)
         target = f"[{self.host}]:{grpc_port}" if ":" in self.host else f"{self.host}:{grpc_port}"
         try:
             self.grpc_port = grpc_server.add_insecure_port(target)
