@@ -163,6 +163,10 @@ class CallHandler(Protocol):
         """Answers ``request`` of ready ``named`` (`Engine.infer` around it counts the answer)."""
         ...
 
+    def close(self, served: Served) -> None:
+        """Stops what it runs for ``served`` (`Engine.close`): calls in progress end with Unavailable."""
+        ...
+
 
 CALL_HANDLERS: dict[str, CallHandler] = {}
 
@@ -362,6 +366,10 @@ class Engine:
         return not self._in_flight
 
     def close(self) -> None:
+        """Stops the plugged-in calls' work (running generations end with Unavailable) and the workers."""
+        for served in self.served.values():
+            for handler in CALL_HANDLERS.values():
+                handler.close(served)
         self._executor.shutdown(wait=True)
 
     @property

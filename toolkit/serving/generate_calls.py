@@ -4,13 +4,16 @@ running `generation.Generation` (stateless, or continuing a server-held sequence
 route of both fronts, Triton's generate extension (`generate_http`) and gRPC streaming
 (`grpc_stream`).
 
-A request holds the prompt as the token input (INT64 ``[1, T]``, T >= 1; or ``text_input`` where
-the model has a vocabulary), the model's other inputs for one stream (held for every step), and
-optionally the state tensors to start from (stateless requests and sequence starts only). Its
-parameters: ``strategy`` (greedy, temperature, top_k, top_p), ``temperature``, ``top_k``, ``top_p``,
-``seed``, ``max_tokens``, ``stop`` (token ids), ``stop_text``, and the sequence parameters. The
-answer holds ``tokens`` (INT64 ``[1, n]``) and the parameters ``finish_reason`` ("length" or
-"stop") and, in a sequence, ``sequence_version``. With a ``sequence_id`` the generation starts from
+A request holds the prompt as the token input (INT64 ``[1, T]``, T >= 1; or ``text_input``, BYTES
+``[1]``, where the model has a vocabulary), the model's other inputs for one stream (held for
+every step), and optionally the state tensors to start from (stateless requests and sequence
+starts only). Its parameters: ``strategy`` (greedy, temperature, top_k, top_p), ``temperature``,
+``top_k``, ``top_p``, ``seed``, ``max_tokens``, ``stop`` (token ids), ``stop_text``, and the sequence
+parameters. The answer holds ``tokens`` (INT64 ``[1, n]``), ``text_output`` (BYTES ``[1]``, with a
+vocabulary: the tokens' text; each output only where the request's outputs name it, if they name
+any) and the parameters ``finish_reason`` ("length" or "stop") and, in a sequence,
+``sequence_version``. A client that goes away before the answer (gRPC: the call cancelled; HTTP:
+the connection closed) ends its generation and frees its slot. With a ``sequence_id`` the generation starts from
 the sequence's state and leaves it after the prompt and every generated token (committed when
 the generation ends; a failed or abandoned one leaves the sequence as it was).
 """
@@ -57,6 +60,52 @@ def words(model: runtime.Model | None) -> Any:
     return None if model is None else model.vocabulary
 
 
+def prompt_text(array: np.ndarray) -> str:
+    """The prompt of a ``text_input`` tensor (BYTES [1] or [1, 1]: one UTF-8 string)."""
+    if array.dtype != object or array.size != 1 or array.ndim not in (1, 2):
+        raise BadRequest(f"input '{TEXT_INPUT}' must be BYTES of shape [1] (one string), got {list(array.shape)}")
+    try:
+        return bytes(array.reshape(-1)[0]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"input '{TEXT_INPUT}' is not UTF-8 text") from None
+
+
+def outputs_of(model: runtime.Model, name: str, requested: list[str] | None) -> tuple[str, ...]:
+    """The outputs an answer carries: those ``requested`` (None or none: every one), checked."""
+    known = (TOKENS_OUTPUT, TEXT_OUTPUT) if words(model) is not None else (TOKENS_OUTPUT,)
+    for output in requested or ():
+        if output not in known:
+            raise BadRequest(f"model '{name}' has no output '{output}' (it has {', '.join(known)})")
+    return tuple(requested) if requested else known
+
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]  # an ASGI receive
+
+
+async def disconnected(receive: Receive) -> None:
+    """Returns once the HTTP client went away (its ASGI receive says ``http.disconnect``)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_gone(result: Awaitable[list[int]], receive: Receive | None) -> list[int]:
+    """Every token of a generation (`Generation.result`); with the HTTP front's ``receive``,
+    Abandoned once its client went away (which cancels the generation: its slot is freed at the
+    next tick)."""
+    if receive is None:
+        return await result
+    finished, watcher = asyncio.ensure_future(result), asyncio.ensure_future(disconnected(receive))
+    try:
+        await asyncio.wait({finished, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not finished.done():
+            finished.cancel()  # leaving the generation's chunks cancels it
+    if not finished.done() or finished.cancelled():
+        raise Abandoned("the client went away before the generation ended")
+    return finished.result()
+
+
 class SampledGenerate:
     """The plugged-in call: sampled generation of a model with sampled feedback (`core.CallHandler`)."""
 
@@ -75,7 +124,11 @@ class SampledGenerate:
                 datatype = "INT64" if spec.is_tokens else "FP32"
                 inputs.append(TensorMetadata(spec.name, datatype, tuple(1 if d == -1 else d for d in wire_shape(spec))))
         inputs += [TensorMetadata(s.name, "FP32", wire_shape(s), optional=True) for s in model.states]
-        return tuple(inputs), (TensorMetadata(TOKENS_OUTPUT, "INT64", (1, -1)),)
+        outputs = [TensorMetadata(TOKENS_OUTPUT, "INT64", (1, -1))]
+        if words(model) is not None:
+            inputs.append(TensorMetadata(TEXT_INPUT, "BYTES", (1,), optional=True))
+            outputs.append(TensorMetadata(TEXT_OUTPUT, "BYTES", (1,)))
+        return tuple(inputs), tuple(outputs)
 
     def generator(self, engine: Engine, served: Served) -> Generator:
         """The model's scheduler, made on first use (its steps wait up to the engine's queue delay)."""
@@ -83,29 +136,52 @@ class SampledGenerate:
         if generator is None:
             assert served.model is not None
             settings = engine.settings
-            generator = Generator(served.model, delay=settings.max_queue_delay_us / 1e6, max_batch=settings.max_batch)
+            delay = settings.max_queue_delay_us / 1e6
+            generator = Generator(
+                served.model, delay=delay, max_batch=settings.max_batch, metrics=engine.metrics, name=served.name
+            )
             self._generators[served] = generator
             weakref.finalize(served, generator.close)
         return generator
 
+    def close(self, served: Served) -> None:
+        """Stops the model's scheduler (`Engine.close`): its running generations end with
+        Unavailable, later requests are refused with it."""
+        generator = self._generators.get(served)
+        if generator is not None:
+            generator.close()
+
     async def run(self, engine: Engine, named: ServedName, request: InferRequest) -> Answer:
-        """The infer route: every token in one answer."""
-        if request.outputs is not None and any(name != TOKENS_OUTPUT for name in request.outputs):
-            raise BadRequest(f"model '{named.name}' has one output, '{TOKENS_OUTPUT}'")
+        """The infer route: every token (and its text) in one answer."""
+        model = named.served.model
+        assert model is not None
+        wanted = outputs_of(model, named.name, request.outputs)
         started = await self.start(engine, named, request.inputs, request.parameters)
-        tokens = await started.generation.result()
+        tokens = await until_gone(started.generation.result(), request.receive)
         answer = {**await started.finished, "finish_reason": started.generation.finish_reason}
-        return [(TOKENS_OUTPUT, np.asarray(tokens, np.int64).reshape(1, -1))], answer
+        outputs = []
+        if TOKENS_OUTPUT in wanted:
+            outputs.append((TOKENS_OUTPUT, np.asarray(tokens, np.int64).reshape(1, -1)))
+        if TEXT_OUTPUT in wanted:
+            text = np.empty(1, object)
+            text[0] = words(model).decode_drawn(tokens).encode("utf-8")
+            outputs.append((TEXT_OUTPUT, text))
+        return outputs, answer
 
     async def start(
         self, engine: Engine, named: ServedName, inputs: dict[str, np.ndarray], parameters: dict[str, Any], text=None
     ) -> Started:
         """Checks a request and starts its generation (in its sequence, with a ``sequence_id``);
-        ``text`` is the prompt as text (``text_input``), instead of the token input."""
+        ``text`` is the prompt as text, instead of the token input (or ``inputs``' ``text_input``)."""
         served = named.served
         model = served.model
         assert model is not None
         token = model.feedback.input
+        if TEXT_INPUT in inputs:
+            if text is not None:
+                raise BadRequest(f"the request holds '{TEXT_INPUT}' twice")
+            inputs = dict(inputs)
+            text = prompt_text(inputs.pop(TEXT_INPUT))
         if text is not None:
             if words(model) is None:
                 raise BadRequest(f"model '{named.name}' has no vocabulary: send the prompt as input '{token}'")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .core import Engine, ServedName
-from .generate_calls import SAMPLED, TEXT_INPUT, TEXT_OUTPUT, TOKENS_OUTPUT, Started, words
+from .generate_calls import (
+    SAMPLED,
+    TEXT_INPUT,
+    TEXT_OUTPUT,
+    TOKENS_OUTPUT,
+    Abandoned,
+    Started,
+    disconnected,
+    until_gone,
+    words,
+)
 from .protocol import (
     VERSION,
     BadRequest,
@@ -168,7 +178,7 @@ class EventStream(Response):
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         headers = [(b"content-type", EVENT_STREAM.encode()), (b"cache-control", b"no-cache")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        watcher = asyncio.ensure_future(_disconnected(receive))
+        watcher = asyncio.ensure_future(disconnected(receive))
         writer = asyncio.ensure_future(self._events(send))
         try:
             await asyncio.wait({watcher, writer}, return_when=asyncio.FIRST_COMPLETED)
@@ -205,26 +215,6 @@ def _message(error: BaseException) -> str:
     return unexpected_message(error, "a streamed generation")
 
 
-async def _disconnected(receive: Callable) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _unless_gone(result: Awaitable[list[int]], receive: Callable) -> list[int]:
-    """Every token of a generation (`Generation.result`), or ClientDisconnect once the client
-    went away (which cancels the generation: its slot is freed at the next tick)."""
-    finished, watcher = asyncio.ensure_future(result), asyncio.ensure_future(_disconnected(receive))
-    try:
-        await asyncio.wait({finished, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not finished.done():
-            finished.cancel()  # leaving the generation's chunks cancels it
-    if not finished.done() or finished.cancelled():
-        raise ClientDisconnect()
-    return finished.result()
-
-
 def generate_routes(engine: Engine) -> list[Route]:
     """The generate extension's routes over ``engine`` (with and without a version)."""
 
@@ -240,9 +230,9 @@ def generate_routes(engine: Engine) -> list[Route]:
             started = await SAMPLED.start(engine, named, inputs, parameters, text)
             if stream:
                 return EventStream(named, started, lambda status: _count(engine, name, status, started_at))
-            tokens = await _unless_gone(started.generation.result(), request.receive)
+            tokens = await until_gone(started.generation.result(), request.receive)
             extra = await started.finished
-        except ClientDisconnect:
+        except (ClientDisconnect, Abandoned):
             _count(engine, name, 499, started_at)
             return Response(b"", 499)
         except Exception as error:

@@ -41,6 +41,7 @@ from runtime.sampling import draw_tokens
 from runtime.streams import StreamPool, state_rows
 
 from .generation_settings import GenerationSettings
+from .metrics import Metrics
 from .protocol import BadRequest, Unavailable, log
 
 UNIFORM_CHUNK = 256  # uniforms a generation draws from its sampler at a time
@@ -54,6 +55,7 @@ PROMPT_FUSED_MIN = 32
 FUSED_NEWCOMERS = 4
 POOL_CAPACITY = 64  # the generation pool's first capacity (it grows by doubling)
 LENGTH, STOP, CANCELLED = "length", "stop", "cancelled"  # why a generation ended
+ERROR = "error"  # a generation that failed (its metrics' finish reason)
 
 
 # ---- one generation -----------------------------------------------------------------------------
@@ -163,10 +165,18 @@ class Generation:
 
 
 class Generator:
-    """The sampled generations of one model, stepped together by one scheduler thread."""
+    """The sampled generations of one model, stepped together by one scheduler thread; counted in
+    ``metrics`` (if given) under model ``name``."""
 
     def __init__(
-        self, model: runtime.Model, *, delay: float = 0.0, max_batch: int = 1024, max_generations: int = 4096
+        self,
+        model: runtime.Model,
+        *,
+        delay: float = 0.0,
+        max_batch: int = 1024,
+        max_generations: int = 4096,
+        metrics: Metrics | None = None,
+        name: str = "",
     ) -> None:
         feedback = model.feedback
         if feedback is None or feedback.via != "sample":
@@ -188,6 +198,7 @@ class Generator:
         self._mail_lock = threading.Lock()
         self.ticks = 0  # batched runs so far (tests and metrics)
         self.largest_tick = 0
+        self.metrics, self.name = metrics, name
 
     @property
     def live(self) -> int:
@@ -221,6 +232,8 @@ class Generator:
                 self._thread = threading.Thread(target=self._serve, name="rnn-generate", daemon=True)
                 self._thread.start()
             self._condition.notify()
+        if self.metrics is not None:
+            self.metrics.generation_started(self.name)
         return generation
 
     def check_prompt(self, prompt: Any) -> np.ndarray:
@@ -354,6 +367,8 @@ class Generator:
                     self._end(generation, None, error)
                 continue
             deliveries += self._draw(rows, logits)
+        if self.metrics is not None:
+            self.metrics.generation_tick(self.name, len(active), len(deliveries))
         for generation, tokens, reason in deliveries:
             if reason is not None and not generation.keep_state:
                 self._end(generation, reason, tokens=tokens)
@@ -403,6 +418,8 @@ class Generator:
         """Counts ``token`` as generated; why the generation ends with it, or None."""
         generation.current = token
         generation.produced += 1
+        if generation.produced == 1 and self.metrics is not None:
+            self.metrics.first_token(self.name, time.perf_counter() - generation.submitted)
         settings = generation.settings
         if token in settings.stop:
             return STOP
@@ -430,6 +447,8 @@ class Generator:
             generation.stream = -1
         with self._condition:
             self._count -= 1
+        if self.metrics is not None:
+            self.metrics.generation_finished(self.name, ERROR if error is not None else reason or CANCELLED)
         self._send(generation, list(tokens), reason or (None if error else CANCELLED), error)
 
     def _send(

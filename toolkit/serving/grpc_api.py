@@ -26,6 +26,7 @@ import runtime
 from .core import Engine
 from .grpc_stream import stream_answers
 from .protocol import (
+    BYTES,
     DATATYPE_OF,
     DATATYPES,
     EXTENSIONS,
@@ -38,7 +39,9 @@ from .protocol import (
     ServeError,
     TooLarge,
     bearer_matches,
+    bytes_tensor,
     check_shape,
+    raw_contents,
     unexpected_message,
 )
 
@@ -148,6 +151,9 @@ def decode_inputs(request: pb.ModelInferRequest, max_elements: int) -> dict[str,
             raise BadRequest(f"input '{name}' is in shared memory, which this server does not support")
         shape = tuple(tensor.shape)
         count = check_shape(name, shape, max_elements)  # before numpy sees the shape or the data
+        if datatype == BYTES:  # strings: raw 4-byte length-prefixed, or contents.bytes_contents
+            arrays[name] = bytes_tensor(name, shape, count, raw[index] if raw else None, tensor.contents.bytes_contents)
+            continue
         if raw:
             data = raw[index]
             if len(data) != count * dtype.itemsize:
@@ -255,7 +261,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             else:
                 response.parameters[key].int64_param = value
         response.outputs.extend([_output_tensor(name, array) for name, array in outputs])
-        response.raw_output_contents.extend([array.tobytes() for _, array in outputs])
+        response.raw_output_contents.extend([raw_contents(array) for _, array in outputs])
 
     # ---- health and metadata ----
 

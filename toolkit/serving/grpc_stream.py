@@ -3,14 +3,15 @@
 `stream_answers` serves one bidirectional stream. A request of a sampled ``NAME-generate``
 (`generate_calls`) starts its generation and is answered with several responses, one per group of
 tokens as they are drawn (``tokens`` INT64 [1, n], and ``text_output`` BYTES [1] where the model has
-a vocabulary); the last carries the parameter ``triton_final_response`` true (every other
-false), and ``finish_reason`` (and ``sequence_version`` in a sequence). With the request parameter
-``triton_enable_empty_final_response`` (tritonclient's ``enable_empty_final_response=True``) the
-final flag comes alone in an empty response after the last tokens, as Triton sends it. The
-prompt is the token input (INT64 [1, T]) or ``text_input`` (BYTES [1]). Several generations of one
-stream run at once, their responses interleaved (each carries its request's id); every other
-request is answered as before, one answer each in arrival order. A stream that ends or is
-cancelled by its client cancels its generations and frees their slots.
+a vocabulary, unless the request's outputs leave it out); a response is built only once the previous
+one was written, so the tokens drawn meanwhile go out together; the last carries the parameter
+``triton_final_response`` true (every other false), and ``finish_reason`` (and ``sequence_version``
+in a sequence). With the request parameter ``triton_enable_empty_final_response`` (tritonclient's
+``enable_empty_final_response=True``) the final flag comes alone in an empty response after the last
+tokens, as Triton sends it. The prompt is the token input (INT64 [1, T]) or ``text_input`` (BYTES
+[1]). Several generations of one stream run at once, their responses interleaved (each carries its
+request's id); every other request is answered as before, one answer each in arrival order. A stream
+that ends or is cancelled by its client cancels its generations and frees their slots.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
 from .core import Engine
-from .generate_calls import SAMPLED, TEXT_INPUT, TEXT_OUTPUT, TOKENS_OUTPUT, words
-from .protocol import VERSION, BadRequest, ServeError, status_of, unexpected_message
+from .generate_calls import SAMPLED, TEXT_OUTPUT, TOKENS_OUTPUT, outputs_of, words
+from .protocol import VERSION, ServeError, status_of, unexpected_message
 
 PROTOCOL = "grpc"
 FINAL = "triton_final_response"
@@ -98,53 +99,19 @@ async def stream_answers(
             next_request.cancel()
 
 
-def split_text(request: pb.ModelInferRequest) -> tuple[pb.ModelInferRequest, str | None]:
-    """``request`` without its BYTES ``text_input`` (which the protocol's decoding does not take), and that text."""
-    index = next((i for i, t in enumerate(request.inputs) if t.name == TEXT_INPUT), None)
-    if index is None:
-        return request, None
-    tensor = request.inputs[index]
-    if tensor.datatype != "BYTES" or list(tensor.shape) not in ([1], [1, 1]):
-        raise BadRequest(f"input '{TEXT_INPUT}' must be BYTES of shape [1] (one string)")
-    if request.raw_input_contents:
-        raw = request.raw_input_contents[index]
-        (length,) = struct.unpack_from("<I", raw) if len(raw) >= 4 else (-1,)
-        if length != len(raw) - 4:
-            raise BadRequest(f"input '{TEXT_INPUT}' must hold one length-prefixed string")
-        data = raw[4:]
-    elif len(tensor.contents.bytes_contents) == 1:
-        data = tensor.contents.bytes_contents[0]
-    else:
-        raise BadRequest(f"input '{TEXT_INPUT}' must hold one string")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest(f"input '{TEXT_INPUT}' is not UTF-8 text") from None
-    rest = pb.ModelInferRequest()
-    rest.CopyFrom(request)
-    del rest.inputs[index]
-    if rest.raw_input_contents:
-        del rest.raw_input_contents[index]
-    return rest, text
-
-
 class _Responses:
     """The responses of one generation request, each a copy of one prebuilt template (names, id,
-    outputs) with its tokens, text and parameters filled in. ``text_output`` is decoded only where
-    the answer carries it: the model has a vocabulary and the request names no outputs, or names it."""
+    outputs) with its tokens, text and parameters filled in. ``tokens`` always; ``text_output`` (decoded
+    only then) where the model has a vocabulary and the request names no outputs, or names it."""
 
     def __init__(self, request: pb.ModelInferRequest, vocabulary: Any) -> None:
         self.model, self.id, self.words = request.model_name, request.id, vocabulary
         self.template: pb.ModelStreamInferResponse | None = None
         self.text = False
 
-    def prepare(self, request: pb.ModelInferRequest) -> None:
+    def prepare(self, model: Any, request: pb.ModelInferRequest) -> None:
         """Builds the template of ``request``'s responses (BadRequest for an output it does not have)."""
-        known = (TOKENS_OUTPUT, TEXT_OUTPUT) if self.words is not None else (TOKENS_OUTPUT,)
-        wanted = [output.name for output in request.outputs] or list(known)
-        for name in wanted:
-            if name not in known:
-                raise BadRequest(f"model '{self.model}' has no output '{name}' (it has {', '.join(known)})")
+        wanted = outputs_of(model, self.model, [output.name for output in request.outputs])
         template = pb.ModelStreamInferResponse()
         response = template.infer_response
         response.model_name, response.model_version = self.model, VERSION
@@ -208,11 +175,10 @@ async def _generate(engine: Engine, request: pb.ModelInferRequest, decode: Decod
     try:
         named = engine.lookup(request.model_name, request.model_version)
         responses.words = words(named.served.model)
-        responses.prepare(request)
-        rest, text = split_text(request)
-        inputs, parameters = decode(rest)
+        responses.prepare(named.served.model, request)
+        inputs, parameters = decode(request)  # the prompt as text too: text_input, BYTES
         empty_final = parameters.pop(EMPTY_FINAL, False) is True
-        started = await SAMPLED.start(engine, named, inputs, parameters, text)
+        started = await SAMPLED.start(engine, named, inputs, parameters)
         generation = started.generation
         async for tokens in generation.chunks():
             last = generation.ended and not generation.keep_state and not empty_final

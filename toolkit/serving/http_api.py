@@ -32,6 +32,7 @@ from .core import Engine, Limits
 from .generate_http import generate_routes
 from .metrics import CONTENT_TYPE
 from .protocol import (
+    BYTES,
     DATATYPE_OF,
     DATATYPES,
     EXTENSIONS,
@@ -46,7 +47,9 @@ from .protocol import (
     Unauthorized,
     Unavailable,
     bearer_matches,
+    bytes_output,
     check_shape,
+    json_bytes_input,
     one_line,
     unexpected_message,
 )
@@ -383,6 +386,10 @@ def decode_infer(
         if "shared_memory_region" in tensor_parameters:
             raise BadRequest(f"input '{name}' is in shared memory, which this server does not support")
         size = tensor_parameters.get("binary_data_size")
+        if datatype == BYTES:  # strings: JSON strings or 4-byte length-prefixed binary
+            inputs[name], used = json_bytes_input(name, shape, count, item, size, rest, offset)
+            offset += used
+            continue
         if size is not None:
             if "data" in item:
                 raise BadRequest(f"input '{name}' has both 'data' and binary_data_size")
@@ -467,6 +474,10 @@ def encode_infer(response: InferResponse, binary_default: bool, binary: dict[str
     blobs = []
     for name, array in response.outputs:
         entry: dict[str, Any] = {"name": name, "datatype": DATATYPE_OF[array.dtype], "shape": list(array.shape)}
+        if entry["datatype"] == BYTES:  # strings: JSON strings or 4-byte length-prefixed binary
+            blobs += bytes_output(entry, array, binary.get(name, binary_default))
+            outputs.append(entry)
+            continue
         if binary.get(name, binary_default):
             array = np.ascontiguousarray(array)
             entry["parameters"] = {"binary_data_size": array.nbytes}

@@ -60,6 +60,26 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...]]] = {
     ),
     "rnn_live_sequences": ("gauge", "Sequences holding state on the server", ("model",), ()),
     "rnn_sequences_expired": ("counter", "Sequences ended by the idle timeout", ("model",), ()),
+    "rnn_generations_started": ("counter", "Sampled generations started (NAME-generate)", ("model",), ()),
+    "rnn_generations_finished": (
+        "counter",
+        "Sampled generations ended, by why: length, stop, cancelled (the client went away) or error",
+        ("model", "reason"),
+        (),
+    ),
+    "rnn_generated_tokens": ("counter", "Tokens drawn by sampled generations", ("model",), ()),
+    "rnn_generation_tick_size": (
+        "histogram",
+        "Generations stepped together in one tick of the generation scheduler",
+        ("model",),
+        BATCH_BUCKETS,
+    ),
+    "rnn_time_to_first_token_seconds": (
+        "histogram",
+        "Time from a sampled generation's start to its first token drawn",
+        ("model",),
+        TIME_BUCKETS,
+    ),
 }
 
 
@@ -103,6 +123,23 @@ class Metrics:
 
     def expired(self, model: str, count: int) -> None:
         self._add("rnn_sequences_expired", (model,), count)
+
+    # sampled generations: `started` on the event loop, the rest in the model's scheduler thread
+    # (one writer per series; a dict's item assignment is atomic)
+
+    def generation_started(self, model: str) -> None:
+        self._add("rnn_generations_started", (model,))
+
+    def generation_finished(self, model: str, reason: str) -> None:
+        self._add("rnn_generations_finished", (model, reason))
+
+    def generation_tick(self, model: str, size: int, tokens: int) -> None:
+        """One tick of ``size`` generations that drew ``tokens`` tokens."""
+        self._histogram("rnn_generation_tick_size", (model,)).observe(size)
+        self._add("rnn_generated_tokens", (model,), tokens)
+
+    def first_token(self, model: str, seconds: float) -> None:
+        self._histogram("rnn_time_to_first_token_seconds", (model,)).observe(seconds)
 
     # ---- exposition ----
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Sequence
+import struct
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +44,12 @@ DATATYPES = {
     "FP16": np.dtype(np.float16),
     "FP32": np.dtype(np.float32),
     "FP64": np.dtype(np.float64),
+    # strings (text_input / text_output of a token model with a vocabulary): an object array of
+    # bytes; on the binary wire each is a 4-byte little-endian length and its bytes (`bytes_tensor`)
+    "BYTES": np.dtype(object),
 }
 DATATYPE_OF = {dtype: name for name, dtype in DATATYPES.items()}
+BYTES = "BYTES"
 
 log = logging.getLogger("rnn.serve")
 
@@ -173,13 +178,15 @@ class TensorMetadata:
 @dataclass
 class InferRequest:
     """One decoded inference request. ``inputs`` holds numpy arrays of the wire's datatype and
-    shape; ``outputs`` the requested output names (None: all)."""
+    shape; ``outputs`` the requested output names (None: all); ``receive`` the HTTP front's ASGI
+    receive (its ``http.disconnect`` stops a generation whose client went away), else None."""
 
     model: str
     inputs: dict[str, np.ndarray]
     outputs: list[str] | None = None
     id: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
+    receive: Callable[[], Awaitable[dict[str, Any]]] | None = None
 
 
 @dataclass
@@ -188,3 +195,93 @@ class InferResponse:
     id: str
     outputs: list[tuple[str, np.ndarray]]
     parameters: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- BYTES tensors (both fronts) ------------------------------------------------------------------
+
+
+def _strings(name: str, raw: bytes | memoryview, count: int) -> list[bytes]:
+    """``count`` strings of the binary form: each a 4-byte little-endian length, then its bytes."""
+    values, offset, data = [], 0, memoryview(raw)
+    while offset < len(data):
+        if offset + 4 > len(data):
+            raise BadRequest(f"input '{name}' (BYTES) ends inside a string's 4-byte length")
+        (length,) = struct.unpack_from("<I", data, offset)
+        if offset + 4 + length > len(data):
+            raise BadRequest(f"input '{name}' (BYTES) has a string of {length} bytes past its data's end")
+        values.append(bytes(data[offset + 4 : offset + 4 + length]))
+        offset += 4 + length
+        if len(values) > count:
+            break
+    if len(values) != count:
+        raise BadRequest(f"input '{name}' (BYTES) holds {len(values)} strings or more, its shape needs {count}")
+    return values
+
+
+def bytes_tensor(name: str, shape: Sequence[int], count: int, raw: bytes | memoryview | None, items: Any) -> np.ndarray:
+    """A BYTES input as an object array of bytes of ``shape``: from ``raw`` (the binary form; None:
+    not sent so), else from ``items`` (a JSON array of strings, or gRPC's ``bytes_contents``)."""
+    if raw is not None:
+        values = _strings(name, raw, count)
+    else:
+        values, pending = [], [iter(items)]
+        while pending and len(values) <= count:  # row-major, nested JSON arrays flattened
+            item = next(pending[-1], pending)
+            if item is pending:
+                pending.pop()
+            elif isinstance(item, list):
+                pending.append(iter(item))
+            elif isinstance(item, (str, bytes)):
+                values.append(item.encode("utf-8", "surrogatepass") if isinstance(item, str) else item)
+            else:
+                raise BadRequest(f"input '{name}' is BYTES: its data must be strings, got {type(item).__name__}")
+        if len(values) != count:
+            raise BadRequest(f"input '{name}' (BYTES) holds {len(values)} strings or more, its shape needs {count}")
+    array = np.empty(count, object)
+    array[:] = values
+    return array.reshape(tuple(shape))
+
+
+def json_bytes_input(
+    name: str, shape: Sequence[int], count: int, item: dict[str, Any], size: Any, rest: memoryview | None, offset: int
+) -> tuple[np.ndarray, int]:
+    """A BYTES input of the HTTP front's JSON request (``item``): its ``data`` (strings), or
+    ``size`` bytes of the binary data ``rest`` from ``offset``; (the array, the binary bytes used)."""
+    if size is None:
+        if "data" not in item:
+            raise BadRequest(f"input '{name}' has no 'data' and no binary_data_size")
+        if not isinstance(item["data"], list):
+            raise BadRequest(f"input '{name}' data must be a JSON array, got {type(item['data']).__name__}")
+        return bytes_tensor(name, shape, count, None, item["data"]), 0
+    if "data" in item:
+        raise BadRequest(f"input '{name}' has both 'data' and binary_data_size")
+    if type(size) is not int or size < 0:
+        raise BadRequest(f"input '{name}' parameter 'binary_data_size' must be a byte count, got {size!r:.40}")
+    if rest is None or offset + size > len(rest):
+        raise BadRequest(f"input '{name}' needs {size} bytes of binary data the request does not hold")
+    return bytes_tensor(name, shape, count, rest[offset : offset + size], None), size
+
+
+def _items(array: np.ndarray) -> list[bytes]:
+    return [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.ravel().tolist()]
+
+
+def bytes_output(entry: dict[str, Any], array: np.ndarray, binary: bool) -> list[bytes]:
+    """A BYTES output (an object array of bytes or str) on the HTTP front: sets its JSON ``entry``'s
+    ``data`` (the strings, decoded as UTF-8) or, ``binary``, its ``binary_data_size``; the binary
+    blobs that follow the JSON (none, or its length-prefixed form)."""
+    items = _items(array)
+    if not binary:
+        entry["data"] = [v.decode("utf-8", "replace") for v in items]
+        return []
+    blob = b"".join([struct.pack("<I", len(v)) + v for v in items])
+    entry["parameters"] = {"binary_data_size": len(blob)}
+    return [blob]
+
+
+def raw_contents(array: np.ndarray) -> bytes:
+    """An output's raw bytes (gRPC ``raw_output_contents``; the binary extension): BYTES in its
+    length-prefixed form, any other datatype its values."""
+    if array.dtype == DATATYPES[BYTES]:
+        return b"".join([struct.pack("<I", len(v)) + v for v in _items(array)])
+    return array.tobytes()

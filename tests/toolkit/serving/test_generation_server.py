@@ -107,8 +107,16 @@ def test_metadata_shows_the_prompt_the_held_inputs_and_the_tokens(server):
     with triton_http.InferenceServerClient(f"127.0.0.1:{server.http_port}") as client:
         metadata = client.get_model_metadata("char-generate")
     inputs = {i["name"]: (i["datatype"], i["shape"]) for i in metadata["inputs"]}
-    assert inputs == {"token": ("INT64", [1, -1]), "category": ("FP32", [1, 3]), "h": ("FP32", [2, -1, 7])}
-    assert metadata["outputs"] == [{"name": "tokens", "datatype": "INT64", "shape": [1, -1]}]
+    assert inputs == {
+        "token": ("INT64", [1, -1]),
+        "category": ("FP32", [1, 3]),
+        "h": ("FP32", [2, -1, 7]),
+        "text_input": ("BYTES", [1]),  # the model has a vocabulary: the prompt as text instead of token
+    }
+    assert metadata["outputs"] == [
+        {"name": "tokens", "datatype": "INT64", "shape": [1, -1]},
+        {"name": "text_output", "datatype": "BYTES", "shape": [1]},
+    ]
 
 
 def test_tritonclient_http_infer_gives_the_runtimes_tokens(server, model):

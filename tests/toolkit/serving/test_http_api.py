@@ -353,10 +353,10 @@ BAD_REQUESTS = {
         400,
         "must be FP32, got FP64",
     ),
-    "BYTES": (
+    "BYTES": (  # strings are decoded (text_input of a token model), and refused for an FP32 input
         case(lambda k: {"inputs": [{**x_tensor(), "datatype": "BYTES", "data": ["a"]}]}),
         400,
-        "does not support",
+        "must be FP32, got BYTES",
     ),
     "unknown datatype": (case(lambda k: {"inputs": [{**x_tensor(), "datatype": "FP8"}]}), 400, "unknown datatype"),
     "wrong shape": (
