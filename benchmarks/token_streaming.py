@@ -113,9 +113,13 @@ def serve_baseline(port: int, folder: str, threaded: bool) -> None:
     serve(folder, sock, vocabulary=vocabulary, threaded=threaded)
 
 
-def serve_ours(http_port: int, grpc_port: int, folder: str, delay_us: int, profile: str | None) -> None:
-    """`rnn serve`'s Server in this process; with ``profile`` its threads sampled (`StackSampler`),
-    its event loop's thread under cProfile, and the report written to that file when SIGTERM stops it."""
+def serve_ours(
+    http_port: int, grpc_port: int, folder: str, delay_us: int, profile: str | None, profile_loop: bool = False
+) -> None:
+    """`rnn serve`'s Server in this process; with ``profile`` its threads sampled (`StackSampler`,
+    each thread's CPU time too) and, with ``profile_loop``, its event loop's thread under cProfile
+    (which slows that thread's Python code several times over), the report written to that file
+    when SIGTERM stops it."""
     from toolkit.serving import Server, Settings
 
     server = Server(
@@ -133,14 +137,18 @@ def serve_ours(http_port: int, grpc_port: int, folder: str, delay_us: int, profi
     import pstats
 
     sampler, loop_profile = StackSampler().start(), cProfile.Profile()
-    loop_profile.enable()  # the event loop's thread: the fronts (uvloop's and grpc's C code call back into Python)
+    if profile_loop:
+        loop_profile.enable()  # the event loop's thread: the fronts (uvloop's and grpc's C code call back into Python)
     try:
         server.run()
     finally:
-        loop_profile.disable()
-        text = io.StringIO()
-        pstats.Stats(loop_profile, stream=text).sort_stats("tottime").print_stats(40)
-        Path(profile).write_text(sampler.stop().report() + "\ncProfile of the event loop's thread:\n" + text.getvalue())
+        report = sampler.stop().report()
+        if profile_loop:
+            loop_profile.disable()
+            text = io.StringIO()
+            pstats.Stats(loop_profile, stream=text).sort_stats("tottime").print_stats(40)
+            report += "\ncProfile of the event loop's thread:\n" + text.getvalue()
+        Path(profile).write_text(report)
 
 
 class StackSampler:
@@ -156,6 +164,7 @@ class StackSampler:
         self.interval, self.samples = interval, Counter()
         self.own: Counter = Counter()
         self.inclusive: Counter = Counter()
+        self.cpu: dict[str, float] = {}  # CPU seconds per thread, as last read
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, name="stack-sampler", daemon=True)
 
@@ -168,13 +177,16 @@ class StackSampler:
 
         self.done.set()
         self.thread.join()
-        self.cpu = {}  # each live thread's CPU seconds since it started
         for thread in threading.enumerate():
-            try:
-                self.cpu[thread.name] = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
-            except (OSError, TypeError):
-                pass
+            self._cpu(thread.ident, thread.name)
         return self
+
+    def _cpu(self, ident: int | None, thread: str) -> None:
+        """Notes the thread's CPU seconds since it started (the last value read stays once it ended)."""
+        try:
+            self.cpu[thread] = time.clock_gettime(time.pthread_getcpuclockid(ident))
+        except (OSError, TypeError, OverflowError):
+            pass
 
     def _run(self) -> None:
         import threading
@@ -186,6 +198,7 @@ class StackSampler:
                 if ident == me:
                     continue
                 thread = names.get(ident, str(ident))
+                self._cpu(ident, thread)
                 self.samples[thread] += 1
                 self.own[thread, _where(frame)] += 1
                 seen = set()
@@ -198,7 +211,7 @@ class StackSampler:
     def report(self, top: int = 25) -> str:
         lines = [f"stack samples every {self.interval * 1e3:g} ms; per thread: self and inclusive share of its samples"]
         cpu = ", ".join(f"{thread} {seconds:.2f}" for thread, seconds in self.cpu.items())
-        lines.append(f"CPU seconds per thread since it started: {cpu}")
+        lines.append(f"CPU seconds per thread since it started (until it ended): {cpu}")
         for thread, count in self.samples.most_common():
             lines.append(f"\nthread {thread}: {count} samples")
             for title, counter in (("self", self.own), ("inclusive", self.inclusive)):
@@ -596,6 +609,7 @@ async def start_servers(args: argparse.Namespace, folder: Path, out: Path) -> di
         http_port, grpc_port = free_port(), free_port()
         arguments = ["--serve-ours", str(http_port), str(grpc_port), str(folder), "--delay", str(args.delay)]
         arguments += ["--profile", str(Path(args.profile).resolve())] if args.profile else []
+        arguments += ["--profile-loop"] if args.profile_loop else []
         ours = launch("ours", arguments, http_port, out / "server-ours.log", script=script, grpc_port=grpc_port)
         servers.update({t: ours for t in (OURS_SSE, OURS_GRPC) if t in args.transports})
     for name, server in servers.items():
@@ -770,7 +784,12 @@ def main() -> None:
         help="the baseline's generator in Starlette's thread pool (default: an async generator on the event loop)",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2 generations x 5 tokens, one round")
-    parser.add_argument("--profile", help="run our server under cProfile and write its stats to this file")
+    parser.add_argument(
+        "--profile", help="sample our server's thread stacks and CPU times and write the report to this file"
+    )
+    parser.add_argument(
+        "--profile-loop", action="store_true", help="with --profile: cProfile of the server's event-loop thread too"
+    )
     parser.add_argument("--out", default="out/bench-tokens", help="folder for the model, logs and results")
     parser.add_argument("--table", help="also write the table to this file (e.g. docs/issue22-token-streaming.txt)")
     parser.add_argument("--serve-baseline", nargs=2, metavar=("PORT", "FOLDER"), help=argparse.SUPPRESS)
@@ -780,7 +799,8 @@ def main() -> None:
         serve_baseline(int(args.serve_baseline[0]), args.serve_baseline[1], args.baseline_threaded)
         return
     if args.serve_ours:
-        serve_ours(int(args.serve_ours[0]), int(args.serve_ours[1]), args.serve_ours[2], args.delay, args.profile)
+        http_port, grpc_port, folder = args.serve_ours
+        serve_ours(int(http_port), int(grpc_port), folder, args.delay, args.profile, args.profile_loop)
         return
     PROMPT = args.prompt
     args.transports = [t.strip() for t in args.transports.split(",") if t.strip()]
