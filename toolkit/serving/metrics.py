@@ -2,7 +2,8 @@
 server has its own registry, so several servers (or tests) in one process do not share counts.
 
 The counts are kept in plain Python numbers by the server's event loop (every request and batch
-is counted there, on one thread) and handed to prometheus-client's exposition as metric
+is counted there, on one thread; a sampled generation's ticks, tokens, first token and end by its
+model's scheduler thread, the only writer of those series) and handed to prometheus-client's exposition as metric
 families when scraped: an observation costs a bisect and two additions instead of the client
 library's locked child objects (about 3 us each, several per request on the hot path).
 """
