@@ -639,7 +639,8 @@ class Door:
 
 
 class _Guard:
-    """The `Door` as ASGI middleware around the routes (inside the token check)."""
+    """The `Door` as ASGI middleware around the routes, inside the token check (a request without
+    the token is refused before any of its body is read or held)."""
 
     def __init__(self, app: Callable, door: Door) -> None:
         self.app, self.door = app, door
@@ -760,7 +761,5 @@ def create_app(engine: Engine, *, token: str | None, door: Door | None = None) -
         Route("/v2/repository/index", repository_index, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
     ] + generate_routes(engine)  # Triton's generate extension (sampled NAME-generate), after the hot path
-    middleware = [Middleware(_Auth, token=token)] if token else []  # the token first: before any body is read
-    if door is not None:
-        middleware.append(Middleware(_Guard, door=door))
+    middleware = ([Middleware(_Auth, token=token)] if token else []) + ([Middleware(_Guard, door=door)] if door else [])
     return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
