@@ -47,6 +47,7 @@ from serve_load import (  # noqa: E402  (ray_serve.py imports machine and machin
     launch,
     machine,
     machine_busy_seconds,
+    open_grpc_channels,
     request_bytes,
     stop,
     versions,
@@ -344,11 +345,9 @@ async def measure(
     offsets = [(index * 7) % len(INPUTS) for index in range(cell.concurrency)]
     channels = []
     if cell.transport in GRPC_TRANSPORTS:
-        import grpc
-
         service_pb2, service_pb2_grpc = grpc_modules()
-        count = max(1, min(grpc_channels, cell.concurrency))
-        channels = [grpc.aio.insecure_channel(f"{HOST}:{server.grpc_port}") for _ in range(count)]
+        channels = open_grpc_channels(server.grpc_port, cell.concurrency, grpc_channels)
+        count = len(channels)
         stubs = [service_pb2_grpc.GRPCInferenceServiceStub(channel) for channel in channels]
         workers = [
             grpc_sequence(run, stubs[index % count], service_pb2, first_id + index, offset)
@@ -738,7 +737,10 @@ def main() -> None:
         "--ours-uvloop", action="store_true", help="run our server's event loop on uvloop (default: as Server.run does)"
     )
     parser.add_argument(
-        "--grpc-channels", type=int, default=1, help="gRPC channels (connections) the sequences share (default 1)"
+        "--grpc-channels",
+        type=int,
+        default=1,
+        help="gRPC channels (connections) the sequences share at least (default 1; one more per 64 sequences)",
     )
     parser.add_argument(
         "--no-floor", action="store_true", help=f"skip the {FLOOR} reference cell (bare grpc.aio, no model)"

@@ -181,6 +181,23 @@ def grpc_modules() -> tuple[Any, Any]:
     return service_pb2, service_pb2_grpc
 
 
+# streams a gRPC client puts on one connection: `rnn serve` accepts at most 100 at once on one
+# (grpc_api.MAX_STREAMS_PER_CONNECTION) and refuses the rest (RST_STREAM REFUSED_STREAM)
+STREAMS_PER_CONNECTION = 64
+
+
+def open_grpc_channels(port: int, streams: int, at_least: int = 1) -> list[Any]:
+    """grpc.aio channels for ``streams`` concurrent streams, each channel its own connection
+    (grpc-core shares one connection among channels of the same target unless told otherwise): at
+    least ``at_least``, enough that none carries more than STREAMS_PER_CONNECTION, at most one per
+    stream."""
+    import grpc
+
+    count = max(1, min(max(at_least, -(-streams // STREAMS_PER_CONNECTION)), streams))
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    return [grpc.aio.insecure_channel(f"{HOST}:{port}", options=options) for _ in range(count)]
+
+
 def machine() -> dict[str, Any]:
     model = platform.processor() or platform.machine()
     try:

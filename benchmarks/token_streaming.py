@@ -54,6 +54,7 @@ from serve_load import (  # noqa: E402
     launch,
     machine,
     machine_busy_seconds,
+    open_grpc_channels,
     stop,
     versions,
     wait_ready,
@@ -467,15 +468,14 @@ class Round:
 async def open_workers(
     transport: str, server: ServerProcess, count: int, prompt: np.ndarray
 ) -> tuple[list[Any], list[Any]]:
-    """``count`` connections (HTTP) or streams on one channel (gRPC), and the channels to close."""
+    """``count`` connections (HTTP) or streams (gRPC: on one connection, one more per 64 streams),
+    and the channels to close."""
     if transport != OURS_GRPC:
         return [await SseConnection.open(server.http_port) for _ in range(count)], []
-    import grpc
-
     service_pb2, service_pb2_grpc = grpc_modules()
-    channel = grpc.aio.insecure_channel(f"{HOST}:{server.grpc_port}")
-    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-    return [GrpcStream(stub, service_pb2, prompt) for _ in range(count)], [channel]
+    channels = open_grpc_channels(server.grpc_port, count)
+    stubs = [service_pb2_grpc.GRPCInferenceServiceStub(channel) for channel in channels]
+    return [GrpcStream(stubs[index % len(stubs)], service_pb2, prompt) for index in range(count)], channels
 
 
 async def close_workers(workers: list[Any], channels: list[Any]) -> None:
