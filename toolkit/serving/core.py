@@ -67,6 +67,7 @@ from .sequences import (
     MAX_SEQUENCE_ID_CHARS,
     MAX_SEQUENCE_VERSION,
     Batcher,
+    LiveSequences,
     Sequence,
     describe_id,
     flag,
@@ -187,7 +188,7 @@ class Served:
 
     def __init__(self, name: str, folder: Path, model: runtime.Model | None, error: str, settings: Settings) -> None:
         self.name, self.folder, self.model, self.error, self.settings = name, folder, model, error, settings
-        self.sequences: dict[int | str, Sequence] = {}
+        self.sequences = LiveSequences()  # key -> Sequence, least recently used first
         self.gone: OrderedDict[int | str, str] = OrderedDict()  # id -> "ended" / "expired ..."
         self.pool: StreamPool | None = None
         self.batcher: Batcher | None = None
@@ -400,7 +401,7 @@ class Engine:
         timeout = self.settings.sequence_idle_timeout_s
         expired = 0
         for served in self.served.values():
-            stale = [e for e in served.sequences.values() if now - e.last_used > timeout and not e.lock.locked()]
+            stale = served.sequences.idle(now, timeout)  # from the least recently used: only the expired read
             for entry in stale:
                 served.forget(entry.key, f"expired after {timeout:g} s idle")
             if stale:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -63,15 +64,49 @@ def sequence_version(parameters: dict[str, Any]) -> int | None:
 class Sequence:
     """One live sequence: its stream in the pool, when it was last used, its lock (one request of
     a sequence at a time, in arrival order) and version (requests answered since it (re)started
-    from its base version)."""
+    from its base version). Setting ``last_used`` moves it to the end of its `LiveSequences`."""
 
-    __slots__ = ("key", "stream", "last_used", "lock", "closed", "version")
+    __slots__ = ("key", "stream", "_used", "lock", "closed", "version", "owner")
 
     def __init__(self, key: int | str, stream: int) -> None:
-        self.key, self.stream, self.last_used = key, stream, time.monotonic()
+        self.key, self.stream, self._used = key, stream, time.monotonic()
         self.lock = asyncio.Lock()
         self.closed = False
         self.version = 0
+        self.owner: LiveSequences | None = None
+
+    @property
+    def last_used(self) -> float:
+        return self._used
+
+    @last_used.setter
+    def last_used(self, value: float) -> None:
+        self._used = value
+        owner = self.owner
+        if owner is not None and owner.get(self.key) is self:
+            owner.move_to_end(self.key)
+
+
+class LiveSequences(OrderedDict):
+    """A model's live sequences by key, least recently used first (a `Sequence` moves to the end
+    when its ``last_used`` is set): the idle sweep reads from the front and stops at the first
+    one still fresh, instead of scanning every live sequence each period."""
+
+    def __setitem__(self, key: int | str, entry: Sequence) -> None:
+        super().__setitem__(key, entry)
+        self.move_to_end(key)
+        entry.owner = self
+
+    def idle(self, now: float, timeout: float) -> list[Sequence]:
+        """The sequences unused for more than ``timeout`` s at ``now``, but none with a request in
+        progress; touches only those (and the ones in progress among them) and one fresh one."""
+        stale = []
+        for entry in self.values():
+            if now - entry.last_used <= timeout:
+                break
+            if not entry.lock.locked():
+                stale.append(entry)
+        return stale
 
 
 def _batched(inputs: list[Any]) -> Any:
