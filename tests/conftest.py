@@ -25,23 +25,24 @@ def pytest_configure(config) -> None:
 
 
 def skip_reasons(reports) -> list[tuple[int, str]]:
-    """(count, reason) of the skipped tests' reports, most frequent first (ties by reason)."""
+    """(count, reason) of the skipped tests' reports, most frequent first (ties by reason); a
+    reason is grouped by its words before the first ": " (the detail after it varies by test)."""
     counts: dict[str, int] = {}
     for report in reports:
         longrepr = getattr(report, "longrepr", None)
         reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr or "no reason")
-        reason = " ".join(str(reason).removeprefix("Skipped: ").split())
+        reason = " ".join(str(reason).removeprefix("Skipped: ").split()).split(": ", 1)[0]
         counts[reason] = counts.get(reason, 0) + 1
     return sorted(((n, reason) for reason, n in counts.items()), key=lambda item: (-item[0], item[1]))
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    """One line at the end of a run saying how many tests skipped and why, grouped by reason
+def pytest_unconfigure(config) -> None:
+    """The run's last line, after pytest's own summary: how many tests skipped and why, grouped
     ("21 skipped: no CUDA provider; 9 skipped: chromium not installed"): a skip is easy to miss."""
-    grouped = skip_reasons(terminalreporter.stats.get("skipped", []))
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    grouped = skip_reasons(reporter.stats.get("skipped", [])) if reporter is not None else []
     if grouped:
-        line = "; ".join(f"{n} skipped: {reason}" for n, reason in grouped)
-        terminalreporter.write_line(line, yellow=True, bold=True)
+        reporter.write_line("; ".join(f"{n} skipped: {reason}" for n, reason in grouped), yellow=True, bold=True)
 
 
 @pytest.fixture(scope="session")
