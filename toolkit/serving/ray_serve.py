@@ -46,7 +46,7 @@ import random
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -316,7 +316,8 @@ class RoutedEngine(Engine):
         view = replica_view(self.app_name)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        item = (request, protocol, version, future)
+        # The HTTP front's ASGI receive (a closure of this process) cannot travel to a replica.
+        item = (replace(request, receive=None) if request.receive is not None else request, protocol, version, future)
         if not view:  # the router has not seen the replicas yet: alone, routed by Ray
             handle = self.stepper if session is None else self.stepper.options(session_id=session)
             self._spawn(self._send(handle, [item], None))
