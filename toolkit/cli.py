@@ -19,6 +19,7 @@ from pathlib import Path
 import click
 
 from rnn.config import MAX_SIZE
+from runtime.errors import InputValueError
 
 from .cli_options import (
     DEVICE,
@@ -536,7 +537,14 @@ def demo(out, steps, threads, **options) -> None:
     "--token",
     envvar="RNN_SERVE_TOKEN",
     default=None,
-    help="Require 'Authorization: Bearer TOKEN' on every route but liveness (or set RNN_SERVE_TOKEN).",
+    help="Require 'Authorization: Bearer TOKEN' on every route but liveness. On the command line the token is "
+    "visible to every user of this machine (ps): prefer --token-file or the environment variable RNN_SERVE_TOKEN.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the token from this file (its first line) instead of --token: kept out of the process list.",
 )
 @click.option(
     "--max-queue-delay-us",
@@ -584,6 +592,28 @@ def demo(out, steps, threads, **options) -> None:
     help="Open HTTP connections and concurrent gRPC calls (streams); beyond: 503 / RESOURCE_EXHAUSTED.",
 )
 @click.option(
+    "--max-inflight-bytes",
+    type=click.IntRange(min=1024),
+    default=None,
+    help="Request body bytes held at once across all HTTP requests (at least --max-body-bytes); beyond: 503 "
+    "with Retry-After. Default: 4 x --max-body-bytes.",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True, max=3600),
+    default=None,
+    metavar="SECONDS",
+    help="An HTTP connection that has not sent its request's headers this long after it opened (or after the "
+    "request's first byte) is closed (408). Default: 10.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.IntRange(min=1, max=3600),
+    default=None,
+    metavar="SECONDS",
+    help="An idle HTTP connection is closed after this many seconds between requests (keep-alive). Default: 5.",
+)
+@click.option(
     "--workers", type=click.IntRange(min=1, max=64), default=2, show_default=True, help="Threads for multi-step runs."
 )
 @DEVICE
@@ -622,9 +652,13 @@ def serve(**options) -> None:
     """Serve artifact folders over the Open Inference Protocol (KServe v2 / Triton), HTTP and gRPC.
 
     Each folder NAME offers three models: NAME (one step; with a sequence_id the server holds the
-    state), NAME-predict (teacher-forced, x [T, batch, input]) and NAME-generate (closed loop, x and
-    steps). Stops on SIGTERM or Ctrl-C after the requests in progress; see the README's "Serving".
-    With --ray the same fronts run here and the models on Ray Serve replicas.
+    state), NAME-predict (teacher-forced, x [T, batch, input]) and NAME-generate: a closed loop (x
+    and steps) where the output feeds back as it is; for a token model whose next token is sampled,
+    a prompt as token ids or text_input with strategy/temperature/top_k/top_p/seed/max_tokens/stop
+    parameters, also streamed at /v2/models/NAME-generate/generate_stream and over gRPC
+    ModelStreamInfer. Stops on SIGTERM or Ctrl-C after the requests in progress; see the README's
+    "Serving". With --ray the same fronts (token, limits, timeouts) run here and the models on Ray
+    Serve replicas.
     """
     from .launch import ServeOptions, serve
 
@@ -636,7 +670,16 @@ def serve(**options) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: a free port.")
 @click.option("--log", is_flag=True, help="Log every request to stderr.")
-def web(folder, host, port, log) -> None:
+@click.option(
+    "--allow-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests whose Host header is NAME (repeat), e.g. a name that reaches this machine through a "
+    "proxy. Loopback names, IP addresses and --host always pass (with --host 0.0.0.0 this machine's own names "
+    "too); any other name is refused (403: DNS rebinding).",
+)
+def web(folder, host, port, log, allowed_hosts) -> None:
     """Serve the browser page (examples/web: onnxruntime-web) with FOLDER on a loopback port.
 
     Prints the URL; the page checks every file against the manifest's sha256 in the browser, runs
@@ -645,7 +688,10 @@ def web(folder, host, port, log) -> None:
     """
     from toolkit.web import WebServer
 
-    server = WebServer(folder, host=host, port=port, quiet=not log)
+    for name in allowed_hosts:
+        if not name or any(c in name for c in ":/ "):
+            raise InputValueError(f"--allow-host takes a host name without a scheme or port, got {name!r}")
+    server = WebServer(folder, host=host, port=port, quiet=not log, allowed_hosts=allowed_hosts)
     click.echo(server.url)
     click.echo(f"serving the page and {folder} (Ctrl-C stops)", err=True)
     try:

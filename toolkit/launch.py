@@ -44,6 +44,38 @@ class ServeOptions:
     address: str | None
     app_name: str
     serve_unready: bool = False
+    token_file: Path | None = None
+    max_inflight_bytes: int | None = None  # None: the server's default (4 x max_body_bytes)
+    header_timeout: float | None = None  # None: `Doors`' default
+    idle_timeout: int | None = None  # None: `Doors`' default
+
+    def check_http(self) -> None:
+        """One source of the token, and a body budget that holds one body of the largest size."""
+        if self.token is not None and self.token_file is not None:
+            raise InputValueError("--token (or RNN_SERVE_TOKEN) and --token-file both give the token: give one of them")
+        budget = self.max_inflight_bytes
+        if budget is not None and budget < self.max_body_bytes:
+            raise InputValueError(
+                f"--max-inflight-bytes {budget} is less than --max-body-bytes {self.max_body_bytes}: "
+                "a request of the largest body would never fit"
+            )
+
+    def server_token(self) -> str | None:
+        """--token (or RNN_SERVE_TOKEN), else the first line of --token-file, else None."""
+        from toolkit.serving.server import read_token_file
+
+        return self.token or (read_token_file(self.token_file) if self.token_file is not None else None)
+
+    def doors(self) -> Any:
+        """The fronts' `toolkit.serving.server.Doors` from --max-inflight-bytes, --header-timeout and --idle-timeout."""
+        from toolkit.serving.server import Doors
+
+        given = {
+            "max_inflight_bytes": self.max_inflight_bytes,
+            "header_timeout_s": self.header_timeout,
+            "keep_alive_s": self.idle_timeout,
+        }
+        return Doors(**{name: value for name, value in given.items() if value is not None})
 
     def check_ray(self) -> None:
         """The --ray options go with --ray, and --state-dir without it."""
@@ -119,11 +151,13 @@ def serve(options: ServeOptions) -> None:
     """Serves the folders until SIGTERM or Ctrl-C, here or (--ray) on Ray Serve replicas."""
     require(("uvicorn", "starlette", "grpc", "tritonclient.grpc", "prometheus_client"), "'rnn serve'", "serve")
     options.check_ray()
+    options.check_http()
     if options.on_ray:
         require(("ray", "ray.serve"), "'rnn serve --ray'", "ray")
     from toolkit.serving import Limits, Server, Settings
 
     folders = model_specs(options.models, options.repository)
+    token = options.server_token()
     check_ports(options)
     limits = Limits(
         max_body_bytes=options.max_body_bytes,
@@ -144,25 +178,23 @@ def serve(options: ServeOptions) -> None:
     def loader(folder: Path) -> Any:
         return load_model(folder, loading)
 
-    grpc_port = None if options.no_grpc else options.grpc_port
+    fronts = {
+        "host": options.host,
+        "http_port": options.http_port,
+        "grpc_port": None if options.no_grpc else options.grpc_port,
+        "token": token,
+        "doors": options.doors(),
+    }
     if options.on_ray:
-        _serve_on_ray(options, folders, settings, loader, grpc_port)
+        _serve_on_ray(options, folders, settings, loader, fronts)
         return
-    server = Server(
-        folders,
-        host=options.host,
-        http_port=options.http_port,
-        grpc_port=grpc_port,
-        token=options.token,
-        settings=settings,
-        state_dir=options.state_dir,
-        loader=loader,
-    )
+    server = Server(folders, settings=settings, state_dir=options.state_dir, loader=loader, **fronts)
     check_servable(server.engine.served, options.serve_unready)
     server.run()
 
 
-def _serve_on_ray(options: ServeOptions, folders, settings, loader, grpc_port: int | None) -> None:
+def _serve_on_ray(options: ServeOptions, folders, settings, loader, fronts: dict[str, Any]) -> None:
+    """The same fronts (``fronts``: host, ports, token, doors: every HTTP option) here, the models on Ray."""
     from toolkit.serving.ray_serve import RayServer, Scale
 
     scale = Scale(replicas=options.replicas or 2, min_replicas=options.min_replicas, max_replicas=options.max_replicas)
@@ -175,8 +207,5 @@ def _serve_on_ray(options: ServeOptions, folders, settings, loader, grpc_port: i
         address=options.address,
         app_name=options.app_name,
         say=say,
-        host=options.host,
-        http_port=options.http_port,
-        grpc_port=grpc_port,
-        token=options.token,
+        **fronts,
     ).run()
