@@ -452,7 +452,7 @@ class Engine:
         if key is None:
             values = await self._run(named, arrays, None)
         else:
-            values, answered = await self._run_sequence(named, key, start, end, version, arrays, wanted)
+            values, answered = await self.run_sequence(named, key, start, end, version, arrays, wanted)
             answer["sequence_version"] = answered
         return [(spec.name, values[spec.name]) for spec in named.outputs if spec.name in wanted], answer
 
@@ -514,7 +514,7 @@ class Engine:
         self.metrics.compute(named.served.name, time.perf_counter() - started)
         return self._values(named, ys, new_state)
 
-    async def _run_sequence(
+    async def run_sequence(
         self,
         named: ServedName,
         key: int | str,

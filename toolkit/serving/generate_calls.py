@@ -252,7 +252,11 @@ async def _in_sequence(
         start_state = initial if restart else served.held_state(entry)
         generation = submit(start_state)
         ready.set_result(generation)
-        await generation.wait_ended()  # the front reads its tokens
+        try:
+            await generation.wait_ended()  # the front reads its tokens
+        except asyncio.CancelledError:
+            generation.cancel()  # its caller went away: its slot freed at the next tick
+            raise
         if generation.finish_reason == CANCELLED or generation.state is None:
             raise Abandoned("the client went away before the generation ended; the sequence is unchanged")
         stream = served.pool.open(generation.state)  # commit: a fresh stream holds the new state
@@ -261,9 +265,15 @@ async def _in_sequence(
         return {}
 
     arrays = {"state": state}
-    task = loop.create_task(engine._run_sequence(named, key, begin, end, version, arrays, set(), run=run))
+    task = loop.create_task(engine.run_sequence(named, key, begin, end, version, arrays, set(), run=run))
     task.add_done_callback(_retrieved)
-    await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the caller went away while its request waited for the sequence
+        task.cancel()  # waiting for the lock: it never runs; running: its generation is cancelled
+        if ready.done():
+            ready.result().cancel()
+        raise
     if not ready.done():
         task.result()  # the sequence refused the request: its error
     finished = asyncio.ensure_future(_version(task))

@@ -28,7 +28,7 @@ Any signature the engine serves is served so (named INT64 and FP32 inputs, state
 number: the client resends whatever state tensors the model has). Sampled ``NAME-generate``: its
 infer route runs on the replicas (with a ``sequence_id`` on the sequence's replica, going on from
 its state); Triton's generate extension and gRPC streaming run in the front, on its copy of the
-model, and take stateless generations only (`RoutedEngine._run_sequence`).
+model, and take stateless generations only (`RoutedEngine.run_sequence`).
 
 Every folder's files travel to the replicas as bytes (no shared filesystem needed on a
 cluster) and are loaded there pinned to the manifest digest the driver checked (and, with
@@ -378,7 +378,7 @@ class RoutedEngine(Engine):
                     else:
                         future.set_result(answer)
 
-    async def _run_sequence(self, named: ServedName, *args: Any, **kwargs: Any) -> Any:
+    async def run_sequence(self, named: ServedName, *args: Any, **kwargs: Any) -> Any:
         """Never here: a sequence lives on its replica. Only a call that runs in the front itself
         gets here (the sampled generation of Triton's generate extension and of gRPC streaming,
         which stream from the front's copy of the model): refused in a sequence, whose state

@@ -1,0 +1,110 @@
+"""What the review of sampled generation's serving found, each on the real server (free loopback
+ports, tritonclient): a caller that leaves while its request waits for a busy sequence starts
+nothing and changes nothing; prompts, stop lists and streams bounded before they cost the loop or
+the scheduler; the server's default draw (greedy unless a sampling parameter asks for one)."""
+
+from __future__ import annotations
+
+import queue
+import time
+
+import numpy as np
+import pytest
+import tritonclient.grpc as triton_grpc
+from tritonclient.utils import InferenceServerException
+
+from . import test_generation_server as served
+from .test_generation_server import WAIT_S, generator_of, grpc_inputs, wait_until_free
+
+char_folder, model, server = served.char_folder, served.model, served.server  # its fixtures (a server of this module)
+
+LONG = 100_000  # max_tokens of a generation that runs until its client leaves (the server's max_steps)
+SETTLE_S = 0.4  # how long a cancelled request has to start something it should not
+
+
+def sequence_of(server, key):
+    return server.engine.served["char"].sequences[key]
+
+
+def wait_live(server, count: int) -> int:
+    deadline = time.monotonic() + WAIT_S
+    while generator_of(server).live != count and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return generator_of(server).live
+
+
+def stays_free(server) -> bool:
+    """Whether no generation starts within SETTLE_S."""
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        if generator_of(server).live:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def start_sequence(server, key) -> None:
+    """Sequence ``key`` at version 1 (a short greedy generation)."""
+    with triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as client:
+        result = client.infer(
+            "char-generate",
+            grpc_inputs([1, 2]),
+            parameters={"strategy": "greedy", "max_tokens": 3},
+            sequence_id=key,
+            sequence_start=True,
+        )
+    assert result.get_response().parameters["sequence_version"].int64_param == 1
+    assert sequence_of(server, key).version == 1
+
+
+def busy_stream(server, key):
+    """A gRPC stream whose endless generation holds sequence ``key``'s lock; (client, answers)."""
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    answers: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    client.async_stream_infer("char-generate", grpc_inputs([3]), parameters={"max_tokens": LONG}, sequence_id=key)
+    result, error = answers.get(timeout=WAIT_S)
+    assert error is None and result.as_numpy("tokens").size >= 1 and generator_of(server).live == 1
+    return client
+
+
+def leave(client) -> None:
+    client.stop_stream(cancel_requests=True)
+    client.close()
+
+
+@pytest.mark.parametrize("how", ["stream", "unary"])
+def test_a_request_cancelled_while_it_waits_for_its_sequence_starts_nothing(server, how):
+    key = f"busy-{how}"
+    start_sequence(server, key)
+    holder = busy_stream(server, key)
+    if how == "stream":
+        waiter = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+        waiter.start_stream(callback=lambda result, error: None)
+        waiter.async_stream_infer("char-generate", grpc_inputs([4]), parameters={"max_tokens": LONG}, sequence_id=key)
+        time.sleep(0.3)  # it waits for the sequence's lock
+        leave(waiter)
+    else:
+        with triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as waiter:
+            with pytest.raises(InferenceServerException, match="(?i)deadline"):
+                waiter.infer(
+                    "char-generate",
+                    grpc_inputs([4]),
+                    parameters={"max_tokens": LONG},
+                    sequence_id=key,
+                    client_timeout=0.3,
+                )
+    time.sleep(0.1)
+    assert generator_of(server).live == 1  # only the holder's
+    leave(holder)  # abandoned: the sequence stays at version 1, its lock is free
+    assert wait_until_free(server) == 0
+    assert stays_free(server)  # the cancelled request never runs
+    assert sequence_of(server, key).version == 1
+    with triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as client:
+        result = client.infer(
+            "char-generate",
+            grpc_inputs([5]),
+            parameters={"strategy": "greedy", "max_tokens": 2, "sequence_version": 1},
+            sequence_id=key,
+        )
+    assert result.get_response().parameters["sequence_version"].int64_param == 2
