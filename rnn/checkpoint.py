@@ -43,7 +43,7 @@ def load_checkpoint(folder: str | os.PathLike, factory: Any = None) -> Checkpoin
     config = read_config(folder)
     if config.model.kind == CUSTOM and factory is None:
         raise ArtifactError(
-            f"{str(folder)!r} holds a user's step module (factory {config.model.factory!r} in config.json); "
+            f"{str(folder)!r} holds a user's step module ({_named_factory(config.model)}); "
             "pass its factory explicitly (rnn verify --factory package.module:function)"
         )
     with preserved_global_rng():  # its fresh parameters are overwritten: the caller's generators stay as they were
@@ -57,6 +57,13 @@ def load_checkpoint(folder: str | os.PathLike, factory: Any = None) -> Checkpoin
         raise ArtifactError(f"{path} does not fit the model in config.json: {str(error)[:300]}") from None
     model.eval()
     return Checkpoint(model, config)
+
+
+def _named_factory(model: Any) -> str:
+    """What config.json says builds a user's module: its factory, else its class (export_module without factory=)."""
+    if model.factory is not None:
+        return f"factory {model.factory!r} in config.json"
+    return (f"class {model.class_name!r}; " if model.class_name else "") + "config.json names no factory"
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
