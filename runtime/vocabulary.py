@@ -18,6 +18,10 @@ from .errors import DtypeError, InputValueError, ShapeError
 MAX_TOKEN_CHARS = 256  # one token's length: a vocabulary of whole sentences is not one we wrote
 
 
+class TooManyTokens(InputValueError):
+    """A text that holds more tokens than its reader takes (`Vocabulary.encode`'s ``limit``)."""
+
+
 def check_tokens(value: Any, error: type[Exception] = InputValueError, where: str = "vocabulary") -> tuple[str, ...]:
     """``value`` as a tuple of distinct, non-empty strings of valid Unicode (each at most
     MAX_TOKEN_CHARS characters); ``error`` naming the first that is not, and where."""
@@ -80,13 +84,19 @@ class Vocabulary:
         shown = ", ".join(repr(t) for t in self.tokens[:8])
         return f"Vocabulary({self.size} tokens: {shown}{', ...' if self.size > 8 else ''})"
 
-    def encode(self, text: str) -> np.ndarray:
+    def encode(self, text: str, limit: int | None = None) -> np.ndarray:
         """The ids of ``text``, int64 (n,): at each position the longest token that matches.
-        InputValueError naming the first position no token matches."""
+        InputValueError naming the first position no token matches; TooManyTokens once the text
+        holds more than ``limit`` ids (None: no limit), refused before any work when its length
+        alone says so (every token is at most the longest token's length)."""
         if not isinstance(text, str):
             raise InputValueError(f"encode takes text (a str), got {type(text).__name__}")
         ids, position, ids_of, longest = [], 0, self._ids, self._longest
+        if limit is not None and len(text) > limit * longest:
+            raise TooManyTokens(f"the text has {len(text)} characters: more than {limit} tokens, the limit")
         while position < len(text):
+            if limit is not None and len(ids) == limit:
+                raise TooManyTokens(f"the text holds more than {limit} tokens, the limit")
             for length in range(min(longest, len(text) - position), 0, -1):
                 index = ids_of.get(text[position : position + length])
                 if index is not None:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 import runtime
+from runtime.vocabulary import TooManyTokens
 
 from .core import GENERATE, Answer, Engine, Served, ServedName, plug
 from .generation import CANCELLED, Generation, Generator
@@ -37,6 +38,7 @@ from .protocol import BadRequest, InferRequest, ServeError, TensorMetadata, TooL
 from .sequences import flag, sequence_key, sequence_version
 from .tensors import check_tensors, wire_shape
 
+ENCODE_INLINE = 4096  # a prompt's characters encoded on the loop; a longer one in a thread
 TOKENS_OUTPUT = "tokens"  # the generated token ids, INT64 [1, n]
 TEXT_INPUT, TEXT_OUTPUT = "text_input", "text_output"  # the prompt and the generated text (a vocabulary)
 
@@ -177,23 +179,13 @@ class SampledGenerate:
         model = served.model
         assert model is not None
         token = model.feedback.input
-        if TEXT_INPUT in inputs:
-            if text is not None:
-                raise BadRequest(f"the request holds '{TEXT_INPUT}' twice")
-            inputs = dict(inputs)
-            text = prompt_text(inputs.pop(TEXT_INPUT))
-        if text is not None:
-            if words(model) is None:
-                raise BadRequest(f"model '{named.name}' has no vocabulary: send the prompt as input '{token}'")
-            if token in inputs:
-                raise BadRequest(f"send the prompt as '{TEXT_INPUT}' or as input '{token}', not both")
-            inputs = {**inputs, token: words(model).encode(text).reshape(1, -1)}
+        limits = engine.settings.limits
+        inputs = await _text_prompt(named, inputs, text, limits.max_steps)
         key = sequence_key(parameters.get("sequence_id"))
         begin, end = flag(parameters, "sequence_start"), flag(parameters, "sequence_end")
         version = sequence_version(parameters)
         if key is None and (begin or end or version is not None):
             raise BadRequest("parameters 'sequence_start'/'sequence_end'/'sequence_version' need a 'sequence_id'")
-        limits = engine.settings.limits
         check_tensors(named.by_name, named.name, inputs, key is not None and not begin, limits.max_elements)
         prompt = inputs[token][0]
         if prompt.size > limits.max_steps:
@@ -211,6 +203,35 @@ class SampledGenerate:
             return generator.submit(prompt, held, start_state, settings, keep_state=True)
 
         return await _in_sequence(engine, named, key, begin, end, version, state, submit)
+
+
+async def _text_prompt(named: ServedName, inputs: dict[str, np.ndarray], text: str | None, limit: int) -> dict:
+    """``inputs`` with the prompt's text (``text``, or ``text_input`` among them) as the token input,
+    encoded up to ``limit`` tokens (TooLarge past it, refused by its length alone where it can be);
+    a long text encoded off the loop."""
+    model = named.served.model
+    assert model is not None
+    token = model.feedback.input
+    if TEXT_INPUT in inputs:
+        if text is not None:
+            raise BadRequest(f"the request holds '{TEXT_INPUT}' twice")
+        inputs = dict(inputs)
+        text = prompt_text(inputs.pop(TEXT_INPUT))
+    if text is None:
+        return inputs
+    vocabulary = words(model)
+    if vocabulary is None:
+        raise BadRequest(f"model '{named.name}' has no vocabulary: send the prompt as input '{token}'")
+    if token in inputs:
+        raise BadRequest(f"send the prompt as '{TEXT_INPUT}' or as input '{token}', not both")
+    try:
+        if len(text) <= ENCODE_INLINE:
+            ids = vocabulary.encode(text, limit)
+        else:
+            ids = await asyncio.get_running_loop().run_in_executor(None, vocabulary.encode, text, limit)
+    except TooManyTokens as error:
+        raise TooLarge(f"the prompt is too long: {error}") from None
+    return {**inputs, token: ids.reshape(1, -1)}
 
 
 def named_vocabulary(model: runtime.Model) -> int:

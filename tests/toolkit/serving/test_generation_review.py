@@ -108,3 +108,38 @@ def test_a_request_cancelled_while_it_waits_for_its_sequence_starts_nothing(serv
             sequence_id=key,
         )
     assert result.get_response().parameters["sequence_version"].int64_param == 2
+
+
+def text_prompt(text: str) -> list:
+    inputs = grpc_inputs([0])
+    prompt = triton_grpc.InferInput("text_input", [1], "BYTES")
+    prompt.set_data_from_numpy(np.array([text.encode()], object))
+    return [prompt, inputs[1]]
+
+
+def test_a_long_text_prompt_is_refused_before_it_is_encoded(server):
+    huge = "abc " * 750_000  # 3 MB of known tokens: encoded on the loop, it froze the server for seconds
+    with triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as client:
+        started = time.perf_counter()
+        with pytest.raises(InferenceServerException, match="too long") as refused:
+            client.infer("char-generate", text_prompt(huge), parameters={"max_tokens": 2})
+        took = time.perf_counter() - started
+        assert "\n" not in str(refused.value) and "100000" in str(refused.value)
+        assert took < 1.5, took  # the length alone refuses it (encoding it took ~4 s on the shared VM)
+        result = client.infer("char-generate", text_prompt("abc " * 1500), parameters={"strategy": "greedy"})
+    assert result.as_numpy("tokens").shape == (1, 100)  # a 6,000-character prompt, encoded in a thread
+    assert generator_of(server).live == 0
+
+
+def test_vocabulary_encode_stops_at_its_limit(model):
+    from runtime import Vocabulary
+    from runtime.vocabulary import TooManyTokens
+
+    words = Vocabulary(["ab", "a", "b"])
+    assert words.encode("a" * 9, limit=9).tolist() == [1] * 9 == words.encode("a" * 9).tolist()
+    with pytest.raises(TooManyTokens, match="more than 5 tokens"):
+        words.encode("a" * 9, limit=5)  # 9 characters may be 5 tokens: found out by encoding
+    with pytest.raises(TooManyTokens, match="11 characters"):
+        words.encode("ab" * 5 + "a", limit=5)  # 11 characters are more than 5 tokens of at most 2
+    assert words.encode("ab" * 5, limit=5).tolist() == [0] * 5
+    assert model.vocabulary.encode("bad c", limit=5).tolist() == model.vocabulary.encode("bad c").tolist()
