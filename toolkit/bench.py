@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 import runtime
+from export.test_data import random_tensor
 from export.torchscript import load_torchscript_checked
 from rnn.checkpoint import load_checkpoint
 from rnn.eager import NumpyStep
@@ -139,6 +140,9 @@ class BenchReport:
     cold_start: dict[str, float | bool] = field(default_factory=dict)
     streams: list[StreamRow] = field(default_factory=list)
     one_call: list[OneCallRow] = field(default_factory=list)
+    baseline: str = "eager"  # the implementation each row's ratio is taken against
+    one_call_baseline: str = EAGER_STEP  # the one-call table's
+    notes: list[str] = field(default_factory=list)  # lines said before the tables (what was left out)
 
     def stream_ratio(self, row: StreamRow) -> float:
         """How many times more stream-steps per second than one session.run per stream."""
@@ -150,14 +154,23 @@ class BenchReport:
         eager = next(
             r
             for r in self.rows
-            if (r.kind, r.batch, r.steps, r.implementation) == (row.kind, row.batch, row.steps, "eager")
+            if (r.kind, r.batch, r.steps, r.implementation) == (row.kind, row.batch, row.steps, self.baseline)
         )
         return eager.seconds / row.seconds
 
     def one_call_ratio(self, row: OneCallRow) -> float:
         """How many times faster than one eager PyTorch step (above 1: faster)."""
-        eager = next(r for r in self.one_call if r.implementation == EAGER_STEP)
+        eager = next(r for r in self.one_call if r.implementation == self.one_call_baseline)
         return eager.seconds / row.seconds
+
+    @property
+    def ratio_key(self) -> str:
+        """bench.json's name of a row's ratio: ratio_vs_eager, or against the baseline that stands for it."""
+        return "ratio_vs_" + self.baseline.replace(" ", "_")
+
+    @property
+    def one_call_label(self) -> str:
+        return "eager step" if self.one_call_baseline == EAGER_STEP else self.one_call_baseline
 
     def to_dict(self) -> dict:
         rows = [
@@ -165,7 +178,7 @@ class BenchReport:
                 **asdict(r),
                 "us_per_step": r.us_per_step,
                 "steps_per_second": r.steps_per_second,
-                "ratio_vs_eager": self.ratio(r),
+                self.ratio_key: self.ratio(r),
             }
             for r in self.rows
         ]
@@ -178,10 +191,14 @@ class BenchReport:
             for r in self.streams
         ]
         one_call = [
-            {**asdict(r), "us_per_call": r.us_per_call, "ratio_vs_eager_step": self.one_call_ratio(r)}
+            {
+                **asdict(r),
+                "us_per_call": r.us_per_call,
+                "ratio_vs_" + self.one_call_label.replace(" ", "_"): self.one_call_ratio(r),
+            }
             for r in self.one_call
         ]
-        return {
+        document = {
             "folder": self.folder,
             "machine": self.machine,
             "rows": rows,
@@ -189,14 +206,20 @@ class BenchReport:
             "streams": streams,
             "one_call": one_call,
         }
+        if self.baseline != "eager" or self.notes:  # a classic run's document stays as it was
+            document.update(baseline=self.baseline, notes=self.notes)
+        return document
 
     def table(self) -> str:
-        lines = [f"machine: {self.machine}"]
+        lines = [f"machine: {self.machine}", *self.notes]
+        kind_width = max([9, *(len(r.kind) for r in self.rows)])
+        ratio_head = f"vs {self.baseline}"
+        ratio_width = max(9, len(ratio_head))
         if self.rows:
             lines += [
                 "",
-                f"{'kind':<9} {'batch':>5} {'steps':>5}  {'implementation':<15} {'us/step':>10} "
-                f"{'steps/s':>11} {'vs eager':>9}",
+                f"{'kind':<{kind_width}} {'batch':>5} {'steps':>5}  {'implementation':<15} {'us/step':>10} "
+                f"{'steps/s':>11} {ratio_head:>{ratio_width}}",
             ]
         previous = None
         for row in self.rows:
@@ -205,11 +228,12 @@ class BenchReport:
                 lines.append("")
             previous = key
             lines.append(
-                f"{row.kind:<9} {row.batch:>5} {row.steps:>5}  {row.implementation:<15} "
-                f"{row.us_per_step:>10.2f} {row.steps_per_second:>11.0f} {self.ratio(row):>8.1f}x"
+                f"{row.kind:<{kind_width}} {row.batch:>5} {row.steps:>5}  {row.implementation:<15} "
+                f"{row.us_per_step:>10.2f} {row.steps_per_second:>11.0f} {self.ratio(row):>{ratio_width - 1}.1f}x"
             )
         if self.one_call:
-            lines += ["", f"one call, batch 1, one step: {'implementation':<28} {'us/call':>8} {'vs eager step':>14}"]
+            head = f"vs {self.one_call_label}"
+            lines += ["", f"one call, batch 1, one step: {'implementation':<28} {'us/call':>8} {head:>14}"]
             for row in self.one_call:
                 lines.append(
                     f"{'':<29}{row.implementation:<28} {row.us_per_call:>8.2f} {self.one_call_ratio(row):>13.2f}x"
@@ -350,42 +374,68 @@ def run_bench(
 
 
 def bench_one_call(
-    model: runtime.Model, eager: torch.nn.Module, rounds: int = ROUNDS, calls: int = ONE_CALL_CALLS
+    model: runtime.Model,
+    eager: torch.nn.Module | None,
+    rounds: int = ROUNDS,
+    calls: int = ONE_CALL_CALLS,
+    sampler: runtime.Sampler | None = None,
 ) -> list[OneCallRow]:
-    """One step of one stream, every way a caller can make it, against one eager PyTorch step.
+    """One step of one stream, every way a caller can make it, against one eager PyTorch step
+    (without ``eager``, against ``model.step``), for a model of any signature.
 
     The eager step is the fairest eager: the module called on tensors, under a ``torch.no_grad``
-    entered once outside the timing loop. The runtime's calls take and return numpy arrays.
+    entered once outside the timing loop. The runtime's calls take and return numpy arrays. A
+    model with no closed loop has no generate row; a sampled one generates with ``sampler``.
     """
     rng = np.random.default_rng(2)
-    x = rng.uniform(-1, 1, (1, model.input_size)).astype(np.float32)
-    state = tuple(rng.uniform(-1, 1, (1, size)).astype(np.float32) for size in model.state_sizes)
-    x_tensor, state_tensors = torch.from_numpy(x), tuple(torch.from_numpy(s) for s in state)
+    x = {spec.name: random_tensor(spec, 1, rng) for spec in model.inputs}  # (1, *sizes) or (1,) ids
+    state = tuple(random_tensor(spec, 1, rng) for spec in model.states)
+    tensors = [torch.from_numpy(x[name]) for name in model.input_names] + [torch.from_numpy(s) for s in state]
     session = model.step_session
     output_names = [output.name for output in session.get_outputs()]
-    feed = dict(zip([i.name for i in session.get_inputs()], (x, *state)))
+    feed = {**x, **dict(zip(model.state_names, state))}
     stream = runtime.Stream(model, state)
-    one = float(x[0, 0]) if model.input_size == 1 else x[0]  # what a caller pushes: a scalar or (input_size,)
+    one = _one_stream(model, x)  # what a caller pushes: a scalar, an id, (sizes,), or a dict of them
     pool = runtime.StreamPool(model, capacity=1)
-    ids = np.array([pool.open(tuple(s[0] for s in state))])
-    xs = x.reshape(1, 1, model.input_size)
+    ids = np.array([pool.open(state)])
+    given = x[model.input_name] if len(model.inputs) == 1 else x
+    sequences = {name: value[np.newaxis] for name, value in x.items()}  # one step, either layout
+    sequences = sequences[model.input_name] if len(model.inputs) == 1 else sequences
     functions = dict(
         zip(
             ONE_CALL,
             (
-                lambda: eager(x_tensor, *state_tensors),
+                None if eager is None else (lambda: eager(*tensors)),
                 lambda: session.run(output_names, feed),
-                lambda: model.step(x, state),
+                lambda: model.step(given, state),
                 lambda: stream.push(one),
-                lambda: pool.step(ids, x),
-                lambda: model.generate(x, 1, state),
-                lambda: model.predict(xs, state),
+                lambda: pool.step(ids, given),
+                lambda: model.generate(given, 1, state, sampler=sampler),
+                lambda: model.predict(sequences, state),
             ),
         )
     )
+    if eager is None:
+        del functions[EAGER_STEP]
+    if not (model.feedback or model.classic):
+        del functions["model.generate(x0, 1)"]
     with torch.no_grad():
         best = best_times(functions, rounds, calls)
     return [OneCallRow(name, seconds) for name, seconds in best.items()]
+
+
+def _one_stream(model: runtime.Model, x: dict[str, np.ndarray]) -> Any:
+    """One stream's inputs as a caller pushes them: a float for one value, an int for a token id."""
+
+    def value(spec) -> Any:
+        row = x[spec.name][0]
+        if spec.is_tokens:
+            return int(row)
+        return float(row[0]) if spec.count == 1 and len(model.inputs) == 1 else row
+
+    if len(model.inputs) == 1:
+        return value(model.inputs[0])
+    return {spec.name: value(spec) for spec in model.inputs}
 
 
 def bench_streams(model: runtime.Model, counts=STREAM_COUNTS, rounds: int = 3) -> list[StreamRow]:
@@ -500,14 +550,15 @@ def plot_bench(report: BenchReport, path: str | os.PathLike) -> Path:
 
     kinds = list(dict.fromkeys(r.kind for r in report.rows))
     sizes = list(dict.fromkeys((r.batch, r.steps) for r in report.rows))
-    everything = _slots([r.implementation for r in report.rows if r.implementation != "eager"])
+    base = report.baseline
+    everything = _slots([r.implementation for r in report.rows if r.implementation != base])
     colours = {name: f"C{i % 10}" for i, name in enumerate(everything)}
     rows = len(kinds) + bool(report.one_call)
     columns = max(len(sizes), 1)
     figure = plt.figure(figsize=(2.6 * columns + 1, 3.6 * max(rows, 1) + 0.6))
     grid = figure.add_gridspec(max(rows, 1), columns)
     for row, kind in enumerate(kinds):
-        names = _slots([r.implementation for r in report.rows if r.kind == kind and r.implementation != "eager"])
+        names = _slots([r.implementation for r in report.rows if r.kind == kind and r.implementation != base])
         first = None
         for column, (batch, steps) in enumerate(sizes):
             axis = figure.add_subplot(grid[row, column], sharey=first)
@@ -516,22 +567,25 @@ def plot_bench(report: BenchReport, path: str | os.PathLike) -> Path:
             values = [report.ratio(found[n]) if n in found else None for n in names]
             axis.set_yscale("log")
             _bars(axis, names, values, [colours[n] for n in names], 1)
+            against = "eager PyTorch" if base == "eager" else f"the {base}"
             axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             minor = FuncFormatter(lambda value, _: f"{value:g}" if f"{value:g}"[0] in "25" else "")  # 2, 5, 20...
             axis.yaxis.set_minor_formatter(minor)
             axis.tick_params(axis="y", which="both", labelsize=7)
             axis.set_title(f"{kind}  B={batch}  T={steps}", fontsize=8)
             if column == 0:
-                axis.set_ylabel("x faster than eager PyTorch", fontsize=8)
+                axis.set_ylabel(f"x faster than {against}", fontsize=8)
     if report.one_call:
         axis = figure.add_subplot(grid[rows - 1, :])
-        names = [r.implementation for r in report.one_call if r.implementation != EAGER_STEP]
-        values = [report.one_call_ratio(r) for r in report.one_call if r.implementation != EAGER_STEP]
+        one_base = report.one_call_baseline
+        names = [r.implementation for r in report.one_call if r.implementation != one_base]
+        values = [report.one_call_ratio(r) for r in report.one_call if r.implementation != one_base]
         _bars(axis, names, values, [f"C{i % 10}" for i in range(len(names))], 2)
         axis.set_ylim(bottom=0)
-        eager = next(r for r in report.one_call if r.implementation == EAGER_STEP)
-        axis.set_title(f"one call, batch 1, one step (eager step = 1: {eager.us_per_call:.1f} us)", fontsize=8)
-        axis.set_ylabel("x faster than an eager step", fontsize=8)
+        eager = next(r for r in report.one_call if r.implementation == one_base)
+        label = report.one_call_label
+        axis.set_title(f"one call, batch 1, one step ({label} = 1: {eager.us_per_call:.1f} us)", fontsize=8)
+        axis.set_ylabel(f"x faster than {'an eager step' if one_base == EAGER_STEP else label}", fontsize=8)
     figure.suptitle(report.machine, fontsize=8)
     figure.tight_layout(rect=(0, 0, 1, 0.97))
     with atomic_path(path) as temporary:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import InputValueError, UnsupportedError
+from runtime.errors import InputValueError
 from runtime.manifest import BATCH_FIRST
 
 from .console import Progress, epoch_progress, json_text, say
@@ -186,33 +186,37 @@ class BenchOptions:
 
 
 def bench(folder: Path, options: BenchOptions, factory, loading: Loading, trust: bool, as_json: bool, threads: int):
-    """`rnn bench`: the table (or JSON) of one run's timings; bench.png and bench.json into ``options.out``."""
+    """`rnn bench`: the table (or JSON) of one run's timings; bench.png and bench.json into ``options.out``.
+    A folder of the seed's signature, time-first, with its eager module gets every table of
+    `toolkit.bench.run_bench`; any other folder the runtime loads `toolkit.bench_any.run_bench_any`'s."""
     require_torch("bench", threads)
     from rnn.folders import ensure_parent
     from toolkit.bench import plot_bench, run_bench, write_json
+    from toolkit.bench_any import eager_module, run_bench_any
 
     model = load_model(folder, loading)
-    if not model.classic or model.layout == BATCH_FIRST:
-        raise UnsupportedError(
-            "rnn bench times folders of the seed's signature (x -> y, time-first); for a model with named or "
-            "token inputs time generate with benchmarks/sampling.py (README, Performance)"
-        )
     out = options.out
     ensure_parent(out / BENCH_PNG)  # an unwritable output fails before minutes of timing
-    report = run_bench(
-        folder,
-        options.batches or BENCH_BATCHES,
-        options.steps or BENCH_STEPS,
-        options.kinds or BENCH_KINDS,
-        options.rounds,
-        cold_start=options.cold_start,
-        stream_counts=(options.stream_counts or BENCH_STREAM_COUNTS) if options.streams else (),
+    shared = dict(
+        batches=options.batches or BENCH_BATCHES,
+        steps=options.steps or BENCH_STEPS,
+        kinds=options.kinds or BENCH_KINDS,
+        rounds=options.rounds,
         factory=factory,
         progress=lambda text: say(f"timing {text}"),
         one_call=options.one_call,
         digest=model.manifest_digest if loading.pinned else None,
         trust=trust,
     )
+    if model.classic and model.layout != BATCH_FIRST and eager_module(folder, factory) is not None:
+        report = run_bench(
+            folder,
+            cold_start=options.cold_start,
+            stream_counts=(options.stream_counts or BENCH_STREAM_COUNTS) if options.streams else (),
+            **shared,
+        )
+    else:
+        report = run_bench_any(folder, **shared)
     plot_bench(report, out / BENCH_PNG)
     write_json(report, out / BENCH_JSON)
     say(f"wrote {out / BENCH_PNG} and {out / BENCH_JSON}")
