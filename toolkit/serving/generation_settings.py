@@ -15,6 +15,8 @@ from runtime.sampling import STRATEGIES
 from .protocol import BadRequest
 
 DEFAULT_MAX_TOKENS = 100  # a request's max_tokens when it names none
+MAX_STOP_TEXTS, MAX_STOP_TEXT_CHARS = 16, 256  # stop_text: at most 16 strings of at most 256 characters
+DRAW_PARAMETERS = ("strategy", "temperature", "top_k", "top_p", "seed")  # any of them asks for a draw
 
 
 @dataclass(frozen=True)
@@ -22,14 +24,17 @@ class GenerationSettings:
     """What one generation asks for: the sampler's settings (`runtime.Sampler`'s), how many tokens
     at most, and the stop tokens and texts that end it early."""
 
-    strategy: str = "temperature"
+    strategy: str = "greedy"
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
     seed: int | None = None
     max_tokens: int = DEFAULT_MAX_TOKENS
-    stop: tuple[int, ...] = ()
+    stop: frozenset[int] = frozenset()  # read once per token on the scheduler thread: a set
     stop_text: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stop", frozenset(self.stop))
 
     def sampler(self) -> runtime.Sampler:
         """A new sampler of these settings (InputValueError for settings it refuses)."""
@@ -57,32 +62,59 @@ def _number(name: str, value: Any) -> float:
     return float(value)
 
 
-def _stop_ids(value: Any, vocabulary: int) -> tuple[int, ...]:
+def _stop_ids(value: Any, vocabulary: int) -> frozenset[int]:
     """``stop``: a token id, a list of ids, or a string of ids separated by commas (gRPC parameters
-    are scalars)."""
+    are scalars); at most ``vocabulary`` of them (counted before any is read), each in range."""
+    count = value.count(",") + 1 if isinstance(value, str) else len(value) if isinstance(value, list) else 1
+    if count > vocabulary:
+        raise BadRequest(f"parameter 'stop' holds {count} token ids, more than the vocabulary's {vocabulary}")
     if isinstance(value, str):
         try:
             value = [int(part) for part in value.split(",") if part.strip()]
         except ValueError:
             raise BadRequest(f"parameter 'stop' must be token ids separated by commas, got {value!r:.60}") from None
     items = value if isinstance(value, list) else [value]
-    return tuple(_int("stop", item, 0, vocabulary - 1) for item in items)
+    return frozenset(_int("stop", item, 0, vocabulary - 1) for item in items)
 
 
 def _stop_texts(value: Any) -> tuple[str, ...]:
+    """``stop_text``: a string or a list of at most MAX_STOP_TEXTS distinct strings, each of 1 to
+    MAX_STOP_TEXT_CHARS characters (each is looked for in the text's tail at every token)."""
     items = value if isinstance(value, list) else [value]
-    if not all(isinstance(item, str) and item for item in items):
-        raise BadRequest("parameter 'stop_text' must be a non-empty string or a list of them")
-    return tuple(items)
+    if len(items) > MAX_STOP_TEXTS:
+        raise BadRequest(f"parameter 'stop_text' holds {len(items)} strings, the limit is {MAX_STOP_TEXTS}")
+    if not all(isinstance(item, str) and 1 <= len(item) <= MAX_STOP_TEXT_CHARS for item in items):
+        raise BadRequest(
+            f"parameter 'stop_text' must be a string of 1 to {MAX_STOP_TEXT_CHARS} characters or a list of them"
+        )
+    return tuple(dict.fromkeys(items))
+
+
+def draw_strategy(parameters: dict[str, Any]) -> str:
+    """The strategy a request asks for, as the CLI and the Node and C++ examples decide it
+    (`toolkit.running.Sampling.for_model`, `toolkit.run_inputs.make_sampler`): greedy unless a
+    sampling parameter asks for a draw; then ``strategy`` if given, else top_k / top_p where
+    ``top_k`` / ``top_p`` is given, else temperature."""
+    if all(parameters.get(name) is None for name in DRAW_PARAMETERS):
+        return "greedy"
+    if parameters.get("strategy") is not None:
+        return parameters["strategy"]
+    return (
+        "top_k"
+        if parameters.get("top_k") is not None
+        else "top_p"
+        if parameters.get("top_p") is not None
+        else "temperature"
+    )
 
 
 def settings_from(parameters: dict[str, Any], vocabulary: int, max_tokens: int, has_text: bool) -> GenerationSettings:
     """A request's generation parameters checked (BadRequest naming the first wrong one; the
     sampler's own checks as the runtime words them): ``strategy`` (greedy, temperature, top_k,
-    top_p; default temperature), ``temperature``, ``top_k``, ``top_p``, ``seed``, ``max_tokens``
+    top_p; default: `draw_strategy`), ``temperature``, ``top_k``, ``top_p``, ``seed``, ``max_tokens``
     (1 to ``max_tokens``), ``stop`` (token ids), ``stop_text`` (needs a vocabulary)."""
     given: dict[str, Any] = {}
-    strategy = parameters.get("strategy", "temperature")
+    strategy = draw_strategy(parameters)
     if strategy not in STRATEGIES:
         raise BadRequest(f"parameter 'strategy' must be one of {', '.join(STRATEGIES)}, got {strategy!r:.40}")
     given["strategy"] = strategy

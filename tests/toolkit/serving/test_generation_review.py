@@ -13,8 +13,11 @@ import pytest
 import tritonclient.grpc as triton_grpc
 from tritonclient.utils import InferenceServerException
 
+from toolkit.serving.generation_settings import GenerationSettings, settings_from
+
 from . import test_generation_server as served
-from .test_generation_server import WAIT_S, generator_of, grpc_inputs, wait_until_free
+from .test_generation import reference
+from .test_generation_server import WAIT_S, generator_of, grpc_inputs, post, request_document, wait_until_free
 
 char_folder, model, server = served.char_folder, served.model, served.server  # its fixtures (a server of this module)
 
@@ -143,3 +146,48 @@ def test_vocabulary_encode_stops_at_its_limit(model):
         words.encode("ab" * 5 + "a", limit=5)  # 11 characters are more than 5 tokens of at most 2
     assert words.encode("ab" * 5, limit=5).tolist() == [0] * 5
     assert model.vocabulary.encode("bad c", limit=5).tolist() == model.vocabulary.encode("bad c").tolist()
+
+
+def test_stop_lists_are_bounded_sets(server, model):
+    cases = [
+        ({"stop": list(range(11)) + [3]}, "12 token ids, more than the vocabulary's 11"),
+        ({"stop": ",".join(["1"] * 1_000_000)}, "1000000 token ids"),  # refused before it is read
+        ({"stop": [11]}, "from 0 to 10"),
+        ({"stop_text": ["a"] * 17}, "17 strings, the limit is 16"),
+        ({"stop_text": "a" * 257}, "1 to 256 characters"),
+    ]
+    for parameters, words in cases:
+        started = time.perf_counter()
+        status, _, answer = post(server, "/v2/models/char-generate/generate", request_document([1], **parameters))
+        assert status == 400 and words in answer["error"] and "\n" not in answer["error"], answer
+        assert time.perf_counter() - started < 2.0
+    checked = settings_from({"stop": "4,4,2", "stop_text": ["ab", "ab", "c"]}, 11, 50, True)
+    assert checked.stop == frozenset({2, 4}) and checked.stop_text == ("ab", "c")
+    full = settings_from({"stop": list(range(11)), "stop_text": ["x" * 256] * 16}, 11, 50, True)
+    assert full.stop == frozenset(range(11)) and full.stop_text == ("x" * 256,)
+    settings = GenerationSettings("temperature", seed=5, max_tokens=40)
+    drawn = reference(model, [2, 3], settings)[0]
+    stop = drawn[6]
+    document = request_document([2, 3], seed=5, max_tokens=40, stop=[stop, stop, stop])
+    status, _, answer = post(server, "/v2/models/char-generate/generate", document)
+    assert status == 200 and answer["tokens"] == drawn[: drawn.index(stop) + 1]
+
+
+@pytest.mark.parametrize(
+    "parameters, settings",
+    [
+        ({}, GenerationSettings("greedy")),
+        ({"seed": 8}, GenerationSettings("temperature", seed=8)),
+        ({"temperature": 0.6, "seed": 8}, GenerationSettings("temperature", temperature=0.6, seed=8)),
+        ({"top_k": 3, "seed": 8}, GenerationSettings("top_k", top_k=3, seed=8)),
+        ({"top_p": 0.7, "seed": 8}, GenerationSettings("top_p", top_p=0.7, seed=8)),
+        ({"strategy": "greedy", "seed": 8}, GenerationSettings("greedy", seed=8)),
+    ],
+)
+def test_the_server_is_greedy_unless_a_sampling_parameter_asks_for_a_draw(server, model, parameters, settings):
+    assert settings_from(parameters, 11, 100, True) == settings
+    status, _, answer = post(server, "/v2/models/char-generate/generate", request_document([4, 1], **parameters))
+    assert status == 200 and answer["tokens"] == reference(model, [4, 1], settings)[0]
+    with triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as client:
+        result = client.infer("char-generate", grpc_inputs([4, 1]), parameters=parameters or None)
+    assert result.as_numpy("tokens")[0].tolist() == answer["tokens"]
