@@ -254,8 +254,8 @@ def generate(folder, steps, x0, warmup, device, allow_nonfinite, digest, public_
 
     With --ray: --steps from the last point of every series of the dataset --input, each warmed up
     on the points before it, on Ray Data, written to the Parquet folder --out (a model that samples
-    its next token: the sampling options, temperature 1 by default there for now, --seed the base
-    of the rows' seeds)."""
+    its next token: greedy unless a sampling option asks for a draw, as without --ray; --seed the
+    base of the rows' seeds, row i drawing with seed + i unless its own seed column says)."""
     from .on_ray import Bulk
     from .running import GenerateOptions, Sampling, Start, generate_text
     from .trust import Loading

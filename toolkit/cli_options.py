@@ -196,7 +196,8 @@ def bulk_options(function):
             "--out",
             type=click.Path(path_type=Path),
             default=None,
-            help="With --ray: the output, a new folder of Parquet files (id, y).",
+            help="With --ray: the output, a new folder of Parquet files (id and y, or a column per output / the "
+            "sampled tokens).",
         ),
         click.option(
             "--address",

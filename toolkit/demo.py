@@ -7,8 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 import runtime
 from export import export_folder, verify_folder
 from export.verify import VerifyReport
@@ -18,8 +16,7 @@ from runtime.fused import ROLLOUT_LOOP, ROLLOUT_RNN, SEQUENCE_LOOP, SEQUENCE_RNN
 from runtime.manifest import MANIFEST_NAME, TEST_DATA_DIR, VERIFY_NAME, read_manifest
 
 from .plots import LOSS_NAME, PARITY_NAME, PREDICTION_NAME, plot_folder, plot_side_by_side
-from .run_inputs import training_start
-from .running import write_generate_csv
+from .running import stream_rows, training_warmup, write_generate_csv
 from .settings import GENERATE_CSV, GENERATE_STEPS
 
 Say = Callable[[str], None]
@@ -44,8 +41,10 @@ def run_demo(
     verify_progress=None,
 ) -> DemoResult:
     """Trains ``config`` into ``out``, exports, verifies, generates ``steps`` steps with the
-    runtime into generate.csv and draws the plots. ``say`` reports each stage, ``progress``
-    (trainer, epochs) gives each training run's progress callback.
+    runtime into generate.csv (what `rnn generate OUT --steps STEPS` prints: the closed loop from
+    where prediction.png's starts, the training series fed teacher-forced first) and draws the
+    plots. ``say`` reports each stage, ``progress`` (trainer, epochs) gives each training run's
+    progress callback.
 
     The reference trainer on the sine (the default) fits the tutorial's points one step ahead,
     but its closed loop drifts off the wave; so the demo also trains the stable trainer
@@ -71,8 +70,9 @@ def run_demo(
     report = verify_folder(out, progress=verify_progress, trust=True)  # the folder it just made
     say(f"[{stage + 2}/{stages}] generate {steps} steps with onnxruntime")
     model = runtime.load(out)
-    ys, _ = model.generate(np.float32(training_start(out)), steps)
-    write_generate_csv(out / GENERATE_CSV, ys)
+    x0, state = training_warmup(model, out)  # where prediction.png's closed loop starts, as `rnn generate OUT`
+    ys, _ = model.generate(x0, steps, state)
+    write_generate_csv(out / GENERATE_CSV, stream_rows(model, ys, False))
     say(f"[{stages}/{stages}] plots")
     plot_folder(out)
     if stable is not None:

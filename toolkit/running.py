@@ -19,7 +19,7 @@ import numpy as np
 
 from rnn.folders import atomic_path
 from runtime.errors import InputValueError
-from runtime.manifest import BATCH_FIRST, IDENTITY
+from runtime.manifest import BATCH_FIRST, IDENTITY, SAMPLE, read_manifest
 
 from .console import json_text
 from .on_ray import Bulk, run_bulk
@@ -95,9 +95,10 @@ def generate_text(folder: Path, options: GenerateOptions, say: Callable[[str], N
                 "--ray starts each series from its own last point: leave out --x0, --warmup, --prompt, "
                 "--allow-nonfinite (and --start, which --ray does not take)"
             )
-        # the sampling options make a sampled model's sampler, --seed the base of the rows' seeds (toolkit.on_ray)
-        # (its sampled default stays temperature 1 for now: `Sampling.for_model` is not applied here yet)
-        say(run_bulk(folder, "generate", options.steps, options.loading, options.as_json, bulk, options.sampling))
+        # the sampling options make a sampled model's sampler, --seed the base of the rows' seeds (toolkit.on_ray):
+        # greedy unless one asks for a draw, as without --ray (`Sampling.for_model`)
+        sampling = options.sampling.for_model(samples_tokens(folder))
+        say(run_bulk(folder, "generate", options.steps, options.loading, options.as_json, bulk, sampling))
         return
     if options.as_json and options.steps > JSON_MAX_STEPS:
         raise InputValueError(
@@ -117,6 +118,13 @@ def generate_text(folder: Path, options: GenerateOptions, say: Callable[[str], N
         yield from generate_text_pieces(model, x0, options.steps, state, sampler)
         return
     yield from generate_csv_chunks(model, x0, options.steps, state, sampler)
+
+
+def samples_tokens(folder: Path) -> bool:
+    """Whether the folder's model samples its next token (its manifest's feedback), read without
+    loading it: the bulk run loads and checks it (pins included) in `toolkit.on_ray.run_bulk`."""
+    feedback = read_manifest(folder).feedback
+    return feedback is not None and feedback.via == SAMPLE
 
 
 def closed_loop_start(model: Any, folder: Path, start: Start) -> tuple[dict[str, np.ndarray], Any]:

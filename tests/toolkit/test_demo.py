@@ -39,6 +39,13 @@ def test_demo_produces_every_file(tmp_path):
         assert str(out / name) in result.output
     assert json.loads((out / "verify.json").read_text())["passed"] is True
     assert len((out / "generate.csv").read_text().splitlines()) == 31
+    # generate.csv is what `rnn generate` prints for the folder: the closed loop from where the
+    # picture's starts (the training series teacher-forced first), not from the series' first point
+    generated = invoke("generate", out, "--steps", 30)
+    assert generated.exit_code == 0 and generated.stdout == (out / "generate.csv").read_text()
+    first = float(generated.stdout.splitlines()[1].split(",")[1])
+    model = runtime.load(out)
+    assert first != float(model.generate(np.float32(np.sin(2.0)), 1)[0].reshape(-1)[0])
     # The reference trainer on the sine: the stable trainer trained beside it (iterations scaled
     # with the epochs) for the headline picture, every stage announced.
     assert "[1/6] train (reference, seed 0, 20 epochs)" in result.output

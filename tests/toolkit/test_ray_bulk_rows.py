@@ -228,20 +228,28 @@ def test_a_sampled_generate_writes_each_rows_final_state(char):
 
 def test_cli_generate_and_predict_ray_on_format_2_folders(tmp_path, char, two):
     """rnn generate --ray on the token model: the sampling options make the sampler (--seed 7 the
-    base: row i draws with seed 7 + i); rnn predict --ray on the two-input model."""
+    base: row i draws with seed 7 + i); without one, greedy, as rnn generate without --ray; rnn
+    predict --ray on the two-input model."""
     model = runtime.load(char)
     columns = char_rows(12, seed=5)
     write_files(tmp_path / "char", columns, parts=1)
     runner = CliRunner()
-    args = ["--ray", "--input", str(tmp_path / "char"), "--out", str(tmp_path / "g"), "--actors", "1"]
-    result = runner.invoke(
-        cli, ["generate", str(char), *args, "--steps", str(STEPS), "--temperature", "0.7", "--seed", "7"]
-    )
+    args = ["--ray", "--input", str(tmp_path / "char"), "--actors", "1", "--steps", str(STEPS)]
+    draw = ["--sample", "temperature", "--temperature", "0.7", "--seed", "7"]
+    result = runner.invoke(cli, ["generate", str(char), *args, "--out", str(tmp_path / "g"), *draw])
     assert result.exit_code == 0, result.output
     assert "generate: 12 series" in result.output
     plain = {"strategy": "temperature", "temperature": 0.7}
     for i, tokens in enumerate(read_columns(tmp_path / "g")["token"]):
         assert tokens == char_alone(model, columns["token"][i], columns["category"][i], 7 + i, plain).tolist()
+    result = runner.invoke(cli, ["generate", str(char), *args, "--out", str(tmp_path / "greedy")])
+    assert result.exit_code == 0, result.output
+    greedy, drawn = read_columns(tmp_path / "greedy")["token"], []
+    for i, tokens in enumerate(greedy):
+        row = columns["token"][i], columns["category"][i]
+        assert tokens == char_alone(model, *row, 0, {"strategy": "greedy"}).tolist()
+        drawn.append(char_alone(model, *row, i, {"strategy": "temperature", "temperature": 1.0}).tolist())
+    assert greedy != drawn  # the earlier default (temperature 1, seed 0 + i) draws other tokens
     columns = two_rows(10, seed=6)
     write_files(tmp_path / "two", columns, parts=1)
     args = ["--ray", "--input", str(tmp_path / "two"), "--out", str(tmp_path / "p")]
