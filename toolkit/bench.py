@@ -143,6 +143,7 @@ class BenchReport:
     baseline: str = "eager"  # the implementation each row's ratio is taken against
     one_call_baseline: str = EAGER_STEP  # the one-call table's
     notes: list[str] = field(default_factory=list)  # lines said before the tables (what was left out)
+    general: bool = False  # a run of `toolkit.bench_any`: bench.json says its baseline and notes
 
     def stream_ratio(self, row: StreamRow) -> float:
         """How many times more stream-steps per second than one session.run per stream."""
@@ -206,7 +207,7 @@ class BenchReport:
             "streams": streams,
             "one_call": one_call,
         }
-        if self.baseline != "eager" or self.notes:  # a classic run's document stays as it was
+        if self.general:  # a classic run's document stays as it was
             document.update(baseline=self.baseline, notes=self.notes)
         return document
 

@@ -134,10 +134,10 @@ class Runner:
         step = module_step(module, model.input_names, feedback.input, model.output_names, feedback.output)
         others = {k: v for k, v in self.case.inputs.items() if k != feedback.input}
         token0, greedy = self.case.inputs[feedback.input], self.sampler.greedy
-        uniforms = None if greedy else self.call.new_sampler().uniforms(self.steps, len(token0))
         temperature = self.sampler.temperature
 
         def sampled() -> Outputs:
+            uniforms = None if greedy else self.call.new_sampler().uniforms(self.steps, len(token0))
             tokens, state, _ = eager_sample(step, token0, others, self.case.state, uniforms, temperature,
                                             greedy=greedy, steps=self.steps)  # fmt: skip
             return self._named(tokens, state, runtime_layout=False)
@@ -150,8 +150,8 @@ class Runner:
             return lambda: self._named(*model.predict(given, state, form=form))
         if self.sampler is None:
             return lambda: self._named(*model.generate(given, self.steps, state, form=form))
-        sampler = self.call.new_sampler()  # its own: each implementation draws the same uniforms first
-        return lambda: self._named(*model.generate(given, self.steps, state, form=form, sampler=sampler))
+        new = self.call.new_sampler  # a fresh seeded sampler each call: every call draws the same uniforms
+        return lambda: self._named(*model.generate(given, self.steps, state, form=form, sampler=new()))
 
     def _named(self, outputs: Any, state: tuple, runtime_layout: bool = True) -> Outputs:
         """Outputs (tokens) and final states by name, time-first: the runtime's sequences are in
@@ -184,6 +184,25 @@ class Runner:
         return problems
 
 
+def check_agreement(
+    model: runtime.Model,
+    torch_steps: dict[str, Callable],
+    call: Call,
+    batch: int,
+    steps: int,
+    baseline: str,
+    say: Callable[[str], None] | None = None,
+) -> None:
+    """One short call (at most AGREEMENT_STEPS steps) of every implementation of ``call``, compared
+    with ``baseline``'s; VerificationFailed naming the first disagreement."""
+    short = Runner(model, torch_steps, call, batch, min(steps, AGREEMENT_STEPS))
+    if say is not None:
+        say(f"checking {call.kind} batch {batch} steps {short.steps} against {baseline}")
+    problems = short.check(baseline)
+    if problems:
+        raise VerificationFailed(f"rnn bench: {call.kind} disagrees before timing: {problems[0]}")
+
+
 def run_bench_any(
     folder: str | os.PathLike,
     batches=BATCHES,
@@ -213,16 +232,13 @@ def run_bench_any(
         baseline="eager" if eager is not None else STEP_LOOP,
         one_call_baseline=EAGER_STEP if eager is not None else "model.step",
         notes=notes,
+        general=True,
     )
     for note in notes:
         say(note)
     torch_steps = {name: module for name, module in (("eager", eager), ("torchscript", scripted)) if module is not None}
     for call in timed:
-        short = Runner(model, torch_steps, call, min(batches), min(min(steps), AGREEMENT_STEPS))
-        say(f"checking {call.kind} batch {min(batches)} steps {short.steps} against {report.baseline}")
-        problems = short.check(report.baseline)
-        if problems:
-            raise VerificationFailed(f"rnn bench: {call.kind} disagrees before timing: {problems[0]}")
+        check_agreement(model, torch_steps, call, min(batches), min(steps), report.baseline, say)
         for batch in batches:
             for n in steps:
                 say(f"{call.kind} batch {batch} steps {n}")

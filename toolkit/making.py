@@ -192,7 +192,7 @@ def bench(folder: Path, options: BenchOptions, factory, loading: Loading, trust:
     require_torch("bench", threads)
     from rnn.folders import ensure_parent
     from toolkit.bench import plot_bench, run_bench, write_json
-    from toolkit.bench_any import eager_module, run_bench_any
+    from toolkit.bench_any import calls, check_agreement, eager_module, run_bench_any
 
     model = load_model(folder, loading)
     out = options.out
@@ -208,7 +208,10 @@ def bench(folder: Path, options: BenchOptions, factory, loading: Loading, trust:
         digest=model.manifest_digest if loading.pinned else None,
         trust=trust,
     )
-    if model.classic and model.layout != BATCH_FIRST and eager_module(folder, factory) is not None:
+    eager = eager_module(folder, factory)
+    if model.classic and model.layout != BATCH_FIRST and eager is not None:
+        for call in calls(model, shared["kinds"])[0]:  # silently: the classic bench's stderr stays as it was
+            check_agreement(model, {"eager": eager}, call, min(shared["batches"]), min(shared["steps"]), "eager")
         report = run_bench(
             folder,
             cold_start=options.cold_start,
