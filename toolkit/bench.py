@@ -5,7 +5,9 @@ step in a Python loop), the onnxruntime step model (one run per step), every fus
 folder ships, the runtime's automatic choice, and a numpy loop. Each configuration (kind,
 batch, steps) times all implementations in interleaved rounds and keeps each one's best time,
 so that the ratios come from the same minutes of the same machine. Two more tables: one tick
-of many streams (`bench_streams`) and one call of batch 1, one step (`bench_one_call`).
+of many streams (`bench_streams`) and one call of batch 1, one step (`bench_one_call`, which
+serves every signature). `toolkit.bench_any` times a folder of any other signature with the same
+report (`BenchReport`, its ratios against ``baseline``), plot and JSON.
 
 Torch runs on however many intra-op threads the caller set (the CLI sets 1); this module does
 not change it.
