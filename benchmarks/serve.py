@@ -467,6 +467,21 @@ async def spot_check(baseline: ServerProcess, ours: ServerProcess) -> dict[str, 
 # ---- the whole run ---------------------------------------------------------------------------------
 
 
+def plan_cells(concurrencies: list[int], delays: list[int], floor: bool) -> list[tuple[int, list[Any]]]:
+    """Each concurrency's (transport, delay) cells: the baseline, ours at the first delay (at every
+    delay at the highest concurrency), and the floor at the highest."""
+    top = max(concurrencies)
+    plan = []
+    for concurrency in concurrencies:
+        kinds: list[tuple[str, int | None]] = [(BASELINE, None)]
+        for delay in delays if concurrency == top else delays[:1]:
+            kinds += [(OURS_HTTP, delay), (OURS_GRPC, delay)]
+        if floor and concurrency == top:
+            kinds.append((FLOOR, None))
+        plan.append((concurrency, kinds))
+    return plan
+
+
 async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -506,16 +521,8 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"our server's outputs differ from runtime.Stream over {', '.join(wrong)}: {info}")
 
         cells: dict[tuple[str, int, int | None], Cell] = {}
-        plan: list[tuple[int, list[tuple[str, int | None]]]] = []
-        for concurrency in concurrencies:
-            kinds: list[tuple[str, int | None]] = [(BASELINE, None)]
-            for delay in delays if concurrency == top else delays[:1]:
-                kinds += [(OURS_HTTP, delay), (OURS_GRPC, delay)]
-            if floor and concurrency == top:
-                kinds.append((FLOOR, None))
-            plan.append((concurrency, kinds))
         next_id = 1
-        for concurrency, kinds in plan:
+        for concurrency, kinds in plan_cells(concurrencies, delays, floor):
             for round_index in range(args.rounds):
                 shift = round_index % len(kinds)
                 for transport, delay in kinds[shift:] + kinds[:shift]:  # alternate the order per round
