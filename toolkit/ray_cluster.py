@@ -35,6 +35,22 @@ def _token_auth_if_configured() -> None:
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
+def _choose_token_auth() -> None:
+    """Ray 2.60 starts a local cluster with token authentication unless RAY_AUTH_MODE says
+    otherwise, and WARNs so on every start when the mode is not chosen: chosen here, the same
+    mode (auth stays on), unless the caller chose. As Ray does when it turns it on itself, the
+    process's cached Ray config is read again: set only in the environment, the driver would
+    still think auth disabled and the cluster's own processes refuse it."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    try:
+        from ray._raylet import Config
+    except ImportError:  # another Ray: its own default (and its warning)
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    Config.initialize("")
+
+
 def connect(address: str | None = None, cpus: int | None = None, logging_level: str = "WARNING") -> bool:
     """Joins the Ray cluster at ``address``, or starts a local one (``cpus`` logical CPUs; no
     dashboard); nothing if Ray is already up in this process. Whether this call started one."""
@@ -51,5 +67,6 @@ def connect(address: str | None = None, cpus: int | None = None, logging_level: 
             message = " ".join(str(error).split())[:300] or type(error).__name__
             raise DataError(f"cannot join the Ray cluster at {address!r}: {message}") from None
         return False
+    _choose_token_auth()
     ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging_level, log_to_driver=False)
     return True

@@ -3,6 +3,7 @@ sequences written to --state-dir and resumed by the next process; user errors on
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -75,10 +76,10 @@ class Served:
         return code, self._rest
 
 
-def step(client, key, value, start=False, end=False) -> tuple[float, np.ndarray]:
+def step(client, key, value, start=False, end=False, headers=None) -> tuple[float, np.ndarray]:
     x = httpclient.InferInput("x", [1, 1], "FP32")
     x.set_data_from_numpy(np.array([[value]], np.float32))
-    result = client.infer("sine", [x], sequence_id=key, sequence_start=start, sequence_end=end)
+    result = client.infer("sine", [x], sequence_id=key, sequence_start=start, sequence_end=end, headers=headers)
     return float(result.as_numpy("y")[0, 0]), result.as_numpy("h_out")[0]
 
 
@@ -253,16 +254,34 @@ def test_ray_an_unreachable_cluster_is_one_line_and_exit_2():
     assert "cannot join the Ray cluster" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_ray_serve_process_answers_sequences_and_stops_on_sigterm():
-    """`rnn serve --ray` as the README starts it: a local Ray cluster of its own, one replica;
-    SIGTERM stops the server, deletes the application and shuts that cluster down."""
+def test_ray_serve_process_answers_sequences_and_stops_on_sigterm(tmp_path, monkeypatch):
+    """`rnn serve --ray` as the README starts it: a local Ray cluster of its own, one replica, with
+    token authentication on and no warning about it (toolkit.ray_cluster); the fronts' options
+    apply (--token-file, --header-timeout); SIGTERM stops the server, deletes the application and
+    shuts that cluster down."""
     pytest.importorskip("ray.serve", reason="the ray extra is not installed")
-    served = Served("--ray", "--replicas", "1", f"sine={COMMITTED}")
+    psutil = pytest.importorskip("psutil")
+    (tmp_path / "token").write_text("ray-front-token\n")
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # Ray's default: unset
+    arguments = ["--ray", "--replicas", "1", "--token-file", str(tmp_path / "token"), "--header-timeout", "0.5"]
+    served = Served(*arguments, f"sine={COMMITTED}")
+    auth = {"Authorization": "Bearer ray-front-token"}
     try:
         assert any("Stepper replica(s) on Ray" in line for line in served.lines), served.lines
+        assert not any("Token authentication" in line for line in served.lines), served.lines
+        modes = {}
+        for child in psutil.Process(served.process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # a worker that ended meanwhile
+                modes[child.name()] = child.environ().get("RAY_AUTH_MODE")
+        assert modes.get("gcs_server") == "token" and modes.get("raylet") == "token", modes  # auth still on
+        head = socket.create_connection(("127.0.0.1", served.http), timeout=10)
+        head.sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\n")  # and no more: 408 after --header-timeout
+        assert b"did not arrive within 0.5 s" in head.recv(4096)
+        head.close()
         client = served.client()
+        assert not client.is_server_ready() and client.is_server_ready(headers=auth)
         values = np.random.default_rng(9).uniform(-1, 1, 15).astype(np.float32)
-        got = [step(client, 41, v, start=t == 0)[0] for t, v in enumerate(values)]
+        got = [step(client, 41, v, start=t == 0, headers=auth)[0] for t, v in enumerate(values)]
         state, expected = None, []
         for v in values:
             y, state = MODEL.step(np.array([[v]], np.float32), state)
