@@ -420,7 +420,7 @@ def bench_one_call(
     )
     if eager is None:
         del functions[EAGER_STEP]
-    if not (model.feedback or model.classic):
+    if model.feedback is None:  # no closed loop: nothing is fed back
         del functions["model.generate(x0, 1)"]
     with torch.no_grad():
         best = best_times(functions, rounds, calls)

@@ -16,16 +16,18 @@ from export import export_module
 from export.verify_cases import GENERATE, PREDICT
 from runtime.manifest import BATCH_FIRST, manifest_digest
 from toolkit.bench import UNTIMED_TORCHSCRIPT
-from toolkit.bench_any import NO_EAGER, STEP_LOOP, Call, Runner, eager_module
+from toolkit.bench_any import NO_EAGER, NO_GENERATE, STEP_LOOP, Call, Runner, eager_module, run_bench_any
 from toolkit.cli import cli
 
 from ..conftest import REPO
 from ..user_modules import (
     CHAR_GRU_SIGNATURE,
+    FOUR_STATES,
     MAKE_CHAR_GRU,
     MAKE_TWO_INPUTS,
     TWO_INPUTS_SIGNATURE,
     make_char_gru,
+    make_four_state,
     make_two_inputs,
 )
 
@@ -189,3 +191,13 @@ def test_a_disagreeing_implementation_fails_before_any_timing(folders):
     problems = runner.check("eager")
     assert problems and all("max abs error" in p for p in problems)
     assert {p.split(":")[0] for p in problems} == {STEP_LOOP, "sequence_loop", "auto"}
+
+
+def test_a_model_with_no_closed_loop_is_timed_on_predict_and_says_so(tmp_path):
+    folder = export_module(make_four_state(), tmp_path / "four", input_size=2, output_size=3, states=FOUR_STATES)
+    report = run_bench_any(folder, batches=(2,), steps=(3,), rounds=1, factory=make_four_state)
+    assert report.notes == [NO_GENERATE] and report.baseline == "eager"
+    assert {r.kind for r in report.rows} == {"predict"}
+    assert {r.implementation for r in report.rows} == {"eager", STEP_LOOP, "sequence_loop", "auto"}
+    assert "model.generate(x0, 1)" not in {r.implementation for r in report.one_call}
+    assert report.table().splitlines()[1] == NO_GENERATE
