@@ -63,7 +63,8 @@ ERROR = "error"  # a generation that failed (its metrics' finish reason)
 
 class Generation:
     """One generation in progress: read its tokens with `chunks` (on the loop that submitted it),
-    stop it with `cancel`. ``tokens`` are those delivered so far; ``finish_reason`` is "length",
+    stop it with `cancel`. ``tokens`` are those `result` read (a reader of `chunks` keeps its own:
+    nothing here holds a streamed generation's tokens once read); ``finish_reason`` is "length",
     "stop" or "cancelled" once it ended; ``state`` the state after every token (with
     ``keep_state``)."""
 
@@ -90,7 +91,8 @@ class Generation:
         self.over = False  # ended: its slot freed, its caller told
         self.current = int(prompt[-1])
         self.produced = 0
-        self.text = ""
+        self.text = ""  # the tail of its text that a stop text may still end in
+        self.stop_keep = max(map(len, settings.stop_text), default=1) - 1  # that tail's length
         self.finishing = False  # its last token is being fed (keep_state): no draw
         self.finish: str | None = None  # why it ends, once its last token is fed
         self._uniforms = np.empty(0, np.float32)
@@ -118,7 +120,6 @@ class Generation:
 
     def _deliver(self, tokens: list[int], reason: str | None, error: BaseException | None) -> None:
         self._pending.extend(tokens)
-        self.tokens.extend(tokens)
         if reason is not None or error is not None:
             self.finish_reason, self.error, self._ended = reason, error, True
             self._end_event.set()
@@ -155,9 +156,9 @@ class Generation:
             raise self.error
 
     async def result(self) -> list[int]:
-        """Every token, once it ended."""
-        async for _ in self.chunks():
-            pass
+        """Every token, once it ended (kept in ``tokens``)."""
+        async for tokens in self.chunks():
+            self.tokens.extend(tokens)
         return self.tokens
 
 
@@ -424,11 +425,10 @@ class Generator:
         if token in settings.stop:
             return STOP
         if settings.stop_text and self.words is not None:
-            piece = self.words.tokens[token]
-            generation.text += piece
-            tail = generation.text[-(max(map(len, settings.stop_text)) + len(piece)) :]
-            if any(stop in tail for stop in settings.stop_text):
+            text = generation.text + self.words.tokens[token]  # a new match ends in this token's text
+            if any(stop in text for stop in settings.stop_text):
                 return STOP
+            generation.text = text[max(0, len(text) - generation.stop_keep) :]
         return LENGTH if generation.produced >= settings.max_tokens else None
 
     def state_of(self, generation: Generation) -> None:

@@ -10,8 +10,10 @@ in a sequence). With the request parameter ``triton_enable_empty_final_response`
 ``enable_empty_final_response=True``) the final flag comes alone in an empty response after the last
 tokens, as Triton sends it. The prompt is the token input (INT64 [1, T]) or ``text_input`` (BYTES
 [1]). Several generations of one stream run at once, their responses interleaved (each carries its
-request's id); every other request is answered as before, one answer each in arrival order. A stream
-that ends or is cancelled by its client cancels its generations and frees their slots.
+request's id); every other request is answered as before, one answer each in arrival order. At most
+MAX_STREAM_GENERATIONS (64) generations of one stream run at once: a request beyond them is answered
+with one error (RESOURCE_EXHAUSTED's status, 413) and the stream goes on. A stream that ends or is
+cancelled by its client cancels its generations and frees their slots.
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ from tritonclient.grpc import service_pb2 as pb
 
 from .core import Engine
 from .generate_calls import SAMPLED, TEXT_OUTPUT, TOKENS_OUTPUT, outputs_of, words
-from .protocol import VERSION, ServeError, status_of, unexpected_message
+from .protocol import VERSION, ServeError, TooLarge, status_of, unexpected_message
 
 PROTOCOL = "grpc"
 FINAL = "triton_final_response"
 EMPTY_FINAL = "triton_enable_empty_final_response"
 Decode = Callable[[pb.ModelInferRequest], tuple[dict[str, np.ndarray], dict[str, Any]]]
-_DONE = object()  # what a generation's task puts last
+MAX_STREAM_GENERATIONS = 64  # generations of one stream at once (the slots are every client's)
 
 
 def is_generation(engine: Engine, request: pb.ModelInferRequest) -> bool:
@@ -55,6 +57,7 @@ async def stream_answers(
     tasks: set[asyncio.Task] = set()
     iterator = requests.__aiter__()
     next_request: asyncio.Future | None = None
+    getter: asyncio.Future | None = None
     reading = True
     try:
         while reading or tasks:
@@ -78,8 +81,10 @@ async def stream_answers(
                         yield response
                         if not sent.done():
                             sent.set_result(None)  # its generation may build its next response
-                    continue
-                getter.cancel()
+                    if next_request is None or not next_request.done():
+                        continue  # else the request too (busy generations never starve the reading)
+                else:
+                    getter.cancel()
                 finished, next_request = next_request, None
                 try:
                     request = finished.result()
@@ -87,6 +92,9 @@ async def stream_answers(
                     reading = False
                     continue
             if is_generation(engine, request):
+                if len(tasks) >= MAX_STREAM_GENERATIONS:
+                    yield _refused(engine, request)
+                    continue
                 task = asyncio.ensure_future(_generate(engine, request, decode, out))
                 task.add_done_callback(lambda done: out.put_nowait(done))
                 tasks.add(task)
@@ -95,8 +103,19 @@ async def stream_answers(
     finally:
         for task in tasks:
             task.cancel()
-        if next_request is not None:
-            next_request.cancel()
+        for pending in (next_request, getter):
+            if pending is not None:
+                pending.cancel()  # a stream closed while it waited: nothing left pending
+
+
+def _refused(engine: Engine, request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+    """The answer of a generation request beyond the stream's MAX_STREAM_GENERATIONS running ones."""
+    error = TooLarge(
+        f"this stream runs {MAX_STREAM_GENERATIONS} generations, the most one stream may run at once; "
+        "wait for one to end or open another stream"
+    )
+    engine.metrics.request(request.model_name, PROTOCOL, error.status, 0.0)
+    return _Responses(request, None).error(error)
 
 
 class _Responses:

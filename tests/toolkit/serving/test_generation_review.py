@@ -5,6 +5,8 @@ the scheduler; the server's default draw (greedy unless a sampling parameter ask
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
 import time
 
@@ -191,3 +193,76 @@ def test_the_server_is_greedy_unless_a_sampling_parameter_asks_for_a_draw(server
     with triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as client:
         result = client.infer("char-generate", grpc_inputs([4, 1]), parameters=parameters or None)
     assert result.as_numpy("tokens")[0].tolist() == answer["tokens"]
+
+
+def test_one_grpc_stream_runs_at_most_64_generations_at_once(server, caplog):
+    from toolkit.serving.grpc_stream import MAX_STREAM_GENERATIONS
+
+    answers: queue.Queue = queue.Queue()
+    greedy = {"strategy": "greedy", "max_tokens": LONG}
+    client = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    other = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    try:
+        client.start_stream(callback=lambda result, error: answers.put(error))
+        for index in range(MAX_STREAM_GENERATIONS + 1):
+            client.async_stream_infer(
+                "char-generate", grpc_inputs([index % 11]), request_id=f"g{index}", parameters=greedy
+            )
+        deadline, refused = time.monotonic() + WAIT_S, []
+        while not refused and time.monotonic() < deadline:
+            error = answers.get(timeout=WAIT_S)
+            if error is not None:
+                refused.append(str(error))
+        assert len(refused) == 1 and "64 generations" in refused[0] and "\n" not in refused[0], refused
+        assert wait_live(server, MAX_STREAM_GENERATIONS) == MAX_STREAM_GENERATIONS  # the 65th never started
+        other.start_stream(callback=lambda result, error: None)  # another stream starts its own
+        other.async_stream_infer("char-generate", grpc_inputs([1]), parameters=greedy)
+        assert wait_live(server, MAX_STREAM_GENERATIONS + 1) == MAX_STREAM_GENERATIONS + 1
+    finally:
+        leave(client)
+        leave(other)
+    assert wait_until_free(server) == 0
+    import gc
+
+    gc.collect()
+    assert not [r for r in caplog.records if "destroyed but it is pending" in r.getMessage()]
+
+
+def test_a_stream_cancelled_while_it_waits_leaves_no_task_pending(char_folder):
+    from toolkit.serving.generate_calls import SAMPLED
+    from toolkit.serving.grpc_stream import FINAL, stream_answers
+
+    from .test_generation_engine import decode, engine_of, stream_request, until
+
+    engine = engine_of(char_folder)
+    generator = SAMPLED.generator(engine, engine.served["char"])
+
+    async def run():
+        requests: asyncio.Queue = asyncio.Queue()
+        requests.put_nowait(stream_request([1, 2], max_tokens=3))
+        finals = []
+
+        async def incoming():
+            while True:
+                yield await requests.get()
+
+        async def read():
+            async for response in stream_answers(engine, incoming(), None, decode):
+                finals.append(response.infer_response.parameters[FINAL].bool_param)
+
+        reader = asyncio.ensure_future(read())
+        await until(lambda: finals[-1:] == [True])
+        for _ in range(3):
+            await asyncio.sleep(0.01)  # the stream waits for its next request (and its generations' responses)
+        reader.cancel()  # its client goes away
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        for _ in range(3):
+            await asyncio.sleep(0.01)
+        return finals, [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+
+    try:
+        finals, pending = asyncio.run(run())
+    finally:
+        engine.close()
+    assert finals[-1] is True and pending == [] and generator.live == 0
