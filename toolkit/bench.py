@@ -38,7 +38,7 @@ from rnn.checkpoint import load_checkpoint
 from rnn.eager import NumpyStep
 from rnn.folders import atomic_path, write_text_atomically
 from runtime.errors import ArtifactError
-from runtime.fused import ROLLOUT_FORMS, SEQUENCE_FORMS, STEP
+from runtime.fused import ROLLOUT_FORMS, SAMPLING_FORMS, SEQUENCE_FORMS, STEP
 from runtime.manifest import ROLE_STEP_TORCHSCRIPT
 
 from .settings import BENCH_BATCHES, BENCH_KINDS, BENCH_ROUNDS, BENCH_STEPS, BENCH_STREAM_COUNTS
@@ -72,6 +72,7 @@ IMPLEMENTATIONS = (
     "torchscript",
     "onnx step loop",
     *ROLLOUT_FORMS,
+    *SAMPLING_FORMS,
     *SEQUENCE_FORMS,
     "auto",
     "numpy loop",
