@@ -48,7 +48,8 @@ from .protocol import (
 PROTOCOL = "grpc"  # the protocol label of the engine's request metrics
 MESSAGE_SLACK_BYTES = 64 << 10  # room for a message's headers beyond limits.max_body_bytes of tensor data
 SHARED_MEMORY = "shared_memory_region"
-MAX_STREAMS_PER_CONNECTION = 100  # calls at once on one connection (HTTP/2 streams)
+MAX_STREAMS_PER_CONNECTION = 1024  # calls at once on one connection (HTTP/2 streams), by default: a client
+# may open a stream per sequence on one channel (tritonclient does); silent ones hold no place (`Admission`)
 
 log = logging.getLogger("rnn.serve")
 
@@ -492,19 +493,21 @@ class Admission(grpc.aio.ServerInterceptor):
         return stream
 
 
-def create_grpc_server(engine: Engine, *, token: str | None, idle_s: float = 300.0) -> grpc.aio.Server:
+def create_grpc_server(
+    engine: Engine, *, token: str | None, idle_s: float = 300.0, max_streams: int = MAX_STREAMS_PER_CONNECTION
+) -> grpc.aio.Server:
     """The gRPC server of ``engine`` (call on the engine's event loop); the caller adds its port
     (``add_insecure_port``), starts and stops it. A port in use fails to bind rather than being
     shared (no SO_REUSEPORT). A connection with no call for ``idle_s`` is closed; one connection
-    carries at most MAX_STREAMS_PER_CONNECTION calls at once; calls at work are counted by
-    `Admission`."""
+    carries at most ``max_streams`` calls at once (more: REFUSED_STREAM); calls at work are
+    counted by `Admission`."""
     max_message = engine.settings.limits.max_body_bytes + MESSAGE_SLACK_BYTES
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
             ("grpc.so_reuseport", 0),
-            ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+            ("grpc.max_concurrent_streams", max_streams),
             ("grpc.max_connection_idle_ms", int(idle_s * 1000)),
             ("grpc.keepalive_time_ms", 60_000),  # a peer that has gone without a word is found and closed
             ("grpc.keepalive_timeout_ms", 20_000),

@@ -62,7 +62,10 @@ class Doors:
     ``body_timeout_s``: a body that stops arriving this long is a 408. ``max_header_bytes``: a
     request line and headers longer than this are a 431, refused as they arrive.
     ``grpc_idle_s``: a gRPC connection with no call this long is closed (a call or stream that
-    sends nothing holds no place among --max-connections: `grpc_api.Admission`)."""
+    sends nothing holds no place among --max-connections: `grpc_api.Admission`).
+    ``grpc_streams_per_connection``: calls (HTTP/2 streams) one gRPC connection may hold open at
+    once; beyond, a new one is refused (REFUSED_STREAM). Room for a stream per sequence on one
+    channel, as tritonclient users open them."""
 
     max_inflight_bytes: int | None = None
     header_timeout_s: float = 10.0
@@ -70,6 +73,7 @@ class Doors:
     body_timeout_s: float = 30.0
     max_header_bytes: int = 64 << 10
     grpc_idle_s: float = 300.0
+    grpc_streams_per_connection: int = 1024
 
 
 def read_token_file(path: str | os.PathLike) -> str:
@@ -326,7 +330,12 @@ class Server:
             return None
         from .grpc_api import create_grpc_server
 
-        grpc_server = create_grpc_server(self.engine, token=self.token, idle_s=self.doors.grpc_idle_s)
+        grpc_server = create_grpc_server(
+            self.engine,
+            token=self.token,
+            idle_s=self.doors.grpc_idle_s,
+            max_streams=self.doors.grpc_streams_per_connection,
+        )
         target = f"[{self.host}]:{grpc_port}" if ":" in self.host else f"{self.host}:{grpc_port}"
         try:
             self.grpc_port = grpc_server.add_insecure_port(target)
