@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import DtypeError, InputValueError, ShapeError
 
+TEXT_OUTPUT = "text_output"  # the generated tokens' text, where a model has a vocabulary (served, bulk rows)
 MAX_TOKEN_CHARS = 256  # one token's length: a vocabulary of whole sentences is not one we wrote
 
 

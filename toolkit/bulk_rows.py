@@ -49,10 +49,10 @@ import numpy as np
 from runtime.errors import DataError, InputValueError, ToolkitError
 from runtime.manifest import BATCH_FIRST, SAMPLE
 from runtime.sampling import Sampler
+from runtime.vocabulary import TEXT_OUTPUT  # generate of a sampled model with a vocabulary: the tokens as text
 
 ID_COLUMN = "id"  # Parquet input and output: the row's id, copied through
 SEED_COLUMN = "seed"  # optional, generate of a sampled model: the row's sampler seed
-TEXT_COLUMN = "text_output"  # generate of a sampled model with a vocabulary: the tokens as text (as served)
 ROW_ITEMS = ("path", "row_group", "first_row")  # what each item of the rows dataset names
 
 
@@ -419,4 +419,4 @@ class RowsRunner:
         if sampler is None or words is None:
             return table
         tokens = named[model.feedback.input][:n]
-        return table.append_column(TEXT_COLUMN, pa.array([words.decode(row) for row in tokens], pa.string()))
+        return table.append_column(TEXT_OUTPUT, pa.array([words.decode(row) for row in tokens], pa.string()))

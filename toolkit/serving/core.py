@@ -447,7 +447,7 @@ class Engine:
         if key is None and (start or end or version is not None):
             raise BadRequest("parameters 'sequence_start'/'sequence_end'/'sequence_version' need a 'sequence_id'")
         arrays = self._checked_inputs(named, request.inputs, sequence=key is not None, start=start)
-        wanted = self._wanted_outputs(named, request.outputs)
+        wanted = self.wanted_outputs(named, request.outputs)
         answer: dict[str, Any] = {}
         if key is None:
             values = await self._run(named, arrays, None)
@@ -473,7 +473,8 @@ class Engine:
         return checked_inputs(model, named.call, inputs, sequence, limits)
 
     @staticmethod
-    def _wanted_outputs(named: ServedName, requested: list[str] | None) -> set[str]:
+    def wanted_outputs(named: ServedName, requested: list[str] | None) -> set[str]:
+        """The outputs an answer carries: those ``requested`` (None: every one), each known and once."""
         names = [spec.name for spec in named.outputs]
         if requested is None:
             return set(names)

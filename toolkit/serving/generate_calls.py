@@ -29,18 +29,19 @@ from typing import Any
 import numpy as np
 
 import runtime
-from runtime.vocabulary import TooManyTokens
+from runtime.manifest import sampled_vocabulary
+from runtime.vocabulary import TEXT_OUTPUT, TooManyTokens
 
 from .core import GENERATE, Answer, Engine, Served, ServedName, plug
 from .generation import CANCELLED, Generation, Generator
 from .generation_settings import settings_from
-from .protocol import BadRequest, InferRequest, ServeError, TensorMetadata, TooLarge
+from .protocol import DATATYPE_OF, BadRequest, InferRequest, ServeError, TensorMetadata, TooLarge
 from .sequences import flag, sequence_key, sequence_version
 from .tensors import check_tensors, wire_shape
 
 ENCODE_INLINE = 4096  # a prompt's characters encoded on the loop; a longer one in a thread
 TOKENS_OUTPUT = "tokens"  # the generated token ids, INT64 [1, n]
-TEXT_INPUT, TEXT_OUTPUT = "text_input", "text_output"  # the prompt and the generated text (a vocabulary)
+TEXT_INPUT = "text_input"  # the prompt as text (a vocabulary); the generated text: TEXT_OUTPUT
 
 
 class Abandoned(ServeError):
@@ -64,21 +65,15 @@ def words(model: runtime.Model | None) -> Any:
 
 def prompt_text(array: np.ndarray) -> str:
     """The prompt of a ``text_input`` tensor (BYTES [1] or [1, 1]: one UTF-8 string)."""
-    if array.dtype != object or array.size != 1 or array.ndim not in (1, 2):
+    if array.dtype != object:
+        got = DATATYPE_OF.get(array.dtype, str(array.dtype))
+        raise BadRequest(f"input '{TEXT_INPUT}' must be BYTES (one UTF-8 string), got datatype {got}")
+    if array.size != 1 or array.ndim not in (1, 2):
         raise BadRequest(f"input '{TEXT_INPUT}' must be BYTES of shape [1] (one string), got {list(array.shape)}")
     try:
         return bytes(array.reshape(-1)[0]).decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest(f"input '{TEXT_INPUT}' is not UTF-8 text") from None
-
-
-def outputs_of(model: runtime.Model, name: str, requested: list[str] | None) -> tuple[str, ...]:
-    """The outputs an answer carries: those ``requested`` (None or none: every one), checked."""
-    known = (TOKENS_OUTPUT, TEXT_OUTPUT) if words(model) is not None else (TOKENS_OUTPUT,)
-    for output in requested or ():
-        if output not in known:
-            raise BadRequest(f"model '{name}' has no output '{output}' (it has {', '.join(known)})")
-    return tuple(requested) if requested else known
 
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]  # an ASGI receive
@@ -157,7 +152,7 @@ class SampledGenerate:
         """The infer route: every token (and its text) in one answer."""
         model = named.served.model
         assert model is not None
-        wanted = outputs_of(model, named.name, request.outputs)
+        wanted = engine.wanted_outputs(named, request.outputs)
         started = await self.start(engine, named, request.inputs, request.parameters)
         tokens = await until_gone(started.generation.result(), request.receive)
         answer = {**await started.finished, "finish_reason": started.generation.finish_reason}
@@ -192,7 +187,9 @@ class SampledGenerate:
             raise TooLarge(f"the prompt has {prompt.size} tokens, the limit is {limits.max_steps}")
         held = {spec.name: inputs[spec.name][0] for spec in model.inputs if spec.name != token}
         state = _state(model, inputs)
-        settings = settings_from(parameters, named_vocabulary(model), limits.max_steps, words(model) is not None)
+        settings = settings_from(
+            parameters, sampled_vocabulary(model.feedback, model.inputs), limits.max_steps, words(model) is not None
+        )
         generator = self.generator(engine, served)
         if key is None:
             finished = asyncio.get_running_loop().create_future()
@@ -232,11 +229,6 @@ async def _text_prompt(named: ServedName, inputs: dict[str, np.ndarray], text: s
     except TooManyTokens as error:
         raise TooLarge(f"the prompt is too long: {error}") from None
     return {**inputs, token: ids.reshape(1, -1)}
-
-
-def named_vocabulary(model: runtime.Model) -> int:
-    """The vocabulary size of the token input that sampled feedback feeds."""
-    return int(model.inputs[model.input_names.index(model.feedback.input)].vocabulary)
 
 
 def _state(model: runtime.Model, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, ...] | None:

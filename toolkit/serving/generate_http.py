@@ -70,8 +70,11 @@ def generated_name(engine: Engine, name: str, version: str) -> ServedName:
         named = engine.lookup(name, version)
     except NotFound:
         named = None
+    other = engine.names.get(name + "-generate")
+    for unready in (named, other):  # an unloaded model's calls are unknown: not ready, whichever it is
+        if unready is not None and not unready.ready:
+            raise Unavailable(f"model '{unready.served.name}' is not ready: {unready.served.error}")
     if named is None or named.handler is not SAMPLED:
-        other = engine.names.get(name + "-generate")
         if other is not None and other.handler is SAMPLED:
             return engine.lookup(other.name, version)
         if named is None:
@@ -80,8 +83,6 @@ def generated_name(engine: Engine, name: str, version: str) -> ServedName:
             f"model '{name}' does not sample tokens: the generate extension serves NAME-generate of a model whose "
             "feedback samples its next token"
         )
-    if not named.ready:
-        raise Unavailable(f"model '{name}' is not ready: {named.served.error}")
     return named
 
 

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 import runtime
+from runtime.manifest import sampled_vocabulary
 from runtime.sampling import draw_tokens
 from runtime.streams import StreamPool, state_rows
 
@@ -184,7 +185,7 @@ class Generator:
             raise runtime.InputValueError("sampled generation needs a model whose feedback samples its next token")
         self.model, self.delay, self.max_batch, self.max_generations = model, delay, max_batch, max_generations
         self.token_input, self.logits_output = feedback.input, feedback.output
-        self.vocabulary = int(model.inputs[model.input_names.index(feedback.input)].vocabulary)
+        self.vocabulary = int(sampled_vocabulary(feedback, model.inputs))  # type: ignore[arg-type]
         self.words = model.vocabulary  # a runtime.Vocabulary (stop texts), or None
         self.held_specs = tuple(spec for spec in model.inputs if spec.name != feedback.input)
         self.pool = StreamPool(model, capacity=POOL_CAPACITY)

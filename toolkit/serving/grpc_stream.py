@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
-from .core import Engine
-from .generate_calls import SAMPLED, TEXT_OUTPUT, TOKENS_OUTPUT, outputs_of, words
+from .core import Engine, ServedName
+from .generate_calls import SAMPLED, TEXT_OUTPUT, TOKENS_OUTPUT, words
 from .protocol import VERSION, ServeError, TooLarge, status_of, unexpected_message
 
 PROTOCOL = "grpc"
@@ -128,9 +128,10 @@ class _Responses:
         self.template: pb.ModelStreamInferResponse | None = None
         self.text = False
 
-    def prepare(self, model: Any, request: pb.ModelInferRequest) -> None:
-        """Builds the template of ``request``'s responses (BadRequest for an output it does not have)."""
-        wanted = outputs_of(model, self.model, [output.name for output in request.outputs])
+    def prepare(self, named: ServedName, request: pb.ModelInferRequest) -> None:
+        """Builds the template of ``request``'s responses (BadRequest for an output it does not
+        have, or one named twice)."""
+        wanted = Engine.wanted_outputs(named, [output.name for output in request.outputs] or None)
         template = pb.ModelStreamInferResponse()
         response = template.infer_response
         response.model_name, response.model_version = self.model, VERSION
@@ -194,7 +195,7 @@ async def _generate(engine: Engine, request: pb.ModelInferRequest, decode: Decod
     try:
         named = engine.lookup(request.model_name, request.model_version)
         responses.words = words(named.served.model)
-        responses.prepare(named.served.model, request)
+        responses.prepare(named, request)
         inputs, parameters = decode(request)  # the prompt as text too: text_input, BYTES
         empty_final = parameters.pop(EMPTY_FINAL, False) is True
         started = await SAMPLED.start(engine, named, inputs, parameters)

@@ -266,3 +266,81 @@ def test_a_stream_cancelled_while_it_waits_leaves_no_task_pending(char_folder):
     finally:
         engine.close()
     assert finals[-1] is True and pending == [] and generator.live == 0
+
+
+def test_an_unready_sampled_model_answers_503_on_the_generate_routes(start_server, char_folder, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(char_folder, broken)
+    onnx = sorted(broken.glob("*.onnx"))[0]
+    data = bytearray(onnx.read_bytes())
+    data[-8:-4] = bytes(b ^ 0xFF for b in data[-8:-4])  # its sha256 no longer matches: it does not load
+    onnx.write_bytes(bytes(data))
+    unready = start_server([("broken", broken)])
+    for name in ("broken", "broken-generate"):
+        for route in ("generate", "generate_stream"):
+            status, kind, answer = post(unready, f"/v2/models/{name}/{route}", request_document([1]))
+            assert status == 503 and "'broken' is not ready" in answer["error"], (name, route, answer)
+
+
+def test_the_sampled_infer_route_refuses_an_output_named_twice_and_a_text_input_of_numbers(server):
+    from .test_text_infer import raw_infer
+
+    category = {"name": "category", "datatype": "FP32", "shape": [1, 3], "data": [0.4, -1.0, 0.9]}
+    token = {"name": "token", "datatype": "INT64", "shape": [1, 1], "data": [2]}
+    twice = {"inputs": [token, category], "outputs": [{"name": "tokens"}, {"name": "tokens"}]}
+    status, answer = raw_infer(server, twice)
+    assert status == 400 and "requested twice" in answer["error"], answer
+    numbers = {"inputs": [{"name": "text_input", "datatype": "FP32", "shape": [1], "data": [1.5]}, category]}
+    status, answer = raw_infer(server, numbers)
+    assert status == 400 and "must be BYTES" in answer["error"] and "datatype FP32" in answer["error"], answer
+    answers: queue.Queue = queue.Queue()
+    outputs = [triton_grpc.InferRequestedOutput("tokens"), triton_grpc.InferRequestedOutput("tokens")]
+    with triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as client:
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        client.async_stream_infer("char-generate", grpc_inputs([2]), outputs=outputs, parameters={"max_tokens": 2})
+        result, error = answers.get(timeout=WAIT_S)
+        client.stop_stream()
+    assert result is None and "requested twice" in str(error)
+    assert generator_of(server).live == 0
+
+
+@pytest.mark.parametrize("strategy", ["temperature", "top_p"])
+def test_a_generation_past_one_uniform_chunk_equals_the_runtimes(server, model, strategy):
+    from toolkit.serving.generation import UNIFORM_CHUNK
+
+    steps = UNIFORM_CHUNK + 44  # 300: its sampler's uniforms are drawn in two chunks
+    settings = GenerationSettings(strategy, temperature=1.1, top_p=0.9 if strategy == "top_p" else None, seed=23)
+    settings = GenerationSettings(**{**settings.__dict__, "max_tokens": steps})
+    parameters = {"strategy": strategy, "temperature": 1.1, "seed": 23, "max_tokens": steps}
+    if strategy == "top_p":
+        parameters["top_p"] = 0.9
+    expected = reference(model, [3, 7, 1], settings)[0]
+    assert len(expected) == steps
+    status, _, answer = post(server, "/v2/models/char-generate/generate", request_document([3, 7, 1], **parameters))
+    assert status == 200 and answer["tokens"] == expected
+    (responses,) = served.stream_generations(server, [(grpc_inputs([3, 7, 1]), parameters, "c")], False).values()
+    assert [t for result, _ in responses for t in result.as_numpy("tokens")[0].tolist()] == expected
+
+
+def test_a_streamed_generation_keeps_none_of_its_tokens(model):
+    from toolkit.serving.generation import Generator
+
+    from .test_generation import CATEGORY
+
+    generator = Generator(model)
+    settings = GenerationSettings("temperature", seed=4, max_tokens=400, stop_text=("zzz", "hh!"))
+
+    async def run():
+        generation = generator.submit(np.array([1, 2]), {"category": CATEGORY[0]}, settings=settings)
+        read = [t async for chunk in generation.chunks() for t in chunk]
+        whole = generator.submit(np.array([1, 2]), {"category": CATEGORY[0]}, settings=settings)
+        return generation, read, await whole.result()
+
+    try:
+        generation, read, whole = asyncio.run(run())
+    finally:
+        generator.close()
+    assert read == whole == reference(model, [1, 2], settings)[0] and generation.tokens == []
+    assert len(generation.text) <= 2  # the tail a stop text of 3 characters may still end in
