@@ -28,7 +28,11 @@ Any signature the engine serves is served so (named INT64 and FP32 inputs, state
 number: the client resends whatever state tensors the model has). Sampled ``NAME-generate``: its
 infer route runs on the replicas (with a ``sequence_id`` on the sequence's replica, going on from
 its state); Triton's generate extension and gRPC streaming run in the front, on its copy of the
-model, and take stateless generations only (`RoutedEngine.run_sequence`).
+model, and take stateless generations only (`RoutedEngine.run_sequence`). A sampled generation in
+a sequence is not failed over: its answer carries the tokens and ``sequence_version``, not the
+state, so a client has nothing to resend; when its replica dies the sequence is lost (503, then
+409 for the next request with ``sequence_version``) and the client starts it again from its
+beginning (its prompt and the tokens it got, with ``sequence_start``).
 
 Every folder's files travel to the replicas as bytes (no shared filesystem needed on a
 cluster) and are loaded there pinned to the manifest digest the driver checked (and, with
@@ -403,7 +407,9 @@ class Front:
     """The ingress: this package's HTTP app over a `RoutedEngine`."""
 
     def __init__(self, stepper: Any, shipped: list[ShippedFolder], settings: Settings, token: str | None) -> None:
-        folders, loader, self._scratch = unpacked(shipped)  # for metadata and checks: never run here
+        # for metadata and checks, and the streaming routes' generations (Triton's generate extension,
+        # gRPC streaming), which run here on the front's copy of the model; every infer runs on a replica
+        folders, loader, self._scratch = unpacked(shipped)
         self.engine = RoutedEngine(folders, settings, loader, stepper, stepper.app_name)
         self.token = token
 

@@ -448,3 +448,31 @@ def test_a_replica_killed_under_load_loses_no_acknowledged_step(ray_server, char
         os.kill(victim, 0)
     replacement = ray_server.replica_pids(2)  # Serve started another replica in its place
     assert len(replacement) == 2 and victim not in replacement
+
+
+def test_a_sampled_generation_in_a_sequence_runs_on_its_replica(ray_server, chars):
+    """NAME-generate's infer route with a sequence_id, on the replicas: the start generates from the
+    prompt, the next request goes on from the state after it (the runtime's tokens: the prompt
+    teacher-forced, then sampled); the answers carry tokens and the version, no state (not failed over)."""
+    from toolkit.serving.generation_settings import GenerationSettings
+
+    from .test_generation import CATEGORY, reference
+
+    first = GenerationSettings("temperature", temperature=0.8, seed=31, max_tokens=9)
+    second = GenerationSettings("greedy", max_tokens=6)
+    p1, p2 = [5, 1, 8], [2]
+    requests = [
+        (p1, {"temperature": 0.8, "seed": 31, "max_tokens": 9}, {"sequence_start": True}),
+        (p2, {"max_tokens": 6}, {"sequence_end": True}),
+    ]
+    client = grpc_client.InferenceServerClient(f"127.0.0.1:{ray_server.grpc_port}")
+    answers = []
+    for prompt, parameters, flags in requests:
+        inputs = tensors(grpc_client, {"token": np.array([prompt], np.int64), "category": CATEGORY})
+        result = client.infer(f"{CHARS}-generate", inputs, parameters=parameters, sequence_id="gen-1", **flags)
+        response = result.get_response()
+        assert [output.name for output in response.outputs] == ["tokens"]
+        answers.append((result.as_numpy("tokens")[0].tolist(), response.parameters["sequence_version"].int64_param))
+    (one, v1), (two, v2) = answers
+    assert one == reference(chars, p1, first)[0] and (v1, v2) == (1, 2)
+    assert two == reference(chars, [*p1, *one, *p2], second)[0]
