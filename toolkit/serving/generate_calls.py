@@ -7,15 +7,19 @@ route of both fronts, Triton's generate extension (`generate_http`) and gRPC str
 A request holds the prompt as the token input (INT64 ``[1, T]``, T >= 1; or ``text_input``, BYTES
 ``[1]``, where the model has a vocabulary), the model's other inputs for one stream (held for
 every step), and optionally the state tensors to start from (stateless requests and sequence
-starts only). Its parameters: ``strategy`` (greedy, temperature, top_k, top_p), ``temperature``,
-``top_k``, ``top_p``, ``seed``, ``max_tokens``, ``stop`` (token ids), ``stop_text``, and the sequence
-parameters. The answer holds ``tokens`` (INT64 ``[1, n]``), ``text_output`` (BYTES ``[1]``, with a
-vocabulary: the tokens' text; each output only where the request's outputs name it, if they name
-any) and the parameters ``finish_reason`` ("length" or "stop") and, in a sequence,
-``sequence_version``. A client that goes away before the answer (gRPC: the call cancelled; HTTP:
-the connection closed) ends its generation and frees its slot. With a ``sequence_id`` the generation starts from
-the sequence's state and leaves it after the prompt and every generated token (committed when
-the generation ends; a failed or abandoned one leaves the sequence as it was).
+starts only). Its parameters: ``strategy`` (greedy, temperature, top_k, top_p; greedy unless
+one of ``strategy``, ``temperature``, ``top_k``, ``top_p``, ``seed`` asks for a draw, as the CLI),
+``temperature``, ``top_k``, ``top_p``, ``seed``, ``max_tokens``, ``stop`` (token ids, at most the
+vocabulary's size), ``stop_text`` (at most 16 strings of at most 256 characters), and the sequence
+parameters. A text prompt is encoded up to the server's max steps (413 past them). The answer
+holds ``tokens`` (INT64 ``[1, n]``), ``text_output`` (BYTES ``[1]``, with a vocabulary: the tokens'
+text; each output only where the request's outputs name it, if they name any, each once) and the
+parameters ``finish_reason`` ("length" or "stop") and, in a sequence, ``sequence_version``. A
+client that goes away before the answer (gRPC: the call cancelled, also while its request waits
+for a busy sequence; HTTP: the connection closed) ends its generation and frees its slot. With a
+``sequence_id`` the generation starts from the sequence's state and leaves it after the prompt and
+every generated token (committed when the generation ends; a failed or abandoned one leaves the
+sequence as it was).
 """
 
 from __future__ import annotations
