@@ -638,6 +638,16 @@ class Door:
         self.inflight_bytes += size
 
 
+async def _deadline_receive(receive: Callable, timeout_s: float) -> dict:
+    """The next ASGI message, or RequestTimeout after ``timeout_s``: a timer, not wait_for (no
+    task per message, no extra turn of the loop before the route reads it)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await receive()
+    except TimeoutError:
+        raise RequestTimeout(f"the request body stopped arriving for {timeout_s:g} s") from None
+
+
 class _Guard:
     """The `Door` as ASGI middleware around the routes, inside the token check (a request without
     the token is refused before any of its body is read or held)."""
@@ -668,11 +678,10 @@ class _Guard:
             nonlocal received, held, complete
             if complete:  # after the body: a wait for the client going away, no deadline
                 return await receive()
-            try:  # a timer, not wait_for: no task per message, no extra turn of the loop before the body is read
-                async with asyncio.timeout(door.body_timeout_s):
-                    message = await receive()
-            except TimeoutError:
-                raise RequestTimeout(f"the request body stopped arriving for {door.body_timeout_s:g} s") from None
+            if getattr(getattr(receive, "__self__", None), "more_body", True) is False:
+                message = await receive()  # uvicorn holds the whole body already (a small request): no wait, no timer
+            else:
+                message = await _deadline_receive(receive, door.body_timeout_s)
             received += len(message.get("body", b""))
             counted = min(received, door.max_body_bytes + 1)  # past the body limit: the route's 413
             if counted > held:

@@ -5,6 +5,7 @@ a free loopback port, bounded counts."""
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 
@@ -17,7 +18,10 @@ pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (dev extra) 
 from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 from tritonclient.grpc import service_pb2_grpc  # noqa: E402
 
+import runtime  # noqa: E402
+from tests.conftest import COMMITTED  # noqa: E402
 from toolkit.serving import Limits, Settings  # noqa: E402
+from toolkit.serving.server import Doors  # noqa: E402
 
 WAIT_S = 10
 
@@ -110,3 +114,46 @@ def test_calls_at_work_beyond_the_limit_are_resource_exhausted(start_server):
             messages.put(None)
         for channel in channels:
             channel.close()
+
+
+async def _many_streams_on_one_channel(port: int, count: int) -> list[float]:
+    """``count`` ModelStreamInfer streams open at once on one channel (one connection), each the
+    start step of its own sequence (x = key / count); every stream stays open until all have
+    answered. The answers' y, in key order."""
+    answered = asyncio.Event()
+    done = 0
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+        async def one(key: int) -> float:
+            nonlocal done
+            request = _step(1000 + key)
+            request.raw_input_contents[0] = np.array([[key / count]], np.float32).tobytes()
+
+            async def messages():
+                yield request
+                await answered.wait()  # held open: all ``count`` streams at once on the connection
+
+            call = stub.ModelStreamInfer(messages())
+            answer = await call.read()
+            assert not answer.error_message, answer.error_message
+            done += 1
+            if done == count:
+                answered.set()
+            assert await call.read() is grpc.aio.EOF
+            return float(np.frombuffer(answer.infer_response.raw_output_contents[0], np.float32)[0])
+
+        return await asyncio.wait_for(asyncio.gather(*(one(key) for key in range(count))), WAIT_S * 3)
+
+
+def test_one_channel_carries_256_streams_at_once(start_server):
+    """256 streams on one connection (a stream per sequence, as tritonclient users open them): all
+    answer, each its own sequence's first step as the runtime computes it (before: at most 100 a
+    connection, REFUSED_STREAM beyond); the per-connection limit is a setting of the server."""
+    assert Doors().grpc_streams_per_connection == 1024
+    server = start_server(doors=Doors(grpc_streams_per_connection=300))
+    ys = asyncio.run(_many_streams_on_one_channel(server.grpc_port, 256))
+    model = runtime.load(COMMITTED)
+    expected = [float(model.step(np.array([[key / 256]], np.float32))[0][0, 0]) for key in range(256)]
+    np.testing.assert_allclose(ys, expected, rtol=1e-5, atol=1e-6)
+    assert len(set(ys)) > 200  # distinct inputs, distinct answers: no stream answered another's step
