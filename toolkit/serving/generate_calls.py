@@ -28,7 +28,7 @@ import asyncio
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -80,6 +80,7 @@ def prompt_text(array: np.ndarray) -> str:
         raise BadRequest(f"input '{TEXT_INPUT}' is not UTF-8 text") from None
 
 
+T = TypeVar("T")
 Receive = Callable[[], Awaitable[dict[str, Any]]]  # an ASGI receive
 
 
@@ -89,10 +90,11 @@ async def disconnected(receive: Receive) -> None:
         pass
 
 
-async def until_gone(result: Awaitable[list[int]], receive: Receive | None) -> list[int]:
-    """Every token of a generation (`Generation.result`); with the HTTP front's ``receive``,
-    Abandoned once its client went away (which cancels the generation: its slot is freed at the
-    next tick)."""
+async def until_gone(result: Awaitable[T], receive: Receive | None) -> T:
+    """What ``result`` gives (every token of a generation, `Generation.result`; or a started one,
+    `SampledGenerate.start`, which may wait for its sequence); with the HTTP front's ``receive``,
+    Abandoned once its client went away (which cancels it: a generation's slot is freed at the next
+    tick, a request waiting for its sequence never runs)."""
     if receive is None:
         return await result
     finished, watcher = asyncio.ensure_future(result), asyncio.ensure_future(disconnected(receive))
@@ -101,7 +103,7 @@ async def until_gone(result: Awaitable[list[int]], receive: Receive | None) -> l
     finally:
         watcher.cancel()
         if not finished.done():
-            finished.cancel()  # leaving the generation's chunks cancels it
+            finished.cancel()  # leaving the generation's chunks (or the sequence's queue) cancels it
     if not finished.done() or finished.cancelled():
         raise Abandoned("the client went away before the generation ended")
     return finished.result()
@@ -157,7 +159,7 @@ class SampledGenerate:
         model = named.served.model
         assert model is not None
         wanted = engine.wanted_outputs(named, request.outputs)
-        started = await self.start(engine, named, request.inputs, request.parameters)
+        started = await until_gone(self.start(engine, named, request.inputs, request.parameters), request.receive)
         tokens = await until_gone(started.generation.result(), request.receive)
         answer = {**await started.finished, "finish_reason": started.generation.finish_reason}
         outputs = []

@@ -228,7 +228,7 @@ def generate_routes(engine: Engine) -> list[Route]:
             name = named.name
             body = await _body(request, engine.settings.limits.max_body_bytes)
             inputs, parameters, text = parse_request(named, body)
-            started = await SAMPLED.start(engine, named, inputs, parameters, text)
+            started = await until_gone(SAMPLED.start(engine, named, inputs, parameters, text), request.receive)
             if stream:
                 return EventStream(named, started, lambda status: _count(engine, name, status, started_at))
             tokens = await until_gone(started.generation.result(), request.receive)

@@ -38,6 +38,10 @@ def wait_live(server, count: int) -> int:
     return generator_of(server).live
 
 
+def started_count(server) -> float:
+    return server.engine.metrics.value("rnn_generations_started_total", {"model": "char"}) or 0.0
+
+
 def stays_free(server) -> bool:
     """Whether no generation starts within SETTLE_S."""
     deadline = time.monotonic() + SETTLE_S
@@ -78,10 +82,33 @@ def leave(client) -> None:
     client.close()
 
 
-@pytest.mark.parametrize("how", ["stream", "unary"])
+def http_waiter(server, key) -> None:
+    """An HTTP infer request of sequence ``key`` whose client leaves while it waits for the lock."""
+    import json
+    import socket
+
+    document = {
+        "inputs": [
+            {"name": "token", "datatype": "INT64", "shape": [1, 1], "data": [4]},
+            {"name": "category", "datatype": "FP32", "shape": [1, 3], "data": [0.4, -1.0, 0.9]},
+        ],
+        "parameters": {"max_tokens": LONG, "sequence_id": key},
+    }
+    body = json.dumps(document).encode()
+    head = (
+        f"POST /v2/models/char-generate/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=WAIT_S) as connection:
+        connection.sendall(head + body)
+        time.sleep(0.3)  # it waits for the sequence's lock
+
+
+@pytest.mark.parametrize("how", ["stream", "unary", "http"])
 def test_a_request_cancelled_while_it_waits_for_its_sequence_starts_nothing(server, how):
     key = f"busy-{how}"
     start_sequence(server, key)
+    before = started_count(server)
     holder = busy_stream(server, key)
     if how == "stream":
         waiter = triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
@@ -89,6 +116,8 @@ def test_a_request_cancelled_while_it_waits_for_its_sequence_starts_nothing(serv
         waiter.async_stream_infer("char-generate", grpc_inputs([4]), parameters={"max_tokens": LONG}, sequence_id=key)
         time.sleep(0.3)  # it waits for the sequence's lock
         leave(waiter)
+    elif how == "http":
+        http_waiter(server, key)
     else:
         with triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as waiter:
             with pytest.raises(InferenceServerException, match="(?i)deadline"):
@@ -103,7 +132,7 @@ def test_a_request_cancelled_while_it_waits_for_its_sequence_starts_nothing(serv
     assert generator_of(server).live == 1  # only the holder's
     leave(holder)  # abandoned: the sequence stays at version 1, its lock is free
     assert wait_until_free(server) == 0
-    assert stays_free(server)  # the cancelled request never runs
+    assert stays_free(server) and started_count(server) == before + 1  # the cancelled request never started
     assert sequence_of(server, key).version == 1
     with triton_grpc.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as client:
         result = client.infer(
