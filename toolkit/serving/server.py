@@ -99,7 +99,9 @@ def _guarded_protocol(doors: Doors) -> Any:
     """uvicorn's httptools protocol with a deadline and a size bound on each request's head: a
     connection that sends nothing, or its headers too slowly, is closed after
     ``doors.header_timeout_s``; a head past ``doors.max_header_bytes`` is a 431 before more of
-    it is buffered. None where httptools is missing (h11 bounds the head itself)."""
+    it is buffered. The deadline's timer is armed only when a read ends inside a head (and at a
+    connection's start): a request whose head arrives in one read (every small request) pays no
+    timer. None where httptools is missing (h11 bounds the head itself)."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:
@@ -135,21 +137,26 @@ def _guarded_protocol(doors: Doors) -> Any:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._begin_head()
+            self._in_head = True  # its timer only if this read ends inside the head (data_received)
 
         def on_headers_complete(self) -> None:
             self._end_head()
             super().on_headers_complete()
 
         def data_received(self, data: bytes) -> None:
-            if self._in_head:
+            was_in_head = self._in_head
+            if was_in_head:
                 self._head_bytes += len(data)
             super().data_received(data)
+            if self._in_head and not was_in_head:  # a head began in this read and did not end in it
+                self._head_bytes += len(data)
             if self._in_head and self._head_bytes > doors.max_header_bytes and not self.transport.is_closing():
                 message = f"the request line and headers pass {doors.max_header_bytes} bytes, the limit"
                 self.transport.write(_raw_response(431, "Request Header Fields Too Large", message))
                 self.transport.close()
                 self._end_head()
+            elif self._in_head and not self.transport.is_closing():
+                self._begin_head()  # a head split across reads: its deadline (armed once) from now on
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._end_head()
