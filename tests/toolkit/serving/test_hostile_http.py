@@ -15,6 +15,8 @@ import zlib
 import numpy as np
 import pytest
 
+import runtime
+from tests.conftest import COMMITTED
 from tests.toolkit.serving.test_http_api import INFER, binary_body, one_line_error, post_json, raw, x_tensor
 from toolkit.serving import Limits, Settings
 from toolkit.serving.server import Doors
@@ -116,6 +118,47 @@ def test_headers_that_never_end_time_out(start_server):
     assert status == 408 and b"did not arrive within 0.5 s" in body
     assert _closed_by_server(sock, 2.0)
     sock.close()
+
+
+def test_a_later_request_whose_headers_never_end_times_out(start_server):
+    """On a kept-alive connection, after a whole request answered (its head in one read: no timer),
+    a second request's head that stops half-way is still a 408 at the header deadline."""
+    server = start_server(grpc_port=None, doors=Doors(header_timeout_s=0.5))
+    sock = _connect(server)
+    sock.sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = _answer(sock)
+    assert status == 200 and json.loads(body)["name"]
+    started = time.perf_counter()
+    sock.sendall(b"GET /v2 HTTP/1.1\r\nHost: x\r\n")  # and no more
+    status, _, body = _answer(sock)
+    assert status == 408 and b"did not arrive within 0.5 s" in body
+    assert 0.4 < time.perf_counter() - started < 3.0
+    assert _closed_by_server(sock, 2.0)
+    sock.close()
+
+
+def test_a_body_sent_after_its_head_is_read_and_answered(start_server):
+    """A step whose head and body come in separate reads (the body read under its deadline) is
+    answered as one sent whole, the model's own value."""
+    server = start_server(grpc_port=None, doors=Doors(body_timeout_s=5.0))
+    body = json.dumps({"inputs": [x_tensor(0.25)]}).encode()
+    head = f"POST {INFER} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    answers = []
+    for split in (False, True):
+        sock = _connect(server)
+        if split:
+            sock.sendall(head.encode())
+            time.sleep(0.2)
+            sock.sendall(body)
+        else:
+            sock.sendall(head.encode() + body)
+        status, _, answer = _answer(sock)
+        sock.close()
+        assert status == 200
+        answers.append({output["name"]: output["data"] for output in json.loads(answer)["outputs"]})
+    assert answers[0] == answers[1]
+    y, _ = runtime.load(COMMITTED).step(np.array([[0.25]], np.float32))
+    np.testing.assert_allclose(answers[0]["y"], y.ravel(), rtol=1e-6)
 
 
 def test_a_body_that_stops_arriving_is_408(start_server):
