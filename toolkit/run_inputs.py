@@ -143,11 +143,3 @@ def make_sampler(model: Any, sample: str | None, temperature: float | None, top_
     return runtime.Sampler(
         strategy, temperature=temperature, top_k=top_k, top_p=top_p, seed=0 if seed is None else seed
     )
-
-
-def training_start(folder: str | os.PathLike) -> float:
-    """The default first input of a closed loop: the first point of the training series that the
-    config.json in ``folder`` records (`rnn.config.training_series`)."""
-    from rnn.config import read_config, training_series
-
-    return float(training_series(read_config(folder).train, folder).values[0])
