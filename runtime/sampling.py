@@ -50,6 +50,25 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
+def draw_strategy(
+    strategy: str | None = None,
+    *,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> str:
+    """The strategy a caller's sampling options ask for, one rule for the CLI (with or without Ray),
+    the server and the Node and C++ examples: "greedy" unless one of them asks for a draw; then
+    ``strategy`` where given, else "top_k" / "top_p" where ``top_k`` / ``top_p`` is given, else
+    "temperature" (``temperature`` or ``seed`` alone ask for it). The value is checked by `Sampler`."""
+    if all(value is None for value in (strategy, temperature, top_k, top_p, seed)):
+        return "greedy"
+    if strategy is not None:
+        return strategy
+    return "top_k" if top_k is not None else "top_p" if top_p is not None else "temperature"
+
+
 class Sampler:
     """Draws tokens from logits with its own ``numpy.random.Generator`` (never the global one).
 

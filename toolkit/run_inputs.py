@@ -129,7 +129,8 @@ def sampled(model: Any) -> bool:
 
 
 def make_sampler(model: Any, sample: str | None, temperature: float | None, top_k: int | None, top_p, seed):
-    """The runtime Sampler the options ask for (None for a model whose loop feeds values back)."""
+    """The runtime Sampler the options ask for (None for a model whose loop feeds values back): greedy
+    unless an option asks for a draw (`runtime.sampling.draw_strategy`)."""
     import runtime
 
     if not sampled(model):
@@ -138,7 +139,7 @@ def make_sampler(model: Any, sample: str | None, temperature: float | None, top_
                 "--sample, --temperature, --top-k, --top-p and --seed are for models that sample their next token"
             )
         return None
-    strategy = sample or ("top_k" if top_k is not None else "top_p" if top_p is not None else "temperature")
+    strategy = runtime.sampling.draw_strategy(sample, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     temperature = 1.0 if temperature is None else temperature
     return runtime.Sampler(
         strategy, temperature=temperature, top_k=top_k, top_p=top_p, seed=0 if seed is None else seed

@@ -19,7 +19,7 @@ import numpy as np
 
 from rnn.folders import atomic_path
 from runtime.errors import InputValueError
-from runtime.manifest import BATCH_FIRST, IDENTITY, SAMPLE, read_manifest
+from runtime.manifest import BATCH_FIRST, IDENTITY
 
 from .console import json_text
 from .on_ray import Bulk, run_bulk
@@ -28,7 +28,6 @@ from .run_inputs import (
     one_value_input,
     parse_start,
     read_inputs_file,
-    sampled,
     split_last_step,
 )
 from .trust import Loading, load_model
@@ -61,15 +60,6 @@ class Sampling:
     top_p: float | None = None
     seed: int | None = None
 
-    def given(self) -> bool:
-        return any(v is not None for v in (self.sample, self.temperature, self.top_k, self.top_p, self.seed))
-
-    def for_model(self, sampled: bool) -> Sampling:
-        """These options for a model that samples (``sampled``) or not: greedy where none asks for a draw
-        (--temperature or --seed alone ask for temperature, --top-k / --top-p for theirs), as the
-        Node and C++ examples do; unchanged otherwise."""
-        return Sampling(sample="greedy") if sampled and not self.given() else self
-
 
 @dataclass(frozen=True)
 class GenerateOptions:
@@ -96,9 +86,8 @@ def generate_text(folder: Path, options: GenerateOptions, say: Callable[[str], N
                 "--allow-nonfinite (and --start, which --ray does not take)"
             )
         # the sampling options make a sampled model's sampler, --seed the base of the rows' seeds (toolkit.on_ray):
-        # greedy unless one asks for a draw, as without --ray (`Sampling.for_model`)
-        sampling = options.sampling.for_model(samples_tokens(folder))
-        say(run_bulk(folder, "generate", options.steps, options.loading, options.as_json, bulk, sampling))
+        # greedy unless one asks for a draw, as without --ray (`runtime.sampling.draw_strategy`)
+        say(run_bulk(folder, "generate", options.steps, options.loading, options.as_json, bulk, options.sampling))
         return
     if options.as_json and options.steps > JSON_MAX_STEPS:
         raise InputValueError(
@@ -106,7 +95,7 @@ def generate_text(folder: Path, options: GenerateOptions, say: Callable[[str], N
             "leave out --json for CSV, which streams any number"
         )
     model = load_model(folder, options.loading)
-    s = options.sampling.for_model(sampled(model))
+    s = options.sampling
     sampler = make_sampler(model, s.sample, s.temperature, s.top_k, s.top_p, s.seed)
     x0, state = closed_loop_start(model, folder, options.start)
     if sampler is None and fixed_point(model, x0, state):
@@ -118,13 +107,6 @@ def generate_text(folder: Path, options: GenerateOptions, say: Callable[[str], N
         yield from generate_text_pieces(model, x0, options.steps, state, sampler)
         return
     yield from generate_csv_chunks(model, x0, options.steps, state, sampler)
-
-
-def samples_tokens(folder: Path) -> bool:
-    """Whether the folder's model samples its next token (its manifest's feedback), read without
-    loading it: the bulk run loads and checks it (pins included) in `toolkit.on_ray.run_bulk`."""
-    feedback = read_manifest(folder).feedback
-    return feedback is not None and feedback.via == SAMPLE
 
 
 def closed_loop_start(model: Any, folder: Path, start: Start) -> tuple[dict[str, np.ndarray], Any]:

@@ -126,3 +126,23 @@ def test_draw_refuses_wrong_shapes():
         sampler.draw(np.zeros(4, np.float32), np.zeros(1, np.float32))
     with pytest.raises(ShapeError, match=r"u must be \(batch,\) = \(2,\)"):
         sampler.draw(np.zeros((2, 4), np.float32), np.zeros(3, np.float32))
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, "greedy"),
+        ({"seed": 3}, "temperature"),
+        ({"temperature": 0.7}, "temperature"),
+        ({"top_k": 5}, "top_k"),
+        ({"top_p": 0.9, "seed": 1}, "top_p"),
+        ({"strategy": "greedy", "seed": 2}, "greedy"),
+        ({"strategy": "top_p", "top_p": 0.5, "top_k": 3}, "top_p"),
+    ],
+)
+def test_one_rule_says_which_strategy_a_callers_options_ask_for(options, expected):
+    """Greedy unless an option asks for a draw: the CLI, the server and the examples all use it."""
+    from runtime.sampling import draw_strategy
+
+    strategy = options.pop("strategy", None)
+    assert draw_strategy(strategy, **options) == expected

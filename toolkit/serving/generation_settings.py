@@ -10,13 +10,12 @@ from typing import Any
 import numpy as np
 
 import runtime
-from runtime.sampling import STRATEGIES
+from runtime.sampling import STRATEGIES, draw_strategy
 
 from .protocol import BadRequest
 
 DEFAULT_MAX_TOKENS = 100  # a request's max_tokens when it names none
 MAX_STOP_TEXTS, MAX_STOP_TEXT_CHARS = 16, 256  # stop_text: at most 16 strings of at most 256 characters
-DRAW_PARAMETERS = ("strategy", "temperature", "top_k", "top_p", "seed")  # any of them asks for a draw
 
 
 @dataclass(frozen=True)
@@ -90,31 +89,19 @@ def _stop_texts(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def draw_strategy(parameters: dict[str, Any]) -> str:
-    """The strategy a request asks for, as the CLI and the Node and C++ examples decide it
-    (`toolkit.running.Sampling.for_model`, `toolkit.run_inputs.make_sampler`): greedy unless a
-    sampling parameter asks for a draw; then ``strategy`` if given, else top_k / top_p where
-    ``top_k`` / ``top_p`` is given, else temperature."""
-    if all(parameters.get(name) is None for name in DRAW_PARAMETERS):
-        return "greedy"
-    if parameters.get("strategy") is not None:
-        return parameters["strategy"]
-    return (
-        "top_k"
-        if parameters.get("top_k") is not None
-        else "top_p"
-        if parameters.get("top_p") is not None
-        else "temperature"
-    )
-
-
 def settings_from(parameters: dict[str, Any], vocabulary: int, max_tokens: int, has_text: bool) -> GenerationSettings:
     """A request's generation parameters checked (BadRequest naming the first wrong one; the
     sampler's own checks as the runtime words them): ``strategy`` (greedy, temperature, top_k,
-    top_p; default: `draw_strategy`), ``temperature``, ``top_k``, ``top_p``, ``seed``, ``max_tokens``
+    top_p; default: `runtime.sampling.draw_strategy`), ``temperature``, ``top_k``, ``top_p``, ``seed``, ``max_tokens``
     (1 to ``max_tokens``), ``stop`` (token ids), ``stop_text`` (needs a vocabulary)."""
     given: dict[str, Any] = {}
-    strategy = draw_strategy(parameters)
+    strategy = draw_strategy(
+        parameters.get("strategy"),
+        temperature=parameters.get("temperature"),
+        top_k=parameters.get("top_k"),
+        top_p=parameters.get("top_p"),
+        seed=parameters.get("seed"),
+    )
     if strategy not in STRATEGIES:
         raise BadRequest(f"parameter 'strategy' must be one of {', '.join(STRATEGIES)}, got {strategy!r:.40}")
     given["strategy"] = strategy
