@@ -470,8 +470,10 @@ def verify_signature_command(folder, public_key, certificate_chain) -> None:
 @TRUST
 @THREADS
 def bench(folder, as_json, factory, digest, public_key, trust, threads, **options) -> None:
-    """Time eager PyTorch, TorchScript, the onnxruntime step loop, every fused form, the runtime's
-    automatic choice and a numpy loop on the same machine in one run; print us/step and ratios.
+    """Time eager PyTorch, TorchScript, the onnxruntime step loop, every fused form and the runtime's
+    automatic choice on the same machine in one run, for any signature; print us/step and ratios.
+    The seed's signature also gets a numpy loop, stream ticks and cold start; a folder of your own
+    module needs --factory for the eager columns (without it, ratios are to the step loop).
 
     TorchScript is timed only in a folder you trust (--digest, --public-key or --trust)."""
     from .making import BenchOptions, bench

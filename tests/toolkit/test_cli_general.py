@@ -111,9 +111,8 @@ def test_export_module_signature_mistakes_exit_2(tmp_path):
     assert result.exit_code == 2 and "leave out --state" in result.output
 
 
-def test_bench_refuses_and_plot_skips_the_prediction_picture_of_a_format_2_folder(folders):
-    result = invoke("bench", folders["two"], "--factory", MAKE_TWO_INPUTS)
-    assert result.exit_code == 2 and "benchmarks/sampling.py" in result.output
+def test_plot_skips_the_prediction_picture_of_a_format_2_folder(folders):
+    """(rnn bench times such a folder: tests/toolkit/test_bench_any.py.)"""
     result = invoke("plot", folders["two"], "--factory", MAKE_TWO_INPUTS)
     assert result.exit_code == 0, result.output
     assert "no prediction.png" in result.output and not (folders["two"] / "prediction.png").exists()
