@@ -1,6 +1,8 @@
 """Triton's generate extension over HTTP for sampled ``NAME-generate``:
 ``POST /v2/models/NAME-generate[/versions/1]/generate`` (one JSON answer) and ``.../generate_stream``
-(server-sent events: one ``data: {...}`` event per group of tokens, as they are drawn).
+(server-sent events: one ``data: {...}`` event per group of tokens, as they are drawn: the first
+token alone, then a group once `generation.STREAM_GROUP` tokens wait or `generation.STREAM_WAIT_S`
+passed).
 
 The request is one JSON object: ``text_input`` (the prompt as text, for a model with a
 vocabulary) or the token input by its manifest name (a list of ids), the model's other inputs for
@@ -39,6 +41,7 @@ from .generate_calls import (
     until_gone,
     words,
 )
+from .generation import STREAM_GROUP, STREAM_WAIT_S
 from .protocol import (
     VERSION,
     BadRequest,
@@ -193,7 +196,7 @@ class EventStream(Response):
     async def _events(self, send: Callable) -> None:
         generation = self.started.generation
         try:
-            async for tokens in generation.chunks():
+            async for tokens in generation.chunks(STREAM_GROUP, STREAM_WAIT_S):  # the first alone, then groups
                 ended = generation.finish_reason if generation.ended and not generation.keep_state else None
                 await send(self.answerer.event(tokens, ended))
             extra = await self.started.finished

@@ -22,13 +22,16 @@ its slot freed at the next tick. With ``keep_state`` its last token is fed too (
 a tick, its logits unused) and ``state`` holds the state after the prompt and every generated
 token: a next request continuing from it equals one generation of the concatenation.
 
-Tokens reach the caller on its asyncio loop (`Generation.chunks`: the tokens of each wake-up
-together, so a slow reader gets them in groups).
+Tokens reach the caller on its asyncio loop, one wake-up of the loop per tick at most
+(`Generation.chunks`). A streaming front groups them on purpose (``chunks(STREAM_GROUP,
+STREAM_WAIT_S)``): the first token alone at once, then the tokens waiting once STREAM_GROUP of them
+are or STREAM_WAIT_S passed since the last group; a reader that is behind gets them in larger groups.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -57,6 +60,14 @@ FUSED_NEWCOMERS = 4
 POOL_CAPACITY = 64  # the generation pool's first capacity (it grows by doubling)
 LENGTH, STOP, CANCELLED = "length", "stop", "cancelled"  # why a generation ended
 ERROR = "error"  # a generation that failed (its metrics' finish reason)
+# How the streaming fronts group a generation's tokens after its first (sent alone, at once): a
+# response once STREAM_GROUP tokens wait or STREAM_WAIT_S passed since the last one. Each response
+# costs the front far more CPU than a token's share of a batched step (grpc.aio ~40 us a message,
+# an SSE event ~15 us, a token's step and draw at 64 rows a few us), and a quiet loop would send
+# one per 1-3 tokens; 8 tokens or 5 ms keeps the gap a reader sees between tokens within 5 ms
+# (text still streams smoothly) while the front's cost per token drops up to 8 times.
+STREAM_GROUP = 8
+STREAM_WAIT_S = 0.005
 
 
 # ---- one generation -----------------------------------------------------------------------------
@@ -101,6 +112,11 @@ class Generation:
         # the loop's own
         self._pending: list[int] = []
         self._ended = False
+        self._group = 1  # tokens that wake the reader of `chunks` (1 until its first token went out)
+        self._wait: float | None = None  # its chunks' wait (None: no timer)
+        self._due = 0.0  # when the tokens waiting go out anyway (loop time)
+        self._timer: asyncio.TimerHandle | None = None
+        self._late = False  # the timer fired: what waits goes out
         self._wake = asyncio.Event()
         self._end_event = asyncio.Event()
 
@@ -124,7 +140,21 @@ class Generation:
         if reason is not None or error is not None:
             self.finish_reason, self.error, self._ended = reason, error, True
             self._end_event.set()
+            self._wake.set()
+        elif len(self._pending) >= self._group:
+            self._wake.set()
+        elif self._timer is None and self._wait is not None and self._pending:
+            self._timer = self.loop.call_at(self._due, self._expire)
+
+    def _expire(self) -> None:
+        self._timer, self._late = None, True
         self._wake.set()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._late = False
 
     @property
     def ended(self) -> bool:
@@ -137,20 +167,33 @@ class Generation:
         if self.error is not None:
             raise self.error
 
-    async def chunks(self) -> AsyncIterator[list[int]]:
-        """The new tokens at each wake-up (one or more), until the generation ends; raises what
-        failed it. Leaving the iteration early cancels the generation."""
+    async def chunks(self, group: int = 1, wait: float | None = None) -> AsyncIterator[list[int]]:
+        """The tokens in groups, until the generation ends: its first token alone, as soon as it is
+        drawn; then the tokens waiting once ``group`` of them are, or ``wait`` seconds after the last
+        group (None: only ``group``), or it ended. Raises what failed it. Leaving the iteration early
+        cancels the generation."""
+        first, self._wait = True, wait
+        loop = self.loop
         try:
             while True:
-                if self._pending:
-                    tokens, self._pending = self._pending, []
+                pending = self._pending
+                if pending and (self._ended or len(pending) >= self._group or self._late or loop.time() >= self._due):
+                    self._stop_timer()
+                    if first:  # the first token alone: the time to it is the stream's
+                        tokens, self._pending, self._group, first = pending[:1], pending[1:], group, False
+                    else:
+                        tokens, self._pending = pending, []
+                    self._due = loop.time() + wait if wait is not None else math.inf
                     yield tokens
                     continue
                 if self._ended:
                     break
                 self._wake.clear()
+                if pending and self._timer is None and wait is not None:
+                    self._timer = loop.call_at(self._due, self._expire)
                 await self._wake.wait()
         finally:
+            self._stop_timer()
             if not self._ended:
                 self.cancel()
         if self.error is not None:
@@ -158,7 +201,7 @@ class Generation:
 
     async def result(self) -> list[int]:
         """Every token, once it ended (kept in ``tokens``)."""
-        async for tokens in self.chunks():
+        async for tokens in self.chunks(self.settings.max_tokens):  # woken at its first token and its end
             self.tokens.extend(tokens)
         return self.tokens
 

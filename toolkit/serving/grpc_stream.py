@@ -3,8 +3,10 @@
 `stream_answers` serves one bidirectional stream. A request of a sampled ``NAME-generate``
 (`generate_calls`) starts its generation and is answered with several responses, one per group of
 tokens as they are drawn (``tokens`` INT64 [1, n], and ``text_output`` BYTES [1] where the model has
-a vocabulary, unless the request's outputs leave it out); a response is built only once the previous
-one was written, so the tokens drawn meanwhile go out together; the last carries the parameter
+a vocabulary, unless the request's outputs leave it out): the first token alone, at once, then a
+response once `generation.STREAM_GROUP` tokens wait or `generation.STREAM_WAIT_S` passed since the last;
+a response is built only once the previous one was written, so the tokens drawn meanwhile go out
+together; the last carries the parameter
 ``triton_final_response`` true (every other false), and ``finish_reason`` (and ``sequence_version``
 in a sequence). With the request parameter ``triton_enable_empty_final_response`` (tritonclient's
 ``enable_empty_final_response=True``) the final flag comes alone in an empty response after the last
@@ -29,6 +31,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from .core import Engine, ServedName
 from .generate_calls import SAMPLED, TEXT_OUTPUT, TOKENS_OUTPUT, words
+from .generation import STREAM_GROUP, STREAM_WAIT_S
 from .protocol import VERSION, ServeError, TooLarge, status_of, unexpected_message
 
 PROTOCOL = "grpc"
@@ -200,7 +203,7 @@ async def _generate(engine: Engine, request: pb.ModelInferRequest, decode: Decod
         empty_final = parameters.pop(EMPTY_FINAL, False) is True
         started = await SAMPLED.start(engine, named, inputs, parameters)
         generation = started.generation
-        async for tokens in generation.chunks():
+        async for tokens in generation.chunks(STREAM_GROUP, STREAM_WAIT_S):  # the first alone, then groups
             last = generation.ended and not generation.keep_state and not empty_final
             await put(responses.response(tokens, last, {"finish_reason": generation.finish_reason} if last else {}))
         extra = await started.finished

@@ -351,3 +351,27 @@ def test_a_failing_tick_ends_its_generations_with_the_error_and_the_scheduler_go
         assert asyncio.run(generate(generator, [3], SETTINGS[3])).tokens == reference(model, [3], SETTINGS[3])[0]
     finally:
         generator.close()
+
+
+def test_streamed_chunks_send_the_first_token_alone_then_groups_in_order(model):
+    settings = GenerationSettings("temperature", temperature=0.8, seed=31, max_tokens=200)
+    expected = reference(model, [4, 2], settings)[0]
+    generator = Generator(model)
+
+    async def read(settings, group, wait):
+        generation = generator.submit(np.array([4, 2]), {"category": CATEGORY[0]}, settings=settings)
+        return [chunk async for chunk in generation.chunks(group, wait)]
+
+    try:
+        by_count = asyncio.run(read(settings, 8, 60.0))  # the timer never fires: groups of at least 8 but the last
+        assert [t for chunk in by_count for t in chunk] == expected
+        assert by_count[0] == expected[:1]  # the first token alone: the time to it is the stream's
+        assert all(len(chunk) >= 8 for chunk in by_count[1:-1]) and 1 <= len(by_count[-1])
+        assert 2 <= len(by_count) <= 1 + -(-199 // 8)
+        long = GenerationSettings("temperature", temperature=0.8, seed=32, max_tokens=2000)
+        by_time = asyncio.run(read(long, 1000, 0.005))  # 2,000 ticks take far longer than 5 ms: the timer sends
+        assert [t for chunk in by_time for t in chunk] == reference(model, [4, 2], long)[0]
+        assert len(by_time[0]) == 1 and len(by_time) > 3  # by count alone: 1, 1000, 999
+        assert generator.live == 0 and len(generator.pool) == 0
+    finally:
+        generator.close()

@@ -399,3 +399,18 @@ def test_grpc_streaming_takes_the_prompt_as_text(server, model):
         result, error = answers.get(timeout=WAIT_S)
         client.stop_stream()
     assert result is None and "x" in str(error) and "\n" not in str(error)  # the text's first unknown position
+
+
+def test_a_fast_generation_streams_its_first_token_alone_then_fewer_responses_than_tokens(server, model):
+    settings = GenerationSettings("temperature", temperature=0.8, seed=77, max_tokens=200)
+    expected = reference(model, [2, 6], settings)[0]
+    parameters = {"strategy": "temperature", "temperature": 0.8, "seed": 77, "max_tokens": 200}
+    responses = stream_generations(server, [(grpc_inputs([2, 6]), parameters, "fast")], False)["fast"]
+    groups = [result.as_numpy("tokens")[0].tolist() for result, _ in responses]
+    document = request_document([2, 6], **parameters)
+    status, _, response = post(server, "/v2/models/char-generate/generate_stream", document, stream=True)
+    assert status == 200
+    for found in (groups, [event["tokens"] for event in events(response)]):  # gRPC, then SSE
+        assert [t for group in found for t in group] == expected
+        assert found[0] == expected[:1]  # the first token is its own response
+        assert 1 < len(found) < len(expected)  # grouped on purpose, not one response per token
