@@ -158,8 +158,9 @@ class Generation:
 
     @property
     def ended(self) -> bool:
-        """Whether every token has been delivered (and why it ended is known)."""
-        return self._ended
+        """Whether it ended and the reader of `chunks` has every token (its last chunk is the one
+        just read; why it ended is known)."""
+        return self._ended and not self._pending
 
     async def wait_ended(self) -> None:
         """Waits until it ended, without taking its tokens from the reader of `chunks`; raises what failed it."""

@@ -375,3 +375,21 @@ def test_streamed_chunks_send_the_first_token_alone_then_groups_in_order(model):
         assert generator.live == 0 and len(generator.pool) == 0
     finally:
         generator.close()
+
+
+def test_a_generation_that_ended_before_its_reader_woke_is_ended_only_at_its_last_chunk(model):
+    settings = GenerationSettings("temperature", temperature=0.8, seed=33, max_tokens=30)
+    generator = Generator(model)
+
+    async def late_reader():
+        generation = generator.submit(np.array([5]), {"category": CATEGORY[0]}, settings=settings)
+        await generation.wait_ended()  # every token drawn before the reader reads the first
+        return [(chunk, generation.ended) async for chunk in generation.chunks(8, 0.005)]
+
+    try:
+        read = asyncio.run(late_reader())
+        assert [t for chunk, _ in read for t in chunk] == reference(model, [5], settings)[0]
+        assert len(read[0][0]) == 1  # the first token still alone
+        assert [ended for _, ended in read] == [False] * (len(read) - 1) + [True]  # the fronts' final flag
+    finally:
+        generator.close()
