@@ -42,8 +42,8 @@ MAX_STREAM_GENERATIONS = 64  # generations of one stream at once (the slots are 
 # The longest a token waits for its group (of generation.STREAM_GROUP) over gRPC: twice SSE's. A
 # grpc.aio response costs the server ~2x an SSE event, so at 64 streams a tick took 2-3 ms and 5 ms
 # groups held 2-3 tokens (60 responses per 200 tokens, 4.1-4.5x the FastAPI baseline); with 10 ms
-# they hold ~8 (27 responses, 7.5x) and the inter-token p99 stays ~10 ms, as the loop's lag already
-# made it before the grouping (9.6-15.4 ms).
+# they hold ~7 (27-29 responses, 5.6-7.5x) and the inter-token p99 stays 10-15 ms, as the loop's lag
+# already made it before the grouping (9.6-15.4 ms).
 GRPC_WAIT_S = 0.010
 
 
