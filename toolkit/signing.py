@@ -2,8 +2,9 @@
 
 The signature (``model.sig`` in the folder, a Sigstore bundle written by the `model-signing`
 package) covers ``manifest.json``, every file the manifest lists and the self-check data under
-``test_data/``; files the runtime never reads (plots, CSVs, ``verify.json``) are left out, so
-drawing a plot does not break a signature. Key-based (an elliptic-curve key pair, PEM) and
+``test_data/``, as an exact set: a file added there after signing fails verification. Files the
+runtime never reads (plots, CSVs, ``verify.json``) are left out, so drawing a plot does not break
+a signature. Key-based (an elliptic-curve key pair, PEM) and
 certificate-based signing work offline; nothing here reaches a network.
 
 Loading a signed folder is `load_signed`: the signature is verified, then the folder is loaded
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -120,10 +122,12 @@ def verify_signature(
                 config.use_elliptic_key_verifier(public_key=public_key)
             else:
                 config.use_certificate_verifier(certificate_chain=list(certificate_chain))
-            config.set_hashing_config(_hashing_config(copy)).set_ignore_unsigned_files(True)
+            # every covered file hashed, not only those the signature lists: a file added under
+            # test_data/ after signing is an extra file, and the signature must cover the exact set
+            config.set_hashing_config(_hashing_config(copy)).set_ignore_unsigned_files(False)
             config.verify(copy, copy / SIGNATURE_NAME)
         except Exception as error:  # model-signing raises ValueError and several library types for a bad signature
-            raise IntegrityError(f"the signature of {str(folder)!r} does not verify: {_one_line(error)}") from None
+            raise IntegrityError(f"the signature of {str(folder)!r} does not verify: {_mismatch(error)}") from None
     return digest
 
 
@@ -139,6 +143,14 @@ def _private_copy(folder: Path, copy: Path) -> str:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(source.read_bytes())
     return manifest_digest(copy)
+
+
+def _mismatch(error: BaseException) -> str:
+    """model-signing's reason, one line; the files it found beyond the signed set named as such."""
+    extra = re.search(r"Extra files found in model '[^']*': ([^\"\]]+)", str(error))
+    if extra:
+        return f"{extra.group(1)} not covered by the signature (added after signing)"
+    return _one_line(error)
 
 
 def _one_line(error: BaseException) -> str:
