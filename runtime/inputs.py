@@ -19,7 +19,9 @@ MAX_INT64 = 2**63 - 1  # steps are fed to a fused model as int64
 FLOAT32_ROUNDS_TO_INF = 2.0**128 - 2.0**103  # float32 max + half an ulp: from here a cast gives infinity
 FLOAT32 = np.dtype(np.float32)
 SMALL_FINITE_CHECK = 16  # up to this many values, summing them as Python floats is the fastest exact check
-NONFINITE_HINT = "pass allow_nonfinite=True (CLI: --allow-nonfinite) to run it anyway"
+# the library's option: a command, a server or a bulk run retells it as what it offers (or drops it:
+# toolkit.run_inputs.nonfinite_hint, toolkit.serving.core), never naming an option it lacks
+NONFINITE_HINT = "load the model with allow_nonfinite=True to run it anyway"
 
 
 def _describe(value: Any) -> str:

@@ -42,6 +42,7 @@ import numpy as np
 
 from runtime.errors import DataError, InputValueError, ShapeError, ToolkitError, UnsupportedError
 from runtime.fused import FUSED_MIN_STEPS, choose_form
+from runtime.inputs import NONFINITE_HINT
 
 from .bulk_rows import ID_COLUMN, RowsRunner, check_columns, row_items, sampler_settings
 from .extras import require
@@ -403,6 +404,37 @@ def parquet_columns(path: Path) -> set[str]:
         raise DataError(f"{path} is not a readable Parquet file: {error}") from None
 
 
+def check_unique_ids(source: Path) -> None:
+    """DataError naming an id found on two rows of a Parquet input with an ``id`` column (the wide
+    layout and named columns), before Ray starts: each output row is labelled by its id alone, so
+    two rows of one id could not be told apart. The ids of .npy rows are their row numbers, and the
+    long layout's series_id groups its rows: neither is checked here."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if not source.exists() or is_npy(source):
+        return
+    files = [path for path in parquet_files(source) if ID_COLUMN in parquet_columns(path)]
+    columns = [pq.read_table(path, columns=[ID_COLUMN]).column(ID_COLUMN) for path in files]
+    try:
+        ids = pa.chunked_array([chunk for column in columns for chunk in column.chunks])
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        raise DataError(f"the {ID_COLUMN!r} columns of {source} are not all of one type") from None
+    if len(pc.unique(ids)) == len(ids):
+        return
+    first_row: dict[Any, tuple[Path, int]] = {}
+    for path, column in zip(files, columns):
+        for row, key in enumerate(column.to_pylist()):
+            if key in first_row:
+                earlier, earlier_row = first_row[key]
+                raise DataError(
+                    f"{ID_COLUMN} {key!r} is on two rows (counting from 0): row {earlier_row} of {earlier} and "
+                    f"row {row} of {path}; ids must be unique (each output row is labelled by its id)"
+                )
+            first_row[key] = (path, row)
+
+
 def check_arguments(kind: str, steps: int | None, batch_size: int, actors: int) -> None:
     """InputValueError unless ``kind``, ``steps``, ``batch_size`` and ``actors`` make a run."""
     if kind not in KINDS:
@@ -535,6 +567,7 @@ def run_bulk(
     settings = sampler_settings(sampler)
     worker = WorkerArguments(str(folder), kind, steps, batch_size, model.manifest_digest, settings, states)
     ray = import_ray()
+    check_unique_ids(source)  # Ray not started yet
     with ray_session(ray, address, progress):
         begin = time.perf_counter()
         write_outputs(ray, source, out, worker, actors, model)
@@ -550,7 +583,8 @@ def _toolkit_cause(ray: Any, error: BaseException) -> ToolkitError | None:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, ToolkitError) and not isinstance(current, ray.exceptions.RayError):
-            return type(current)(str(current).split("\n", 1)[0])  # Ray appends its retry notes on lines below
+            text = str(current).split("\n", 1)[0]  # Ray appends its retry notes on lines below
+            return type(current)(text.replace(f"; {NONFINITE_HINT}", ""))  # a bulk run has no allow_nonfinite
         following = getattr(current, "cause", None)
         current = following if isinstance(following, BaseException) else (current.__cause__ or current.__context__)
     return None

@@ -19,7 +19,7 @@ from runtime.manifest import BATCH_FIRST
 
 from .console import json_text, number
 from .on_ray import Bulk, run_bulk
-from .run_inputs import NAMED_SUFFIX, one_value_input, read_sequences, series_sequences
+from .run_inputs import NAMED_SUFFIX, nonfinite_hint, one_value_input, read_sequences, series_sequences
 from .running import output_columns
 from .trust import Loading, load_model
 
@@ -47,7 +47,13 @@ class Series:
 
 def predict_text(folder: Path, options: PredictOptions, say: Callable[[str], None]) -> Iterator[str]:
     """`rnn predict`: its stdout text piece by piece (CSV rows or one JSON document); with --ray
-    (or --out, --address) the bulk run, ``say``ing its summary."""
+    (or --out, --address) the bulk run, ``say``ing its summary. NaN or infinity in the inputs is
+    refused without advice: `rnn predict` has no --allow-nonfinite."""
+    with nonfinite_hint(""):
+        yield from _predict_text(folder, options, say)
+
+
+def _predict_text(folder: Path, options: PredictOptions, say: Callable[[str], None]) -> Iterator[str]:
     bulk = options.bulk
     if bulk.ray or bulk.out is not None or bulk.address is not None:
         say(run_bulk(folder, "predict", None, options.loading, options.as_json, bulk))

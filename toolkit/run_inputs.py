@@ -9,16 +9,32 @@ the training series in config.json its default where the model has the seed's si
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from runtime.errors import DataError, InputValueError
+from runtime.inputs import NONFINITE_HINT
 from runtime.manifest import BATCH_FIRST, SAMPLE, TensorSpec
 
 NAMED_SUFFIX = ".npz"  # a file of one array per input name; any other suffix is one series
+
+
+@contextlib.contextmanager
+def nonfinite_hint(hint: str) -> Iterator[None]:
+    """The runtime's advice on NaN and infinity (the library's ``allow_nonfinite=True``) retold as
+    what the command running the block offers: ``hint`` ("" for nothing: drop the advice)."""
+    try:
+        yield
+    except InputValueError as error:
+        text = str(error)
+        if f"; {NONFINITE_HINT}" not in text:
+            raise
+        raise InputValueError(text.replace(f"; {NONFINITE_HINT}", f"; {hint}" if hint else "")) from None
 
 
 def one_value_input(model: Any) -> TensorSpec | None:

@@ -25,6 +25,7 @@ from .console import json_text
 from .on_ray import Bulk, run_bulk
 from .run_inputs import (
     make_sampler,
+    nonfinite_hint,
     one_value_input,
     parse_start,
     read_inputs_file,
@@ -36,6 +37,7 @@ CSV_CHUNK = 100_000  # steps generated at a time: memory stays flat for any --st
 CSV_CHUNK_VALUES = 10**6  # and at most this many output values a chunk, for models of wide outputs
 CSV_LINES_PER_WRITE = 1000  # lines written at a time: a reader that closes the pipe is noticed soon
 JSON_MAX_STEPS = 10**6  # `generate --json` builds one document in memory; CSV streams any length
+GENERATE_NONFINITE_HINT = "pass --allow-nonfinite to run it anyway"
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,13 @@ class GenerateOptions:
 
 def generate_text(folder: Path, options: GenerateOptions, say: Callable[[str], None]) -> Iterator[str]:
     """`rnn generate`: the closed loop of one stream as CSV pieces (streamed: any number of steps)
-    or one JSON document; with --ray (or --input, --out, --address) the bulk run, ``say``ing its summary."""
+    or one JSON document; with --ray (or --input, --out, --address) the bulk run, ``say``ing its summary.
+    NaN or infinity in a start is refused with the advice of --allow-nonfinite (which --ray does not take)."""
+    with nonfinite_hint(GENERATE_NONFINITE_HINT):
+        yield from _generate_text(folder, options, say)
+
+
+def _generate_text(folder: Path, options: GenerateOptions, say: Callable[[str], None]) -> Iterator[str]:
     bulk = options.bulk
     if bulk.ray or bulk.out is not None or bulk.address is not None or bulk.input_path is not None:
         start = options.start

@@ -248,7 +248,7 @@ def test_inputs_off_the_fast_path_still_work_and_agree():
     assert model.check_x(wide[:, 1:2]).flags.c_contiguous
 
 
-NAN_MESSAGE = r"NaN or infinity; pass allow_nonfinite=True \(CLI: --allow-nonfinite\)"
+NAN_MESSAGE = r"NaN or infinity; load the model with allow_nonfinite=True to run it anyway"
 
 
 @pytest.mark.parametrize("allow", [False, True])

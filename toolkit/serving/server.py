@@ -28,6 +28,7 @@ from typing import Any
 
 import runtime
 from rnn.folders import write_text_atomically
+from runtime.inputs import all_finite
 from runtime.jsonfile import parse_json
 from runtime.streams import state_from_bytes
 
@@ -477,8 +478,10 @@ class Server:
                 saved = self._read_state_file(path)
                 if served.model is None:
                     raise runtime.DataError(f"model '{name}' is not ready")
-                for _key, data, _version in saved:  # every state checked before any sequence opens
-                    state_from_bytes(served.model, data)
+                for key, data, _version in saved:  # every state checked before any sequence opens
+                    rows = state_from_bytes(served.model, data)
+                    if not (served.model.allow_nonfinite or all(all_finite(row) for row in rows)):
+                        raise runtime.DataError(f"the state of sequence {describe_id(key)} holds NaN or infinity")
                 room = self.settings.limits.max_sequences - len(served.sequences)
                 if len(saved) > room:
                     raise runtime.DataError(f"{len(saved)} sequences saved, room for {room} (--max-sequences)")
