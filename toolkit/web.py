@@ -152,7 +152,9 @@ class _Handler(SimpleHTTPRequestHandler):
 
 
 class _Listener(ThreadingHTTPServer):
-    request_queue_size = 128  # the default 5 drops rapid connects: each waits a 1 s SYN retry
+    # the default 5 dropped rapid connects (each waited a 1 s SYN retry), 128 a burst of 200 at once;
+    # the kernel caps it at net.core.somaxconn (4096 on current Linux)
+    request_queue_size = 1024
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], handler: type) -> None:
