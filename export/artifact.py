@@ -44,15 +44,17 @@ from runtime.manifest import (
 )
 
 from .errors import failing_as
+from .factories import checked_factory
 from .fused import BUILDERS, ElmanWeights, write_fused
 from .fused_cells import CELL_FORMS, CellWeights, write_cell_fused
+from .loadback import load_back
 from .onnx_export import export_step_onnx, resolve_opset
 from .ort_format import convert_to_ort
 from .probe import PROBE_SEED
 from .sampling import sampling_rollouts
 from .step_loops import LOOP_FORMS, step_loops
 from .test_data import write_test_data
-from .torchscript import save_torchscript, script_step
+from .torchscript import check_loads, save_torchscript, script_step
 
 # Files an export (re)writes; anything else in the source folder is carried over, except the
 # verification report, which no longer describes the new files.
@@ -92,7 +94,7 @@ def export_folder(
     """
     source = Path(folder)
     opset = resolve_opset(exporter, opset)
-    checkpoint = load_checkpoint(source, factory)
+    checkpoint = load_checkpoint(source, checked_factory(factory))
     with preserved_global_rng(PROBE_SEED), replacing_folder(source if out is None else out) as staging:
         _carry_over(source, staging)
         write_artifacts(
@@ -121,10 +123,8 @@ def write_artifacts(
     ``weights.pt`` and ``config.json``)."""
     inputs, outputs, states = step_specs(config.model)
     metadata = _onnx_metadata(config.model, states)
-    scripted, torchscript_skipped = _script(model, required=exporter == "torchscript")
-    if scripted is not None:
-        save_torchscript(scripted, staging)
-    with failing_as(f"the {exporter} exporter cannot export {type(model).__name__}"):
+    scripted, torchscript_skipped = _script(model, staging, required=exporter == "torchscript")
+    with failing_as(f"the {exporter} exporter cannot export {type(model).__name__}", _dynamo_hint(exporter)):
         step_module = scripted if exporter == "torchscript" else model
         export_step_onnx(step_module, staging / STEP_ONNX_NAME, inputs, outputs, states, metadata, opset, exporter)
     fused = _write_fused_forms(model, config.model, staging, opset, metadata)
@@ -135,19 +135,35 @@ def write_artifacts(
         staging, config, (inputs, outputs, states), fused, ort_files, opset, exporter, torchscript_skipped
     )
     write_manifest(staging, manifest)  # last: a folder without it is never loadable
+    load_back(staging)  # every file read back as its users read it: a folder nothing can load is not done
     return manifest
 
 
-def _script(model: torch.nn.Module, *, required: bool) -> tuple[torch.jit.ScriptModule | None, str | None]:
-    """(the scripted module, None), or where TorchScript cannot compile it and it is not
-    ``required`` (the dynamo exporter works from the eager module), (None, why)."""
+def _script(
+    model: torch.nn.Module, staging: Path, *, required: bool
+) -> tuple[torch.jit.ScriptModule | None, str | None]:
+    """(the scripted module, None), its archive saved into ``staging`` and loaded back; or where
+    TorchScript cannot compile it or load it back and it is not ``required`` (the dynamo exporter
+    works from the eager module), (None, why), no archive left in ``staging``."""
     try:
-        with failing_as(f"torch.jit.script cannot compile {type(model).__name__}"):
-            return script_step(model), None
+        with failing_as(f"torch.jit.script cannot compile {type(model).__name__}", _dynamo_hint("torchscript")):
+            scripted = script_step(model)
+        check_loads(save_torchscript(scripted, staging), model)
+        return scripted, None
     except ExportError as error:
         if required:
             raise
-        return None, str(error)
+        (staging / STEP_TORCHSCRIPT_NAME).unlink(missing_ok=True)
+        return None, str(error).removesuffix(_dynamo_hint("torchscript"))
+
+
+def _dynamo_hint(exporter: str) -> str:
+    """What a TorchScript failure adds where the dynamo exporter was not asked for: it needs no
+    TorchScript (it traces the eager module with torch.export), and deciding whether it would work
+    costs a whole dynamo export, so the hint is given on every such failure, not guessed."""
+    if exporter != "torchscript":
+        return ""
+    return '; the dynamo exporter does not need TorchScript: try --exporter dynamo (exporter="dynamo" in Python)'
 
 
 def _onnx_metadata(model: ModelConfig, states: list[StateSpec]) -> dict[str, str]:

@@ -23,12 +23,12 @@ def describe_failure(error: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def failing_as(what: str) -> Iterator[None]:
+def failing_as(what: str, hint: str = "") -> Iterator[None]:
     """Runs a block of third-party code (TorchScript, an exporter, the user's module): any failure
-    becomes ExportError("{what}: {one line}"). The toolkit's own typed errors pass unchanged."""
+    becomes ExportError("{what}: {one line}{hint}"). The toolkit's own typed errors pass unchanged."""
     try:
         yield
     except ToolkitError:
         raise
     except Exception as error:  # these libraries raise many types; each means "cannot do this"
-        raise ExportError(f"{what}: {type(error).__name__}: {describe_failure(error)}") from None
+        raise ExportError(f"{what}: {type(error).__name__}: {describe_failure(error)}{hint}") from None

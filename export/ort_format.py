@@ -27,3 +27,11 @@ def convert_to_ort(folder: str | os.PathLike, models: dict[str, str]) -> dict[st
         ort.InferenceSession(str(Path(folder) / name), options, providers=["CPUExecutionProvider"])
         written[form] = target.name
     return written
+
+
+def open_ort(path: str | os.PathLike) -> ort.InferenceSession:
+    """An onnxruntime CPU session of the ORT-format model at ``path`` (how a deployment opens it)."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -14,8 +14,10 @@ from typing import Any
 
 import torch
 
-from runtime.errors import IntegrityError
+from runtime.errors import ArtifactError, ExportError, IntegrityError
 from runtime.manifest import STEP_TORCHSCRIPT_NAME, FileEntry, resolve_file
+
+from .errors import describe_failure
 
 
 def script_step(model: torch.nn.Module) -> torch.jit.ScriptModule:
@@ -142,12 +144,64 @@ def relative_source_path(source: PurePath, module: tuple[str, ...]) -> str:
     return source.name
 
 
+# A class TorchScript names after its module: a module name that is not a dotted identifier
+# (runpy.run_path's "<run_path>") is saved as written, and torch.jit.load cannot parse it back.
+UNNAMABLE_FIX = "define the module's classes in an importable module (a .py file you import) and export again"
+
+
 def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
     """``torch.jit.load`` on the CPU. Loading a TorchScript archive runs its code: load only files
-    whose sha256 the manifest vouches for (verification and bench reach them through it)."""
+    whose sha256 the manifest vouches for (verification and bench reach them through it).
+    ArtifactError naming the file and the cause for an archive torch cannot load."""
+    return _jit_load(str(path), Path(path).name)
+
+
+def _jit_load(source: str | io.BytesIO, name: str) -> torch.jit.ScriptModule:
+    """torch.jit.load of ``source`` on the CPU; ArtifactError in one line where it fails (a
+    truncated or foreign file, code torch cannot parse), with the fix where an archive names a
+    class of a script run by runpy."""
+    try:
+        return _torch_load(source)
+    except Exception as error:  # torch raises RuntimeError, ValueError, zip errors, ...
+        fix = f": {UNNAMABLE_FIX}" if "__torch__.<" in str(error) else ""
+        raise ArtifactError(f"{name} cannot be loaded by torch.jit.load ({_cause(error)}){fix}") from None
+
+
+def _torch_load(source: str | io.BytesIO) -> torch.jit.ScriptModule:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated.*", category=DeprecationWarning)
-        return torch.jit.load(str(path), map_location="cpu")
+        return torch.jit.load(source, map_location="cpu")
+
+
+def _cause(error: BaseException) -> str:
+    return f"{type(error).__name__}: {describe_failure(error)}"
+
+
+def unnamable_classes(module: torch.nn.Module) -> dict[str, str]:
+    """{class name: its module} of the module's (and submodules') classes whose module name is not
+    a dotted identifier: TorchScript writes such names into the archive, and cannot read them back."""
+    found = {}
+    for sub in module.modules():
+        kind = type(sub)
+        where = str(kind.__module__)
+        if not all(part.isidentifier() for part in where.split(".")):
+            found[kind.__qualname__] = where
+    return found
+
+
+def check_loads(path: Path, module: torch.nn.Module) -> None:
+    """Loads the archive just written at ``path`` back; ExportError naming the file, the cause and,
+    for a class defined in a script run by runpy (``<run_path>``), the fix."""
+    try:
+        _torch_load(str(path))
+    except Exception as error:  # as _jit_load
+        unnamable = unnamable_classes(module)
+        where = "; ".join(f"class {name} is defined in {place!r}" for name, place in unnamable.items())
+        fix = f": {where} (a script run by runpy), a name TorchScript cannot read back: {UNNAMABLE_FIX}"
+        raise ExportError(
+            f"{path.name} was written but torch.jit.load cannot load it back ({_cause(error)})"
+            + (fix if unnamable else "")
+        ) from None
 
 
 def load_torchscript_checked(folder: str | os.PathLike, entry: FileEntry) -> torch.jit.ScriptModule:
@@ -157,6 +211,4 @@ def load_torchscript_checked(folder: str | os.PathLike, entry: FileEntry) -> tor
     data = resolve_file(folder, entry).read_bytes()
     if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
         raise IntegrityError(f"{entry.name!r} changed after it was checked: its bytes no longer match the manifest")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated.*", category=DeprecationWarning)
-        return torch.jit.load(io.BytesIO(data), map_location="cpu")
+    return _jit_load(io.BytesIO(data), entry.name)

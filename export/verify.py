@@ -34,6 +34,7 @@ from rnn.randomness import preserved_global_rng
 from runtime.errors import VerificationFailed
 from runtime.manifest import ROLE_STEP_TORCHSCRIPT, SAMPLE, VERIFY_NAME
 
+from .factories import checked_factory
 from .torchscript import load_torchscript_checked
 from .verify_cases import GENERATE, STEP_ONCE, VERIFY_SEED, Case, Plan, build_cases, closed_loop
 from .verify_data import read_user_data
@@ -110,7 +111,7 @@ def _verify(
 ) -> VerifyReport:
     model = runtime.load(folder, digest=digest)  # checks the manifest's digest, then every file's sha256
     data = None if inputs is None else read_user_data(inputs, model)  # refused before any check runs
-    checkpoint = load_checkpoint(folder, factory)
+    checkpoint = load_checkpoint(folder, checked_factory(factory))
     report = VerifyReport(
         str(folder), manifest_sha256=model.manifest_digest, user_data=None if data is None else data.described
     )

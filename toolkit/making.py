@@ -93,10 +93,11 @@ def verify(folder: Path, factory, loading: Loading, trust: bool, data: Path | No
 def plot(folder: Path, factory, threads: int) -> list[str]:
     """`rnn plot`: the pictures written; a note on stderr where the folder has no prediction picture."""
     require_torch("plot", threads)
+    from export.factories import checked_factory
     from rnn.config import read_config
     from toolkit.plots import PREDICTION_NAME, drawable_prediction, plot_folder
 
-    lines = [f"wrote {path}" for path in plot_folder(folder, factory=factory)]
+    lines = [f"wrote {path}" for path in plot_folder(folder, factory=checked_factory(factory))]
     if not drawable_prediction(read_config(folder)):
         say(f"no {PREDICTION_NAME}: it draws a one-column series (models of one input and one output)")
     return lines
@@ -159,11 +160,11 @@ def export_module(factory: str, out: Path, weights: Path | None, signature: Modu
     """`rnn export-module`: a user's module exported into ``out``; the line saying how to verify it."""
     require_torch("export-module", threads)
     from export import export_module as export_user_module
+    from export.factories import build_module
     from rnn.checkpoint import load_module_weights
-    from rnn.factory import resolve_factory
 
     shape = signature.arguments()
-    module = resolve_factory(factory)()
+    module = build_module(factory)
     if weights is not None:
         load_module_weights(module, weights)
     target = export_user_module(module, out, exporter=exporter, opset=opset, factory=factory, **shape)
@@ -190,11 +191,13 @@ def bench(folder: Path, options: BenchOptions, factory, loading: Loading, trust:
     A folder of the seed's signature, time-first, with its eager module gets every table of
     `toolkit.bench.run_bench`; any other folder the runtime loads `toolkit.bench_any.run_bench_any`'s."""
     require_torch("bench", threads)
+    from export.factories import checked_factory
     from rnn.folders import ensure_parent
     from toolkit.bench import plot_bench, run_bench, write_json
     from toolkit.bench_any import calls, check_agreement, eager_module, run_bench_any
 
     model = load_model(folder, loading)
+    factory = checked_factory(factory)  # one typed line for a factory that needs arguments, raises or builds no module
     out = options.out
     ensure_parent(out / BENCH_PNG)  # an unwritable output fails before minutes of timing
     shared = dict(
