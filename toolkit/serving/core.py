@@ -74,6 +74,7 @@ from .sequences import (
     sequence_key,
     sequence_version,
 )
+from .statistics import batch_items
 from .tensors import (
     GENERATE,
     PREDICT,
@@ -435,7 +436,7 @@ class Engine:
             raise
         finally:
             self._in_flight -= 1
-        self.metrics.request(name, protocol, 200, time.perf_counter() - started)
+        self.metrics.request(name, protocol, 200, time.perf_counter() - started, batch_items(named, request.inputs))
         return InferResponse(name, request.id, outputs, parameters)
 
     async def run_request(self, named: ServedName, request: InferRequest) -> Answer:
@@ -516,7 +517,7 @@ class Engine:
         else:
             loop = asyncio.get_running_loop()
             ys, new_state = await loop.run_in_executor(self._executor, self._compute, named, arrays, state)
-        self.metrics.compute(named.served.name, time.perf_counter() - started)
+        self.metrics.compute(named.name, time.perf_counter() - started, arrays["batch"])
         return self._values(named, ys, new_state)
 
     async def run_sequence(

@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as config_pb
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
@@ -30,7 +31,6 @@ from .protocol import (
     DATATYPE_OF,
     DATATYPES,
     EXTENSIONS,
-    PLATFORM,
     SERVER_NAME,
     VERSION,
     BadRequest,
@@ -44,6 +44,7 @@ from .protocol import (
     raw_contents,
     unexpected_message,
 )
+from .statistics import model_config, model_statistics
 
 PROTOCOL = "grpc"  # the protocol label of the engine's request metrics
 MESSAGE_SLACK_BYTES = 64 << 10  # room for a message's headers beyond limits.max_body_bytes of tensor data
@@ -301,40 +302,22 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext) -> Any:
-        """A minimal Triton model configuration (for clients that read it, e.g. perf_analyzer):
-        the tensors with their batch axis in dims (max_batch_size 0), sequence batching, and as
-        ``parameters`` what the dims cannot say (`tensors.model_parameters`: vocabulary sizes, the
-        layout, the states' batch axes, the feedback)."""
+        """Triton's model configuration (`statistics.model_config`, as HTTP's ``.../config``)."""
         await self._authorize(context)
         try:
-            named = self.engine.lookup(request.name, request.version)
-            named.metadata()  # Unavailable when not ready
+            config = model_config(self.engine, self.engine.lookup(request.name, request.version))
         except ServeError as error:
             await context.abort(_status_code(error), str(error))
-        idle_us = int(self.engine.settings.sequence_idle_timeout_s * 1e6)
-        config = config_pb.ModelConfig(
-            name=named.name,
-            platform=PLATFORM,
-            max_batch_size=0,
-            input=[
-                config_pb.ModelInput(
-                    name=spec.name, data_type=config_pb.DataType.Value(f"TYPE_{spec.datatype}"), dims=spec.shape
-                )
-                for spec in named.inputs
-            ],
-            output=[
-                config_pb.ModelOutput(
-                    name=spec.name, data_type=config_pb.DataType.Value(f"TYPE_{spec.datatype}"), dims=spec.shape
-                )
-                for spec in named.outputs
-            ],
-            sequence_batching=config_pb.ModelSequenceBatching(max_sequence_idle_microseconds=idle_us),
-        )
-        for message, spec in zip(config.input, named.inputs):
-            message.optional = spec.optional
-        for key, value in named.parameters.items():  # vocabulary sizes, layout, the states' batch axes
-            config.parameters[key].string_value = value
-        return pb.ModelConfigResponse(config=config)
+        return pb.ModelConfigResponse(config=json_format.ParseDict(config, config_pb.ModelConfig()))
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext) -> Any:
+        """Triton's statistics extension (`statistics.model_statistics`, as HTTP's ``.../stats``)."""
+        await self._authorize(context)
+        try:
+            statistics = model_statistics(self.engine, request.name, request.version)
+        except ServeError as error:
+            await context.abort(_status_code(error), str(error))
+        return json_format.ParseDict(statistics, pb.ModelStatisticsResponse())
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext) -> Any:
         await self._authorize(context)
@@ -388,9 +371,6 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def _unimplemented(self, context: grpc.aio.ServicerContext, what: str) -> Any:
         await self._authorize(context)
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"this server does not offer {what}")
-
-    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self._unimplemented(context, "model statistics (see the Prometheus metrics at HTTP /metrics)")
 
     async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._unimplemented(context, "loading models (it serves the folders it was started with)")

@@ -53,6 +53,7 @@ from .protocol import (
     one_line,
     unexpected_message,
 )
+from .statistics import model_config, model_statistics
 
 PROTOCOL = "http"
 LIVE_PATH = "/v2/health/live"  # the one route that needs no token
@@ -703,16 +704,33 @@ class _Guard:
             door.inflight_bytes -= held
 
 
+@_answers_errors
+async def _live(request: Request) -> Response:
+    return Response(b"", 200)
+
+
+def _extension_routes(engine: Engine, model: str, version: str) -> list[Route]:
+    """Triton's model configuration and statistics extensions (`statistics`): GET .../config and
+    .../stats of a model (and version), and /v2/models/stats of every served name."""
+
+    @_answers_errors
+    async def answer(request: Request) -> Response:
+        path = request.path_params
+        name, number = path.get("name", ""), path.get("version", "")
+        if request.url.path.endswith("/config"):
+            return _json_response(model_config(engine, engine.lookup(name, number)))
+        return _json_response(model_statistics(engine, name, number))
+
+    paths = ["/v2/models/stats", *(path + end for path in (model, version) for end in ("/config", "/stats"))]
+    return [Route(path, answer, methods=["GET"]) for path in paths]
+
+
 def create_app(engine: Engine, *, token: str | None, door: Door | None = None) -> Starlette:
     """The HTTP front of ``engine``: an ASGI app (run by `Server` on uvicorn)."""
 
     @_answers_errors
     async def server_metadata(request: Request) -> Response:
         return _json_response({"name": SERVER_NAME, "version": runtime.__version__, "extensions": list(EXTENSIONS)})
-
-    @_answers_errors
-    async def live(request: Request) -> Response:
-        return Response(b"", 200)
 
     @_answers_errors
     async def ready(request: Request) -> Response:
@@ -761,7 +779,8 @@ def create_app(engine: Engine, *, token: str | None, door: Door | None = None) -
     routes = [
         Route(model + "/infer", infer, methods=["POST"]),  # first: the hot path matches at once
         Route(version + "/infer", infer, methods=["POST"]),
-        Route(LIVE_PATH, live, methods=["GET"]),
+        *_extension_routes(engine, model, version),  # before /v2/models/{name}: /v2/models/stats
+        Route(LIVE_PATH, _live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/v2", server_metadata, methods=["GET"]),
         Route(model, model_metadata, methods=["GET"]),

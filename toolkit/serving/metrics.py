@@ -6,10 +6,16 @@ is counted there, on one thread; a sampled generation's ticks, tokens, first tok
 model's scheduler thread, the only writer of those series) and handed to prometheus-client's exposition as metric
 families when scraped: an observation costs a bisect and two additions instead of the client
 library's locked child objects (about 3 us each, several per request on the hot path).
+
+The same calls keep what Triton's statistics extension reports per served name (`Stats`, read by
+`statistics`): what the Prometheus series already hold is read from them (successes and their
+time from ``rnn_request_seconds``, failures from ``rnn_request_failures``), the rest is kept beside
+them (inferences, executions by batch size, queue and compute time, failures' time, last request).
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
@@ -39,6 +45,37 @@ class _Histogram:
             total += count
             buckets.append((bound, total))
         return buckets
+
+
+class Stats:
+    """What Triton's statistics extension reports of one served name that the Prometheus series
+    do not hold: inferences (batch items of successful requests), executions (model runs; by batch
+    size: [runs, seconds]), queue and compute time of the requests they ran ([count, seconds]),
+    failed requests' time and the last request's time (ms since the epoch)."""
+
+    __slots__ = ("batches", "compute", "executions", "failed_seconds", "items", "last_ms", "queue")
+
+    def __init__(self) -> None:
+        self.items = self.executions = self.last_ms = 0
+        self.failed_seconds = 0.0
+        self.queue, self.compute = [0, 0.0], [0, 0.0]
+        self.batches: dict[int, list] = {}
+
+    def executed(self, size: int, seconds: float, requests: int, queued: float | None) -> None:
+        """One model run of ``size`` batch items for ``requests`` requests (each is counted with the
+        run's whole time, as Triton does), which waited ``queued`` seconds in all before it (None:
+        not known, not counted)."""
+        self.executions += 1
+        batch = self.batches.get(size)
+        if batch is None:
+            batch = self.batches[size] = [0, 0.0]
+        batch[0] += 1
+        batch[1] += seconds
+        self.compute[0] += requests
+        self.compute[1] += seconds * requests
+        if queued is not None:
+            self.queue[0] += requests
+            self.queue[1] += queued
 
 
 # name -> (kind, help, label names, histogram bounds)
@@ -87,6 +124,7 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...]]] = {
 class Metrics:
     def __init__(self) -> None:
         self._values: dict[str, dict[tuple[str, ...], Any]] = {name: {} for name in FAMILIES}
+        self.stats: dict[str, Stats] = {}  # served name -> what the statistics extension adds
         self.registry = CollectorRegistry()
         self.registry.register(self)  # prometheus-client calls collect() when it scrapes
 
@@ -101,23 +139,42 @@ class Metrics:
         series = self._values[name]
         series[labels] = series.get(labels, 0) + amount
 
+    def _stats(self, model: str) -> Stats:
+        stats = self.stats.get(model)
+        if stats is None:
+            stats = self.stats[model] = Stats()
+        return stats
+
     # ---- what the server records ----
 
-    def request(self, model: str, protocol: str, status: int, seconds: float) -> None:
+    def request(self, model: str, protocol: str, status: int, seconds: float, items: int = 1) -> None:
+        """One answered request of served name ``model`` ("": an unknown name) of ``items`` batch items."""
         self._add("rnn_requests", (model, protocol))
+        stats = self._stats(model) if model else None
+        if stats is not None:
+            stats.last_ms = time.time_ns() // 1_000_000
         if status != 200:
             self._add("rnn_request_failures", (model, protocol, str(status)))
+            if stats is not None:
+                stats.failed_seconds += seconds
         else:
             self._histogram("rnn_request_seconds", (model,)).observe(seconds)
+            if stats is not None:
+                stats.items += items
 
-    def batch(self, model: str, size: int, seconds: float, waited: float) -> None:
-        """One batched run of ``size`` steps; ``waited``: how long its oldest step queued."""
+    def batch(self, model: str, size: int, seconds: float, waited: float, queued: float | None = None) -> None:
+        """One batched run of ``size`` sequence steps of served name ``model``; ``waited``: how long
+        its oldest step queued; ``queued``: how long its steps queued in all (None: not known, the
+        statistics' queue leaves the run out)."""
         self._histogram("rnn_batch_size", (model,)).observe(size)
         self._histogram("rnn_compute_seconds", (model,)).observe(seconds)
         self._histogram("rnn_queue_seconds", (model,)).observe(waited)
+        self._stats(model).executed(size, seconds, size, queued)
 
-    def compute(self, model: str, seconds: float) -> None:
+    def compute(self, model: str, seconds: float, size: int = 1) -> None:
+        """One request's own run (not batched with others) of ``size`` batch items of served name ``model``."""
         self._histogram("rnn_compute_seconds", (model,)).observe(seconds)
+        self._stats(model).executed(size, seconds, 1, 0.0)
 
     def live_sequences(self, model: str, count: int) -> None:
         self._values["rnn_live_sequences"][(model,)] = count
@@ -163,6 +220,15 @@ class Metrics:
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
+
+    def successes(self, model: str) -> tuple[int, float]:
+        """(count, seconds) of the successful requests of served name ``model``."""
+        histogram = self._values["rnn_request_seconds"].get((model,))
+        return (sum(histogram.counts), histogram.sum) if histogram is not None else (0, 0.0)
+
+    def failures(self, model: str) -> int:
+        """How many requests of served name ``model`` failed (every protocol and status)."""
+        return sum(count for labels, count in list(self._values["rnn_request_failures"].items()) if labels[0] == model)
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
         """One sample's value (for tests and the benchmark), e.g. ``value("rnn_batch_size_sum", {"model": "m"})``."""

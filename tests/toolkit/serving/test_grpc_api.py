@@ -138,7 +138,7 @@ def test_health_metadata_and_index(client):
 
 
 def test_what_the_server_does_not_offer_is_unimplemented(client):
-    for call in (client.get_inference_statistics, lambda: client.load_model("sine"), client.get_log_settings):
+    for call in (client.get_trace_settings, lambda: client.load_model("sine"), client.get_log_settings):
         with pytest.raises(InferenceServerException) as excinfo:
             call()
         assert status_of(excinfo) == "StatusCode.UNIMPLEMENTED" and "does not offer" in excinfo.value.message()
