@@ -2,7 +2,8 @@
 // Reads manifest.json, checks the sha256 of every file it loads with Web Crypto before use (model.js)
 // and runs the folder's test_data self-check. Format 1 and a format 2 model whose output is fed
 // back as it is: draws the closed loop (the fused rollout where the manifest lists one, else the
-// step model), for the built-in sine model the data and the teacher-forced predictions too. A
+// step model), for the built-in sine model the data and the teacher-forced predictions too, on a
+// chart with axes, ticks, axis labels, a legend and the model's name (window.rnn.chart). A
 // model that samples its next token: streams the tokens as they are drawn (greedy, temperature,
 // top-k, top-p; a seed draws numpy's default_rng(seed), so the tokens are the Python runtime's
 // `runtime.Sampler(..., seed=seed)`'s), as text where the manifest has a vocabulary, after a
@@ -51,50 +52,202 @@ async function selfCheck(model) {
   return results;
 }
 
-// ---- drawing ----
+// ---- the chart, on a plain canvas: series of points or lines against the time step, with axes,
+// ticks and their numbers, axis labels, a legend and a title line. A canvas keeps what it draws to
+// itself, so the chart writes it on the element too: data-chart (JSON: the title, the axis
+// labels, each axis's range and tick labels, the legend, every text drawn) and aria-label (the
+// same in a sentence; the canvas has role="img"), for tests and screen readers. ----
 
-function draw(canvas, data, predicted, rollout) {
+const MARGIN = { left: 64, right: 20, top: 58, bottom: 48 };
+const FONT = "12px sans-serif";
+const TITLE_FONT = "bold 14px sans-serif";
+const AXIS_COLOR = "#444444";
+const GRID_COLOR = "#eeeeee";
+
+// Ticks at 1, 2 or 5 times a power of ten, about `count` of them, from a tick at or below `lo` to
+// one at or above `hi` (whole numbers only where `integer`): {lo, hi, ticks, decimals}.
+function niceTicks(lo, hi, count = 6, integer = false) {
+  if (!(Number.isFinite(lo) && Number.isFinite(hi))) [lo, hi] = [0, 1];
+  if (hi <= lo) [lo, hi] = [lo - (Math.abs(lo) || 1) / 2, hi + (Math.abs(hi) || 1) / 2];
+  const raw = (hi - lo) / count;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  let step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= raw * (1 - 1e-9));
+  if (integer) step = Math.max(1, Math.round(step));
+  const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+  const first = Math.floor(lo / step + 1e-9);
+  const last = Math.ceil(hi / step - 1e-9);
+  const ticks = [];
+  for (let k = first; k <= last; k++) ticks.push(Number((k * step).toFixed(decimals)));
+  return { lo: ticks[0], hi: ticks[ticks.length - 1], ticks, decimals };
+}
+
+// The extent of every finite value of the series' points, [xs, ys]; x from `xFrom` at least.
+function extent(series, xFrom) {
+  let [x0, x1, y0, y1] = [xFrom, xFrom, Infinity, -Infinity];
+  for (const { points } of series) {
+    for (const [x, y] of points) {
+      if (!Number.isFinite(x) || !Number.isFinite(y)) continue;
+      [x0, x1, y0, y1] = [Math.min(x0, x), Math.max(x1, x), Math.min(y0, y), Math.max(y1, y)];
+    }
+  }
+  return [[x0, x1], y0 <= y1 ? [y0, y1] : [0, 0]];
+}
+
+// The axes' ticks and the pixel mapping of a chart of `series` on a canvas of width w, height h.
+function layout(series, w, h, xFrom = 0) {
+  const [[x0, x1], [y0, y1]] = extent(series, xFrom);
+  const x = niceTicks(x0, Math.max(x1, x0 + 1), 8, true);
+  const y = niceTicks(y0, y1, 6);
+  const px = (t) => MARGIN.left + ((w - MARGIN.left - MARGIN.right) * (t - x.lo)) / (x.hi - x.lo);
+  const py = (v) => h - MARGIN.bottom - ((h - MARGIN.top - MARGIN.bottom) * (v - y.lo)) / (y.hi - y.lo);
+  return { x, y, px, py };
+}
+
+function drawAxes(ctx, text, { x, y, px, py }, w, h, xLabel, yLabel) {
+  const [left, right, top, bottom] = [MARGIN.left, w - MARGIN.right, MARGIN.top, h - MARGIN.bottom];
+  ctx.lineWidth = 1;
+  for (const v of y.ticks) {
+    ctx.strokeStyle = v === 0 ? "#bbbbbb" : GRID_COLOR;
+    ctx.beginPath();
+    ctx.moveTo(left, py(v));
+    ctx.lineTo(right, py(v));
+    ctx.stroke();
+    text(v.toFixed(y.decimals), left - 8, py(v), { align: "right", baseline: "middle", role: "yTick" });
+  }
+  ctx.strokeStyle = AXIS_COLOR;
+  ctx.beginPath();
+  ctx.moveTo(left, top);
+  ctx.lineTo(left, bottom);
+  ctx.lineTo(right, bottom);
+  for (const t of x.ticks) {
+    ctx.moveTo(px(t), bottom);
+    ctx.lineTo(px(t), bottom + 5);
+  }
+  ctx.stroke();
+  for (const t of x.ticks) text(String(t), px(t), bottom + 8, { align: "center", baseline: "top", role: "xTick" });
+  text(xLabel, (left + right) / 2, h - 6, { align: "center", baseline: "bottom", role: "xLabel" });
+  text(yLabel, 14, (top + bottom) / 2, { align: "center", baseline: "middle", role: "yLabel", angle: -Math.PI / 2 });
+}
+
+function drawSeries(ctx, { px, py }, { color, kind, radius = 3 }, points) {
+  ctx.strokeStyle = color;
+  ctx.fillStyle = color;
+  if (kind === "line") {
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    points.forEach(([t, v], i) => (i ? ctx.lineTo(px(t), py(v)) : ctx.moveTo(px(t), py(v))));
+    ctx.stroke();
+    return;
+  }
+  for (const [t, v] of points) {
+    ctx.beginPath();
+    ctx.arc(px(t), py(v), radius, 0, 2 * Math.PI);
+    ctx.fill();
+  }
+}
+
+function drawLegend(ctx, text, series) {
+  let x = MARGIN.left;
+  const y = 38;
+  for (const s of series) {
+    ctx.fillStyle = s.color;
+    ctx.strokeStyle = s.color;
+    ctx.beginPath();
+    if (s.kind === "line") {
+      ctx.lineWidth = 2;
+      ctx.moveTo(x, y);
+      ctx.lineTo(x + 18, y);
+      ctx.stroke();
+    } else {
+      ctx.arc(x + 9, y, s.radius || 3, 0, 2 * Math.PI);
+      ctx.fill();
+    }
+    const width = text(s.label, x + 24, y, { baseline: "middle", role: "legend", color: "#222222" });
+    x += 24 + width + 22;
+  }
+}
+
+// Draws {title, xLabel, yLabel, series: [{label, color, kind: "line" | "dots", radius, points:
+// [[step, value], ...]}], xFrom} on `canvas` and returns what it drew (also canvas.dataset.chart).
+function drawChart(canvas, { title, xLabel, yLabel, series, xFrom = 0 }) {
   const ctx = canvas.getContext("2d");
-  const w = canvas.width;
-  const h = canvas.height;
-  const pad = 40;
+  const [w, h] = [canvas.width, canvas.height];
+  const texts = [];
+  const text = (value, x, y, { align = "left", baseline = "alphabetic", role, angle = 0, color = AXIS_COLOR, font = FONT }) => {
+    ctx.save();
+    Object.assign(ctx, { font, fillStyle: color, textAlign: align, textBaseline: baseline });
+    ctx.translate(x, y);
+    ctx.rotate(angle);
+    ctx.fillText(value, 0, 0);
+    const width = ctx.measureText(value).width;
+    ctx.restore();
+    texts.push({ role, text: value });
+    return width;
+  };
   ctx.fillStyle = "#ffffff";
   ctx.fillRect(0, 0, w, h);
-  const n = Math.max(data.length, rollout.length + 1, 2);
-  const values = [...data, ...predicted, ...rollout].filter(Number.isFinite);
-  const lo = Math.min(-1, ...values);
-  const hi = Math.max(1, ...values);
-  const px = (t) => pad + ((w - 2 * pad) * t) / (n - 1);
-  const py = (v) => h - pad - ((h - 2 * pad) * (v - lo)) / (hi - lo || 1);
-  ctx.strokeStyle = "#cccccc";
+  const axes = layout(series, w, h, xFrom);
+  text(title, MARGIN.left, 20, { role: "title", color: "#222222", font: TITLE_FONT, baseline: "middle" });
+  drawAxes(ctx, text, axes, w, h, xLabel, yLabel);
+  ctx.save();
   ctx.beginPath();
-  ctx.moveTo(pad, py(0));
-  ctx.lineTo(w - pad, py(0));
-  ctx.stroke();
-  ctx.strokeStyle = "#2ca02c";
-  ctx.lineWidth = 2;
-  ctx.beginPath();
-  rollout.forEach((v, t) => (t ? ctx.lineTo(px(t + 1), py(v)) : ctx.moveTo(px(t + 1), py(v))));
-  ctx.stroke();
-  const dots = (points, color, offset, radius) => {
-    ctx.fillStyle = color;
-    points.forEach((v, t) => {
-      ctx.beginPath();
-      ctx.arc(px(t + offset), py(v), radius, 0, 2 * Math.PI);
-      ctx.fill();
-    });
+  ctx.rect(MARGIN.left - 6, MARGIN.top - 6, w - MARGIN.left - MARGIN.right + 12, h - MARGIN.top - MARGIN.bottom + 12);
+  ctx.clip(); // a point at the range's edge shows whole, nothing spills over the labels
+  for (const s of series) drawSeries(ctx, axes, s, s.points);
+  ctx.restore();
+  drawLegend(ctx, text, series);
+  const drawn = {
+    title,
+    xLabel,
+    yLabel,
+    xRange: [axes.x.lo, axes.x.hi],
+    yRange: [axes.y.lo, axes.y.hi],
+    xTicks: texts.filter((t) => t.role === "xTick").map((t) => t.text),
+    yTicks: texts.filter((t) => t.role === "yTick").map((t) => t.text),
+    legend: series.map((s) => s.label),
+    texts: texts.map((t) => t.text),
   };
-  dots(data, "#1f77b4", 0, 5);
-  dots(predicted, "#d62728", 1, 3.5);
-  ctx.font = "13px sans-serif";
-  let x = pad;
-  const legend = [["#2ca02c", "— closed loop from the start value"]];
-  if (data.length) legend.unshift(["#1f77b4", "● data"], ["#d62728", "● teacher-forced prediction of the next point"]);
-  for (const [color, text] of legend) {
-    ctx.fillStyle = color;
-    ctx.fillText(text, x, 20);
-    x += ctx.measureText(text).width + 18;
+  canvas.dataset.chart = JSON.stringify(drawn);
+  canvas.setAttribute(
+    "aria-label",
+    `${title}. ${yLabel} (${drawn.yTicks[0]} to ${drawn.yTicks[drawn.yTicks.length - 1]}) against ` +
+      `${xLabel} (${drawn.xTicks[0]} to ${drawn.xTicks[drawn.xTicks.length - 1]}). Legend: ${drawn.legend.join("; ")}.`,
+  );
+  return drawn;
+}
+
+// ---- what the chart shows of a model ----
+
+const COLORS = { data: "#1f77b4", predicted: "#d62728", loop: "#2ca02c" };
+
+// The model as the manifest names it: its kind and sizes, how it was trained, its tensors.
+function modelTitle(model) {
+  const info = model.folder.manifest.model || {};
+  const about = [
+    info.hidden_size ? `hidden ${info.hidden_size}` : null,
+    info.factory ? `factory ${info.factory}` : null,
+    info.trainer ? `${info.trainer} trainer` : null,
+    Number.isInteger(info.seed) ? `seed ${info.seed}` : null,
+  ].filter(Boolean);
+  const kind = info.kind === "custom" ? "custom step module" : `${info.kind || "step"} model`;
+  const names = (specs) => specs.map((spec) => spec.name).join(", ");
+  return `${kind}${about.length ? ` (${about.join(", ")})` : ""}: ${names(model.inputs)} -> ${names(model.outputs)}`;
+}
+
+// The chart of a model fed back as it is: the data and its teacher-forced predictions where the
+// page has them (the built-in sine), the closed loop; step 0 is the start value.
+function chartOf(model, data, predicted, rollout) {
+  const series = [];
+  const at = (offset) => (v, t) => [t + offset, v];
+  if (data.length) series.push({ label: "data (actual)", color: COLORS.data, kind: "dots", radius: 5, points: data.map(at(0)) });
+  if (predicted.length) {
+    const label = "teacher-forced prediction of the next point";
+    series.push({ label, color: COLORS.predicted, kind: "dots", radius: 3.5, points: predicted.map(at(1)) });
   }
+  series.push({ label: "closed loop from the start value", color: COLORS.loop, kind: "line", points: rollout.map(at(1)) });
+  const name = model.source.name;
+  const yLabel = model.outputSize > 1 ? `${name}[0] (output; the first of its ${model.outputSize} values)` : `${name} (output)`;
+  return { title: modelTitle(model), xLabel: "time step", yLabel, series };
 }
 
 function builtInSeries() {
@@ -132,6 +285,8 @@ function showControls(model) {
   $("prompt-row").hidden = !model.vocabulary;
   if (model.vocabulary) $("prompt").value = model.vocabulary.tokens[0];
   $("generated").hidden = !model.sampled;
+  $("text-key").hidden = !model.sampled;
+  $("text-title").textContent = modelTitle(model);
   $("stop").hidden = !model.sampled;
   $("plot").hidden = model.sampled;
 }
@@ -185,7 +340,7 @@ async function renderValues(model) {
   } else start = model.firstInputs(fieldValues(model));
   const values = await model.generate(start, steps);
   const rollout = Array.from(values).filter((_, i) => i % model.outputSize === 0); // each step's first value
-  draw($("plot"), data, predicted, rollout);
+  rnn.chart = drawChart($("plot"), chartOf(model, data, predicted, rollout));
   rnn.lastRollout = rollout;
   return rollout;
 }

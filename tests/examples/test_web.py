@@ -25,6 +25,7 @@ from .worked_char import CHAR_PROMPT
 from .worked_char import char_generator as worked_char_generator
 
 STEPS = 200
+STEPS_ON_LOAD = 60  # index.html's steps: what the page draws or streams when it opens a folder
 char_generator = worked_char_generator  # the fixture, by the name the tests ask for
 X0 = float(np.float32(np.sin(2.0)))  # the data's first point, as the other examples start
 DRIVE_TIMEOUT_S = 180
@@ -47,6 +48,27 @@ def python_rollout(folder, steps=STEPS) -> np.ndarray:
     return runtime.load(folder).generate(np.float32(X0), steps)[0].reshape(-1)
 
 
+def assert_chart(report, title, y_label, legend, values, steps):
+    """The chart the page drew (its canvas's data-chart and aria-label, every text drawn): the
+    title line, axis labels, tick numbers spanning ranges that hold every drawn value (``values``,
+    the Python runtime's) and steps 0 to ``steps``, the legend."""
+    chart = report["chart"]
+    assert report["chartShown"] and json.loads(report["chartData"]) == chart
+    assert (chart["title"], chart["xLabel"], chart["yLabel"], chart["legend"]) == (title, "time step", y_label, legend)
+    assert {title, "time step", y_label, *legend, *chart["xTicks"], *chart["yTicks"]} <= set(chart["texts"])
+    for ticks, (lo, hi) in ((chart["xTicks"], chart["xRange"]), (chart["yTicks"], chart["yRange"])):
+        numbers = np.array([float(tick) for tick in ticks])
+        assert len(numbers) >= 4 and numbers[0] == lo and numbers[-1] == hi
+        np.testing.assert_allclose(np.diff(numbers), numbers[1] - numbers[0], rtol=1e-6)  # evenly spaced
+    assert chart["xRange"][0] == 0 and steps <= chart["xRange"][1] < 2 * steps
+    low, high = float(np.min(values)), float(np.max(values))
+    assert chart["yRange"][0] <= low and high <= chart["yRange"][1]
+    assert chart["yRange"][1] - chart["yRange"][0] < 3 * (high - low)  # the data fills the chart
+    label = report["chartLabel"]
+    assert label.startswith(title) and f"({chart['yTicks'][0]} to {chart['yTicks'][-1]})" in label
+    assert f"time step ({chart['xTicks'][0]} to {chart['xTicks'][-1]})" in label
+
+
 def test_page_runs_the_fused_rollout_and_the_step_loop_as_the_python_runtime(web_page, tmp_path):
     calls = [{"x0": X0, "steps": STEPS, "form": form} for form in ("rollout_rnn", "rollout_loop", "step")]
     report = drive(web_page, COMMITTED, tmp_path, {"generate": calls, "time": [{"x0": X0, "steps": 1000}]})
@@ -64,10 +86,17 @@ def test_page_runs_the_fused_rollout_and_the_step_loop_as_the_python_runtime(web
         error = np.max(np.abs(np.array(got) - expected))
         assert len(got) == STEPS and error <= ROLLOUT_ATOL, f"{call['form']}: max abs error {error:.3g}"
     assert not any(line.startswith("pageerror") for line in report["logs"]), report["logs"]
+    # the chart of what the page drew on load: the data, its teacher-forced predictions, 60 steps
+    model = runtime.load(COMMITTED)
+    series = np.sin(2 + 8 * np.arange(21) / 20).astype(np.float32)  # the built-in data, as the page's
+    predicted = model.predict(series.reshape(-1, 1, 1))[0].reshape(-1)[:-1]
+    legend = ["data (actual)", "teacher-forced prediction of the next point", "closed loop from the start value"]
+    title = "elman model (hidden 6, reference trainer, seed 0): x -> y"
+    values = np.concatenate([series, predicted, python_rollout(COMMITTED, STEPS_ON_LOAD)])
+    assert_chart(report, title, "y (output)", legend, values, STEPS_ON_LOAD)
 
     # the issue's figures, reported not asserted: page load to the first drawn rollout, and 1000
     # closed-loop steps at batch 1 in the browser against the Python runtime's same call
-    model = runtime.load(COMMITTED)
     model.generate(np.float32(X0), 1000)
     started = time.perf_counter()
     for _ in range(20):  # as the page times it (rnn.time: one warm-up call, then 20)
@@ -179,6 +208,11 @@ def test_page_streams_a_prompts_sampled_text_as_the_python_runtime(web_page, voc
     assert all(entry["passed"] for entry in report["selfCheck"]), report["selfCheck"]
     assert {"step", "rollout_greedy", "rollout_sample"} <= {entry["form"] for entry in report["selfCheck"]}
     assert report["firstSample"] and len(report["firstSample"]["tokens"]) == STEPS_ON_LOAD  # streamed on load
+    assert not report["chartShown"]  # text, no chart: a title line and the legend of the text
+    assert report["textKey"].splitlines() == [
+        "custom step module: token, category -> logits",
+        "legend: prompt (fed teacher-forced) continuation (sampled, a token at a time)",
+    ]
     vocabulary = runtime.load(vocabulary_folder).vocabulary
     for (strategy, settings, seed), got in zip([*SAMPLINGS, SAMPLINGS[1]], report["sampled"]):
         expected = python_tokens(vocabulary_folder, strategy, settings, seed, prompt=PROMPT)
@@ -194,7 +228,6 @@ def test_page_streams_a_prompts_sampled_text_as_the_python_runtime(web_page, voc
         vocabulary.encode("the cat")
 
 
-STEPS_ON_LOAD = 60  # index.html's steps
 CHAR_STEPS = 200
 
 
@@ -252,6 +285,9 @@ def test_page_runs_a_two_input_folder_fed_back_as_it_is(web_page, general_folder
     expected = np.asarray(model.generate(x0, SAMPLE_STEPS)[0]).reshape(-1)
     for call, got in zip(calls, report["generated"]):
         assert np.max(np.abs(np.array(got) - expected)) <= 1e-5, call["form"]
+    on_load = np.asarray(model.generate({"value": np.zeros((1, 1), np.float32), "day": np.array([0])}, 60)[0])
+    title = "custom step module: value, day -> next_value"  # the page's fields start at 0
+    assert_chart(report, title, "next_value (output)", ["closed loop from the start value"], on_load, STEPS_ON_LOAD)
     pixels = matplotlib_image(tmp_path / "page.png")
     green = (pixels[..., 1] > 0.5) & (pixels[..., 0] < 0.3) & (pixels[..., 2] < 0.3)
     assert green.sum() > 300, "the closed loop is not drawn"

@@ -2,7 +2,8 @@
 // tests: node test/drive.mjs URL OUT_DIR [SPEC_JSON]. Loads the page, waits for the first drawn
 // rollout, runs what SPEC asks ({"generate": [{x0, steps, form}], "time": [{x0, steps, form}],
 // "sample": [{prompt, inputs, steps, strategy, temperature, topK, topP, seed, form}]}),
-// takes a screenshot (OUT_DIR/page.png) and prints one JSON object on stdout.
+// takes a screenshot (OUT_DIR/page.png) and prints one JSON object on stdout (with the chart's
+// axes, ticks, labels and legend as the page drew them, and the token view's title and legend).
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -46,6 +47,11 @@ try {
       selfCheck: rnn.selfCheck,
       checkedFiles: rnn.checkedFiles,
       form: document.getElementById("form").textContent,
+      chart: rnn.chart || null, // what the chart drew (chart.js), as the canvas's data-chart says
+      chartData: document.getElementById("plot").dataset.chart || null,
+      chartLabel: document.getElementById("plot").getAttribute("aria-label"),
+      chartShown: !document.getElementById("plot").hidden,
+      textKey: document.getElementById("text-key").hidden ? null : document.getElementById("text-key").innerText,
       generated: [],
       timed: [],
       sampled: [],
