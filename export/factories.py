@@ -64,9 +64,10 @@ def build_module(factory: Any) -> torch.nn.Module:
     with failing_as(f"the factory {name} raised"):
         module = function()
     if not isinstance(module, torch.nn.Module):
+        weights = " (weights go in with --weights, or module.load_state_dict inside the factory)"
         raise InputValueError(
             f"the factory {name} returned {type(module).__name__}, not a torch.nn.Module: "
-            "it must build and return the step module"
+            f"it must build and return the step module{weights if isinstance(module, dict) else ''}"
         )
     return module
 

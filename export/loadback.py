@@ -26,7 +26,6 @@ from rnn.config import read_config
 from runtime.errors import ExportError, ToolkitError
 from runtime.fused import FORMS, STEP
 from runtime.manifest import (
-    MANIFEST_NAME,
     ROLE_CONFIG,
     ROLE_STEP_ONNX,
     ROLE_STEP_TORCHSCRIPT,
@@ -60,8 +59,8 @@ def loading_back(name: str) -> Iterator[None]:
 def load_back(folder: Path) -> runtime.Model:
     """Reads every file of the finished folder ``folder`` back (see the module's docstring); the
     model `runtime.load` opens, every form's session created. ExportError on the first failure."""
-    with loading_back(MANIFEST_NAME):
-        model = runtime.load(folder)  # the manifest parsed, every listed file's size and sha256 checked
+    with loading_back("the folder"):  # runtime's errors name the file
+        model = runtime.load(folder)  # the manifest parsed, every listed file's size and sha256, the step's session
     for entry in model.manifest.files:
         with loading_back(entry.name):
             _load_entry(folder, model, entry)

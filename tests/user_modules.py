@@ -182,3 +182,49 @@ TWO_INPUTS_SIGNATURE = {
     "states": [("h", 6), ("c", 6, 0.1)],
     "feedback": {"output": "next_value", "input": "value"},
 }
+
+
+# ---- factories as careless users pass them (rnn export-module calls FACTORY with no arguments) ----
+
+
+class SizedCell(nn.Module):
+    """A cell whose constructor needs its size, as public recurrent modules' do: forward(x, h) -> (y, h)."""
+
+    def __init__(self, hidden: int, *, scale: float = 1.0) -> None:
+        super().__init__()
+        self.rec = nn.Linear(1 + hidden, hidden)
+        self.out = nn.Linear(hidden, 1)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor):
+        h_next = torch.tanh(self.rec(torch.cat((x, h), 1))) * self.scale
+        return self.out(h_next), h_next
+
+
+def make_sized_cell() -> SizedCell:
+    """The fix the error message names: a function that builds the module with its arguments."""
+    torch.manual_seed(8)
+    return SizedCell(4)
+
+
+def make_failing() -> nn.Module:
+    """A factory whose own code fails (a missing file, a wrong size)."""
+    raise FileNotFoundError("pretrained.pt")
+
+
+def make_not_a_module() -> dict:
+    """A factory that returns the state_dict instead of the module."""
+    torch.manual_seed(8)
+    return SizedCell(4).state_dict()
+
+
+def make_python_only() -> PythonOnly:
+    torch.manual_seed(9)
+    return PythonOnly()
+
+
+SIZED_CELL = "tests.user_modules:SizedCell"  # the class itself, which needs hidden
+MAKE_SIZED_CELL = "tests.user_modules:make_sized_cell"
+MAKE_FAILING = "tests.user_modules:make_failing"
+MAKE_NOT_A_MODULE = "tests.user_modules:make_not_a_module"
+MAKE_PYTHON_ONLY = "tests.user_modules:make_python_only"
