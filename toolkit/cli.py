@@ -546,7 +546,9 @@ def demo(out, steps, threads, **options) -> None:
     "--token-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Read the token from this file (its first line) instead of --token: kept out of the process list.",
+    help="Read the token from this file instead of --token: kept out of the process list. Several tokens, one "
+    "per line ('#' lines and blank lines skipped), are several tenants: any one is let in, and each sequence "
+    "belongs to the token that started it (another token's requests cannot see it).",
 )
 @click.option(
     "--max-queue-delay-us",
@@ -564,6 +566,12 @@ def demo(out, steps, threads, **options) -> None:
     default=600.0,
     show_default=True,
     help="Seconds after which an idle sequence ends (its id is then refused).",
+)
+@click.option(
+    "--refuse-client-sequence-ids",
+    is_flag=True,
+    help="Every sequence id is the server's: a start that names its own sequence_id is a 400. Default: a "
+    "client may name its id, and a start without one gets an unguessable id in the answer's sequence_id.",
 )
 @click.option(
     "--state-dir",

@@ -48,6 +48,7 @@ class ServeOptions:
     max_inflight_bytes: int | None = None  # None: the server's default (4 x max_body_bytes)
     header_timeout: float | None = None  # None: `Doors`' default
     idle_timeout: int | None = None  # None: `Doors`' default
+    refuse_client_sequence_ids: bool = False
 
     def check_http(self) -> None:
         """One source of the token, and a body budget that holds one body of the largest size."""
@@ -60,8 +61,8 @@ class ServeOptions:
                 "a request of the largest body would never fit"
             )
 
-    def server_token(self) -> str | None:
-        """--token (or RNN_SERVE_TOKEN), else the first line of --token-file, else None."""
+    def server_token(self) -> str | tuple[str, ...] | None:
+        """--token (or RNN_SERVE_TOKEN), else the token (or tokens, one per line) of --token-file, else None."""
         from toolkit.serving.server import read_token_file
 
         return self.token or (read_token_file(self.token_file) if self.token_file is not None else None)
@@ -172,6 +173,7 @@ def serve(options: ServeOptions) -> None:
         max_batch=options.max_batch,
         sequence_idle_timeout_s=options.sequence_idle_timeout,
         workers=options.workers,
+        client_sequence_ids=not options.refuse_client_sequence_ids,
     )
     loading = Loading(device=options.device, public_key=options.public_key)
 

@@ -46,6 +46,7 @@ from runtime.inputs import NONFINITE_HINT
 from runtime.manifest import MANIFEST_NAME
 from runtime.streams import StreamPool, state_from_bytes
 
+from .callers import CALLER
 from .metrics import Metrics
 from .protocol import (
     PLATFORM,
@@ -69,10 +70,12 @@ from .sequences import (
     Batcher,
     LiveSequences,
     Sequence,
+    Slot,
     describe_id,
-    flag,
+    sequence_ask,
     sequence_key,
     sequence_version,
+    slot,
 )
 from .statistics import batch_items
 from .tensors import (
@@ -134,6 +137,7 @@ class Settings:
     max_batch: int = 1024  # steps of sequences in one run
     sequence_idle_timeout_s: float = 600.0
     workers: int = 2  # threads for multi-step requests
+    client_sequence_ids: bool = True  # False: a start may not name its id (the server draws every id)
 
 
 def check_model_name(name: str) -> str:
@@ -189,8 +193,8 @@ class Served:
 
     def __init__(self, name: str, folder: Path, model: runtime.Model | None, error: str, settings: Settings) -> None:
         self.name, self.folder, self.model, self.error, self.settings = name, folder, model, error, settings
-        self.sequences = LiveSequences()  # key -> Sequence, least recently used first
-        self.gone: OrderedDict[int | str, str] = OrderedDict()  # id -> "ended" / "expired ..."
+        self.sequences = LiveSequences()  # slot -> Sequence, least recently used first
+        self.gone: OrderedDict[Slot, str] = OrderedDict()  # slot -> "ended" / "expired ..."
         self.pool: StreamPool | None = None
         self.batcher: Batcher | None = None
 
@@ -219,7 +223,7 @@ class Served:
             delay = self.settings.max_queue_delay_us / 1e6
             self.batcher = Batcher(self.pool, delay, self.settings.max_batch, metrics, self.name)
 
-    def forget(self, key: int | str, why: str) -> None:
+    def forget(self, key: Slot, why: str) -> None:
         entry = self.sequences.pop(key, None)
         if entry is not None:
             entry.closed = True
@@ -230,9 +234,9 @@ class Served:
         while len(self.gone) > GONE_REMEMBERED:
             self.gone.popitem(last=False)
 
-    def open(self, key: int | str, state: Any = None) -> Sequence:
-        """Opens sequence ``key`` from ``state`` (None: the initial state; else one array per state
-        tensor, its non-batch shape or the model's layout at batch 1)."""
+    def open(self, key: Slot, state: Any = None) -> Sequence:
+        """Opens the sequence kept at ``key`` (its `sequences.slot`) from ``state`` (None: the initial
+        state; else one array per state tensor, its non-batch shape or the model's layout at batch 1)."""
         if len(self.sequences) >= self.settings.limits.max_sequences:
             raise Unavailable(f"model '{self.name}' holds its maximum of {len(self.sequences)} live sequences")
         assert self.pool is not None
@@ -445,20 +449,16 @@ class Engine:
         replica; a plugged-in call's handler answers its own requests."""
         if named.handler is not None:
             return await named.handler.run(self, named, request)
-        parameters = request.parameters
-        key = sequence_key(parameters.get("sequence_id"))
-        start, end = flag(parameters, "sequence_start"), flag(parameters, "sequence_end")
-        version = sequence_version(parameters)
-        if key is None and (start or end or version is not None):
-            raise BadRequest("parameters 'sequence_start'/'sequence_end'/'sequence_version' need a 'sequence_id'")
+        ask = sequence_ask(request.parameters, self.settings.client_sequence_ids)
+        key, start = ask.key, ask.start
         arrays = self._checked_inputs(named, request.inputs, sequence=key is not None, start=start)
         wanted = self.wanted_outputs(named, request.outputs)
         answer: dict[str, Any] = {}
         if key is None:
             values = await self._run(named, arrays, None)
         else:
-            values, answered = await self.run_sequence(named, key, start, end, version, arrays, wanted)
-            answer["sequence_version"] = answered
+            values, answered = await self.run_sequence(named, key, start, ask.end, ask.version, arrays, wanted)
+            answer = ask.answer(answered)
         return [(spec.name, values[spec.name]) for spec in named.outputs if spec.name in wanted], answer
 
     def _checked_inputs(
@@ -537,15 +537,18 @@ class Engine:
         run, a failed first request of a new id leaves no sequence behind, and a failed start of a
         live id leaves it as it was. A start may carry the state to begin from (state inputs) and
         the version it had (``sequence_version``); any other request with ``sequence_version``
-        runs only when this server holds exactly that version of the sequence (else Conflict)."""
+        runs only when this server holds exactly that version of the sequence (else Conflict).
+        The sequence is the caller's (`callers.CALLER`): another token's of the same id is
+        another sequence, so a request never reaches, nor learns of, one it did not start."""
         served = named.served
         initial = arrays["state"]  # each at batch 1, in the model's layout
+        kept = slot(CALLER.get(), key)
         while True:
-            entry = served.sequences.get(key)
+            entry = served.sequences.get(kept)
             created = entry is None
             if created:
                 if not start:
-                    gone = served.gone.get(key)
+                    gone = served.gone.get(kept)
                     why = f"it {gone}" if gone else "it was never started (send sequence_start first)"
                     if version is not None and not (gone or "").startswith("ended"):
                         raise Conflict(
@@ -553,7 +556,7 @@ class Engine:
                             f"'{served.name}' ({why}); resend the last acknowledged state with sequence_start"
                         )
                     raise BadRequest(f"model '{served.name}' has no live sequence {describe_id(key)}: {why}")
-                entry = served.open(key, initial)
+                entry = served.open(kept, initial)
                 self.metrics.live_sequences(served.name, len(served.sequences))
             async with entry.lock:
                 if entry.closed:
@@ -573,13 +576,13 @@ class Engine:
                     values = await request(named, entry, start and not created, initial, arrays, wanted)
                 except BaseException:
                     if created and not entry.closed:
-                        served.forget(key, "was never started: its start request failed")
+                        served.forget(kept, "was never started: its start request failed")
                         self.metrics.live_sequences(served.name, len(served.sequences))
                     raise
                 entry.last_used = time.monotonic()
                 entry.version = base + 1
                 if end:
-                    served.forget(key, "ended (its last request had sequence_end)")
+                    served.forget(kept, "ended (its last request had sequence_end)")
                     self.metrics.live_sequences(served.name, len(served.sequences))
                 return values, entry.version
 
@@ -627,9 +630,9 @@ class Engine:
 
     # ---- saving and restoring sequences ----
 
-    def saved_sequences(self) -> dict[str, list[tuple[int | str, bytes, int]]]:
-        """Every live sequence's id, state bytes and version, by folder name (call with no
-        request in progress)."""
+    def saved_sequences(self) -> dict[str, list[tuple[Slot, bytes, int]]]:
+        """Every live sequence's `sequences.slot` (its id, or its owner and id), state bytes and
+        version, by folder name (call with no request in progress)."""
         saved = {}
         for served in self.served.values():
             if served.pool is not None and served.sequences:
@@ -638,9 +641,9 @@ class Engine:
                 ]
         return saved
 
-    def restore_sequence(self, name: str, key: int | str, data: bytes, version: int = 0) -> None:
-        """Opens sequence ``key`` of folder ``name`` from state bytes at ``version``; ToolkitError
-        if they do not fit."""
+    def restore_sequence(self, name: str, key: Slot, data: bytes, version: int = 0) -> None:
+        """Opens the sequence kept at ``key`` (as `saved_sequences` gives it) of folder ``name``
+        from state bytes at ``version``; ToolkitError if they do not fit."""
         served = self.served.get(name)
         if served is None or served.model is None or served.pool is None:
             raise runtime.ArtifactError(f"no ready model '{name}' to restore sequences into")

@@ -40,7 +40,7 @@ from .core import GENERATE, Answer, Engine, Served, ServedName, plug
 from .generation import CANCELLED, Generation, Generator
 from .generation_settings import settings_from
 from .protocol import DATATYPE_OF, BadRequest, InferRequest, ServeError, TensorMetadata, TooLarge
-from .sequences import flag, sequence_key, sequence_version
+from .sequences import SequenceAsk, sequence_ask
 from .tensors import check_tensors, wire_shape
 
 ENCODE_INLINE = 4096  # a prompt's characters encoded on the loop; a longer one in a thread
@@ -182,12 +182,8 @@ class SampledGenerate:
         token = model.feedback.input
         limits = engine.settings.limits
         inputs = await _text_prompt(named, inputs, text, limits.max_steps)
-        key = sequence_key(parameters.get("sequence_id"))
-        begin, end = flag(parameters, "sequence_start"), flag(parameters, "sequence_end")
-        version = sequence_version(parameters)
-        if key is None and (begin or end or version is not None):
-            raise BadRequest("parameters 'sequence_start'/'sequence_end'/'sequence_version' need a 'sequence_id'")
-        check_tensors(named.by_name, named.name, inputs, key is not None and not begin, limits.max_elements)
+        ask = sequence_ask(parameters, engine.settings.client_sequence_ids)
+        check_tensors(named.by_name, named.name, inputs, ask.key is not None and not ask.start, limits.max_elements)
         prompt = inputs[token][0]
         if prompt.size > limits.max_steps:
             raise TooLarge(f"the prompt has {prompt.size} tokens, the limit is {limits.max_steps}")
@@ -197,7 +193,7 @@ class SampledGenerate:
             parameters, sampled_vocabulary(model.feedback, model.inputs), limits.max_steps, words(model) is not None
         )
         generator = self.generator(engine, served)
-        if key is None:
+        if ask.key is None:
             finished = asyncio.get_running_loop().create_future()
             finished.set_result({})
             return Started(generator.submit(prompt, held, state, settings), finished)
@@ -205,7 +201,7 @@ class SampledGenerate:
         def submit(start_state: Any) -> Generation:
             return generator.submit(prompt, held, start_state, settings, keep_state=True)
 
-        return await _in_sequence(engine, named, key, begin, end, version, state, submit)
+        return await _in_sequence(engine, named, ask, state, submit)
 
 
 async def _text_prompt(named: ServedName, inputs: dict[str, np.ndarray], text: str | None, limit: int) -> dict:
@@ -251,16 +247,9 @@ def _state(model: runtime.Model, inputs: dict[str, np.ndarray]) -> tuple[np.ndar
 
 
 async def _in_sequence(
-    engine: Engine,
-    named: ServedName,
-    key: int | str,
-    begin: bool,
-    end: bool,
-    version: int | None,
-    state: Any,
-    submit: Callable[[Any], Generation],
+    engine: Engine, named: ServedName, ask: SequenceAsk, state: Any, submit: Callable[[Any], Generation]
 ) -> Started:
-    """Starts a generation in sequence ``key`` through the engine's sequence rules (its lock held
+    """Starts a generation in sequence ``ask.key`` through the engine's sequence rules (its lock held
     until the generation ends; the new state committed only if it ended by itself)."""
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[Generation] = loop.create_future()
@@ -284,7 +273,10 @@ async def _in_sequence(
         return {}
 
     arrays = {"state": state}
-    task = loop.create_task(engine.run_sequence(named, key, begin, end, version, arrays, set(), run=run))
+    assert ask.key is not None
+    task = loop.create_task(
+        engine.run_sequence(named, ask.key, ask.start, ask.end, ask.version, arrays, set(), run=run)
+    )
     task.add_done_callback(_retrieved)
     try:
         await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
@@ -295,14 +287,14 @@ async def _in_sequence(
         raise
     if not ready.done():
         task.result()  # the sequence refused the request: its error
-    finished = asyncio.ensure_future(_version(task))
+    finished = asyncio.ensure_future(_version(task, ask))
     finished.add_done_callback(_retrieved)
     return Started(ready.result(), finished)
 
 
-async def _version(task: asyncio.Task) -> dict[str, Any]:
+async def _version(task: asyncio.Task, ask: SequenceAsk) -> dict[str, Any]:
     _, answered = await task
-    return {"sequence_version": answered}
+    return ask.answer(answered)  # sequence_version, and the id where the server drew it
 
 
 def _retrieved(future: asyncio.Future) -> None:

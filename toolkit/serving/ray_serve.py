@@ -66,14 +66,15 @@ from runtime.manifest import MANIFEST_NAME
 
 from ..ray_cluster import connect
 from . import generate_calls  # noqa: F401  (plugs sampled NAME-generate into every engine: fronts and replicas)
+from .callers import CALLER
 from .core import (
     Engine,
     ServedName,
     Settings,
-    sequence_key,
 )
 from .http_api import create_app
 from .protocol import BadRequest, InferRequest, InferResponse, ServeError, Unavailable, one_line
+from .sequences import ASSIGN, sequence_ask
 
 log = logging.getLogger("rnn.serve")
 
@@ -241,7 +242,8 @@ class Stepper:
 
     def __init__(self, shipped: list[ShippedFolder], settings: Settings, device: str) -> None:
         folders, loader, self._scratch = unpacked(shipped, device)
-        self.engine = Engine(folders, settings, loader=loader)
+        # the front checks a start's id (--refuse-client-sequence-ids) and draws the ids it assigns
+        self.engine = Engine(folders, replace(settings, client_sequence_ids=True), loader=loader)
         self._expiry: asyncio.Task | None = None
 
     def _start(self) -> None:
@@ -253,10 +255,14 @@ class Stepper:
             await asyncio.sleep(EXPIRY_PERIOD_S)
             self.engine.expire_idle()
 
-    async def infer(self, request: InferRequest, protocol: str, version: str) -> InferResponse | ServeError:
-        """The engine's answer, or its ServeError as a value (the Front raises it)."""
+    async def infer(
+        self, request: InferRequest, protocol: str, version: str, caller: str = ""
+    ) -> InferResponse | ServeError:
+        """The engine's answer, or its ServeError as a value (the Front raises it); ``caller``: the
+        owner tag of the request's token (`callers`), whose sequences it reaches."""
         if self._expiry is None:
             self._start()
+        CALLER.set(caller)  # this request's task alone (gather runs each in its own)
         try:
             return await self.engine.infer(request, protocol, version)
         except ServeError as error:
@@ -265,7 +271,7 @@ class Stepper:
             log.exception("a request of model %r failed on this replica", request.model)
             return ServeError(f"the replica failed on this request ({type(error).__name__})")
 
-    async def infer_many(self, batch: list[tuple[InferRequest, str, str]]) -> list[InferResponse | ServeError]:
+    async def infer_many(self, batch: list[tuple[InferRequest, str, str, str]]) -> list[InferResponse | ServeError]:
         """Several requests in one call, run concurrently (so the batcher can share their steps);
         the answers in order, one per request. A sequence's requests start in the order given."""
         answers = await asyncio.gather(*(self.infer(*item) for item in batch), return_exceptions=True)
@@ -308,7 +314,7 @@ class RoutedEngine(Engine):
     ) -> None:
         super().__init__(folders, settings, loader=loader)
         self.stepper, self.app_name = stepper, app_name
-        self._queues: dict[str, list[tuple[InferRequest, str, str, asyncio.Future]]] = {}  # by replica
+        self._queues: dict[str, list[tuple[InferRequest, str, str, str, asyncio.Future]]] = {}  # by replica
         self._busy: dict[str, int] = {}  # calls in flight, by replica
         self._turn = 0  # round robin of stateless requests
         self._tasks: set[asyncio.Task] = set()  # calls in flight (referenced until done)
@@ -320,8 +326,10 @@ class RoutedEngine(Engine):
         view = replica_view(self.app_name)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        # The HTTP front's ASGI receive (a closure of this process) cannot travel to a replica.
-        item = (replace(request, receive=None) if request.receive is not None else request, protocol, version, future)
+        # The HTTP front's ASGI receive (a closure of this process) cannot travel to a replica; the
+        # caller's owner tag (`callers.CALLER`, set by the front's token check) travels with it.
+        sent = replace(request, receive=None) if request.receive is not None else request
+        item = (sent, protocol, version, CALLER.get(), future)
         if not view:  # the router has not seen the replicas yet: alone, routed by Ray
             handle = self.stepper if session is None else self.stepper.options(session_id=session)
             self._spawn(self._send(handle, [item], None))
@@ -356,12 +364,12 @@ class RoutedEngine(Engine):
         task.add_done_callback(self._tasks.discard)
 
     async def _send(
-        self, handle: Any, items: list[tuple[InferRequest, str, str, asyncio.Future]], target: str | None
+        self, handle: Any, items: list[tuple[InferRequest, str, str, str, asyncio.Future]], target: str | None
     ) -> None:
         self.calls += 1
         answers: list[Any] = []
         try:
-            answers = await handle.infer_many.remote([item[:3] for item in items])
+            answers = await handle.infer_many.remote([item[:4] for item in items])
         except BackPressureError as error:
             answers = [Unavailable(f"every replica is busy: {one_line(error)}")] * len(items)
         except RayTaskError as error:  # the replica's code failed (not one request: infer answers those)
@@ -374,7 +382,7 @@ class RoutedEngine(Engine):
                 self._busy[target] -= 1
                 if target in self._queues:
                     self._flush(target)
-            for index, (_, _, _, future) in enumerate(items):  # every request answered, whatever happened
+            for index, (*_, future) in enumerate(items):  # every request answered, whatever happened
                 if not future.done():
                     answer = answers[index] if index < len(answers) else _lost(None)
                     if isinstance(answer, BaseException):
@@ -393,12 +401,19 @@ class RoutedEngine(Engine):
         )
 
     async def run_request(self, named: ServedName, request: InferRequest) -> tuple[list[tuple[str, Any]], dict]:
-        """Runs on a replica (`Engine.infer` around it checks the model and counts the answer)."""
-        key = sequence_key(request.parameters.get("sequence_id"))
-        session = None if key is None else _session(named.served.name, key)
+        """Runs on a replica (`Engine.infer` around it checks the model and counts the answer). A
+        start without an id gets its id here, so that it and the requests after it go to one
+        replica; the replica is sent the start with that id."""
+        ask = sequence_ask(request.parameters, self.settings.client_sequence_ids)
+        if ask.assigned:
+            parameters = {k: v for k, v in request.parameters.items() if k != ASSIGN}
+            request = replace(request, parameters={**parameters, "sequence_id": ask.key, "sequence_start": True})
+        session = None if ask.key is None else _session(named.served.name, ask.key)
         answer = await self._call(request, REPLICA_PROTOCOL, "", session)  # the version checked here
         if isinstance(answer, ServeError):
             raise answer
+        if ask.assigned:
+            return answer.outputs, {**answer.parameters, "sequence_id": ask.key}
         return answer.outputs, answer.parameters
 
 
@@ -406,7 +421,9 @@ class RoutedEngine(Engine):
 class Front:
     """The ingress: this package's HTTP app over a `RoutedEngine`."""
 
-    def __init__(self, stepper: Any, shipped: list[ShippedFolder], settings: Settings, token: str | None) -> None:
+    def __init__(
+        self, stepper: Any, shipped: list[ShippedFolder], settings: Settings, token: str | list[str] | None
+    ) -> None:
         # for metadata and checks, and the streaming routes' generations (Triton's generate extension,
         # gRPC streaming), which run here on the front's copy of the model; every infer runs on a replica
         folders, loader, self._scratch = unpacked(shipped)
@@ -462,7 +479,7 @@ def application(
     settings: Settings | None = None,
     *,
     scale: Scale | None = None,
-    token: str | None = None,
+    token: str | list[str] | None = None,
     device: str = "cpu",
 ) -> Any:
     """The whole application on Ray Serve, HTTP through Ray's proxy (`serve.run` it with
@@ -483,8 +500,8 @@ def app_builder(args: dict[str, Any]) -> Any:
     """For ``serve run toolkit.serving.ray_serve:app_builder models=NAME=FOLDER,... replicas=2``
     and Serve config files (``import_path: toolkit.serving.ray_serve:app_builder``, ``args:``):
     ``models`` (NAME=FOLDER pairs, comma-separated, or a list) or ``repository`` (a folder of
-    artifact folders), ``replicas``, ``min_replicas``, ``max_replicas``, ``token``,
-    ``max_queue_delay_us``, ``device``."""
+    artifact folders), ``replicas``, ``min_replicas``, ``max_replicas``, ``token`` (one, or a
+    list: each sequence belongs to the token that started it), ``max_queue_delay_us``, ``device``."""
     from .core import artifact_folders, check_model_name
 
     models = args.get("models")

@@ -1,13 +1,17 @@
-"""The server-held sequences of `rnn serve`: a request's sequence parameters checked, one live
-sequence (`Sequence`: its stream in the model's `runtime.StreamPool`, its lock and version), and the
-dynamic batcher (`Batcher`) that runs the steps of different sequences arriving together as one
+"""The server-held sequences of `rnn serve`: a request's sequence parameters checked
+(`sequence_ask`, which also draws the id of a start that names none), one live sequence
+(`Sequence`: its stream in the model's `runtime.StreamPool`, its lock and version), where it is
+kept (`slot`: its id, or (owner, id) for a sequence bound to a token, `callers`), and the dynamic
+batcher (`Batcher`) that runs the steps of different sequences arriving together as one
 `StreamPool.step`. Any signature: one input as an array, several as a dict by name."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +24,11 @@ from .protocol import BadRequest
 MAX_SEQUENCE_ID_CHARS = 256
 MAX_SEQUENCE_VERSION = (1 << 63) - 1  # the answer's version (one more) still fits gRPC's int64
 GONE_REMEMBERED = 100_000  # ended or expired sequence ids kept to name them in errors
+ASSIGNED_ID_BYTES = 18  # a server-assigned id: 144 random bits (`secrets`), 24 URL-safe characters
+ASSIGN = "assign_sequence_id"  # the parameter that asks for one (tritonclient cannot send a start without an id)
+
+SequenceId = int | str
+Slot = int | str | tuple[str, int | str]  # where a sequence is kept: `slot`
 
 
 def sequence_key(value: Any) -> int | str | None:
@@ -38,8 +47,23 @@ def sequence_key(value: Any) -> int | str | None:
     return value or None
 
 
-def describe_id(key: int | str) -> str:
+def describe_id(key: Slot) -> str:
+    """A sequence's id as messages name it (of a `slot`: its id alone, never its owner)."""
+    if isinstance(key, tuple):
+        key = key[1]
     return f"{key}" if isinstance(key, int) else f"{key!r}"
+
+
+def slot(owner: str, key: SequenceId) -> Slot:
+    """Where sequence ``key`` of ``owner`` (an owner tag, `callers`) is kept among a model's
+    sequences: its id when it belongs to nobody (one token or none), else (owner, id), so that
+    another owner's sequence of the same id is another sequence."""
+    return (owner, key) if owner else key
+
+
+def new_sequence_id() -> str:
+    """An id for a sequence the server starts: unguessable (144 bits of `secrets`), a string."""
+    return secrets.token_urlsafe(ASSIGNED_ID_BYTES)
 
 
 def flag(parameters: dict[str, Any], name: str) -> bool:
@@ -61,19 +85,65 @@ def sequence_version(parameters: dict[str, Any]) -> int | None:
     return value
 
 
+@dataclass(frozen=True)
+class SequenceAsk:
+    """A request's sequence parameters, checked: ``key`` (None: a stateless request), ``start``,
+    ``end``, ``version``, and whether the server drew the id (``assigned``: a start that named
+    none, or with ``assign_sequence_id``; the answer gives it back as ``sequence_id``)."""
+
+    key: SequenceId | None
+    start: bool = False
+    end: bool = False
+    version: int | None = None
+    assigned: bool = False
+
+    def answer(self, version: int) -> dict[str, Any]:
+        """The parameters an answer of the sequence carries after the request: its version, and
+        its id where the server drew it."""
+        answer: dict[str, Any] = {"sequence_version": version}
+        if self.assigned:
+            answer["sequence_id"] = self.key
+        return answer
+
+
+def sequence_ask(parameters: dict[str, Any], client_ids: bool = True) -> SequenceAsk:
+    """A request's sequence parameters checked (BadRequest, one line). A start without an id (none,
+    0 or "", as Triton means "no sequence"), or with ``assign_sequence_id: true``, gets a new
+    unguessable id. ``client_ids`` False (`rnn serve --refuse-client-sequence-ids`): a start that
+    names its own id is refused."""
+    key = sequence_key(parameters.get("sequence_id"))
+    start, end = flag(parameters, "sequence_start"), flag(parameters, "sequence_end")
+    version = sequence_version(parameters)
+    if flag(parameters, ASSIGN):
+        if key is not None:
+            raise BadRequest(f"parameter '{ASSIGN}' asks the server for an id: send it without 'sequence_id'")
+        start = True
+    if key is None:
+        if start:
+            return SequenceAsk(new_sequence_id(), True, end, version, assigned=True)
+        if end or version is not None:
+            raise BadRequest("parameters 'sequence_start'/'sequence_end'/'sequence_version' need a 'sequence_id'")
+    elif start and not client_ids:
+        raise BadRequest(
+            "this server assigns sequence ids (--refuse-client-sequence-ids): start a sequence without "
+            f"'sequence_id' (or with '{ASSIGN}': true) and send the id its answer gives"
+        )
+    return SequenceAsk(key, start, end, version)
+
+
 class Sequence:
     """One live sequence: its stream in the pool, when it was last used, its lock (one request of
     a sequence at a time, in arrival order) and version (requests answered since it (re)started
     from its base version). Setting ``last_used`` moves it to the end of its `LiveSequences`."""
 
-    __slots__ = ("key", "stream", "_used", "lock", "closed", "version", "owner")
+    __slots__ = ("key", "stream", "_used", "lock", "closed", "version", "home")
 
-    def __init__(self, key: int | str, stream: int) -> None:
-        self.key, self.stream, self._used = key, stream, time.monotonic()
+    def __init__(self, key: Slot, stream: int) -> None:
+        self.key, self.stream, self._used = key, stream, time.monotonic()  # key: its `slot`
         self.lock = asyncio.Lock()
         self.closed = False
         self.version = 0
-        self.owner: LiveSequences | None = None
+        self.home: LiveSequences | None = None
 
     @property
     def last_used(self) -> float:
@@ -82,20 +152,20 @@ class Sequence:
     @last_used.setter
     def last_used(self, value: float) -> None:
         self._used = value
-        owner = self.owner
-        if owner is not None and owner.get(self.key) is self:
-            owner.move_to_end(self.key)
+        home = self.home
+        if home is not None and home.get(self.key) is self:
+            home.move_to_end(self.key)
 
 
 class LiveSequences(OrderedDict):
-    """A model's live sequences by key, least recently used first (a `Sequence` moves to the end
+    """A model's live sequences by `slot`, least recently used first (a `Sequence` moves to the end
     when its ``last_used`` is set): the idle sweep reads from the front and stops at the first
     one still fresh, instead of scanning every live sequence each period."""
 
-    def __setitem__(self, key: int | str, entry: Sequence) -> None:
+    def __setitem__(self, key: Slot, entry: Sequence) -> None:
         super().__setitem__(key, entry)
         self.move_to_end(key)
-        entry.owner = self
+        entry.home = self
 
     def idle(self, now: float, timeout: float) -> list[Sequence]:
         """The sequences unused for more than ``timeout`` s at ``now``, but none with a request in

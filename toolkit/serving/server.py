@@ -32,6 +32,7 @@ from runtime.inputs import all_finite
 from runtime.jsonfile import parse_json
 from runtime.streams import state_from_bytes
 
+from .callers import Tokens, is_owner_tag
 from .core import (
     MAX_SEQUENCE_VERSION,
     Engine,
@@ -42,8 +43,10 @@ from .core import (
 )
 from .metrics import Metrics
 from .protocol import ServeError, one_line
+from .sequences import Slot, slot
 
 STATE_FORMAT = "rnn-serve-sequences"
+STATE_FORMAT_VERSIONS = (1, 2)  # 2: sequences may name their owner (the SHA-256 of their token); 1: none does
 STATE_SUFFIX = ".sequences.json"
 RESUMED_SUFFIX = ".sequences.resumed.json"  # a state file once resumed: kept until the next save
 NOT_RESUMED_SUFFIX = ".sequences.not-resumed.json"  # a state file that could not be resumed, set aside
@@ -77,17 +80,20 @@ class Doors:
     grpc_streams_per_connection: int = 1024
 
 
-def read_token_file(path: str | os.PathLike) -> str:
-    """The token in ``path`` (its first line, spaces stripped): `rnn serve --token-file`, which
-    keeps the token out of the process list (as RNN_SERVE_TOKEN does)."""
+def read_token_file(path: str | os.PathLike) -> str | tuple[str, ...]:
+    """The token in ``path``, or its tokens where it holds several (`rnn serve --token-file`,
+    which keeps them out of the process list, as RNN_SERVE_TOKEN does): a token per line, spaces
+    stripped; blank lines and lines that begin with '#' are not tokens. Several tokens are several
+    tenants: a sequence belongs to the token that started it (`callers`)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise runtime.InputValueError(f"cannot read the token file {path}: {one_line(error)}") from None
-    token = text.strip().splitlines()[0].strip() if text.strip() else ""
-    if not token:
+    lines = (line.strip() for line in text.splitlines())
+    tokens = tuple(dict.fromkeys(line for line in lines if line and not line.startswith("#")))
+    if not tokens:
         raise runtime.InputValueError(f"the token file {path} is empty")
-    return token
+    return tokens[0] if len(tokens) == 1 else tokens
 
 
 def _raw_response(status: int, reason: str, message: str) -> bytes:
@@ -218,8 +224,9 @@ class Server:
     """Serves artifact folders over the Open Inference Protocol (HTTP and gRPC).
 
     ``folders``: (name, folder) pairs (or ``engine``: the engine to serve, folders ignored).
-    ``token``: a bearer token every route but liveness requires. ``state_dir``: where a stop
-    writes every live sequence and a start resumes them.
+    ``token``: a bearer token every route but liveness requires, or several (any one is let in;
+    each sequence is bound to the token that started it). ``state_dir``: where a stop writes
+    every live sequence (with its owner) and a start resumes them.
     A folder that fails to load is served as not ready (said when the server starts); the others
     serve. `rnn serve` refuses to start when none loads (`toolkit.launch`)."""
 
@@ -230,7 +237,7 @@ class Server:
         host: str = "127.0.0.1",
         http_port: int = 8000,
         grpc_port: int | None = 8001,
-        token: str | None = None,
+        token: str | Iterable[str] | None = None,
         settings: Settings | None = None,
         state_dir: str | os.PathLike | None = None,
         loader: Loader | None = None,
@@ -238,9 +245,9 @@ class Server:
         engine: Engine | None = None,
         doors: Doors | None = None,
     ) -> None:
-        if token is not None and not token.strip():
-            raise runtime.InputValueError("the token is empty: give a secret, or no token to serve without one")
-        self.host, self.token, self.say = host, token, say
+        self.tokens = Tokens.of(token)  # InputValueError where one is empty
+        self.token = token if isinstance(token, str) or token is None else tuple(token)
+        self.host, self.say = host, say
         self.settings = settings or Settings()
         self.state_dir = Path(state_dir) if state_dir is not None else None
         if engine is None:
@@ -358,6 +365,8 @@ class Server:
                 self.say(f"model '{served.name}' is not ready: {served.error}")
         if self.token is None and self.host not in ("127.0.0.1", "::1", "localhost"):
             self.say(f"warning: serving on {self.host} without a token: anyone who reaches it can use it (--token)")
+        if self.tokens is not None and self.tokens.several:
+            self.say(f"{len(self.tokens)} tokens: each sequence belongs to the token that started it")
         self.say(f"HTTP  http://{self.host}:{self.http_port}/v2 (metrics at /metrics)")
         if self.grpc_port is not None:
             self.say(f"gRPC  {self.host}:{self.grpc_port}")
@@ -441,15 +450,13 @@ class Server:
         for name, sequences in saved.items():
             served = self.engine.served[name]
             assert served.model is not None
+            entries = [_saved_entry(key, data, version) for key, data, version in sequences]
             document = {
                 "format": STATE_FORMAT,
-                "format_version": 1,
+                "format_version": 2 if any("owner" in entry for entry in entries) else 1,  # 1: as before owners
                 "model": name,
                 "step_sha256": served.model.step_sha256,
-                "sequences": [
-                    {"id": key, "state": base64.b64encode(data).decode("ascii"), "version": version}
-                    for key, data, version in sequences
-                ],
+                "sequences": entries,
             }
             path = write_text_atomically(self._state_file(name), json.dumps(document, indent=1) + "\n")
             os.chmod(path, 0o600)
@@ -492,7 +499,7 @@ class Server:
                 self.say(f"not resumed: {one_line(error)}; the file is kept as {aside}")
                 continue
             os.replace(path, resumed)
-            self.say(f"resumed {len(saved)} sequence(s) of model '{name}' from {path}")
+            self.say(f"resumed {len(saved)} sequence(s) of model '{name}' from {path}{self._strays(saved)}")
 
     def _set_aside(self, name: str, path: Path) -> Path:
         """Moves ``path`` to the first free ``NAME.sequences.not-resumed[-N].json``: never over an
@@ -524,11 +531,24 @@ class Server:
             except PermissionError:
                 pass  # that process runs, under another user
 
+    def _strays(self, saved: list[tuple[Slot, bytes, int]]) -> str:
+        """What the resume line adds about the sequences no token of this server owns."""
+        owners = self.tokens.owners if self.tokens is not None else frozenset({""})
+        strays = sum(1 for key, _, _ in saved if (key[0] if isinstance(key, tuple) else "") not in owners)
+        if not strays:
+            return ""
+        return (
+            f"; {strays} of them belong to a token this server is not given (or were saved with one token or none "
+            "and it has several): no request reaches them until it is given again, and they end once idle"
+        )
+
     @staticmethod
-    def _read_state_file(path: Path) -> list[tuple[int | str, bytes, int]]:
+    def _read_state_file(path: Path) -> list[tuple[Slot, bytes, int]]:
         document = parse_json(path.read_bytes(), str(path), runtime.DataError)
         if not isinstance(document, dict) or document.get("format") != STATE_FORMAT:
             raise runtime.DataError(f"{path} is not a file of saved sequences")
+        if document.get("format_version", 1) not in STATE_FORMAT_VERSIONS:
+            raise runtime.DataError(f"{path} has format_version {document.get('format_version')!r:.20}, unknown here")
         entries = document.get("sequences")
         if not isinstance(entries, list):
             raise runtime.DataError(f"{path} has no list of sequences")
@@ -547,5 +567,18 @@ class Server:
             version = entry.get("version", 0)  # files of earlier versions have none
             if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < MAX_SEQUENCE_VERSION:
                 raise runtime.DataError(f"{path}: the version of sequence {describe_id(key)} is not a valid version")
-            saved.append((key, data, version))
+            owner = entry.get("owner", "")  # format 1 has none: the sequence belongs to nobody
+            if owner != "" and not is_owner_tag(owner):
+                raise runtime.DataError(f"{path}: the owner of sequence {describe_id(key)} is not a SHA-256 in hex")
+            saved.append((slot(owner, key), data, version))
         return saved
+
+
+def _saved_entry(key: Slot, data: bytes, version: int) -> dict[str, Any]:
+    """A live sequence as a state file holds it: its id, state, version and owner (the SHA-256 of
+    the token that started it, where it belongs to one: never the token)."""
+    owner, key = key if isinstance(key, tuple) else ("", key)
+    entry: dict[str, Any] = {"id": key, "state": base64.b64encode(data).decode("ascii"), "version": version}
+    if owner:
+        entry["owner"] = owner
+    return entry
