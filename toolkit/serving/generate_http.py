@@ -13,7 +13,9 @@ answer (and each event) is ``{"model_name", "model_version", "tokens": [ids], "t
 (with a vocabulary), "finish_reason"}`` (``finish_reason`` null until the last; a sequence's last
 answer adds ``sequence_version``). A request refused before its generation starts is answered
 with its status and ``{"error": "<one line>"}``; a failure after the stream began is one event
-``{"error": ...}``. A client that goes away ends its generation and frees its slot.
+``{"error": ...}``. A client that goes away ends its generation and frees its slot. A
+``/generate`` request whose one answer could pass --max-body-bytes (``max_tokens`` ids and their
+text, `answer_size.check_generated`) is refused (413) before its generation starts.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .answer_size import check_generated
 from .core import Engine, ServedName
 from .generate_calls import (
     SAMPLED,
@@ -231,6 +234,8 @@ def generate_routes(engine: Engine) -> list[Route]:
             name = named.name
             body = await _body(request, engine.settings.limits.max_body_bytes)
             inputs, parameters, text = parse_request(named, body)
+            if not stream:  # one JSON answer holds every token: refused before it starts if it could pass the limit
+                check_generated(engine, named, parameters)
             started = await until_gone(SAMPLED.start(engine, named, inputs, parameters, text), request.receive)
             if stream:
                 return EventStream(named, started, lambda status: _count(engine, name, status, started_at))

@@ -24,6 +24,7 @@ from tritonclient.grpc import service_pb2_grpc
 
 import runtime
 
+from .answer_size import Encoding, check_answer
 from .core import Engine
 from .grpc_stream import stream_answers
 from .protocol import (
@@ -37,7 +38,6 @@ from .protocol import (
     InferRequest,
     NotFound,
     ServeError,
-    TooLarge,
     bearer_matches,
     bytes_tensor,
     check_shape,
@@ -210,6 +210,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.token = token.encode() if token else None
         self.max_elements = engine.settings.limits.max_elements
         self.max_body_bytes = engine.settings.limits.max_body_bytes
+        # answers go back as raw contents: the tensor data of a message of at most the limit (and its headers)
+        self.answers = Encoding(self.max_body_bytes, binary_default=True, limit_name="--max-body-bytes: gRPC's message")
 
     # ---- helpers ----
 
@@ -244,15 +246,13 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                 request.id,
                 _parameters(request.parameters) if request.parameters else {},
             )
+            check_answer(engine, decoded, request.model_version, self.answers)  # before the model runs
         except ServeError as error:  # counted as the engine counts the failures it finds
             name = request.model_name
             engine.metrics.request(name if name in engine.names else "", PROTOCOL, error.status, 0.0)
             raise
         answer = await engine.infer(decoded, protocol=PROTOCOL, version=request.model_version)
         outputs = answer.outputs
-        size = sum([array.nbytes for _, array in outputs])  # a backstop: the engine refuses these before running
-        if size > self.max_body_bytes:
-            raise TooLarge(f"the response would hold {size} bytes of outputs, the limit is {self.max_body_bytes}")
         response.model_name = answer.model
         response.model_version = VERSION
         if answer.id:

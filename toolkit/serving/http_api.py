@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 import runtime
 
+from .answer_size import Encoding, check_answer
 from .core import Engine, Limits
 from .generate_http import generate_routes
 from .metrics import CONTENT_TYPE
@@ -69,7 +70,6 @@ INLINE_INFLATE_BYTES = 1 << 18  # inflated on the loop at most (a small body tha
 INFLATE_SLICE_BYTES = 1 << 22  # inflated per thread call (the GIL changes hands between them)
 OFFLOAD_JSON_ELEMENTS = 1 << 18  # encoding a response with more output elements as JSON than this
 JSON_CHUNK_ELEMENTS = 1 << 14  # output values per json call when encoding off the loop
-JSON_VALUE_BYTES = {"f": 24, "i": 21, "u": 21, "b": 6}  # at most, per value written as JSON (with its comma)
 
 JSON_TYPE = b"application/json"
 BINARY_TYPE = b"application/octet-stream"
@@ -441,18 +441,6 @@ def _json_elements(response: InferResponse, binary_default: bool, binary: dict[s
     return sum(array.size for name, array in response.outputs if not binary.get(name, binary_default))
 
 
-def answer_bytes(response: InferResponse, binary_default: bool, binary: dict[str, bool]) -> int:
-    """A bound on the size of `encode_infer`'s body: each value written as JSON counts
-    JSON_VALUE_BYTES of its kind (a float32 is ~20 characters and a comma), binary ones their bytes."""
-    size = 0
-    for name, array in response.outputs:
-        if binary.get(name, binary_default):
-            size += array.nbytes
-        else:
-            size += array.size * JSON_VALUE_BYTES.get(array.dtype.kind, 24)
-    return size
-
-
 def _chunked_json(entry: dict[str, Any], array: np.ndarray) -> bytes:
     """An output ``entry`` with its ``data`` (last), encoded a chunk of values at a time."""
     flat = array.ravel()
@@ -514,6 +502,7 @@ class _Infer:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.limits: Limits = engine.settings.limits
+        self.encodings = {binary: Encoding(self.limits.max_body_bytes, binary) for binary in (False, True)}
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         started = time.perf_counter()
@@ -540,14 +529,13 @@ class _Infer:
             else:
                 request, binary_default, binary = decode_infer(*decode)
             request.receive = receive  # a long call (a generation) stops when the client goes away
+            version = path.get("version", "")
+            written = self.encodings[binary_default]  # how the answer is written (JSON or binary outputs)
+            if binary:
+                written = Encoding(limits.max_body_bytes, binary_default, binary)
+            check_answer(engine, request, version, written)  # one that could pass the limit: refused before it runs
             counted = True  # the engine counts its own answers
-            response = await engine.infer(request, PROTOCOL, path.get("version", ""))
-            size = answer_bytes(response, binary_default, binary)
-            if size > limits.max_body_bytes:  # refused before the answer is built
-                raise TooLarge(
-                    f"the answer would be up to {size} bytes, the limit is {limits.max_body_bytes} (--max-body-bytes): "
-                    "ask for binary outputs (parameter binary_data_output), fewer steps or fewer sequences"
-                )
+            response = await engine.infer(request, PROTOCOL, version)
             if _json_elements(response, binary_default, binary) > OFFLOAD_JSON_ELEMENTS:
                 payload, json_length = await asyncio.to_thread(encode_infer, response, binary_default, binary)
             else:

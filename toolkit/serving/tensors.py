@@ -160,19 +160,27 @@ def _states(model: runtime.Model, inputs: dict[str, np.ndarray], batch: int) -> 
     return tuple(states) if states and given[0] else None  # type: ignore[arg-type]
 
 
+def lead_axes(model: runtime.Model, call: str) -> tuple[int, int | None]:
+    """(the batch axis, the steps axis or None) of the model's inputs on the wire in ``call``:
+    predict's sequences are (steps, batch, ...) time-first, (batch, steps, ...) batch-first."""
+    if call != PREDICT:
+        return 0, None
+    return (0, 1) if model.layout == BATCH_FIRST else (1, 0)
+
+
 def checked_inputs(
     model: runtime.Model, call: str, inputs: dict[str, np.ndarray], sequence: bool, limits: Any
 ) -> dict[str, Any]:
     """A request's inputs (each already of its tensor's datatype and shape, `check_tensors`) checked
     against each other and the limits: ``x`` (the model's inputs as the runtime takes them: an
     array for a model of one input, else a dict by name), ``state`` (None: the initial one, or the
-    sequence's), ``batch`` and, for generate, ``steps``."""
-    batch_first = model.layout == BATCH_FIRST
-    batch_axis = 1 if call == PREDICT and not batch_first else 0
+    sequence's), ``batch`` and, for generate, ``steps``. (The answer's size is the fronts' check,
+    before they call the engine: `answer_size`, in the encoding each writes.)"""
+    batch_axis, steps_axis = lead_axes(model, call)
     batch = _one_size(model, inputs, batch_axis, "batch")
     steps = 1
-    if call == PREDICT:
-        steps = _one_size(model, inputs, 1 - batch_axis, "steps")
+    if steps_axis is not None:
+        steps = _one_size(model, inputs, steps_axis, "steps")
         if steps > limits.max_steps:
             raise TooLarge(f"input '{model.input_name}' has {steps} steps, the limit is {limits.max_steps}")
     if sequence and batch != 1:
@@ -184,7 +192,4 @@ def checked_inputs(
         steps = checked["steps"] = int(inputs[STEPS_INPUT][0])
         if not 1 <= steps <= limits.max_steps:
             raise BadRequest(f"input '{STEPS_INPUT}' must be 1 to {limits.max_steps}, got {steps}")
-    answer = batch * (steps * model.signature.output_bytes + model.signature.state_bytes // 2)  # outputs, new state
-    if answer > limits.max_body_bytes:  # refused before anything runs or any state changes
-        raise TooLarge(f"the answer would hold {answer} bytes of outputs, the limit is {limits.max_body_bytes}")
     return checked

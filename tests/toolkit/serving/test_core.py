@@ -15,6 +15,7 @@ import pytest
 import runtime
 from runtime.manifest import BATCH_FIRST, read_manifest, write_manifest
 from tests.conftest import COMMITTED
+from toolkit.serving.answer_size import Encoding, check_answer
 from toolkit.serving.core import (
     Engine,
     Limits,
@@ -489,6 +490,9 @@ def test_a_refused_start_leaves_a_live_sequence_as_it_was_and_opens_no_new_one()
 
 
 def test_an_answer_over_the_size_limit_is_refused_before_anything_runs():
+    """The fronts' check (`answer_size.check_answer`, before `Engine.infer`): 1000 steps of y and
+    the new state, 4,024 bytes of raw values, refused with a limit of 2048; the sequence goes on."""
+
     async def go():
         made = await started(engine(limits=Limits(max_body_bytes=2048)))
         stream = runtime.Stream(MODEL)
@@ -501,8 +505,11 @@ def test_an_answer_over_the_size_limit_is_refused_before_anything_runs():
             {"x": np.zeros((1, 1), np.float32), "steps": np.array([1000])},
             parameters={"sequence_id": 4},
         )
-        with pytest.raises(TooLarge, match="the answer would hold 4024 bytes of outputs, the limit is 2048"):
-            await made.infer(big, "test")
+        raw_values = 4 * (1000 + MODEL.signature.state_bytes // 8)  # y each step, the new state once
+        assert raw_values == 4024
+        with pytest.raises(TooLarge, match="the answer would be up to [0-9]+ bytes, the limit is 2048") as refused:
+            check_answer(made, big, "", Encoding(2048, binary_default=True))
+        assert raw_values < int(str(refused.value).split()[6]) < raw_values + 2048  # the values and their headers
         got = values(await made.infer(request(x=np.array([[0.6]], np.float32), sequence_id=4), "test"))
         assert np.array_equal(got["y"][0], stream.push(0.6))
 
