@@ -330,13 +330,13 @@ def token_streaming(sources: Sources) -> str:
     header += ["inter-token p99 ms", "server CPU a token"]
     first = {r["transport"]: r for r in rows if r["conc"] == "1"}
     events = [int(r["events"]) for r in rows if r["transport"].startswith("ours") and int(r["conc"]) == top]
-    targets = sources.lines(STREAMING, "target ", CURRENT_RUN_END)
+    verdicts = sources.lines(STREAMING, "target ", CURRENT_RUN_END)
     return (
         table(header, body)
         + f"\n\nTime to first token at 1 concurrent generation: {first['ours-sse']['ttft50']} ms (SSE) and "
         f"{first['ours-grpc']['ttft50']} ms (gRPC). At {top} generations a stream sent "
         f"{span(events, 0, '')} messages per 200 tokens. The issue's targets, as the run judged them:\n\n"
-        + "\n".join(f"- {line.removeprefix('target ')}" for line in targets)
+        + targets(verdicts)
     )
 
 
@@ -348,6 +348,20 @@ SERVE_COLUMNS = (
     "transport", "conc", "delay", "steps", "p50", "p99", "batch", "x_thru", "x_p99",
     "client", "server", "other", "srv_us", "x_cpu",
 )  # fmt: skip
+
+
+TRANSPORTS = {"ours-sse": "SSE", "ours-grpc": "gRPC", "ours-http": "HTTP"}
+
+
+def targets(lines: list[str]) -> str:
+    """The benchmark's own verdict lines (``target ours-sse: ...: met``) as a list, transports by name."""
+    items = []
+    for line in lines:
+        item = line.removeprefix("target ")
+        for key, name in TRANSPORTS.items():
+            item = item.replace(key, name)
+        items.append(f"- {item}")
+    return "\n".join(items)
 
 
 def _spot_checks(sources: Sources, name: str) -> str:
@@ -386,11 +400,11 @@ def serve(sources: Sources) -> str:
         if r["conc"] == "256" and r["delay"] in ("0", "-") and r["transport"] in names
     ]
     header = ["256 concurrent sequences", "steps/s", "p99 ms", "x baseline throughput", "mean batch"]
-    targets = sources.lines(SERVE, "target ")
+    verdicts = sources.lines(SERVE, "target ")
     return (
         table(header, body)
         + "\n\nThe issue's targets at 256 sequences, as the run judged them:\n\n"
-        + "\n".join(f"- {line.removeprefix('target ')}" for line in targets)
+        + targets(verdicts)
         + f"\n\nOutputs are {_spot_checks(sources, SERVE)} to `runtime.Stream`."
     )
 
@@ -481,7 +495,7 @@ def trainers(sources: Sources) -> str:
     header = ["trainer", "seed 0 (default) MSE", "seed 0 rollout max err", f"MSE over seeds 0-{last} (median, range)"]
     header.append(f"rollout max err over seeds 0-{last} (median, range)")
     machine = sources.json(TRAINERS).get("machine", "")
-    return f"Machine: {machine}, torch on one thread.\n\n" + table(header, body)
+    return f"Machine: {machine} (`{TRAINERS}`).\n\n" + table(header, body)
 
 
 def trainers_demo(sources: Sources) -> str:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
+
+import torch
 
 from rnn.train import TrainConfig, train
 
@@ -24,7 +27,9 @@ def main() -> None:
             result = train(TrainConfig(trainer=trainer, seed=seed))
             rows.append({"trainer": trainer, "seed": seed, **result.metrics, "seconds": time.perf_counter() - start})
     if args.json:
-        print(json.dumps({"machine": platform.processor() or platform.machine(), "rows": rows}, indent=2))
+        machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        machine += f", torch {torch.__version__}"
+        print(json.dumps({"machine": machine, "rows": rows}, indent=2))
         return
     print(f"{'trainer':<10} {'seed':>4} {'teacher-forced MSE':>19} {'rollout max err':>16} {'time s':>7}")
     for row in rows:
