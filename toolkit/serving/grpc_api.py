@@ -12,7 +12,7 @@ answered with its ``error_message`` while the stream goes on (Triton's behaviour
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import grpc
@@ -25,6 +25,7 @@ from tritonclient.grpc import service_pb2_grpc
 import runtime
 
 from .answer_size import Encoding, check_answer
+from .callers import CALLER, Tokens
 from .core import Engine
 from .grpc_stream import stream_answers
 from .protocol import (
@@ -38,7 +39,6 @@ from .protocol import (
     InferRequest,
     NotFound,
     ServeError,
-    bearer_matches,
     bytes_tensor,
     check_shape,
     raw_contents,
@@ -202,12 +202,12 @@ def _message(error: BaseException, model: str) -> str:
 
 
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
-    """GRPCInferenceService on one `Engine`; with a ``token``, every RPC but ServerLive needs
-    the metadata ``authorization: Bearer <token>``."""
+    """GRPCInferenceService on one `Engine`; with a ``token`` (or several), every RPC but
+    ServerLive needs the metadata ``authorization: Bearer <token>`` of one of them."""
 
-    def __init__(self, engine: Engine, token: str | None) -> None:
+    def __init__(self, engine: Engine, token: str | Iterable[str] | None) -> None:
         self.engine = engine
-        self.token = token.encode() if token else None
+        self.tokens = Tokens.of(token)
         self.max_elements = engine.settings.limits.max_elements
         self.max_body_bytes = engine.settings.limits.max_body_bytes
         # answers go back as raw contents: the tensor data of a message of at most the limit (and its headers)
@@ -216,15 +216,18 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     # ---- helpers ----
 
     def _refusal(self, context: grpc.aio.ServicerContext) -> str | None:
-        """Why the call is not authorized (None: it is)."""
-        if self.token is None:
+        """Why the call is not authorized (None: it is, and the call runs with `callers.CALLER` set
+        to its token's owner tag)."""
+        if self.tokens is None:
             return None
         given = ""
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 given = value
                 break
-        if isinstance(given, str) and bearer_matches(given.encode(), self.token):  # as the HTTP front
+        owner = self.tokens.owner(given.encode()) if isinstance(given, str) else None  # as the HTTP front
+        if owner is not None:
+            CALLER.set(owner)  # this call's task (grpc.aio runs each call in its own) and those it starts
             return None
         why = "a wrong token" if given else "no token"
         return f"this server needs metadata 'authorization: Bearer <token>'; the request has {why}"
@@ -474,7 +477,11 @@ class Admission(grpc.aio.ServerInterceptor):
 
 
 def create_grpc_server(
-    engine: Engine, *, token: str | None, idle_s: float = 300.0, max_streams: int = MAX_STREAMS_PER_CONNECTION
+    engine: Engine,
+    *,
+    token: str | Iterable[str] | None,
+    idle_s: float = 300.0,
+    max_streams: int = MAX_STREAMS_PER_CONNECTION,
 ) -> grpc.aio.Server:
     """The gRPC server of ``engine`` (call on the engine's event loop); the caller adds its port
     (``add_insecure_port``), starts and stops it. A port in use fails to bind rather than being

@@ -15,7 +15,7 @@ import json
 import math
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from starlette.routing import Route
 import runtime
 
 from .answer_size import Encoding, check_answer
+from .callers import CALLER, Tokens
 from .core import Engine, Limits
 from .generate_http import generate_routes
 from .metrics import CONTENT_TYPE
@@ -47,7 +48,6 @@ from .protocol import (
     TooLarge,
     Unauthorized,
     Unavailable,
-    bearer_matches,
     bytes_output,
     check_shape,
     json_bytes_input,
@@ -580,14 +580,11 @@ def _answers_errors(handler: RouteHandler) -> RouteHandler:
 
 
 class _Auth:
-    """Refuses (401) every request but liveness without ``Authorization: Bearer <token>``."""
+    """Refuses (401) every request but liveness without ``Authorization: Bearer <token>`` of one of
+    the server's tokens; the routes run with `callers.CALLER` set to that token's owner tag."""
 
-    def __init__(self, app: Callable, token: str) -> None:
-        self.app = app
-        self.token = token.encode()
-
-    def allows(self, value: bytes) -> bool:
-        return bearer_matches(value, self.token)
+    def __init__(self, app: Callable, tokens: Tokens) -> None:
+        self.app, self.tokens = app, tokens
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http" and scope["path"] != LIVE_PATH:
@@ -596,11 +593,13 @@ class _Auth:
                 if key == b"authorization":
                     given = value
                     break
-            if given is None or not self.allows(given):
+            owner = None if given is None else self.tokens.owner(given)
+            if owner is None:
                 why = "a wrong token" if given else "no token"
                 error = Unauthorized(f"this server needs header 'Authorization: Bearer <token>'; the request has {why}")
                 await _send(send, error.status, _error_body(str(error)), JSON_TYPE, [(b"www-authenticate", b"Bearer")])
                 return
+            CALLER.set(owner)  # this request's task and those it starts: whose sequences it reaches
         await self.app(scope, receive, send)
 
 
@@ -713,8 +712,8 @@ def _extension_routes(engine: Engine, model: str, version: str) -> list[Route]:
     return [Route(path, answer, methods=["GET"]) for path in paths]
 
 
-def create_app(engine: Engine, *, token: str | None, door: Door | None = None) -> Starlette:
-    """The HTTP front of ``engine``: an ASGI app (run by `Server` on uvicorn)."""
+def create_app(engine: Engine, *, token: str | Iterable[str] | None, door: Door | None = None) -> Starlette:
+    """The HTTP front of ``engine``: an ASGI app (run by `Server` on uvicorn); ``token``: one or several."""
 
     @_answers_errors
     async def server_metadata(request: Request) -> Response:
@@ -778,5 +777,7 @@ def create_app(engine: Engine, *, token: str | None, door: Door | None = None) -
         Route("/v2/repository/index", repository_index, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
     ] + generate_routes(engine)  # Triton's generate extension (sampled NAME-generate), after the hot path
-    middleware = ([Middleware(_Auth, token=token)] if token else []) + ([Middleware(_Guard, door=door)] if door else [])
+    tokens = Tokens.of(token)
+    middleware = [Middleware(_Auth, tokens=tokens)] if tokens else []
+    middleware += [Middleware(_Guard, door=door)] if door else []
     return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
