@@ -29,6 +29,7 @@ told from the wide layout by its columns (every input of the model by name, no `
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import time
@@ -416,6 +417,8 @@ def check_unique_ids(source: Path) -> None:
     if not source.exists() or is_npy(source):
         return
     files = [path for path in parquet_files(source) if ID_COLUMN in parquet_columns(path)]
+    if not files:  # the long layout: series_id, t, value
+        return
     columns = [pq.read_table(path, columns=[ID_COLUMN]).column(ID_COLUMN) for path in files]
     try:
         ids = pa.chunked_array([chunk for column in columns for chunk in column.chunks])
@@ -481,6 +484,7 @@ def ray_session(ray: Any, address: str | None, progress: bool) -> Iterator[None]
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module=r"ray\.data\.")  # pool-size advice
+            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated", DeprecationWarning)  # no_restarts
             yield
     finally:
         options.preserve_order, context.enable_progress_bars, context.raise_original_map_exception = saved
@@ -508,6 +512,19 @@ class WorkerArguments:
         return (*common, self.sampling, self.states) if layout == "rows" else common
 
 
+def no_restarts(ray: Any) -> dict[str, int]:
+    """map_batches' keywords that make the model workers' actors never restart. Ray Data makes its
+    actors restartable (max_restarts=-1) and hands each its map function and context by
+    object-store reference, which Ray's core cannot promise to restart with: it logs an
+    error-level ``core_worker.cc`` line at the first actor of every run, successful or not
+    (ray-project/ray issues 53727 and 57733). Without restarts that line is gone, and a worker that
+    dies ends the run with its error (run it again) instead of restarting. Ray 2.60 deprecates
+    these keywords without a named max_restarts (Ray Data's own code still names them for this):
+    none where a later Ray takes them no more."""
+    parameters = inspect.signature(ray.data.Dataset.map_batches).parameters.values()
+    return {"max_restarts": 0} if any(p.kind is p.VAR_KEYWORD for p in parameters) else {}
+
+
 RUNNERS = {"npy": NpyRunner, "parquet": ParquetRunner, "long": SeriesRunner, "rows": RowsRunner}
 
 
@@ -523,6 +540,7 @@ def write_outputs(ray: Any, source: Path, out: Path, worker: WorkerArguments, ac
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=ACTOR_CPUS,
+            **no_restarts(ray),
         )
         dataset.write_parquet(str(out))
     except Exception as error:
