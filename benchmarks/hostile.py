@@ -50,10 +50,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_load import (  # noqa: E402
     HOST,
     HttpConnection,
+    cpu_seconds,
     free_port,
     grpc_modules,
     launch,
     machine,
+    machine_busy_seconds,
     open_grpc_channels,
     request_bytes,
     stop,
@@ -75,6 +77,7 @@ OUTCOME_TIMEOUT_S = 90.0  # from the stop signal to the attack's outcome
 SAMPLE_S = 0.05  # VmRSS sampling period
 POLL_S = 0.02
 MIB = 1 << 20
+GRPC_BATCH, GRPC_PAUSE_S = 128, 0.05  # silent streams opened at a time, and the pause between
 FD_MARGIN = 256  # descriptors kept free beside the attack's connections
 LIVE_P99_TARGET_MS = 50.0  # issue 23: liveness p99 under each attack
 MEMORY_TARGET_MB = 2048.0  # issue 23: peak memory well under 2 GiB
@@ -96,16 +99,27 @@ class Plan:
     bomb_mib: int = 65
     grpc_streams: int = 4100
     nesting: int = 40
+    idle_seconds: float = 15.0  # (a) at least: past the default --header-timeout (10 s), its reaping included
+
+    def window_s(self, letter: str) -> float:
+        """How long the normal client runs under attack ``letter``."""
+        return max(self.seconds, self.idle_seconds) if letter == "a" else self.seconds
 
     @property
     def longest_s(self) -> float:
         """No attack outlives this, whatever its parent does."""
-        return SETUP_TIMEOUT_S + self.seconds + OUTCOME_TIMEOUT_S
+        return SETUP_TIMEOUT_S + max(self.seconds, self.idle_seconds) + OUTCOME_TIMEOUT_S
 
 
 FULL = Plan()
 QUICK = Plan(
-    seconds=2.0, idle_connections=200, partial_bodies=6, answer_batch=16, answer_steps=10_000, grpc_streams=200
+    seconds=2.0,
+    idle_seconds=0.0,
+    idle_connections=200,
+    partial_bodies=6,
+    answer_batch=16,
+    answer_steps=10_000,
+    grpc_streams=200,
 )
 
 
@@ -155,10 +169,26 @@ async def read_status(reader: asyncio.StreamReader, timeout: float = ATTACK_IO_T
     return "closed" if not line else "other"
 
 
+async def idle_slot(attack: Attack, writers: list, index: int, closed: Counter, failed: Counter) -> None:
+    """One idle connection kept open: each time the server closes it (what it said counted in
+    ``closed``), another is opened in its place, until the attack's task is cancelled."""
+    reader, writers[index] = writers[index]
+    while not attack.stopped():  # also checked here: wait_for can swallow a cancellation (Python 3.11)
+        closed[await read_status(reader, attack.plan.longest_s)] += 1
+        writers[index].close()
+        try:
+            reader, writers[index] = await attack.connect()
+        except (OSError, asyncio.TimeoutError) as error:
+            failed[type(error).__name__] += 1
+            await asyncio.sleep(1.0)
+            reader = asyncio.StreamReader()  # no connection in this slot: waits for nothing
+            reader.feed_eof()
+
+
 async def idle_http(attack: Attack) -> dict:
-    """(a) Connections that send nothing, held for the attack's seconds: how many the server
-    closed meanwhile, and what it said when it did."""
-    count, opened, failed = attack.plan.idle_connections, [], Counter()
+    """(a) Connections that send nothing, held for the attack's seconds and reopened whenever the
+    server closes one: how many it closed meanwhile, and what it said when it did."""
+    count, opened, failed, closed = attack.plan.idle_connections, [], Counter(), Counter()
     for start in range(0, count, 256):
         batch = [attack.connect() for _ in range(min(256, count - start))]
         for result in await asyncio.gather(*batch, return_exceptions=True):
@@ -166,18 +196,19 @@ async def idle_http(attack: Attack) -> dict:
                 failed[type(result).__name__] += 1
             else:
                 opened.append(result)
-    watching = [asyncio.create_task(read_status(reader, attack.plan.longest_s)) for reader, _ in opened]
+    slots = [asyncio.create_task(idle_slot(attack, opened, i, closed, failed)) for i in range(len(opened))]
     attack.ready()
     held_from = time.monotonic()
     await attack.until_stopped()
     held_s = time.monotonic() - held_from
-    closed = Counter(task.result() for task in watching if task.done())
-    for task in watching:
-        task.cancel()
-    for _, writer in opened:
-        writer.close()
-    text = f"{len(opened)} open{f' ({tally(failed)} failed)' if failed else ''}"
-    text += f"; closed by the server within {held_s:.0f} s: {tally(closed) if closed else 'none'}"
+    for slot in slots:
+        slot.cancel()
+    await asyncio.wait(slots, timeout=ATTACK_IO_TIMEOUT_S)
+    for writer in opened:
+        if isinstance(writer, asyncio.StreamWriter):
+            writer.close()
+    text = f"{len(opened)} held open{f' ({tally(failed)} failed)' if failed else ''}, reopened when closed"
+    text += f"; closed by the server within {held_s:.0f} s: {tally(closed)}"
     return {"text": text, "statuses": dict(closed), "count": len(opened)}
 
 
@@ -334,8 +365,12 @@ async def silent_grpc(attack: Attack) -> dict:
         return
         yield  # an async generator that yields nothing
 
-    calls = [stubs[index % len(stubs)].ModelStreamInfer(nothing()) for index in range(count)]
-    await asyncio.sleep(1.0)  # the calls are started on their connections
+    calls = []
+    for index in range(count):  # paced: grpc.aio cancels some of thousands of calls made in one turn
+        calls.append(stubs[index % len(stubs)].ModelStreamInfer(nothing()))
+        if index % GRPC_BATCH == GRPC_BATCH - 1:
+            await asyncio.sleep(GRPC_PAUSE_S)
+    await asyncio.sleep(1.0)  # the last calls are started on their connections
     attack.ready()
     held_from = time.monotonic()
     await attack.until_stopped()
@@ -344,7 +379,7 @@ async def silent_grpc(attack: Attack) -> dict:
     for call in calls:
         call.cancel()
     await asyncio.gather(*(channel.close() for channel in channels), return_exceptions=True)
-    text = f"{count} streams on {len(channels)} connections; ended by the server within {held_s:.0f} s: "
+    text = f"{count} streams on {len(channels)} connections; ended within {held_s:.0f} s: "
     return {"text": text + (tally(ended) if ended else "none"), "statuses": dict(ended), "count": count}
 
 
@@ -374,10 +409,13 @@ def run_attack(letter: str, http_port: int, grpc_port: int, plan: Plan, queue: A
 
 @dataclass
 class Normal:
-    """The normal client's latencies (seconds) by kind, and its errors."""
+    """The normal client's latencies (seconds) by kind, and its errors; the cores the server and
+    the whole machine kept busy meanwhile."""
 
     latencies: dict[str, list[float]] = field(default_factory=lambda: {"live": [], "infer": []})
     errors: Counter = field(default_factory=Counter)
+    server_cores: float = 0.0
+    machine_cores: float = 0.0
 
     def percentiles(self, kind: str) -> str:
         values = np.asarray(self.latencies[kind]) * 1e3
@@ -486,10 +524,20 @@ class Row:
         memory = f"{self.base_kb / 1024:.0f}/{self.peak_kb / 1024:.0f} (HWM {self.hwm_kb / 1024:.0f})"
         live, infer = self.normal.percentiles("live"), self.normal.percentiles("infer")
         up = "up" if self.server_up else "DOWN"
-        return [f"{self.letter} {self.name}", self.outcome, live, infer, f"{errors}{listed}", memory, up]
+        cpu = f"{self.normal.server_cores:.2f}/{self.normal.machine_cores:.2f}"
+        return [f"{self.letter} {self.name}", self.outcome, live, infer, f"{errors}{listed}", memory, cpu, up]
 
 
-HEADINGS = ["attack", "outcome", "live p50/p99 ms", "infer p50/p99 ms", "client errors", "RSS base/peak MB", "server"]
+HEADINGS = [
+    "attack",
+    "outcome",
+    "live p50/p99 ms",
+    "infer p50/p99 ms",
+    "client errors",
+    "RSS base/peak MB",
+    "cores server/all",
+    "server",
+]
 
 
 def rnn_command() -> Path:
@@ -516,9 +564,11 @@ async def still_live(port: int) -> bool:
     return bool(normal.latencies["live"])
 
 
-def attack_with_client(letter: str, http_port: int, grpc_port: int, plan: Plan, y: float) -> tuple[str, Normal]:
+def attack_with_client(letter: str, ports: tuple[int, int], pid: int, plan: Plan, y: float) -> tuple[str, Normal]:
     """Starts the attack's process, runs the normal client for the attack's seconds once it is in
-    place, stops it: (its outcome, the normal client's record)."""
+    place (the CPU of server ``pid`` and of the machine measured meanwhile), stops it: (its
+    outcome, the normal client's record)."""
+    http_port, grpc_port = ports
     context = multiprocessing.get_context("spawn")
     queue, stop_event = context.Queue(), context.Event()
     process = context.Process(target=run_attack, args=(letter, http_port, grpc_port, plan, queue, stop_event))
@@ -527,7 +577,11 @@ def attack_with_client(letter: str, http_port: int, grpc_port: int, plan: Plan, 
     try:
         kind, value = queue.get(timeout=SETUP_TIMEOUT_S)
         if kind == "ready":
-            normal = asyncio.run(normal_client(http_port, plan.seconds, plan.rate, y))
+            server_s, machine_s, started = cpu_seconds(pid), machine_busy_seconds(), time.perf_counter()
+            normal = asyncio.run(normal_client(http_port, plan.window_s(letter), plan.rate, y))
+            elapsed = time.perf_counter() - started
+            normal.server_cores = (cpu_seconds(pid) - server_s) / elapsed
+            normal.machine_cores = (machine_busy_seconds() - machine_s) / elapsed
             stop_event.set()
             kind, value = queue.get(timeout=OUTCOME_TIMEOUT_S)
     except Exception as error:  # queue.Empty: the attack said nothing in time
@@ -559,7 +613,7 @@ def measure(letter: str, plan: Plan, folder: Path, workdir: Path, y: float) -> R
         watch = MemoryWatch(server.pid)
         watch.start()
         try:
-            outcome, normal = attack_with_client(letter, http_port, grpc_port, plan, y)
+            outcome, normal = attack_with_client(letter, (http_port, grpc_port), server.pid, plan, y)
         finally:
             watch.finish()
         up = server.process.poll() is None and asyncio.run(still_live(http_port))
@@ -621,7 +675,8 @@ def header(plan: Plan, files_line: str, started: dict[str, Any]) -> list[str]:
         f"server: rnn serve {MODEL}=<a copy of artifacts/sine-elman>, default limits, 127.0.0.1; RSS of its process "
         f"sampled every {SAMPLE_S * 1e3:.0f} ms from the attack's start to its end, baseline before it (MB = MiB)",
         f"normal client: GET {LIVE} and a 1-step infer of {MODEL} (y checked), {plan.rate:g}/s each, a new "
-        f"connection per request, for {plan.seconds:g} s while each attack is in place",
+        f"connection per request, for {plan.seconds:g} s while each attack is in place "
+        f"({plan.window_s('a'):g} s under idle-http: the server's header timeout reaps them meanwhile)",
         f"machine: {started['cpu']}, {started['cores']} cores, load average {load} at start; "
         f"Python {started['python']}; {files_line}",
         time.strftime("run at %Y-%m-%d %H:%M UTC", time.gmtime()),

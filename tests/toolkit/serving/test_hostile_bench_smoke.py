@@ -25,7 +25,7 @@ def rows_of(table: str) -> dict[str, list[str]]:
     rows = {}
     for line in table.splitlines():
         cells = [cell.strip() for cell in line.split(" | ")]
-        if re.fullmatch(r"[a-g] [a-z-]+", cells[0]) and len(cells) == 7:
+        if re.fullmatch(r"[a-g] [a-z-]+", cells[0]) and len(cells) == 8:
             rows[cells[0].split()[1]] = cells
     return rows
 
@@ -46,8 +46,8 @@ def test_quick_run_prints_a_row_per_attack_and_the_server_survives(tmp_path):
     nested, header, idle = rows.values()
     assert re.fullmatch(r"(\d+) x data nested 40 deep \(.*\): \1 x 400", nested[1]), nested[1]
     assert re.search(r"\d+ x 431", header[1]) and " x 200" not in header[1], header[1]
-    assert idle[1].startswith("200 open;"), idle[1]
-    for name, (_, _, live, infer, errors, memory, server) in rows.items():
+    assert idle[1].startswith("200 held open, reopened when closed;"), idle[1]
+    for name, (_, _, live, infer, errors, memory, cores, server) in rows.items():
         assert server == "up" and errors == "0", (name, server, errors)
         assert re.fullmatch(r"[\d.]+/[\d.]+", live) and re.fullmatch(r"[\d.]+/[\d.]+", infer), (name, live, infer)
         base, peak, hwm = (int(value) for value in re.fullmatch(r"(\d+)/(\d+) \(HWM (\d+)\)", memory).groups())
