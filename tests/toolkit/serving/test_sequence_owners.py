@@ -311,6 +311,41 @@ def test_generate_routes_assign_ids_and_keep_them_to_their_token(char_folder, st
     assert status == status_twin == 200 and two["tokens"] == twin["tokens"] and two["sequence_version"] == 2
 
 
+def test_rnn_serve_with_a_file_of_tokens_and_refused_client_ids(tmp_path):
+    """The options as users give them: `rnn serve --token-file` with two tokens (a comment, a blank
+    line) and --refuse-client-sequence-ids; what it prints and /metrics hold no token."""
+    from tests.toolkit.serving.test_serve_cli import Served
+
+    path = tmp_path / "tokens"
+    path.write_text(f"# two tenants\n{A}\n\n{B}\n")
+    path.chmod(0o600)
+    served = Served(f"sine={COMMITTED}", "--token-file", str(path), "--refuse-client-sequence-ids")
+    server = SimpleNamespace(http_port=served.http, grpc_port=served.grpc)
+    text = ""
+    try:
+        assert any("2 tokens: each sequence belongs to the token that started it" in line for line in served.lines)
+        owner, other = Client("grpc", server, A), Client("http", server, B)
+        status, message = owner.refusal("mine", XS[0], start=True)
+        assert status == owner.bad and "--refuse-client-sequence-ids" in message
+        expected = expected_run(XS[:2])
+        first = owner.step(0, XS[0], assign=True)
+        same(first, expected[0])
+        key = first[2]["sequence_id"]
+        assert other.refusal(key, XS[1])[0] == "400"
+        same(owner.step(key, XS[1]), expected[1])
+        connection = http.client.HTTPConnection("127.0.0.1", served.http, timeout=10)
+        connection.request("GET", "/metrics", headers={"Authorization": f"Bearer {B}"})
+        text = connection.getresponse().read().decode()
+        connection.close()
+        owner.close()
+        other.close()
+    finally:
+        code, lines = served.stop()
+    printed = "\n".join(served.lines + lines) + text
+    tags = [hashlib.sha256(token.encode()).hexdigest() for token in (A, B)]
+    assert code == 0 and "rnn_" in text and not any(secret in printed for secret in (A, B, *tags))
+
+
 # ---- on Ray: the front draws the id, the replica keeps the owner ---------------------------------
 
 
