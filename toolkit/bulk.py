@@ -43,11 +43,11 @@ import numpy as np
 
 from runtime.errors import DataError, InputValueError, ShapeError, ToolkitError, UnsupportedError
 from runtime.fused import FUSED_MIN_STEPS, choose_form
-from runtime.inputs import NONFINITE_HINT
 
 from .bulk_rows import ID_COLUMN, RowsRunner, check_columns, row_items, sampler_settings
 from .extras import require
 from .ray_cluster import connect
+from .run_inputs import retell_nonfinite
 
 KINDS = ("predict", "generate")
 SERIES_COLUMN = "series"  # Parquet input: a list of numbers per row
@@ -602,7 +602,7 @@ def _toolkit_cause(ray: Any, error: BaseException) -> ToolkitError | None:
         seen.add(id(current))
         if isinstance(current, ToolkitError) and not isinstance(current, ray.exceptions.RayError):
             text = str(current).split("\n", 1)[0]  # Ray appends its retry notes on lines below
-            return type(current)(text.replace(f"; {NONFINITE_HINT}", ""))  # a bulk run has no allow_nonfinite
+            return type(current)(retell_nonfinite(text))  # a bulk run has no allow_nonfinite
         following = getattr(current, "cause", None)
         current = following if isinstance(following, BaseException) else (current.__cause__ or current.__context__)
     return None

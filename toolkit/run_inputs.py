@@ -24,17 +24,21 @@ from runtime.manifest import BATCH_FIRST, SAMPLE, TensorSpec
 NAMED_SUFFIX = ".npz"  # a file of one array per input name; any other suffix is one series
 
 
+def retell_nonfinite(text: str, hint: str = "") -> str:
+    """A runtime message with its advice on NaN and infinity (the library's ``allow_nonfinite=True``)
+    retold as ``hint``, what the path that raised it offers ("": no advice)."""
+    return text.replace(f"; {NONFINITE_HINT}", f"; {hint}" if hint else "")
+
+
 @contextlib.contextmanager
 def nonfinite_hint(hint: str) -> Iterator[None]:
-    """The runtime's advice on NaN and infinity (the library's ``allow_nonfinite=True``) retold as
-    what the command running the block offers: ``hint`` ("" for nothing: drop the advice)."""
+    """`retell_nonfinite` for the runtime's InputValueErrors raised in the block."""
     try:
         yield
     except InputValueError as error:
-        text = str(error)
-        if f"; {NONFINITE_HINT}" not in text:
+        if f"; {NONFINITE_HINT}" not in str(error):
             raise
-        raise InputValueError(text.replace(f"; {NONFINITE_HINT}", f"; {hint}" if hint else "")) from None
+        raise InputValueError(retell_nonfinite(str(error), hint)) from None
 
 
 def one_value_input(model: Any) -> TensorSpec | None:
