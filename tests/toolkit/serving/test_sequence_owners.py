@@ -98,9 +98,12 @@ def post(server, path: str, document: dict, token: str | None = None) -> tuple[i
     headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
     connection.request("POST", path, json.dumps(document), headers)
     response = connection.getresponse()
-    answer = json.loads(response.read())
+    body = response.read()
     connection.close()
-    return response.status, answer
+    if response.getheader("content-type", "").startswith("text/event-stream"):  # server-sent events
+        lines = [line[6:] for line in body.split(b"\n") if line.startswith(b"data: ")]
+        return response.status, {"events": [json.loads(line) for line in lines]}
+    return response.status, json.loads(body)
 
 
 # ---- server-assigned ids -----------------------------------------------------------------------
@@ -309,6 +312,10 @@ def test_generate_routes_assign_ids_and_keep_them_to_their_token(char_folder, st
     status, two = generate(A, [2], sequence_id=key, sequence_version=1)
     status_twin, twin = generate(A, [2], sequence_id="a-chosen", sequence_version=1)
     assert status == status_twin == 200 and two["tokens"] == twin["tokens"] and two["sequence_version"] == 2
+    status, streamed = generate(A, [3, 1], "generate_stream", sequence_start=True)  # the id in the last event
+    last = streamed["events"][-1]
+    assert status == 200 and len(last["sequence_id"]) >= MIN_ID_CHARS and last["sequence_id"] != key
+    assert [t for event in streamed["events"] for t in event["tokens"]] == one["tokens"]
 
 
 def test_rnn_serve_with_a_file_of_tokens_and_refused_client_ids(tmp_path):
