@@ -24,6 +24,12 @@ SMALL_FINITE_CHECK = 16  # up to this many values, summing them as Python floats
 NONFINITE_HINT = "load the model with allow_nonfinite=True to run it anyway"
 
 
+def retell_nonfinite(text: str, hint: str = "") -> str:
+    """A message with the advice on NaN and infinity (`NONFINITE_HINT`, the library's
+    ``allow_nonfinite=True``) retold as ``hint``: what the path that raised it offers ("": none)."""
+    return text.replace(f"; {NONFINITE_HINT}", f"; {hint}" if hint else "")
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"{value.shape} {value.dtype}"

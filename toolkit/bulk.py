@@ -43,11 +43,11 @@ import numpy as np
 
 from runtime.errors import DataError, InputValueError, ShapeError, ToolkitError, UnsupportedError
 from runtime.fused import FUSED_MIN_STEPS, choose_form
+from runtime.inputs import retell_nonfinite
 
 from .bulk_rows import ID_COLUMN, RowsRunner, check_columns, row_items, sampler_settings
 from .extras import require
 from .ray_cluster import connect
-from .run_inputs import retell_nonfinite
 
 KINDS = ("predict", "generate")
 SERIES_COLUMN = "series"  # Parquet input: a list of numbers per row

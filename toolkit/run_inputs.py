@@ -18,16 +18,10 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import DataError, InputValueError
-from runtime.inputs import NONFINITE_HINT
+from runtime.inputs import NONFINITE_HINT, retell_nonfinite
 from runtime.manifest import BATCH_FIRST, SAMPLE, TensorSpec
 
 NAMED_SUFFIX = ".npz"  # a file of one array per input name; any other suffix is one series
-
-
-def retell_nonfinite(text: str, hint: str = "") -> str:
-    """A runtime message with its advice on NaN and infinity (the library's ``allow_nonfinite=True``)
-    retold as ``hint``, what the path that raised it offers ("": no advice)."""
-    return text.replace(f"; {NONFINITE_HINT}", f"; {hint}" if hint else "")
 
 
 @contextlib.contextmanager
