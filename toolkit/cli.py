@@ -599,7 +599,16 @@ def demo(out, steps, threads, **options) -> None:
     type=click.IntRange(min=1),
     default=4096,
     show_default=True,
-    help="Open HTTP connections and concurrent gRPC calls (streams); beyond: 503 / RESOURCE_EXHAUSTED.",
+    help="HTTP requests in progress and gRPC calls at work at once; beyond: 503 / RESOURCE_EXHAUSTED (liveness "
+    "always answers; idle connections are not counted, see --max-open-connections).",
+)
+@click.option(
+    "--max-open-connections",
+    type=click.IntRange(min=1, max=1 << 20),
+    default=None,
+    metavar="COUNT",
+    help="HTTP connections open at once, idle or not; one more is answered 503 and closed at once. Keep it under "
+    "the open-files limit (ulimit -n; the start warns when it is not). Default: 8192.",
 )
 @click.option(
     "--max-inflight-bytes",

@@ -48,6 +48,7 @@ class ServeOptions:
     max_inflight_bytes: int | None = None  # None: the server's default (4 x max_body_bytes)
     header_timeout: float | None = None  # None: `Doors`' default
     idle_timeout: int | None = None  # None: `Doors`' default
+    max_open_connections: int | None = None  # None: `Doors`' default
     refuse_client_sequence_ids: bool = False
 
     def check_http(self) -> None:
@@ -68,13 +69,15 @@ class ServeOptions:
         return self.token or (read_token_file(self.token_file) if self.token_file is not None else None)
 
     def doors(self) -> Any:
-        """The fronts' `toolkit.serving.server.Doors` from --max-inflight-bytes, --header-timeout and --idle-timeout."""
+        """The fronts' `toolkit.serving.server.Doors` from --max-inflight-bytes, --header-timeout, --idle-timeout
+        and --max-open-connections."""
         from toolkit.serving.server import Doors
 
         given = {
             "max_inflight_bytes": self.max_inflight_bytes,
             "header_timeout_s": self.header_timeout,
             "keep_alive_s": self.idle_timeout,
+            "max_open_connections": self.max_open_connections,
         }
         return Doors(**{name: value for name, value in given.items() if value is not None})
 

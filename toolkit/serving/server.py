@@ -41,6 +41,7 @@ from .core import (
     describe_id,
     sequence_key,
 )
+from .doors import DEFAULT_MAX_OPEN_CONNECTIONS, capped_protocol, descriptor_room
 from .metrics import Metrics
 from .protocol import ServeError, one_line
 from .sequences import Slot, slot
@@ -69,7 +70,8 @@ class Doors:
     sends nothing holds no place among --max-connections: `grpc_api.Admission`).
     ``grpc_streams_per_connection``: calls (HTTP/2 streams) one gRPC connection may hold open at
     once; beyond, a new one is refused (REFUSED_STREAM). Room for a stream per sequence on one
-    channel, as tritonclient users open them."""
+    channel, as tritonclient users open them. ``max_open_connections``: HTTP connections open at
+    once, idle or not; one accepted beyond is answered 503 and closed (`doors.capped_protocol`)."""
 
     max_inflight_bytes: int | None = None
     header_timeout_s: float = 10.0
@@ -78,6 +80,7 @@ class Doors:
     max_header_bytes: int = 64 << 10
     grpc_idle_s: float = 300.0
     grpc_streams_per_connection: int = 1024
+    max_open_connections: int = DEFAULT_MAX_OPEN_CONNECTIONS
 
 
 def read_token_file(path: str | os.PathLike) -> str | tuple[str, ...]:
@@ -321,7 +324,10 @@ class Server:
         # --max-connections counts requests in progress, not open connections (an idle one is not work)
         door = Door(limits.max_connections, inflight, doors.body_timeout_s, limits.max_body_bytes)
         self.door = door
-        protocol = _guarded_protocol(doors)
+        protocol = capped_protocol(_guarded_protocol(doors), doors.max_open_connections)
+        warning = descriptor_room(doors.max_open_connections)  # the file descriptor limit, raised where it can be
+        if warning is not None:
+            self.say(warning)
         config = uvicorn.Config(
             create_app(self.engine, token=self.token, door=door),
             log_level="warning",
@@ -331,7 +337,7 @@ class Server:
             server_header=False,
             timeout_keep_alive=max(1, round(doors.keep_alive_s)),
             h11_max_incomplete_event_size=doors.max_header_bytes,
-            **({"http": protocol} if protocol is not None else {}),
+            http=protocol,
         )
         config.load()
         http = uvicorn.Server(config)

@@ -1,0 +1,97 @@
+"""A hard cap on the HTTP connections open at once (issue 23): `--max-open-connections`.
+
+``--max-connections`` counts requests in progress, and the header and keep-alive deadlines close
+connections that send nothing, but until they do every accepted socket holds a file descriptor: a
+client that opens sockets faster than the deadlines close them would run the process out of
+descriptors (then every accept, the gRPC front's included, and every file the server opens
+fails). `capped_protocol` wraps uvicorn's HTTP protocol class so that a connection accepted while
+``cap`` are open is answered 503 (one line, ``connection: close``) and closed at once, before any
+of it is read; the connections under the cap, liveness and every other route, go on as before.
+The count is uvicorn's own set of open connections (its ``server_state.connections``), so a
+closed connection frees its place when the event loop sees it close.
+
+`descriptor_room` compares the cap with the process's file descriptor limit (RLIMIT_NOFILE): the
+soft limit is raised toward the hard limit where that makes room (as servers commonly do), and a
+warning line says when the limit still leaves less than the cap needs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+DEFAULT_MAX_OPEN_CONNECTIONS = 8192  # above the 4,100 idle connections of the issue's attack, well under a
+# typical raised descriptor limit (65,536; this CI machine's is 20,000)
+DESCRIPTOR_RESERVE = 512  # descriptors kept for everything but HTTP connections: gRPC, files, the loop's own
+
+
+def _refusal(cap: int) -> bytes:
+    """The 503 a connection over the cap gets (before its request is read: no keep-alive, closed)."""
+    message = f"the server has {cap} HTTP connections open, its limit (--max-open-connections): retry shortly"
+    body = json.dumps({"error": message}).encode()
+    head = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    head += f"content-length: {len(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
+    return head.encode() + body
+
+
+def capped_protocol(base: Any, cap: int) -> Any:
+    """uvicorn's HTTP protocol class ``base`` (None: its h11 protocol) refusing a connection made
+    while ``cap`` connections are open: a 503 written and the socket closed, nothing read."""
+    if base is None:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        base = H11Protocol
+    refusal = _refusal(cap)
+
+    class CappedProtocol(base):  # type: ignore[misc, valid-type]
+        refused = False
+
+        def connection_made(self, transport: Any) -> None:
+            if len(self.connections) >= cap:  # uvicorn's set of the connections open now
+                self.refused = True
+                transport.write(refusal)
+                transport.close()  # the 503 is flushed first; the socket is never read
+                return
+            super().connection_made(transport)
+
+        def data_received(self, data: bytes) -> None:
+            if not self.refused:
+                super().data_received(data)
+
+        def eof_received(self) -> Any:
+            return None if self.refused else super().eof_received()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if not self.refused:  # a refused one was never counted or set up
+                super().connection_lost(exc)
+
+    CappedProtocol.__name__ = CappedProtocol.__qualname__ = f"Capped{base.__name__}"
+    return CappedProtocol
+
+
+def descriptor_room(cap: int) -> str | None:
+    """Makes room for ``cap`` connections in the process's file descriptor limit where the hard
+    limit allows (raising the soft one); a warning line when the limit stays below what ``cap``
+    connections and DESCRIPTOR_RESERVE need, else None."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = cap + DESCRIPTOR_RESERVE
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return None
+    raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+    if raised > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft >= wanted:
+        return None
+    return (
+        f"warning: this process may open {soft} files (ulimit -n; hard limit {hard}) but --max-open-connections "
+        f"is {cap}: past about {max(soft - DESCRIPTOR_RESERVE, 0)} HTTP connections accepts fail instead of a 503; "
+        "raise ulimit -n or lower --max-open-connections"
+    )
