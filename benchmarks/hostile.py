@@ -171,18 +171,19 @@ async def read_status(reader: asyncio.StreamReader, timeout: float = ATTACK_IO_T
 
 async def idle_slot(attack: Attack, writers: list, index: int, closed: Counter, failed: Counter) -> None:
     """One idle connection kept open: each time the server closes it (what it said counted in
-    ``closed``), another is opened in its place, until the attack's task is cancelled."""
+    ``closed``), another is opened in its place (a failed connect is counted in ``failed`` and
+    tried again a second later), until the attack ends or its task is cancelled."""
     reader, writers[index] = writers[index]
     while not attack.stopped():  # also checked here: wait_for can swallow a cancellation (Python 3.11)
         closed[await read_status(reader, attack.plan.longest_s)] += 1
         writers[index].close()
-        try:
-            reader, writers[index] = await attack.connect()
-        except (OSError, asyncio.TimeoutError) as error:
-            failed[type(error).__name__] += 1
-            await asyncio.sleep(1.0)
-            reader = asyncio.StreamReader()  # no connection in this slot: waits for nothing
-            reader.feed_eof()
+        while not attack.stopped():
+            try:
+                reader, writers[index] = await attack.connect()
+                break
+            except (OSError, asyncio.TimeoutError) as error:
+                failed[type(error).__name__] += 1
+                await asyncio.sleep(1.0)
 
 
 async def idle_http(attack: Attack) -> dict:
@@ -264,6 +265,8 @@ async def partial_body(attack: Attack, settled: Callable[[], None]) -> int | str
 
 
 async def partial_bodies(attack: Attack) -> dict:
+    """(c) ``partial_bodies`` such requests at once; in place once each has sent its part or been
+    answered."""
     count, done = attack.plan.partial_bodies, []
     bodies = [asyncio.create_task(partial_body(attack, lambda: done.append(1))) for _ in range(count)]
     deadline = time.monotonic() + SETUP_TIMEOUT_S
@@ -279,20 +282,23 @@ async def partial_bodies(attack: Attack) -> dict:
 
 
 async def repeat(attack: Attack, requests: list[bytes]) -> tuple[Counter, list[float], int]:
-    """Sends ``requests`` in turn on a kept-alive connection (a new one when the server closes
-    it) until the attack ends: the statuses, each request's seconds, the largest answer's bytes."""
+    """Sends ``requests`` in turn until the attack ends, on a kept-alive connection after a 200 and
+    a new one after anything else (a refusal may close it): the statuses, each request's seconds
+    (a new connection's connect included), the largest answer's bytes."""
     statuses, seconds, largest, connection = Counter(), [], 0, None
     while not attack.stopped():
-        if connection is None or connection.transport.is_closing():
-            connection = await asyncio.wait_for(HttpConnection.open(attack.http_port), ATTACK_IO_TIMEOUT_S)
         started = time.perf_counter()
+        if connection is None:
+            connection = await asyncio.wait_for(HttpConnection.open(attack.http_port), ATTACK_IO_TIMEOUT_S)
         try:
             status, body = await asyncio.wait_for(
                 connection.request(requests[len(seconds) % len(requests)]), ATTACK_IO_TIMEOUT_S
             )
         except (ConnectionError, asyncio.TimeoutError) as error:
             status, body = type(error).__name__, b""
+        if status != 200:
             connection.close()
+            connection = None
         seconds.append(time.perf_counter() - started)
         statuses[status] += 1
         largest = max(largest, len(body))
