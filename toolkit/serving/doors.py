@@ -11,8 +11,9 @@ The count is uvicorn's own set of open connections (its ``server_state.connectio
 closed connection frees its place when the event loop sees it close.
 
 `descriptor_room` compares the cap with the process's file descriptor limit (RLIMIT_NOFILE): the
-soft limit is raised toward the hard limit where that makes room (as servers commonly do), and a
-warning line says when the limit still leaves less than the cap needs.
+soft limit is raised toward the hard limit where that makes room (as servers commonly do); where
+the limit still leaves less than the cap needs, the cap is lowered to fit it and a warning line
+says so.
 """
 
 from __future__ import annotations
@@ -69,18 +70,19 @@ def capped_protocol(base: Any, cap: int) -> Any:
     return CappedProtocol
 
 
-def descriptor_room(cap: int) -> str | None:
-    """Makes room for ``cap`` connections in the process's file descriptor limit where the hard
-    limit allows (raising the soft one); a warning line when the limit stays below what ``cap``
-    connections and DESCRIPTOR_RESERVE need, else None."""
+def descriptor_room(cap: int) -> tuple[int, str | None]:
+    """The cap that the process's file descriptor limit can hold, and what to say about it:
+    the soft limit is raised toward the hard one to make room for ``cap`` connections and
+    DESCRIPTOR_RESERVE; where it still cannot, the cap is lowered to the room left (so a connection
+    beyond gets the 503, not a failed accept) and a warning line says so (else None)."""
     try:
         import resource
     except ImportError:  # not on this platform
-        return None
+        return cap, None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = cap + DESCRIPTOR_RESERVE
     if soft == resource.RLIM_INFINITY or soft >= wanted:
-        return None
+        return cap, None
     raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
     if raised > soft:
         try:
@@ -89,9 +91,9 @@ def descriptor_room(cap: int) -> str | None:
         except (ValueError, OSError):
             pass
     if soft >= wanted:
-        return None
-    return (
-        f"warning: this process may open {soft} files (ulimit -n; hard limit {hard}) but --max-open-connections "
-        f"is {cap}: past about {max(soft - DESCRIPTOR_RESERVE, 0)} HTTP connections accepts fail instead of a 503; "
-        "raise ulimit -n or lower --max-open-connections"
+        return cap, None
+    room = max(soft - DESCRIPTOR_RESERVE, 1)
+    return room, (
+        f"warning: this process may open {soft} files (ulimit -n; hard limit {hard}), too few for "
+        f"--max-open-connections {cap}: at most {room} HTTP connections are let in; raise ulimit -n for more"
     )

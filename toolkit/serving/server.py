@@ -324,10 +324,10 @@ class Server:
         # --max-connections counts requests in progress, not open connections (an idle one is not work)
         door = Door(limits.max_connections, inflight, doors.body_timeout_s, limits.max_body_bytes)
         self.door = door
-        protocol = capped_protocol(_guarded_protocol(doors), doors.max_open_connections)
-        warning = descriptor_room(doors.max_open_connections)  # the file descriptor limit, raised where it can be
+        cap, warning = descriptor_room(doors.max_open_connections)  # what the file descriptor limit holds
         if warning is not None:
             self.say(warning)
+        protocol = capped_protocol(_guarded_protocol(doors), cap)
         config = uvicorn.Config(
             create_app(self.engine, token=self.token, door=door),
             log_level="warning",
