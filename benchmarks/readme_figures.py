@@ -1,10 +1,11 @@
 """The README's figures, rendered from the files the benchmarks wrote (one place for every number).
 
 Each figure in README.md sits in a block between ``<!-- figures: NAME -->`` and ``<!-- /figures -->``.
-``FIGURES`` says which committed files (under docs/) each block is rendered from and how; the
-``parity-checks`` block is rendered from the verifier's own constants instead. Nothing is measured
-here: refresh a figure by re-running its benchmark into its docs/ file (the command is in the
-file), then ``--write``.
+``FIGURES`` maps each block's name to the function that renders it from its committed source under
+docs/ (named by the constant above the function); the ``parity-checks`` block is rendered from the
+verifier's own constants instead. Nothing is measured here: refresh a figure by re-running its
+benchmark into its docs/ file (the command is in the file, or in the README beside the block), then
+``--write``.
 
 Usage:
     python benchmarks/readme_figures.py --check   # exit 1 naming every stale block (or a missing source)
