@@ -26,13 +26,12 @@ DEFAULT_MAX_OPEN_CONNECTIONS = 8192  # above the 4,100 idle connections of the i
 DESCRIPTOR_RESERVE = 512  # descriptors kept for everything but HTTP connections: gRPC, files, the loop's own
 
 
-def _refusal(cap: int) -> bytes:
-    """The 503 a connection over the cap gets (before its request is read: no keep-alive, closed)."""
-    message = f"the server has {cap} HTTP connections open, its limit (--max-open-connections): retry shortly"
+def raw_response(status: int, reason: str, message: str, headers: str = "") -> bytes:
+    """An HTTP/1.1 answer written straight to a socket (before or instead of uvicorn's): the
+    status, ``{"error": message}``, ``headers`` (``name: value\\r\\n`` lines) and ``connection: close``."""
     body = json.dumps({"error": message}).encode()
-    head = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-    head += f"content-length: {len(body)}\r\nretry-after: 1\r\nconnection: close\r\n\r\n"
-    return head.encode() + body
+    head = f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+    return (head + headers).encode() + b"connection: close\r\n\r\n" + body
 
 
 def capped_protocol(base: Any, cap: int) -> Any:
@@ -42,7 +41,8 @@ def capped_protocol(base: Any, cap: int) -> Any:
         from uvicorn.protocols.http.h11_impl import H11Protocol
 
         base = H11Protocol
-    refusal = _refusal(cap)
+    message = f"the server has {cap} HTTP connections open, its limit (--max-open-connections): retry shortly"
+    refusal = raw_response(503, "Service Unavailable", message, "retry-after: 1\r\n")  # nothing of it read
 
     class CappedProtocol(base):  # type: ignore[misc, valid-type]
         refused = False

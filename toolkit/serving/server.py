@@ -41,7 +41,7 @@ from .core import (
     describe_id,
     sequence_key,
 )
-from .doors import DEFAULT_MAX_OPEN_CONNECTIONS, capped_protocol, descriptor_room
+from .doors import DEFAULT_MAX_OPEN_CONNECTIONS, capped_protocol, descriptor_room, raw_response
 from .metrics import Metrics
 from .protocol import ServeError, one_line
 from .sequences import Slot, slot
@@ -99,12 +99,6 @@ def read_token_file(path: str | os.PathLike) -> str | tuple[str, ...]:
     return tokens[0] if len(tokens) == 1 else tokens
 
 
-def _raw_response(status: int, reason: str, message: str) -> bytes:
-    body = json.dumps({"error": message}).encode()
-    head = f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-    return head.encode() + b"connection: close\r\n\r\n" + body
-
-
 def _guarded_protocol(doors: Doors) -> Any:
     """uvicorn's httptools protocol with a deadline and a size bound on each request's head: a
     connection that sends nothing, or its headers too slowly, is closed after
@@ -142,7 +136,7 @@ def _guarded_protocol(doors: Doors) -> Any:
             if self._in_head and not self.transport.is_closing():
                 if self._head_bytes:
                     message = f"the request's headers did not arrive within {doors.header_timeout_s:g} s"
-                    self.transport.write(_raw_response(408, "Request Timeout", message))
+                    self.transport.write(raw_response(408, "Request Timeout", message))
                 self.transport.close()
 
         def on_message_begin(self) -> None:
@@ -162,7 +156,7 @@ def _guarded_protocol(doors: Doors) -> Any:
                 self._head_bytes += len(data)
             if self._in_head and self._head_bytes > doors.max_header_bytes and not self.transport.is_closing():
                 message = f"the request line and headers pass {doors.max_header_bytes} bytes, the limit"
-                self.transport.write(_raw_response(431, "Request Header Fields Too Large", message))
+                self.transport.write(raw_response(431, "Request Header Fields Too Large", message))
                 self.transport.close()
                 self._end_head()
             elif self._in_head and not self.transport.is_closing():
