@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import runpy
-import textwrap
 
 import numpy as np
 import pytest
@@ -16,7 +16,7 @@ import torch
 import runtime
 from export import export_module
 from export.factories import build_module, checked_factory
-from export.torchscript import load_torchscript
+from export.torchscript import UNNAMABLE_FIX, load_torchscript, load_torchscript_checked, save_torchscript, script_step
 from runtime.errors import ArtifactError, ExportError, InputValueError
 from runtime.manifest import STEP_TORCHSCRIPT_NAME, file_entry, manifest_digest, read_manifest, write_manifest
 
@@ -49,18 +49,19 @@ class ScriptCell(nn.Module):
         h_next = torch.tanh(self.rec(torch.cat((x, h), 1)))
         return self.out(h_next), h_next
 
-
+"""
+EXPORT = """
 torch.manual_seed(12)
 cell = ScriptCell()
 export_module(cell, OUT, input_size=1, output_size=1, states=[("h", 4)], exporter=EXPORTER)
 """
 
 
-def run_script(tmp_path, out, run_name, exporter="torchscript"):
+def run_script(tmp_path, out, run_name, exporter="torchscript", export=True):
     """Runs a user's script that defines its module class and exports it, as `python script.py`
     (run_name "__main__") or runpy.run_path does ("<run_path>"); its globals."""
     script = tmp_path / "user_script.py"
-    script.write_text(textwrap.dedent(SCRIPT))
+    script.write_text(SCRIPT + (EXPORT if export else ""))
     return runpy.run_path(str(script), {"OUT": str(out), "EXPORTER": exporter}, run_name=run_name)
 
 
@@ -170,13 +171,13 @@ def test_dynamo_export_of_a_runpy_class_skips_the_archive_and_says_why(tmp_path)
     assert ys.shape == (11, 2, 1) and np.all(np.isfinite(ys)) and np.ptp(ys) > 0
 
 
-def _truncated(name):
-    """Cuts ``name`` in the finished staging folder to half and rehashes its manifest entry (so the
-    sha256 check passes and only reading the file can tell)."""
+def _truncated(name, keep=0.5):
+    """Cuts ``name`` in the finished staging folder to ``keep`` of its bytes and rehashes its
+    manifest entry (so the sha256 check passes and only reading the file can tell)."""
 
     def corrupt(folder):
         path = folder / name
-        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
         manifest = read_manifest(folder)
         files = tuple(file_entry(folder, e.name, e.role) if e.name == name else e for e in manifest.files)
         write_manifest(folder, dataclasses.replace(manifest, files=files))
@@ -210,14 +211,25 @@ def test_every_written_file_is_loaded_back(tmp_path, monkeypatch, name):
 
 
 def test_an_unloadable_archive_in_a_folder_is_an_artifact_error(tmp_path):
-    from export.torchscript import load_torchscript_checked
-
     folder = tmp_path / "model"
     export_module(make_sized_cell(), folder, input_size=1, output_size=1, states=STATES)
     _truncated(STEP_TORCHSCRIPT_NAME)(folder)
     entry = read_manifest(folder).file("step_torchscript")
     with pytest.raises(ArtifactError, match=r"^step.torchscript.pt cannot be loaded by torch.jit.load \(RuntimeError"):
         load_torchscript_checked(folder, entry)
+
+
+def test_an_archive_of_a_runpy_class_exported_before_the_load_back_names_the_fix(tmp_path):
+    folder = tmp_path / "model"
+    export_module(make_sized_cell(), folder, input_size=1, output_size=1, states=STATES)
+    cell = run_script(tmp_path, None, "<run_path>", export=False)["ScriptCell"]()  # forward(x, h) as SizedCell's
+    save_torchscript(script_step(cell), folder)  # what an export wrote before it loaded its files back
+    _truncated(STEP_TORCHSCRIPT_NAME, keep=1.0)(folder)
+    with pytest.raises(ArtifactError) as caught:
+        load_torchscript_checked(folder, read_manifest(folder).file("step_torchscript"))
+    message = str(caught.value)
+    assert re.search(r"\(at: __torch__\.<run_path>\.(___torch_mangle_\d+\.)?ScriptCell\)", message), message
+    assert message.endswith(UNNAMABLE_FIX) and "\n" not in message
 
 
 # ---- the hint towards the dynamo exporter ------------------------------------------------------
