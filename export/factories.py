@@ -54,12 +54,12 @@ def build_module(factory: Any) -> torch.nn.Module:
     needed = required_parameters(function)
     if needed:
         what = "class" if inspect.isclass(function) else "function"
-        module, _, short = name.rpartition(":")
+        home, _, short = name.rpartition(":")
         example = f"{getattr(function, '__name__', short)}({', '.join(f'{p}=...' for p in needed)})"
         raise InputValueError(
             f"the factory {name} is called with no arguments, but {what} {short} needs {', '.join(needed)}: "
-            f"write a function in {module or 'your module'} that builds the module "
-            f"(def build(): return {example}) and pass {module or 'package.module'}:build"
+            f"write a function in {home or 'your module'} that builds the module "
+            f"(def build(): return {example}) and pass {home or 'package.module'}:build"
         )
     with failing_as(f"the factory {name} raised"):
         module = function()
