@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 import runtime
+from runtime.inputs import retell_nonfinite
 from runtime.manifest import sampled_vocabulary
 from runtime.sampling import draw_tokens
 from runtime.streams import StreamPool, state_rows
@@ -304,7 +305,10 @@ class Generator:
         for spec in self.held_specs:  # one stream's value, or a batch of 1
             value = np.asarray(held[spec.name])
             rows[spec.name] = value.reshape(spec.shape_for(1)) if value.size == spec.count else value[None]
-        checked = self.model.check_inputs({self.token_input: np.zeros(1, np.int64), **rows}, "held inputs")
+        try:
+            checked = self.model.check_inputs({self.token_input: np.zeros(1, np.int64), **rows}, "held inputs")
+        except runtime.InputValueError as error:  # NaN: the library's advice is not the server's to offer
+            raise BadRequest(retell_nonfinite(str(error))) from None
         return {name: checked[name] for name in names}
 
     def close(self) -> None:

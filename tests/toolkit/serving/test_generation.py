@@ -251,6 +251,11 @@ def test_parameters_are_checked_with_one_line_each(model):
                 generator.submit(np.asarray(prompt, np.int64), held)
         with pytest.raises(runtime.ShapeError):
             asyncio.run(_submit(generator, {"category": [1.0, 2.0]}))
+        nan = np.array(CATEGORY[0], np.float32).copy()
+        nan.flat[0] = np.nan
+        with pytest.raises(BadRequest, match="NaN or infinity") as caught:
+            generator.submit(np.array([1]), {"category": nan})
+        assert "allow_nonfinite" not in str(caught.value) and "--allow" not in str(caught.value)
         assert generator.live == 0
     finally:
         generator.close()
