@@ -236,6 +236,7 @@ class Batcher:
                     item[2].set_exception(error)
                 continue
             finished = time.perf_counter()
-            self.metrics.batch(self.name, len(live), finished - started, started - live[0][3])
+            queued = len(live) * started - sum(item[3] for item in live)  # every step's wait, summed
+            self.metrics.batch(self.name, len(live), finished - started, started - live[0][3], queued)
             for row, item in enumerate(live):
                 item[2].set_result(_row(ys, row))

@@ -16,8 +16,8 @@ name (NAME, NAME-predict, NAME-generate), since the server started:
 - ``inference_stats``: ``success`` and ``fail`` (requests and the time from a decoded request to its
   answer), ``compute_infer`` (each request of a run counted with the run's time, as Triton does),
   ``queue`` (requests that waited for their run and how long in all: stateless requests run at once,
-  0 ns each, a wait for a worker thread falls in compute_infer; batched sequence steps are counted
-  when the batcher reports their waits);
+  0 ns each, a wait for a worker thread falls in compute_infer; a batched sequence step counts its
+  wait from arrival to the start of its batch's run);
 - always 0: ``compute_input`` and ``compute_output`` (onnxruntime's run copies its inputs and
   outputs inside compute_infer), ``cache_hit`` and ``cache_miss`` (no response cache), and the
   batch statistics' compute_input and compute_output.
