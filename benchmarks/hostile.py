@@ -15,6 +15,8 @@ The attacks (each bounded in count and time, loopback only):
   e bombs           ~65 KB gzip and deflate bodies that inflate to 65 MiB, alternately, repeated
   f silent-grpc     4,100 gRPC ModelStreamInfer streams that never send a message
   g nested-json     an infer request whose data is nested 40 arrays deep, repeated
+  h loop-answers    (beyond the issue's list) sine-generate answers just under the number of JSON
+                    values the HTTP front still encodes on its event loop, repeated
 
 Recorded per attack: the normal client's liveness and infer p50/p99 (successful requests; any
 other answer, a timeout or a refused connection is an error), the attack's outcome (status codes),
@@ -99,6 +101,8 @@ class Plan:
     bomb_mib: int = 65
     grpc_streams: int = 4100
     nesting: int = 40
+    loop_steps: int = 1  # (h) set by on_loop_steps for the server's threshold
+    loop_limit: int = 0
     idle_seconds: float = 15.0  # (a) at least: past the default --header-timeout (10 s), its reaping included
 
     def window_s(self, letter: str) -> float:
@@ -313,15 +317,27 @@ def repeated(what: str, statuses: Counter, seconds: list[float], largest: int) -
     return {"text": text, "statuses": dict(statuses), "count": len(seconds)}
 
 
-async def large_answers(attack: Attack) -> dict:
-    """(d) sine-generate for ``answer_batch`` inputs x ``answer_steps`` steps, one after another."""
-    plan = attack.plan
-    x = {"name": "x", "shape": [plan.answer_batch, 1], "datatype": "FP32", "data": [X] * plan.answer_batch}
-    steps = {"name": "steps", "shape": [1], "datatype": "INT64", "data": [plan.answer_steps]}
+async def generate_answers(attack: Attack, count: int, what: str = "") -> dict:
+    """sine-generate for ``answer_batch`` inputs x ``count`` steps, one request after another."""
+    batch = attack.plan.answer_batch
+    x = {"name": "x", "shape": [batch, 1], "datatype": "FP32", "data": [X] * batch}
+    steps = {"name": "steps", "shape": [1], "datatype": "INT64", "data": [count]}
     body = json.dumps({"inputs": [x, steps]}).encode()
     attack.ready()
     result = await repeat(attack, [request_bytes("POST", GENERATE, body)])
-    return repeated(f"{plan.answer_batch} x {plan.answer_steps:,} steps ({len(body)} B)", *result)
+    return repeated(f"{batch} x {count:,} steps{what} ({len(body)} B)", *result)
+
+
+async def large_answers(attack: Attack) -> dict:
+    """(d) answers past the limits: 160 x 100,000 steps, ~300 MB as JSON."""
+    return await generate_answers(attack, attack.plan.answer_steps)
+
+
+async def loop_answers(attack: Attack) -> dict:
+    """(h, beyond the issue's list) the largest answers the HTTP front still encodes as JSON on its
+    event loop (under http_api.OFFLOAD_JSON_ELEMENTS values): allowed, and each one holds the loop."""
+    plan = attack.plan
+    return await generate_answers(attack, plan.loop_steps, f", <= {plan.loop_limit:,} values")
 
 
 def bomb(encoding: str, inflated_mib: int) -> bytes:
@@ -397,6 +413,7 @@ ATTACKS: dict[str, tuple[str, Callable]] = {
     "e": ("bombs", bombs),
     "f": ("silent-grpc", silent_grpc),
     "g": ("nested-json", nested_json),
+    "h": ("loop-answers", loop_answers),
 }
 
 
@@ -574,6 +591,18 @@ def expected_y(folder: Path) -> float:
     return float(y.ravel()[0])
 
 
+def on_loop_steps(folder: Path, plan: Plan) -> Plan:
+    """``plan`` with (h)'s steps: a sine-generate answer for ``answer_batch`` inputs as close under
+    the HTTP front's OFFLOAD_JSON_ELEMENTS as whole steps go (outputs each step, the new state once)."""
+    import runtime
+    from toolkit.serving.http_api import OFFLOAD_JSON_ELEMENTS
+
+    signature, batch = runtime.load(folder).signature, plan.answer_batch
+    per_step, states = signature.output_bytes // 4, signature.state_bytes // 8  # float32 values a row
+    steps = (OFFLOAD_JSON_ELEMENTS - batch * states) // (batch * per_step)
+    return replace(plan, loop_steps=max(1, steps), loop_limit=OFFLOAD_JSON_ELEMENTS)
+
+
 async def still_live(port: int) -> bool:
     normal = Normal()
     await normal_request(normal, port, "live", request_bytes("GET", LIVE), 0.0)
@@ -742,6 +771,7 @@ def main() -> None:
         folder = Path(work) / "sine-elman"
         shutil.copytree(SINE, folder)
         y = expected_y(folder)
+        plan = on_loop_steps(folder, plan) if "h" in args.attacks else plan
         for letter in args.attacks:
             print(f"{letter} {ATTACKS[letter][0]} ...", file=sys.stderr, flush=True)
             rows.append(measure(letter, plan, folder, Path(work), y))

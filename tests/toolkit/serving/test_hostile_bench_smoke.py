@@ -25,7 +25,7 @@ def rows_of(table: str) -> dict[str, list[str]]:
     rows = {}
     for line in table.splitlines():
         cells = [cell.strip() for cell in line.split(" | ")]
-        if re.fullmatch(r"[a-g] [a-z-]+", cells[0]) and len(cells) == 8:
+        if re.fullmatch(r"[a-h] [a-z-]+", cells[0]) and len(cells) == 8:
             rows[cells[0].split()[1]] = cells
     return rows
 
