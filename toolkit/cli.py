@@ -345,6 +345,7 @@ def export_module_command(
 ) -> None:
     """Export your own step module: FACTORY builds a torch.nn.Module whose forward(x, *state)
     returns (y, *state), or with --signature forward(*inputs, *states) -> (*outputs, *states).
+    FACTORY is called with no arguments (a class that needs some: write a function that builds it).
     Then verify with: rnn verify OUT --factory FACTORY."""
     from .making import ModuleSignature, export_module
 
