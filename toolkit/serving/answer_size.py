@@ -33,7 +33,7 @@ from runtime.vocabulary import TEXT_OUTPUT
 from .core import Engine, ServedName
 from .generate_calls import SAMPLED, TOKENS_OUTPUT, words
 from .generation_settings import DEFAULT_MAX_TOKENS
-from .protocol import BYTES, DATATYPES, InferRequest, TooLarge
+from .protocol import BYTES, DATATYPES, VERSION, InferRequest, TooLarge
 from .tensors import GENERATE, STEPS_INPUT, lead_axes
 
 JSON_VALUE_BYTES = {"f": 24, "i": 21, "u": 21, "b": 6}  # at most, per value written as JSON (with its comma)
@@ -207,8 +207,8 @@ def check_answer(engine: Engine, request: InferRequest, version: str, encoding: 
     """Refuses (TooLarge) ``request`` before the engine runs it when its answer, in ``encoding``,
     would pass the limit; leaves every other refusal (an unknown model, a bad input) to the engine."""
     named = engine.names.get(request.model)
-    model = None if named is None else named.served.model
-    if model is None:
+    model = None if named is None or version not in ("", VERSION) else named.served.model
+    if model is None:  # unknown, another version, not ready: the engine's answer
         return
     max_steps = engine.settings.limits.max_steps
     if named.handler is None:  # the quick pass (every step of a sequence comes here): small even as JSON

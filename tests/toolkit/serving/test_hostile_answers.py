@@ -70,6 +70,8 @@ def test_160_sequences_of_100000_steps_as_json_are_refused_before_the_model_runs
     assert "binary_data_output" in message and "fewer steps" in message
     assert int(message.split()[6]) > 160 * 100_000 * 20  # JSON: ~20 bytes a float32 and its comma
     assert computed(server) == before  # the model never ran
+    other_version = post_json(server, GENERATE.replace("/infer", "/versions/2/infer"), document)
+    one_line_error(*other_version, 404, "no version '2'")  # the engine's refusals come first, as before
 
     body, headers = binary_body(generate_inputs(x, 100_000), parameters={"binary_data_output": True})
     started = time.perf_counter()
