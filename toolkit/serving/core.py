@@ -127,7 +127,7 @@ class Limits:
     max_elements: int = 1 << 22  # per tensor
     max_steps: int = 100_000  # T of a predict request, steps of a generate request
     max_sequences: int = 1 << 20  # live sequences per model
-    max_connections: int = 4096  # open HTTP connections (beyond: 503) and concurrent gRPC calls
+    max_connections: int = 4096  # HTTP requests in progress (beyond: 503) and concurrent gRPC calls
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,16 @@ VERSION = "1"  # every model has one version; tritonclient's default ("") means 
 PLATFORM = "onnxruntime_onnx"
 SERVER_NAME = "rnn-toolkit"
 # What this server implements of the protocol's extensions, honestly: the repository extension
-# only as its index (no load/unload); no shared memory, classification, statistics or config.
-EXTENSIONS = ("binary_tensor_data", "sequence", "parameters", "model_repository(index_only)")
+# only as its index (no load/unload); model configuration and statistics (`statistics.py`); no
+# shared memory, classification, trace or logging.
+EXTENSIONS = (
+    "binary_tensor_data",
+    "sequence",
+    "parameters",
+    "model_repository(index_only)",
+    "model_configuration",
+    "statistics",
+)
 MAX_DIMS = 32  # axes of one input tensor
 
 # The protocol's datatype names and the numpy dtypes they decode to.

@@ -107,6 +107,12 @@ def test_every_served_name_is_listed_over_both_protocols(server):
     assert sorted(grpc_names(grpc_client(server))) == sorted(NAMES)
 
 
+def test_server_metadata_says_both_extensions_are_served(server):
+    wanted = {"model_configuration", "statistics"}
+    assert wanted <= set(http_client(server).get_server_metadata()["extensions"])
+    assert wanted <= set(grpc_client(server).get_server_metadata().extensions)
+
+
 def _send_requests(server) -> None:
     """The counting test's traffic: stateless steps of BATCHES, one bad request, one predict
     request, SEQUENCE_STEPS steps of a server-held sequence."""
