@@ -35,6 +35,7 @@ import multiprocessing
 import os
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -713,6 +714,19 @@ def verdicts(rows: list[Row]) -> list[str]:
     ]
 
 
+def code_line() -> str:
+    """The commit the server ran from, and whether its serving code differed from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "toolkit", "runtime"], cwd=ROOT, capture_output=True
+        )
+    except OSError:
+        return "code: not a git checkout"
+    changed = "with uncommitted changes under toolkit/ or runtime/" if dirty.stdout.strip() else "clean"
+    return f"code: {head.stdout.strip() or 'unknown'} ({changed})"
+
+
 def header(plan: Plan, files_line: str, started: dict[str, Any]) -> list[str]:
     load = "/".join(f"{value:.2f}" for value in started["load_average_before"])
     return [
@@ -724,7 +738,7 @@ def header(plan: Plan, files_line: str, started: dict[str, Any]) -> list[str]:
         f"({plan.window_s('a'):g} s under idle-http: the server's header timeout reaps them meanwhile)",
         f"machine: {started['cpu']}, {started['cores']} cores, load average {load} at start; "
         f"Python {started['python']}; {files_line}",
-        time.strftime("run at %Y-%m-%d %H:%M UTC", time.gmtime()),
+        time.strftime("run at %Y-%m-%d %H:%M UTC; ", time.gmtime()) + code_line(),
         "",
     ]
 
