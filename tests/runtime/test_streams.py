@@ -295,7 +295,7 @@ def test_stream_scalar_inputs_are_checked_like_arrays(model):
     ):
         with pytest.raises(InputValueError, match=message):
             stream.push(bad)
-    with pytest.raises(InputValueError, match="allow-nonfinite"):
+    with pytest.raises(InputValueError, match="allow_nonfinite=True"):
         stream.push(float("nan"))
     assert stream.state[0].tolist() == [0.0] * 6  # refused pushes leave the state alone
     tolerant = runtime.Stream(runtime.load(COMMITTED, allow_nonfinite=True))
