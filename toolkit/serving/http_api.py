@@ -68,8 +68,8 @@ OFFLOAD_BODY_BYTES = 1 << 20  # decoding a request body larger than this
 OFFLOAD_COMPRESSED_BYTES = 1 << 16  # inflating a compressed body larger than this
 INLINE_INFLATE_BYTES = 1 << 18  # inflated on the loop at most (a small body that inflates more: a thread)
 INFLATE_SLICE_BYTES = 1 << 22  # inflated per thread call (the GIL changes hands between them)
-OFFLOAD_JSON_ELEMENTS = 1 << 18  # encoding a response with more output elements as JSON than this
-JSON_CHUNK_ELEMENTS = 1 << 14  # output values per json call when encoding off the loop
+OFFLOAD_JSON_ELEMENTS = 1 << 13  # encoding a response with more output elements as JSON than this
+JSON_CHUNK_ELEMENTS = 1 << 10  # output values per json call when encoding off the loop
 
 JSON_TYPE = b"application/json"
 BINARY_TYPE = b"application/octet-stream"
@@ -448,6 +448,7 @@ def _chunked_json(entry: dict[str, Any], array: np.ndarray) -> bytes:
     for start in range(0, flat.size, JSON_CHUNK_ELEMENTS):
         if start:
             parts.append(b",")
+            time.sleep(0)  # hands the GIL to the event loop if it waits (else it waits a switch interval)
         parts.append(_dumps(_json_values(flat[start : start + JSON_CHUNK_ELEMENTS]))[1:-1])
     parts.append(b"]}")
     return b"".join(parts)
