@@ -654,6 +654,15 @@ def test_a_large_json_response_is_encoded_in_chunks_to_the_same_bytes(monkeypatc
     assert json.loads(whole[0][: whole[1]])["outputs"][0]["data"][:2] == [None, float(y[0, 1])]
 
 
+def test_the_yielding_decoder_hands_the_gil_over_every_1024_floats(monkeypatch):
+    sleeps: list[float] = []
+    monkeypatch.setattr(http_api.time, "sleep", sleeps.append)
+    values = [0.5 + i for i in range(5000)]
+    assert http_api._YIELDING_DECODER.decode(json.dumps({"data": values})) == {"data": values}
+    # next(_FLOATS_READ) is shared by every thread: 5,000 floats pass 1,024's multiples 4 or 5 times
+    assert sleeps in ([0] * 4, [0] * 5)
+
+
 def test_a_non_finite_output_is_json_null():
     response = InferResponse("m", "", [("y", np.array([[1.5, np.nan], [np.inf, -2.0]], np.float32))])
     body, json_length = encode_infer(response, False, {})
