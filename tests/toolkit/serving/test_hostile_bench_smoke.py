@@ -51,7 +51,7 @@ def test_quick_run_prints_a_row_per_attack_and_the_server_survives(tmp_path):
         assert server == "up" and errors == "0", (name, server, errors)
         assert re.fullmatch(r"[\d.]+/[\d.]+", live) and re.fullmatch(r"[\d.]+/[\d.]+", infer), (name, live, infer)
         server_cores, machine_cores = (float(value) for value in cores.split("/"))
-        assert 0.0 <= server_cores <= machine_cores + 0.05, (name, cores)  # the server is part of the machine
+        assert 0.0 <= server_cores <= machine_cores + 0.1, (name, cores)  # the server is part of the machine (ticks)
         base, peak, hwm = (int(value) for value in re.fullmatch(r"(\d+)/(\d+) \(HWM (\d+)\)", memory).groups())
         assert 0 < base <= peak + 1 and peak <= hwm + 1, (name, memory)  # MiB rounded; no sample passes VmHWM
     assert "server answering liveness after every attack: yes" in result.stdout
