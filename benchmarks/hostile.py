@@ -7,7 +7,8 @@ runtime's), each ``--rate`` times a second on a new connection per request, for 
 
 The attacks (each bounded in count and time, loopback only):
 
-  a idle-http       4,100 TCP connections that send nothing
+  a idle-http       4,100 TCP connections that send nothing, each reopened when the server closes
+                    it, held 15 s (past the default --header-timeout)
   b endless-header  a header value that never ends, sent as fast as the server reads it
                     (a new connection once the server answers), for the attack's seconds
   c partial-bodies  52 infer requests that declare 60 MiB and send 59 MiB of it, never finishing
@@ -562,16 +563,9 @@ class Row:
         return [f"{self.letter} {self.name}", self.outcome, live, infer, f"{errors}{listed}", memory, cpu, up]
 
 
-HEADINGS = [
-    "attack",
-    "outcome",
-    "live p50/p99 ms",
-    "infer p50/p99 ms",
-    "client errors",
-    "RSS base/peak MB",
-    "cores server/all",
-    "server",
-]
+HEADINGS = (
+    "attack|outcome|live p50/p99 ms|infer p50/p99 ms|client errors|RSS base/peak MB|cores server/all|server"
+).split("|")
 
 
 def rnn_command() -> Path:
