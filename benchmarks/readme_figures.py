@@ -579,6 +579,42 @@ def parity_checks(_: Sources) -> str:
 
 
 # Each block's name and the function that renders it from the sources.
+# ---- docs/hostile-bench.txt: benchmarks/hostile.py ----------------------------------------------
+
+HOSTILE = "docs/hostile-bench.txt"
+HOSTILE_ROW = re.compile(r"^(?P<attack>[a-z] [\w-]+) +\|")
+
+
+def hostile(sources: Sources) -> str:
+    """Each attack's liveness p99 and the server's peak memory over every run in the file."""
+    runs = sources.lines(HOSTILE, "run at ")
+    live: dict[str, list[float]] = {}
+    peak: dict[str, list[float]] = {}
+    up: dict[str, set[str]] = {}
+    for line in sources.text(HOSTILE).splitlines():
+        match = HOSTILE_ROW.match(line)
+        if match is None:
+            continue
+        cells = [cell.strip() for cell in line.split("|")]
+        if len(cells) != 8:
+            raise FigureError(f"source {HOSTILE}: a row of {len(cells)} cells, 8 expected: {line}")
+        attack = match["attack"]
+        live.setdefault(attack, []).append(number(cells[2].split("/")[1]))
+        peak.setdefault(attack, []).append(number(cells[5].split("/")[1].split()[0]))
+        up.setdefault(attack, set()).add(cells[7])
+    if not live:
+        raise FigureError(f"source {HOSTILE} holds no attack rows")
+    header = ["attack (one at a time, fresh server)", "liveness p99 ms", "server peak RSS MiB", "server after"]
+    body = [[a, span(live[a], 1, ""), span(peak[a], 0, ""), "/".join(sorted(up[a]))] for a in live]
+    verdicts = sources.lines(HOSTILE, "target ")[-2:]
+    machine = sources.lines(HOSTILE, "machine: ")[0].removeprefix("machine: ").split("; Python")[0]
+    return (
+        table(header, body)
+        + f"\n\nOver {len(runs)} runs ({machine}; a normal client sent liveness and a one-step infer during "
+        "every attack). The last run's verdicts:\n\n" + "\n".join(f"- {line}" for line in verdicts)
+    )
+
+
 FIGURES: dict[str, Callable[[Sources], str]] = {
     "trainers-demo": trainers_demo,
     "parity-checks": parity_checks,
@@ -596,6 +632,7 @@ FIGURES: dict[str, Callable[[Sources], str]] = {
     "bulk-long": bulk_long,
     "bulk": bulk,
     "trainers": trainers,
+    "hostile": hostile,
 }
 
 
