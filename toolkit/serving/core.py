@@ -42,7 +42,7 @@ from typing import Any, Protocol
 import numpy as np
 
 import runtime
-from runtime.inputs import NONFINITE_HINT
+from runtime.inputs import retell_nonfinite
 from runtime.manifest import MANIFEST_NAME
 from runtime.streams import StreamPool, state_from_bytes
 
@@ -436,7 +436,7 @@ class Engine:
             if isinstance(error, ServeError):
                 raise
             if callers_error(error):  # the runtime's hint names options of the library and CLI, not of a server
-                raise BadRequest(one_line(error).replace(f"; {NONFINITE_HINT}", "")) from error
+                raise BadRequest(retell_nonfinite(one_line(error))) from error
             raise
         finally:
             self._in_flight -= 1

@@ -33,6 +33,7 @@ from .protocol import (
     DATATYPE_OF,
     DATATYPES,
     EXTENSIONS,
+    MAX_REQUEST_ID_CHARS,
     SERVER_NAME,
     VERSION,
     BadRequest,
@@ -40,6 +41,7 @@ from .protocol import (
     NotFound,
     ServeError,
     bytes_tensor,
+    check_request_id,
     check_shape,
     raw_contents,
     unexpected_message,
@@ -360,12 +362,13 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         try:
             await self._infer(request, answer.infer_response)
         except Exception as error:
-            failed = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+            failed = pb.ModelInferResponse(model_name=request.model_name, id=request.id[:MAX_REQUEST_ID_CHARS])
             return pb.ModelStreamInferResponse(error_message=_message(error, request.model_name), infer_response=failed)
         return answer
 
     def _decoded(self, request: pb.ModelInferRequest) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """A request's inputs and parameters (a sampled generation's, for `grpc_stream`)."""
+        check_request_id(request.id)  # echoed in every message of the stream
         parameters = _parameters(request.parameters) if request.parameters else {}
         return decode_inputs(request, self.max_elements), parameters
 

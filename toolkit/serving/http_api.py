@@ -61,10 +61,9 @@ PROTOCOL = "http"
 LIVE_PATH = "/v2/health/live"  # the one route that needs no token
 HEADER_LENGTH = "Inference-Header-Content-Length"
 INDEX_BODY_BYTES = 1 << 16  # a repository index request's optional JSON body
-# Work off the event loop (in the default executor) so one large request does not stall the
-# others; below these sizes it stays inline (the hot path: one step pays no thread hop). The json
-# module's C code holds the GIL for a whole call, so off the loop the work is also cut into calls
-# the loop thread can take the GIL between (a Python parse_float hook; JSON data encoded in chunks).
+# Work off the event loop (in the default executor) so one large request does not stall the others;
+# below these sizes it stays inline (one step pays no thread hop). Off the loop, the GIL is handed
+# over between pieces (Python number hooks; JSON data encoded in chunks): `_hand_over`.
 OFFLOAD_BODY_BYTES = 1 << 20  # decoding a request body larger than this
 OFFLOAD_COMPRESSED_BYTES = 1 << 16  # inflating a compressed body larger than this
 INLINE_INFLATE_BYTES = 1 << 18  # inflated on the loop at most (a small body that inflates more: a thread)
@@ -102,18 +101,27 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # made once
 _DECODER = json.JSONDecoder(parse_constant=_no_constant)  # or json.loads with options makes one per call
 
 
-_FLOATS_READ = itertools.count()  # by the yielding decoder, in every thread
+def _hand_over() -> None:
+    """The event loop takes the GIL if it waits (else a whole switch interval each time it wakes)."""
+    time.sleep(0)
 
 
-def _float(text: str) -> float:
-    """What the decoder does itself, but in Python, handing the GIL to the event loop every 1,024
-    values (else the loop waits a switch interval whenever it wakes)."""
-    if not next(_FLOATS_READ) & 1023:
-        time.sleep(0)
-    return float(text)
+_NUMBERS_READ = itertools.count()  # by the yielding decoder, in every thread
 
 
-_YIELDING_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_float)  # off the loop only
+def _handing_over(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:  # what the C decoder does, in Python: the GIL handed over every 1,024
+        if not next(_NUMBERS_READ) & 1023:
+            _hand_over()
+        return convert(text)
+
+    return parse
+
+
+# off the loop only; integers too (FP32 data may be written 0,1,2,...)
+_YIELDING_DECODER = json.JSONDecoder(
+    parse_constant=_no_constant, parse_float=_handing_over(float), parse_int=_handing_over(int)
+)
 
 
 def _dumps(document: Any) -> bytes:
@@ -456,7 +464,7 @@ def _chunked_json(entry: dict[str, Any], array: np.ndarray) -> bytes:
     for start in range(0, flat.size, JSON_CHUNK_ELEMENTS):
         if start:
             parts.append(b",")
-            time.sleep(0)  # hands the GIL to the event loop if it waits (else it waits a switch interval)
+            _hand_over()
         parts.append(_dumps(_json_values(flat[start : start + JSON_CHUNK_ELEMENTS]))[1:-1])
     parts.append(b"]}")
     return b"".join(parts)

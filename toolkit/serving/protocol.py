@@ -37,6 +37,7 @@ EXTENSIONS = (
     "statistics",
 )
 MAX_DIMS = 32  # axes of one input tensor
+MAX_REQUEST_ID_CHARS = 256  # a request's 'id', echoed in its answer (every streamed message holds it)
 
 # The protocol's datatype names and the numpy dtypes they decode to.
 DATATYPES = {
@@ -195,6 +196,16 @@ class InferRequest:
     id: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
     receive: Callable[[], Awaitable[dict[str, Any]]] | None = None
+
+    def __post_init__(self) -> None:
+        check_request_id(self.id)
+
+
+def check_request_id(value: str) -> None:
+    """A request id is echoed in its answer, escaped as JSON (up to 12 bytes a character) or in
+    every message of a stream: a long one would make an answer larger than its size check counts."""
+    if len(value) > MAX_REQUEST_ID_CHARS:
+        raise BadRequest(f"the request 'id' is longer than {MAX_REQUEST_ID_CHARS} characters")
 
 
 @dataclass

@@ -359,6 +359,17 @@ def test_sequence_id_of_a_wrong_type_is_refused(stub, kind, value, message):
     assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sequence_start" in excinfo.value.details()
 
 
+def test_a_request_id_longer_than_256_characters_is_refused(stub):
+    request = raw_request()
+    request.id = "\u00e9" * 257
+    with pytest.raises(grpc.RpcError) as excinfo:
+        stub.ModelInfer(request, timeout=WAIT_S)
+    assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "longer than 256 characters" in excinfo.value.details()
+    request.id = "\u00e9" * 256
+    assert stub.ModelInfer(request, timeout=WAIT_S).id == request.id
+
+
 @pytest.mark.parametrize(
     "shape, code, message",
     [

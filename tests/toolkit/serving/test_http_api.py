@@ -643,7 +643,7 @@ def test_a_large_json_response_is_encoded_in_chunks_to_the_same_bytes(monkeypatc
             patched.setattr(http_api, "OFFLOAD_JSON_ELEMENTS", 16)
             patched.setattr(http_api, "JSON_CHUNK_ELEMENTS", 7)
             patched.setattr(http_api, "_json_values", counted)
-            patched.setattr(http_api.time, "sleep", sleeps.append)
+            patched.setattr(http_api, "_hand_over", lambda: sleeps.append(0))
             assert encode_infer(response, False, binary) == whole
         assert chunks and max(chunks) == 7
         # between two chunks of an output the encoding thread hands the GIL to the event loop
@@ -654,13 +654,21 @@ def test_a_large_json_response_is_encoded_in_chunks_to_the_same_bytes(monkeypatc
     assert json.loads(whole[0][: whole[1]])["outputs"][0]["data"][:2] == [None, float(y[0, 1])]
 
 
-def test_the_yielding_decoder_hands_the_gil_over_every_1024_floats(monkeypatch):
-    sleeps: list[float] = []
-    monkeypatch.setattr(http_api.time, "sleep", sleeps.append)
-    values = [0.5 + i for i in range(5000)]
+@pytest.mark.parametrize("values", [[0.5 + i for i in range(5000)], list(range(5000))], ids=["floats", "integers"])
+def test_the_yielding_decoder_hands_the_gil_over_every_1024_numbers(monkeypatch, values):
+    handed: list[int] = []
+    monkeypatch.setattr(http_api, "_hand_over", lambda: handed.append(0))
     assert http_api._YIELDING_DECODER.decode(json.dumps({"data": values})) == {"data": values}
-    # next(_FLOATS_READ) is shared by every thread: 5,000 floats pass 1,024's multiples 4 or 5 times
-    assert sleeps in ([0] * 4, [0] * 5)
+    # next(_NUMBERS_READ) is shared by every thread: 5,000 numbers pass 1,024's multiples 4 or 5 times
+    assert len(handed) in (4, 5)
+
+
+def test_a_request_id_longer_than_256_characters_is_refused_before_it_is_echoed(sine_server):
+    x = x_tensor()
+    status, _, body = post_json(sine_server, INFER, {"id": "\U0001f600" * 257, "inputs": [x]})
+    assert status == 400 and b"longer than 256 characters" in body, body
+    status, _, body = post_json(sine_server, INFER, {"id": "\U0001f600" * 256, "inputs": [x]})
+    assert status == 200 and json.loads(body)["id"] == "\U0001f600" * 256
 
 
 def test_a_non_finite_output_is_json_null():
