@@ -92,8 +92,15 @@ def read_token_file(path: str | os.PathLike) -> str | tuple[str, ...]:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise runtime.InputValueError(f"cannot read the token file {path}: {one_line(error)}") from None
-    lines = (line.strip() for line in text.splitlines())
-    tokens = tuple(dict.fromkeys(line for line in lines if line and not line.startswith("#")))
+    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1)]
+    lines = [(number, line) for number, line in lines if line and not line.startswith("#")]
+    for number, line in lines:  # a bearer token has no spaces (RFC 6750): a note would become a token
+        if any(c.isspace() for c in line):
+            raise runtime.InputValueError(
+                f"line {number} of the token file {path} holds a space, which no token does: "
+                "begin notes with '#' (every other line is a token, each a tenant)"
+            )
+    tokens = tuple(dict.fromkeys(line for _, line in lines))
     if not tokens:
         raise runtime.InputValueError(f"the token file {path} is empty")
     return tokens[0] if len(tokens) == 1 else tokens

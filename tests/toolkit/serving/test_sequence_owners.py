@@ -408,6 +408,9 @@ def test_a_token_file_holds_one_token_or_several(tmp_path):
     path.write_text("# nothing but comments\n\n")
     with pytest.raises(runtime.InputValueError, match="is empty"):
         read_token_file(path)
+    path.write_text(f"{A}\nold token below, do not use\n")  # a file of one token with a note under it
+    with pytest.raises(runtime.InputValueError, match="line 2 of the token file .* holds a space"):
+        read_token_file(path)
 
 
 def test_tokens_give_owner_tags_and_one_token_owns_nothing():
