@@ -29,11 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtime.manifest import BATCH_FIRST
-
 from .metrics import Metrics, Stats
 from .protocol import PLATFORM, VERSION, NotFound, TensorMetadata
-from .tensors import PREDICT
+from .tensors import lead_axes
 
 if TYPE_CHECKING:
     from .core import Engine, ServedName
@@ -49,7 +47,7 @@ def batch_items(named: ServedName, inputs: dict[str, np.ndarray]) -> int:
     if model is None:
         return 1
     array = inputs.get(model.input_names[0])
-    axis = 1 if named.call == PREDICT and model.layout != BATCH_FIRST else 0
+    axis = lead_axes(model, named.call)[0]
     return int(array.shape[axis]) if array is not None and array.ndim > axis else 1
 
 
